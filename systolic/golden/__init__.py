@@ -1,0 +1,13 @@
+"""The golden model: NumPy integer reference of the accelerator = the spec.
+
+No torch, no amaranth here. Every numeric behaviour (rounding, saturation,
+shift, overflow) is defined in this package first; hardware and compiler follow.
+"""
+
+from .qtypes import QType, QTensor, ROUNDING_MODES, check_rounding
+from .primitives import round_shift, saturate, quantize, dequantize, MAX_SHIFT
+
+__all__ = [
+    "QType", "QTensor", "ROUNDING_MODES", "check_rounding",
+    "round_shift", "saturate", "quantize", "dequantize", "MAX_SHIFT",
+]
