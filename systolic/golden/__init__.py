@@ -11,3 +11,7 @@ __all__ = [
     "QType", "QTensor", "ROUNDING_MODES", "check_rounding",
     "round_shift", "saturate", "quantize", "dequantize", "MAX_SHIFT",
 ]
+
+from .ops import matmul, requantize, AccumulatorOverflowError, check_acc_range
+
+__all__ += ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range"]
