@@ -15,3 +15,11 @@ __all__ = [
 from .ops import matmul, requantize, AccumulatorOverflowError, check_acc_range
 
 __all__ += ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range"]
+
+from .layers import Layer, Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten, LAYER_KINDS, im2col
+from .network import QuantizedNetwork, ModelFormatError, FORMAT_VERSION, load, save
+
+__all__ += [
+    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Flatten", "LAYER_KINDS", "im2col",
+    "QuantizedNetwork", "ModelFormatError", "FORMAT_VERSION", "load", "save",
+]

@@ -1,0 +1,141 @@
+"""Random integer networks and inputs, for tests, fuzzing and demos.
+
+The networks are structurally valid and their shifts are chosen so outputs
+use the output range (some values saturate, most do not), which is what a
+bit-exactness test needs to exercise rounding and saturation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .network import QuantizedNetwork
+from .qtypes import QType
+
+__all__ = ["random_network", "random_input", "NETWORK_KINDS"]
+
+NETWORK_KINDS = ("mlp", "cnn", "resnet")
+
+
+def _weights(rng, shape, w_type: QType):
+    # Roughly Gaussian over the whole range, so extremes occur but are rare.
+    sigma = max(1.0, (w_type.hi - w_type.lo) / 6)
+    w = np.rint(rng.normal(0, sigma, size=shape))
+    return np.clip(w, w_type.lo, w_type.hi).astype(np.int64)
+
+
+def _shift_for(k_dim: int, in_type: QType, w_type: QType, out_type: QType, rng) -> int:
+    """A shift that maps the typical accumulator magnitude onto the output range."""
+    a_mag = max(1, in_type.hi // 2)
+    w_mag = max(1, (w_type.hi - w_type.lo) / 6)
+    typical = math.sqrt(k_dim) * a_mag * w_mag
+    target = max(1, out_type.hi // 2)
+    return max(0, int(round(math.log2(typical / target))) + int(rng.integers(-1, 2)))
+
+
+def _gemm_layer(cls, rng, name, src, in_type, weight_shape, bits, relu, signed_out, per_channel, **kw):
+    w_type = QType(bits, True, int(rng.integers(4, 8)))
+    n = weight_shape[-1]
+    k_dim = int(np.prod(weight_shape[:-1]))
+    out_signed = signed_out and not relu
+    base_out = QType(bits, out_signed, 0)
+    k = _shift_for(k_dim, in_type, w_type, base_out, rng)
+    f_out = in_type.frac_bits + w_type.frac_bits - k
+    out_type = QType(bits, out_signed, f_out)
+    w_frac = None
+    if per_channel:
+        w_frac = w_type.frac_bits + rng.integers(-1, 2, size=n)
+    bias_scale = 2 ** max(0, k)
+    bias = rng.integers(-4 * bias_scale, 4 * bias_scale + 1, size=n).astype(np.int64)
+    # Make some bias values land exactly on rounding ties.
+    if k > 0:
+        bias[::3] = (bias[::3] >> k << k) + (1 << (k - 1))
+    return cls(name=name, inputs=(src,), weight=_weights(rng, weight_shape, w_type), w_type=w_type,
+               out_type=out_type, bias=bias, relu=relu, w_frac=w_frac, **kw)
+
+
+def random_network(seed: int | np.random.Generator = 0, kind: str = "cnn", bits: int = 8,
+                   rounding: str = "half_even", per_channel: bool = False,
+                   input_hw: int = 8, channels: int = 3) -> QuantizedNetwork:
+    """A random valid network of *kind* ``mlp``, ``cnn`` or ``resnet`` with *bits*-bit tensors."""
+    if kind not in NETWORK_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(NETWORK_KINDS)}, not {kind!r}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    signed_in = bool(rng.integers(0, 2))
+    in_type = QType(bits, signed_in, int(rng.integers(bits - 2, bits + 2)))
+    layers = []
+    types = {"input": in_type}
+
+    def add(layer, out_type=None):
+        layers.append(layer)
+        types[layer.name] = out_type or getattr(layer, "out_type", None) or types[layer.inputs[0]]
+        return layer.name
+
+    if kind == "mlp":
+        shape = (int(rng.integers(8, 40)),)
+        src, k = "input", shape[0]
+        for i in range(int(rng.integers(2, 4))):
+            n = int(rng.integers(4, 24))
+            last = i == 2 or rng.random() < 0.3
+            src = add(_gemm_layer(Dense, rng, f"fc{i}", src, types[src], (k, n), bits,
+                                  relu=not last, signed_out=True, per_channel=per_channel))
+            k = n
+            if last:
+                break
+        return QuantizedNetwork(in_type, shape, layers, rounding, {"random": kind})
+
+    shape = (input_hw, input_hw, channels)
+    c1 = int(rng.integers(2, 9))
+    src = add(_gemm_layer(Conv2D, rng, "conv1", "input", in_type, (3, 3, channels, c1), bits,
+                          relu=True, signed_out=True, per_channel=per_channel,
+                          stride=1, padding=int(rng.integers(0, 2))))
+    hw = input_hw if layers[-1].padding[0] else input_hw - 2
+    if kind == "resnet":
+        skip = src
+        mid = add(_gemm_layer(Conv2D, rng, "conv2", src, types[src], (3, 3, c1, c1), bits,
+                              relu=True, signed_out=True, per_channel=per_channel, stride=1, padding=1))
+        b = add(_gemm_layer(Conv2D, rng, "conv3", mid, types[mid], (3, 3, c1, c1), bits,
+                            relu=False, signed_out=True, per_channel=per_channel, stride=1, padding=1))
+        fa = types[skip].frac_bits
+        fb = types[b].frac_bits
+        out_t = QType(bits, False, min(fa, fb) + int(rng.integers(-1, 1)))
+        src = add(Add(name="add1", inputs=(skip, b), out_type=out_t, relu=True))
+    if hw >= 2:
+        if rng.random() < 0.5:
+            src = add(MaxPool2D(name="pool1", inputs=(src,), pool=2))
+        else:
+            t = types[src]
+            src = add(AvgPool2D(name="pool1", inputs=(src,), pool=2,
+                                out_type=t.with_frac(t.frac_bits + int(rng.integers(0, 2)))))
+        hw //= 2
+    stride = int(rng.integers(1, 3))
+    c2 = int(rng.integers(2, 9))
+    if hw >= 2:
+        src = add(_gemm_layer(Conv2D, rng, "conv4", src, types[src], (2, 2, _channels(layers, types, src, c1), c2), bits,
+                              relu=True, signed_out=True, per_channel=per_channel, stride=stride, padding=0))
+        hw = (hw - 2) // stride + 1
+        cl = c2
+    else:
+        cl = _channels(layers, types, src, c1)
+    src = add(Flatten(name="flat", inputs=(src,)))
+    n_cls = int(rng.integers(3, 11))
+    src = add(_gemm_layer(Dense, rng, "fc", src, types[src], (hw * hw * cl, n_cls), bits,
+                          relu=False, signed_out=True, per_channel=per_channel))
+    return QuantizedNetwork(in_type, shape, layers, rounding, {"random": kind})
+
+
+def _channels(layers, types, src, default):
+    for layer in reversed(layers):
+        if hasattr(layer, "weight") and layer.weight.ndim == 4:
+            return layer.weight.shape[-1]
+    return default
+
+
+def random_input(net: QuantizedNetwork, batch: int, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """Uniform random integers over the network input's whole range."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    t = net.input_type
+    return rng.integers(t.lo, t.hi + 1, size=(batch, *net.input_shape)).astype(np.int64)
