@@ -132,6 +132,11 @@ class _GemmLayer(Layer):
     relu: bool = False
     #: Per-output-channel weight fractional bits; None means per tensor (``w_type.frac_bits``).
     w_frac: np.ndarray | None = None
+    #: Multipoint quantization: extra integer weight points ``(P, *weight.shape)``, each
+    #: of ``w_type``, accumulated with a left shift: ``acc = a@W + sum_p (a@E_p) << s_p``.
+    extra_weights: np.ndarray | None = None
+    #: Left shifts ``(P,)`` of the extra points, each 0..16.
+    extra_shifts: np.ndarray | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -152,6 +157,34 @@ class _GemmLayer(Layer):
                 raise ValueError(f"layer {self.name!r}: w_frac must have shape ({n},), not {f.shape}")
             object.__setattr__(self, "w_frac", f)
         object.__setattr__(self, "relu", bool(self.relu))
+        if (self.extra_weights is None) != (self.extra_shifts is None):
+            raise ValueError(f"layer {self.name!r}: extra_weights and extra_shifts go together")
+        if self.extra_weights is not None:
+            e = self.w_type.check(self.extra_weights, f"layer {self.name!r} extra_weights")
+            sh = as_int_array(self.extra_shifts, f"layer {self.name!r} extra_shifts")
+            if e.shape[1:] != self.weight.shape or sh.shape != (e.shape[0],):
+                raise ValueError(
+                    f"layer {self.name!r}: extra_weights must have shape (P, {', '.join(map(str, self.weight.shape))}) "
+                    f"and extra_shifts (P,), not {e.shape} and {sh.shape}")
+            if sh.size and (int(sh.min()) < 0 or int(sh.max()) > 16):
+                raise ValueError(f"layer {self.name!r}: extra_shifts must be between 0 and 16, not {sh.tolist()}")
+            object.__setattr__(self, "extra_weights", e)
+            object.__setattr__(self, "extra_shifts", sh)
+
+    @property
+    def points(self) -> list[tuple[np.ndarray, int]]:
+        """All weight points as ``(weight, left_shift)``; one point unless multipoint."""
+        pts = [(self.weight, 0)]
+        if self.extra_weights is not None:
+            pts += [(e, int(s)) for e, s in zip(self.extra_weights, self.extra_shifts)]
+        return pts
+
+    def effective_weight(self) -> np.ndarray:
+        """``W + sum_p E_p * 2**s_p``: the single weight the points add up to (wider than ``w_type``)."""
+        w = self.weight.copy()
+        for e, s in self.points[1:]:
+            w = w + np.left_shift(e, s)
+        return w
 
     @property
     def out_channels(self) -> int:
@@ -178,8 +211,18 @@ class _GemmLayer(Layer):
     def gemm_weight(self) -> np.ndarray:
         return self.weight.reshape(-1, self.out_channels)
 
+    def _gemm(self, a: np.ndarray) -> np.ndarray:
+        """The accumulator, computed pass by pass as the hardware does: ``acc += (a@E_p) << s_p``."""
+        acc = matmul(a, self.gemm_weight())
+        for e, s in self.points[1:]:
+            acc = acc + np.left_shift(matmul(a, e.reshape(-1, self.out_channels)), s)
+        return acc
+
     def acc_bounds(self, in_types):
-        return _bound_gemm(self.gemm_weight(), self.bias, in_types[0])
+        # The passes sum to a GEMM with the effective weight, so its exact bound is the worst case
+        # of the final accumulator; each partial pass sum is bounded by it too when points share sign
+        # patterns, and the compiler re-checks each pass separately.
+        return _bound_gemm(self.effective_weight().reshape(-1, self.out_channels), self.bias, in_types[0])
 
     def _requant(self, acc, in_type, rounding):
         k = self.shift(in_type)
@@ -198,6 +241,9 @@ class _GemmLayer(Layer):
             out["bias"] = self.bias
         if self.w_frac is not None:
             out["w_frac"] = self.w_frac
+        if self.extra_weights is not None:
+            out["extra_weights"] = self.extra_weights
+            out["extra_shifts"] = self.extra_shifts
         return out
 
 
@@ -219,8 +265,7 @@ class Dense(_GemmLayer):
         return (self.weight.shape[1],)
 
     def forward(self, xs, in_types, rounding):
-        acc = matmul(xs[0], self.weight)
-        return self._requant(acc, in_types[0], rounding)
+        return self._requant(self._gemm(xs[0]), in_types[0], rounding)
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,8 +315,7 @@ class Conv2D(_GemmLayer):
         x = xs[0]
         oh, ow, cout = self.out_shape([x.shape[1:]])
         cols = im2col(x, self.kernel, self.stride, self.padding)
-        acc = matmul(cols, self.gemm_weight())
-        y = self._requant(acc, in_types[0], rounding)
+        y = self._requant(self._gemm(cols), in_types[0], rounding)
         return y.reshape(x.shape[0], oh, ow, cout)
 
     def params(self):
