@@ -287,45 +287,51 @@ def load(path) -> QuantizedNetwork:
     path = Path(path)
     if not path.is_file():
         raise ModelFormatError(f"{path}: no such model file")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ModelFormatError(f"{path}: not a systolic model file (.npz archive): {exc}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ModelFormatError(f"{path}: not a systolic model file (expected an .npz archive)")
-    with npz:
+    # Open the file ourselves so it is closed even when NumPy gives up half way.
+    with open(path, "rb") as fh:
         try:
-            _expect(MANIFEST_KEY in npz.files, "no manifest: not a systolic model file", path)
-            raw = npz[MANIFEST_KEY]
-            _expect(raw.dtype == np.uint8 and raw.ndim == 1, "manifest must be a uint8 byte array", path)
-            try:
-                manifest = json.loads(raw.tobytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ModelFormatError(f"{path}: manifest is not valid JSON: {exc}") from None
-            _expect(isinstance(manifest, dict), "manifest must be a JSON object", path)
-            _expect(manifest.get("format") == FORMAT_NAME, f"format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}", path)
-            _expect(
-                manifest.get("version") == FORMAT_VERSION,
-                f"format version {manifest.get('version')!r} is not supported (this systolic reads version {FORMAT_VERSION})",
-                path,
-            )
-            inp = manifest.get("input")
-            _expect(isinstance(inp, dict) and "qtype" in inp and "shape" in inp, "manifest has no valid 'input' entry", path)
-            layers_json = manifest.get("layers")
-            _expect(isinstance(layers_json, list) and layers_json, "manifest has no layers", path)
-            layers = [_layer_from_manifest(e, npz, path) for e in layers_json]
-            meta = manifest.get("meta", {})
-            _expect(isinstance(meta, dict), "meta must be an object", path)
-            return QuantizedNetwork(
-                input_type=QType.from_json(inp["qtype"]),
-                input_shape=tuple(inp["shape"]),
-                layers=layers,
-                rounding=manifest.get("rounding", "half_even"),
-                meta=meta,
-            )
-        except ModelFormatError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise ModelFormatError(f"{path}: truncated or corrupt archive: {exc}") from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelFormatError(f"{path}: invalid model: {exc}") from None
+            npz = np.load(fh, allow_pickle=False)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise ModelFormatError(f"{path}: not a systolic model file (.npz archive): {exc}") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ModelFormatError(f"{path}: not a systolic model file (expected an .npz archive)")
+        with npz:
+            return _load_npz(npz, path)
+
+
+def _load_npz(npz, path) -> QuantizedNetwork:
+    try:
+        _expect(MANIFEST_KEY in npz.files, "no manifest: not a systolic model file", path)
+        raw = npz[MANIFEST_KEY]
+        _expect(raw.dtype == np.uint8 and raw.ndim == 1, "manifest must be a uint8 byte array", path)
+        try:
+            manifest = json.loads(raw.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{path}: manifest is not valid JSON: {exc}") from None
+        _expect(isinstance(manifest, dict), "manifest must be a JSON object", path)
+        _expect(manifest.get("format") == FORMAT_NAME, f"format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}", path)
+        _expect(
+            manifest.get("version") == FORMAT_VERSION,
+            f"format version {manifest.get('version')!r} is not supported (this systolic reads version {FORMAT_VERSION})",
+            path,
+        )
+        inp = manifest.get("input")
+        _expect(isinstance(inp, dict) and "qtype" in inp and "shape" in inp, "manifest has no valid 'input' entry", path)
+        layers_json = manifest.get("layers")
+        _expect(isinstance(layers_json, list) and layers_json, "manifest has no layers", path)
+        layers = [_layer_from_manifest(e, npz, path) for e in layers_json]
+        meta = manifest.get("meta", {})
+        _expect(isinstance(meta, dict), "meta must be an object", path)
+        return QuantizedNetwork(
+            input_type=QType.from_json(inp["qtype"]),
+            input_shape=tuple(inp["shape"]),
+            layers=layers,
+            rounding=manifest.get("rounding", "half_even"),
+            meta=meta,
+        )
+    except ModelFormatError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ModelFormatError(f"{path}: truncated or corrupt archive: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFormatError(f"{path}: invalid model: {exc}") from None
