@@ -137,3 +137,11 @@ def test_qtype_ranges_and_check():
     assert (QType(4, False, 0).lo, QType(4, False, 0).hi) == (0, 15)
     with pytest.raises(ValueError, match=r"holds 16, outside the range \[0, 15\]"):
         QType(4, False, 0).check([1, 16])
+
+
+def test_docs_requantize_worked_example():
+    # docs/numerics.md, "requantizing an accumulator": k = 8, values 5.5, 4.5, -4.5, -5.5 times 256.
+    x = np.array([1408, 1152, -1152, -1408])
+    assert round_shift(x, 8, "half_even").tolist() == [6, 4, -4, -6]
+    assert round_shift(x, 8, "half_up").tolist() == [6, 5, -4, -5]
+    assert saturate(round_shift(40, -2), 8, True) == 127
