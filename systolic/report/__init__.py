@@ -1,0 +1,1 @@
+"""Reports: cycle model, energy model, per-layer reports and plots."""
