@@ -181,3 +181,16 @@ def test_input_checks():
         net(np.array([[1, 2, 3, 4]]))
     with pytest.raises(TypeError, match="network input must be an integer array"):
         net(np.array([[1.0, 2.0, 3.0]]))
+
+
+def test_run_float_is_the_dequantized_integer_path():
+    from systolic.golden.random import random_input, random_network
+
+    net = random_network(11, "cnn", 8)
+    x_int = random_input(net, 3, 2)
+    x_float = x_int * 2.0 ** -net.input_type.frac_bits
+    ints, floats = net.run(x_int), net.run_float(x_float)
+    for name in ints:
+        f = net.qtype(name).frac_bits
+        assert np.array_equal(floats[name], ints[name] * 2.0 ** -f)
+    assert np.array_equal(net.predict(x_int), ints[net.output_name].argmax(axis=1))
