@@ -1,0 +1,160 @@
+"""NumPy executor: runs a Program instruction by instruction.
+
+It implements docs/isa.md with the golden model's arithmetic, so a compiled
+network that disagrees with the golden model here is a compiler bug, and one
+that agrees here but not on RTL is a hardware bug. Every address and value is
+checked: a bad program raises :class:`ProgramError` naming the instruction,
+never wraps or truncates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..golden.ops import requantize
+from ..golden.qtypes import QType
+from .isa import Instr, Opcode, Target
+from .machine import MachineSpec
+
+__all__ = ["Executor", "ProgramError", "Counters"]
+
+
+class ProgramError(RuntimeError):
+    """A program did something the accelerator refuses (the hardware's error status)."""
+
+    def __init__(self, index: int, instr: Instr, reason: str):
+        super().__init__(f"instruction {index} ({instr.op.name}): {reason}")
+        self.index, self.instr, self.reason = index, instr, reason
+
+
+@dataclass
+class Counters:
+    instructions: int = 0
+    macs: int = 0
+    dram_bytes_read: int = 0
+    dram_bytes_written: int = 0
+    spad_a_writes: int = 0
+    spad_w_writes: int = 0
+    acc_reads: int = 0
+    acc_writes: int = 0
+    by_opcode: dict = field(default_factory=dict)
+
+
+def _to_signed_bytes(raw: np.ndarray, unsigned: bool) -> np.ndarray:
+    v = raw.astype(np.int64)
+    return v if unsigned else np.where(v >= 128, v - 256, v)
+
+
+class Executor:
+    """The architectural state of one accelerator and a NumPy interpreter of its ISA."""
+
+    def __init__(self, spec: MachineSpec, dram: np.ndarray):
+        if not isinstance(dram, np.ndarray) or dram.dtype != np.uint8 or dram.ndim != 1:
+            raise TypeError("dram must be a 1-D uint8 array")
+        self.spec = spec
+        self.dram = dram
+        self.spad_a = np.zeros((spec.a_lines, spec.rows), dtype=np.int64)
+        self.spad_w = np.zeros((spec.w_lines, spec.cols), dtype=np.int64)
+        self.acc = np.zeros((spec.acc_lines, spec.cols), dtype=np.int64)
+        self.bias = np.zeros(spec.cols, dtype=np.int64)
+        self.shift = np.zeros(spec.cols, dtype=np.int64)
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ checks
+    def _dram_range(self, i, ins, start, lines, stride, elems):
+        if lines == 0 or elems == 0:
+            return
+        end = start + (lines - 1) * stride + elems
+        if end > self.dram.size:
+            raise ProgramError(i, ins, f"DRAM address {end - 1} is past the end of memory ({self.dram.size} bytes)")
+
+    def _lines(self, i, ins, what, start, count, cap):
+        if start + count > cap:
+            raise ProgramError(i, ins, f"{what} line {start + count - 1} is past the end ({cap} lines)")
+
+    # ----------------------------------------------------------------- execute
+    def run(self, program) -> Counters:
+        """Execute *program* (a list of :class:`Instr`) until HALT."""
+        for i, ins in enumerate(program):
+            self.counters.instructions += 1
+            self.counters.by_opcode[ins.op.name] = self.counters.by_opcode.get(ins.op.name, 0) + 1
+            if ins.op == Opcode.HALT:
+                return self.counters
+            getattr(self, f"_op_{ins.op.name.lower()}")(i, ins)
+        raise ProgramError(len(program) - 1, program[-1] if program else Instr(Opcode.HALT),
+                           "program ends without HALT")
+
+    def _op_fence(self, i, ins):
+        pass  # the executor is sequential
+
+    def _op_load(self, i, ins):
+        a = ins.args
+        tgt = Target(a["target"])
+        spad, width, bits = (self.spad_a, self.spec.rows, self.spec.in_bits) if tgt == Target.A else \
+            (self.spad_w, self.spec.cols, self.spec.w_bits)
+        name = "scratchpad A" if tgt == Target.A else "scratchpad W"
+        self._lines(i, ins, name, a["spad"], a["lines"], spad.shape[0])
+        if a["offset"] + a["elems"] > width:
+            raise ProgramError(i, ins, f"offset {a['offset']} + elems {a['elems']} exceeds the {width}-element line")
+        self._dram_range(i, ins, a["dram"], a["lines"], a["stride"], a["elems"])
+        rows = slice(a["spad"], a["spad"] + a["lines"])
+        if a["zero"]:
+            spad[rows] = 0
+        if a["elems"]:
+            idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(a["elems"])[None, :]
+            vals = _to_signed_bytes(self.dram[idx], bool(a["unsigned"]))
+            lo, hi = QType.range_of(bits, not a["unsigned"])
+            if vals.size and (vals.min() < lo or vals.max() > hi):
+                raise ProgramError(i, ins, f"value out of the {bits}-bit {'un' if a['unsigned'] else ''}signed range")
+            spad[rows, a["offset"]:a["offset"] + a["elems"]] = vals
+            self.counters.dram_bytes_read += vals.size
+        if tgt == Target.A:
+            self.counters.spad_a_writes += a["lines"]
+        else:
+            self.counters.spad_w_writes += a["lines"]
+
+    def _op_loadq(self, i, ins):
+        c = self.spec.cols
+        start = ins.args["dram"]
+        self._dram_range(i, ins, start, 1, 0, 5 * c)
+        raw = self.dram[start:start + 5 * c]
+        self.bias = raw[:4 * c].view("<i4").astype(np.int64)
+        self.shift = raw[4 * c:].view(np.int8).astype(np.int64)
+        self.counters.dram_bytes_read += 5 * c
+
+    def _op_matmul(self, i, ins):
+        a = ins.args
+        m, r = a["m"], self.spec.rows
+        self._lines(i, ins, "scratchpad A", a["a"], m, self.spec.a_lines)
+        self._lines(i, ins, "scratchpad W", a["w"], r, self.spec.w_lines)
+        self._lines(i, ins, "accumulator", a["acc"], m, self.spec.acc_lines)
+        psum = self.spad_a[a["a"]:a["a"] + m] @ self.spad_w[a["w"]:a["w"] + r]
+        val = np.left_shift(psum, a["shift"])
+        dst = slice(a["acc"], a["acc"] + m)
+        new = self.acc[dst] + val if a["accumulate"] else val
+        lo, hi = QType.range_of(self.spec.acc_bits, True)
+        if new.size and (new.min() < lo or new.max() > hi):
+            raise ProgramError(i, ins, f"accumulator overflow: a value leaves the {self.spec.acc_bits}-bit range")
+        self.acc[dst] = new
+        self.counters.macs += m * r * self.spec.cols
+        self.counters.acc_writes += m
+        self.counters.acc_reads += m if a["accumulate"] else 0
+
+    def _op_store(self, i, ins):
+        a = ins.args
+        self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
+        if not 1 <= a["bits"] <= self.spec.out_bits:
+            raise ProgramError(i, ins, f"output bits must be between 1 and {self.spec.out_bits}, not {a['bits']}")
+        if a["elems"] > self.spec.cols:
+            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        self._dram_range(i, ins, a["dram"], a["lines"], a["stride"], a["elems"])
+        e = a["elems"]
+        acc = self.acc[a["acc"]:a["acc"] + a["lines"], :e]
+        out_t = QType(a["bits"], not a["unsigned"], 0)
+        y = requantize(acc, self.bias[:e], self.shift[:e], out_t, bool(a["relu"]), self.spec.rounding)
+        idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(e)[None, :]
+        self.dram[idx] = (y & 0xFF).astype(np.uint8)
+        self.counters.dram_bytes_written += y.size
+        self.counters.acc_reads += a["lines"]

@@ -1,0 +1,283 @@
+"""Lower a golden :class:`QuantizedNetwork` to accelerator programs.
+
+Dense and Conv2D layers (conv as im2col GEMM, gathered by the DMA straight
+from the NHWC tensor in DRAM) run on the accelerator; every other layer runs
+on the host golden model between programs. ``CompiledNetwork.placement`` and
+every report say which layer ran where, and why a layer stayed on the host.
+
+Tiling (docs/isa.md): K in chunks of ``rows`` (scratchpad A lines), N in
+chunks of ``cols`` (requantizer lanes), M in tiles of ``mt`` rows such that a
+tile's K chunks fit scratchpad A and its rows fit the accumulator buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..golden.layers import Conv2D, Dense, Flatten, Layer, _bound_gemm
+from ..golden.network import QuantizedNetwork
+from ..golden.ops import check_acc_range
+from ..golden.qtypes import QType
+from .isa import Instr, Opcode, Target
+from .machine import MachineSpec
+
+__all__ = ["compile_network", "CompiledNetwork", "Region", "AccelStep", "HostStep", "CompileError"]
+
+
+class CompileError(ValueError):
+    """The network cannot be compiled for this accelerator; the message says which layer and why."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A tensor in DRAM: ``shape`` one byte per element (two's complement when signed)."""
+
+    name: str
+    addr: int
+    shape: tuple
+    qtype: QType | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class AccelStep:
+    layer: str
+    program: list
+    macs: int
+
+
+@dataclass
+class HostStep:
+    layer: str
+    reason: str
+
+
+@dataclass
+class CompiledNetwork:
+    net: QuantizedNetwork
+    spec: MachineSpec
+    batch: int
+    steps: list
+    regions: dict
+    image: np.ndarray  # initial DRAM contents (weights, parameters)
+
+    @property
+    def placement(self) -> dict:
+        """Layer name -> ``"accelerator"`` or ``"host: <reason>"``."""
+        return {s.layer: "accelerator" if isinstance(s, AccelStep) else f"host: {s.reason}" for s in self.steps}
+
+    @property
+    def instructions(self) -> int:
+        return sum(len(s.program) for s in self.steps if isinstance(s, AccelStep))
+
+
+class _Dram:
+    def __init__(self, size):
+        self.buf = np.zeros(size, dtype=np.uint8)
+        self.top = 0
+
+    def alloc(self, nbytes: int, what: str, align: int = 16) -> int:
+        addr = -(-self.top // align) * align
+        if addr + nbytes > self.buf.size:
+            raise CompileError(f"{what}: DRAM of {self.buf.size} bytes is full ({addr + nbytes} needed)")
+        self.top = addr + nbytes
+        return addr
+
+    def put(self, addr: int, data: bytes | np.ndarray):
+        b = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+        self.buf[addr:addr + b.size] = b
+
+
+def _bytes(v: np.ndarray) -> np.ndarray:
+    return (np.asarray(v, dtype=np.int64) & 0xFF).astype(np.uint8)
+
+
+def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str | None:
+    """Why *layer* cannot run on the accelerator, or None if it can."""
+    if not isinstance(layer, (Dense, Conv2D)):
+        return f"{layer.kind} layers run on the host"
+    in_t = net.in_types(layer)[0]
+    if in_t.bits > spec.in_bits:
+        return f"input is {in_t.bits}-bit, the array takes {spec.in_bits}"
+    if layer.w_type.bits > spec.w_bits:
+        return f"weights are {layer.w_type.bits}-bit, the array takes {spec.w_bits}"
+    if layer.out_type.bits > spec.out_bits:
+        return f"output is {layer.out_type.bits}-bit, the requantizers give {spec.out_bits}"
+    k = layer.shift(in_t)
+    if k.min() < -128 or k.max() > 127:
+        return f"requantize shift {int(k.min())}..{int(k.max())} does not fit the int8 shift field"
+    if any(s > 31 for _, s in layer.points):
+        return "a multipoint shift above 31"
+    return None
+
+
+def _prove(layer, in_t: QType, spec: MachineSpec):
+    """Every partial sum the hardware forms fits the accumulator: prefixes of the passes, with and without bias."""
+    w = np.zeros_like(layer.gemm_weight())
+    for p, (e, s) in enumerate(layer.points):
+        w = w + np.left_shift(e.reshape(w.shape), s)
+        lo, hi = _bound_gemm(w, None, in_t)
+        check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r} (pass {p})")
+    lo, hi = _bound_gemm(w, layer.bias, in_t)
+    check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r} (with bias)")
+
+
+def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) -> CompiledNetwork:
+    """Compile *net* for *spec* at a fixed *batch* size."""
+    if not isinstance(batch, int) or batch < 1:
+        raise CompileError(f"batch must be a positive int, not {batch!r}")
+    if net.rounding != spec.rounding:
+        raise CompileError(f"the network uses {net.rounding} rounding but the accelerator implements {spec.rounding}")
+    dram = _Dram(spec.dram_bytes)
+    regions = {}
+
+    def region(name):
+        shape = (batch, *net.shape(name))
+        r = Region(name, dram.alloc(int(np.prod(shape)), f"tensor {name!r}"), shape, net.qtype(name))
+        regions[name] = r
+        return r
+
+    region("input")
+    steps = []
+    for layer in net.layers:
+        if isinstance(layer, Flatten):
+            # NHWC bytes are already in flatten (HWC) order: the output aliases the input.
+            src = regions[layer.inputs[0]]
+            regions[layer.name] = Region(layer.name, src.addr, (batch, *net.shape(layer.name)), net.qtype(layer.name))
+            steps.append(HostStep(layer.name, "flatten is a no-op on NHWC memory"))
+            continue
+        out = region(layer.name)
+        reason = _host_reason(layer, net, spec)
+        if reason is not None:
+            steps.append(HostStep(layer.name, reason))
+            continue
+        in_t = net.in_types(layer)[0]
+        _prove(layer, in_t, spec)
+        steps.append(_lower_gemm(layer, net, spec, dram, regions[layer.inputs[0]], out, in_t))
+    return CompiledNetwork(net, spec, batch, steps, regions, dram.buf)
+
+
+def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -> AccelStep:
+    R, C = spec.rows, spec.cols
+    wk = layer.gemm_weight()
+    K, N = wk.shape
+    kc, nc = math.ceil(K / R), math.ceil(N / C)
+    points = layer.points
+    P = len(points)
+    conv = isinstance(layer, Conv2D)
+    M = int(np.prod(dst.shape[:-1]))
+    if kc > spec.a_lines:
+        raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, only {spec.a_lines} exist")
+    mt = min(spec.a_lines // kc, spec.acc_lines, M)
+
+    # Weights: tile (p, j, i) is R lines of C bytes, zero padded, contiguous.
+    tiles = np.zeros((P, nc, kc, R, C), dtype=np.int64)
+    for p, (e, _) in enumerate(points):
+        ep = np.zeros((kc * R, nc * C), dtype=np.int64)
+        ep[:K, :N] = e.reshape(K, N)
+        tiles[p] = ep.reshape(kc, R, nc, C).transpose(2, 0, 1, 3)
+    w_addr = dram.alloc(tiles.size, f"layer {layer.name!r} weights")
+    dram.put(w_addr, _bytes(tiles.ravel()))
+    tile_bytes = R * C
+
+    def tile_addr(p, j, i):
+        return w_addr + ((p * nc + j) * kc + i) * tile_bytes
+
+    # Requantizer parameters per N chunk: C int32 biases, then C int8 shifts.
+    shift = layer.shift(in_t)
+    bias = layer.bias if layer.bias is not None else np.zeros(N, dtype=np.int64)
+    q_addr = dram.alloc(nc * 5 * C, f"layer {layer.name!r} parameters")
+    for j in range(nc):
+        b = np.zeros(C, dtype="<i4")
+        s = np.zeros(C, dtype=np.int8)
+        n1 = min(C, N - j * C)
+        b[:n1] = bias[j * C:j * C + n1]
+        s[:n1] = shift[j * C:j * C + n1]
+        dram.put(q_addr + j * 5 * C, b.tobytes() + s.tobytes())
+
+    prog = []
+    preload = P * nc * kc * R <= spec.w_lines
+    if preload:
+        # Every weight tile fits scratchpad W: load them once.
+        for p in range(P):
+            for j in range(nc):
+                for i in range(kc):
+                    prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=((p * nc + j) * kc + i) * R,
+                                                       elems=C, dram=tile_addr(p, j, i), stride=C)))
+    unsigned_in = not in_t.signed
+    out_t = layer.out_type
+    for m0 in range(0, M, mt):
+        rows = min(mt, M - m0)
+        if conv:
+            prog += _gather_conv(layer, src, m0, rows, mt, kc, R, unsigned_in, dst)
+        else:
+            for i in range(kc):
+                e = min(R, K - i * R)
+                prog.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
+                                                   lines=rows, spad=i * mt, elems=e, offset=0,
+                                                   dram=src.addr + m0 * K + i * R, stride=K)))
+        for j in range(nc):
+            prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * 5 * C)))
+            first = True
+            for p, (_, s) in enumerate(points):
+                for i in range(kc):
+                    if preload:
+                        w_line = ((p * nc + j) * kc + i) * R
+                    else:
+                        w_line = 0
+                        prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=0, elems=C,
+                                                           dram=tile_addr(p, j, i), stride=C)))
+                    prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(not first), shift=s, m=rows,
+                                                         a=i * mt, w=w_line, acc=0)))
+                    first = False
+            prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
+                                                bits=out_t.bits, lines=rows, acc=0,
+                                                elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
+                                                stride=N)))
+    prog.append(Instr(Opcode.FENCE))
+    prog.append(Instr(Opcode.HALT))
+    return AccelStep(layer.name, prog, macs=M * K * N * P)
+
+
+def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region):
+    """im2col by DMA: zero-fill the tile, then one strided load per (output row run, kernel tap, chunk piece)."""
+    _, H, W, Cin = src.shape
+    _, OH, OW, _ = dst.shape
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    pt, _, pl, _ = layer.padding
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=kc * mt, spad=0, elems=0))]
+    m = m0
+    while m < m0 + rows:
+        b, rem = divmod(m, OH * OW)
+        oy, ox0 = divmod(rem, OW)
+        run = min(OW - ox0, m0 + rows - m)  # output pixels of this output row inside the tile
+        for ki in range(kh):
+            iy = oy * sh + ki - pt
+            if not 0 <= iy < H:
+                continue
+            for kj in range(kw):
+                # ox in [ox0, ox0 + run) with 0 <= ox*sw + kj - pl < W
+                lo = max(ox0, -(-(pl - kj) // sw))
+                hi = min(ox0 + run, (W - 1 - kj + pl) // sw + 1)
+                if hi <= lo:
+                    continue
+                ix = lo * sw + kj - pl
+                base = (ki * kw + kj) * Cin
+                k = base
+                while k < base + Cin:
+                    i = k // R
+                    k_end = min(base + Cin, (i + 1) * R)
+                    prog.append(Instr(Opcode.LOAD, dict(
+                        target=Target.A, unsigned=int(unsigned_in), lines=hi - lo,
+                        spad=i * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
+                        dram=src.addr + ((b * H + iy) * W + ix) * Cin + (k - base), stride=sw * Cin)))
+                    k = k_end
+        m += run
+    return prog

@@ -1,0 +1,57 @@
+"""What the compiler and the executors need to know about an accelerator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..golden.qtypes import check_rounding
+
+__all__ = ["MachineSpec"]
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Sizes and widths of one accelerator instance, derived from its config.
+
+    Scratchpad A holds ``a_lines`` lines of ``rows`` activations (one K-chunk
+    of one GEMM row each); scratchpad W holds ``w_lines`` lines of ``cols``
+    weights (one K row of an N-chunk); the accumulator buffer holds
+    ``acc_lines`` lines of ``cols`` signed ``acc_bits`` values. Activations,
+    weights and outputs travel as one byte per element.
+    """
+
+    rows: int
+    cols: int
+    a_lines: int
+    w_lines: int
+    acc_lines: int
+    in_bits: int = 8
+    w_bits: int = 8
+    out_bits: int = 8
+    acc_bits: int = 32
+    rounding: str = "half_even"
+    dram_bytes: int = 1 << 24
+
+    def __post_init__(self):
+        check_rounding(self.rounding)
+        for name in ("rows", "cols", "a_lines", "w_lines", "acc_lines", "dram_bytes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
+        if self.w_lines < self.rows:
+            raise ValueError(f"w_lines ({self.w_lines}) must hold at least one {self.rows}-line weight tile")
+        for name in ("in_bits", "w_bits", "out_bits"):
+            v = getattr(self, name)
+            if not 2 <= v <= 8:
+                raise ValueError(f"{name} must be between 2 and 8 (one-byte containers), not {v}")
+
+    @classmethod
+    def from_config(cls, cfg, dram_bytes: int = 1 << 24) -> "MachineSpec":
+        """From an :class:`~systolic.hw.config.AcceleratorConfig`."""
+        return cls(
+            rows=cfg.rows, cols=cfg.cols,
+            a_lines=cfg.spad_a_bytes // cfg.rows, w_lines=cfg.spad_w_bytes // cfg.cols,
+            acc_lines=cfg.acc_entries,
+            in_bits=cfg.in_bits, w_bits=cfg.w_bits, out_bits=cfg.out_bits, acc_bits=cfg.acc_bits,
+            rounding=cfg.rounding, dram_bytes=dram_bytes,
+        )
