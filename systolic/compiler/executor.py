@@ -31,15 +31,38 @@ class ProgramError(RuntimeError):
 
 @dataclass
 class Counters:
+    """Event counts of one program run: the contract shared with the RTL's performance counters.
+
+    Scratchpad and accumulator counts are in lines (one access of a whole
+    ``rows`` / ``cols`` wide line); ``macs`` counts the array's
+    multiply-accumulates including zero padding of partial tiles;
+    ``requant_ops`` counts elements through the requantizer lanes.
+    """
+
     instructions: int = 0
     macs: int = 0
     dram_bytes_read: int = 0
     dram_bytes_written: int = 0
+    spad_a_reads: int = 0
     spad_a_writes: int = 0
+    spad_w_reads: int = 0
     spad_w_writes: int = 0
     acc_reads: int = 0
     acc_writes: int = 0
+    requant_ops: int = 0
     by_opcode: dict = field(default_factory=dict)
+
+    def __iadd__(self, other: "Counters") -> "Counters":
+        for name in self.__dataclass_fields__:
+            if name == "by_opcode":
+                for k, v in other.by_opcode.items():
+                    self.by_opcode[k] = self.by_opcode.get(k, 0) + v
+            else:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
 
 
 def _to_signed_bytes(raw: np.ndarray, unsigned: bool) -> np.ndarray:
@@ -139,6 +162,8 @@ class Executor:
             raise ProgramError(i, ins, f"accumulator overflow: a value leaves the {self.spec.acc_bits}-bit range")
         self.acc[dst] = new
         self.counters.macs += m * r * self.spec.cols
+        self.counters.spad_a_reads += m
+        self.counters.spad_w_reads += r
         self.counters.acc_writes += m
         self.counters.acc_reads += m if a["accumulate"] else 0
 
@@ -158,3 +183,4 @@ class Executor:
         self.dram[idx] = (y & 0xFF).astype(np.uint8)
         self.counters.dram_bytes_written += y.size
         self.counters.acc_reads += a["lines"]
+        self.counters.requant_ops += y.size

@@ -58,6 +58,8 @@ DEFAULT_ENTRIES: dict[str, EnergyEntry] = {
     "dram_lpddr4_bit": EnergyEntry(8.0, "pJ per bit", _D, scales_with_node=False),
     "dram_ddr3_bit": EnergyEntry(70.0, "pJ per bit", _D, scales_with_node=False),
     "dram_hbm2_bit": EnergyEntry(3.9, "pJ per bit", _D, scales_with_node=False),
+    "leakage_pe_cycle": EnergyEntry(0.0, "pJ per PE per cycle",
+                                    "no sourced figure: 0 unless a user table sets it"),
 }
 
 #: Energy factor from 45 nm (Stillmaker & Baas 2017 via Accelergy, 0.8 V).
