@@ -1,0 +1,412 @@
+"""Export a :class:`~systolic.golden.network.QuantizedNetwork` to ONNX, bit-exactly.
+
+The exported graph runs in onnxruntime (CPU) and reproduces the golden
+model's integers exactly; ``docs/numerics_onnx.md`` gives the mapping of each
+layer and the argument why the float arithmetic inside onnxruntime's QLinear
+kernels is exact for power-of-two scales. In short:
+
+========== ==============================================================
+golden     ONNX
+========== ==============================================================
+input      ``QuantizeLinear`` (float I/O) [+ ``Clip``], ``Transpose`` to NCHW
+conv2d     ``QLinearConv`` (per-channel weight scales for ``w_frac``)
+dense      ``com.microsoft.QGemm`` (int32 bias ``C``, per-column ``b_scale``)
+multipoint one GEMM with the effective weight ``W + sum_p E_p * 2**s_p``
+maxpool2d  ``MaxPool`` on int8/uint8
+avgpool2d  ``com.microsoft.QLinearAveragePool``
+add        ``com.microsoft.QLinearAdd``
+flatten    ``Transpose`` back to NHWC, ``Flatten`` (HWC order)
+relu / <8b ``Clip`` of the integer tensor to ``[max(lo, 0), hi]``
+========== ==============================================================
+
+Every tensor between layers is an int8 (signed types) or uint8 (unsigned
+types) container with zero point 0, holding exactly the golden integers.
+onnxruntime's QLinear kernels need their activation input and output to share
+one container type; when a layer changes signedness (e.g. a signed input and a
+ReLU output of up to 255) the kernel writes the other container type with a
+zero point of +-128 (an exact integer offset) and a ``DequantizeLinear`` /
+``QuantizeLinear`` pair at the same power-of-two scale moves it back to the
+zero-point-0 container.
+
+Only what is exact by that argument is exported; everything else raises
+:class:`ValueError` before a graph is built. The argument rests on
+onnxruntime's x86-64 CPU kernels; the doc lists the platform caveats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .network import QuantizedNetwork
+from .qtypes import QType
+
+__all__ = ["export_onnx", "check_exportable", "SUPPORTED_LAYERS", "FLOAT_EXACT_LIMIT", "OPSET", "MS_OPSET",
+           "INPUT_NAME", "INPUT_Q_NAME", "OUTPUT_NAME", "OUTPUT_Q_NAME", "layer_output_name"]
+
+#: Layer kinds the exporter maps, in the order error messages list them.
+SUPPORTED_LAYERS = ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "flatten")
+#: onnxruntime requantizes in float32: every integer it converts must satisfy |v| <= 2**24.
+FLOAT_EXACT_LIMIT = 1 << 24
+#: Default-domain opset and com.microsoft opset of the exported model.
+OPSET = 21
+MS_OPSET = 1
+MS_DOMAIN = "com.microsoft"
+
+INPUT_NAME = "input"        # float32 NHWC input (float_io=True)
+INPUT_Q_NAME = "input_q"    # int8/uint8 NHWC input (float_io=False)
+OUTPUT_NAME = "output"      # float32 dequantized output (float_io=True)
+OUTPUT_Q_NAME = "output_q"  # int8/uint8 integer output, golden layout (always)
+
+
+def layer_output_name(layer_name: str) -> str:
+    """Graph output name of a layer's integer output when ``intermediates=True``."""
+    return f"{layer_name}:q"
+
+
+def _err(msg: str) -> ValueError:
+    return ValueError(f"cannot export to ONNX: {msg}")
+
+
+def _container(qt: QType):
+    """numpy dtype of the zero-point-0 container of *qt* (int8 signed, uint8 unsigned)."""
+    return np.dtype(np.int8) if qt.signed else np.dtype(np.uint8)
+
+
+def _zp_in(container: np.dtype, qt: QType) -> int:
+    """Zero point that lets *container* hold every value of the 8-bit range of *qt*'s signedness."""
+    if (container == np.int8) == qt.signed:
+        return 0
+    return 128 if container == np.uint8 else -128
+
+
+def _scale(frac_bits) -> np.ndarray:
+    return np.ldexp(np.float32(1.0), -np.asarray(frac_bits, dtype=np.int64)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- checks
+def check_exportable(net: QuantizedNetwork) -> None:
+    """Raise :class:`ValueError` naming the reason when *net* cannot be exported bit-exactly."""
+    if not isinstance(net, QuantizedNetwork):
+        raise TypeError(f"net must be a QuantizedNetwork, not {net!r}")
+    if net.rounding != "half_even":
+        raise _err(
+            f"the network uses rounding={net.rounding!r}; onnxruntime's QuantizeLinear and QLinear* "
+            "kernels round ties to even, so only rounding='half_even' networks export bit-exactly "
+            "(re-quantize the network with rounding='half_even')"
+        )
+    _check_act(net.input_type, "the network input")
+    for layer in net.layers:
+        if layer.kind not in SUPPORTED_LAYERS:
+            raise _err(
+                f"layer {layer.name!r} is a {layer.kind!r} layer, which has no exporter; "
+                f"supported layer kinds: {', '.join(SUPPORTED_LAYERS)}"
+            )
+        in_types = net.in_types(layer)
+        out_t = net.qtype(layer.name)
+        _check_act(out_t, f"layer {layer.name!r} output")
+        if isinstance(layer, (Conv2D, Dense)):
+            w = _weight(layer)
+            if w.size and (int(w.min()) < -128 or int(w.max()) > 127):
+                what = ("effective weight W + sum_p E_p * 2**s_p of the multipoint layer"
+                        if layer.extra_weights is not None else "weights")
+                raise _err(f"layer {layer.name!r}: the {what} must fit int8 [-128, 127] "
+                           f"(QLinearConv and QGemm take int8 weights), it spans [{int(w.min())}, {int(w.max())}]")
+            lo, hi = layer.acc_bounds(in_types)
+            _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case accumulator + bias")
+        elif isinstance(layer, AvgPool2D):
+            lo, hi = layer.acc_bounds(in_types)
+            _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case window sum")
+        elif isinstance(layer, Add):
+            lo, hi = layer.acc_bounds(in_types)
+            _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case aligned sum")
+    for name in ("input", *(layer.name for layer in net.layers)):
+        shape = net.shape(name)
+        if len(shape) not in (1, 3):
+            raise _err(f"tensor {name!r} has per-sample shape {shape}; only (features,) and (H, W, C) are supported")
+
+
+def _weight(layer) -> np.ndarray:
+    """The one weight a QLinear kernel sees: the effective weight of a multipoint layer.
+
+    ``acc = a@W + sum_p (a@E_p) << s_p`` equals ``a @ (W + sum_p E_p * 2**s_p)`` exactly, so
+    one GEMM with the effective weight has the golden accumulator.
+    """
+    w = getattr(layer, "effective_weight", None)
+    return w() if w is not None else layer.weight
+
+
+def _check_act(qt: QType, what: str) -> None:
+    if qt.bits > 8:
+        raise _err(f"{what} is {qt}; ONNX QLinear operators hold at most 8-bit integers")
+
+
+def _check_float_exact(lo: int, hi: int, what: str) -> None:
+    if lo < -FLOAT_EXACT_LIMIT or hi > FLOAT_EXACT_LIMIT:
+        raise _err(
+            f"{what} spans [{lo}, {hi}], beyond +-2**24: onnxruntime converts it to float32 before "
+            "the rounding shift, which would round it twice and break bit-exactness"
+        )
+
+
+# --------------------------------------------------------------------- builder
+class _Graph:
+    def __init__(self):
+        from onnx import helper, numpy_helper
+
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.nodes = []
+        self.inits = []
+        self._names = set()
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._names:
+            i += 1
+            name = f"{base}_{i}"
+        self._names.add(name)
+        return name
+
+    def const(self, base: str, value) -> str:
+        name = self.fresh(base)
+        self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs, base: str, domain: str | None = None, **attrs) -> str:
+        out = self.fresh(base)
+        kw = {"domain": domain} if domain else {}
+        self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=self.fresh(f"{base}/{op}"), **kw, **attrs))
+        return out
+
+
+class _Tensor:
+    """An integer tensor in the graph: name, golden type, container dtype, zero point, layout."""
+
+    def __init__(self, name, qtype, dtype, zp=0, nchw=False):
+        self.name, self.qtype, self.dtype, self.zp, self.nchw = name, qtype, np.dtype(dtype), zp, nchw
+
+
+def _recontainer(g: _Graph, t: _Tensor, dtype, base: str) -> _Tensor:
+    """Move *t* to container *dtype* with the zero point :func:`_zp_in` gives (exact: same scale)."""
+    dtype = np.dtype(dtype)
+    zp = _zp_in(dtype, t.qtype)
+    if t.dtype == dtype and t.zp == zp:
+        return t
+    s = g.const(f"{base}/scale", _scale(t.qtype.frac_bits))
+    f = g.node("DequantizeLinear", [t.name, s, g.const(f"{base}/zp_from", np.array(t.zp, t.dtype))], f"{base}/real")
+    q = g.node("QuantizeLinear", [f, s, g.const(f"{base}/zp_to", np.array(zp, dtype))], f"{base}/recontainer")
+    return _Tensor(q, t.qtype, dtype, zp, t.nchw)
+
+
+def _finish(g: _Graph, t: _Tensor, qtype: QType, relu: bool, base: str) -> _Tensor:
+    """Return *t* in its zero-point-0 container, clipped to *qtype*'s range (and ReLU)."""
+    t = _recontainer(g, t, _container(qtype), base)
+    lo, hi = (max(qtype.lo, 0) if relu else qtype.lo), qtype.hi
+    info = np.iinfo(t.dtype)
+    if lo > info.min or hi < info.max:
+        name = g.node("Clip", [t.name, g.const(f"{base}/lo", np.array(lo, t.dtype)),
+                               g.const(f"{base}/hi", np.array(hi, t.dtype))], f"{base}/clip")
+        t = _Tensor(name, qtype, t.dtype, 0, t.nchw)
+    return t
+
+
+def _weight_scales(layer) -> np.ndarray:
+    """Per-output-channel weight scales (1-D) for ``w_frac``, else one scalar."""
+    w_scale = _scale(layer.weight_frac)
+    if not layer.per_channel:
+        w_scale = w_scale[:1].reshape(())
+    return w_scale
+
+
+def _conv(g, layer: Conv2D, x: _Tensor, base: str) -> _Tensor:
+    kh, kw, cin, cout = layer.weight.shape
+    w = np.ascontiguousarray(_weight(layer).transpose(3, 2, 0, 1)).astype(np.int8)  # HWIO -> OIHW
+    w_scale = _weight_scales(layer)
+    w_zp = np.zeros(w_scale.shape, np.int8)
+    y_zp = _zp_in(x.dtype, layer.out_type)
+    inputs = [
+        x.name, g.const(f"{base}/x_scale", _scale(x.qtype.frac_bits)), g.const(f"{base}/x_zp", np.array(x.zp, x.dtype)),
+        g.const(f"{base}/w", w), g.const(f"{base}/w_scale", w_scale), g.const(f"{base}/w_zp", w_zp),
+        g.const(f"{base}/y_scale", _scale(layer.out_type.frac_bits)), g.const(f"{base}/y_zp", np.array(y_zp, x.dtype)),
+    ]
+    if layer.bias is not None:
+        inputs.append(g.const(f"{base}/bias", layer.bias.astype(np.int32)))
+    pt, pb, pl, pr = layer.padding
+    y = g.node("QLinearConv", inputs, f"{base}/conv", kernel_shape=[kh, kw], strides=list(layer.stride),
+               pads=[pt, pl, pb, pr], dilations=[1, 1], group=1)
+    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, True), layer.out_type, layer.relu, base)
+
+
+def _dense(g, layer: Dense, x: _Tensor, base: str) -> _Tensor:
+    w_scale = _weight_scales(layer)
+    y_zp = _zp_in(x.dtype, layer.out_type)
+    inputs = [
+        x.name, g.const(f"{base}/a_scale", _scale(x.qtype.frac_bits)), g.const(f"{base}/a_zp", np.array(x.zp, x.dtype)),
+        g.const(f"{base}/b", _weight(layer).astype(np.int8)), g.const(f"{base}/b_scale", w_scale),
+        g.const(f"{base}/b_zp", np.zeros(w_scale.shape, np.int8)),
+        g.const(f"{base}/c", (layer.bias if layer.bias is not None else np.zeros(layer.out_channels)).astype(np.int32)),
+        g.const(f"{base}/y_scale", _scale(layer.out_type.frac_bits)), g.const(f"{base}/y_zp", np.array(y_zp, x.dtype)),
+    ]
+    y = g.node("QGemm", inputs, f"{base}/gemm", domain=MS_DOMAIN, alpha=1.0, transA=0, transB=0)
+    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, False), layer.out_type, layer.relu, base)
+
+
+def _maxpool(g, layer: MaxPool2D, x: _Tensor, base: str) -> _Tensor:
+    y = g.node("MaxPool", [x.name], f"{base}/maxpool", kernel_shape=list(layer.pool), strides=list(layer.stride))
+    return _Tensor(y, x.qtype, x.dtype, x.zp, True)
+
+
+def _avgpool(g, layer: AvgPool2D, x: _Tensor, base: str) -> _Tensor:
+    out_t = layer.out_qtype([x.qtype])
+    y_zp = _zp_in(x.dtype, out_t)
+    inputs = [x.name, g.const(f"{base}/x_scale", _scale(x.qtype.frac_bits)), g.const(f"{base}/x_zp", np.array(x.zp, x.dtype)),
+              g.const(f"{base}/y_scale", _scale(out_t.frac_bits)), g.const(f"{base}/y_zp", np.array(y_zp, x.dtype))]
+    y = g.node("QLinearAveragePool", inputs, f"{base}/avgpool", domain=MS_DOMAIN, kernel_shape=list(layer.pool),
+               strides=list(layer.stride), count_include_pad=0)
+    return _finish(g, _Tensor(y, out_t, x.dtype, y_zp, True), out_t, False, base)
+
+
+def _add(g, layer: Add, a: _Tensor, b: _Tensor, base: str) -> _Tensor:
+    dtype = _container(layer.out_type)
+    a = _recontainer(g, a, dtype, f"{base}/a")
+    b = _recontainer(g, b, dtype, f"{base}/b")
+    inputs = [a.name, g.const(f"{base}/a_scale", _scale(a.qtype.frac_bits)), g.const(f"{base}/a_zp", np.array(a.zp, dtype)),
+              b.name, g.const(f"{base}/b_scale", _scale(b.qtype.frac_bits)), g.const(f"{base}/b_zp", np.array(b.zp, dtype)),
+              g.const(f"{base}/c_scale", _scale(layer.out_type.frac_bits)), g.const(f"{base}/c_zp", np.array(0, dtype))]
+    y = g.node("QLinearAdd", inputs, f"{base}/add", domain=MS_DOMAIN)
+    return _finish(g, _Tensor(y, layer.out_type, dtype, 0, a.nchw), layer.out_type, layer.relu, base)
+
+
+def _to_nhwc(g, t: _Tensor, base: str) -> _Tensor:
+    if not t.nchw:
+        return t
+    y = g.node("Transpose", [t.name], f"{base}/nhwc", perm=[0, 2, 3, 1])
+    return _Tensor(y, t.qtype, t.dtype, t.zp, False)
+
+
+def _flatten(g, layer: Flatten, x: _Tensor, base: str) -> _Tensor:
+    x = _to_nhwc(g, x, base)  # golden flattens in HWC order
+    y = g.node("Flatten", [x.name], f"{base}/flatten", axis=1)
+    return _Tensor(y, x.qtype, x.dtype, x.zp, False)
+
+
+def _value_info(g: _Graph, name: str, dtype, shape):
+    return g.helper.make_tensor_value_info(name, g.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+
+# ---------------------------------------------------------------------- export
+def export_onnx(net: QuantizedNetwork, path=None, float_io: bool = True, *,
+                intermediates: bool = False):
+    """Export *net* as an ONNX model that onnxruntime runs bit-exactly.
+
+    Parameters
+    ----------
+    net : QuantizedNetwork
+        Zero points 0, power-of-two scales (every golden network), ``half_even``
+        rounding, tensors of at most 8 bits, layer kinds :data:`SUPPORTED_LAYERS`.
+    path : str or Path, optional
+        Where to write the model (``.onnx``).
+    float_io : bool
+        True: the graph input ``"input"`` is float32 (NHWC or ``(batch, features)``),
+        quantized by ``QuantizeLinear`` at the input scale (feeding
+        ``q * 2**-frac_bits`` reproduces ``q``; other values are rounded half to
+        even and saturated like :meth:`QuantizedNetwork.quantize_input`), and a
+        float32 ``"output"`` (``DequantizeLinear`` of the integer output) is
+        added. False: the input ``"input_q"`` is the int8/uint8 integer tensor.
+        The integer output ``"output_q"`` (golden layout, int8 or uint8
+        container, zero point 0) is always a graph output.
+    intermediates : bool
+        Also expose every layer's integer output, in golden layout, as graph
+        output ``layer_output_name(layer.name)``.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Checked with ``onnx.checker``; the batch dimension is symbolic (``"batch"``).
+
+    Raises
+    ------
+    ValueError
+        ``half_up`` rounding, an unsupported layer kind, a tensor wider than
+        8 bits, int8-overflowing weights, or a worst case beyond the range
+        where onnxruntime's float32 requantization is exact (see
+        ``docs/numerics_onnx.md``).
+    """
+    import onnx
+
+    check_exportable(net)
+    if not isinstance(float_io, bool):
+        raise TypeError(f"float_io must be a bool, not {float_io!r}")
+    g = _Graph()
+    in_t = net.input_type
+    in_dtype = _container(in_t)
+    batch_shape = ["batch", *net.input_shape]
+    graph_inputs, graph_outputs = [], []
+
+    if float_io:
+        g.fresh(INPUT_NAME)
+        graph_inputs.append(_value_info(g, INPUT_NAME, np.float32, batch_shape))
+        q = g.node("QuantizeLinear", [INPUT_NAME, g.const("input/scale", _scale(in_t.frac_bits)),
+                                      g.const("input/zp", np.array(0, in_dtype))], "input/quantize")
+        x = _finish(g, _Tensor(q, in_t, in_dtype), in_t, False, "input")
+    else:
+        g.fresh(INPUT_Q_NAME)
+        graph_inputs.append(_value_info(g, INPUT_Q_NAME, in_dtype, batch_shape))
+        x = _Tensor(INPUT_Q_NAME, in_t, in_dtype)
+    if len(net.input_shape) == 3:
+        x = _Tensor(g.node("Transpose", [x.name], "input/nchw", perm=[0, 3, 1, 2]), in_t, in_dtype, 0, True)
+
+    tensors = {"input": x}
+    for layer in net.layers:
+        base = f"{layer.name}"
+        ins = [tensors[i] for i in layer.inputs]
+        if isinstance(layer, Conv2D):
+            y = _conv(g, layer, ins[0], base)
+        elif isinstance(layer, Dense):
+            y = _dense(g, layer, ins[0], base)
+        elif isinstance(layer, AvgPool2D):  # before MaxPool2D: AvgPool2D subclasses it
+            y = _avgpool(g, layer, ins[0], base)
+        elif isinstance(layer, MaxPool2D):
+            y = _maxpool(g, layer, ins[0], base)
+        elif isinstance(layer, Add):
+            y = _add(g, layer, ins[0], ins[1], base)
+        elif isinstance(layer, Flatten):
+            y = _flatten(g, layer, ins[0], base)
+        else:  # pragma: no cover - check_exportable refused it
+            raise _err(f"layer kind {layer.kind!r}")
+        assert y.zp == 0 and y.dtype == _container(net.qtype(layer.name)), layer.name
+        tensors[layer.name] = y
+        if intermediates and layer is not net.layers[-1]:
+            out = _to_nhwc(g, y, f"{base}/expose")
+            name = layer_output_name(layer.name)
+            g.nodes.append(g.helper.make_node("Identity", [out.name], [g.fresh(name)], name=g.fresh(f"{base}/expose/Identity")))
+            graph_outputs.append(_value_info(g, name, y.dtype, ["batch", *net.shape(layer.name)]))
+
+    y = _to_nhwc(g, tensors[net.output_name], "output")
+    out_t = net.output_type
+    out_shape = ["batch", *net.shape(net.output_name)]
+    g.nodes.append(g.helper.make_node("Identity", [y.name], [g.fresh(OUTPUT_Q_NAME)], name=g.fresh("output/Identity")))
+    graph_outputs.insert(0, _value_info(g, OUTPUT_Q_NAME, y.dtype, out_shape))
+    if float_io:
+        g.nodes.append(g.helper.make_node(
+            "DequantizeLinear", [OUTPUT_Q_NAME, g.const("output/scale", _scale(out_t.frac_bits)),
+                                 g.const("output/zp", np.array(0, y.dtype))], [g.fresh(OUTPUT_NAME)],
+            name=g.fresh("output/DequantizeLinear")))
+        graph_outputs.insert(1, _value_info(g, OUTPUT_NAME, np.float32, out_shape))
+
+    graph = g.helper.make_graph(g.nodes, "systolic_" + str(net.meta.get("name", "network")),
+                                graph_inputs, graph_outputs, initializer=g.inits)
+    model = g.helper.make_model(
+        graph, producer_name="systolic",
+        opset_imports=[g.helper.make_opsetid("", OPSET), g.helper.make_opsetid(MS_DOMAIN, MS_OPSET)],
+    )
+    model.ir_version = 10
+    model.doc_string = (f"systolic QuantizedNetwork, rounding half_even; input {in_t}, output {out_t}; "
+                        f"integer output '{OUTPUT_Q_NAME}' equals the golden model bit for bit")
+    onnx.checker.check_model(model)
+    if path is not None:
+        Path(path).write_bytes(model.SerializeToString())
+    return model

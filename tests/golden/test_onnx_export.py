@@ -1,0 +1,354 @@
+"""ONNX export: onnxruntime must reproduce the golden integers exactly (never a tolerance)."""
+
+import platform
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from systolic.golden import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, QType, QuantizedNetwork  # noqa: E402
+from systolic.golden.layers import Layer  # noqa: E402
+from systolic.golden import onnx_export as ox  # noqa: E402
+from systolic.golden.onnx_export import (  # noqa: E402
+    FLOAT_EXACT_LIMIT, INPUT_NAME, INPUT_Q_NAME, OUTPUT_NAME, OUTPUT_Q_NAME, SUPPORTED_LAYERS,
+    export_onnx, layer_output_name,
+)
+from systolic.golden.random import random_input, random_network  # noqa: E402
+
+# Both ends of onnxruntime's optimizer: kernels as exported, and after its fusions and NHWC
+# layout rewrite (QLinearConv -> com.microsoft QLinearConv channels_last, MaxPool -> NhwcMaxPool, ...).
+LEVELS = {
+    "no_opt": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "all_opt": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+SEEDS_PER_CASE = 10  # x 3 kinds x 2 per_channel = 60 networks per bit width (per optimization level)
+
+
+def _session(model, level="all_opt"):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = LEVELS[level]
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _run_int(net, x, level="all_opt", **kw):
+    model = export_onnx(net, float_io=False, **kw)
+    dtype = np.int8 if net.input_type.signed else np.uint8
+    sess = _session(model, level)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {INPUT_Q_NAME: x.astype(dtype)})))
+
+
+def _assert_int_equal(got, want, what):
+    assert got.dtype in (np.int8, np.uint8), what
+    got = got.astype(np.int64)
+    assert got.shape == want.shape, what
+    if not np.array_equal(got, want):
+        bad = np.argwhere(got != want)
+        i = tuple(bad[0])
+        pytest.fail(f"{what}: {len(bad)} of {want.size} differ; first at {i}: onnxruntime {got[i]}, golden {want[i]}")
+    return want.size
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_random_networks_equal_golden_on_every_layer(bits, kind, per_channel, level, record_property):
+    compared = 0
+    kinds_seen = set()
+    for seed in range(SEEDS_PER_CASE):
+        net = random_network(seed, kind, bits, "half_even", per_channel)
+        kinds_seen.update(layer.kind for layer in net.layers)
+        model = export_onnx(net, intermediates=True)
+        sess = _session(model, level)
+        x = random_input(net, 16, seed + 1000)
+        # Float I/O: feeding q * 2**-f must reproduce q exactly through QuantizeLinear.
+        xf = np.ldexp(x.astype(np.float32), -net.input_type.frac_bits)
+        names = [o.name for o in sess.get_outputs()]
+        outs = dict(zip(names, sess.run(None, {INPUT_NAME: xf})))
+        gold = net.run(x)
+        for layer in net.layers[:-1]:
+            compared += _assert_int_equal(outs[layer_output_name(layer.name)], gold[layer.name],
+                                          f"seed {seed} layer {layer.name!r} ({layer.kind})")
+        want = gold[net.output_name]
+        compared += _assert_int_equal(outs[OUTPUT_Q_NAME], want, f"seed {seed} output_q")
+        # The float output is the exact dequantization of the integer output.
+        assert outs[OUTPUT_NAME].dtype == np.float32
+        assert np.array_equal(outs[OUTPUT_NAME].astype(np.float64), np.ldexp(want.astype(np.float64), -net.output_type.frac_bits))
+        # Exposing intermediates blocks some of onnxruntime's fusions: run the plain export too.
+        plain = _session(export_onnx(net), level).run([OUTPUT_Q_NAME], {INPUT_NAME: xf})[0]
+        compared += _assert_int_equal(plain, want, f"seed {seed} output_q without intermediates")
+    record_property("elements_compared", compared)
+    assert compared >= SEEDS_PER_CASE * 16 * 3
+    expected = {"mlp": {"dense"}, "cnn": {"conv2d", "flatten", "dense"}, "resnet": {"conv2d", "add", "flatten", "dense"}}[kind]
+    assert expected <= kinds_seen
+    if kind != "mlp":
+        assert kinds_seen & {"maxpool2d", "avgpool2d"}
+
+
+def test_random_networks_cover_both_pools():
+    kinds = set()
+    for seed in range(SEEDS_PER_CASE):
+        for kind in ("cnn", "resnet"):
+            kinds.update(layer.kind for layer in random_network(seed, kind, 8).layers)
+    assert {"maxpool2d", "avgpool2d"} <= kinds
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_float_input_is_quantized_like_golden(bits):
+    """Off-grid floats, exact ties and out-of-range values: QuantizeLinear (+Clip) == quantize_input."""
+    net = random_network(3, "cnn", bits)
+    f = net.input_type.frac_bits
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2.0, 2.0, size=(32, *net.input_shape)) * 2.0 ** (bits - 1 - f)
+    x[:8] = np.ldexp(np.round(x[:8] * 2.0 ** f) + 0.5, -f)  # exact ties
+    x = x.astype(np.float32)
+    sess = _session(export_onnx(net))
+    got = sess.run([OUTPUT_Q_NAME], {INPUT_NAME: x})[0]
+    q = net.quantize_input(x.astype(np.float64))
+    assert q.min() == net.input_type.lo and q.max() == net.input_type.hi  # saturation exercised
+    _assert_int_equal(got, net(q), "output_q")
+
+
+def _extreme_conv_net(in_signed, per_channel):
+    rng = np.random.default_rng(1)
+    w = np.where(rng.random((3, 3, 8, 6)) < 0.5, -128, 127)
+    in_t = QType(8, in_signed, 7)
+    w_t = QType(8, True, 7)
+    out_t = QType(8, not in_signed, 0)
+    conv = Conv2D(name="c", inputs=("input",), weight=w, w_type=w_t, out_type=out_t,
+                  bias=rng.integers(-1000, 1000, size=6), relu=not in_signed,
+                  w_frac=np.array([7, 6, 8, 7, 5, 9]) if per_channel else None,
+                  stride=1, padding=(1, 0, 2, 1))
+    return QuantizedNetwork(in_t, (5, 6, 8), [conv])
+
+
+def _has_vnni() -> bool:
+    if platform.system() != "Linux":
+        return True  # unknown: expect exactness
+    with open("/proc/cpuinfo") as f:
+        flags = set(f.read().split())
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+_VNNI = _has_vnni()
+
+
+@pytest.mark.xfail(platform.machine() in ("x86_64", "AMD64") and not _VNNI, strict=False,
+                   reason="x86-64 without VNNI: onnxruntime's u8s8 kernels use vpmaddubsw, whose int16 "
+                          "pair sums saturate for extreme operands (docs/numerics_onnx.md)")
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("in_signed", [False, True])
+def test_extreme_operands(in_signed, per_channel):
+    """Inputs and weights at the ends of their ranges: the accumulators' worst cases."""
+    net = _extreme_conv_net(in_signed, per_channel)
+    t = net.input_type
+    x = np.stack([np.full((5, 6, 8), t.lo), np.full((5, 6, 8), t.hi),
+                  np.where(np.indices((5, 6, 8)).sum(0) % 2, t.lo, t.hi)])
+    for level in LEVELS:
+        _assert_int_equal(_run_int(net, x, level)[OUTPUT_Q_NAME], net(x), f"{level} output_q")
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_left_shift_requantize(per_channel):
+    """k = f_in + f_w - f_out < 0 is an exact left shift; onnxruntime's scale > 1 is exact too."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-128, 128, size=(16, 12))
+    w_frac = np.arange(-3, 9) if per_channel else None
+    fc = Dense(name="fc", inputs=("input",), weight=w, w_type=QType(8, True, 1), out_type=QType(8, True, 8),
+               bias=rng.integers(-50, 50, size=12), w_frac=w_frac)
+    net = QuantizedNetwork(QType(8, True, 2), (16,), [fc])
+    k = fc.shift(net.input_type)
+    assert k.min() < 0
+    x = rng.integers(-128, 128, size=(64, 16))
+    x[:32] = rng.integers(-2, 3, size=(32, 16))  # small values: left-shifted results stay in range
+    want = net(x)
+    assert ((want > -128) & (want < 127)).any() and (want == 127).any()
+    for level in LEVELS:
+        _assert_int_equal(_run_int(net, x, level)[OUTPUT_Q_NAME], want, f"{level} output_q")
+
+
+def _dense_at(k_dim, bias, out_frac=-14):
+    w = np.full((k_dim, 3), -128)
+    w[:, 1] = 127
+    fc = Dense(name="fc", inputs=("input",), weight=w, w_type=QType(8, True, 0),
+               out_type=QType(8, True, out_frac), bias=np.asarray(bias))
+    return QuantizedNetwork(QType(8, False, 0), (k_dim,), [fc])
+
+
+def test_accumulator_at_the_float32_limit_is_exact():
+    # 514 * 255 * 128 = 16_776_960 <= 2**24: the largest uint8 x int8 dot product that is still exact.
+    net = _dense_at(514, [-256, 2 ** 13, 2 ** 13 - 1])
+    lo, hi = net.accumulator_bounds()["fc"]
+    assert max(-lo, hi) <= FLOAT_EXACT_LIMIT and max(-lo, hi) > FLOAT_EXACT_LIMIT - 2 ** 15
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.full((1, 514), 255), np.zeros((1, 514), np.int64), rng.integers(0, 256, size=(30, 514))])
+    _assert_int_equal(_run_int(net, x)[OUTPUT_Q_NAME], net(x), "output_q")
+
+
+def test_accumulator_beyond_the_float32_limit_is_refused():
+    net = _dense_at(515, [0, 0, 0])
+    with pytest.raises(ValueError, match=r"layer 'fc': worst-case accumulator \+ bias spans "
+                                         r"\[-16809600, 16678275\], beyond \+-2\*\*24: onnxruntime "
+                                         r"converts it to float32"):
+        export_onnx(net)
+
+
+def test_the_float32_limit_is_real(monkeypatch):
+    """Why the refusal: past 2**24 onnxruntime rounds acc + bias to float32 first (double rounding).
+
+    acc + bias = 2**25 + 3 * 2**17 - 1 shifted right by 18 is 129.49.. -> 129, but float32 rounds
+    the sum to 2**25 + 3 * 2**17 (spacing 4), a tie that rounds to even: 130.
+    """
+    v = 2 ** 25 + 3 * 2 ** 17 - 1
+    fc = Dense(name="fc", inputs=("input",), weight=np.array([[1]]), w_type=QType(8, True, 0),
+               out_type=QType(8, False, -18), bias=np.array([v]))
+    net = QuantizedNetwork(QType(8, False, 0), (1,), [fc])
+    with pytest.raises(ValueError, match="beyond"):
+        export_onnx(net)
+    monkeypatch.setattr(ox, "_check_float_exact", lambda *a: None)
+    x = np.zeros((1, 1), np.int64)
+    assert int(net(x)[0, 0]) == 129
+    assert int(_run_int(net, x)[OUTPUT_Q_NAME][0, 0]) == 130
+
+
+def test_half_up_network_is_refused():
+    net = random_network(0, "cnn", 8, rounding="half_up")
+    with pytest.raises(ValueError, match=r"^cannot export to ONNX: the network uses rounding='half_up'; "
+                                         r"onnxruntime's QuantizeLinear and QLinear\* kernels round ties to even, "
+                                         r"so only rounding='half_even' networks export bit-exactly"):
+        export_onnx(net)
+
+
+@dataclass(frozen=True, eq=False)
+class _Softmax(Layer):
+    kind: ClassVar[str] = "softmax"
+
+    def forward(self, xs, in_types, rounding):
+        return xs[0]
+
+
+def test_unsupported_layer_is_refused():
+    net = QuantizedNetwork(QType(8, True, 4), (4,), [_Softmax(name="sm", inputs=("input",))])
+    with pytest.raises(ValueError, match=r"^cannot export to ONNX: layer 'sm' is a 'softmax' layer, which has no "
+                                         r"exporter; supported layer kinds: conv2d, dense, maxpool2d, avgpool2d, "
+                                         r"add, flatten$"):
+        export_onnx(net)
+    assert SUPPORTED_LAYERS == ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "flatten")
+
+
+def test_wide_tensors_are_refused():
+    fc = Dense(name="fc", inputs=("input",), weight=np.ones((4, 2), np.int64), w_type=QType(8, True, 0),
+               out_type=QType(16, True, 0))
+    net = QuantizedNetwork(QType(8, True, 0), (4,), [fc])
+    with pytest.raises(ValueError, match=r"layer 'fc' output is int16\(f=0\); ONNX QLinear operators hold at most 8-bit"):
+        export_onnx(net)
+    with pytest.raises(TypeError, match="net must be a QuantizedNetwork"):
+        export_onnx("model.npz")
+
+
+def test_signedness_changes_and_narrow_types():
+    """Every signed/unsigned transition of conv, avgpool and add, at 3 and 8 bits."""
+    rng = np.random.default_rng(4)
+    for bits in (3, 8):
+        for in_signed in (False, True):
+            for mid_signed in (False, True):
+                for out_signed in (False, True):
+                    in_t = QType(bits, in_signed, 3)
+                    c1 = Conv2D(name="c1", inputs=("input",), weight=rng.integers(-128, 128, (3, 3, 2, 3)),
+                                w_type=QType(8, True, 7), out_type=QType(bits, mid_signed, 2),
+                                bias=rng.integers(-300, 300, 3), relu=not mid_signed and rng.random() < 0.5,
+                                padding=1)
+                    pool = AvgPool2D(name="p", inputs=("c1",), pool=(2, 1), stride=(1, 1),
+                                     out_type=QType(bits, out_signed, 3))
+                    c2 = Conv2D(name="c2", inputs=("input",), weight=rng.integers(-128, 128, (2, 1, 2, 3)),
+                                w_type=QType(8, True, 6), out_type=QType(bits, not out_signed, 1), padding=0)
+                    add = Add(name="add", inputs=("p", "c2"), out_type=QType(bits, out_signed, 1), relu=True)
+                    mp = MaxPool2D(name="mp", inputs=("add",), pool=(2, 2), stride=(1, 2))
+                    net = QuantizedNetwork(in_t, (4, 5, 2), [c1, pool, c2, add, mp, Flatten(name="f", inputs=("mp",))])
+                    x = rng.integers(in_t.lo, in_t.hi + 1, size=(8, 4, 5, 2))
+                    gold = net.run(x)
+                    outs = _run_int(net, x, intermediates=True)
+                    for layer in net.layers[:-1]:
+                        _assert_int_equal(outs[layer_output_name(layer.name)], gold[layer.name], layer.name)
+                    _assert_int_equal(outs[OUTPUT_Q_NAME], gold["f"], "output_q")
+
+
+def test_model_is_written_and_valid(tmp_path):
+    net = random_network(5, "resnet", 4, per_channel=True)
+    path = tmp_path / "net.onnx"
+    model = export_onnx(net, path)
+    loaded = onnx.load(str(path))
+    onnx.checker.check_model(loaded)
+    assert loaded.SerializeToString() == model.SerializeToString()
+    assert [o.name for o in loaded.graph.output] == [OUTPUT_Q_NAME, OUTPUT_NAME]
+    assert [i.name for i in loaded.graph.input] == [INPUT_NAME]
+    ops = {n.op_type for n in loaded.graph.node}
+    assert {"QuantizeLinear", "QLinearConv", "QLinearAdd", "QGemm", "Clip", "Transpose", "DequantizeLinear"} <= ops
+    int_only = export_onnx(net, float_io=False)
+    assert [o.name for o in int_only.graph.output] == [OUTPUT_Q_NAME]
+    assert int_only.graph.input[0].type.tensor_type.elem_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+
+
+def test_four_dimensional_output_is_nhwc():
+    rng = np.random.default_rng(6)
+    conv = Conv2D(name="c", inputs=("input",), weight=rng.integers(-128, 128, (3, 2, 3, 5)), w_type=QType(8, True, 7),
+                  out_type=QType(4, True, 1), bias=rng.integers(-99, 99, 5), stride=(2, 1), padding=(0, 1, 1, 0))
+    pool = AvgPool2D(name="p", inputs=("c",), pool=(2, 2), stride=(1, 1), out_type=QType(4, True, 0))
+    net = QuantizedNetwork(QType(8, True, 6), (7, 6, 3), [conv, pool])
+    x = rng.integers(-128, 128, size=(4, 7, 6, 3))
+    outs = _run_int(net, x, intermediates=True)
+    _assert_int_equal(outs[layer_output_name("c")], net.run(x)["c"], "c")
+    _assert_int_equal(outs[OUTPUT_Q_NAME], net(x), "output_q")
+
+
+def _multipoint_dense(extra, shift=3):
+    rng = np.random.default_rng(8)
+    return QuantizedNetwork(QType(8, True, 5), (10,), [Dense(
+        name="mp", inputs=("input",), weight=rng.integers(-8, 8, (10, 4)), w_type=QType(4, True, 3),
+        out_type=QType(8, True, 4), bias=rng.integers(-64, 64, 4), w_frac=np.array([3, 2, 4, 3]),
+        extra_weights=extra, extra_shifts=np.array([shift]))])
+
+
+def test_multipoint_layer_exports_its_effective_weight():
+    rng = np.random.default_rng(9)
+    net = _multipoint_dense(rng.integers(-8, 8, (1, 10, 4)))  # W + E * 8 spans at most [-72, 63]
+    x = rng.integers(-128, 128, size=(32, 10))
+    _assert_int_equal(_run_int(net, x)[OUTPUT_Q_NAME], net(x), "output_q")
+
+
+def test_multipoint_layer_beyond_int8_is_refused():
+    net = _multipoint_dense(np.full((1, 10, 4), 7) * np.array([1, -1, 1, 1]), shift=5)  # 7 * 32 > 127
+    with pytest.raises(ValueError, match=r"layer 'mp': the effective weight W \+ sum_p E_p \* 2\*\*s_p of the "
+                                         r"multipoint layer must fit int8 \[-128, 127\]"):
+        export_onnx(net)
+
+
+def test_export_onnx_command(tmp_path, capsys):
+    import argparse
+
+    from systolic.golden import onnx_commands
+
+    parser = argparse.ArgumentParser()
+    onnx_commands.register(parser.add_subparsers())
+    model = tmp_path / "m.npz"
+    random_network(11, "resnet", 4, per_channel=True).save(model)
+    out = tmp_path / "m.onnx"
+    args = parser.parse_args(["export-onnx", str(model), str(out), "--check", "6"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}:" in text and "equals the golden model on 6 random inputs" in text
+    onnx.checker.check_model(onnx.load(str(out)))
+    args = parser.parse_args(["export-onnx", str(model), str(tmp_path / "i.onnx"), "--int-io", "--check", "3"])
+    assert args.func(args) == 0
+    random_network(11, "mlp", 8, rounding="half_up").save(tmp_path / "h.npz")
+    args = parser.parse_args(["export-onnx", str(tmp_path / "h.npz"), str(tmp_path / "h.onnx")])
+    with pytest.raises(ValueError, match="rounding='half_up'"):
+        args.func(args)
+    assert not (tmp_path / "h.onnx").exists()
