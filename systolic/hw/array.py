@@ -1,0 +1,240 @@
+"""The rows x cols systolic array with input skew and output de-skew inside."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .pe import OSProcessingElement, WSProcessingElement, _check_cfg, operand_shapes
+
+__all__ = ["SystolicArray", "array_layouts"]
+
+
+def array_layouts(cfg: AcceleratorConfig) -> dict:
+    """Payload layouts of the array's streams (``i``, ``w`` for WS, ``o``)."""
+    a, w, acc = operand_shapes(cfg)
+    R, C = cfg.rows, cfg.cols
+    out = {"o": data.ArrayLayout(acc, C)}
+    if cfg.dataflow == "ws":
+        out["i"] = data.StructLayout({
+            "a": data.ArrayLayout(a, R), "psum": data.ArrayLayout(acc, C), "swap": 1})
+        out["w"] = data.StructLayout({"w": data.ArrayLayout(w, C)})
+    else:
+        out["i"] = data.StructLayout({
+            "a": data.ArrayLayout(a, R), "w": data.ArrayLayout(w, C), "first": 1, "last": 1})
+    return out
+
+
+def _delay(m, en, value, depth, name):
+    """*value* delayed by *depth* ``en``-gated registers (depth 0: the value itself)."""
+    for d in range(depth):
+        reg = Signal.like(value, name=f"{name}_d{d}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class SystolicArray(wiring.Component):
+    """``rows x cols`` PEs; callers see aligned vectors in and aligned vectors out.
+
+    The whole array is one pipeline with a single stall: it advances
+    (``en``) whenever its output register is empty or being read
+    (``en = ~o.valid | o.ready``); an input cycle without a transfer enters a
+    bubble. Input skew (row ``k`` delayed ``k`` cycles, column ``n`` delayed
+    ``n``) and output de-skew (column ``n`` delayed ``cols-1-n``) are
+    ``en``-gated registers inside, so every stream payload is one aligned
+    vector.
+
+    Weight-stationary (``dataflow="ws"``): PE ``(k, n)`` holds ``W[k, n]``.
+    Stream ``w`` takes ``rows`` transfers of weight rows ``W[0, :]`` ..
+    ``W[rows-1, :]`` into the shadow registers; an ``i`` transfer with
+    ``swap=1`` (held back until the shadow is full) switches to them, and the
+    shadow may be refilled ``rows + cols - 1`` cycles later, while the
+    array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
+    one ``o`` vector ``psum[n] + sum_k a[k] * W[k, n]`` (mod ``2**acc_bits``).
+
+    - latency ``i`` -> ``o``: ``rows + cols - 1`` cycles;
+    - throughput: 1 vector per cycle, ``rows * cols`` MACs per cycle;
+    - weight load: ``rows`` cycles, hidden behind computation by the double buffer.
+
+    Output-stationary (``dataflow="os"``): each ``i`` transfer carries one
+    reduction step ``(a[0:rows] = A[:, k], w[0:cols] = W[k, :])``; ``first``
+    marks ``k = 0`` and ``last`` ``k = K-1`` of a tile. PE ``(r, n)``
+    accumulates ``sum_k A[r, k] W[k, n]``. After ``last`` the tile is drained
+    down the columns as ``rows`` ``o`` vectors, **bottom row first**
+    (``r = rows-1, ..., 0``), while the next tile already accumulates.
+
+    - latency from the ``last`` transfer to the first ``o`` vector:
+      ``rows + cols - 1`` cycles; ``rows`` vectors follow on consecutive cycles;
+    - throughput: 1 reduction step per cycle when ``K >= rows``; a ``last``
+      transfer is held back until ``rows`` cycles after the previous one, so
+      tiles with ``K < rows`` run at ``K / rows`` of the peak.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    i : In(stream.Signature(...))
+        Operand vectors; layout from :func:`array_layouts`.
+    w : In(stream.Signature(...))
+        Weight rows (weight-stationary only).
+    o : Out(stream.Signature(data.ArrayLayout(signed(acc_bits), cols)))
+        Aligned result vectors.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        _check_cfg(config)
+        self.config = config
+        lay = array_layouts(config)
+        sig = {"i": In(stream.Signature(lay["i"])), "o": Out(stream.Signature(lay["o"]))}
+        if config.dataflow == "ws":
+            sig["w"] = In(stream.Signature(lay["w"]))
+        super().__init__(sig)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an ``i`` transfer (WS) / the ``last`` transfer (OS) to its first ``o`` vector."""
+        return self.config.rows + self.config.cols - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        if self.config.dataflow == "ws":
+            self._elaborate_ws(m, en)
+        else:
+            self._elaborate_os(m, en)
+        return m
+
+    def _elaborate_ws(self, m, en):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        pes = [[WSProcessingElement(config=cfg) for _ in range(C)] for _ in range(R)]
+        for k in range(R):
+            for n in range(C):
+                m.submodules[f"pe_{k}_{n}"] = pes[k][n]
+                m.d.comb += pes[k][n].en.eq(en)
+
+        full = Signal()     # shadow registers hold a complete weight tile
+        wrow = Signal(range(R))
+        guard = Signal(range(R + C))  # cycles until the last swap has passed every PE
+        m.d.comb += self.i.ready.eq(en & (~self.i.payload.swap | full))
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+
+        # Weight rows: a row counter addresses the shadow registers of one PE row.
+        m.d.comb += self.w.ready.eq(~full & (guard == 0))
+        wtake = Signal()
+        m.d.comb += wtake.eq(self.w.valid & self.w.ready)
+        for k in range(R):
+            for n in range(C):
+                m.d.comb += [
+                    pes[k][n].load.eq(wtake & (wrow == k)),
+                    pes[k][n].load_data.eq(self.w.payload.w[n]),
+                ]
+        with m.If(wtake):
+            with m.If(wrow == R - 1):
+                m.d.sync += [wrow.eq(0), full.eq(1)]
+            with m.Else():
+                m.d.sync += wrow.eq(wrow + 1)
+        # The swap flag reaches PE (k, n) k + n cycles after its transfer; a
+        # shadow must not be overwritten before that, hence the guard.
+        with m.If(take & self.i.payload.swap):
+            m.d.sync += [full.eq(0), guard.eq(R + C - 1)]
+        with m.Elif(en & (guard != 0)):
+            m.d.sync += guard.eq(guard - 1)
+
+        # Input skew: row k waits k cycles, psum lane n waits n cycles.
+        swap = Signal()
+        m.d.comb += swap.eq(take & self.i.payload.swap)
+        for k in range(R):
+            a_k = _delay(m, en, self.i.payload.a[k], k, f"skew_a{k}")
+            s_k = _delay(m, en, swap, k, f"skew_swap{k}")
+            m.d.comb += [pes[k][0].a_in.eq(a_k), pes[k][0].swap_in.eq(s_k)]
+            for n in range(1, C):
+                m.d.comb += [pes[k][n].a_in.eq(pes[k][n - 1].a_out),
+                             pes[k][n].swap_in.eq(pes[k][n - 1].swap_out)]
+        for n in range(C):
+            m.d.comb += pes[0][n].psum_in.eq(_delay(m, en, self.i.payload.psum[n], n, f"skew_p{n}"))
+            for k in range(1, R):
+                m.d.comb += pes[k][n].psum_in.eq(pes[k - 1][n].psum_out)
+            # De-skew: column n finishes n cycles before the last column.
+            m.d.comb += self.o.payload[n].eq(
+                _delay(m, en, pes[R - 1][n].psum_out, C - 1 - n, f"deskew{n}"))
+
+        m.d.comb += self.o.valid.eq(_delay(m, en, take, R + C - 1, "valid"))
+
+    def _elaborate_os(self, m, en):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        pes = [[OSProcessingElement(config=cfg) for _ in range(C)] for _ in range(R)]
+        for r in range(R):
+            for n in range(C):
+                m.submodules[f"pe_{r}_{n}"] = pes[r][n]
+                m.d.comb += pes[r][n].en.eq(en)
+
+        # Tile spacing: a column's drain takes `rows` cycles, so two `last`
+        # transfers must be at least `rows` cycles apart (see class docstring).
+        since_last = Signal(range(R + 1), init=R)
+        spaced = Signal()
+        m.d.comb += [
+            spaced.eq(since_last >= R),
+            self.i.ready.eq(en & (~self.i.payload.last | spaced)),
+        ]
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        with m.If(en):
+            with m.If(take & self.i.payload.last):
+                m.d.sync += since_last.eq(1)
+            with m.Elif(~spaced):
+                m.d.sync += since_last.eq(since_last + 1)
+
+        # A bubble must add nothing to the accumulators: zero its activation.
+        a_shape, _, _ = operand_shapes(cfg)
+        first, last = Signal(), Signal()
+        m.d.comb += [first.eq(take & self.i.payload.first), last.eq(take & self.i.payload.last)]
+        for r in range(R):
+            a_r = Signal(a_shape, name=f"a_in{r}")
+            m.d.comb += a_r.eq(Mux(take, self.i.payload.a[r], 0))
+            m.d.comb += [
+                pes[r][0].a_in.eq(_delay(m, en, a_r, r, f"skew_a{r}")),
+                pes[r][0].first_in.eq(_delay(m, en, first, r, f"skew_first{r}")),
+                pes[r][0].last_in.eq(_delay(m, en, last, r, f"skew_last{r}")),
+            ]
+            for n in range(1, C):
+                m.d.comb += [
+                    pes[r][n].a_in.eq(pes[r][n - 1].a_out),
+                    pes[r][n].first_in.eq(pes[r][n - 1].first_out),
+                    pes[r][n].last_in.eq(pes[r][n - 1].last_out),
+                ]
+        busy_last = None
+        for n in range(C):
+            m.d.comb += pes[0][n].w_in.eq(_delay(m, en, self.i.payload.w[n], n, f"skew_w{n}"))
+            for r in range(1, R):
+                m.d.comb += [pes[r][n].w_in.eq(pes[r - 1][n].w_out),
+                             pes[r][n].d_in.eq(pes[r - 1][n].d_out)]
+            m.d.comb += pes[0][n].d_in.eq(0)
+            # Column drain: starts the cycle after `last` passed the bottom PE and
+            # pops one row per cycle, bottom first. Step s shifts only rows > s,
+            # so rows that have been read are free for the next tile's capture.
+            busy = Signal(name=f"drain_busy{n}")
+            step = Signal(range(R), name=f"drain_step{n}")
+            with m.If(en):
+                with m.If(pes[R - 1][n].last_in):
+                    m.d.sync += [busy.eq(1), step.eq(0)]
+                with m.Elif(busy):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == R - 1):
+                        m.d.sync += busy.eq(0)
+            for r in range(R):
+                m.d.comb += pes[r][n].shift.eq(busy & (step < r))
+            m.d.comb += self.o.payload[n].eq(
+                _delay(m, en, pes[R - 1][n].d_out, C - 1 - n, f"deskew{n}"))
+            busy_last = busy
+        # The last column needs no de-skew, so its drain state is the output valid.
+        m.d.comb += self.o.valid.eq(busy_last)

@@ -1,0 +1,301 @@
+"""The accelerator configuration: one frozen object every other part derives from.
+
+:class:`AcceleratorConfig` is the single source of truth for the hardware
+generator (``systolic.hw``), the RTL simulation (``systolic.sim``) and, later,
+the compiler and the reports. Widths that follow from the parameters are
+properties here, so no other module re-derives them.
+
+This module imports neither amaranth nor cocotb.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "ROUNDING_MODES"]
+
+#: Supported dataflows: weight-stationary and output-stationary.
+DATAFLOWS = ("ws", "os")
+#: Rounding modes, identical to :data:`systolic.golden.ROUNDING_MODES`.
+ROUNDING_MODES = ("half_even", "half_up")
+
+_ROUNDING_TAG = {"half_even": "he", "half_up": "hu"}
+
+
+def _check_int(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorConfig:
+    """Parameters of one accelerator instance.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Systolic array size, 1..64 each. In the weight-stationary dataflow
+        ``rows`` is the reduction (K) dimension of one pass and ``cols`` the
+        output channels (N); in the output-stationary dataflow ``rows`` is the
+        number of output rows (M) and ``cols`` the output channels (N).
+    dataflow : {"ws", "os"}
+        Weight-stationary or output-stationary.
+    in_bits, w_bits : int
+        Activation / weight widths, 2..16.
+    in_signed, w_signed : bool
+        Signedness of activations / weights.
+    acc_bits : int
+        Accumulator width (two's complement), 8..48, at least the product width.
+    out_bits : int
+        Output width after requantization, 2..32.
+    out_signed : bool
+        Signedness of the output.
+    rounding : {"half_even", "half_up"}
+        Rounding mode of the shift-requantize units (see ``golden.round_shift``).
+    per_channel_shift : bool
+        One shift per output channel (``cols`` shifts) instead of one per tensor.
+    shift_bits : int
+        Width of the signed shift field, 2..8 (shifts ``-2**(shift_bits-1)``
+        .. ``2**(shift_bits-1)-1``).
+    spad_a_bytes, spad_w_bytes : int
+        Activation / weight scratchpad sizes in bytes (used by the system level).
+    acc_entries : int
+        Accumulator buffer depth in rows of ``cols`` accumulators.
+    bus_bytes : int
+        External memory port width in bytes, a power of two 1..64.
+
+    Raises
+    ------
+    TypeError
+        A parameter of the wrong kind.
+    ValueError
+        A parameter out of range, e.g. ``"rows must be between 1 and 64, not 0"``.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "ws"
+    in_bits: int = 8
+    in_signed: bool = True
+    w_bits: int = 8
+    w_signed: bool = True
+    acc_bits: int = 32
+    out_bits: int = 8
+    out_signed: bool = True
+    rounding: str = "half_even"
+    per_channel_shift: bool = True
+    shift_bits: int = 6
+    spad_a_bytes: int = 16384
+    spad_w_bytes: int = 16384
+    acc_entries: int = 512
+    bus_bytes: int = 8
+
+    def __post_init__(self):
+        _check_int("rows", self.rows, 1, 64)
+        _check_int("cols", self.cols, 1, 64)
+        _check_choice("dataflow", self.dataflow, DATAFLOWS)
+        _check_int("in_bits", self.in_bits, 2, 16)
+        _check_bool("in_signed", self.in_signed)
+        _check_int("w_bits", self.w_bits, 2, 16)
+        _check_bool("w_signed", self.w_signed)
+        _check_int("acc_bits", self.acc_bits, 8, 48)
+        _check_int("out_bits", self.out_bits, 2, 32)
+        _check_bool("out_signed", self.out_signed)
+        _check_choice("rounding", self.rounding, ROUNDING_MODES)
+        _check_bool("per_channel_shift", self.per_channel_shift)
+        _check_int("shift_bits", self.shift_bits, 2, 8)
+        _check_int("spad_a_bytes", self.spad_a_bytes, 16, 1 << 24)
+        _check_int("spad_w_bytes", self.spad_w_bytes, 16, 1 << 24)
+        _check_int("acc_entries", self.acc_entries, 1, 1 << 20)
+        _check_int("bus_bytes", self.bus_bytes, 1, 64)
+        if self.bus_bytes & (self.bus_bytes - 1):
+            raise ValueError(f"bus_bytes must be a power of two between 1 and 64, not {self.bus_bytes}")
+        if self.acc_bits < self.product_bits:
+            raise ValueError(
+                f"acc_bits must be at least the product width {self.product_bits}, not {self.acc_bits}"
+            )
+        if self.out_bits > self.acc_bits:
+            raise ValueError(f"out_bits must be at most acc_bits ({self.acc_bits}), not {self.out_bits}")
+
+    # -- derived widths ---------------------------------------------------------------------------
+
+    @property
+    def product_bits(self) -> int:
+        """Width of one signed product ``a * w`` (exact, no overflow)."""
+        return self.in_bits + self.w_bits + (0 if (self.in_signed and self.w_signed) else 1)
+
+    @property
+    def psum_bits(self) -> int:
+        """Width of the partial sums in the array (= ``acc_bits``, two's complement, wraps)."""
+        return self.acc_bits
+
+    @property
+    def in_range(self) -> tuple[int, int]:
+        return _range(self.in_bits, self.in_signed)
+
+    @property
+    def w_range(self) -> tuple[int, int]:
+        return _range(self.w_bits, self.w_signed)
+
+    @property
+    def out_range(self) -> tuple[int, int]:
+        return _range(self.out_bits, self.out_signed)
+
+    @property
+    def acc_range(self) -> tuple[int, int]:
+        return _range(self.acc_bits, True)
+
+    @property
+    def shift_range(self) -> tuple[int, int]:
+        """Shifts the requantizer accepts: the signed ``shift_bits`` range."""
+        return _range(self.shift_bits, True)
+
+    @property
+    def max_product(self) -> int:
+        """Largest ``|a * w|`` over the operand ranges."""
+        a = max(abs(v) for v in self.in_range)
+        w = max(abs(v) for v in self.w_range)
+        return a * w
+
+    @property
+    def max_safe_k(self) -> int:
+        """Largest reduction length K whose worst-case sum provably fits ``acc_bits``.
+
+        ``K * max|a*w| <= 2**(acc_bits-1) - 1`` (the worst case, all products at
+        the extreme of one sign, bounds every partial sum too). Bias is not
+        included: the requantizer adds it in ``acc_bits + 1`` bits.
+        """
+        return (2 ** (self.acc_bits - 1) - 1) // self.max_product
+
+    @property
+    def shift_lanes(self) -> int:
+        """Number of shift values the requantizer takes: ``cols`` or 1."""
+        return self.cols if self.per_channel_shift else 1
+
+    @property
+    def name(self) -> str:
+        """Short identifier of the datapath parameters, used as Verilog module name.
+
+        Example: ``systolic_ws_8x8_i8s_w8s_a32_o8s_he``: dataflow, rows x cols,
+        input / weight / accumulator / output widths (``s`` signed, ``u``
+        unsigned), rounding (``he`` half_even, ``hu`` half_up); a ``_pt`` suffix
+        marks a per-tensor shift and ``_sN`` a shift field other than 6 bits.
+        Memory sizes do not change the datapath and are not part of the name.
+        """
+        def t(bits, signed):
+            return f"{bits}{'s' if signed else 'u'}"
+
+        pt = "" if self.per_channel_shift else "_pt"
+        sh = "" if self.shift_bits == 6 else f"_s{self.shift_bits}"
+        return (
+            f"systolic_{self.dataflow}_{self.rows}x{self.cols}_i{t(self.in_bits, self.in_signed)}"
+            f"_w{t(self.w_bits, self.w_signed)}_a{self.acc_bits}_o{t(self.out_bits, self.out_signed)}"
+            f"_{_ROUNDING_TAG[self.rounding]}{pt}{sh}"
+        )
+
+    # -- construction helpers ---------------------------------------------------------------------
+
+    def replace(self, **changes) -> "AcceleratorConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, obj) -> "AcceleratorConfig":
+        if not isinstance(obj, dict):
+            raise TypeError(f"an accelerator config must be a JSON object, not {obj!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown accelerator config key(s): {', '.join(unknown)} "
+                f"(known keys: {', '.join(sorted(known))})"
+            )
+        return cls(**obj)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AcceleratorConfig":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"accelerator config is not valid JSON: {exc}") from None
+        return cls.from_dict(obj)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "AcceleratorConfig":
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def preset(cls, name: str) -> "AcceleratorConfig":
+        if not isinstance(name, str):
+            raise TypeError(f"preset must be a str, not {name!r}")
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}")
+        return PRESETS[name]
+
+
+def _range(bits: int, signed: bool) -> tuple[int, int]:
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+#: Named configurations. "default" is the reference 8x8 weight-stationary int8 design.
+PRESETS: dict[str, AcceleratorConfig] = {
+    "tiny": AcceleratorConfig(rows=2, cols=2, dataflow="ws", spad_a_bytes=1024, spad_w_bytes=1024,
+                              acc_entries=64, bus_bytes=4),
+    "small": AcceleratorConfig(rows=4, cols=4, dataflow="os", spad_a_bytes=4096, spad_w_bytes=4096,
+                               acc_entries=128, bus_bytes=4),
+    "default": AcceleratorConfig(),
+    "large": AcceleratorConfig(rows=16, cols=16, dataflow="ws", spad_a_bytes=65536,
+                               spad_w_bytes=65536, acc_entries=1024, bus_bytes=16),
+}
+
+
+def load_config(name_or_path) -> AcceleratorConfig:
+    """A preset name (``tiny``, ``small``, ``default``, ``large``) or a JSON file path."""
+    if isinstance(name_or_path, AcceleratorConfig):
+        return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"config must be a preset name or a path, not {name_or_path!r}")
+    if isinstance(name_or_path, str) and name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(
+            f"config must be a preset ({', '.join(PRESETS)}) or an existing JSON file, "
+            f"not {str(name_or_path)!r}"
+        )
+    return AcceleratorConfig.load(path)

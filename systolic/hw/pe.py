@@ -1,0 +1,160 @@
+"""Processing elements: one integer multiply-accumulate per cycle."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+
+__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "operand_shapes"]
+
+
+def operand_shapes(cfg: AcceleratorConfig):
+    """Amaranth shapes of (activation, weight, accumulator)."""
+    a = signed(cfg.in_bits) if cfg.in_signed else unsigned(cfg.in_bits)
+    w = signed(cfg.w_bits) if cfg.w_signed else unsigned(cfg.w_bits)
+    return a, w, signed(cfg.acc_bits)
+
+
+def _check_cfg(cfg):
+    if not isinstance(cfg, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {cfg!r}")
+
+
+class WSProcessingElement(wiring.Component):
+    """Weight-stationary PE with a double-buffered weight register.
+
+    The activation enters from the left and leaves to the right one cycle
+    later; the partial sum enters from above and leaves below one cycle later
+    as ``psum_in + a_in * w``. ``w`` is the *active* weight register. A
+    *shadow* register is written through ``load``/``load_data`` at any time
+    (also while computing); the ``swap_in`` flag travelling with an activation
+    makes that activation, and all later ones, use the shadow value (it is
+    copied into the active register in the same cycle). ``swap_out`` passes
+    the flag on to the right neighbour together with the activation.
+
+    Latency: 1 cycle (``en`` cycles) from ``a_in``/``psum_in`` to
+    ``a_out``/``psum_out``. Throughput: 1 MAC per cycle while ``en`` is high.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Operand widths and ``acc_bits`` (the partial sum wraps at ``acc_bits``).
+
+    Members
+    -------
+    en : In(1)
+        Clock enable of the whole datapath (the array stalls as one).
+    a_in, swap_in, psum_in : In
+        Activation, swap flag and partial sum from the neighbours.
+    load, load_data : In
+        Shadow weight write (not gated by ``en``).
+    a_out, swap_out, psum_out : Out
+        Registered outputs to the right and lower neighbours.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        _check_cfg(config)
+        self.config = config
+        a, w, acc = operand_shapes(config)
+        super().__init__({
+            "en": In(1),
+            "a_in": In(a), "swap_in": In(1), "psum_in": In(acc),
+            "load": In(1), "load_data": In(w),
+            "a_out": Out(a), "swap_out": Out(1), "psum_out": Out(acc),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        _, w_shape, _ = operand_shapes(self.config)
+        active = Signal(w_shape)
+        shadow = Signal(w_shape)
+        # The swap takes effect in the very cycle its flag arrives, so the MAC of
+        # the flagged activation already uses the new weight.
+        w_eff = Signal(w_shape)
+        m.d.comb += w_eff.eq(Mux(self.swap_in, shadow, active))
+        with m.If(self.en):
+            m.d.sync += [
+                active.eq(w_eff),
+                self.a_out.eq(self.a_in),
+                self.swap_out.eq(self.swap_in),
+                self.psum_out.eq(self.psum_in + self.a_in * w_eff),
+            ]
+        with m.If(self.load):
+            m.d.sync += shadow.eq(self.load_data)
+        return m
+
+
+class OSProcessingElement(wiring.Component):
+    """Output-stationary PE with a local accumulator and a drain register.
+
+    Activations (with the ``first``/``last`` flags) flow right, weights flow
+    down, both with 1 cycle latency. Each ``en`` cycle the PE computes
+    ``acc = (first ? 0 : acc) + a_in * w_in``. When ``last`` arrives the final
+    sum is captured in the drain register ``d`` (so the accumulator is free
+    for the next tile at once); ``shift`` moves ``d_in`` (the drain register of
+    the PE above) into ``d``, forming a per-column drain chain.
+
+    Latency: 1 cycle per hop; a tile's result is in ``d`` one cycle after its
+    ``last`` operand pair arrived. Throughput: 1 MAC per cycle.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    en : In(1)
+        Clock enable.
+    a_in, w_in, first_in, last_in : In
+        Operands and tile flags from the left (a, flags) and from above (w).
+    shift : In(1)
+        Drain-chain shift (``d <= d_in``), only with ``en``.
+    d_in : In(signed(acc_bits))
+        Drain register of the PE above (0 for the top row).
+    a_out, w_out, first_out, last_out, d_out : Out
+        Registered operands/flags to the neighbours, and ``d``.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        _check_cfg(config)
+        self.config = config
+        a, w, acc = operand_shapes(config)
+        super().__init__({
+            "en": In(1),
+            "a_in": In(a), "w_in": In(w), "first_in": In(1), "last_in": In(1),
+            "shift": In(1), "d_in": In(acc),
+            "a_out": Out(a), "w_out": Out(w), "first_out": Out(1), "last_out": Out(1),
+            "d_out": Out(acc),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        _, _, acc_shape = operand_shapes(self.config)
+        acc = Signal(acc_shape)
+        total = Signal(acc_shape)
+        m.d.comb += total.eq(Mux(self.first_in, 0, acc) + self.a_in * self.w_in)
+        with m.If(self.en):
+            m.d.sync += [
+                acc.eq(total),
+                self.a_out.eq(self.a_in),
+                self.w_out.eq(self.w_in),
+                self.first_out.eq(self.first_in),
+                self.last_out.eq(self.last_in),
+            ]
+            # Capture wins over shift; the array's input control spaces tiles so
+            # that a capture never hits a drain register that still holds data.
+            with m.If(self.last_in):
+                m.d.sync += self.d_out.eq(total)
+            with m.Elif(self.shift):
+                m.d.sync += self.d_out.eq(self.d_in)
+        return m
+
+
+def ProcessingElement(*, config: AcceleratorConfig) -> wiring.Component:
+    """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement`."""
+    _check_cfg(config)
+    cls = WSProcessingElement if config.dataflow == "ws" else OSProcessingElement
+    return cls(config=config)
