@@ -49,7 +49,8 @@ class Region:
 class AccelStep:
     layer: str
     program: list
-    macs: int
+    macs: int       #: useful multiply-accumulates (all points), without tile padding
+    gemm: tuple     #: (M, K, N)
 
 
 @dataclass
@@ -242,7 +243,7 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                                                 stride=N)))
     prog.append(Instr(Opcode.FENCE))
     prog.append(Instr(Opcode.HALT))
-    return AccelStep(layer.name, prog, macs=M * K * N * P)
+    return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
 
 
 def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region):
