@@ -16,6 +16,7 @@ import sys
 # Command modules, in the order ``--help`` lists them.
 _COMMAND_MODULES = [
     "systolic.golden.commands",
+    "systolic.golden.onnx_commands",
 ]
 
 

@@ -1,7 +1,7 @@
 """Export a :class:`~systolic.golden.network.QuantizedNetwork` to ONNX, bit-exactly.
 
 The exported graph runs in onnxruntime (CPU) and reproduces the golden
-model's integers exactly; ``docs/numerics_onnx.md`` gives the mapping of each
+model's integers exactly; ``docs/numerics.md`` (section "ONNX export") gives the mapping of each
 layer and the argument why the float arithmetic inside onnxruntime's QLinear
 kernels is exact for power-of-two scales. In short:
 
@@ -333,7 +333,7 @@ def export_onnx(net: QuantizedNetwork, path=None, float_io: bool = True, *,
         ``half_up`` rounding, an unsupported layer kind, a tensor wider than
         8 bits, int8-overflowing weights, or a worst case beyond the range
         where onnxruntime's float32 requantization is exact (see
-        ``docs/numerics_onnx.md``).
+        ``docs/numerics.md`` (section "ONNX export")).
     """
     import onnx
 

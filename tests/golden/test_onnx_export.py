@@ -142,7 +142,7 @@ _VNNI = _has_vnni()
 
 @pytest.mark.xfail(platform.machine() in ("x86_64", "AMD64") and not _VNNI, strict=False,
                    reason="x86-64 without VNNI: onnxruntime's u8s8 kernels use vpmaddubsw, whose int16 "
-                          "pair sums saturate for extreme operands (docs/numerics_onnx.md)")
+                          "pair sums saturate for extreme operands (docs/numerics.md, ONNX export)")
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("in_signed", [False, True])
 def test_extreme_operands(in_signed, per_channel):
