@@ -121,32 +121,31 @@ class SystolicArray(wiring.Component):
                 m.d.comb += pes[k][n].en.eq(en)
 
         full = Signal()     # shadow registers hold a complete weight tile
-        wrow = Signal(range(R))
+        wsel = Signal(R, init=1)  # one-hot: the PE row the next weight row goes to
         guard = Signal(range(R + C))  # cycles until the last swap has passed every PE
         m.d.comb += self.i.ready.eq(en & (~self.i.payload.swap | full))
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
 
         # Weight rows: a row counter addresses the shadow registers of one PE row.
-        m.d.comb += self.w.ready.eq(~full & (guard == 0))
+        m.d.comb += self.w.ready.eq(~full & ~guard.any())
         wtake = Signal()
         m.d.comb += wtake.eq(self.w.valid & self.w.ready)
         for k in range(R):
             for n in range(C):
                 m.d.comb += [
-                    pes[k][n].load.eq(wtake & (wrow == k)),
+                    pes[k][n].load.eq(wtake & wsel[k]),
                     pes[k][n].load_data.eq(self.w.payload.w[n]),
                 ]
         with m.If(wtake):
-            with m.If(wrow == R - 1):
-                m.d.sync += [wrow.eq(0), full.eq(1)]
-            with m.Else():
-                m.d.sync += wrow.eq(wrow + 1)
+            m.d.sync += wsel.eq(wsel.rotate_left(1))
+            with m.If(wsel[R - 1]):
+                m.d.sync += full.eq(1)
         # The swap flag reaches PE (k, n) k + n cycles after its transfer; a
         # shadow must not be overwritten before that, hence the guard.
         with m.If(take & self.i.payload.swap):
             m.d.sync += [full.eq(0), guard.eq(R + C - 1)]
-        with m.Elif(en & (guard != 0)):
+        with m.Elif(en & guard.any()):
             m.d.sync += guard.eq(guard - 1)
 
         # Input skew: row k waits k cycles, psum lane n waits n cycles.
@@ -223,7 +222,7 @@ class SystolicArray(wiring.Component):
             # pops one row per cycle, bottom first. Step s shifts only rows > s,
             # so rows that have been read are free for the next tile's capture.
             busy = Signal(name=f"drain_busy{n}")
-            step = Signal(range(R), name=f"drain_step{n}")
+            step = Signal(range(max(R, 2)), name=f"drain_step{n}")
             with m.If(en):
                 with m.If(pes[R - 1][n].last_in):
                     m.d.sync += [busy.eq(1), step.eq(0)]
@@ -231,7 +230,7 @@ class SystolicArray(wiring.Component):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == R - 1):
                         m.d.sync += busy.eq(0)
-            for r in range(R):
+            for r in range(1, R):
                 m.d.comb += pes[r][n].shift.eq(busy & (step < r))
             m.d.comb += self.o.payload[n].eq(
                 _delay(m, en, pes[R - 1][n].d_out, C - 1 - n, f"deskew{n}"))

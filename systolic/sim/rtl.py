@@ -1,0 +1,193 @@
+"""Build ``GemmCore`` RTL once per config and run GEMMs on it under cocotb.
+
+Builds go through ``cocotb_tools.runner`` into a cache folder, one folder per
+(config, simulator, hash of Verilog + flags + tool versions), guarded by a
+file lock so parallel pytest workers share a build instead of racing.
+The cache root is ``$SYSTOLIC_SIM_CACHE`` or ``~/.cache/systolic/sim``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import AcceleratorConfig, load_config
+from .driver import GemmStats, check_gemm_args
+from .verilator import lint_flags, patched_environ, tool_env
+
+__all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "run_gemm", "run_gemm_batch", "cache_root",
+           "SimulationError"]
+
+#: Simulators :func:`run_gemm` accepts.
+SIMULATORS = ("verilator", "icarus")
+
+_TB_MODULE = "systolic.sim.cocotb_gemm"
+_MARKER = "systolic_build.json"
+
+
+class SimulationError(RuntimeError):
+    """The RTL simulation failed (build error, testbench error or hang)."""
+
+
+def cache_root() -> Path:
+    env = os.environ.get("SYSTOLIC_SIM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "systolic" / "sim"
+
+
+@dataclass(frozen=True)
+class RTLBuild:
+    """A finished build: where it lies, and what it cost."""
+
+    config: AcceleratorConfig
+    simulator: str
+    build_dir: Path
+    verilog: Path
+    build_seconds: float  # time of the original build (0 only if unknown)
+    cached: bool          # True when this call found the build ready
+
+
+def _check_simulator(simulator):
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        raise SimulationError("simulator 'icarus' needs iverilog on PATH (apt-get install iverilog)")
+
+
+def _build_args(simulator: str) -> list[str]:
+    if simulator == "verilator":
+        # The lint waivers apply to every build, so no build hides a new warning.
+        return [*lint_flags(), "-O3"]
+    return ["-g2012"]
+
+
+def _versions() -> str:
+    from importlib.metadata import version
+
+    import cocotb
+
+    return f"cocotb={cocotb.__version__};verilator={version('verilator')}"
+
+
+def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
+    """Generate and build the RTL of *config* (cached); returns the :class:`RTLBuild`."""
+    from cocotb_tools.runner import get_runner
+
+    from ..hw.generate import verilog_text
+
+    config = load_config(config)
+    _check_simulator(simulator)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    text = verilog_text(config)
+    args = _build_args(simulator)
+    key = hashlib.sha256("\n".join([text, simulator, *args, _versions()]).encode()).hexdigest()[:16]
+    build_dir = root / f"{config.name}-{simulator}-{key}"
+    marker = build_dir / _MARKER
+    with open(root / f"{config.name}-{simulator}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            info = json.loads(marker.read_text())
+            return RTLBuild(config, simulator, build_dir, Path(info["verilog"]),
+                            info["seconds"], cached=True)
+        if build_dir.exists():
+            shutil.rmtree(build_dir)  # a build that died half way
+        build_dir.mkdir(parents=True)
+        verilog = build_dir / f"{config.name}.v"
+        verilog.write_text(text)
+        t0 = time.perf_counter()
+        log = build_dir / "build.log"
+        with patched_environ(tool_env()):
+            runner = get_runner(simulator)
+            try:
+                runner.build(sources=[verilog], hdl_toplevel=config.name, build_dir=build_dir,
+                             build_args=args, timescale=("1ns", "1ps"), log_file=log)
+            except (RuntimeError, SystemExit, OSError) as exc:
+                tail = log.read_text()[-4000:] if log.exists() else ""
+                raise SimulationError(f"{simulator} build of {config.name} failed: {exc}\n{tail}") from None
+        seconds = time.perf_counter() - t0
+        marker.write_text(json.dumps({"verilog": str(verilog), "seconds": seconds}))
+        return RTLBuild(config, simulator, build_dir, verilog, seconds, cached=False)
+
+
+def run_gemm_batch(config, cases, simulator: str = "verilator", *, seed: int = 0,
+                   idle: float = 0.0, stall: float = 0.0, cache_dir=None,
+                   stats: list | None = None) -> list[np.ndarray]:
+    """Run several requantized GEMMs in one simulation; one result array per case.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig or str
+        Config, preset name or JSON path.
+    cases : list of dict
+        Each with ``a``, ``w`` and optional ``bias``, ``shift``, ``relu``
+        (as for :func:`run_gemm`).
+    simulator : {"verilator", "icarus"}
+    seed, idle, stall : int, float, float
+        Random idle cycles on the inputs (probability *idle*) and output
+        back-pressure (probability *stall*).
+    stats : list, optional
+        Receives one :class:`~systolic.sim.driver.GemmStats` per case.
+    """
+    config = load_config(config)
+    _check_simulator(simulator)
+    job_cases = []
+    for c in cases:
+        a, w, bias, shift = check_gemm_args(config, c["a"], c["w"], c.get("bias"), c.get("shift", 0))
+        job_cases.append({"a": a.tolist(), "w": w.tolist(), "bias": bias.tolist(),
+                          "shift": shift.tolist(), "relu": bool(c.get("relu", False))})
+    build = build_rtl(config, simulator, cache_dir)
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build.build_dir))
+    job = run_dir / "job.json"
+    result_path = run_dir / "result.json"
+    job.write_text(json.dumps({"config": config.to_dict(), "cases": job_cases, "seed": seed,
+                               "idle": idle, "stall": stall, "result": str(result_path)}))
+    log = run_dir / "sim.log"
+    results_xml = run_dir / "results.xml"
+    with patched_environ(tool_env()):
+        runner = get_runner(simulator)
+        try:
+            runner.test(test_module=_TB_MODULE, hdl_toplevel=config.name,
+                        hdl_toplevel_lang="verilog", build_dir=build.build_dir,
+                        test_dir=run_dir, extra_env={"SYSTOLIC_GEMM_JOB": str(job)},
+                        results_xml=str(results_xml), log_file=log, seed=seed)
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulationError(_failure(config, simulator, f"simulator exited: {exc}", log)) from None
+    n_tests, n_failed = get_results(results_xml)
+    if n_failed or not result_path.exists():
+        # The run folder stays for inspection.
+        raise SimulationError(_failure(config, simulator, "testbench failed", log))
+    out = json.loads(result_path.read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if stats is not None:
+        stats.extend(GemmStats(**s) for s in out["stats"])
+    return [np.array(y, dtype=np.int64) for y in out["y"]]
+
+
+def _failure(config, simulator, what, log: Path) -> str:
+    tail = log.read_text()[-6000:] if log.exists() else "(no log)"
+    return f"{simulator} simulation of {config.name}: {what} (log {log}):\n{tail}"
+
+
+def run_gemm(config, a, w, bias=None, shift=0, relu=False, simulator: str = "verilator",
+             **kwargs) -> np.ndarray:
+    """``requantize(a @ w + bias, shift, relu)`` computed by the RTL of *config*.
+
+    Matrices larger than the array are tiled in Python (see
+    :func:`systolic.sim.driver.gemm_schedule`); the result is the integer
+    ``(M, N)`` output, which must equal :func:`systolic.sim.driver.golden_gemm`.
+    Extra keyword arguments go to :func:`run_gemm_batch`.
+    """
+    return run_gemm_batch(config, [{"a": a, "w": w, "bias": bias, "shift": shift, "relu": relu}],
+                          simulator, **kwargs)[0]
