@@ -88,7 +88,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         lay = array_layouts(config)
         sig = {"i": In(stream.Signature(lay["i"])), "o": Out(stream.Signature(lay["o"]))}

@@ -73,8 +73,8 @@ class AcceleratorConfig:
     per_channel_shift : bool
         One shift per output channel (``cols`` shifts) instead of one per tensor.
     shift_bits : int
-        Width of the signed shift field, 2..8 (shifts ``-2**(shift_bits-1)``
-        .. ``2**(shift_bits-1)-1``).
+        Width of the signed shift field, 2..7 (shifts ``-2**(shift_bits-1)``
+        .. ``2**(shift_bits-1)-1``; the golden model accepts ``|shift| <= 62``).
     spad_a_bytes, spad_w_bytes : int
         Activation / weight scratchpad sizes in bytes (used by the system level).
     acc_entries : int
@@ -121,7 +121,7 @@ class AcceleratorConfig:
         _check_bool("out_signed", self.out_signed)
         _check_choice("rounding", self.rounding, ROUNDING_MODES)
         _check_bool("per_channel_shift", self.per_channel_shift)
-        _check_int("shift_bits", self.shift_bits, 2, 8)
+        _check_int("shift_bits", self.shift_bits, 2, 7)
         _check_int("spad_a_bytes", self.spad_a_bytes, 16, 1 << 24)
         _check_int("spad_w_bytes", self.spad_w_bytes, 16, 1 << 24)
         _check_int("acc_entries", self.acc_entries, 1, 1 << 20)

@@ -49,7 +49,7 @@ class GemmCore(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         alay = array_layouts(config)
         rlay = requant_layouts(config)

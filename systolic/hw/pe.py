@@ -18,8 +18,11 @@ def operand_shapes(cfg: AcceleratorConfig):
     return a, w, signed(cfg.acc_bits)
 
 
-def _check_cfg(cfg):
+def _check_cfg(cfg, component=None):
     if not isinstance(cfg, AcceleratorConfig):
+        if component is not None:
+            # A component whose constructor failed is not an unused elaboratable.
+            component._MustUse__silence = True
         raise TypeError(f"config must be an AcceleratorConfig, not {cfg!r}")
 
 
@@ -56,7 +59,7 @@ class WSProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         a, w, acc = operand_shapes(config)
         super().__init__({
@@ -119,7 +122,7 @@ class OSProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         a, w, acc = operand_shapes(config)
         super().__init__({
@@ -155,6 +158,7 @@ class OSProcessingElement(wiring.Component):
 
 def ProcessingElement(*, config: AcceleratorConfig) -> wiring.Component:
     """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement`."""
-    _check_cfg(config)
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
     cls = WSProcessingElement if config.dataflow == "ws" else OSProcessingElement
     return cls(config=config)

@@ -57,7 +57,7 @@ class RequantLane(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         super().__init__({
             "en": In(1),
@@ -150,7 +150,7 @@ class Requantizer(wiring.Component):
     LATENCY = 3
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config)
+        _check_cfg(config, self)
         self.config = config
         lay = requant_layouts(config)
         super().__init__({

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..golden import QType, check_acc_range
+from ..golden import MAX_SHIFT, QType, check_acc_range
 from ..golden.primitives import as_int_array
 from ..hw.config import AcceleratorConfig
 from ..hw.ports import pack, unpack
@@ -92,6 +92,7 @@ def check_gemm_args(cfg: AcceleratorConfig, a, w, bias=None, shift=0):
     if shift.shape != (n,):
         raise ValueError(f"shift must be a scalar or have shape ({n},), not {shift.shape}")
     slo, shi = cfg.shift_range
+    slo, shi = max(slo, -MAX_SHIFT), min(shi, MAX_SHIFT)  # also the golden model's range
     if int(shift.min()) < slo or int(shift.max()) > shi:
         raise ValueError(f"shift must be between {slo} and {shi} (shift_bits={cfg.shift_bits}), "
                          f"not {int(shift.min()) if int(shift.min()) < slo else int(shift.max())}")

@@ -1,0 +1,135 @@
+"""Processing elements, cycle by cycle, in amaranth.sim."""
+
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+from systolic.hw.config import AcceleratorConfig
+from systolic.hw.pe import OSProcessingElement, ProcessingElement, WSProcessingElement
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_factory_and_type_check():
+    for dataflow, cls in [("ws", WSProcessingElement), ("os", OSProcessingElement)]:
+        pe = ProcessingElement(config=AcceleratorConfig(dataflow=dataflow))
+        assert isinstance(pe, cls)
+        Fragment.get(pe, None)
+    with pytest.raises(TypeError, match="^config must be an AcceleratorConfig, not 3$"):
+        WSProcessingElement(config=3)
+
+
+def test_ws_pe_mac_double_buffer_and_stall():
+    cfg = AcceleratorConfig(dataflow="ws", in_bits=8, w_bits=8, acc_bits=20)
+    dut = WSProcessingElement(config=cfg)
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        # Load the shadow: the active weight (0) stays in use.
+        ctx.set(dut.load, 1)
+        ctx.set(dut.load_data, -7)
+        ctx.set(dut.a_in, 3)
+        ctx.set(dut.psum_in, 100)
+        await ctx.tick()
+        ctx.set(dut.load, 0)
+        assert ctx.get(dut.psum_out) == 100 + 3 * 0
+        assert ctx.get(dut.a_out) == 3
+        # The flagged activation already uses the shadow weight.
+        ctx.set(dut.swap_in, 1)
+        ctx.set(dut.a_in, -128)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == 100 + (-128) * (-7)
+        assert ctx.get(dut.swap_out) == 1
+        # Reload the shadow while computing; the active weight is unchanged.
+        ctx.set(dut.swap_in, 0)
+        ctx.set(dut.load, 1)
+        ctx.set(dut.load_data, 127)
+        ctx.set(dut.a_in, 5)
+        await ctx.tick()
+        ctx.set(dut.load, 0)
+        assert ctx.get(dut.psum_out) == 100 + 5 * (-7)
+        assert ctx.get(dut.swap_out) == 0
+        # en low: nothing moves.
+        ctx.set(dut.en, 0)
+        ctx.set(dut.a_in, 9)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == 100 + 5 * (-7)
+        assert ctx.get(dut.a_out) == 5
+        ctx.set(dut.en, 1)
+        ctx.set(dut.swap_in, 1)
+        ctx.set(dut.psum_in, 0)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == 9 * 127
+        # The partial sum wraps at acc_bits (two's complement).
+        ctx.set(dut.swap_in, 0)
+        ctx.set(dut.psum_in, 2**19 - 1)
+        ctx.set(dut.a_in, 1)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == 2**19 - 1 + 127 - 2**20
+
+    _run(dut, bench)
+
+
+def test_ws_pe_unsigned_operands():
+    cfg = AcceleratorConfig(dataflow="ws", in_bits=4, in_signed=False, w_bits=4, w_signed=True, acc_bits=16)
+    dut = WSProcessingElement(config=cfg)
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        ctx.set(dut.load, 1)
+        ctx.set(dut.load_data, -8)
+        await ctx.tick()
+        ctx.set(dut.load, 0)
+        ctx.set(dut.swap_in, 1)
+        ctx.set(dut.a_in, 15)
+        ctx.set(dut.psum_in, -3)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == -3 + 15 * -8
+
+    _run(dut, bench)
+
+
+def test_os_pe_accumulate_capture_and_drain():
+    cfg = AcceleratorConfig(dataflow="os", in_bits=8, w_bits=8)
+    dut = OSProcessingElement(config=cfg)
+    pairs = [(3, 4), (-5, 6), (127, -128)]
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        for k, (a, w) in enumerate(pairs):
+            ctx.set(dut.a_in, a)
+            ctx.set(dut.w_in, w)
+            ctx.set(dut.first_in, k == 0)
+            ctx.set(dut.last_in, k == len(pairs) - 1)
+            await ctx.tick()
+            assert ctx.get(dut.a_out) == a and ctx.get(dut.w_out) == w
+        expect = sum(a * w for a, w in pairs)
+        assert ctx.get(dut.d_out) == expect
+        assert ctx.get(dut.last_out) == 1
+        # Next tile starts at once (first resets the accumulator); d holds until shifted.
+        ctx.set(dut.first_in, 1)
+        ctx.set(dut.last_in, 0)
+        ctx.set(dut.a_in, 2)
+        ctx.set(dut.w_in, 2)
+        ctx.set(dut.d_in, 77)
+        await ctx.tick()
+        assert ctx.get(dut.d_out) == expect
+        ctx.set(dut.shift, 1)
+        ctx.set(dut.first_in, 0)
+        ctx.set(dut.last_in, 1)  # capture wins over shift
+        await ctx.tick()
+        assert ctx.get(dut.d_out) == 2 * 2 + 2 * 2
+        ctx.set(dut.last_in, 0)
+        ctx.set(dut.en, 0)
+        await ctx.tick()
+        assert ctx.get(dut.d_out) == 8  # stalled: no shift
+        ctx.set(dut.en, 1)
+        await ctx.tick()
+        assert ctx.get(dut.d_out) == 77
+
+    _run(dut, bench)
