@@ -1,0 +1,65 @@
+"""Host-visible map of the :class:`~systolic.hw.system.Accelerator`: counters and error codes.
+
+Plain Python (no amaranth): the hardware, the simulation host and the
+reports all read the counter order and the error codes from here.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "ERRORS", "error_reason", "COUNTER_BITS"]
+
+#: Width of every performance counter.
+COUNTER_BITS = 64
+
+#: Units whose busy / stall cycles are counted. Every cycle of a run is busy
+#: in exactly one unit, so ``cycles == sum(<unit>_busy)``.
+UNITS = ("ctrl", "load", "loadq", "matmul", "store")
+
+#: Counters shared with :class:`systolic.compiler.executor.Counters` (same events).
+EXECUTOR_COUNTERS = (
+    "instructions", "macs", "dram_bytes_read", "dram_bytes_written",
+    "spad_a_reads", "spad_a_writes", "spad_w_reads", "spad_w_writes",
+    "acc_reads", "acc_writes", "requant_ops",
+)
+
+#: Every counter, in the order of the ``counters`` port (counter ``i`` is bits
+#: ``[64*i, 64*i+64)``).
+COUNTERS = ("cycles",) + EXECUTOR_COUNTERS + (
+    "fetch_bytes",        # instruction bytes fetched (not in dram_bytes_read)
+    "bus_reads",          # read requests (bus words) on the memory port
+    "bus_writes",         # write requests (bus words) on the memory port
+) + tuple(f"{u}_{k}" for u in UNITS for k in ("busy", "stall"))
+
+#: Error codes of the ``error`` status port -> reason template. ``{arg}`` is
+#: the ``err_arg`` port; the other names come from the instruction and the
+#: machine (see :func:`error_reason`).
+ERRORS = {
+    1: "bad opcode {arg}",
+    2: "program ends without HALT",
+    3: "DRAM address {arg} is past the end of memory ({dram_bytes} bytes)",
+    4: "scratchpad A line {arg} is past the end ({a_lines} lines)",
+    5: "scratchpad W line {arg} is past the end ({w_lines} lines)",
+    6: "accumulator line {arg} is past the end ({acc_lines} lines)",
+    7: "offset {offset} + elems {elems} exceeds the {width}-element line",
+    8: "output bits must be between 1 and {out_bits}, not {bits}",
+    9: "elems {elems} exceeds the {cols} requantizer lanes",
+    10: "value out of the {vbits}-bit {un}signed range",
+    11: "accumulator overflow: a value leaves the {acc_bits}-bit range",
+}
+
+ERR_BAD_OPCODE, ERR_NO_HALT, ERR_DRAM, ERR_SPAD_A, ERR_SPAD_W, ERR_ACC, ERR_LINE, ERR_BITS, ERR_ELEMS, \
+    ERR_VALUE, ERR_OVERFLOW = range(1, 12)
+
+
+def error_reason(code: int, arg: int, spec, dram_bytes: int, instr=None) -> str:
+    """The executor-style reason text of error *code* (``instr`` is the decoded Instr, if any)."""
+    if code not in ERRORS:
+        return f"unknown error code {code} (argument {arg})"
+    a = dict(instr.args) if instr is not None else {}
+    target_w = a.get("target", 0) == 1
+    fmt = dict(arg=arg, dram_bytes=dram_bytes, a_lines=spec.a_lines, w_lines=spec.w_lines,
+               acc_lines=spec.acc_lines, offset=a.get("offset", 0), elems=a.get("elems", 0),
+               width=spec.cols if target_w else spec.rows, out_bits=spec.out_bits, bits=a.get("bits", 0),
+               cols=spec.cols, vbits=spec.w_bits if target_w else spec.in_bits,
+               un="un" if a.get("unsigned") else "", acc_bits=spec.acc_bits)
+    return ERRORS[code].format(**fmt)

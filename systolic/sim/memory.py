@@ -1,0 +1,78 @@
+"""Behaviour of the simulated external memory behind the accelerator's port.
+
+Shared by the cocotb memory model (:mod:`systolic.sim.cocotb_system`) and the
+amaranth.sim one (:mod:`systolic.sim.system_amaranth`), so both time requests
+the same way:
+
+- a request is accepted ``d`` cycles after it first shows ``req_valid``
+  (``req_ready`` is low for ``d`` cycles, then high for one), with
+  ``d = ceil(bus_bytes / bytes_per_cycle) - 1`` plus, when ``stall > 0``,
+  random extra cycles (each further cycle with probability ``stall``,
+  from a generator seeded with ``seed``);
+- a read is answered ``latency`` cycles after the cycle it was accepted in
+  (``resp_valid`` high for one cycle); a write has no response.
+
+No cocotb or amaranth import here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["MemoryModel", "place_program"]
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Timing of the simulated memory: ``latency`` >= 1 cycles, ``bytes_per_cycle`` >= 1, ``stall`` in [0, 1)."""
+
+    latency: int = 2
+    bytes_per_cycle: int = 64
+    stall: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.latency, int) or not 1 <= self.latency <= 1000:
+            raise ValueError(f"latency must be an int between 1 and 1000, not {self.latency!r}")
+        if not isinstance(self.bytes_per_cycle, int) or self.bytes_per_cycle < 1:
+            raise ValueError(f"bytes_per_cycle must be a positive int, not {self.bytes_per_cycle!r}")
+        if not isinstance(self.stall, (int, float)) or not 0 <= self.stall < 1:
+            raise ValueError(f"stall must be a probability in [0, 1), not {self.stall!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, not {self.seed!r}")
+
+    def base_delay(self, bus_bytes: int) -> int:
+        """Cycles ``req_ready`` stays low before a request is accepted, without random stalls."""
+        return math.ceil(bus_bytes / self.bytes_per_cycle) - 1
+
+    def delays(self, bus_bytes: int):
+        """An endless iterator of accept delays ``d`` (base delay plus random stalls)."""
+        base = self.base_delay(bus_bytes)
+        rng = random.Random(self.seed)
+        while True:
+            d = base
+            if self.stall:
+                while rng.random() < self.stall:
+                    d += 1
+            yield d
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def place_program(dram: np.ndarray, blob: bytes) -> tuple[np.ndarray, int]:
+    """Memory image with *blob* (an encoded program) right after the data window; returns (image, address).
+
+    The program lies outside ``[0, dram.size)``, the window LOAD / LOADQ /
+    STORE may touch, so a program cannot overwrite itself and the DRAM range
+    checks are those of the executor.
+    """
+    addr = -(-dram.size // 16) * 16
+    image = np.zeros(addr + len(blob), dtype=np.uint8)
+    image[:dram.size] = dram
+    image[addr:] = np.frombuffer(blob, dtype=np.uint8)
+    return image, addr
