@@ -1,0 +1,116 @@
+"""Quantization commands: ``quantize`` (needs torch) and ``eval`` (torch-free).
+
+``systolic quantize MODEL METHOD [--w-bits N] [--a-bits N] --out FILE``
+    trains the float zoo model, quantizes it with METHOD, converts it to a golden
+    model file and prints the float and integer test accuracy.
+``systolic eval MODEL [--images N] [--json]``
+    runs a golden model (shipped name or .npz file) on the digits test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from . import METHODS, MODELS, check_bits, check_method, check_model
+
+
+def evaluate(model: str, images: int | None = None) -> dict:
+    """Run golden model *model* (shipped name or ``.npz`` path) on the digits test split (torch-free)."""
+    import numpy as np
+
+    from ..golden.commands import resolve_model
+    from .data import load_for_network
+
+    net = resolve_model(model)
+    x, y = load_for_network(net, "test")
+    if images is not None:
+        if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+            raise ValueError(f"images must be a positive integer, not {images!r}")
+        x, y = x[:images], y[:images]
+    t0 = time.perf_counter()
+    pred = np.concatenate([net.predict(net.quantize_input(x[i:i + 128])) for i in range(0, len(x), 128)])
+    return {
+        "model": model,
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()),
+        "correct": int((pred == y).sum()),
+        "predictions": [int(p) for p in pred],
+        "labels": [int(v) for v in y],
+        "meta": net.meta,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _eval(args) -> int:
+    r = evaluate(args.model, args.images)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    m = r["meta"]
+    what = f" ({m.get('method', '?')} w{m.get('w_bits', '?')}a{m.get('a_bits', '?')})" if m else ""
+    print(f"{r['model']}{what}: {r['correct']}/{r['n']} test images correct, accuracy {100 * r['accuracy']:.2f}%")
+    if "float_test_accuracy" in m and args.images is None:
+        print(f"float model accuracy recorded at training time: {100 * m['float_test_accuracy']:.2f}%")
+    return 0
+
+
+def _quantize(args) -> int:
+    check_model(args.model)
+    check_method(args.method)
+    check_bits(args.w_bits, "--w-bits")
+    check_bits(args.a_bits, "--a-bits")
+    for name in ("epochs", "float_epochs"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be non-negative, not {v}")
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("the quantize command needs torch: pip install 'systolic[quantize]'") from None
+    from .methods import quantize_model
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), args.threads)))
+    res = quantize_model(args.model, args.method, args.w_bits, args.a_bits, seed=args.seed,
+                         rounding=args.rounding, epochs=args.epochs, float_epochs=args.float_epochs,
+                         progress=not args.json)
+    res.network.save(args.out)
+    s = res.summary()
+    s["out"] = str(args.out)
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"{args.model} {args.method} w{args.w_bits}a{args.a_bits} (seed {args.seed}, {args.rounding})")
+    print(f"  float model          test accuracy {100 * res.float_acc:.2f}%")
+    if args.method in ("fat", "lsq"):
+        print(f"  fake-quant, trained scales (before power-of-two rounding) {100 * res.fakequant_acc:.2f}%")
+    print(f"  integer golden model test accuracy {100 * res.golden_acc:.2f}%")
+    print(f"written to {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a zoo model and write a golden model file (needs torch)",
+                       description="Train the float zoo model, quantize it with METHOD (power-of-two scales), "
+                                   "convert it to the integer golden model and write it to --out.")
+    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
+    p.add_argument("method", help=f"quantization method: {', '.join(METHODS)}")
+    p.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight bits, 2..8 (default 8)")
+    p.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation bits, 2..8 (default 8)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output model file (.npz)")
+    p.add_argument("--seed", type=int, default=0, help="seed of float training and retraining (default 0)")
+    p.add_argument("--rounding", default="half_even", choices=("half_even", "half_up"),
+                   help="rounding mode of fake quant and golden model (default half_even)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="retraining epochs (method default)")
+    p.add_argument("--float-epochs", type=int, default=40, metavar="N", help="float training epochs (default 40)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no progress bar")
+    p.set_defaults(func=_quantize)
+
+    e = sub.add_parser("eval", help="run a golden model on the digits test split",
+                       description="Run a quantized model (shipped name or .npz file) in the golden model on "
+                                   "the digits test split and print its accuracy.")
+    e.add_argument("model", help="model file (.npz) or shipped model name (digits-mlp, digits-cnn, digits-resnet)")
+    e.add_argument("--images", type=int, default=None, metavar="N", help="first N test images (default all 360)")
+    e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, n, predictions, ...)")
+    e.set_defaults(func=_eval)

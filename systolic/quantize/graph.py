@@ -1,0 +1,261 @@
+"""`GraphNet`: a small torch graph of the layer kinds the golden model has.
+
+Activations are NHWC (the golden layout) between nodes; convolutions permute to
+NCHW internally. Node ops: ``conv`` (``nn.Conv2d`` + optional ``BatchNorm2d`` +
+optional ReLU), ``dense`` (``nn.Linear`` + optional ``BatchNorm1d`` + optional
+ReLU), ``maxpool``, ``avgpool`` (power-of-two window), ``flatten`` (HWC order),
+``add`` (+ optional ReLU).
+
+The same module runs in float mode or, after :meth:`GraphNet.attach`, in
+fake-quant mode, where it computes exactly what the integer golden network
+computes (docs/quantization.md, "Fake quant = golden"):
+
+* the input is quantized by ``net.qin``;
+* conv/dense: ``acc = conv(x_q, w_q) + b_q`` with ``b_q`` the bias rounded at the
+  accumulator scale ``s_in * s_w``; the output quantizer then rounds and clips
+  ``acc`` to the output scale (ReLU = an unsigned output type, clip at 0);
+* add: ``a + b`` re-quantized by its output quantizer; pools and flatten are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .quantizers import Quantizer, round_ste
+
+__all__ = ["Node", "GraphNet", "from_sequential", "fold_batchnorm", "SUPPORTED_TORCH_LAYERS", "OPS"]
+
+OPS = ("conv", "dense", "maxpool", "avgpool", "flatten", "add")
+SUPPORTED_TORCH_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.BatchNorm1d, nn.ReLU,
+                          nn.MaxPool2d, nn.AvgPool2d, nn.Flatten)
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: tuple
+    relu: bool = False
+    pool: tuple = (2, 2)
+    stride: tuple = (2, 2)
+
+
+class GraphNet(nn.Module):
+    """Nodes in execution order reading earlier outputs (or ``"input"``) by name."""
+
+    def __init__(self, input_shape, nodes, modules: dict[str, nn.Module], bns: dict[str, nn.Module] | None = None):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.nodes = list(nodes)
+        for n in self.nodes:
+            if n.op not in OPS:
+                raise ValueError(f"node {n.name!r}: unknown op {n.op!r}; supported ops: {', '.join(OPS)}")
+        self.mods = nn.ModuleDict(modules)
+        self.bns = nn.ModuleDict(bns or {})
+        self.qin: Quantizer | None = None
+        self.wq = nn.ModuleDict()
+        self.aq = nn.ModuleDict()
+        self.quantized = False
+
+    # ----------------------------------------------------------------- helpers
+    def compute_nodes(self):
+        return [n for n in self.nodes if n.op in ("conv", "dense")]
+
+    def act_nodes(self):
+        """Nodes whose output gets its own quantizer (conv, dense, add)."""
+        return [n for n in self.nodes if n.op in ("conv", "dense", "add")]
+
+    def attach(self, qin: Quantizer, wq: dict, aq: dict):
+        """Switch to fake-quant mode with the given quantizers (BN must be folded)."""
+        if len(self.bns):
+            raise ValueError("fold batch norm (fold_batchnorm) before attaching quantizers")
+        self.qin = qin
+        self.wq = nn.ModuleDict(wq)
+        self.aq = nn.ModuleDict(aq)
+        self.quantized = True
+        return self
+
+    def weight_params(self):
+        return [p for m in self.mods.values() for p in m.parameters()]
+
+    def quant_params(self):
+        ps = [p for q in self.wq.values() for p in q.parameters()]
+        ps += [p for q in self.aq.values() for p in q.parameters()]
+        return ps
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x, quant: bool | None = None, collect: dict | None = None):
+        """Run the graph on ``x`` (NHWC or ``(batch, features)``); return the last node's output.
+
+        ``quant`` (default: whether quantizers are attached) selects fake-quant mode. ``collect``,
+        a dict, receives every quant point's float input (after ReLU where the node has one) in
+        float mode, for calibration, plus the GEMM input of every compute node as ``"in:<name>"``.
+        """
+        q = self.quantized if quant is None else quant
+        vals, scales = {}, {}
+        if q:
+            x = self.qin(x)
+            scales["input"] = self.qin.scale()
+        vals["input"] = x
+        for n in self.nodes:
+            ins = [vals[i] for i in n.inputs]
+            if n.op in ("conv", "dense"):
+                m = self.mods[n.name]
+                w, b = m.weight, m.bias
+                if collect is not None:
+                    collect["in:" + n.name] = ins[0].detach()
+                if q:
+                    wq = self.wq[n.name]
+                    w = wq(w)
+                    if b is not None:
+                        s_acc = (scales[n.inputs[0]] * wq.scale()).to(x.dtype).detach()
+                        b = round_ste(b / s_acc, self.aq[n.name].rounding) * s_acc
+                if n.op == "conv":
+                    y = F.conv2d(ins[0].permute(0, 3, 1, 2), w, b, m.stride, m.padding)
+                    if not q and n.name in self.bns:
+                        y = self.bns[n.name](y)
+                    y = y.permute(0, 2, 3, 1)
+                else:
+                    y = F.linear(ins[0], w, b)
+                    if not q and n.name in self.bns:
+                        y = self.bns[n.name](y)
+            elif n.op == "maxpool":
+                y = F.max_pool2d(ins[0].permute(0, 3, 1, 2), n.pool, n.stride).permute(0, 2, 3, 1)
+            elif n.op == "avgpool":
+                y = F.avg_pool2d(ins[0].permute(0, 3, 1, 2), n.pool, n.stride).permute(0, 2, 3, 1)
+            elif n.op == "flatten":
+                y = ins[0].reshape(ins[0].shape[0], -1)
+            else:  # add
+                y = ins[0] + ins[1]
+            if n.op in ("conv", "dense", "add"):
+                if q:
+                    aq = self.aq[n.name]
+                    y = aq(y)
+                    scales[n.name] = aq.scale()
+                else:
+                    if n.relu:
+                        y = F.relu(y)
+                    if collect is not None:
+                        collect[n.name] = y.detach()
+            else:
+                if q:
+                    scales[n.name] = scales[n.inputs[0]]
+                    if n.op == "avgpool":  # golden: requantize the mean to the input's own type
+                        src = self._source_quantizer(n.inputs[0])
+                        y = torch.clamp(round_ste(y / scales[n.name], src.rounding), src.lo, src.hi) * scales[n.name]
+            vals[n.name] = y
+        return vals[self.nodes[-1].name]
+
+    def _source_quantizer(self, name):
+        while name != "input":
+            node = next(n for n in self.nodes if n.name == name)
+            if node.op in ("conv", "dense", "add"):
+                return self.aq[name]
+            name = node.inputs[0]
+        return self.qin
+
+
+def fold_batchnorm(net: GraphNet) -> GraphNet:
+    """Fold every BN into its conv/dense: ``w * gamma / sqrt(var + eps)``,
+    ``beta + (b - mean) * gamma / sqrt(var + eps)`` (in place; returns *net*)."""
+    with torch.no_grad():
+        for name in list(net.bns.keys()):
+            bn, m = net.bns[name], net.mods[name]
+            g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shape = (-1,) + (1,) * (m.weight.dim() - 1)
+            m.weight.mul_(g.reshape(shape))
+            b0 = m.bias if m.bias is not None else torch.zeros_like(bn.running_mean)
+            new_b = bn.bias + (b0 - bn.running_mean) * g
+            if m.bias is None:
+                m.bias = nn.Parameter(new_b.clone())
+            else:
+                m.bias.copy_(new_b)
+    net.bns = nn.ModuleDict()
+    return net
+
+
+def _supported_names():
+    return ", ".join(f"nn.{c.__name__}" for c in SUPPORTED_TORCH_LAYERS)
+
+
+def from_sequential(seq: nn.Module, input_shape) -> GraphNet:
+    """Convert an ``nn.Sequential`` of supported layers to a :class:`GraphNet`.
+
+    *input_shape* is the per-sample golden shape: ``(H, W, C)`` for conv nets, ``(features,)``
+    otherwise. The Sequential runs on NCHW tensors; its modules are shared (not copied), and
+    the first Linear after a Flatten of a ``(C, H, W)`` map gets its columns permuted from CHW
+    to the golden HWC order so the GraphNet computes the same function.
+
+    Raises
+    ------
+    TypeError
+        For a layer that is not one of :data:`SUPPORTED_TORCH_LAYERS` (the message lists them).
+    ValueError
+        For supported layers with unsupported settings (groups, dilation, padding modes,
+        non-power-of-two average pools, BN or ReLU without a preceding conv/linear).
+    """
+    if not isinstance(seq, nn.Sequential):
+        raise TypeError(f"expected an nn.Sequential, not {type(seq).__name__}; supported layers: {_supported_names()}")
+    shape = tuple(input_shape)
+    chw = (shape[2], shape[0], shape[1]) if len(shape) == 3 else None
+    nodes, mods, bns = [], {}, {}
+    prev = "input"
+    pending_perm = None
+    for i, layer in enumerate(seq):
+        if not isinstance(layer, SUPPORTED_TORCH_LAYERS):
+            raise TypeError(f"layer {i} ({type(layer).__name__}) is not supported; supported layers: {_supported_names()}")
+        name = f"l{i}"
+        if isinstance(layer, nn.Conv2d):
+            if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                raise ValueError(f"layer {i} (Conv2d): only groups=1, dilation=1 and integer zero padding are supported")
+            nodes.append(Node(name, "conv", (prev,)))
+            mods[name] = layer
+            c, h, w = chw
+            ph, pw = layer.padding
+            kh, kw = layer.kernel_size
+            sh, sw = layer.stride
+            chw = (layer.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+        elif isinstance(layer, nn.Linear):
+            if pending_perm is not None:
+                c, h, w = pending_perm
+                idx = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)
+                with torch.no_grad():
+                    layer.weight.copy_(layer.weight[:, idx])
+                pending_perm = None
+            nodes.append(Node(name, "dense", (prev,)))
+            mods[name] = layer
+        elif isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if not nodes or nodes[-1].op not in ("conv", "dense") or nodes[-1].relu or nodes[-1].name in bns:
+                raise ValueError(f"layer {i} ({type(layer).__name__}) must follow a Conv2d or Linear directly")
+            bns[nodes[-1].name] = layer
+            continue
+        elif isinstance(layer, nn.ReLU):
+            if not nodes or nodes[-1].op not in ("conv", "dense", "add") or nodes[-1].relu:
+                raise ValueError(f"layer {i} (ReLU) must follow a Conv2d or Linear (with optional batch norm)")
+            nodes[-1].relu = True
+            continue
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            k = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
+            s = layer.stride if isinstance(layer.stride, tuple) else (layer.stride,) * 2
+            pad = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,) * 2
+            if any(pad) or getattr(layer, "ceil_mode", False) or getattr(layer, "dilation", 1) not in (1, (1, 1)):
+                raise ValueError(f"layer {i} ({type(layer).__name__}): padding, ceil_mode and dilation are not supported")
+            op = "maxpool" if isinstance(layer, nn.MaxPool2d) else "avgpool"
+            if op == "avgpool" and (k[0] * k[1]) & (k[0] * k[1] - 1):
+                raise ValueError(f"layer {i} (AvgPool2d): the window area must be a power of two, not {k[0]}x{k[1]}")
+            nodes.append(Node(name, op, (prev,), pool=tuple(k), stride=tuple(s)))
+            c, h, w = chw
+            chw = (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+        elif isinstance(layer, nn.Flatten):
+            nodes.append(Node(name, "flatten", (prev,)))
+            if chw is not None:
+                pending_perm = chw
+            chw = None
+        prev = name
+    if not nodes:
+        raise ValueError("the Sequential has no layers")
+    return GraphNet(shape, nodes, mods, bns)

@@ -1,0 +1,227 @@
+"""One call from (model, method, bits) to a trained, converted integer network.
+
+:func:`quantize_model` trains (or takes) the float model, folds batch norm,
+calibrates / retrains with the chosen method, rounds FAT / LSQ scales to
+powers of two, converts to the golden :class:`~systolic.golden.QuantizedNetwork`
+and measures test accuracy on it. Methods (reference/QUANTIZATION.md):
+
+=============  =====================================================================
+``max``        post-training; thresholds ``max|x|`` (weights and activations)
+``percentile`` post-training; 99.99th percentile of ``|x|`` (weights and activations)
+``mse``        post-training; power-of-two MSE search (weights and activations)
+``klj``        post-training; KL-J histogram search on activations, max on weights
+``tqt``        retraining of weights and log2 thresholds (two Adam optimizers);
+               init: weights ``|mean| + 3 std``, activations KL-J
+``fat``        weights frozen; alpha per tensor trained on FAT's label-free loss from max
+               calibration; exported by rounding ``t'`` up to a power of two
+``lsq``        retraining of weights and step sizes; exported by rounding ``log2 s``
+``sq``         stochastic quantization of the weight filters, ratio 50/75/87.5/100 %,
+               one stage each; power-of-two MSE scales; activations MSE-calibrated
+``multipoint`` post-training; weights as up to two points with a power-of-two ratio
+               (golden ``extra_weights``/``extra_shifts``); activations MSE-calibrated
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import check_bits, check_method, check_model
+from .calibrate import calibrate
+from .convert import to_golden
+from .data import INPUT_FRAC_BITS, load_split
+from .graph import fold_batchnorm
+from .quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer, MultipointWeightQuantizer,
+                         SQWeightQuantizer, TQTQuantizer, multipoint_points)
+from .train import accuracy, tensors, train_quant
+from .zoo import input_layout, train_float
+
+__all__ = ["QuantResult", "quantize_model", "quantize_graph", "golden_accuracy", "DEFAULT_EPOCHS", "SQ_RATIOS"]
+
+#: Retraining epochs per method (tiny data: 1,077 training images).
+DEFAULT_EPOCHS = {"tqt": 6, "lsq": 6, "fat": 4, "sq": 2}
+#: Learning rates of the two Adam optimizers (weights, quantizer parameters) per retraining method.
+LEARNING_RATES = {"tqt": (1e-4, 1e-2), "lsq": (1e-4, 1e-4), "fat": (0.0, 1e-3), "sq": (3e-4, 0.0)}
+#: TQT weight-threshold initialisation for retraining: "3std" (|mean| + 3 std, the paper's) or "max".
+TQT_WEIGHT_INIT = "3std"
+#: SQ ratio schedule, one stage each (``DEFAULT_EPOCHS["sq"]`` epochs per stage).
+SQ_RATIOS = (0.5, 0.75, 0.875, 1.0)
+
+
+@dataclass
+class QuantResult:
+    model: str
+    method: str
+    w_bits: int
+    a_bits: int
+    seed: int
+    rounding: str
+    float_acc: float
+    #: Test accuracy of the torch fake-quant model before power-of-two rounding (FAT, LSQ);
+    #: equal to ``golden_acc`` for the other methods (their scales are powers of two throughout).
+    fakequant_acc: float
+    #: Test accuracy of the integer golden network.
+    golden_acc: float
+    network: object = None
+    torch_net: object = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {k: getattr(self, k) for k in ("model", "method", "w_bits", "a_bits", "seed", "rounding",
+                                                 "float_acc", "fakequant_acc", "golden_acc")} | self.extra
+
+
+def golden_accuracy(network, split: str = "test") -> tuple[float, np.ndarray]:
+    """Accuracy and predictions of a golden network on a digits split."""
+    from .data import load_for_network
+
+    x, y = load_for_network(network, split)
+    pred = network.predict(network.quantize_input(x))
+    return float((pred == y).mean()), pred
+
+
+def _collect(net, layout):
+    x, _ = tensors("train", layout)
+    acts = {}
+    with torch.no_grad():
+        net.eval()
+        net(x, quant=False, collect=acts)
+    return {k: v.double().numpy() for k, v in acts.items()}
+
+
+def _gemm_cols(net, node, a: np.ndarray, limit: int = 4096, seed: int = 0) -> np.ndarray:
+    """Calibration GEMM inputs ``(M, K)`` in torch weight order (``weight.reshape(O, -1)``)."""
+    m = net.mods[node.name]
+    if node.op == "conv":
+        cols = F.unfold(torch.from_numpy(a).permute(0, 3, 1, 2), m.kernel_size, padding=m.padding, stride=m.stride)
+        cols = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
+    else:
+        cols = a
+    if len(cols) > limit:
+        cols = cols[np.random.default_rng(seed).choice(len(cols), limit, replace=False)]
+    return cols
+
+
+def quantize_graph(net, name: str, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
+                   rounding: str = "half_even", epochs: int | None = None, teacher=None, progress=False):
+    """Attach *method*'s quantizers to a BN-folded float GraphNet (a copy is not made) and train them.
+
+    Returns the fake-quant net (FAT / LSQ still at their trained, non-power-of-two scales).
+    """
+    layout = input_layout(name)
+    acts = _collect(net, layout)
+    qin = FixedQuantizer(8, False, INPUT_FRAC_BITS, rounding)
+    wq, aq = {}, {}
+    ep = DEFAULT_EPOCHS.get(method, 0) if epochs is None else int(epochs)
+    for n in net.act_nodes():
+        signed = not n.relu
+        a = acts[n.name]
+        if method in ("max", "percentile", "mse", "klj"):
+            aq[n.name] = FixedQuantizer.from_threshold(calibrate(a, method, a_bits, signed), a_bits, signed, rounding)
+        elif method in ("sq", "multipoint"):
+            aq[n.name] = FixedQuantizer.from_threshold(calibrate(a, "mse", a_bits, signed, rounding=rounding),
+                                                       a_bits, signed, rounding)
+        elif method == "tqt":
+            aq[n.name] = TQTQuantizer(a_bits, signed, calibrate(a, "klj", a_bits, signed), rounding)
+        elif method == "fat":
+            aq[n.name] = FATQuantizer(a_bits, signed, calibrate(a, "max", a_bits, signed), rounding)
+        elif method == "lsq":
+            aq[n.name] = LSQQuantizer(a_bits, signed, LSQQuantizer.init_step(a, a_bits, signed),
+                                      a[0].size, rounding)
+    for n in net.compute_nodes():
+        w = net.mods[n.name].weight.detach().double().numpy()
+        if method in ("max", "percentile", "mse", "klj"):
+            wm = "max" if method == "klj" else method
+            wq[n.name] = FixedQuantizer.from_threshold(calibrate(w, wm, w_bits, True, rounding=rounding),
+                                                       w_bits, True, rounding)
+        elif method == "tqt":
+            t0 = abs(w.mean()) + 3 * w.std() if TQT_WEIGHT_INIT == "3std" else np.abs(w).max()
+            wq[n.name] = TQTQuantizer(w_bits, True, t0, rounding)
+        elif method == "fat":
+            wq[n.name] = FATQuantizer(w_bits, True, calibrate(w, "max", w_bits, True), rounding)
+        elif method == "lsq":
+            wq[n.name] = LSQQuantizer(w_bits, True, LSQQuantizer.init_step(w, w_bits, True), w.size, rounding)
+        elif method == "sq":
+            wq[n.name] = SQWeightQuantizer(w_bits, rounding, seed=seed)
+        elif method == "multipoint":
+            o = w.shape[0]
+            w2 = w.reshape(o, -1).T
+            cols = _gemm_cols(net, n, acts["in:" + n.name], seed=seed)
+            pts, fracs = multipoint_points(w2, cols, w_bits, rounding=rounding)
+            pts = [p.T.reshape(w.shape) for p in pts]
+            wq[n.name] = MultipointWeightQuantizer(w_bits, pts, fracs, w.shape, torch.from_numpy, rounding)
+    net.attach(qin, wq, aq)
+
+    if method in ("tqt", "lsq") and ep > 0:
+        w_lr, q_lr = LEARNING_RATES[method]
+        train_quant(net, layout, seed=seed, epochs=ep, w_lr=w_lr, q_lr=q_lr, progress=progress,
+                    desc=f"{method} retraining")
+    elif method == "fat" and ep > 0:
+        def clip(m):
+            for q in list(m.wq.values()) + list(m.aq.values()):
+                q.clip_alpha()
+        train_quant(net, layout, seed=seed, epochs=ep, q_lr=LEARNING_RATES["fat"][1], loss="fat", teacher=teacher,
+                    train_weights=False, after_step=clip, progress=progress, desc="fat alpha training")
+    elif method == "sq" and ep > 0:
+        def stage(m, e):
+            r = SQ_RATIOS[min(e // ep, len(SQ_RATIOS) - 1)]
+            for q in m.wq.values():
+                q.ratio = r
+        train_quant(net, layout, seed=seed, epochs=ep * len(SQ_RATIOS), w_lr=LEARNING_RATES["sq"][0], q_lr=0.0,
+                    before_epoch=stage, progress=progress, desc="sq stages")
+    if method == "sq":
+        for n in net.compute_nodes():
+            net.wq[n.name].freeze(net.mods[n.name].weight)
+    return net
+
+
+def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
+                   rounding: str = "half_even", float_net=None, epochs: int | None = None,
+                   float_epochs: int = 40, progress=False) -> QuantResult:
+    """Quantize zoo model *model* with *method* at ``w_bits``/``a_bits`` and convert it to the golden model.
+
+    Parameters
+    ----------
+    model : one of :data:`systolic.quantize.MODELS`
+    method : one of :data:`systolic.quantize.METHODS`
+    w_bits, a_bits : 2..8
+    float_net : a trained float GraphNet of *model* to start from (not modified); trained here if None.
+    epochs : retraining epochs (per SQ stage); default :data:`DEFAULT_EPOCHS`.
+    """
+    from ..golden import check_rounding
+
+    check_model(model)
+    check_method(method)
+    check_bits(w_bits, "w_bits")
+    check_bits(a_bits, "a_bits")
+    check_rounding(rounding)
+    torch.manual_seed(seed)
+    layout = input_layout(model)
+    if float_net is None:
+        float_net = train_float(model, seed=seed, epochs=float_epochs, progress=progress)
+    float_acc = accuracy(float_net, layout, "test", quant=False)
+    teacher = copy.deepcopy(float_net)
+    net = fold_batchnorm(copy.deepcopy(float_net))
+    quantize_graph(net, model, method, w_bits, a_bits, seed, rounding, epochs, teacher=teacher, progress=progress)
+    fq_acc = accuracy(net, layout, "test", quant=True)
+    extra = {}
+    if method in ("fat", "lsq"):
+        extra["fakequant_val_acc"] = accuracy(net, layout, "val", quant=True)
+        for q in list(net.wq.values()) + list(net.aq.values()):
+            q.to_pow2()
+    meta = {"model": model, "method": method, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
+            "float_test_accuracy": float_acc}
+    gnet = to_golden(net, rounding, meta)
+    gnet.check_accumulators(32)
+    gacc, _ = golden_accuracy(gnet)
+    gnet.meta["test_accuracy"] = gacc
+    if method == "multipoint":
+        extra["points_per_layer"] = {l.name: 1 + (0 if l.extra_weights is None else len(l.extra_weights))
+                                     for l in gnet.layers if hasattr(l, "extra_weights")}
+    return QuantResult(model, method, w_bits, a_bits, seed, rounding, float_acc,
+                       fq_acc if method in ("fat", "lsq") else gacc, gacc, gnet, net, extra)
