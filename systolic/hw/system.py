@@ -49,6 +49,9 @@ def _check_system(cfg: AcceleratorConfig, component):
             raise ValueError(f"{name} must be at most 8 for the system (one-byte containers), "
                              f"not {getattr(cfg, name)}")
     g = system_geometry(cfg)
+    if g["a_lines"] < 1:
+        component._MustUse__silence = True
+        raise ValueError(f"spad_a_bytes must hold at least one {cfg.rows}-element line, not {cfg.spad_a_bytes}")
     if g["w_lines"] < cfg.rows:
         component._MustUse__silence = True
         raise ValueError(f"spad_w_bytes must hold one {cfg.rows}x{cfg.cols} weight tile, not {cfg.spad_w_bytes}")
@@ -111,7 +114,7 @@ class AccumulatorBuffer(wiring.Component):
 
     def __init__(self, *, cols: int, lines: int, acc_bits: int, psum_bits: int):
         self.cols, self.lines, self.acc_bits, self.psum_bits = cols, lines, acc_bits, psum_bits
-        aw = max(1, (lines - 1).bit_length())
+        aw = max(1, (max(lines, 2) - 1).bit_length())
         super().__init__({
             "upd_valid": In(1), "upd_accumulate": In(1), "upd_addr": In(aw),
             "upd_psum": In(data.ArrayLayout(signed(psum_bits), cols)), "upd_shift": In(5),
@@ -124,7 +127,9 @@ class AccumulatorBuffer(wiring.Component):
         m = Module()
         C, A = self.cols, self.acc_bits
         lay = data.ArrayLayout(signed(A), C)
-        m.submodules.mem = mem = Memory(shape=lay, depth=self.lines, init=[])
+        # Depth at least 2: a 1-line memory would have a 0-bit address (the
+        # controller's range checks use the real line count).
+        m.submodules.mem = mem = Memory(shape=lay, depth=max(self.lines, 2), init=[])
         upd_rd = mem.read_port()
         wr = mem.write_port()
         st_rd = mem.read_port()
@@ -231,8 +236,8 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(config=acfg)
         m.submodules.accbuf = accbuf = AccumulatorBuffer(cols=C, lines=g["acc_lines"], acc_bits=cfg.acc_bits,
                                                          psum_bits=acfg.acc_bits)
-        m.submodules.spad_a = spad_a = Memory(shape=data.ArrayLayout(ashape, R), depth=g["a_lines"], init=[])
-        m.submodules.spad_w = spad_w = Memory(shape=data.ArrayLayout(wshape, C), depth=g["w_lines"], init=[])
+        m.submodules.spad_a = spad_a = Memory(shape=data.ArrayLayout(ashape, R), depth=max(g["a_lines"], 2), init=[])
+        m.submodules.spad_w = spad_w = Memory(shape=data.ArrayLayout(wshape, C), depth=max(g["w_lines"], 2), init=[])
         a_wr, a_rd = spad_a.write_port(granularity=1), spad_a.read_port()
         w_wr, w_rd = spad_w.write_port(granularity=1), spad_w.read_port()
         lanes = []
@@ -325,7 +330,7 @@ class Accelerator(wiring.Component):
         rd_idx = Signal(range(R + 1))
         chunk = Signal(17)      # OS: first line of the current M chunk
         o_base = Signal(18)     # OS: line of the drained chunk's row 0
-        o_row = Signal(range(R))
+        o_row = Signal(range(max(R, 2)))
         sbytes = Signal(data.ArrayLayout(8, C))
         m.d.comb += dma.src.eq(sbytes)
 
@@ -353,6 +358,16 @@ class Accelerator(wiring.Component):
             sat_lo.eq(Mux(f_sunsigned, 0, -(Const(1, 10) << bits_m1))),
             sat_hi.eq(Mux(f_sunsigned, (Const(1, 10) << f_bits) - 1, (Const(1, 10) << bits_m1) - 1)),
         ]
+
+        if cfg.dataflow == "ws":
+            # The array's psum input is unused (accumulation happens in the accumulator
+            # buffer) and held at 0. A register cleared at start rather than a constant:
+            # Amaranth emits a constant-only `always @*` for an undriven payload field,
+            # which Verilator lint rejects (ALWNEVER / UNDRIVEN); synthesis folds it away.
+            psum_zero = Signal.like(array.i.payload.psum.as_value(), name="psum_zero")
+            with m.If(clear):
+                m.d.sync += psum_zero.eq(0)
+            m.d.comb += array.i.payload.psum.eq(psum_zero)
 
         # Array outputs -> accumulator buffer (any MATMUL state).
         ws = cfg.dataflow == "ws"

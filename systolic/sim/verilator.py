@@ -12,7 +12,7 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LINT_WAIVERS", "lint_flags", "verilator_root", "tool_env", "patched_environ", "lint",
+__all__ = ["LINT_WAIVERS", "LINT_MATCH_WAIVERS", "waiver_file", "lint_flags", "verilator_root", "tool_env", "patched_environ", "lint",
            "LintError"]
 
 #: The only Verilator warnings waived, with the reason. Everything else under
@@ -32,12 +32,42 @@ LINT_WAIVERS = {
     # writes `$signed(x) + $signed(1'h0)` style operands narrower than the
     # result and lets Verilog extend them (the value is exact by construction).
     "WIDTHEXPAND": "operands implicitly sign/zero-extended to the result width",
+    # Amaranth lowers FSMs (`m.FSM`) and `m.Switch` to `casez` statements
+    # without a default branch; every signal driven there gets its default
+    # (register: hold, comb: reset value) assigned before the case, so an
+    # unlisted encoding changes nothing. Needed by the system controller/DMA.
+    "CASEINCOMPLETE": "FSM / Switch casez without default; defaults are assigned before the case",
+}
+
+#: Waivers of one warning for one message pattern only (a Verilator
+#: configuration file with ``lint_off -rule R -match "..."``), used where
+#: waiving the whole rule would hide real bugs.
+LINT_MATCH_WAIVERS = {
+    # Amaranth writes the comparison `x == 0` of a multi-bit value as `!x`
+    # (logical NOT), exact by Verilog semantics; every other WIDTHTRUNC
+    # (a real truncation) stays fatal.
+    ("WIDTHTRUNC", "Logical operator LOGNOT expects 1 bit*"): "`x == 0` emitted as `!x`",
 }
 
 
+def waiver_file() -> Path:
+    """The Verilator configuration file of :data:`LINT_MATCH_WAIVERS` (written once, content-addressed)."""
+    import hashlib
+    import tempfile
+
+    text = "`verilator_config\n" + "".join(
+        f'lint_off -rule {rule} -file "*" -match "{pattern}"\n' for rule, pattern in LINT_MATCH_WAIVERS)
+    path = Path(tempfile.gettempdir()) / f"systolic-lint-{hashlib.sha256(text.encode()).hexdigest()[:12]}.vlt"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
 def lint_flags() -> list[str]:
-    """``-Wall`` plus one ``-Wno-<warning>`` per :data:`LINT_WAIVERS` entry."""
-    return ["-Wall"] + [f"-Wno-{w}" for w in LINT_WAIVERS]
+    """``-Wall``, one ``-Wno-<warning>`` per :data:`LINT_WAIVERS` entry and the :func:`waiver_file`."""
+    return ["-Wall"] + [f"-Wno-{w}" for w in LINT_WAIVERS] + [str(waiver_file())]
 
 
 def verilator_root() -> Path:

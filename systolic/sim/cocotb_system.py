@@ -1,0 +1,210 @@
+"""cocotb testbench: runs the job named by ``$SYSTOLIC_SYSTEM_JOB`` on the ``Accelerator``.
+
+Loaded by the simulator through :mod:`systolic.sim.system`; not a module to
+import elsewhere. A job (JSON) is either one program on a DRAM image
+(``mode: "program"``) or a whole compiled network for a batch
+(``mode: "network"``), where this process loops over the steps itself:
+accelerator programs on the RTL, host layers (pool, add) on the golden
+model in between, all in one simulator process. Arrays travel as ``.npz``
+files (read with ``allow_pickle=False``), counters as JSON.
+
+Speed (TOOLCHAIN.md point 8): the clock is a GPI clock and Python wakes only
+when the accelerator has a memory request pending: the memory model sleeps
+on ``RisingEdge(req_valid)`` and then moves by whole-cycle ``Timer`` steps
+at mid-cycle (the falling clock edge), where it writes ``req_ready`` /
+``resp_*`` and reads the request, so no write races a rising edge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
+
+from systolic.compiler.isa import INSTR_BYTES, encode_program
+from systolic.hw.config import AcceleratorConfig
+from systolic.hw.sysmap import COUNTER_BITS, COUNTERS
+from systolic.sim.memory import MemoryModel
+
+PERIOD = 10  # ns
+
+
+class MemoryServer:
+    """The memory model behind the port (timing: :class:`systolic.sim.memory.MemoryModel`)."""
+
+    def __init__(self, dut, image: np.ndarray, bus_bytes: int, model: MemoryModel):
+        self.dut, self.image, self.bb, self.model = dut, image, bus_bytes, model
+        self.delays = model.delays(bus_bytes)
+        self.error = None
+
+    async def serve(self):
+        dut, bb = self.dut, self.bb
+        valid, ready = dut.bus__req_valid, dut.bus__req_ready
+        resp_valid, resp_data = dut.bus__resp_valid, dut.bus__resp_data
+        latency = self.model.latency
+        await FallingEdge(dut.clk)
+        while True:
+            if not int(valid.value):
+                await RisingEdge(valid)
+                await FallingEdge(dut.clk)
+            d = next(self.delays)
+            if d:
+                await Timer(d * PERIOD, unit="ns")
+            ready.value = 1
+            addr = int(dut.bus__req_addr.value)
+            write = int(dut.bus__req_write.value)
+            if write:
+                data = int(dut.bus__req_wdata.value)
+                strb = int(dut.bus__req_wstrb.value)
+            await Timer(PERIOD, unit="ns")   # the rising edge in between took the request
+            ready.value = 0
+            img = self.image
+            if addr + bb > img.size:
+                self.error = f"memory access at byte {addr} past the end of the {img.size}-byte memory"
+                return
+            if write:
+                if strb == (1 << bb) - 1:
+                    img[addr:addr + bb] = np.frombuffer(data.to_bytes(bb, "little"), dtype=np.uint8)
+                else:
+                    raw = data.to_bytes(bb, "little")
+                    for j in range(bb):
+                        if strb >> j & 1:
+                            img[addr + j] = raw[j]
+            else:
+                word = int.from_bytes(img[addr:addr + bb].tobytes(), "little")
+                if latency > 1:
+                    await Timer((latency - 1) * PERIOD, unit="ns")
+                resp_valid.value = 1
+                resp_data.value = word
+                await Timer(PERIOD, unit="ns")
+                resp_valid.value = 0
+
+
+class Host:
+    """Writes a program, starts the accelerator and reads its status and counters."""
+
+    def __init__(self, dut, image: np.ndarray, data_bytes: int, prog_addr: int, server: MemoryServer):
+        self.dut, self.image, self.data_bytes, self.prog_addr, self.server = dut, image, data_bytes, prog_addr, server
+
+    async def run(self, blob: bytes) -> dict:
+        dut = self.dut
+        n = len(blob) // INSTR_BYTES
+        self.image[self.prog_addr:self.prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        dut.prog_addr.value = self.prog_addr
+        dut.prog_len.value = n
+        dut.dram_bytes.value = self.data_bytes
+        await FallingEdge(dut.clk)
+        dut.start.value = 1
+        await Timer(PERIOD, unit="ns")
+        dut.start.value = 0
+        if int(dut.busy.value):
+            # Generous bound: no instruction of a sane program takes 100k cycles per line.
+            limit = PERIOD * (200_000 + 100_000 * n)
+            try:
+                await with_timeout(FallingEdge(dut.busy), limit, "ns")
+            except Exception:  # cocotb's SimTimeoutError
+                return {"hang": True}
+        if self.server.error:
+            raise RuntimeError(self.server.error)
+        words = int(dut.counters.value)
+        mask = (1 << COUNTER_BITS) - 1
+        out = {name: (words >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}
+        return {"counters": out, "error": int(dut.error.value), "err_index": int(dut.err_index.value),
+                "err_arg": int(dut.err_arg.value), "done": int(dut.done.value)}
+
+
+async def _reset(dut):
+    for name in ("start", "prog_addr", "prog_len", "dram_bytes", "bus__req_ready", "bus__resp_valid",
+                 "bus__resp_data"):
+        getattr(dut, name).value = 0
+    dut.rst.value = 1
+    await Timer(2 * PERIOD, unit="ns")
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+@cocotb.test()
+async def system_job(dut):
+    job_path = os.environ["SYSTOLIC_SYSTEM_JOB"]
+    with open(job_path) as f:
+        job = json.load(f)
+    cfg = AcceleratorConfig.from_dict(job["config"])
+    model = MemoryModel(**job["memory"])
+    Clock(dut.clk, PERIOD, unit="ns").start()
+    await _reset(dut)
+    if job["mode"] == "program":
+        await _program_job(dut, cfg, model, job)
+    else:
+        await _network_job(dut, cfg, model, job)
+
+
+def _image(data_bytes: int, max_prog_bytes: int):
+    prog_addr = -(-data_bytes // 16) * 16
+    return np.zeros(prog_addr + max_prog_bytes, dtype=np.uint8), prog_addr
+
+
+async def _program_job(dut, cfg, model, job):
+    with np.load(job["input"], allow_pickle=False) as z:
+        dram = z["dram"]
+        blob = z["program"].tobytes()
+    image, prog_addr = _image(dram.size, len(blob))
+    image[:dram.size] = dram
+    server = MemoryServer(dut, image, cfg.bus_bytes, model)
+    cocotb.start_soon(server.serve())
+    res = await Host(dut, image, dram.size, prog_addr, server).run(blob)
+    np.savez(job["output"], dram=image[:dram.size])
+    with open(job["result"], "w") as f:
+        json.dump(res, f)
+
+
+async def _network_job(dut, cfg, model, job):
+    import time
+
+    from systolic.compiler.lower import AccelStep, compile_network
+    from systolic.compiler.machine import MachineSpec
+    from systolic.compiler.run import read_region, write_region
+    from systolic.golden import load
+
+    net = load(job["net"])
+    spec = MachineSpec.from_config(cfg, dram_bytes=job["dram_bytes"])
+    cn = compile_network(net, spec, batch=job["batch"])
+    with np.load(job["input"], allow_pickle=False) as z:
+        x = net.check_input(z["x"])
+    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    image, prog_addr = _image(cn.image.size, max([len(b) for b in blobs.values()] + [16]))
+    image[:cn.image.size] = cn.image
+    data = image[:cn.image.size]   # a view: host layers and the RTL share the bytes
+    write_region(data, cn.regions["input"], x)
+    server = MemoryServer(dut, image, cfg.bus_bytes, model)
+    cocotb.start_soon(server.serve())
+    host = Host(dut, image, cn.image.size, prog_addr, server)
+    by_name = {l.name: l for l in net.layers}
+    layers = OrderedDict()
+    failure = None
+    for step in cn.steps:
+        if isinstance(step, AccelStep):
+            t0 = time.perf_counter()
+            res = await host.run(blobs[step.layer])
+            res["seconds"] = time.perf_counter() - t0
+            res["instructions_in_program"] = len(step.program)
+            layers[step.layer] = res
+            if res.get("hang") or res["error"] or not res["done"]:
+                failure = step.layer
+                break
+        else:
+            layer = by_name[step.layer]
+            ins = [read_region(data, cn.regions[i]) for i in layer.inputs]
+            y = layer.forward(ins, net.in_types(layer), net.rounding)
+            if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
+                write_region(data, cn.regions[layer.name], y)
+    outs = {}
+    if failure is None:
+        outs = {name: read_region(data, cn.regions[name]) for name in ["input"] + list(by_name)}
+    np.savez(job["output"], **{f"t{i}": v for i, v in enumerate(outs.values())})
+    with open(job["result"], "w") as f:
+        json.dump({"layers": layers, "failure": failure, "names": list(outs)}, f)

@@ -1,0 +1,312 @@
+"""Run programs and whole networks on the ``Accelerator`` RTL under cocotb + Verilator.
+
+- :func:`run_program_rtl` executes one program on a DRAM image in place and
+  returns its counters; it has the signature of the ``accel`` callback of
+  :func:`systolic.compiler.run_compiled` (one simulator process per call).
+- :func:`run_network_rtl` runs a whole compiled network for a batch in ONE
+  simulator process: the cocotb test (:mod:`systolic.sim.cocotb_system`)
+  loops over the steps itself, host layers on the golden model in between.
+
+Both take a :class:`~systolic.sim.memory.MemoryModel` (latency, bytes per
+cycle, random stalls with a seed). A program the hardware refuses raises
+:class:`RTLProgramError` (a :class:`~systolic.compiler.executor.ProgramError`)
+whose message names the instruction and the reason in the executor's words.
+Builds are cached like :func:`systolic.sim.rtl.build_rtl` (one folder per
+config and design hash, file-locked).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.executor import Counters, ProgramError
+from ..compiler.isa import INSTR_BYTES, Opcode, decode, encode_program
+from ..compiler.machine import MachineSpec
+from ..hw.config import AcceleratorConfig, load_config
+from ..hw.sysmap import COUNTERS, ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
+from .memory import MemoryModel
+from .rtl import SimulationError, _design_fingerprint, _versions, cache_root
+from .verilator import lint_flags, patched_environ, tool_env
+
+__all__ = ["run_program_rtl", "run_network_rtl", "build_system", "SystemCounters", "RTLProgramError",
+           "NetworkRun", "system_verilog", "system_top_name"]
+
+_TB_MODULE = "systolic.sim.cocotb_system"
+_MARKER = "systolic_build.json"
+
+
+class RTLProgramError(ProgramError):
+    """The accelerator RTL stopped with an error status; the message names the instruction and why."""
+
+    def __init__(self, index, instr, reason, code=0, layer=None):
+        where = f"layer {layer!r}: " if layer else ""
+        if instr is None:
+            RuntimeError.__init__(self, f"{where}instruction {index}: {reason}")
+        else:
+            RuntimeError.__init__(self, f"{where}instruction {index} ({instr.op.name}): {reason}")
+        self.index, self.instr, self.reason, self.code, self.layer = index, instr, reason, code, layer
+
+
+@dataclass
+class SystemCounters(Counters):
+    """The executor's :class:`Counters` (same events) plus the RTL-only counters.
+
+    ``cycles`` from start to HALT; per unit (``ctrl``, ``load``, ``loadq``,
+    ``matmul``, ``store``) busy and stall cycles (``cycles`` is the sum of the
+    busy ones); ``fetch_bytes`` (instruction bytes, not in
+    ``dram_bytes_read``); ``bus_reads`` / ``bus_writes`` (memory port requests).
+    ``by_opcode`` counts the executed instructions of the program.
+    """
+
+    rtl: dict = field(default_factory=dict)
+
+    @property
+    def cycles(self) -> int:
+        return self.rtl.get("cycles", 0)
+
+    def __iadd__(self, other):
+        for name in Counters.__dataclass_fields__:
+            if name == "by_opcode":
+                for k, v in other.by_opcode.items():
+                    self.by_opcode[k] = self.by_opcode.get(k, 0) + v
+            else:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in getattr(other, "rtl", {}).items():
+            self.rtl[k] = self.rtl.get(k, 0) + v
+        return self
+
+    def executor_view(self) -> dict:
+        return {k: getattr(self, k) for k in EXECUTOR_COUNTERS}
+
+
+def _counters(rtl: dict, blob: bytes) -> SystemCounters:
+    c = SystemCounters(**{k: rtl[k] for k in EXECUTOR_COUNTERS}, rtl=dict(rtl))
+    for j in range(min(rtl["instructions"], len(blob) // INSTR_BYTES)):
+        try:
+            name = decode(int.from_bytes(blob[j * INSTR_BYTES:(j + 1) * INSTR_BYTES], "little")).op.name
+        except ValueError:
+            continue
+        c.by_opcode[name] = c.by_opcode.get(name, 0) + 1
+    return c
+
+
+# ------------------------------------------------------------------------------------------ build
+def system_top_name(config: AcceleratorConfig) -> str:
+    return "accel_" + config.name[len("systolic_"):]
+
+
+def system_verilog(config) -> str:
+    """The Verilog of ``Accelerator(config)``, top module :func:`system_top_name`."""
+    from amaranth.back import verilog
+
+    from ..hw.system import Accelerator
+
+    config = load_config(config)
+    return verilog.convert(Accelerator(config=config), name=system_top_name(config), emit_src=False)
+
+
+def _cxx_opt() -> str:
+    # Whole-network simulations are long and cycle-bound (the Verilated model's
+    # evaluation dominates; measured on a 4x4 system: -O0 4.5x slower than
+    # -O2), so the system is built with -O2 unless SYSTOLIC_SYSTEM_CXX_OPT says otherwise.
+    return os.environ.get("SYSTOLIC_SYSTEM_CXX_OPT", "-O2")
+
+
+def _build_env() -> dict:
+    env = tool_env()
+    opt = _cxx_opt()
+    env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
+    return env
+
+
+def _fingerprint(config) -> str:
+    isa = Path(__file__).resolve().parent.parent / "compiler" / "isa.py"
+    return hashlib.sha256((_design_fingerprint(config) + isa.read_text()).encode()).hexdigest()
+
+
+def build_system(config, cache_dir=None) -> Path:
+    """Generate and Verilate the Accelerator of *config* (cached); returns the build folder."""
+    from cocotb_tools.runner import get_runner
+
+    config = load_config(config)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    top = system_top_name(config)
+    args = lint_flags()
+    key = hashlib.sha256("\n".join([_fingerprint(config), *args, _cxx_opt(), _versions()]).encode()).hexdigest()[:16]
+    build_dir = root / f"{top}-{key}"
+    marker = build_dir / _MARKER
+    with open(root / f"{top}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return build_dir
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        verilog = build_dir / f"{top}.v"
+        verilog.write_text(system_verilog(config))
+        t0 = time.perf_counter()
+        log = build_dir / "build.log"
+        with patched_environ(_build_env()):
+            try:
+                get_runner("verilator").build(sources=[verilog], hdl_toplevel=top, build_dir=build_dir,
+                                              build_args=args, timescale=("1ns", "1ps"), log_file=log)
+            except (RuntimeError, SystemExit, OSError) as exc:
+                tail = log.read_text()[-4000:] if log.exists() else ""
+                raise SimulationError(f"verilator build of {top} failed: {exc}\n{tail}") from None
+        marker.write_text(json.dumps({"verilog": str(verilog), "seconds": time.perf_counter() - t0}))
+        return build_dir
+
+
+def _run_job(config, job: dict, cache_dir=None) -> tuple[dict, Path]:
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    build_dir = build_system(config, cache_dir)
+    top = system_top_name(config)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    for k in ("input", "output", "result", "net"):
+        if k in job:
+            job[k] = str(run_dir / job[k])
+    return job, run_dir, (lambda: _launch(config, job, run_dir, build_dir, top, get_runner, get_results))
+
+
+def _launch(config, job, run_dir, build_dir, top, get_runner, get_results):
+    job_path = run_dir / "job.json"
+    job_path.write_text(json.dumps(job))
+    log = run_dir / "sim.log"
+    results_xml = run_dir / "results.xml"
+    with patched_environ(tool_env()):
+        try:
+            get_runner("verilator").test(test_module=_TB_MODULE, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                                         build_dir=build_dir, test_dir=run_dir,
+                                         extra_env={"SYSTOLIC_SYSTEM_JOB": str(job_path)},
+                                         results_xml=str(results_xml), log_file=log, seed=job["memory"]["seed"])
+        except (RuntimeError, SystemExit) as exc:
+            raise SimulationError(_failure(top, f"simulator exited: {exc}", log)) from None
+    _, n_failed = get_results(results_xml)
+    if n_failed or not Path(job["result"]).exists():
+        raise SimulationError(_failure(top, "testbench failed", log))
+    return json.loads(Path(job["result"]).read_text())
+
+
+def _failure(top, what, log: Path) -> str:
+    tail = log.read_text()[-6000:] if log.exists() else "(no log)"
+    return f"verilator simulation of {top}: {what} (log {log}):\n{tail}"
+
+
+def _raise_for(res: dict, blob: bytes, spec: MachineSpec, dram_bytes: int, layer=None):
+    if res.get("hang"):
+        raise SimulationError(f"{'layer ' + repr(layer) + ': ' if layer else ''}the accelerator did not finish "
+                              f"(no HALT, no error) within the cycle limit")
+    code = res["error"]
+    if not code:
+        return
+    idx = res["err_index"]
+    if idx >= 2 ** 31:   # "program ends without HALT" on an empty program
+        idx -= 2 ** 32
+    instr = None
+    if 0 <= idx < len(blob) // INSTR_BYTES and code != ERR_BAD_OPCODE:
+        instr = decode(int.from_bytes(blob[idx * INSTR_BYTES:(idx + 1) * INSTR_BYTES], "little"))
+    reason = error_reason(code, res["err_arg"], spec, dram_bytes, instr)
+    raise RTLProgramError(idx, instr, reason, code, layer)
+
+
+def _check_memory(memory):
+    if not isinstance(memory, MemoryModel):
+        raise TypeError(f"memory must be a MemoryModel, not {memory!r}")
+
+
+# ---------------------------------------------------------------------------------- public API
+def run_program_rtl(config, dram: np.ndarray, program, memory: MemoryModel = MemoryModel(),
+                    cache_dir=None) -> SystemCounters:
+    """Execute *program* (list of Instr, or encoded bytes) on the RTL; *dram* is updated in place.
+
+    The program is placed after the data window ``[0, dram.size)``; LOAD /
+    LOADQ / STORE may touch only that window. Raises :class:`RTLProgramError`
+    when the hardware reports an error. Usable as ``accel`` of
+    :func:`~systolic.compiler.run_compiled` via
+    ``lambda spec, dram, prog: run_program_rtl(cfg, dram, prog)``.
+    """
+    config = load_config(config)
+    _check_memory(memory)
+    if not isinstance(dram, np.ndarray) or dram.dtype != np.uint8 or dram.ndim != 1:
+        raise TypeError("dram must be a 1-D uint8 array")
+    blob = bytes(program) if isinstance(program, (bytes, bytearray)) else encode_program(program)
+    if len(blob) % INSTR_BYTES:
+        raise ValueError(f"a program is a whole number of {INSTR_BYTES}-byte instructions, not {len(blob)} bytes")
+    spec = MachineSpec.from_config(config, dram_bytes=max(1, dram.size))
+    job = {"mode": "program", "config": config.to_dict(), "memory": memory.to_dict(),
+           "input": "in.npz", "output": "out.npz", "result": "result.json"}
+    job, run_dir, launch = _run_job(config, job, cache_dir)
+    np.savez(job["input"], dram=dram, program=np.frombuffer(blob, dtype=np.uint8))
+    res = launch()
+    with np.load(job["output"], allow_pickle=False) as z:
+        dram[:] = z["dram"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    _raise_for(res, blob, spec, dram.size)
+    return _counters(res["counters"], blob)
+
+
+@dataclass
+class NetworkRun:
+    """Result of :func:`run_network_rtl`."""
+
+    outputs: "OrderedDict[str, np.ndarray]"   #: every tensor (input and each layer), as the golden model's run
+    counters: "OrderedDict[str, SystemCounters]"  #: per accelerated layer
+    seconds: float                            #: wall time of the simulator process (build excluded)
+    sim_seconds: dict                         #: per accelerated layer, wall time inside the simulator
+
+    @property
+    def cycles(self) -> int:
+        return sum(c.cycles for c in self.counters.values())
+
+
+def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cache_dir=None) -> NetworkRun:
+    """Run compiled network *cn* on input *x_int* with every accelerator program on the RTL.
+
+    One simulator process runs the whole batch; host layers run on the golden
+    model inside it. *cn* must have been compiled for ``MachineSpec.from_config(config, ...)``.
+    Raises :class:`RTLProgramError` (naming the layer) if the hardware reports an error.
+    """
+    from ..compiler.lower import AccelStep
+
+    config = load_config(config)
+    _check_memory(memory)
+    spec = MachineSpec.from_config(config, dram_bytes=cn.spec.dram_bytes)
+    if spec != cn.spec:
+        raise ValueError(f"the network was compiled for {cn.spec}, not for this config ({spec})")
+    x = cn.net.check_input(x_int)
+    if x.shape[0] != cn.batch:
+        raise ValueError(f"this program was compiled for batch {cn.batch}, not {x.shape[0]}")
+    job = {"mode": "network", "config": config.to_dict(), "memory": memory.to_dict(), "batch": cn.batch,
+           "dram_bytes": cn.spec.dram_bytes, "net": "net.npz", "input": "x.npz", "output": "out.npz",
+           "result": "result.json"}
+    job, run_dir, launch = _run_job(config, job, cache_dir)
+    cn.net.save(job["net"])
+    np.savez(job["input"], x=x)
+    t0 = time.perf_counter()
+    res = launch()
+    seconds = time.perf_counter() - t0
+    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    if res["failure"] is not None:
+        layer = res["failure"]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _raise_for(res["layers"][layer], blobs[layer], spec, cn.spec.dram_bytes, layer)
+        raise SimulationError(f"layer {layer!r}: the accelerator stopped without HALT or error")
+    with np.load(job["output"], allow_pickle=False) as z:
+        outs = OrderedDict((name, z[f"t{i}"].astype(np.int64)) for i, name in enumerate(res["names"]))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    counters = OrderedDict((k, _counters(v["counters"], blobs[k])) for k, v in res["layers"].items())
+    return NetworkRun(outs, counters, seconds, {k: v["seconds"] for k, v in res["layers"].items()})
