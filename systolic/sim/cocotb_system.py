@@ -29,7 +29,7 @@ from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
 from systolic.compiler.isa import INSTR_BYTES, encode_program
 from systolic.hw.config import AcceleratorConfig
 from systolic.hw.sysmap import COUNTER_BITS, COUNTERS
-from systolic.sim.memory import MemoryModel
+from systolic.sim.memory import MemoryModel, program_address
 
 PERIOD = 10  # ns
 
@@ -144,7 +144,7 @@ async def system_job(dut):
 
 
 def _image(data_bytes: int, max_prog_bytes: int):
-    prog_addr = -(-data_bytes // 16) * 16
+    prog_addr = program_address(data_bytes)
     return np.zeros(prog_addr + max_prog_bytes, dtype=np.uint8), prog_addr
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["MemoryModel", "place_program"]
+__all__ = ["MemoryModel", "place_program", "program_address"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class MemoryModel:
         return asdict(self)
 
 
+def program_address(data_bytes: int) -> int:
+    """Where the host puts a program: the first 16-byte boundary at or after the data window."""
+    return -(-data_bytes // 16) * 16
+
+
 def place_program(dram: np.ndarray, blob: bytes) -> tuple[np.ndarray, int]:
     """Memory image with *blob* (an encoded program) right after the data window; returns (image, address).
 
@@ -71,7 +76,7 @@ def place_program(dram: np.ndarray, blob: bytes) -> tuple[np.ndarray, int]:
     STORE may touch, so a program cannot overwrite itself and the DRAM range
     checks are those of the executor.
     """
-    addr = -(-dram.size // 16) * 16
+    addr = program_address(dram.size)
     image = np.zeros(addr + len(blob), dtype=np.uint8)
     image[:dram.size] = dram
     image[addr:] = np.frombuffer(blob, dtype=np.uint8)
