@@ -1,8 +1,8 @@
 """Build ``GemmCore`` RTL once per config and run GEMMs on it under cocotb.
 
 Builds go through ``cocotb_tools.runner`` into a cache folder, one folder per
-config and simulator, keyed by a hash of the config, the generator's sources
-(``systolic/hw``), the build flags and the tool versions, and guarded by a
+config and simulator, keyed by a hash of the config, the sources of
+``GemmCore`` (``_CORE_SOURCES`` in ``systolic/hw``), the build flags and the tool versions, and guarded by a
 file lock so parallel pytest workers share a build instead of racing.
 The cache root is ``$SYSTOLIC_SIM_CACHE`` or ``~/.cache/systolic/sim``.
 """
@@ -32,6 +32,9 @@ __all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "run_gemm", "run_gemm_batch", 
 SIMULATORS = ("verilator", "icarus")
 
 _TB_MODULE = "systolic.sim.cocotb_gemm"
+#: The modules GemmCore's Verilog depends on (part of the build cache key).
+_CORE_SOURCES = ("config.py", "ports.py", "pe.py", "array.py", "requantizer.py", "core.py",
+                 "generate.py")
 _MARKER = "systolic_build.json"
 
 
@@ -78,7 +81,7 @@ def _design_fingerprint(config: AcceleratorConfig) -> str:
     """
     hw = Path(__file__).resolve().parent.parent / "hw"
     h = hashlib.sha256(config.to_json().encode())
-    for src in sorted(hw.glob("*.py")):
+    for src in (hw / name for name in _CORE_SOURCES):
         h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()
