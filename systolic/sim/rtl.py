@@ -73,15 +73,19 @@ def _build_args(simulator: str) -> list[str]:
     return ["-g2012"]
 
 
-def _design_fingerprint(config: AcceleratorConfig) -> str:
-    """What the generated Verilog is a function of: the config and the generator's sources.
+def _design_fingerprint(config: AcceleratorConfig, sources=None) -> str:
+    """What generated Verilog is a function of: the config and the generator's sources.
 
-    Hashing these instead of the Verilog itself spares the ~1-3 s Amaranth
+    *sources*: file names in ``systolic/hw`` (default: all of its ``*.py``,
+    as ``systolic.sim.system`` uses it); :func:`build_rtl` passes
+    ``_CORE_SOURCES``, so edits elsewhere in ``systolic/hw`` keep its cache.
+    Hashing these instead of the Verilog spares the ~1-3 s Amaranth
     conversion on every cached run.
     """
     hw = Path(__file__).resolve().parent.parent / "hw"
     h = hashlib.sha256(config.to_json().encode())
-    for src in (hw / name for name in _CORE_SOURCES):
+    files = sorted(hw.glob("*.py")) if sources is None else [hw / name for name in sources]
+    for src in files:
         h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()
@@ -120,7 +124,7 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     args = _build_args(simulator)
-    key = hashlib.sha256("\n".join([_design_fingerprint(config), simulator, *args, _cxx_opt(),
+    key = hashlib.sha256("\n".join([_design_fingerprint(config, _CORE_SOURCES), simulator, *args, _cxx_opt(),
                                     _versions()]).encode()).hexdigest()[:16]
     build_dir = root / f"{config.name}-{simulator}-{key}"
     marker = build_dir / _MARKER
