@@ -5,6 +5,8 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from systolic.hw.array import SystolicArray
 from systolic.hw.config import AcceleratorConfig
@@ -179,3 +181,26 @@ def test_gemm_argument_checks():
         golden_gemm(cfg, np.full((1, 64), -8), np.full((64, 1), -8))
     with pytest.raises(TypeError, match="a must be an integer array"):
         golden_gemm(cfg, ok_a * 1.0, ok_w)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_core_random_shapes_property(data):
+    """Random config, shapes, bias, shift and stream timing: the core equals the golden model."""
+    cfg = AcceleratorConfig(
+        rows=data.draw(st.integers(1, 4), "rows"), cols=data.draw(st.integers(1, 4), "cols"),
+        dataflow=data.draw(st.sampled_from(["ws", "os"]), "dataflow"),
+        in_signed=data.draw(st.booleans(), "in_signed"), w_signed=data.draw(st.booleans(), "w_signed"),
+        out_signed=data.draw(st.booleans(), "out_signed"),
+        rounding=data.draw(st.sampled_from(["half_even", "half_up"]), "rounding"),
+        per_channel_shift=data.draw(st.booleans(), "per_channel_shift"))
+    M, K, N = (data.draw(st.integers(1, 6), n) for n in "MKN")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), "seed"))
+    a = rng.integers(cfg.in_range[0], cfg.in_range[1] + 1, (M, K))
+    w = rng.integers(cfg.w_range[0], cfg.w_range[1] + 1, (K, N))
+    bias = rng.integers(-(1 << 16), 1 << 16, N)
+    shift = rng.integers(-3, 16, N) if cfg.per_channel_shift else int(rng.integers(-3, 16))
+    relu = data.draw(st.booleans(), "relu")
+    idle, stall = data.draw(st.sampled_from([(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.3, 0.3)]), "timing")
+    got = run_gemm_amaranth(cfg, a, w, bias, shift, relu, seed=M, idle=idle, stall=stall)
+    assert np.array_equal(got, golden_gemm(cfg, a, w, bias, shift, relu))
