@@ -1,0 +1,255 @@
+"""amaranth.sim unit tests of the system blocks: DMA, accumulator buffer, controller; lint of the system Verilog."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError, Target, compile_network, \
+    run_compiled
+from systolic.compiler.isa import encode_program
+from systolic.golden.random import random_input, random_network
+from systolic.hw.config import AcceleratorConfig
+from systolic.hw.dma import Dma
+from systolic.hw.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
+from systolic.hw.system import Accelerator, AccumulatorBuffer
+from systolic.hw.timing import program_cycles, words
+from systolic.sim.memory import MemoryModel, place_program
+from systolic.sim.system_amaranth import run_program_amaranth
+
+
+# ------------------------------------------------------------------------------------------ DMA
+def _dma_bench(dut, mem, cmds, d, latency, log):
+    bb = dut.bus_bytes
+
+    async def bench(ctx):
+        for write, addr, n, off, src in cmds:
+            if write:
+                for p, v in enumerate(src):
+                    ctx.set(dut.src[p], v)
+            ctx.set(dut.start, 1)
+            ctx.set(dut.write, write)
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.n, n)
+            ctx.set(dut.off, off)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles, waited, resp = 1, 0, None
+            while ctx.get(dut.busy):
+                if resp is not None and resp[0] == 0:
+                    ctx.set(dut.bus.resp_valid, 1)
+                    ctx.set(dut.bus.resp_data, resp[1])
+                    resp = None
+                else:
+                    ctx.set(dut.bus.resp_valid, 0)
+                ready = 0
+                if ctx.get(dut.bus.req_valid):
+                    if waited >= d:
+                        ready, waited = 1, 0
+                        a = ctx.get(dut.bus.req_addr)
+                        assert a % bb == 0
+                        if ctx.get(dut.bus.req_write):
+                            data, strb = ctx.get(dut.bus.req_wdata), ctx.get(dut.bus.req_wstrb)
+                            for j in range(bb):
+                                if strb >> j & 1:
+                                    mem[a + j] = (data >> 8 * j) & 0xFF
+                        else:
+                            resp = [latency, int.from_bytes(bytes(mem[a:a + bb]), "little")]
+                    else:
+                        waited += 1
+                ctx.set(dut.bus.req_ready, ready)
+                await ctx.tick()
+                cycles += 1
+                if resp is not None:
+                    resp[0] -= 1
+            ctx.set(dut.bus.req_ready, 0)
+            ctx.set(dut.bus.resp_valid, 0)
+            log.append((cycles, [ctx.get(dut.buf[p]) for p in range(dut.buf_bytes)]))
+
+    return bench
+
+
+@pytest.mark.parametrize("bb,d,latency", [(1, 0, 1), (4, 1, 2), (8, 0, 3)])
+def test_dma_gather_and_scatter_unaligned_runs(bb, d, latency):
+    rng = random.Random(bb)
+    B = 13
+    mem = bytearray(rng.randrange(256) for _ in range(96))
+    ref = bytearray(mem)
+    dut = Dma(bus_bytes=bb, buf_bytes=B, src_bytes=B)
+    cmds = []
+    for _ in range(12):
+        write = rng.random() < 0.5
+        n = rng.randrange(0, B + 1)
+        off = rng.randrange(0, B - n + 1)
+        addr = rng.randrange(0, 96 - n - bb)
+        cmds.append((int(write), addr, n, off, [rng.randrange(256) for _ in range(B)]))
+    log = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(_dma_bench(dut, mem, cmds, d, latency, log))
+    sim.run()
+    buf = [0] * B
+    for (write, addr, n, off, src), (cycles, got_buf) in zip(cmds, log):
+        w = words(addr, n, bb)
+        if write:
+            ref[addr:addr + n] = bytes(src[off:off + n])
+            assert cycles == 1 + w * (1 + d)
+        else:
+            buf[off:off + n] = ref[addr:addr + n]
+            assert got_buf == buf
+            assert cycles == 1 + w * (1 + d + latency)
+    assert mem == ref
+
+
+def test_dma_parameter_errors():
+    with pytest.raises(ValueError, match="bus_bytes must be a power of two, not 3"):
+        Dma(bus_bytes=3, buf_bytes=4, src_bytes=4)
+    with pytest.raises(ValueError, match="buf_bytes must be a positive int, not 0"):
+        Dma(bus_bytes=4, buf_bytes=0, src_bytes=4)
+
+
+# ---------------------------------------------------------------------------- accumulator buffer
+def test_accumulator_buffer_overwrite_accumulate_shift_and_overflow():
+    dut = AccumulatorBuffer(cols=2, lines=4, acc_bits=16, psum_bits=18)
+    seen = []
+
+    async def bench(ctx):
+        async def update(addr, psum, acc, shift):
+            ctx.set(dut.upd_valid, 1)
+            ctx.set(dut.upd_addr, addr)
+            ctx.set(dut.upd_accumulate, acc)
+            ctx.set(dut.upd_shift, shift)
+            for c, v in enumerate(psum):
+                ctx.set(dut.upd_psum[c], v)
+            reads = ctx.get(dut.ev_read)
+            await ctx.tick()
+            ctx.set(dut.upd_valid, 0)
+            ovf = ctx.get(dut.overflow)
+            await ctx.tick()
+            return reads, ovf
+
+        async def read(addr):
+            ctx.set(dut.rd_en, 1)
+            ctx.set(dut.rd_addr, addr)
+            await ctx.tick()
+            ctx.set(dut.rd_en, 0)
+            return [ctx.get(dut.rd_data[c]) for c in range(2)]
+
+        seen.append(await update(1, [5, -7], 0, 0))        # overwrite
+        seen.append(await read(1))
+        seen.append(await update(1, [3, 2], 1, 0))         # accumulate
+        seen.append(await read(1))
+        seen.append(await update(1, [1, -1], 1, 4))        # accumulate with shift: += psum << 4
+        seen.append(await read(1))
+        seen.append(await update(2, [-3, 1], 0, 2))        # overwrite with shift
+        seen.append(await read(2))
+        seen.append(await update(2, [0, 8191], 1, 2))    # 4 + 32764 leaves the 16-bit range
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[0] == (0, 0) and seen[1] == [5, -7]
+    assert seen[2] == (1, 0) and seen[3] == [8, -5]
+    assert seen[4] == (1, 0) and seen[5] == [24, -21]
+    assert seen[6] == (0, 0) and seen[7] == [-12, 4]
+    assert seen[8] == (1, 1)
+
+
+# ------------------------------------------------------------------------------- controller
+TINY = {
+    "ws": AcceleratorConfig(rows=2, cols=3, dataflow="ws", spad_a_bytes=128, spad_w_bytes=64, acc_entries=8,
+                            bus_bytes=4),
+    "os": AcceleratorConfig(rows=3, cols=2, dataflow="os", spad_a_bytes=192, spad_w_bytes=64, acc_entries=7,
+                            bus_bytes=8),
+}
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_controller_runs_compiled_network(dataflow):
+    """A small conv net: outputs == golden, counters == executor, cycles == docs/isa.md formulas."""
+    cfg = TINY[dataflow]
+    spec = MachineSpec.from_config(cfg, dram_bytes=1 << 12)
+    net = random_network(4, "cnn", 8, input_hw=4, channels=2, per_channel=True)
+    cn = compile_network(net, spec, batch=1)
+    x = random_input(net, 1, 4)
+    mem = MemoryModel(latency=2, bytes_per_cycle=4)
+    checked = []
+
+    def accel(spec, dram, program):
+        ref = dram.copy()
+        want = Executor(spec, ref).run(program)
+        got = run_program_amaranth(cfg, dram, program, mem)
+        assert got["done"] and got["error"] == 0
+        assert np.array_equal(dram, ref)
+        c = got["counters"]
+        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
+        _, pa = place_program(dram, b"")
+        pred = program_cycles(cfg, program, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
+        assert {k: c[k] for k in pred} == pred
+        checked.append(len(program))
+        return want
+
+    outs, _ = run_compiled(cn, x, accel=accel)
+    assert np.array_equal(outs[net.output_name], net(x))
+    assert checked
+
+
+def _error(cfg, blob_or_prog, dram):
+    res = run_program_amaranth(cfg, dram, blob_or_prog)
+    assert not res["done"]
+    return res
+
+
+def test_controller_error_codes():
+    cfg = TINY["ws"]
+    spec = MachineSpec.from_config(cfg, dram_bytes=64)
+    blob = encode_program([Instr(Opcode.FENCE)]) + (12).to_bytes(16, "little")
+    res = _error(cfg, blob, np.zeros(64, dtype=np.uint8))
+    assert (res["error"], res["err_index"], res["err_arg"]) == (ERR_BAD_OPCODE, 1, 12)
+    res = _error(cfg, [Instr(Opcode.FENCE), Instr(Opcode.FENCE)], np.zeros(64, dtype=np.uint8))
+    assert (res["error"], res["err_index"]) == (ERR_NO_HALT, 1)
+    assert error_reason(res["error"], res["err_arg"], spec, 64) == "program ends without HALT"
+
+
+def test_load_value_range_error_with_narrow_operands():
+    """4-bit activations: a byte outside the 4-bit range is refused, as by the executor."""
+    cfg = AcceleratorConfig(rows=2, cols=2, in_bits=4, w_bits=4, out_bits=4, acc_bits=16,
+                            spad_a_bytes=32, spad_w_bytes=32, acc_entries=4, bus_bytes=4)
+    spec = MachineSpec.from_config(cfg, dram_bytes=16)
+    dram = np.array([3, 250, 9, 0] + [0] * 12, dtype=np.uint8)   # 250 = -6 signed (ok), 9 > 7 (bad)
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, lines=1, elems=2, dram=0)),
+            Instr(Opcode.LOAD, dict(target=Target.A, lines=1, elems=2, dram=2, spad=1)),
+            Instr(Opcode.HALT)]
+    with pytest.raises(ProgramError) as want:
+        Executor(spec, dram.copy()).run(prog)
+    res = _error(cfg, prog, dram.copy())
+    assert (res["error"], res["err_index"]) == (ERR_VALUE, 1)
+    reason = error_reason(res["error"], res["err_arg"], spec, 16, prog[1])
+    assert str(want.value) == f"instruction 1 (LOAD): {reason}"
+    # Unsigned: 9 fits 4 bits.
+    prog[1] = Instr(Opcode.LOAD, dict(target=Target.A, unsigned=1, lines=1, elems=2, dram=2, spad=1))
+    assert run_program_amaranth(cfg, dram.copy(), prog)["done"]
+
+
+def test_accelerator_parameter_errors():
+    with pytest.raises(ValueError, match="in_bits must be at most 8 for the system"):
+        Accelerator(config=AcceleratorConfig(in_bits=12))
+    with pytest.raises(ValueError, match="spad_w_bytes must hold one 8x8 weight tile, not 32"):
+        Accelerator(config=AcceleratorConfig(spad_w_bytes=32))
+    with pytest.raises(TypeError, match="config must be an AcceleratorConfig"):
+        Accelerator(config="default")
+
+
+@pytest.mark.parametrize("cfg", [
+    AcceleratorConfig(),
+    AcceleratorConfig(rows=1, cols=1, bus_bytes=1, spad_a_bytes=16, spad_w_bytes=16, acc_entries=1),
+    AcceleratorConfig(rows=3, cols=5, dataflow="os", bus_bytes=16, rounding="half_up", acc_bits=24),
+], ids=lambda c: f"{c.dataflow}{c.rows}x{c.cols}b{c.bus_bytes}")
+def test_system_verilog_passes_lint(cfg, tmp_path):
+    from systolic.sim.system import system_top_name, system_verilog
+    from systolic.sim.verilator import lint
+
+    path = tmp_path / "top.v"
+    path.write_text(system_verilog(cfg))
+    lint(path, top=system_top_name(cfg))
