@@ -318,15 +318,16 @@ def multipoint_points(w: np.ndarray, x_cols: np.ndarray | None, bits: int, max_p
     x_cols : (M, K) float calibration inputs of the GEMM, or None.
     bits : width of every point.
 
-    Point 1 is ``Q(w)`` at the power-of-two max threshold (coarse scale ``2**-f1``); each further
-    point quantizes the residual at a finer power-of-two scale (MSE threshold), and is kept only
+    Greedy as in Liu et al.: point i minimises ``||r_{i-1} - a Q(r_{i-1}/a)||^2`` over ``a``; here ``a`` is
+    restricted to powers of two, so the 1-D search is the power-of-two MSE calibration. Point 1 is
+    ``Q(w)`` at that scale (coarse, ``2**-f1``); each further point quantizes the residual at a finer
+    power-of-two scale found the same way, and is kept only
     in output channels whose relative output error ``||(w - w_approx)^T X|| / ||w^T X||`` is still
     above *tol* (elsewhere that point is zero). Returns ``(points, fracs)``: integer arrays and
     their fractional bits, coarse first; ``fracs`` increase.
     """
     w = np.asarray(w, dtype=np.float64)
-    t = float(np.abs(w).max()) if w.size else 0.0
-    f1 = pow2_frac_bits(max(t, TINY), bits, True)
+    f1 = pow2_frac_bits(calibrate(w, "mse", bits, True, rounding=rounding), bits, True)
     lo, hi = qrange(bits, True)
 
     def q(v, f):
