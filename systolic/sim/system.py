@@ -36,7 +36,7 @@ from ..compiler.machine import MachineSpec
 from ..hw.config import AcceleratorConfig, load_config
 from ..hw.sysmap import COUNTERS, ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
 from .memory import MemoryModel
-from .rtl import SimulationError, _design_fingerprint, _versions, cache_root
+from .rtl import SimulationError, _versions, cache_root
 from .verilator import lint_flags, patched_environ, tool_env
 
 __all__ = ["run_program_rtl", "run_network_rtl", "build_system", "SystemCounters", "RTLProgramError",
@@ -119,20 +119,27 @@ def system_verilog(config) -> str:
 def _cxx_opt() -> str:
     # Whole-network simulations are long and cycle-bound (the Verilated model's
     # evaluation dominates; measured on a 4x4 system: -O0 4.5x slower than
-    # -O2), so the system is built with -O2 unless SYSTOLIC_SYSTEM_CXX_OPT says otherwise.
+    # -O2), so the per-cycle code (Verilator's "fast" files) is built with -O2
+    # unless SYSTOLIC_SYSTEM_CXX_OPT says otherwise. The "slow" files (run once:
+    # constructors, the VPI symbol table that --public-flat-rw makes huge) get
+    # -O0: optimizing them took minutes for nothing.
     return os.environ.get("SYSTOLIC_SYSTEM_CXX_OPT", "-O2")
 
 
 def _build_env() -> dict:
     env = tool_env()
-    opt = _cxx_opt()
-    env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
+    env["MAKEFLAGS"] += f" OPT_FAST={_cxx_opt()} OPT_SLOW=-O0 OPT_GLOBAL=-O1"
     return env
 
 
 def _fingerprint(config) -> str:
-    isa = Path(__file__).resolve().parent.parent / "compiler" / "isa.py"
-    return hashlib.sha256((_design_fingerprint(config) + isa.read_text()).encode()).hexdigest()
+    """The system's Verilog is a function of the config, every module of systolic/hw and the ISA layout."""
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(config.to_json().encode())
+    for src in [*sorted((pkg / "hw").glob("*.py")), pkg / "compiler" / "isa.py"]:
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    return h.hexdigest()
 
 
 def build_system(config, cache_dir=None) -> Path:

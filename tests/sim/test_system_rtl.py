@@ -25,6 +25,7 @@ from systolic.sim.system import RTLProgramError, run_network_rtl, run_program_rt
 
 CONFIGS = [PRESETS["small"], PRESETS["default"]]
 DRAM_BYTES = 1 << 16
+MODEL_DRAM_BYTES = 1 << 18   # digits-resnet at batch 32 needs about 70 KB of tensors
 
 
 def _ids(cfg):
@@ -101,7 +102,7 @@ def _digits(name):
 @pytest.mark.parametrize("model", ["digits-mlp", "digits-cnn", "digits-resnet"])
 def test_shipped_model_32_images(cfg, model):
     net, x = _digits(model)
-    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=DRAM_BYTES), batch=32)
+    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=MODEL_DRAM_BYTES), batch=32)
     check_run(cn, x, cfg, MemoryModel(latency=2))
 
 
@@ -109,7 +110,7 @@ def test_shipped_model_32_images(cfg, model):
 def test_shipped_model_with_random_stalls():
     cfg = CONFIGS[0]
     net, x = _digits("digits-cnn")
-    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=DRAM_BYTES), batch=32)
+    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=MODEL_DRAM_BYTES), batch=32)
     check_run(cn, x, cfg, MemoryModel(latency=3, bytes_per_cycle=2, stall=0.3, seed=11))
 
 
@@ -123,7 +124,7 @@ BAD_PROGRAMS = {
     "line": [Instr(Opcode.LOAD, dict(target=Target.W, lines=1, elems=3, offset=2))],
     "acc": [Instr(Opcode.FENCE), Instr(Opcode.MATMUL, dict(m=1, acc=SMALL.acc_entries))],
     "bits": [Instr(Opcode.STORE, dict(lines=1, elems=4, bits=9))],
-    "store_dram": [Instr(Opcode.STORE, dict(lines=3, elems=4, bits=8, dram=200, stride=20))],
+    "store_dram": [Instr(Opcode.STORE, dict(lines=3, elems=4, bits=8, dram=240, stride=20))],
     "overflow": [Instr(Opcode.LOAD, dict(target=Target.A, lines=1, elems=1, dram=0)),
                  Instr(Opcode.LOAD, dict(target=Target.W, lines=1, elems=1, dram=1)),
                  Instr(Opcode.MATMUL, dict(m=1, shift=17)),
