@@ -24,6 +24,7 @@ from collections import OrderedDict
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+from cocotb.handle import Immediate
 from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
 
 from systolic.compiler.isa import INSTR_BYTES, encode_program
@@ -45,24 +46,37 @@ class MemoryServer:
     async def serve(self):
         dut, bb = self.dut, self.bb
         valid, ready = dut.bus__req_valid, dut.bus__req_ready
+        req_addr, req_write = dut.bus__req_addr, dut.bus__req_write
         resp_valid, resp_data = dut.bus__resp_valid, dut.bus__resp_data
         latency = self.model.latency
+        # Writes happen at mid-cycle, half a period from any clock edge, so they
+        # may be applied at once (Immediate): no ReadWrite phase per write.
+        one, zero = Immediate(1), Immediate(0)
+        period = Timer(PERIOD, unit="ns")
+        waits = {}
+
+        def wait(cycles):
+            t = waits.get(cycles)
+            if t is None:
+                t = waits[cycles] = Timer(cycles * PERIOD, unit="ns")
+            return t
+
         await FallingEdge(dut.clk)
         while True:
-            if not int(valid.value):
+            if not valid.value:
                 await RisingEdge(valid)
                 await FallingEdge(dut.clk)
             d = next(self.delays)
             if d:
-                await Timer(d * PERIOD, unit="ns")
-            ready.value = 1
-            addr = int(dut.bus__req_addr.value)
-            write = int(dut.bus__req_write.value)
+                await wait(d)
+            ready.value = one
+            addr = int(req_addr.value)
+            write = int(req_write.value)
             if write:
                 data = int(dut.bus__req_wdata.value)
                 strb = int(dut.bus__req_wstrb.value)
-            await Timer(PERIOD, unit="ns")   # the rising edge in between took the request
-            ready.value = 0
+            await period   # the rising edge in between took the request
+            ready.value = zero
             img = self.image
             if addr + bb > img.size:
                 self.error = f"memory access at byte {addr} past the end of the {img.size}-byte memory"
@@ -76,13 +90,12 @@ class MemoryServer:
                         if strb >> j & 1:
                             img[addr + j] = raw[j]
             else:
-                word = int.from_bytes(img[addr:addr + bb].tobytes(), "little")
+                resp_data.value = Immediate(int.from_bytes(img[addr:addr + bb].tobytes(), "little"))
                 if latency > 1:
-                    await Timer((latency - 1) * PERIOD, unit="ns")
-                resp_valid.value = 1
-                resp_data.value = word
-                await Timer(PERIOD, unit="ns")
-                resp_valid.value = 0
+                    await wait(latency - 1)
+                resp_valid.value = one
+                await period
+                resp_valid.value = zero
 
 
 class Host:
