@@ -186,3 +186,32 @@ def test_api_errors():
         MemoryModel(latency=0)
     with pytest.raises(ValueError, match=r"stall must be a probability in \[0, 1\), not 1.0"):
         MemoryModel(stall=1.0)
+
+
+@pytest.mark.slow
+def test_simulate_command(tmp_path, capsys):
+    import argparse
+    import json
+
+    from systolic.sim import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    out = tmp_path / "s.json"
+    args = parser.parse_args(["simulate", "--config", "small", "--model", "random:mlp", "--images", "3",
+                              "--stall", "0.2", "--json", str(out)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "mismatches vs golden: 0 of" in text and "images/s" in text
+    summary = json.loads(out.read_text())
+    assert summary["mismatches"] == 0 and summary["images"] == 3
+    assert summary["cycles"] == sum(r["cycles"] for r in summary["layers"])
+
+
+def test_commands_module_imports_no_amaranth_or_cocotb():
+    import subprocess
+    import sys
+
+    code = "import sys, systolic.sim.commands; print('amaranth' in sys.modules or 'cocotb' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
