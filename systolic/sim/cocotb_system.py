@@ -25,7 +25,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.handle import Immediate
-from cocotb.triggers import FallingEdge, RisingEdge, Timer, with_timeout
+from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
 from systolic.compiler.isa import INSTR_BYTES, encode_program
 from systolic.hw.config import AcceleratorConfig
@@ -98,11 +98,25 @@ class MemoryServer:
                 resp_valid.value = zero
 
 
+def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
+    """A bound no correct run reaches: 4x the cycle formulas (docs/isa.md), scaled for random stalls."""
+    from systolic.compiler.isa import IsaError, decode_program
+    from systolic.hw.timing import program_cycles
+
+    try:
+        program = decode_program(blob)
+    except IsaError:
+        return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)   # stops at the bad opcode
+    base = program_cycles(cfg, program, prog_addr, model.base_delay(cfg.bus_bytes), model.latency)["cycles"]
+    return int(4 * base / (1 - model.stall)) + 100_000
+
+
 class Host:
     """Writes a program, starts the accelerator and reads its status and counters."""
 
-    def __init__(self, dut, image: np.ndarray, data_bytes: int, prog_addr: int, server: MemoryServer):
-        self.dut, self.image, self.data_bytes, self.prog_addr, self.server = dut, image, data_bytes, prog_addr, server
+    def __init__(self, dut, cfg, image: np.ndarray, data_bytes: int, prog_addr: int, server: MemoryServer):
+        self.dut, self.cfg, self.image, self.data_bytes = dut, cfg, image, data_bytes
+        self.prog_addr, self.server = prog_addr, server
 
     async def run(self, blob: bytes) -> dict:
         dut = self.dut
@@ -116,11 +130,10 @@ class Host:
         await Timer(PERIOD, unit="ns")
         dut.start.value = 0
         if int(dut.busy.value):
-            # Generous bound: no instruction of a sane program takes 100k cycles per line.
-            limit = PERIOD * (200_000 + 100_000 * n)
+            limit = PERIOD * cycle_limit(self.cfg, blob, self.prog_addr, self.server.model)
             try:
                 await with_timeout(FallingEdge(dut.busy), limit, "ns")
-            except Exception:  # cocotb's SimTimeoutError
+            except SimTimeoutError:
                 return {"hang": True}
         if self.server.error:
             raise RuntimeError(self.server.error)
@@ -169,7 +182,7 @@ async def _program_job(dut, cfg, model, job):
     image[:dram.size] = dram
     server = MemoryServer(dut, image, cfg.bus_bytes, model)
     cocotb.start_soon(server.serve())
-    res = await Host(dut, image, dram.size, prog_addr, server).run(blob)
+    res = await Host(dut, cfg, image, dram.size, prog_addr, server).run(blob)
     np.savez(job["output"], dram=image[:dram.size])
     with open(job["result"], "w") as f:
         json.dump(res, f)
@@ -195,7 +208,7 @@ async def _network_job(dut, cfg, model, job):
     write_region(data, cn.regions["input"], x)
     server = MemoryServer(dut, image, cfg.bus_bytes, model)
     cocotb.start_soon(server.serve())
-    host = Host(dut, image, cn.image.size, prog_addr, server)
+    host = Host(dut, cfg, image, cn.image.size, prog_addr, server)
     by_name = {l.name: l for l in net.layers}
     layers = OrderedDict()
     failure = None
