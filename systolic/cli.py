@@ -15,8 +15,13 @@ import sys
 
 # Command modules, in the order ``--help`` lists them.
 _COMMAND_MODULES = [
+    "systolic.demo",
+    "systolic.quantize.commands",
     "systolic.golden.commands",
     "systolic.golden.onnx_commands",
+    "systolic.hw.commands",
+    "systolic.sim.commands",
+    "systolic.fpga.commands",
 ]
 
 

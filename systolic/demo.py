@@ -1,9 +1,10 @@
 """``systolic demo``: the main job on its embedded default.
 
-Until the accelerator system exists (issue 5) the demo is a golden-model run:
-the shipped digits-cnn (or, in a build without shipped models, a random CNN)
-on the digits test split, with the accumulator proof, a comparison of the
-integer network against its dequantized float view, and a report directory.
+The shipped 8-bit TQT ``digits-cnn`` on the default 8x8 weight-stationary
+accelerator: compiled, its Verilog generated, a batch of digits test images
+simulated on the RTL (cocotb + Verilator), every layer output compared with
+the golden model, accuracy and cycles printed, and a report directory
+written (report.json, report.md, plots, the Verilog, demo.json).
 """
 
 from __future__ import annotations
@@ -12,72 +13,161 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_MODEL = "digits-cnn"
+DEFAULT_CONFIG = "default"
+DEFAULT_IMAGES = 64
+#: Images per simulator process: the progress bar advances once per chunk.
+CHUNK = 32
 
 
-def _digits_test_split():
-    from .data import load_digits_split
-
-    return load_digits_split("test")
-
-
-def run_demo(model: str = DEFAULT_MODEL, images: int | None = None, out: str | Path = "demo-report",
-             acc_bits: int = 32, progress: bool = True) -> dict:
+def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: int = DEFAULT_IMAGES,
+             out: str | Path = "demo-report", progress: bool = True, memory=None) -> dict:
+    """Run the demo; return the JSON summary (also written to ``out/demo.json``)."""
+    import numpy as np
     from tqdm import tqdm
 
+    from .compiler import MachineSpec, compile_network
     from .golden.commands import resolve_model
+    from .hw.config import load_config
+    from .hw.timing import program_cycles
+    from .quantize.data import load_for_network
+    from .report.report import build_report, records_from_run, write_report
+    from .sim.memory import MemoryModel, program_address
+    from .sim.system import build_system, run_network_rtl, system_top_name, system_verilog
 
-    t0 = time.perf_counter()
+    if not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive int, not {images!r}")
+    t_start = time.perf_counter()
+    cfg = load_config(config)
+    memory = memory or MemoryModel()
     net = resolve_model(model)
-    bounds = net.check_accumulators(acc_bits)
-    x, y = _digits_test_split()
-    if images is not None:
-        if images < 1:
-            raise ValueError(f"images must be at least 1, not {images}")
-        x, y = x[:images], y[:images]
-    x = x.reshape(len(x), *net.input_shape)
-    xq = net.quantize_input(x)
-    preds = []
-    batch = 64
-    for i in tqdm(range(0, len(xq), batch), desc="golden model", unit="batch", disable=not progress):
-        preds.append(net.predict(xq[i:i + batch]))
-    pred = np.concatenate(preds)
-    result = {
-        "model": model,
-        "images": int(len(pred)),
-        "accuracy_golden": float((pred == y).mean()),
-        "acc_bits": acc_bits,
-        "accumulator_bounds": {k: list(v) for k, v in bounds.items()},
-        "layers_on_host": [l.name for l in net.layers],
-        "layers_on_accelerator": [],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    net.check_accumulators(cfg.acc_bits)
+    xf, labels = load_for_network(net, "test")
+    if images > len(xf):
+        raise ValueError(f"the digits test split has {len(xf)} images, not {images}")
+    x = net.quantize_input(xf[:images])
+    labels = labels[:images]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "verilog").mkdir(parents=True, exist_ok=True)
+
+    steps = tqdm(total=3, desc="prepare", unit="step", disable=not progress, leave=False)
+    steps.set_postfix_str("Verilog")
+    top = system_top_name(cfg)
+    (out / "verilog" / f"{top}.v").write_text(system_verilog(cfg))
+    steps.update()
+    steps.set_postfix_str("Verilator build (cached after the first run)")
+    t0 = time.perf_counter()
+    build_system(cfg)
+    build_s = time.perf_counter() - t0
+    steps.update()
+    steps.set_postfix_str("golden model")
+    gold = net.run(x)
+    steps.update()
+    steps.close()
+
+    spec = MachineSpec.from_config(cfg, dram_bytes=1 << 18)
+    chunks = [(i, min(images, i + CHUNK)) for i in range(0, images, CHUNK)]
+    rtl_outs, counters, cn_first = {}, {}, None
+    sim_s = 0.0
+    for lo, hi in tqdm(chunks, desc="RTL simulation", unit="chunk", disable=not progress):
+        cn = compile_network(net, spec, batch=hi - lo)
+        cn_first = cn_first or cn
+        run = run_network_rtl(cn, x[lo:hi], cfg, memory)
+        sim_s += run.seconds
+        for name, v in run.outputs.items():
+            rtl_outs.setdefault(name, []).append(v)
+        for name, c in run.counters.items():
+            if name in counters:
+                counters[name] += c
+            else:
+                counters[name] = c
+    rtl_outs = {k: np.concatenate(v) for k, v in rtl_outs.items()}
+    mismatches = {k: int(np.count_nonzero(rtl_outs[k] != gold[k])) for k in gold}
+    compared = int(sum(v.size for v in gold.values()))
+    out_name = net.output_name
+    pred_rtl = rtl_outs[out_name].reshape(images, -1).argmax(axis=1)
+    pred_gold = gold[out_name].reshape(images, -1).argmax(axis=1)
+
+    # Cycles: RTL counters, with the analytic model's prediction beside them.
+    d, lat = memory.base_delay(cfg.bus_bytes), memory.latency
+    cycles, predicted = {}, {}
+    for name, c in counters.items():
+        r = c.rtl
+        compute = r.get("matmul_busy", 0) - r.get("matmul_stall", 0)
+        stall = sum(v for k, v in r.items() if k.endswith("_stall"))
+        cycles[name] = {"total": c.cycles, "compute": compute, "stall": stall, "other": c.cycles - compute - stall}
+    for lo, hi in chunks:
+        cn = compile_network(net, spec, batch=hi - lo)
+        for step in cn.steps:
+            if hasattr(step, "program"):
+                p = program_cycles(cfg, step.program, program_address(spec.dram_bytes), d, lat)["cycles"]
+                predicted[step.layer] = predicted.get(step.layer, 0) + p
+    if memory.stall == 0:
+        for name in cycles:
+            cycles[name]["predicted"] = predicted[name]
+
+    total_cycles = sum(c.cycles for c in counters.values())
+    result = {
+        "model": model, "config": cfg.name, "images": images,
+        "bit_exact": all(v == 0 for v in mismatches.values()),
+        "mismatches": sum(mismatches.values()), "compared_elements": compared,
+        "accuracy_rtl": float((pred_rtl == labels).mean()),
+        "accuracy_golden": float((pred_gold == labels).mean()),
+        "cycles": total_cycles, "cycles_per_image": total_cycles / images,
+        "cycles_predicted": sum(predicted.values()),
+        "placement": cn_first.placement,
+        "memory": memory.to_dict(),
+        "build_seconds": round(build_s, 2), "simulation_seconds": round(sim_s, 2),
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "report_dir": str(out),
+    }
+    # Per-layer records of the whole batch (counters summed over chunks).
+    recs = records_from_run(cn_first, counters, cycles)
+    for r in recs:
+        if r.gemm:
+            r.gemm = (r.gemm[0] * images // cn_first.batch, *r.gemm[1:])
+            r.useful_macs = r.useful_macs * images // cn_first.batch
+    rep = build_report(recs, cfg, counts_source="rtl", cycles_source="rtl", extra={
+        k: result[k] for k in ("model", "images", "bit_exact", "mismatches", "accuracy_rtl", "accuracy_golden",
+                               "cycles_per_image", "cycles_predicted")})
+    write_report(rep, out)
     (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "model.txt").write_text(net.summary() + "\n")
     return result
 
 
 def _cmd(args) -> int:
-    r = run_demo(args.model, args.images, args.out, progress=not args.json)
+    from .sim.memory import MemoryModel
+
+    memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
+    r = run_demo(args.model, args.config, args.images, args.out, progress=not args.json, memory=memory)
     if args.json:
         print(json.dumps(r))
-        return 0
-    print(f"model {r['model']}: {r['images']} test images, golden accuracy {100 * r['accuracy_golden']:.2f}%")
-    print(f"every accumulator fits {r['acc_bits']} bits (worst cases in {args.out}/demo.json)")
-    print(f"report written to {args.out}/")
-    return 0
+        return 0 if r["bit_exact"] else 1
+    print(f"{r['model']} on {r['config']}: {r['images']} digits test images on RTL")
+    print(f"  RTL == golden on every layer: {'yes' if r['bit_exact'] else 'NO'} "
+          f"({r['mismatches']} mismatches in {r['compared_elements']} elements)")
+    print(f"  accuracy: RTL {100 * r['accuracy_rtl']:.2f}%, golden {100 * r['accuracy_golden']:.2f}%")
+    print(f"  cycles: {r['cycles']} ({r['cycles_per_image']:.0f} per image; analytic model "
+          f"{r['cycles_predicted']})")
+    host = [f"{k} ({v[6:]})" for k, v in r["placement"].items() if v != "accelerator"]
+    print(f"  on the accelerator: {', '.join(k for k, v in r['placement'].items() if v == 'accelerator')}")
+    print(f"  on the host: {'; '.join(host) or 'none'}")
+    print(f"  time: {r['seconds']:.1f} s (build {r['build_seconds']:.1f} s, simulation {r['simulation_seconds']:.1f} s)")
+    print(f"  report: {r['report_dir']}/report.md")
+    return 0 if r["bit_exact"] else 1
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the main job on its embedded default",
-                       description="Run the shipped digits network through the golden model on the "
-                                   "digits test split and write a report directory.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file or shipped name (default {DEFAULT_MODEL})")
-    p.add_argument("--images", type=int, default=None, help="number of test images (default: all)")
-    p.add_argument("--out", default="demo-report", help="report directory (default demo-report)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser("demo", help="the main job: a shipped digits network on the accelerator RTL, checked bit for bit",
+                       description="Compile the shipped digits-cnn for the default 8x8 weight-stationary "
+                                   "accelerator, generate its Verilog, simulate a batch of digits test images "
+                                   "on the RTL (cocotb + Verilator), check every layer against the golden "
+                                   "model, and write a report directory. Exit code 1 unless bit-exact.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or .npz file (default: %(default)s)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="preset name or config JSON (default: %(default)s)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="test images (default: %(default)s)")
+    p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles (default: %(default)s)")
+    p.add_argument("--bytes-per-cycle", type=int, default=64, help="memory bandwidth (default: %(default)s)")
+    p.add_argument("--out", default="demo-report", help="report directory (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=_cmd)
