@@ -488,20 +488,8 @@ class Accelerator(wiring.Component):
                             m.next = "STORE_LINE"
 
             # --------------------------------------------------------- LOAD
-            with m.State("LOAD_LINE"):
-                with m.If(i == f_lines):
-                    m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
-                with m.Elif(f_elems != 0):
-                    m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(laddr),
-                                 dma.n.eq(f_elems), dma.off.eq(f_offset)]
-                    m.next = "LOAD_WAIT"
-                with m.Else():
-                    m.next = "LOAD_WRITE"
-            with m.State("LOAD_WAIT"):
-                with m.If(~dma.busy):
-                    m.next = "LOAD_WRITE"
-            with m.State("LOAD_WRITE"):
+            def load_write():
+                # Line `spad + i` <- the gathered bytes (or zeros); returns "a value is out of range".
                 m.d.comb += ev["dram_bytes_read"].eq(f_elems)
                 bad_any = []
                 for tgt, port, width, bits in ((0, a_wr, R, cfg.in_bits), (1, w_wr, C, cfg.w_bits)):
@@ -514,11 +502,36 @@ class Accelerator(wiring.Component):
                                      port.en[p].eq((f_target == tgt) & (inside | f_zero))]
                         bad_any.append((f_target == tgt) & inside & bad)
                 m.d.comb += [ev["spad_a_writes"].eq(~is_w), ev["spad_w_writes"].eq(is_w)]
-                with m.If(Cat(*bad_any).any()):
-                    fail(ERR_VALUE)
+                return Cat(*bad_any).any()
+
+            def gather_line(addr):
+                m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(addr),
+                             dma.n.eq(f_elems), dma.off.eq(f_offset)]
+
+            with m.State("LOAD_LINE"):
+                # First cycle of a LOAD; zero-fill lines (elems == 0) take one cycle each here.
+                with m.If(i == f_lines):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                with m.Elif(f_elems != 0):
+                    gather_line(laddr)
+                    m.next = "LOAD_WAIT"
                 with m.Else():
-                    m.d.sync += [i.eq(i + 1), laddr.eq(laddr + f_stride)]
-                    m.next = "LOAD_LINE"
+                    load_write()
+                    m.d.sync += i.eq(i + 1)
+            with m.State("LOAD_WAIT"):
+                # The cycle the gather ends writes the line and starts the next line's gather.
+                with m.If(~dma.busy):
+                    bad = load_write()
+                    with m.If(bad):
+                        fail(ERR_VALUE)
+                    with m.Else():
+                        m.d.sync += [i.eq(i + 1), laddr.eq(laddr + f_stride)]
+                        with m.If(i + 1 == f_lines):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                        with m.Else():
+                            gather_line(laddr + f_stride)
 
             # -------------------------------------------------------- LOADQ
             with m.State("LOADQ_WAIT"):
@@ -605,41 +618,48 @@ class Accelerator(wiring.Component):
                 overflow_stop()
 
             # -------------------------------------------------------- STORE
+            def read_acc_line(line):
+                m.d.comb += [accbuf.rd_en.eq(1), accbuf.rd_addr.eq(f_sacc + line), acc_read_store.eq(1)]
+                m.d.sync += k.eq(0)
+                m.next = "STORE_RQ"
+
             with m.State("STORE_LINE"):
                 with m.If(i == f_lines):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.comb += [accbuf.rd_en.eq(1), accbuf.rd_addr.eq(f_sacc + i), acc_read_store.eq(1)]
-                    m.d.sync += k.eq(0)
-                    m.next = "STORE_RQ"
+                    read_acc_line(i)
             with m.State("STORE_RQ"):
-                # The lanes take the line 1 cycle after the read and give y 3 cycles later.
+                # The lanes take the line 1 cycle after the read and give y 3 cycles later;
+                # the scatter starts as the saturated bytes are registered (it reads them
+                # from the next cycle on).
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == RequantLane_LATENCY):
                     for c in range(C):
                         y = lanes[c].y
                         m.d.sync += sbytes[c].eq(Mux(y < sat_lo, sat_lo, Mux(y > sat_hi, sat_hi, y))[:8])
-                    m.next = "STORE_SCATTER"
-            with m.State("STORE_SCATTER"):
-                m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(laddr), dma.n.eq(f_elems),
-                             dma.off.eq(0)]
-                m.next = "STORE_WAIT"
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(laddr), dma.n.eq(f_elems),
+                                 dma.off.eq(0)]
+                    m.next = "STORE_WAIT"
             with m.State("STORE_WAIT"):
                 with m.If(~dma.busy):
                     m.d.comb += [ev["dram_bytes_written"].eq(f_elems), ev["requant_ops"].eq(f_elems)]
                     m.d.sync += [i.eq(i + 1), laddr.eq(laddr + f_stride)]
-                    m.next = "STORE_LINE"
+                    with m.If(i + 1 == f_lines):
+                        m.d.sync += pc.eq(pc + 1)
+                        m.next = "FETCH"
+                    with m.Else():
+                        read_acc_line(i + 1)
 
         # ------------------------------------------------------ busy / stall
         running = Signal()
         m.d.comb += [running.eq(~fsm.ongoing("IDLE")), self.busy.eq(running), ev["cycles"].eq(running)]
         unit_states = {
             "ctrl": ("FETCH", "FETCH_WAIT", "DECODE", "CHECK"),
-            "load": ("LOAD_LINE", "LOAD_WAIT", "LOAD_WRITE"),
+            "load": ("LOAD_LINE", "LOAD_WAIT"),
             "loadq": ("LOADQ_WAIT",),
             "matmul": ("MM_W", "MM_DRAIN") + (("MM_PUSH", "MM_FEED") if ws else ("MM_OSA", "MM_OSSTEP")),
-            "store": ("STORE_LINE", "STORE_RQ", "STORE_SCATTER", "STORE_WAIT"),
+            "store": ("STORE_LINE", "STORE_RQ", "STORE_WAIT"),
         }
         assert set(unit_states) == set(UNITS)
         for u, states in unit_states.items():

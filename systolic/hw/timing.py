@@ -36,9 +36,7 @@ def instruction_cycles(cfg, instr, addr: int, d: int, latency: int) -> dict:
     if op == Opcode.LOAD:
         cyc = 1
         for i in range(a["lines"]):
-            cyc += 2
-            if a["elems"]:
-                cyc += 1 + words(a["dram"] + i * a["stride"], a["elems"], bb) * rd
+            cyc += 1 + words(a["dram"] + i * a["stride"], a["elems"], bb) * rd
         out["load"] = cyc
     elif op == Opcode.LOADQ:
         out["loadq"] = 1 + words(a["dram"], 5 * C, bb) * rd
@@ -53,7 +51,7 @@ def instruction_cycles(cfg, instr, addr: int, d: int, latency: int) -> dict:
     elif op == Opcode.STORE:
         cyc = 1
         for i in range(a["lines"]):
-            cyc += 7 + words(a["dram"] + i * a["stride"], a["elems"], bb) * wr
+            cyc += 5 + words(a["dram"] + i * a["stride"], a["elems"], bb) * wr
         out["store"] = cyc
     return out
 
