@@ -72,7 +72,7 @@ class SystemTop(wiring.Component):
     ``csr_addr[7:0]``, ``csr_we``, ``csr_wdata[7:0]``, ``csr_rdata[7:0]``
     (registered, 1 cycle read latency), ``irq`` (= done or error, level).
     Pins: ``36 + 17 * bus_bytes`` for the memory port, 26 for CSR and irq,
-    plus ``clk`` and ``rst``; 199 for ``bus_bytes = 8``.
+    plus ``clk`` and ``rst``: 200 for ``bus_bytes = 8``.
 
     Parameters
     ----------
