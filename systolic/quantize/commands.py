@@ -81,10 +81,11 @@ def _quantize(args) -> int:
         print(json.dumps(s))
         return 0
     print(f"{args.model} {args.method} w{args.w_bits}a{args.a_bits} (seed {args.seed}, {args.rounding})")
-    print(f"  float model          test accuracy {100 * res.float_acc:.2f}%")
+    print("  test accuracy")
+    print(f"    float model                                        {100 * res.float_acc:6.2f}%")
     if args.method in ("fat", "lsq"):
-        print(f"  fake-quant, trained scales (before power-of-two rounding) {100 * res.fakequant_acc:.2f}%")
-    print(f"  integer golden model test accuracy {100 * res.golden_acc:.2f}%")
+        print(f"    fake quant, trained scales (before power-of-two rounding) {100 * res.fakequant_acc:6.2f}%")
+    print(f"    integer golden model (power-of-two scales)         {100 * res.golden_acc:6.2f}%")
     print(f"written to {args.out}")
     return 0
 

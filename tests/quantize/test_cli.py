@@ -1,8 +1,11 @@
 """The ``quantize`` and ``eval`` commands through ``systolic.cli.main``."""
 
+import importlib.util
 import json
 
 import pytest
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the quantize extra (torch)")
 
 from systolic import cli
 from systolic.golden import load
@@ -29,6 +32,7 @@ def test_eval_text_and_images(cli_main, capsys):
     assert "/25 test images correct" in out
 
 
+@needs_torch
 def test_quantize_then_eval_file(cli_main, capsys, tmp_path):
     out = tmp_path / "q.npz"
     rc = cli_main(["quantize", "digits-mlp", "max", "--w-bits", "4", "--a-bits", "8", "--out", str(out),
@@ -43,6 +47,7 @@ def test_quantize_then_eval_file(cli_main, capsys, tmp_path):
     assert r["accuracy"] == pytest.approx(s["golden_acc"])
 
 
+@needs_torch
 def test_quantize_text_output(cli_main, capsys, tmp_path):
     rc = cli_main(["quantize", "digits-mlp", "lsq", "--out", str(tmp_path / "l.npz"), "--float-epochs", "1",
                    "--epochs", "1"])

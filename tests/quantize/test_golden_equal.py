@@ -8,7 +8,8 @@ import copy
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from systolic.golden import load
 from systolic.quantize.data import load_for_network, load_split

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from systolic.quantize.quantizers import TQTQuantizer, tqt_quantize, tqt_quantize_ste
 

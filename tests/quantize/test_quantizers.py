@@ -1,0 +1,87 @@
+"""FAT / LSQ / SQ / multipoint quantizers: export rules, gradients, schedules."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from systolic.quantize.quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer,  # noqa: E402
+                                          SQWeightQuantizer, multipoint_points, rnd)
+
+
+def test_rounding_modes_match_golden_on_ties():
+    x = torch.tensor([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -0.51], dtype=torch.float64)
+    assert rnd(x, "half_even").tolist() == [-2, -2, -0, 0, 2, 2, 0, -1]
+    assert rnd(x, "half_up").tolist() == [-2, -1, 0, 1, 2, 3, 0, -1]
+
+
+def test_fixed_quantizer_is_golden_quantize():
+    from systolic.golden import QType, quantize
+
+    x = torch.linspace(-3, 3, 997, dtype=torch.float64)
+    for rounding in ("half_even", "half_up"):
+        q = FixedQuantizer(5, True, 3, rounding)(x).numpy()
+        np.testing.assert_array_equal(q * 8, quantize(x.numpy(), QType(5, True, 3), rounding))
+
+
+def test_fat_rounds_threshold_up_to_power_of_two():
+    q = FATQuantizer(8, True, t_max=0.4)
+    with torch.no_grad():
+        q.alpha.fill_(0.75)  # t' = 0.3
+    assert float(q.scale()) == pytest.approx(0.3 / 127)
+    q.to_pow2()
+    assert q.frac_bits() == 7 - math.ceil(math.log2(0.3)) == 8
+    with torch.no_grad():
+        q.alpha.fill_(2.0)
+    q.clip_alpha()
+    assert float(q.alpha.detach()) == pytest.approx(1.3)
+
+
+def test_lsq_gradient_and_pow2_export():
+    v = torch.tensor([0.013, -0.2, 0.5, 0.004], dtype=torch.float64)
+    q = LSQQuantizer(4, True, init_step=0.05, n_elements=4).double()
+    out = q(v)
+    out.sum().backward()
+    s, g = float(q.step.detach()), 1 / math.sqrt(4 * 7)
+    vs = v.numpy() / s
+    inside = (vs >= -8) & (vs <= 7)
+    d = np.where(inside, -vs + np.rint(np.clip(vs, -8, 7)), np.where(vs < -8, -8, 7))
+    assert float(q.step.grad) == pytest.approx(float(d.sum()) * g, rel=1e-9)
+    with torch.no_grad():
+        q.step.fill_(0.011)  # log2 = -6.51 -> -7
+    q.to_pow2()
+    assert q.frac_bits() == 7
+    assert LSQQuantizer.init_step(np.array([1.0, -1.0]), 4, True) == pytest.approx(2 / math.sqrt(7))
+
+
+def test_sq_quantizes_the_ratio_of_filters():
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 3, 3)
+    q = SQWeightQuantizer(2, seed=1)
+    q.train()
+    q.ratio = 0.5
+    out = q(w)
+    full = q._fq(w, 2.0 ** -q._last_frac)
+    same_q = [bool(torch.equal(out[i], full[i])) for i in range(8)]
+    same_w = [bool(torch.equal(out[i], w[i])) for i in range(8)]
+    assert sum(same_q) >= 4 and all(a or b for a, b in zip(same_q, same_w))
+    assert sum(same_w) == 4
+    q.eval()
+    assert torch.equal(q(w), full)
+    q.freeze(w)
+    assert q.frac_bits() == q._last_frac
+
+
+def test_multipoint_points_power_of_two_ratios():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(27, 6))
+    x = rng.normal(size=(200, 27))
+    pts, fracs = multipoint_points(w, x, 2, max_points=2, tol=0.0)
+    assert len(pts) == 2 and fracs[1] > fracs[0]
+    for p in pts:
+        assert p.min() >= -2 and p.max() <= 1
+    one = np.ldexp(pts[0].astype(float), -fracs[0])
+    two = one + np.ldexp(pts[1].astype(float), -fracs[1])
+    assert np.linalg.norm(x @ (w - two)) < 0.7 * np.linalg.norm(x @ (w - one))
