@@ -51,10 +51,16 @@ def check_run(cn, x, cfg, memory, run=None):
         assert c.by_opcode == want["by_opcode"], layer
         assert c.rtl["cycles"] == sum(c.rtl[f"{u}_busy"] for u in UNITS)
         assert c.rtl["fetch_bytes"] == 16 * c.instructions
+        d0 = memory.base_delay(cfg.bus_bytes)
+        pred = program_cycles(cfg, programs[layer], prog_addr, d0, memory.latency)
         if memory.stall == 0:
-            pred = program_cycles(cfg, programs[layer], prog_addr, memory.base_delay(cfg.bus_bytes),
-                                  memory.latency)
             assert {k: c.rtl[k] for k in pred} == pred, layer
+        else:
+            # Every random stall cycle is one cycle more than the formulas, and the stall
+            # counters see each: they count d per request and L - 1 per read.
+            stalls = sum(c.rtl[f"{u}_stall"] for u in UNITS)
+            extra = stalls - (c.rtl["bus_reads"] + c.rtl["bus_writes"]) * d0 - c.rtl["bus_reads"] * (memory.latency - 1)
+            assert extra > 0 and c.rtl["cycles"] == pred["cycles"] + extra, layer
     return run
 
 
