@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "systolic.golden.onnx_commands",
     "systolic.hw.commands",
     "systolic.sim.commands",
+    "systolic.report.commands",
     "systolic.fpga.commands",
 ]
 

@@ -26,14 +26,13 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     import numpy as np
     from tqdm import tqdm
 
-    from .compiler import MachineSpec, compile_network
     from .golden.commands import resolve_model
     from .hw.config import load_config
-    from .hw.timing import program_cycles
     from .quantize.data import load_for_network
-    from .report.report import build_report, records_from_run, write_report
-    from .sim.memory import MemoryModel, program_address
-    from .sim.system import build_system, run_network_rtl, system_top_name, system_verilog
+    from .report.profile import profile_network
+    from .report.report import build_report, write_report
+    from .sim.memory import MemoryModel
+    from .sim.system import build_system, system_top_name, system_verilog
 
     if not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a positive int, not {images!r}")
@@ -65,48 +64,14 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     steps.update()
     steps.close()
 
-    spec = MachineSpec.from_config(cfg, dram_bytes=1 << 18)
-    chunks = [(i, min(images, i + CHUNK)) for i in range(0, images, CHUNK)]
-    rtl_outs, counters, cn_first = {}, {}, None
-    sim_s = 0.0
-    for lo, hi in tqdm(chunks, desc="RTL simulation", unit="chunk", disable=not progress):
-        cn = compile_network(net, spec, batch=hi - lo)
-        cn_first = cn_first or cn
-        run = run_network_rtl(cn, x[lo:hi], cfg, memory)
-        sim_s += run.seconds
-        for name, v in run.outputs.items():
-            rtl_outs.setdefault(name, []).append(v)
-        for name, c in run.counters.items():
-            if name in counters:
-                counters[name] += c
-            else:
-                counters[name] = c
-    rtl_outs = {k: np.concatenate(v) for k, v in rtl_outs.items()}
+    prof = profile_network(net, cfg, x, source="rtl", memory=memory, chunk=CHUNK, progress=progress)
+    rtl_outs = prof.outputs
     mismatches = {k: int(np.count_nonzero(rtl_outs[k] != gold[k])) for k in gold}
     compared = int(sum(v.size for v in gold.values()))
     out_name = net.output_name
     pred_rtl = rtl_outs[out_name].reshape(images, -1).argmax(axis=1)
     pred_gold = gold[out_name].reshape(images, -1).argmax(axis=1)
-
-    # Cycles: RTL counters, with the analytic model's prediction beside them.
-    d, lat = memory.base_delay(cfg.bus_bytes), memory.latency
-    cycles, predicted = {}, {}
-    for name, c in counters.items():
-        r = c.rtl
-        compute = r.get("matmul_busy", 0) - r.get("matmul_stall", 0)
-        stall = sum(v for k, v in r.items() if k.endswith("_stall"))
-        cycles[name] = {"total": c.cycles, "compute": compute, "stall": stall, "other": c.cycles - compute - stall}
-    for lo, hi in chunks:
-        cn = compile_network(net, spec, batch=hi - lo)
-        for step in cn.steps:
-            if hasattr(step, "program"):
-                p = program_cycles(cfg, step.program, program_address(spec.dram_bytes), d, lat)["cycles"]
-                predicted[step.layer] = predicted.get(step.layer, 0) + p
-    if memory.stall == 0:
-        for name in cycles:
-            cycles[name]["predicted"] = predicted[name]
-
-    total_cycles = sum(c.cycles for c in counters.values())
+    total_cycles = prof.total_cycles
     result = {
         "model": model, "config": cfg.name, "images": images,
         "bit_exact": all(v == 0 for v in mismatches.values()),
@@ -114,19 +79,14 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
         "accuracy_rtl": float((pred_rtl == labels).mean()),
         "accuracy_golden": float((pred_gold == labels).mean()),
         "cycles": total_cycles, "cycles_per_image": total_cycles / images,
-        "cycles_predicted": sum(predicted.values()),
-        "placement": cn_first.placement,
+        "cycles_predicted": prof.predicted_cycles,
+        "placement": prof.compiled.placement,
         "memory": memory.to_dict(),
-        "build_seconds": round(build_s, 2), "simulation_seconds": round(sim_s, 2),
+        "build_seconds": round(build_s, 2), "simulation_seconds": round(prof.sim_seconds, 2),
         "seconds": round(time.perf_counter() - t_start, 2),
         "report_dir": str(out),
     }
-    # Per-layer records of the whole batch (counters summed over chunks).
-    recs = records_from_run(cn_first, counters, cycles)
-    for r in recs:
-        if r.gemm:
-            r.gemm = (r.gemm[0] * images // cn_first.batch, *r.gemm[1:])
-            r.useful_macs = r.useful_macs * images // cn_first.batch
+    recs = prof.records()
     rep = build_report(recs, cfg, counts_source="rtl", cycles_source="rtl", extra={
         k: result[k] for k in ("model", "images", "bit_exact", "mismatches", "accuracy_rtl", "accuracy_golden",
                                "cycles_per_image", "cycles_predicted")})

@@ -1,0 +1,86 @@
+"""``systolic report``: per-layer cycles, utilization, traffic and energy of a network on a config."""
+
+from __future__ import annotations
+
+import json
+
+
+def make_report(model: str, config: str, images: int, out, *, source: str = "model", memory=None,
+                table=None, progress: bool = True) -> dict:
+    """Profile *model* on *config* over *images* digits test images and write a report directory."""
+    import numpy as np
+
+    from ..golden.commands import resolve_model
+    from ..hw.config import load_config
+    from ..quantize.data import load_for_network
+    from .profile import profile_network
+    from .report import build_report, write_report
+
+    if not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive int, not {images!r}")
+    cfg = load_config(config)
+    net = resolve_model(model)
+    xf, _ = load_for_network(net, "test")
+    x = net.quantize_input(xf[:images])
+    prof = profile_network(net, cfg, x, source=source, memory=memory, progress=progress)
+    gold = net.run(x)
+    mism = sum(int(np.count_nonzero(prof.outputs[k] != gold[k])) for k in gold)
+    counts = "rtl" if source == "rtl" else "executor"
+    cycles = "rtl" if source == "rtl" else "cycle-model"
+    rep = build_report(prof.records(), cfg, counts_source=counts, cycles_source=cycles, table=table, extra={
+        "model": model, "images": int(x.shape[0]), "mismatches_vs_golden": mism,
+        "cycles_predicted": prof.predicted_cycles, "cycles": prof.total_cycles,
+        "memory": (memory.to_dict() if memory else None)})
+    files = write_report(rep, out)
+    rep["files"] = [str(f) for f in files]
+    return rep
+
+
+def _cmd(args) -> int:
+    from ..sim.memory import MemoryModel
+    from .energy_table import EnergyTable
+
+    table = EnergyTable.from_user(args.energy_table) if args.energy_table else EnergyTable()
+    if args.node is not None:
+        table = EnergyTable(entries=table.entries, node_nm=args.node)
+    memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
+    rep = make_report(args.model, args.config, args.images, args.out, source=args.source, memory=memory,
+                      table=table, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: rep[k] for k in ("schema", "version", "counts_source", "cycles_source", "totals",
+                                               "layers", "run", "files")}))
+        return 0
+    t = rep["totals"]
+    print(f"{args.model} on {args.config}, {rep['run']['images']} images "
+          f"(counts: {rep['counts_source']}, cycles: {rep['cycles_source']})")
+    print(f"{'layer':<10}{'ran on':<14}{'cycles':>10}{'compute':>9}{'stall':>8}{'util':>7}{'ideal':>7}{'nJ':>10}")
+    for l in rep["layers"]:
+        if l["placement"] == "accelerator":
+            c = l["cycles"]
+            print(f"{l['name']:<10}{'accelerator':<14}{c['total']:>10}{c['compute']:>9}{c['stall']:>8}"
+                  f"{l['utilization']:>7.1%}{l['ideal_utilization']:>7.1%}{sum(l['energy_pj'].values()) / 1e3:>10.1f}")
+        else:
+            print(f"{l['name']:<10}{l['placement']}")
+    print(f"total: {t['cycles']} cycles, utilization {t['utilization']:.1%}, "
+          f"dynamic energy {t['dynamic_energy_pj'] / 1e6:.3f} uJ")
+    print(f"report written to {args.out}/ (report.md, report.json, cycles.png, energy.png, utilization.png)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="per-layer cycles, utilization, memory traffic and energy, with plots",
+                       description="Profile a network on an accelerator config and write report.json "
+                                   "(versioned schema), report.md and PNG plots. --source model uses the NumPy "
+                                   "executor's event counts and the analytic cycle model (equal to the RTL "
+                                   "without random stalls); --source rtl simulates the RTL.")
+    p.add_argument("--model", default="digits-cnn", help="shipped model name or .npz file (default: %(default)s)")
+    p.add_argument("--config", default="default", help="preset name or config JSON (default: %(default)s)")
+    p.add_argument("--images", type=int, default=32, help="digits test images (default: %(default)s)")
+    p.add_argument("--source", choices=("model", "rtl"), default="model", help="where counts and cycles come from")
+    p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles (default: %(default)s)")
+    p.add_argument("--bytes-per-cycle", type=int, default=64, help="memory bandwidth (default: %(default)s)")
+    p.add_argument("--energy-table", metavar="FILE", help="JSON energy table overriding the sourced defaults")
+    p.add_argument("--node", type=int, default=None, help="technology node in nm (45, 32, 28, 22, 16, 7)")
+    p.add_argument("--out", default="report", help="output directory (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd)

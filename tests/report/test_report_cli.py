@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from systolic.cli import main
+
+
+def test_report_from_cycle_model(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", "--model", "digits-mlp", "--images", "8", "--out", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["counts_source"] == "executor" and rep["cycles_source"] == "cycle-model"
+    assert rep["run"]["mismatches_vs_golden"] == 0
+    acc = [l for l in rep["layers"] if l["placement"] == "accelerator"]
+    assert acc and all(l["cycles"]["total"] == l["cycles"]["predicted"] > 0 for l in acc)
+    assert rep["totals"]["cycles"] == sum(l["cycles"]["total"] for l in acc)
+    assert all(0 < l["utilization"] <= l["ideal_utilization"] <= 1 for l in acc)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["schema"] == "systolic-report" and saved["version"] == 1
+    assert "| component | energy (nJ) | share |" in (out / "report.md").read_text()
+    for png in ("cycles.png", "energy.png", "utilization.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_energy_table_override_and_errors(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"entries": {"dram_lpddr4_bit": 0}}))
+    assert main(["report", "--model", "digits-mlp", "--images", "2", "--out", str(tmp_path / "r"),
+                 "--energy-table", str(table), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["totals"]["energy_pj"]["dram"] == 0
+    table.write_text(json.dumps({"entries": {"warp_drive": 1}}))
+    assert main(["report", "--images", "2", "--out", str(tmp_path / "r"), "--energy-table", str(table)]) == 1
+    assert "unknown energy entry 'warp_drive'" in capsys.readouterr().err
