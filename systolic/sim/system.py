@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from ..compiler.executor import Counters, ProgramError
-from ..compiler.isa import INSTR_BYTES, Opcode, decode, encode_program
+from ..compiler.isa import INSTR_BYTES, decode, encode_program
 from ..compiler.machine import MachineSpec
 from ..hw.config import AcceleratorConfig, load_config
-from ..hw.sysmap import COUNTERS, ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
+from ..hw.sysmap import ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
 from .memory import MemoryModel
 from .rtl import SimulationError, _versions, cache_root
 from .verilator import lint_flags, patched_environ, tool_env
@@ -176,20 +176,21 @@ def build_system(config, cache_dir=None) -> Path:
         return build_dir
 
 
-def _run_job(config, job: dict, cache_dir=None) -> tuple[dict, Path]:
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
+def _run_job(config, job: dict, cache_dir=None):
+    """Build, make a run folder, point the job's file names into it; returns (job, run_dir, launch)."""
     build_dir = build_system(config, cache_dir)
     top = system_top_name(config)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
     for k in ("input", "output", "result", "net"):
         if k in job:
             job[k] = str(run_dir / job[k])
-    return job, run_dir, (lambda: _launch(config, job, run_dir, build_dir, top, get_runner, get_results))
+    return job, run_dir, (lambda: _launch(job, run_dir, build_dir, top))
 
 
-def _launch(config, job, run_dir, build_dir, top, get_runner, get_results):
+def _launch(job, run_dir, build_dir, top) -> dict:
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
     job_path = run_dir / "job.json"
     job_path.write_text(json.dumps(job))
     log = run_dir / "sim.log"
