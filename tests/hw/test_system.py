@@ -253,3 +253,21 @@ def test_system_verilog_passes_lint(cfg, tmp_path):
     path = tmp_path / "top.v"
     path.write_text(system_verilog(cfg))
     lint(path, top=system_top_name(cfg))
+
+
+def test_system_counters_add_up():
+    from systolic.sim.system import SystemCounters
+
+    a = SystemCounters(macs=3, instructions=2, by_opcode={"HALT": 1}, rtl={"cycles": 10, "ctrl_busy": 10})
+    b = SystemCounters(macs=4, instructions=1, by_opcode={"HALT": 1, "LOAD": 2}, rtl={"cycles": 5})
+    a += b
+    assert (a.macs, a.instructions, a.cycles) == (7, 3, 15)
+    assert a.by_opcode == {"HALT": 2, "LOAD": 2} and a.rtl == {"cycles": 15, "ctrl_busy": 10}
+    assert a.executor_view()["macs"] == 7
+
+
+def test_error_reason_texts():
+    spec = MachineSpec.from_config(TINY["ws"], dram_bytes=64)
+    assert error_reason(3, 70, spec, 64) == "DRAM address 70 is past the end of memory (64 bytes)"
+    assert error_reason(6, 9, spec, 64) == "accumulator line 9 is past the end (8 lines)"
+    assert error_reason(99, 1, spec, 64) == "unknown error code 99 (argument 1)"
