@@ -271,3 +271,86 @@ def test_error_reason_texts():
     assert error_reason(3, 70, spec, 64) == "DRAM address 70 is past the end of memory (64 bytes)"
     assert error_reason(6, 9, spec, 64) == "accumulator line 9 is past the end (8 lines)"
     assert error_reason(99, 1, spec, 64) == "unknown error code 99 (argument 1)"
+
+
+def _random_program(rng, cfg, spec, dram):
+    """Mostly valid random instructions (unaligned DMA, offsets, zero fill, signed/unsigned, shifts, runtime
+    output types); LOADQ parameter blocks with biases of every size and shifts from -28 to 62."""
+    R, C, n = cfg.rows, cfg.cols, dram.size
+    qbase = n - 4 * 5 * C
+    for j in range(4):
+        b = rng.integers(-2**31, 2**31, C).astype("<i4")
+        b[::2] = rng.integers(-300, 300, (C + 1) // 2)
+        s = rng.integers(-28, 63, C).astype(np.int8)
+        s[::2] = rng.integers(-3, 12, (C + 1) // 2)
+        dram[qbase + 5 * C * j:qbase + 5 * C * (j + 1)] = np.frombuffer(b.tobytes() + s.tobytes(), np.uint8)
+    prog = []
+    for _ in range(int(rng.integers(8, 16))):
+        op = rng.choice(["LOAD", "LOAD", "LOADQ", "MATMUL", "MATMUL", "STORE"])
+        if op == "LOAD":
+            tgt = int(rng.integers(0, 2))
+            width, cap = (C, spec.w_lines) if tgt else (R, spec.a_lines)
+            lines = int(rng.integers(0, 5))
+            elems = int(rng.integers(0, width + 1))
+            stride = int(rng.integers(0, 9))
+            prog.append(Instr(Opcode.LOAD, dict(
+                target=tgt, zero=int(rng.integers(0, 2)), unsigned=int(rng.integers(0, 2)), lines=lines,
+                spad=int(rng.integers(0, cap - lines + 1)), elems=elems,
+                offset=int(rng.integers(0, width - elems + 1)),
+                dram=int(rng.integers(0, qbase - 4 * stride - elems)), stride=stride)))
+        elif op == "LOADQ":
+            prog.append(Instr(Opcode.LOADQ, dict(dram=qbase + 5 * C * int(rng.integers(0, 4)))))
+        elif op == "MATMUL":
+            m = int(rng.integers(0, 2 * R + 2))
+            prog.append(Instr(Opcode.MATMUL, dict(
+                accumulate=int(rng.integers(0, 2)), shift=int(rng.choice([0, 0, 1, 3, 9, 20])), m=m,
+                a=int(rng.integers(0, spec.a_lines - m + 1)), w=int(rng.integers(0, spec.w_lines - R + 1)),
+                acc=int(rng.integers(0, spec.acc_lines - m + 1)))))
+        else:
+            lines = int(rng.integers(0, 4))
+            elems = int(rng.integers(0, C + 1))
+            stride = int(rng.integers(0, 7))
+            prog.append(Instr(Opcode.STORE, dict(
+                relu=int(rng.integers(0, 2)), unsigned=int(rng.integers(0, 2)), lines=lines,
+                acc=int(rng.integers(0, spec.acc_lines - lines + 1)), elems=elems, bits=int(rng.integers(1, 9)),
+                dram=int(rng.integers(0, qbase - 3 * stride - elems)), stride=stride)))
+    return prog + [Instr(Opcode.HALT)]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_random_programs_match_executor(dataflow):
+    """Random programs: same DRAM, counters and errors as the executor; cycles as the formulas."""
+    cfg = TINY[dataflow].replace(rounding="half_up" if dataflow == "os" else "half_even")
+    spec = MachineSpec.from_config(cfg, dram_bytes=192)
+    rng = np.random.default_rng(7 if dataflow == "ws" else 8)
+    mem = MemoryModel(latency=1, bytes_per_cycle=2)
+    errors = completed = 0
+    for trial in range(8):
+        dram = rng.integers(0, 256, spec.dram_bytes).astype(np.uint8)
+        prog = _random_program(rng, cfg, spec, dram)
+        if trial >= 6:
+            # An accumulator line past the end in the middle of the program.
+            j = len(prog) // 2
+            prog[j] = Instr(Opcode.MATMUL, dict(m=2, acc=spec.acc_lines - 1))
+        ref = dram.copy()
+        try:
+            want = Executor(spec, ref).run(prog)
+            want_err = None
+        except ProgramError as exc:
+            want, want_err = None, exc
+        got = run_program_amaranth(cfg, dram, prog, mem)
+        if want_err is not None:
+            errors += 1
+            assert got["error"] and got["err_index"] == want_err.index
+            reason = error_reason(got["error"], got["err_arg"], spec, spec.dram_bytes, prog[got["err_index"]])
+            assert f"instruction {want_err.index} ({want_err.instr.op.name}): {reason}" == str(want_err)
+            continue
+        completed += 1
+        assert got["done"] and got["error"] == 0
+        assert np.array_equal(dram, ref)
+        c = got["counters"]
+        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
+        _, pa = place_program(dram, b"")
+        pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
+        assert {k: c[k] for k in pred} == pred
+    assert completed >= 3 and errors >= 2
