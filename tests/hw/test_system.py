@@ -307,12 +307,14 @@ def _random_program(rng, cfg, spec, dram):
                 a=int(rng.integers(0, spec.a_lines - m + 1)), w=int(rng.integers(0, spec.w_lines - R + 1)),
                 acc=int(rng.integers(0, spec.acc_lines - m + 1)))))
         else:
+            # bits >= 2: the executor's QType refuses a 1-bit signed output (a ValueError, not a
+            # ProgramError); the hardware saturates bits=1 to [-1, 0] / [0, 1].
             lines = int(rng.integers(0, 4))
             elems = int(rng.integers(0, C + 1))
             stride = int(rng.integers(0, 7))
             prog.append(Instr(Opcode.STORE, dict(
                 relu=int(rng.integers(0, 2)), unsigned=int(rng.integers(0, 2)), lines=lines,
-                acc=int(rng.integers(0, spec.acc_lines - lines + 1)), elems=elems, bits=int(rng.integers(1, 9)),
+                acc=int(rng.integers(0, spec.acc_lines - lines + 1)), elems=elems, bits=int(rng.integers(2, 9)),
                 dram=int(rng.integers(0, qbase - 3 * stride - elems)), stride=stride)))
     return prog + [Instr(Opcode.HALT)]
 
