@@ -8,7 +8,11 @@
   loops over the steps itself, host layers on the golden model in between.
 
 Both take a :class:`~systolic.sim.memory.MemoryModel` (latency, bytes per
-cycle, random stalls with a seed). A program the hardware refuses raises
+cycle, random stalls with a seed) and a *backend*: ``"direct"`` (the
+default, or ``$SYSTOLIC_SIM_BACKEND``): the Verilated model driven from C++
+through :mod:`systolic.sim.direct`, about 25x faster; ``"cocotb"``: the
+cocotb testbench. Both serve memory with the same cycle timing and return
+the same results (docs/simulation.md). A program the hardware refuses raises
 :class:`RTLProgramError` (a :class:`~systolic.compiler.executor.ProgramError`)
 whose message names the instruction and the reason in the executor's words.
 Builds are cached like :func:`systolic.sim.rtl.build_rtl` (one folder per
@@ -231,6 +235,16 @@ def _raise_for(res: dict, blob: bytes, spec: MachineSpec, dram_bytes: int, layer
     raise RTLProgramError(idx, instr, reason, code, layer)
 
 
+BACKENDS = ("direct", "cocotb")
+
+
+def _backend(backend):
+    backend = backend or os.environ.get("SYSTOLIC_SIM_BACKEND") or "direct"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return backend
+
+
 def _check_memory(memory):
     if not isinstance(memory, MemoryModel):
         raise TypeError(f"memory must be a MemoryModel, not {memory!r}")
@@ -238,7 +252,7 @@ def _check_memory(memory):
 
 # ---------------------------------------------------------------------------------- public API
 def run_program_rtl(config, dram: np.ndarray, program, memory: MemoryModel = MemoryModel(),
-                    cache_dir=None) -> SystemCounters:
+                    cache_dir=None, backend=None) -> SystemCounters:
     """Execute *program* (list of Instr, or encoded bytes) on the RTL; *dram* is updated in place.
 
     The program is placed after the data window ``[0, dram.size)``; LOAD /
@@ -255,6 +269,12 @@ def run_program_rtl(config, dram: np.ndarray, program, memory: MemoryModel = Mem
     if len(blob) % INSTR_BYTES:
         raise ValueError(f"a program is a whole number of {INSTR_BYTES}-byte instructions, not {len(blob)} bytes")
     spec = MachineSpec.from_config(config, dram_bytes=max(1, dram.size))
+    if _backend(backend) == "direct":
+        from .direct import run_program_direct
+
+        res = run_program_direct(config, dram, blob, memory, cache_dir)
+        _raise_for(res, blob, spec, dram.size)
+        return _counters(res["counters"], blob)
     job = {"mode": "program", "config": config.to_dict(), "memory": memory.to_dict(),
            "input": "in.npz", "output": "out.npz", "result": "result.json"}
     job, run_dir, launch = _run_job(config, job, cache_dir)
@@ -281,12 +301,14 @@ class NetworkRun:
         return sum(c.cycles for c in self.counters.values())
 
 
-def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cache_dir=None) -> NetworkRun:
+def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cache_dir=None,
+                    backend=None, progress=None) -> NetworkRun:
     """Run compiled network *cn* on input *x_int* with every accelerator program on the RTL.
 
     One simulator process runs the whole batch; host layers run on the golden
     model inside it. *cn* must have been compiled for ``MachineSpec.from_config(config, ...)``.
     Raises :class:`RTLProgramError` (naming the layer) if the hardware reports an error.
+    *progress* (direct backend only): called as ``progress(layer, cycles)`` after each program.
     """
     from ..compiler.lower import AccelStep
 
@@ -298,6 +320,20 @@ def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cach
     x = cn.net.check_input(x_int)
     if x.shape[0] != cn.batch:
         raise ValueError(f"this program was compiled for batch {cn.batch}, not {x.shape[0]}")
+    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    if _backend(backend) == "direct":
+        from .direct import build_direct, run_network_direct
+
+        build_direct(config, cache_dir)
+        t0 = time.perf_counter()
+        res, outs = run_network_direct(cn, x, config, memory, cache_dir, progress)
+        seconds = time.perf_counter() - t0
+        if res["failure"] is not None:
+            layer = res["failure"]
+            _raise_for(res["layers"][layer], blobs[layer], spec, cn.spec.dram_bytes, layer)
+            raise SimulationError(f"layer {layer!r}: the accelerator stopped without HALT or error")
+        counters = OrderedDict((k, _counters(v["counters"], blobs[k])) for k, v in res["layers"].items())
+        return NetworkRun(outs, counters, seconds, {k: v["seconds"] for k, v in res["layers"].items()})
     job = {"mode": "network", "config": config.to_dict(), "memory": memory.to_dict(), "batch": cn.batch,
            "dram_bytes": cn.spec.dram_bytes, "net": "net.npz", "input": "x.npz", "output": "out.npz",
            "result": "result.json"}
@@ -307,7 +343,6 @@ def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cach
     t0 = time.perf_counter()
     res = launch()
     seconds = time.perf_counter() - t0
-    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
     if res["failure"] is not None:
         layer = res["failure"]
         shutil.rmtree(run_dir, ignore_errors=True)

