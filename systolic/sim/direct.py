@@ -49,6 +49,9 @@ __all__ = ["DirectSim", "build_direct", "direct_flags", "run_program_direct", "r
 _MARKER = "systolic_direct.json"
 R_DONE, R_HANG, R_MEMERR, R_NEED_DELAYS, R_RUNNING = range(5)
 _DELAY_CHUNK = 1 << 16
+#: Cycles a program may run before its exact hang bound (:func:`cycle_limit`) is computed;
+#: below every such bound (they are at least 100,000).
+_FIRST_LIMIT = 100_000
 
 
 def direct_flags() -> list[str]:
@@ -137,6 +140,7 @@ def _lib(path: Path):
             "sd_error": ([vp], ctypes.c_char_p), "sd_eval": ([vp], None), "sd_poke": ([vp, i32, vp], None),
             "sd_peek": ([vp, i32, vp], None), "sd_step": ([vp, u64], i32),
             "sd_start": ([vp, u32, u32, u32, u64], None), "sd_run": ([vp, u64], i32),
+            "sd_set_limit": ([vp, u64], None), "sd_waited": ([vp], u64),
         }
         for name, (args, res) in sig.items():
             f = getattr(lib, name)
@@ -145,15 +149,16 @@ def _lib(path: Path):
     return lib
 
 
-def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
+def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel, program=None) -> int:
     """A bound no correct run reaches (the cocotb testbench's): 4x the cycle formulas, scaled for stalls."""
     from ..compiler.isa import IsaError, decode_program
     from ..hw.timing import program_cycles
 
-    try:
-        program = decode_program(blob)
-    except IsaError:
-        return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)
+    if program is None:
+        try:
+            program = decode_program(blob)
+        except IsaError:
+            return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)
     base = program_cycles(cfg, program, prog_addr, model.base_delay(cfg.bus_bytes), model.latency)["cycles"]
     return int(4 * base / (1 - model.stall)) + 100_000
 
@@ -245,22 +250,32 @@ class DirectSim:
             raise SimulationError(self._lib.sd_error(self._h).decode())
 
     # ----------------------------------------------------------------- programs
-    def run_blob(self, blob: bytes, prog_addr: int, data_bytes: int, limit: int | None = None) -> dict:
+    def run_blob(self, blob: bytes, prog_addr: int, data_bytes: int, limit: int | None = None,
+                 program=None) -> dict:
         """Write *blob* at *prog_addr* of the image, start it, run until ``busy`` falls.
 
         Returns the cocotb testbench's result dict: ``counters``, ``error``,
-        ``err_index``, ``err_arg``, ``done``; or ``{"hang": True}``.
+        ``err_index``, ``err_arg``, ``done``; or ``{"hang": True}`` after
+        *limit* cycles (default: :func:`cycle_limit`, the cocotb testbench's
+        bound; it is computed only once a run passes a cheap first bound,
+        since the cycle formulas cost more Python time than most runs).
+        *program*: the decoded instructions of *blob*, if at hand.
         """
         self.mem[prog_addr:prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-        if limit is None:
-            limit = cycle_limit(self.config, blob, prog_addr, self.memory)
+        exact = limit is not None
         lib, h = self._lib, self._h
-        lib.sd_start(h, prog_addr, len(blob) // INSTR_BYTES, data_bytes, limit)
+        lib.sd_start(h, prog_addr, len(blob) // INSTR_BYTES, data_bytes, limit if exact else _FIRST_LIMIT)
         while True:
             r = lib.sd_run(h, 1 << 62)
             if r == R_NEED_DELAYS:
                 self._refill()
                 continue
+            if r == R_HANG and not exact:
+                exact = True
+                limit = cycle_limit(self.config, blob, prog_addr, self.memory, program)
+                if limit > lib.sd_waited(h):
+                    lib.sd_set_limit(h, limit)
+                    continue
             break
         if r == R_MEMERR:
             raise SimulationError(lib.sd_error(h).decode())
@@ -285,7 +300,7 @@ def run_program_direct(config, dram: np.ndarray, blob: bytes, memory: MemoryMode
     return res
 
 
-def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progress=None):
+def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progress=None, blobs=None):
     """The ``network`` job of the cocotb testbench; returns (result dict, outputs OrderedDict).
 
     *progress*: optional callable ``(layer, cycles)`` after each accelerator program.
@@ -294,7 +309,8 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
     from ..compiler.run import read_region, write_region
 
     net = cn.net
-    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    if blobs is None:
+        blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
     prog_addr = program_address(cn.image.size)
     image = np.zeros(prog_addr + max([len(b) for b in blobs.values()] + [16]), dtype=np.uint8)
     image[:cn.image.size] = cn.image
@@ -308,7 +324,7 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
         for step in cn.steps:
             if isinstance(step, AccelStep):
                 t0 = time.perf_counter()
-                res = sim.run_blob(blobs[step.layer], prog_addr, cn.image.size)
+                res = sim.run_blob(blobs[step.layer], prog_addr, cn.image.size, program=step.program)
                 res["seconds"] = time.perf_counter() - t0
                 res["instructions_in_program"] = len(step.program)
                 layers[step.layer] = res

@@ -162,7 +162,7 @@ static int prog_run(Sim* s, uint64_t max_cycles) {
         if (!sim_cycle(s)) return R_MEMERR;
         s->waited++;
         if (!t->busy) { s->phase = 0; return R_DONE; }
-        if (s->waited >= s->limit) { s->phase = 0; return R_HANG; }
+        if (s->waited >= s->limit) return R_HANG;   // the caller may raise the limit and go on
     }
     return R_RUNNING;
 }
@@ -221,5 +221,7 @@ void sd_start(void* p, uint32_t prog_addr, uint32_t prog_len, uint32_t dram_byte
     prog_start((Sim*)p, prog_addr, prog_len, dram_bytes, limit);
 }
 int sd_run(void* p, uint64_t max_cycles) { return prog_run((Sim*)p, max_cycles); }
+void sd_set_limit(void* p, uint64_t limit) { ((Sim*)p)->limit = limit; }
+uint64_t sd_waited(void* p) { return ((Sim*)p)->waited; }
 }
 """

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compiler.executor import Counters, ProgramError
-from ..compiler.isa import INSTR_BYTES, decode, encode_program
+from ..compiler.isa import INSTR_BYTES, Opcode, decode, encode_program
 from ..compiler.machine import MachineSpec
 from ..hw.config import AcceleratorConfig, load_config
 from ..hw.sysmap import ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
@@ -96,12 +96,14 @@ class SystemCounters(Counters):
 
 def _counters(rtl: dict, blob: bytes) -> SystemCounters:
     c = SystemCounters(**{k: rtl[k] for k in EXECUTOR_COUNTERS}, rtl=dict(rtl))
-    for j in range(min(rtl["instructions"], len(blob) // INSTR_BYTES)):
-        try:
-            name = decode(int.from_bytes(blob[j * INSTR_BYTES:(j + 1) * INSTR_BYTES], "little")).op.name
-        except ValueError:
-            continue
-        c.by_opcode[name] = c.by_opcode.get(name, 0) + 1
+    # The opcode is the low 4 bits of an instruction's first byte (isa.decode);
+    # counted with NumPy, in order of first appearance, unknown opcodes skipped.
+    n = min(rtl["instructions"], len(blob) // INSTR_BYTES)
+    ops = np.frombuffer(blob, dtype=np.uint8)[:n * INSTR_BYTES:INSTR_BYTES] & 0xF
+    values, first, counts = np.unique(ops, return_index=True, return_counts=True)
+    for i in np.argsort(first, kind="stable"):
+        if int(values[i]) in Opcode._value2member_map_:
+            c.by_opcode[Opcode(int(values[i])).name] = int(counts[i])
     return c
 
 
@@ -326,7 +328,7 @@ def run_network_rtl(cn, x_int, config, memory: MemoryModel = MemoryModel(), cach
 
         build_direct(config, cache_dir)
         t0 = time.perf_counter()
-        res, outs = run_network_direct(cn, x, config, memory, cache_dir, progress)
+        res, outs = run_network_direct(cn, x, config, memory, cache_dir, progress, blobs)
         seconds = time.perf_counter() - t0
         if res["failure"] is not None:
             layer = res["failure"]
