@@ -70,8 +70,8 @@ def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chu
 
     from ..compiler import MachineSpec, compile_network, run_compiled
     from ..compiler.executor import Executor
-    from ..hw.timing import program_cycles
-    from ..sim.memory import MemoryModel, program_address
+    from ..sim.memory import MemoryModel
+    from .cycles import predict_network
 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
@@ -81,8 +81,6 @@ def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chu
     x = net.check_input(x_int)
     n = x.shape[0]
     spec = MachineSpec.from_config(config, dram_bytes=dram_bytes)
-    d, lat = memory.base_delay(config.bus_bytes), memory.latency
-    prog_addr = program_address(spec.dram_bytes)
     t0 = time.perf_counter()
     outs, counters, cycles, first = {}, {}, {}, None
     sim_s = 0.0
@@ -91,8 +89,7 @@ def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chu
     for lo, hi in tqdm(chunks, desc=desc, unit="chunk", disable=not progress):
         cn = compile_network(net, spec, batch=hi - lo)
         first = first or cn
-        predicted = {s.layer: program_cycles(config, s.program, prog_addr, d, lat)
-                     for s in cn.steps if hasattr(s, "program")}
+        predicted = {k: p.counters for k, p in predict_network(cn, config, memory).items()}
         if source == "rtl":
             from ..sim.system import run_network_rtl
 
