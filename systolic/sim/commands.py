@@ -37,11 +37,11 @@ class _Progress:
         if not self.enabled:
             return
         el = self.clock() - self.t0
-        eta = el / done * (self.total - done) if done else float("nan")
+        eta = f"{el / done * (self.total - done):5.1f} s" if done else "    ? s"
         fill = int(self.width * done / self.total) if self.total else self.width
         end = "\n" if done >= self.total else ""
         self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done}/{self.total} images  "
-                          f"{el:6.1f} s  ETA {eta:5.1f} s {extra}{end}")
+                          f"{el:6.1f} s  ETA {eta} {extra}{end}")
         self.stream.flush()
 
 
