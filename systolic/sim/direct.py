@@ -59,6 +59,11 @@ def direct_flags() -> list[str]:
     return [*lint_flags(), "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
 
 
+#: The model goes into a shared library: position-independent, but bound locally (no
+#: interposition, hidden symbols) so its calls need no PLT / GOT indirection.
+_PIC_FLAGS = "-fPIC -fno-semantic-interposition -fvisibility=hidden"
+
+
 def _cxx_opt() -> str:
     return os.environ.get("SYSTOLIC_DIRECT_CXX_OPT", "-O2")
 
@@ -72,8 +77,8 @@ def _versions() -> str:
 def _key(config) -> str:
     from .system import _fingerprint
 
-    return hashlib.sha256("\n".join([_fingerprint(config), *direct_flags(), _cxx_opt(), _versions(), CORE_H,
-                                     SHIM_CPP]).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join([_fingerprint(config), *direct_flags(), _cxx_opt(), _PIC_FLAGS, _versions(),
+                                     CORE_H, SHIM_CPP]).encode()).hexdigest()[:16]
 
 
 def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
@@ -105,7 +110,7 @@ def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
         jobs = str(min(2, os.cpu_count() or 1))
         cmd = [str(vroot / "bin" / "verilator"), "--cc", "--build", "-j", jobs, *direct_flags(),
                "--top-module", top, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
-               "-CFLAGS", f"-fPIC {opt}", str(vpath)]
+               "-CFLAGS", f"{_PIC_FLAGS} {opt}", str(vpath)]
         _check(subprocess.run(cmd, env=env, capture_output=True, text=True), build_dir, "verilator")
         obj = build_dir / "obj"
         counters_bits = COUNTER_BITS * len(COUNTERS)
