@@ -113,6 +113,17 @@ def test_shipped_model_32_images(cfg, model):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["digits-mlp", "digits-cnn", "digits-resnet"])
+def test_shipped_model_on_cocotb(model):
+    """The cocotb + Verilator testbench (not only the direct driver) runs every shipped model bit-exactly."""
+    cfg = CONFIGS[1]
+    net, x = _digits(model)
+    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=MODEL_DRAM_BYTES), batch=32)
+    memory = MemoryModel(latency=2, stall=0.1, seed=5)
+    check_run(cn, x, cfg, memory, run=run_network_rtl(cn, x, cfg, memory, backend="cocotb"))
+
+
+@pytest.mark.slow
 def test_shipped_model_with_random_stalls():
     cfg = CONFIGS[0]
     net, x = _digits("digits-cnn")
