@@ -15,13 +15,14 @@ from pathlib import Path
 
 DEFAULT_MODEL = "digits-cnn"
 DEFAULT_CONFIG = "default"
-DEFAULT_IMAGES = 64
+#: None: the whole digits test split (360 images).
+DEFAULT_IMAGES = None
 #: Images per simulator process: the progress bar advances once per chunk.
 CHUNK = 32
 
 
-def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: int = DEFAULT_IMAGES,
-             out: str | Path = "demo-report", progress: bool = True, memory=None) -> dict:
+def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: int | None = DEFAULT_IMAGES,
+             out: str | Path = "demo-report", progress: bool = True, memory=None, backend: str = "direct") -> dict:
     """Run the demo; return the JSON summary (also written to ``out/demo.json``)."""
     import numpy as np
     from tqdm import tqdm
@@ -32,9 +33,10 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     from .report.profile import profile_network
     from .report.report import build_report, write_report
     from .sim.memory import MemoryModel
+    from .sim.direct import build_direct
     from .sim.system import build_system, system_top_name, system_verilog
 
-    if not isinstance(images, int) or images < 1:
+    if images is not None and (not isinstance(images, int) or images < 1):
         raise ValueError(f"images must be a positive int, not {images!r}")
     t_start = time.perf_counter()
     cfg = load_config(config)
@@ -42,6 +44,7 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     net = resolve_model(model)
     net.check_accumulators(cfg.acc_bits)
     xf, labels = load_for_network(net, "test")
+    images = len(xf) if images is None else images
     if images > len(xf):
         raise ValueError(f"the digits test split has {len(xf)} images, not {images}")
     x = net.quantize_input(xf[:images])
@@ -52,11 +55,15 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     steps = tqdm(total=3, desc="prepare", unit="step", disable=not progress, leave=False)
     steps.set_postfix_str("Verilog")
     top = system_top_name(cfg)
-    (out / "verilog" / f"{top}.v").write_text(system_verilog(cfg))
+    verilog = system_verilog(cfg)
+    (out / "verilog" / f"{top}.v").write_text(verilog)
     steps.update()
     steps.set_postfix_str("Verilator build (cached after the first run)")
     t0 = time.perf_counter()
-    build_system(cfg)
+    if backend == "direct":
+        build_direct(cfg, verilog=verilog)
+    else:
+        build_system(cfg)
     build_s = time.perf_counter() - t0
     steps.update()
     steps.set_postfix_str("golden model")
@@ -64,7 +71,8 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     steps.update()
     steps.close()
 
-    prof = profile_network(net, cfg, x, source="rtl", memory=memory, chunk=CHUNK, progress=progress)
+    prof = profile_network(net, cfg, x, source="rtl", memory=memory, chunk=CHUNK, progress=progress,
+                           backend=backend)
     rtl_outs = prof.outputs
     mismatches = {k: int(np.count_nonzero(rtl_outs[k] != gold[k])) for k in gold}
     compared = int(sum(v.size for v in gold.values()))
@@ -73,7 +81,7 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     pred_gold = gold[out_name].reshape(images, -1).argmax(axis=1)
     total_cycles = prof.total_cycles
     result = {
-        "model": model, "config": cfg.name, "images": images,
+        "model": model, "config": cfg.name, "images": images, "backend": backend,
         "bit_exact": all(v == 0 for v in mismatches.values()),
         "mismatches": sum(mismatches.values()), "compared_elements": compared,
         "accuracy_rtl": float((pred_rtl == labels).mean()),
@@ -99,11 +107,12 @@ def _cmd(args) -> int:
     from .sim.memory import MemoryModel
 
     memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
-    r = run_demo(args.model, args.config, args.images, args.out, progress=not args.json, memory=memory)
+    r = run_demo(args.model, args.config, args.images, args.out, progress=not args.json, memory=memory,
+                 backend=args.backend)
     if args.json:
         print(json.dumps(r))
         return 0 if r["bit_exact"] else 1
-    print(f"{r['model']} on {r['config']}: {r['images']} digits test images on RTL")
+    print(f"{r['model']} on {r['config']}: {r['images']} digits test images on RTL ({r['backend']} Verilator driver)")
     print(f"  RTL == golden on every layer: {'yes' if r['bit_exact'] else 'NO'} "
           f"({r['mismatches']} mismatches in {r['compared_elements']} elements)")
     print(f"  accuracy: RTL {100 * r['accuracy_rtl']:.2f}%, golden {100 * r['accuracy_golden']:.2f}%")
@@ -125,7 +134,9 @@ def register(sub) -> None:
                                    "model, and write a report directory. Exit code 1 unless bit-exact.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name or .npz file (default: %(default)s)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="preset name or config JSON (default: %(default)s)")
-    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="test images (default: %(default)s)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="test images (default: all 360)")
+    p.add_argument("--backend", choices=("direct", "cocotb"), default="direct",
+                   help="RTL driver: the direct Verilator driver (fast) or the cocotb testbench (default: %(default)s)")
     p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles (default: %(default)s)")
     p.add_argument("--bytes-per-cycle", type=int, default=64, help="memory bandwidth (default: %(default)s)")
     p.add_argument("--out", default="demo-report", help="report directory (default: %(default)s)")

@@ -64,7 +64,7 @@ def _split(busy: dict, total: int) -> dict:
 
 
 def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chunk: int = 32,
-                    progress: bool = True, dram_bytes: int = 1 << 18) -> Profile:
+                    progress: bool = True, dram_bytes: int = 1 << 18, backend: str | None = None) -> Profile:
     """Run *net* on inputs *x_int* on accelerator *config*; see the module docstring."""
     from tqdm import tqdm
 
@@ -93,7 +93,7 @@ def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chu
         if source == "rtl":
             from ..sim.system import run_network_rtl
 
-            run = run_network_rtl(cn, x[lo:hi], config, memory)
+            run = run_network_rtl(cn, x[lo:hi], config, memory, backend=backend)
             sim_s += run.seconds
             chunk_outs, chunk_counters = run.outputs, run.counters
             busy = {k: c.rtl for k, c in chunk_counters.items()}
