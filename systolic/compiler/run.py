@@ -9,7 +9,7 @@ import numpy as np
 from .executor import Executor
 from .lower import AccelStep, CompiledNetwork, Region
 
-__all__ = ["run_compiled", "read_region", "write_region"]
+__all__ = ["run_compiled", "run_host_step", "read_outputs", "read_region", "write_region"]
 
 
 def write_region(dram: np.ndarray, r: Region, values: np.ndarray) -> None:
@@ -24,6 +24,22 @@ def read_region(dram: np.ndarray, r: Region) -> np.ndarray:
     if r.qtype is not None and r.qtype.signed:
         raw = np.where(raw >= 128, raw - 256, raw)
     return raw.reshape(r.shape)
+
+
+def run_host_step(cn: CompiledNetwork, dram: np.ndarray, layer_name: str) -> None:
+    """Run host layer *layer_name* on the golden model, reading and writing its tensors in *dram*."""
+    layer = cn.net.layer(layer_name)
+    ins = [read_region(dram, cn.regions[i]) for i in layer.inputs]
+    y = layer.forward(ins, cn.net.in_types(layer), cn.net.rounding)
+    # A flatten aliases its input's bytes: nothing to write.
+    if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
+        write_region(dram, cn.regions[layer.name], y)
+
+
+def read_outputs(cn: CompiledNetwork, dram: np.ndarray) -> "OrderedDict[str, np.ndarray]":
+    """Every tensor of the network (``input`` and each layer), as :meth:`QuantizedNetwork.run` returns them."""
+    return OrderedDict((name, read_region(dram, cn.regions[name]))
+                       for name in ["input"] + [l.name for l in cn.net.layers])
 
 
 def run_compiled(cn: CompiledNetwork, x_int, accel=None):
@@ -41,15 +57,9 @@ def run_compiled(cn: CompiledNetwork, x_int, accel=None):
     dram = cn.image.copy()
     write_region(dram, cn.regions["input"], x)
     counters = OrderedDict()
-    by_name = {l.name: l for l in cn.net.layers}
     for step in cn.steps:
         if isinstance(step, AccelStep):
             counters[step.layer] = accel(cn.spec, dram, step.program)
         else:
-            layer = by_name[step.layer]
-            ins = [read_region(dram, cn.regions[i]) for i in layer.inputs]
-            y = layer.forward(ins, cn.net.in_types(layer), cn.net.rounding)
-            if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
-                write_region(dram, cn.regions[layer.name], y)
-    outs = OrderedDict((name, read_region(dram, cn.regions[name])) for name in ["input"] + list(by_name))
-    return outs, counters
+            run_host_step(cn, dram, step.layer)
+    return read_outputs(cn, dram), counters

@@ -193,7 +193,7 @@ async def _network_job(dut, cfg, model, job):
 
     from systolic.compiler.lower import AccelStep, compile_network
     from systolic.compiler.machine import MachineSpec
-    from systolic.compiler.run import read_region, write_region
+    from systolic.compiler.run import read_outputs, run_host_step, write_region
     from systolic.golden import load
 
     net = load(job["net"])
@@ -209,7 +209,6 @@ async def _network_job(dut, cfg, model, job):
     server = MemoryServer(dut, image, cfg.bus_bytes, model)
     cocotb.start_soon(server.serve())
     host = Host(dut, cfg, image, cn.image.size, prog_addr, server)
-    by_name = {l.name: l for l in net.layers}
     layers = OrderedDict()
     failure = None
     for step in cn.steps:
@@ -223,14 +222,8 @@ async def _network_job(dut, cfg, model, job):
                 failure = step.layer
                 break
         else:
-            layer = by_name[step.layer]
-            ins = [read_region(data, cn.regions[i]) for i in layer.inputs]
-            y = layer.forward(ins, net.in_types(layer), net.rounding)
-            if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
-                write_region(data, cn.regions[layer.name], y)
-    outs = {}
-    if failure is None:
-        outs = {name: read_region(data, cn.regions[name]) for name in ["input"] + list(by_name)}
+            run_host_step(cn, data, step.layer)
+    outs = read_outputs(cn, data) if failure is None else {}
     np.savez(job["output"], **{f"t{i}": v for i, v in enumerate(outs.values())})
     with open(job["result"], "w") as f:
         json.dump({"layers": layers, "failure": failure, "names": list(outs)}, f)

@@ -311,7 +311,7 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
     *progress*: optional callable ``(layer, cycles)`` after each accelerator program.
     """
     from ..compiler.lower import AccelStep
-    from ..compiler.run import read_region, write_region
+    from ..compiler.run import read_outputs, run_host_step, write_region
 
     net = cn.net
     if blobs is None:
@@ -321,7 +321,6 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
     image[:cn.image.size] = cn.image
     data = image[:cn.image.size]   # a view: host layers and the RTL share the bytes
     write_region(data, cn.regions["input"], x)
-    by_name = {l.name: l for l in net.layers}
     layers = OrderedDict()
     failure = None
     with DirectSim(config, memory, cache_dir) as sim:
@@ -339,13 +338,6 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
                     failure = step.layer
                     break
             else:
-                layer = by_name[step.layer]
-                ins = [read_region(data, cn.regions[i]) for i in layer.inputs]
-                y = layer.forward(ins, net.in_types(layer), net.rounding)
-                if cn.regions[layer.name].addr != cn.regions[layer.inputs[0]].addr or len(layer.inputs) > 1:
-                    write_region(data, cn.regions[layer.name], y)
-    outs = OrderedDict()
-    if failure is None:
-        outs = OrderedDict((name, read_region(data, cn.regions[name]).astype(np.int64))
-                           for name in ["input"] + list(by_name))
+                run_host_step(cn, data, step.layer)
+    outs = read_outputs(cn, data) if failure is None else OrderedDict()
     return {"layers": layers, "failure": failure, "names": list(outs)}, outs
