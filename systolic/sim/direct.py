@@ -22,12 +22,9 @@ Why this driver and not pyverilator or cocotb: docs/simulation.md.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import itertools
-import json
 import os
-import shutil
 import subprocess
 import time
 from collections import OrderedDict
@@ -40,13 +37,12 @@ from ..hw.config import load_config
 from ..hw.sysmap import COUNTER_BITS, COUNTERS
 from .direct_cxx import CORE_H, SHIM_CPP
 from .memory import MemoryModel, program_address
-from .rtl import SimulationError, cache_root
+from .rtl import SimulationError, cache_root, cached_build
 from .verilator import lint_flags, tool_env, verilator_root
 
 __all__ = ["DirectSim", "build_direct", "direct_flags", "run_program_direct", "run_network_direct",
            "cycle_limit"]
 
-_MARKER = "systolic_direct.json"
 R_DONE, R_HANG, R_MEMERR, R_NEED_DELAYS, R_RUNNING = range(5)
 _DELAY_CHUNK = 1 << 16
 #: Cycles a program may run before its exact hang bound (:func:`cycle_limit`) is computed;
@@ -87,18 +83,9 @@ def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
 
     config = load_config(config)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     top = system_top_name(config)
-    build_dir = root / f"{top}-direct-{_key(config)}"
-    marker = build_dir / _MARKER
-    with open(root / f"{top}-direct.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return build_dir
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        build_dir.mkdir(parents=True)
-        t0 = time.perf_counter()
+
+    def build(build_dir: Path) -> dict:
         vpath = build_dir / f"{top}.v"
         vpath.write_text(verilog if verilog is not None else system_verilog(config))
         (build_dir / "direct_core.h").write_text(CORE_H)
@@ -121,8 +108,9 @@ def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
                 str(build_dir / "shim.cpp"), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
                 "-o", str(build_dir / "libdirect.so"), "-pthread", "-latomic"]
         _check(subprocess.run(link, env=env, capture_output=True, text=True), build_dir, "shim link")
-        marker.write_text(json.dumps({"verilog": str(vpath), "seconds": time.perf_counter() - t0}))
-        return build_dir
+        return {"verilog": str(vpath)}
+
+    return cached_build(root, f"{top}-direct", _key(config), build)[0]
 
 
 def _check(proc, build_dir, what):
@@ -313,7 +301,6 @@ def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progr
     from ..compiler.lower import AccelStep
     from ..compiler.run import read_outputs, run_host_step, write_region
 
-    net = cn.net
     if blobs is None:
         blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
     prog_addr = program_address(cn.image.size)

@@ -113,6 +113,31 @@ def _build_env(simulator: str) -> dict:
     return env
 
 
+def cached_build(root: Path, name: str, key: str, build) -> tuple[Path, dict, bool]:
+    """The build folder ``root/name-key``, made once by ``build(build_dir) -> info dict``.
+
+    A file lock makes parallel callers (xdist workers, two CLI runs) wait for
+    one build; a folder left by a build that died half way is rebuilt. The
+    marker file records *info* plus the build's ``seconds``. Returns
+    ``(build_dir, info, cached)``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    build_dir = root / f"{name}-{key}"
+    marker = build_dir / _MARKER
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return build_dir, json.loads(marker.read_text()), True
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        info = dict(build(build_dir))
+        info["seconds"] = time.perf_counter() - t0
+        marker.write_text(json.dumps(info))
+        return build_dir, info, False
+
+
 def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
     """Generate and build the RTL of *config* (cached); returns the :class:`RTLBuild`."""
     from cocotb_tools.runner import get_runner
@@ -122,24 +147,12 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
     config = load_config(config)
     _check_simulator(simulator)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     args = _build_args(simulator)
     key = hashlib.sha256("\n".join([_design_fingerprint(config, _CORE_SOURCES), simulator, *args, _cxx_opt(),
                                     _versions()]).encode()).hexdigest()[:16]
-    build_dir = root / f"{config.name}-{simulator}-{key}"
-    marker = build_dir / _MARKER
-    with open(root / f"{config.name}-{simulator}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            info = json.loads(marker.read_text())
-            return RTLBuild(config, simulator, build_dir, Path(info["verilog"]),
-                            info["seconds"], cached=True)
-        if build_dir.exists():
-            shutil.rmtree(build_dir)  # a build that died half way
-        build_dir.mkdir(parents=True)
+    def build(build_dir: Path) -> dict:
         verilog = build_dir / f"{config.name}.v"
         verilog.write_text(verilog_text(config))
-        t0 = time.perf_counter()
         log = build_dir / "build.log"
         with patched_environ(_build_env(simulator)):
             runner = get_runner(simulator)
@@ -149,9 +162,10 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
             except (RuntimeError, SystemExit, OSError) as exc:
                 tail = log.read_text()[-4000:] if log.exists() else ""
                 raise SimulationError(f"{simulator} build of {config.name} failed: {exc}\n{tail}") from None
-        seconds = time.perf_counter() - t0
-        marker.write_text(json.dumps({"verilog": str(verilog), "seconds": seconds}))
-        return RTLBuild(config, simulator, build_dir, verilog, seconds, cached=False)
+        return {"verilog": str(verilog)}
+
+    build_dir, info, cached = cached_build(root, f"{config.name}-{simulator}", key, build)
+    return RTLBuild(config, simulator, build_dir, Path(info["verilog"]), info["seconds"], cached=cached)
 
 
 def run_gemm_batch(config, cases, simulator: str = "verilator", *, seed: int = 0,

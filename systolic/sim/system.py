@@ -21,7 +21,6 @@ config and design hash, file-locked).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -40,14 +39,13 @@ from ..compiler.machine import MachineSpec
 from ..hw.config import AcceleratorConfig, load_config
 from ..hw.sysmap import ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
 from .memory import MemoryModel
-from .rtl import SimulationError, _versions, cache_root
+from .rtl import SimulationError, _versions, cache_root, cached_build
 from .verilator import lint_flags, patched_environ, tool_env
 
 __all__ = ["run_program_rtl", "run_network_rtl", "build_system", "SystemCounters", "RTLProgramError",
            "NetworkRun", "system_verilog", "system_top_name"]
 
 _TB_MODULE = "systolic.sim.cocotb_system"
-_MARKER = "systolic_build.json"
 
 
 class RTLProgramError(ProgramError):
@@ -154,22 +152,13 @@ def build_system(config, cache_dir=None) -> Path:
 
     config = load_config(config)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    root.mkdir(parents=True, exist_ok=True)
     top = system_top_name(config)
     args = lint_flags()
     key = hashlib.sha256("\n".join([_fingerprint(config), *args, _cxx_opt(), _versions()]).encode()).hexdigest()[:16]
-    build_dir = root / f"{top}-{key}"
-    marker = build_dir / _MARKER
-    with open(root / f"{top}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return build_dir
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        build_dir.mkdir(parents=True)
+
+    def build(build_dir: Path) -> dict:
         verilog = build_dir / f"{top}.v"
         verilog.write_text(system_verilog(config))
-        t0 = time.perf_counter()
         log = build_dir / "build.log"
         with patched_environ(_build_env()):
             try:
@@ -178,8 +167,9 @@ def build_system(config, cache_dir=None) -> Path:
             except (RuntimeError, SystemExit, OSError) as exc:
                 tail = log.read_text()[-4000:] if log.exists() else ""
                 raise SimulationError(f"verilator build of {top} failed: {exc}\n{tail}") from None
-        marker.write_text(json.dumps({"verilog": str(verilog), "seconds": time.perf_counter() - t0}))
-        return build_dir
+        return {"verilog": str(verilog)}
+
+    return cached_build(root, top, key, build)[0]
 
 
 def _run_job(config, job: dict, cache_dir=None):
