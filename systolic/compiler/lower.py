@@ -13,7 +13,7 @@ tile's K chunks fit scratchpad A and its rows fit the accumulator buffer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layers import LAYER_KINDS, Conv2D, Dense, Layer, AvgPool2D
-from .ops import AccumulatorOverflowError, check_acc_range
+from .layers import LAYER_KINDS, Conv2D, Dense, Layer
+from .ops import check_acc_range
 from .qtypes import QType, check_rounding
 from .primitives import quantize
 

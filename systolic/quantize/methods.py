@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from . import check_bits, check_method, check_model
 from .calibrate import calibrate
 from .convert import to_golden
-from .data import INPUT_FRAC_BITS, load_split
+from .data import INPUT_FRAC_BITS
 from .graph import fold_batchnorm
 from .quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer, MultipointWeightQuantizer,
                          SQWeightQuantizer, TQTQuantizer, multipoint_points)

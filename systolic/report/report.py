@@ -102,7 +102,7 @@ def _fmt(v, digits=1):
 
 def _markdown(rep: dict) -> str:
     cfg = rep.get("config") or {}
-    lines = [f"# systolic report", ""]
+    lines = ["# systolic report", ""]
     if cfg:
         lines += [f"Accelerator: {cfg.get('rows')}x{cfg.get('cols')} {cfg.get('dataflow', '').upper()}, "
                   f"int{cfg.get('in_bits')} x int{cfg.get('w_bits')} -> int{cfg.get('acc_bits')} accumulators, "

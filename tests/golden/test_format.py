@@ -1,8 +1,6 @@
 """Model file format: round trip, and clear errors on bad files."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
