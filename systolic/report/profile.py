@@ -58,9 +58,16 @@ class Profile:
 
 
 def _split(busy: dict, total: int) -> dict:
-    compute = busy.get("matmul_busy", 0) - busy.get("matmul_stall", 0)
+    """Cycles split into compute, memory stall and other (= DMA transfer + control/fetch)."""
+    def active(unit):
+        return busy.get(f"{unit}_busy", 0) - busy.get(f"{unit}_stall", 0)
+
+    compute = active("matmul")
     stall = sum(v for k, v in busy.items() if k.endswith("_stall"))
-    return {"total": total, "compute": compute, "stall": stall, "other": total - compute - stall}
+    dma = active("load") + active("loadq") + active("store")
+    control = active("ctrl")
+    return {"total": total, "compute": compute, "stall": stall, "other": total - compute - stall,
+            "dma": dma, "control": control}
 
 
 def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chunk: int = 32,

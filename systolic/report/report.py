@@ -159,9 +159,12 @@ def _plots(rep: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(acc)), 3.6))
     bottom = [0] * len(acc)
-    for part, colour in (("compute", "#4c72b0"), ("stall", "#dd8452"), ("other", "#8c8c8c")):
+    for part, label, colour in (("compute", "compute (array)", "#4c72b0"),
+                                ("stall", "memory stall", "#dd8452"),
+                                ("dma", "other: DMA transfer", "#55a868"),
+                                ("control", "other: fetch/decode", "#8c8c8c")):
         vals = [(l.get("cycles") or {}).get(part, 0) for l in acc]
-        ax.bar(x, vals, bottom=bottom, label=part, color=colour)
+        ax.bar(x, vals, bottom=bottom, label=label, color=colour)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_ylabel("cycles")
