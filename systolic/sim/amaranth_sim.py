@@ -12,6 +12,18 @@ from .driver import GemmStats, PassDriver, gemm_schedule
 __all__ = ["run_gemm_amaranth"]
 
 
+def apply_drive(ctx, dut, d: dict, ws: bool) -> None:
+    """Put one cycle of :meth:`PassDriver.drive` outputs on *dut*'s streams (amaranth.sim testbench)."""
+    ctx.set(dut.i.valid, d["i_valid"])
+    if d["i_payload"] is not None:
+        ctx.set(dut.i.payload.as_value(), d["i_payload"])
+    if ws:
+        ctx.set(dut.w.valid, d["w_valid"])
+        if d["w_payload"] is not None:
+            ctx.set(dut.w.payload.as_value(), d["w_payload"])
+    ctx.set(dut.o.ready, d["o_ready"])
+
+
 def run_gemm_amaranth(config: AcceleratorConfig, a, w, bias=None, shift=0, relu=False, *,
                       seed: int = 0, idle: float = 0.0, stall: float = 0.0,
                       stats: GemmStats | None = None) -> np.ndarray:
@@ -40,15 +52,7 @@ def run_gemm_amaranth(config: AcceleratorConfig, a, w, bias=None, shift=0, relu=
                 ctx.set(dut.relu, int(p.relu))
                 drv = PassDriver(p, rng, idle, stall)
                 while not drv.done:
-                    d = drv.drive()
-                    ctx.set(dut.i.valid, d["i_valid"])
-                    if d["i_payload"] is not None:
-                        ctx.set(dut.i.payload.as_value(), d["i_payload"])
-                    if ws:
-                        ctx.set(dut.w.valid, d["w_valid"])
-                        if d["w_payload"] is not None:
-                            ctx.set(dut.w.payload.as_value(), d["w_payload"])
-                    ctx.set(dut.o.ready, d["o_ready"])
+                    apply_drive(ctx, dut, drv.drive(), ws)
                     drv.observe(ctx.get(dut.i.ready), ctx.get(dut.w.ready) if ws else 0,
                                 ctx.get(dut.o.valid), ctx.get(dut.o.payload.as_value()))
                     await ctx.tick()

@@ -12,6 +12,7 @@ from systolic.hw.array import SystolicArray
 from systolic.hw.config import AcceleratorConfig
 from systolic.hw.core import GemmCore
 from systolic.hw.ports import pack, unpack
+from systolic.sim.amaranth_sim import apply_drive
 from systolic.sim.amaranth_sim import run_gemm_amaranth
 from systolic.sim.driver import GemmStats, Pass, PassDriver, golden_gemm
 
@@ -25,15 +26,7 @@ def _drive(dut, cfg, p, *, idle=0.0, stall=0.0, seed=0):
     async def bench(ctx):
         first = None
         while not drv.done:
-            d = drv.drive()
-            ctx.set(dut.i.valid, d["i_valid"])
-            if d["i_payload"] is not None:
-                ctx.set(dut.i.payload.as_value(), d["i_payload"])
-            if ws:
-                ctx.set(dut.w.valid, d["w_valid"])
-                if d["w_payload"] is not None:
-                    ctx.set(dut.w.payload.as_value(), d["w_payload"])
-            ctx.set(dut.o.ready, d["o_ready"])
+            apply_drive(ctx, dut, drv.drive(), ws)
             o_valid = ctx.get(dut.o.valid)
             if o_valid and first is None:
                 first = drv.cycles
