@@ -53,7 +53,8 @@ class Counters:
     by_opcode: dict = field(default_factory=dict)
 
     def __iadd__(self, other: "Counters") -> "Counters":
-        for name in self.__dataclass_fields__:
+        # Only this class's event fields: subclasses add their own (e.g. the RTL-only counters).
+        for name in Counters.__dataclass_fields__:
             if name == "by_opcode":
                 for k, v in other.by_opcode.items():
                     self.by_opcode[k] = self.by_opcode.get(k, 0) + v

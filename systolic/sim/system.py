@@ -78,12 +78,7 @@ class SystemCounters(Counters):
         return self.rtl.get("cycles", 0)
 
     def __iadd__(self, other):
-        for name in Counters.__dataclass_fields__:
-            if name == "by_opcode":
-                for k, v in other.by_opcode.items():
-                    self.by_opcode[k] = self.by_opcode.get(k, 0) + v
-            else:
-                setattr(self, name, getattr(self, name) + getattr(other, name))
+        super().__iadd__(other)
         for k, v in getattr(other, "rtl", {}).items():
             self.rtl[k] = self.rtl.get(k, 0) + v
         return self
