@@ -9,9 +9,10 @@ model in between, all in one simulator process. Arrays travel as ``.npz``
 files (read with ``allow_pickle=False``), counters as JSON.
 
 Speed (TOOLCHAIN.md point 8): the clock is a GPI clock and Python wakes only
-when the accelerator has a memory request pending: the memory model sleeps
-on ``RisingEdge(req_valid)`` and then moves by whole-cycle ``Timer`` steps
-at mid-cycle (the falling clock edge), where it writes ``req_ready`` /
+when the accelerator has a memory request pending or a read answer is due:
+the memory model sleeps on ``RisingEdge(req_valid)`` (and on an event while
+no answer is queued) and then moves by whole-cycle ``Timer`` steps at
+mid-cycle (the falling clock edge), where it writes ``req_ready`` /
 ``resp_*`` and reads the request, so no write races a rising edge.
 """
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.handle import Immediate
-from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import Event, FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
 from systolic.compiler.isa import INSTR_BYTES, encode_program
 from systolic.hw.config import AcceleratorConfig
@@ -36,23 +38,25 @@ PERIOD = 10  # ns
 
 
 class MemoryServer:
-    """The memory model behind the port (timing: :class:`systolic.sim.memory.MemoryModel`)."""
+    """The memory model behind the port (timing: :class:`systolic.sim.memory.MemoryModel`).
+
+    Two coroutines: :meth:`serve` accepts requests one at a time and serves
+    them on the image; an accepted read goes into a queue of answers, which
+    :meth:`answer` (started by :meth:`serve`) puts on ``resp_*`` ``latency``
+    cycles after the accepting cycle, so requests go on while reads wait.
+    """
 
     def __init__(self, dut, image: np.ndarray, bus_bytes: int, model: MemoryModel):
         self.dut, self.image, self.bb, self.model = dut, image, bus_bytes, model
         self.delays = model.delays(bus_bytes)
         self.error = None
+        self.pending = deque()   # (cycle due, data) of accepted reads, in order
+        self.new_read = Event()
 
-    async def serve(self):
-        dut, bb = self.dut, self.bb
-        valid, ready = dut.bus__req_valid, dut.bus__req_ready
-        req_addr, req_write = dut.bus__req_addr, dut.bus__req_write
-        resp_valid, resp_data = dut.bus__resp_valid, dut.bus__resp_data
-        latency = self.model.latency
-        # Writes happen at mid-cycle, half a period from any clock edge, so they
-        # may be applied at once (Immediate): no ReadWrite phase per write.
-        one, zero = Immediate(1), Immediate(0)
-        period = Timer(PERIOD, unit="ns")
+    @staticmethod
+    def _waiter():
+        """``wait(cycles)``: a Timer of that many cycles, reused; one per coroutine, since a
+        Timer awaited by two coroutines at once wakes both when the first await ends."""
         waits = {}
 
         def wait(cycles):
@@ -61,7 +65,24 @@ class MemoryServer:
                 t = waits[cycles] = Timer(cycles * PERIOD, unit="ns")
             return t
 
+        return wait
+
+    @staticmethod
+    def _cycle() -> int:
+        return int(get_sim_time("ns")) // PERIOD
+
+    async def serve(self):
+        dut, bb = self.dut, self.bb
+        valid, ready = dut.bus__req_valid, dut.bus__req_ready
+        req_addr, req_write = dut.bus__req_addr, dut.bus__req_write
+        latency, pending, new_read, wait = self.model.latency, self.pending, self.new_read, self._waiter()
+        # Writes happen at mid-cycle, half a period from any clock edge, so they
+        # may be applied at once (Immediate): no ReadWrite phase per write.
+        one, zero = Immediate(1), Immediate(0)
+        period = Timer(PERIOD, unit="ns")
+
         await FallingEdge(dut.clk)
+        cocotb.start_soon(self.answer())
         while True:
             if not valid.value:
                 await RisingEdge(valid)
@@ -70,6 +91,7 @@ class MemoryServer:
             if d:
                 await wait(d)
             ready.value = one
+            due = self._cycle() + latency
             addr = int(req_addr.value)
             write = int(req_write.value)
             if write:
@@ -90,11 +112,30 @@ class MemoryServer:
                         if strb >> j & 1:
                             img[addr + j] = raw[j]
             else:
-                resp_data.value = Immediate(int.from_bytes(img[addr:addr + bb].tobytes(), "little"))
-                if latency > 1:
-                    await wait(latency - 1)
-                resp_valid.value = one
-                await period
+                pending.append((due, int.from_bytes(img[addr:addr + bb].tobytes(), "little")))
+                new_read.set()
+
+    async def answer(self):
+        """Put each queued read on ``resp_*`` (for one cycle) in the cycle it is due."""
+        resp_valid, resp_data = self.dut.bus__resp_valid, self.dut.bus__resp_data
+        pending, new_read, wait = self.pending, self.new_read, self._waiter()
+        one, zero = Immediate(1), Immediate(0)
+        period = Timer(PERIOD, unit="ns")
+        while True:
+            if not pending:
+                new_read.clear()
+                await new_read.wait()
+            due, data = pending[0]
+            now = self._cycle()
+            if due > now:
+                await wait(due - now)
+            pending.popleft()
+            resp_data.value = Immediate(data)
+            resp_valid.value = one
+            await period
+            # A read accepted in the cycle before may be due now (it is queued at
+            # this same falling edge, before or after this point: both work).
+            if not pending or pending[0][0] != self._cycle():
                 resp_valid.value = zero
 
 

@@ -6,10 +6,12 @@ CORE_H = r"""// Direct driver core for the Verilated ``Accelerator`` (systolic.s
 // Clocks the model, drives the CSR inputs and serves the memory port from a
 // byte array with the timing of systolic.sim.memory.MemoryModel, cycle for
 // cycle as the cocotb MemoryServer (systolic/sim/cocotb_system.py) does:
-// inputs change at mid-cycle (the falling edge), the request is accepted d
-// cycles after it is first seen, a read answers `latency` cycles after the
-// accept cycle. Included by the ctypes shim (direct.py) and by the raw
-// harness of scripts/bench_sim.py. Port names are Verilator's ("__" -> "___05F").
+// inputs change at mid-cycle (the falling edge), requests are accepted in
+// order, each d cycles after it is first seen, a read answers `latency`
+// cycles after its accept cycle through a queue of answers (pipelined reads:
+// requests go on while reads wait). Included by the ctypes shim (direct.py)
+// and by the raw harness of scripts/bench_sim.py. Port names are Verilator's
+// ("__" -> "___05F").
 #include "Vtop.h"
 #include "verilated.h"
 #include <cstdint>
@@ -29,7 +31,9 @@ template <std::size_t N> static inline void get_bytes(const VlWide<N>& s, uint8_
     memcpy(p, s.data(), n > (int)(N * 4) ? N * 4 : n);
 }
 
-enum { M_IDLE = 0, M_WAIT, M_TAKEN, M_LAT, M_RESP };
+enum { M_IDLE = 0, M_WAIT, M_TAKEN };
+// Answers in flight: at most `latency` (<= 1000, MemoryModel) reads, one accept per cycle.
+enum { RQ = 1024 };
 enum { R_DONE = 0, R_HANG = 1, R_MEMERR = 2, R_NEED_DELAYS = 3, R_RUNNING = 4 };
 
 struct Sim {
@@ -38,8 +42,11 @@ struct Sim {
     uint8_t* mem; uint64_t mem_size;
     int bb, latency, base_delay;
     const int32_t* delays; int64_t n_delays, delay_pos;  // random stalls: accept delays (nullptr: base)
-    int state; int64_t cnt;
+    int state; int64_t cnt;     // request side: M_*, cycles left in M_WAIT
     uint64_t addr; int write; uint8_t wdata[64]; uint64_t wstrb;
+    uint64_t rq_due[RQ];        // answers of accepted reads (ring, in order): due value of `cycles`
+    uint8_t rq_data[RQ][64];
+    int rq_head, rq_n;
     uint64_t cycles;            // rising edges since construction
     int phase;                  // program run: 0 none, 1 start pulsed, 2 waiting for busy to fall
     uint64_t waited, limit;
@@ -54,6 +61,7 @@ static inline int next_delay(Sim* s) {
 static inline void accept(Sim* s) {
     Vtop* t = s->top;
     t->bus___05Freq_ready = 1;
+    s->rq_due[(s->rq_head + s->rq_n) & (RQ - 1)] = s->cycles + s->latency;   // if a read
     s->addr = t->bus___05Freq_addr;
     s->write = t->bus___05Freq_write;
     if (s->write) {
@@ -89,22 +97,23 @@ static inline bool mem_falling(Sim* s) {
             uint8_t* m = s->mem + s->addr;
             if (bb == 64 ? s->wstrb == ~0ull : s->wstrb == (1ull << bb) - 1) memcpy(m, s->wdata, bb);
             else for (int j = 0; j < bb; ++j) if (s->wstrb >> j & 1) m[j] = s->wdata[j];
-            s->state = M_IDLE;
-            idle_check(s);
         } else {
-            put_bytes(t->bus___05Fresp_data, s->mem + s->addr, bb);
-            if (s->latency > 1) { s->state = M_LAT; s->cnt = s->latency - 1; }
-            else { t->bus___05Fresp_valid = 1; s->state = M_RESP; }
+            // Queued with its due cycle (set by accept()); the data is the memory's now.
+            memcpy(s->rq_data[(s->rq_head + s->rq_n) & (RQ - 1)], s->mem + s->addr, bb);
+            s->rq_n++;
         }
-        break;
-    }
-    case M_LAT: if (--s->cnt == 0) { t->bus___05Fresp_valid = 1; s->state = M_RESP; } break;
-    case M_RESP:
-        t->bus___05Fresp_valid = 0;
         s->state = M_IDLE;
         idle_check(s);
         break;
     }
+    }
+    // The answer due this cycle, if any (one cycle of resp_valid each; accepts
+    // fall in distinct cycles, so answers never collide).
+    if (s->rq_n && s->rq_due[s->rq_head] == s->cycles) {
+        put_bytes(t->bus___05Fresp_data, s->rq_data[s->rq_head], s->bb);
+        t->bus___05Fresp_valid = 1;
+        s->rq_head = (s->rq_head + 1) & (RQ - 1); s->rq_n--;
+    } else t->bus___05Fresp_valid = 0;
     return true;
 }
 

@@ -1,16 +1,23 @@
 """Behaviour of the simulated external memory behind the accelerator's port.
 
-Shared by the cocotb memory model (:mod:`systolic.sim.cocotb_system`) and the
-amaranth.sim one (:mod:`systolic.sim.system_amaranth`), so both time requests
+Shared by the cocotb memory model (:mod:`systolic.sim.cocotb_system`), the
+C++ one of the direct driver (:mod:`systolic.sim.direct_cxx`) and the
+amaranth.sim one (:mod:`systolic.sim.system_amaranth`), so all time requests
 the same way:
 
-- a request is accepted ``d`` cycles after it first shows ``req_valid``
-  (``req_ready`` is low for ``d`` cycles, then high for one), with
+- requests are accepted in order, one at a time; a request is accepted
+  ``d`` cycles after it first shows ``req_valid`` (``req_ready`` is low for
+  ``d`` cycles, then high for one; a request presented the cycle after the
+  previous accept counts from that cycle), with
   ``d = ceil(bus_bytes / bytes_per_cycle) - 1`` plus, when ``stall > 0``,
   random extra cycles (each further cycle with probability ``stall``,
-  from a generator seeded with ``seed``);
+  from a generator seeded with ``seed``; one draw per request, in order);
 - a read is answered ``latency`` cycles after the cycle it was accepted in
-  (``resp_valid`` high for one cycle); a write has no response.
+  (``resp_valid`` high for one cycle, ``resp_data`` the memory content at
+  the accept), whatever else is in flight: the memory accepts further
+  requests while reads wait for their answer (pipelined reads), and since
+  accepts fall in distinct cycles the answers come in order, never two in
+  one cycle; a write takes effect when accepted and has no response.
 
 No cocotb or amaranth import here.
 """

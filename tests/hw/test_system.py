@@ -35,12 +35,11 @@ def _dma_bench(dut, mem, cmds, d, latency, log):
             ctx.set(dut.off, off)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            cycles, waited, resp = 1, 0, None
+            cycles, waited, resp = 1, 0, []   # resp: [cycles left, data] of accepted reads, in order
             while ctx.get(dut.busy):
-                if resp is not None and resp[0] == 0:
+                if resp and resp[0][0] == 0:
                     ctx.set(dut.bus.resp_valid, 1)
-                    ctx.set(dut.bus.resp_data, resp[1])
-                    resp = None
+                    ctx.set(dut.bus.resp_data, resp.pop(0)[1])
                 else:
                     ctx.set(dut.bus.resp_valid, 0)
                 ready = 0
@@ -55,14 +54,14 @@ def _dma_bench(dut, mem, cmds, d, latency, log):
                                 if strb >> j & 1:
                                     mem[a + j] = (data >> 8 * j) & 0xFF
                         else:
-                            resp = [latency, int.from_bytes(bytes(mem[a:a + bb]), "little")]
+                            resp.append([latency, int.from_bytes(bytes(mem[a:a + bb]), "little")])
                     else:
                         waited += 1
                 ctx.set(dut.bus.req_ready, ready)
                 await ctx.tick()
                 cycles += 1
-                if resp is not None:
-                    resp[0] -= 1
+                for r in resp:
+                    r[0] -= 1
             ctx.set(dut.bus.req_ready, 0)
             ctx.set(dut.bus.resp_valid, 0)
             log.append((cycles, [ctx.get(dut.buf[p]) for p in range(dut.buf_bytes)]))
