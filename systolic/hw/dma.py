@@ -2,24 +2,36 @@
 
 The external memory port is a request stream (``addr``, ``write``, ``wdata``,
 ``wstrb``; ``bus_bytes`` wide, word aligned) and a response stream carrying
-read data. The port has at most one request in flight: a read is answered
-(``resp.valid`` for one cycle, no back-pressure) before the next request is
-issued; a write has no response.
+read data (``resp_valid`` for one cycle, no back-pressure). Reads are
+pipelined: the DMA keeps up to :data:`MAX_READS` reads in flight, and the
+memory answers them in request order. A write has no response.
 
-:class:`Dma` executes one command at a time: *gather* ``n`` bytes from byte
-address ``addr`` into buffer positions ``[off, off + n)`` (unaligned, any
-length up to the buffer size), or *scatter* ``n`` bytes from source
-positions ``[off, off + n)`` to ``addr`` with byte strobes. The controller
-builds instruction fetch, LOAD lines, LOADQ and STORE lines out of these.
+:class:`Dma` has two engines that the controller uses one at a time:
+
+* **gather** (read): a 2-D transfer of ``lines`` runs of ``n`` bytes at
+  ``addr + i * stride`` into buffer positions ``[off, off + n)`` (any
+  alignment, ``n`` up to the buffer size). Requests for all words of all
+  lines are issued back to back (one per accepted cycle, while fewer than
+  :data:`MAX_READS` reads are unanswered); the cycle the last word of a line
+  is answered, ``line_valid`` is high and ``line`` carries that line's bytes.
+* **scatter** (write): ``n`` bytes from source positions ``[off, off + n)``
+  to ``addr`` with byte strobes. A new scatter may be started in the cycle
+  the previous one's last word is accepted (``ready``), so runs go back to
+  back.
+
+The controller builds instruction fetch, LOAD, LOADQ and STORE out of these.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MemPortSignature", "Dma"]
+from .timing import MAX_READS
+
+__all__ = ["MemPortSignature", "Dma", "MAX_READS"]
 
 
 def MemPortSignature(bus_bytes: int) -> wiring.Signature:
@@ -33,29 +45,23 @@ def MemPortSignature(bus_bytes: int) -> wiring.Signature:
 
 
 class Dma(wiring.Component):
-    """Gather / scatter of byte runs over the memory port, one bus word per request.
+    """Pipelined 2-D gather and back-to-back scatter of byte runs over the memory port.
 
-    A command is taken when ``start`` is high while ``busy`` is low. A run of
-    ``n`` bytes at ``addr`` covers the words ``addr // bus_bytes`` ..
-    ``(addr + n - 1) // bus_bytes``; each word is one request. ``n == 0``
-    issues no request.
+    A command is taken when ``start`` is high (``write`` selects scatter)
+    while ``ready`` is high. A run of ``n`` bytes at ``a`` covers the words
+    ``a // bus_bytes`` .. ``(a + n - 1) // bus_bytes``; each word is one
+    request. A gather needs ``n >= 1`` and ``lines >= 1``; a scatter with
+    ``n == 0`` issues nothing.
 
-    Timing (cycles from the ``start`` cycle until ``busy`` falls, memory
-    accepting a request ``d`` cycles after it is first valid and answering a
-    read ``L`` cycles after accepting it): a gather of ``w`` words takes
-    ``1 + w * (1 + d + L)`` cycles, a scatter ``1 + w * (1 + d)``; ``n == 0``
-    takes 1 cycle. ``stall`` is high on the cycles spent waiting for the
-    memory (``d`` per request, plus ``L - 1`` per read: the response cycle
-    itself counts as work).
-
-    Parameters
-    ----------
-    bus_bytes : int
-        Port width in bytes (power of two).
-    buf_bytes : int
-        Gather buffer size in bytes.
-    src_bytes : int
-        Scatter source size in bytes.
+    Timing with a memory that accepts a request ``d`` cycles after it is
+    first valid and answers a read ``L`` cycles after accepting it: the
+    first request is valid the cycle after ``start``; request ``j`` of a
+    gather (words of all its lines in order) is accepted in cycle
+    ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), L + 1 + d)``
+    (``Q`` = :data:`MAX_READS`, ``a_0`` = start + 1 + d) and answered in
+    ``a_j + L``. A scatter word takes ``1 + d`` cycles. ``stall`` is high on
+    the cycles a command is in progress but neither a request is accepted nor
+    a response arrives.
 
     Members
     -------
@@ -63,13 +69,24 @@ class Dma(wiring.Component):
     start, write : In(1)
     addr : In(32)
     n, off : In(range(max(buf_bytes, src_bytes) + 1))
-    busy, stall : Out(1)
-    words_read, words_written : Out(1)
-        One-cycle pulses per completed bus word.
+    lines : In(17)
+        Gather: number of runs (>= 1).
+    stride : In(32)
+        Gather: bytes between the starts of consecutive runs.
+    ready : Out(1)
+        A command may start this cycle (gather: both engines idle; scatter:
+        gather idle and the scatter engine idle or finishing).
+    busy : Out(1)
+        Requests left to issue or reads unanswered.
+    line_valid : Out(1)
+        A gathered line completes this cycle; ``line`` holds its bytes.
+    line : Out(data.ArrayLayout(8, buf_bytes))
+    stall, words_read, words_written : Out(1)
+        ``words_*``: one-cycle pulses per answered read / accepted write.
     buf : Out(data.ArrayLayout(8, buf_bytes))
-        Gathered bytes (positions outside the last command keep old values).
+        Gathered bytes (registered; positions outside the runs keep old values).
     src : In(data.ArrayLayout(8, src_bytes))
-        Bytes to scatter; hold them while ``busy``.
+        Bytes to scatter; hold them until the command's last word is accepted.
     """
 
     def __init__(self, *, bus_bytes: int, buf_bytes: int, src_bytes: int):
@@ -86,7 +103,10 @@ class Dma(wiring.Component):
             "bus": Out(MemPortSignature(bus_bytes)),
             "start": In(1), "write": In(1), "addr": In(32),
             "n": In(range(nmax + 1)), "off": In(range(nmax + 1)),
-            "busy": Out(1), "stall": Out(1), "words_read": Out(1), "words_written": Out(1),
+            "lines": In(17), "stride": In(32),
+            "ready": Out(1), "busy": Out(1), "line_valid": Out(1),
+            "line": Out(data.ArrayLayout(8, buf_bytes)),
+            "stall": Out(1), "words_read": Out(1), "words_written": Out(1),
             "buf": Out(data.ArrayLayout(8, buf_bytes)),
             "src": In(data.ArrayLayout(8, src_bytes)),
         })
@@ -98,79 +118,125 @@ class Dma(wiring.Component):
         nmax = max(self.buf_bytes, self.src_bytes)
         bus = self.bus
 
-        # `cur` = (position of the first byte of the current word) relative to
-        # the run's buffer positions: byte j of the word is buffer position
-        # j + cur. It moves by bus_bytes per word, so each byte lane needs only
-        # a small adder and a mux, whatever the run's alignment.
+        # `cur` = (position of the first byte of a word) relative to the run's
+        # buffer positions: byte j of the word is buffer position j + cur.
         cw = (nmax + 2 * bb).bit_length() + 2
-        cur = Signal(signed(cw))
-        lo = Signal(range(nmax + 1))
-        hi = Signal(range(2 * nmax + 1))
-        words_left = Signal(range(nmax // bb + 3))
-        word_addr = Signal(32)
-        write = Signal()
 
-        first_word = Signal(32)
-        last_word = Signal(32)
+        def aligned(a):
+            return (a >> lg) << lg if lg else a
+
+        # ------------------------------------------------------------ gather
+        r_act = Signal()                 # requests left to issue
+        r_lines = Signal(17)             # lines left, the current one included
+        r_laddr = Signal(34)             # DRAM address of the current line
+        r_word = Signal(34)              # address of the next word to request
+        r_last = Signal(34)              # address of the current line's last word
+        r_cur = Signal(signed(cw))
+        r_n = Signal.like(self.n)
+        r_off = Signal.like(self.off)
+        r_stride = Signal(32)
+        inflight = Signal(range(MAX_READS + 1))
+        m.submodules.meta = meta = SyncFIFO(width=cw + 1, depth=MAX_READS)
+
+        # ------------------------------------------------------------ scatter
+        w_busy = Signal()
+        w_word = Signal(32)
+        w_left = Signal(range(nmax // bb + 3))
+        w_cur = Signal(signed(cw))
+        w_lo = Signal(range(nmax + 1))
+        w_hi = Signal(range(2 * nmax + 1))
+
+        r_req = Signal()
+        accept = Signal()
+        w_fin = Signal()
         m.d.comb += [
-            first_word.eq(self.addr >> lg),
-            last_word.eq((self.addr + self.n - 1) >> lg),
+            r_req.eq(r_act & (inflight < MAX_READS)),
+            bus.req_valid.eq(r_req | w_busy),
+            bus.req_write.eq(w_busy),
+            bus.req_addr.eq(Mux(w_busy, w_word, r_word)),
+            accept.eq(bus.req_valid & bus.req_ready),
+            w_fin.eq(w_busy & accept & (w_left == 1)),
+            self.ready.eq(~r_act & (inflight == 0) & (~w_busy | w_fin)),
+            self.busy.eq(r_act | (inflight != 0) | w_busy),
+            self.stall.eq(self.busy & ~accept & ~bus.resp_valid),
+            self.words_read.eq(bus.resp_valid),
+            self.words_written.eq(w_busy & accept),
         ]
-
-        m.d.comb += [bus.req_addr.eq(word_addr), bus.req_write.eq(write)]
 
         # Scatter data: byte lane j carries source position j + cur when it lies in the run.
         src = Array(self.src[p] for p in range(self.src_bytes))
         sbits = max(1, (self.src_bytes - 1).bit_length())
         for j in range(bb):
             pos = Signal(signed(cw), name=f"wpos{j}")
-            m.d.comb += pos.eq(cur + j)
+            m.d.comb += pos.eq(w_cur + j)
             inside = Signal(name=f"win{j}")
-            m.d.comb += inside.eq((pos >= lo) & (pos < hi) & (pos < self.src_bytes))
+            m.d.comb += inside.eq((pos >= w_lo) & (pos < w_hi) & (pos < self.src_bytes))
             m.d.comb += [
                 bus.req_wstrb[j].eq(inside),
                 bus.req_wdata[8 * j:8 * j + 8].eq(Mux(inside, src[pos.as_unsigned()[:sbits]], 0)),
             ]
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [
-                        write.eq(self.write),
-                        word_addr.eq(first_word << lg),
-                        words_left.eq(last_word - first_word + 1),
-                        cur.eq(self.off - self.addr[:lg] if lg else self.off),
-                        lo.eq(self.off), hi.eq(self.off + self.n),
-                    ]
-                    with m.If(self.n != 0):
-                        m.next = "REQ"
-            with m.State("REQ"):
-                m.d.comb += [self.busy.eq(1), bus.req_valid.eq(1), self.stall.eq(~bus.req_ready)]
-                with m.If(bus.req_ready):
-                    with m.If(write):
-                        m.d.comb += self.words_written.eq(1)
-                        self._advance(m, bb, cur, word_addr, words_left)
-                    with m.Else():
-                        m.next = "RESP"
-            with m.State("RESP"):
-                m.d.comb += [self.busy.eq(1), self.stall.eq(~bus.resp_valid)]
-                with m.If(bus.resp_valid):
-                    m.d.comb += self.words_read.eq(1)
-                    # Byte lane j of the word goes to buffer position j + cur.
-                    lanes = Array(bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
-                    for p in range(self.buf_bytes):
-                        rel = Signal(signed(cw), name=f"rel{p}")
-                        m.d.comb += rel.eq(p - cur)
-                        with m.If((rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)):
-                            m.d.sync += self.buf[p].eq(lanes[rel.as_unsigned()[:max(1, lg)]])
-                    self._advance(m, bb, cur, word_addr, words_left)
+        take = Signal()
+        m.d.comb += take.eq(self.start & self.ready)
+        last_word = Signal(34)
+        m.d.comb += last_word.eq(aligned(self.addr + self.n - 1))
+        with m.If(take & self.write):
+            m.d.sync += [
+                w_busy.eq(self.n != 0),
+                w_word.eq(aligned(self.addr)),
+                w_left.eq(((last_word - aligned(self.addr)) >> lg) + 1),
+                w_cur.eq(self.off - self.addr[:lg] if lg else self.off),
+                w_lo.eq(self.off), w_hi.eq(self.off + self.n),
+            ]
+        with m.Elif(w_busy & accept):
+            m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1)]
+            with m.If(w_left == 1):
+                m.d.sync += w_busy.eq(0)
+
+        # Gather request side: words of line after line, metadata into `meta`.
+        next_laddr = Signal(34)
+        m.d.comb += next_laddr.eq(r_laddr + r_stride)
+        with m.If(take & ~self.write):
+            m.d.sync += [
+                r_act.eq(1), r_lines.eq(self.lines), r_laddr.eq(self.addr), r_n.eq(self.n), r_off.eq(self.off),
+                r_stride.eq(self.stride), r_word.eq(aligned(self.addr)), r_last.eq(last_word),
+                r_cur.eq(self.off - self.addr[:lg] if lg else self.off),
+            ]
+        r_accept = Signal()
+        end_line = Signal()
+        m.d.comb += [
+            r_accept.eq(r_req & bus.req_ready & ~w_busy),
+            end_line.eq(r_word == r_last),
+            meta.w_en.eq(r_accept),
+            meta.w_data.eq(Cat(r_cur, end_line)),
+        ]
+        with m.If(r_accept):
+            with m.If(end_line):
+                with m.If(r_lines == 1):
+                    m.d.sync += r_act.eq(0)
+                m.d.sync += [
+                    r_lines.eq(r_lines - 1), r_laddr.eq(next_laddr), r_word.eq(aligned(next_laddr)),
+                    r_last.eq(aligned(next_laddr + r_n - 1)),
+                    r_cur.eq(r_off - next_laddr[:lg] if lg else r_off),
+                ]
+            with m.Else():
+                m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb)]
+        m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
+
+        # Gather response side: byte lane j of the word goes to buffer position j + cur.
+        cur = Signal(signed(cw))
+        m.d.comb += [cur.eq(meta.r_data[:cw]), meta.r_en.eq(bus.resp_valid),
+                     self.line_valid.eq(bus.resp_valid & meta.r_data[cw])]
+        lanes = Array(bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
+        lo, hi = r_off, r_off + r_n
+        for p in range(self.buf_bytes):
+            rel = Signal(signed(cw), name=f"rel{p}")
+            hit = Signal(name=f"hit{p}")
+            m.d.comb += [
+                rel.eq(p - cur),
+                hit.eq(bus.resp_valid & (rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
+                self.line[p].eq(Mux(hit, lanes[rel.as_unsigned()[:max(1, lg)]], self.buf[p])),
+            ]
+            with m.If(hit):
+                m.d.sync += self.buf[p].eq(self.line[p])
         return m
-
-    @staticmethod
-    def _advance(m, bb, cur, word_addr, words_left):
-        m.d.sync += [cur.eq(cur + bb), word_addr.eq(word_addr + bb), words_left.eq(words_left - 1)]
-        with m.If(words_left == 1):
-            m.next = "IDLE"
-        with m.Else():
-            m.next = "REQ"
-

@@ -6,14 +6,20 @@ reports all read the counter order and the error codes from here.
 
 from __future__ import annotations
 
-__all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "ERRORS", "error_reason", "COUNTER_BITS"]
+__all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS"]
 
 #: Width of every performance counter.
 COUNTER_BITS = 64
 
-#: Units whose busy / stall cycles are counted. Every cycle of a run is busy
-#: in exactly one unit, so ``cycles == sum(<unit>_busy)``.
-UNITS = ("ctrl", "load", "loadq", "matmul", "store")
+#: Units whose busy / stall cycles are counted. The controller is in exactly
+#: one of ``ctrl`` (fetch, decode, check), ``load``, ``loadq``, ``store`` and
+#: ``wait`` (held by an interlock until the array unit is done with what the
+#: instruction touches) every cycle of a run, so ``cycles`` is the sum of
+#: their ``_busy``; ``matmul_busy`` counts the cycles the array unit is busy,
+#: which overlap them.
+UNITS = ("ctrl", "load", "loadq", "matmul", "store", "wait")
+#: Units of the controller (every cycle of a run is in exactly one of them).
+CONTROLLER_UNITS = ("ctrl", "load", "loadq", "store", "wait")
 
 #: Counters shared with :class:`systolic.compiler.executor.Counters` (same events).
 EXECUTOR_COUNTERS = (
@@ -28,7 +34,9 @@ COUNTERS = ("cycles",) + EXECUTOR_COUNTERS + (
     "fetch_bytes",        # instruction bytes fetched (not in dram_bytes_read)
     "bus_reads",          # read requests (bus words) on the memory port
     "bus_writes",         # write requests (bus words) on the memory port
-) + tuple(f"{u}_{k}" for u in UNITS for k in ("busy", "stall"))
+) + tuple(f"{u}_{k}" for u in UNITS for k in ("busy", "stall")) + (
+    "idle_mem_stall",     # array unit idle while the controller waits on the memory port
+)
 
 #: Error codes of the ``error`` status port -> reason template. ``{arg}`` is
 #: the ``err_arg`` port; the other names come from the instruction and the

@@ -2,9 +2,15 @@
 
 :class:`Accelerator` executes programs of the ISA in docs/isa.md from an
 external memory through one memory port (:func:`~systolic.hw.dma.MemPortSignature`).
-Instructions run strictly one after another (no overlap between units), so
-the cycle count of a program is the sum of per-instruction formulas given in
-docs/isa.md ("Timing") and every cycle is attributed to exactly one unit.
+The controller fetches and executes instructions in order; MATMULs run in
+the background on the array unit (a queue slot, a weight loader, a feeder
+and the accumulator write-back, streaming back to back in the
+weight-stationary dataflow) while the controller goes on with LOAD, LOADQ
+and further MATMULs. Interlocks keep the sequential semantics of
+docs/isa.md: a LOAD waits while a queued or running MATMUL reads lines it
+would overwrite, a STORE, FENCE and HALT wait until the array unit is idle.
+The DMA keeps several reads in flight. Cycle counts follow docs/isa.md
+("Timing"); :mod:`systolic.report.cycles` predicts them exactly.
 
 The host interface (docs/architecture.md, "System") is a handful of CSR-like
 ports: it writes the program into memory, sets ``prog_addr``, ``prog_len``
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -97,8 +104,8 @@ class AccumulatorBuffer(wiring.Component):
     The old line is read only when accumulating.
 
     Latency: the line is written 1 cycle after the update is presented
-    (``busy`` is high meanwhile). Throughput: one update per cycle, to
-    distinct lines. ``rd_*`` is an independent read port (1-cycle latency).
+    (``busy`` is high meanwhile). Throughput: one update per cycle, to any
+    lines (an update of the line written in the same cycle sees the new value). ``rd_*`` is an independent read port (1-cycle latency).
 
     Members
     -------
@@ -130,8 +137,10 @@ class AccumulatorBuffer(wiring.Component):
         # Depth at least 2: a 1-line memory would have a 0-bit address (the
         # controller's range checks use the real line count).
         m.submodules.mem = mem = Memory(shape=lay, depth=max(self.lines, 2), init=[])
-        upd_rd = mem.read_port()
         wr = mem.write_port()
+        # Transparent: an update of the line written in the same cycle reads the new value,
+        # so back-to-back updates of one line (consecutive MATMULs) accumulate correctly.
+        upd_rd = mem.read_port(transparent_for=(wr,))
         st_rd = mem.read_port()
         m.d.comb += [st_rd.addr.eq(self.rd_addr), st_rd.en.eq(self.rd_en), self.rd_data.eq(st_rd.data)]
 
@@ -228,6 +237,7 @@ class Accelerator(wiring.Component):
         lcfg = lane_config(cfg)
         ashape = signed(acfg.in_bits)
         wshape = signed(acfg.w_bits)
+        ws = cfg.dataflow == "ws"
 
         # ---------------------------------------------------------------- blocks
         B = self.dma_buffer_bytes
@@ -292,16 +302,22 @@ class Accelerator(wiring.Component):
         # --------------------------------------------------------- error status
         error = Signal(4)
         err_arg = Signal(64)
-        m.d.comb += [self.error.eq(error), self.err_arg.eq(err_arg), self.err_index.eq(pc)]
+        err_index = Signal(32)
+        m.d.comb += [self.error.eq(error), self.err_arg.eq(err_arg), self.err_index.eq(err_index)]
 
-        def fail(code, arg=0):
-            m.d.sync += [error.eq(code), err_arg.eq(arg)]
+        pend_code = Signal(4)
+        pend_arg = Signal(64)
+        pend_index = Signal(32)
+
+        def fail_now(code, arg, index):
+            m.d.sync += [error.eq(code), err_arg.eq(arg), err_index.eq(index)]
             m.next = "IDLE"
 
-        def overflow_stop():
-            # Last in its state, so it wins over the state's own transition.
-            with m.If(accbuf.overflow):
-                fail(ERR_OVERFLOW)
+        def fail(code, arg=0, index=None):
+            # Precise errors: the run stops only once the array unit is idle, so an
+            # accumulator overflow of an earlier MATMUL is reported first (ERR_WAIT).
+            m.d.sync += [pend_code.eq(code), pend_arg.eq(arg), pend_index.eq(pc if index is None else index)]
+            m.next = "ERR_WAIT"
 
         # --------------------------------------------------------- check values
         # DRAM end of a 2-D transfer: dram + (lines-1)*stride + elems, formed in DECODE.
@@ -313,53 +329,26 @@ class Accelerator(wiring.Component):
         is_w = Signal()
         m.d.comb += is_w.eq(f_target == 1)
 
-        # --------------------------------------------------------- loop state
-        i = Signal(17)          # line / step counter
-        k = Signal(range(max(R, RequantLane_LATENCY) + 2))
-        laddr = Signal(33)      # DRAM address of the current line
-        issued = Signal(17)
-        outs = Signal(17)       # array output vectors received
-        expect = Signal(18)     # array output vectors expected
-        i_valid = Signal()      # WS feed register holds a vector
-        swap_r = Signal()
-        # Weight tile (R lines of C) and, for OS, the transposed A chunk (R lines of R), as raw bits.
+        # ============================================================ array unit
+        # A MATMUL becomes a descriptor in the queue slot `q`; the array unit
+        # executes descriptors in order while the controller goes on.
+        desc_layout = data.StructLayout({"a": 16, "w": 16, "acc": 16, "m": 16, "accum": 1, "shift": 5, "idx": 32})
+        q = Signal(desc_layout)
+        q_valid = Signal()
+        enqueue = Signal()
+        with m.If(enqueue):
+            m.d.sync += [q.a.eq(f_a), q.w.eq(f_w), q.acc.eq(f_macc), q.m.eq(f_m), q.accum.eq(f_accum),
+                         q.shift.eq(f_shift), q.idx.eq(pc), q_valid.eq(1)]
+
         aw, ww = acfg.in_bits, acfg.w_bits
         wt = Array(Signal(C * ww, name=f"wt{r}") for r in range(R))
-        at = [Signal(R * aw, name=f"at{r}") for r in range(R)]
-        rd_valid = Signal()     # a scratchpad read issued last cycle
-        rd_idx = Signal(range(R + 1))
-        chunk = Signal(17)      # OS: first line of the current M chunk
-        o_base = Signal(18)     # OS: line of the drained chunk's row 0
-        o_row = Signal(range(max(R, 2)))
-        sbytes = Signal(data.ArrayLayout(8, C))
-        m.d.comb += dma.src.eq(sbytes)
+        ovf_idx = Signal(32)     # instruction index of the update the accumulator checks
+        m.d.comb += [a_rd.en.eq(0), w_rd.en.eq(0), array.o.ready.eq(1)]
+        unit_busy = Signal()
+        # (valid, descriptor) of every MATMUL that may still read scratchpad A / W lines
+        readers = [(q_valid, q)]
 
-        # Value conversion for LOAD: byte -> element, with the range check.
-        def convert(byte, bits):
-            v = Signal(signed(10))
-            m.d.comb += v.eq(Mux(f_unsigned, byte.as_unsigned(), byte.as_signed()))
-            lo = Mux(f_unsigned, 0, -(1 << (bits - 1)))
-            hi = Mux(f_unsigned, (1 << bits) - 1, (1 << (bits - 1)) - 1)
-            bad = Signal()
-            m.d.comb += bad.eq((v < lo) | (v > hi))
-            return v, bad
-
-        # Requantizer lanes: acc line from the accumulator's read port.
-        for c in range(C):
-            sh = Signal(signed(7), name=f"lane_shift{c}")
-            m.d.comb += sh.eq(Mux(shift[c] > 63, 63, Mux(shift[c] < -64, -64, shift[c])))
-            m.d.comb += [lanes[c].en.eq(1), lanes[c].acc.eq(accbuf.rd_data[c]), lanes[c].bias.eq(bias[c]),
-                         lanes[c].shift.eq(sh), lanes[c].relu.eq(f_relu)]
-        sat_lo = Signal(signed(10))
-        sat_hi = Signal(signed(10))
-        bits_m1 = Signal(6)
-        m.d.comb += [
-            bits_m1.eq(f_bits - 1),
-            sat_lo.eq(Mux(f_sunsigned, 0, -(Const(1, 10) << bits_m1))),
-            sat_hi.eq(Mux(f_sunsigned, (Const(1, 10) << f_bits) - 1, (Const(1, 10) << bits_m1) - 1)),
-        ]
-
-        if cfg.dataflow == "ws":
+        if ws:
             # The array's psum input is unused (accumulation happens in the accumulator
             # buffer) and held at 0. A register cleared at start rather than a constant:
             # Amaranth emits a constant-only `always @*` for an undriven payload field,
@@ -369,222 +358,136 @@ class Accelerator(wiring.Component):
                 m.d.sync += psum_zero.eq(0)
             m.d.comb += array.i.payload.psum.eq(psum_zero)
 
-        # Array outputs -> accumulator buffer (any MATMUL state).
-        ws = cfg.dataflow == "ws"
-        m.d.comb += array.o.ready.eq(1)
-        o_line = Signal(18)
-        keep = Signal()
-        if ws:
-            m.d.comb += [o_line.eq(outs), keep.eq(1)]
+            # Weight loader: R reads of scratchpad W into `wt`, then R pushes into the
+            # array's shadow registers (while the previous tile computes).
+            wl = Signal(desc_layout)
+            wl_valid, wl_push, wl_done = Signal(), Signal(), Signal()
+            wl_k = Signal(range(R + 2))
+            with m.If(q_valid & ~wl_valid):
+                m.d.sync += [wl.eq(q), wl_valid.eq(1), wl_k.eq(0), wl_push.eq(0), wl_done.eq(0), q_valid.eq(0)]
+            with m.If(wl_valid & ~wl_push & ~wl_done):
+                with m.If(wl_k < R):
+                    m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(wl.w + wl_k)]
+                with m.If(wl_k > 0):
+                    m.d.sync += wt[wl_k - 1].eq(w_rd.data.as_value())
+                m.d.sync += wl_k.eq(wl_k + 1)
+                with m.If(wl_k == R):
+                    m.d.sync += wl_k.eq(0)
+                    with m.If(wl.m == 0):
+                        m.d.sync += wl_valid.eq(0)      # m == 0: nothing to compute
+                    with m.Else():
+                        m.d.sync += wl_push.eq(1)
+            with m.If(wl_valid & wl_push):
+                m.d.comb += [array.w.valid.eq(1), array.w.payload.w.eq(wt[wl_k])]
+                with m.If(array.w.ready):
+                    m.d.sync += wl_k.eq(wl_k + 1)
+                    with m.If(wl_k == R - 1):
+                        m.d.sync += [wl_push.eq(0), wl_done.eq(1)]
+
+            # Feeder: A lines into the array back to back; the first row of a
+            # descriptor swaps in its weight tile (pushed, so never refused).
+            fd = Signal(desc_layout)
+            fd_valid, i_valid, swap_r = Signal(), Signal(), Signal()
+            issued = Signal(17)
+            ofl = data.StructLayout({"acc": 16, "m": 16, "accum": 1, "shift": 5, "idx": 32})
+            m.submodules.ofifo = ofifo = SyncFIFO(width=ofl.size, depth=4)
+            fd_more, start_next, adv_f = Signal(), Signal(), Signal()
+            m.d.comb += [
+                array.i.valid.eq(i_valid), array.i.payload.a.eq(a_rd.data), array.i.payload.swap.eq(swap_r),
+                adv_f.eq(~i_valid | array.i.ready),
+                fd_more.eq(fd_valid & (issued < fd.m)),
+                start_next.eq(~fd_more & wl_valid & wl_done & ofifo.w_rdy),
+                ev["matmul_stall"].eq(i_valid & ~array.i.ready),
+            ]
+            ow = Signal(ofl)
+            m.d.comb += [ow.acc.eq(wl.acc), ow.m.eq(wl.m), ow.accum.eq(wl.accum), ow.shift.eq(wl.shift),
+                         ow.idx.eq(wl.idx), ofifo.w_data.eq(ow)]
+            with m.If(adv_f):
+                with m.If(fd_more):
+                    m.d.comb += [a_rd.en.eq(1), a_rd.addr.eq(fd.a + issued)]
+                    m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(0)]
+                with m.Elif(start_next):
+                    m.d.comb += [a_rd.en.eq(1), a_rd.addr.eq(wl.a), ofifo.w_en.eq(1)]
+                    m.d.sync += [issued.eq(1), i_valid.eq(1), swap_r.eq(1), fd.eq(wl), fd_valid.eq(1),
+                                 wl_valid.eq(0)]
+                with m.Else():
+                    m.d.sync += [i_valid.eq(0), fd_valid.eq(0)]
+
+            # Write-back: output vectors of the head descriptor into the accumulator.
+            head = Signal(ofl)
+            o_cnt = Signal(17)
+            m.d.comb += [
+                head.eq(ofifo.r_data),
+                accbuf.upd_valid.eq(array.o.valid),
+                accbuf.upd_addr.eq(head.acc + o_cnt),
+                accbuf.upd_accumulate.eq(head.accum),
+                accbuf.upd_shift.eq(head.shift),
+                accbuf.upd_psum.eq(array.o.payload),
+            ]
+            with m.If(array.o.valid):
+                m.d.sync += ovf_idx.eq(head.idx)
+                with m.If(o_cnt + 1 == head.m):
+                    m.d.sync += o_cnt.eq(0)
+                    m.d.comb += ofifo.r_en.eq(1)
+                with m.Else():
+                    m.d.sync += o_cnt.eq(o_cnt + 1)
+            with m.If(clear):
+                m.d.sync += [q_valid.eq(0), wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0)]
+            m.d.comb += unit_busy.eq(q_valid | wl_valid | fd_valid | ofifo.r_rdy | accbuf.busy)
+            readers += [(wl_valid, wl), (fd_valid, fd)]
         else:
-            m.d.comb += [o_line.eq(o_base + o_row), keep.eq(o_line < f_m)]
-        m.d.comb += [
-            accbuf.upd_valid.eq(array.o.valid & keep),
-            accbuf.upd_addr.eq(f_macc + o_line),
-            accbuf.upd_accumulate.eq(f_accum),
-            accbuf.upd_shift.eq(f_shift),
-            accbuf.upd_psum.eq(array.o.payload),
-        ]
-        with m.If(array.o.valid):
-            m.d.sync += outs.eq(outs + 1)
-            if not ws:
+            # Output-stationary: one descriptor at a time (weight tile; per M chunk of
+            # R lines: read + transpose, R reduction steps; drain), in the background.
+            cur = Signal(desc_layout)
+            k = Signal(range(R + 2))
+            rd_valid = Signal()     # a scratchpad read issued last cycle
+            rd_idx = Signal(range(R + 1))
+            chunk = Signal(17)      # first line of the current M chunk
+            o_base = Signal(18)     # line of the drained chunk's row 0
+            o_row = Signal(range(max(R, 2)))
+            outs = Signal(17)       # output vectors received
+            expect = Signal(18)     # output vectors expected
+            at = [Signal(R * aw, name=f"at{r}") for r in range(R)]
+            o_line = Signal(18)
+            keep = Signal()
+            m.d.comb += [
+                o_line.eq(o_base + o_row), keep.eq(o_line < cur.m),
+                accbuf.upd_valid.eq(array.o.valid & keep),
+                accbuf.upd_addr.eq(cur.acc + o_line),
+                accbuf.upd_accumulate.eq(cur.accum),
+                accbuf.upd_shift.eq(cur.shift),
+                accbuf.upd_psum.eq(array.o.payload),
+            ]
+            with m.If(array.o.valid):
+                m.d.sync += [outs.eq(outs + 1), ovf_idx.eq(cur.idx)]
                 with m.If(o_row == 0):
                     m.d.sync += [o_row.eq(R - 1), o_base.eq(o_base + R)]
                 with m.Else():
                     m.d.sync += o_row.eq(o_row - 1)
-        m.d.comb += [
-            ev["macs"].eq(Mux(accbuf.ev_write, R * C, 0)),
-            ev["acc_writes"].eq(accbuf.ev_write),
-        ]
-        acc_read_store = Signal()
-        m.d.comb += ev["acc_reads"].eq(accbuf.ev_read + acc_read_store)
-
-        m.d.comb += [
-            ev["bus_reads"].eq(dma.words_read),
-            ev["bus_writes"].eq(dma.words_written),
-            ev["spad_a_reads"].eq(a_rd.en),
-            ev["spad_w_reads"].eq(w_rd.en),
-        ]
-        # Reads are enabled only when issued; the ports keep their data otherwise.
-        m.d.comb += [a_rd.en.eq(0), w_rd.en.eq(0)]
-
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.comb += clear.eq(1)
-                    m.d.sync += [pc.eq(0), error.eq(0), err_arg.eq(0), self.done.eq(0)]
-                    m.next = "FETCH"
-
-            # ------------------------------------------------ fetch and decode
-            with m.State("FETCH"):
-                with m.If(pc >= self.prog_len):
-                    m.d.sync += pc.eq(pc - 1)
-                    fail(ERR_NO_HALT)
-                with m.Else():
-                    m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(self.prog_addr + (pc << 4)),
-                                 dma.n.eq(INSTR_BYTES), dma.off.eq(0)]
-                    m.next = "FETCH_WAIT"
-            with m.State("FETCH_WAIT"):
-                with m.If(~dma.busy):
-                    m.d.sync += ins.eq(Cat(*(dma.buf[b] for b in range(INSTR_BYTES))))
-                    m.d.comb += ev["fetch_bytes"].eq(INSTR_BYTES)
-                    m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.comb += ev["instructions"].eq(1)
-                m.d.sync += span.eq(Mux(f_lines == 0, 0, (f_lines - 1) * f_stride))
-                with m.If(op > max(Opcode)):
-                    fail(ERR_BAD_OPCODE, op)
-                with m.Else():
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.sync += [i.eq(0), laddr.eq(f_dram), k.eq(0), issued.eq(0), outs.eq(0), i_valid.eq(0),
-                             rd_valid.eq(0), chunk.eq(0), o_base.eq(0), o_row.eq(R - 1)]
-                with m.Switch(op):
-                    with m.Case(Opcode.HALT):
-                        m.d.sync += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Case(Opcode.FENCE):
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
-                    with m.Case(Opcode.LOAD):
-                        cap = Mux(is_w, g["w_lines"], g["a_lines"])
-                        width = Mux(is_w, C, R)
-                        with m.If(f_spad + f_lines > cap):
-                            fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A), f_spad + f_lines - 1)
-                        with m.Elif(f_offset + f_elems > width):
-                            fail(ERR_LINE)
-                        with m.Elif((f_lines != 0) & (f_elems != 0) & (dram_end > self.dram_bytes)):
-                            fail(ERR_DRAM, dram_end - 1)
-                        with m.Else():
-                            m.next = "LOAD_LINE"
-                    with m.Case(Opcode.LOADQ):
-                        with m.If(loadq_end > self.dram_bytes):
-                            fail(ERR_DRAM, loadq_end - 1)
-                        with m.Else():
-                            m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(f_dram),
-                                         dma.n.eq(5 * C), dma.off.eq(0)]
-                            m.next = "LOADQ_WAIT"
-                    with m.Case(Opcode.MATMUL):
-                        with m.If(f_a + f_m > g["a_lines"]):
-                            fail(ERR_SPAD_A, f_a + f_m - 1)
-                        with m.Elif(f_w + R > g["w_lines"]):
-                            fail(ERR_SPAD_W, f_w + R - 1)
-                        with m.Elif(f_macc + f_m > g["acc_lines"]):
-                            fail(ERR_ACC, f_macc + f_m - 1)
-                        with m.Else():
-                            # OS: R output vectors per M chunk, counted as chunks are issued.
-                            m.d.sync += expect.eq(f_m if ws else 0)
-                            m.next = "MM_W"
-                    with m.Case(Opcode.STORE):
-                        with m.If(f_sacc + f_lines > g["acc_lines"]):
-                            fail(ERR_ACC, f_sacc + f_lines - 1)
-                        with m.Elif((f_bits < 1) | (f_bits > cfg.out_bits)):
-                            fail(ERR_BITS)
-                        with m.Elif(f_elems > C):
-                            fail(ERR_ELEMS)
-                        with m.Elif((f_lines != 0) & (f_elems != 0) & (dram_end > self.dram_bytes)):
-                            fail(ERR_DRAM, dram_end - 1)
-                        with m.Else():
-                            m.next = "STORE_LINE"
-
-            # --------------------------------------------------------- LOAD
-            def load_write():
-                # Line `spad + i` <- the gathered bytes (or zeros); returns "a value is out of range".
-                m.d.comb += ev["dram_bytes_read"].eq(f_elems)
-                bad_any = []
-                for tgt, port, width, bits in ((0, a_wr, R, cfg.in_bits), (1, w_wr, C, cfg.w_bits)):
-                    m.d.comb += port.addr.eq(f_spad + i)
-                    for p in range(width):
-                        v, bad = convert(dma.buf[p], bits)
-                        inside = Signal(name=f"in_line{tgt}_{p}")
-                        m.d.comb += [inside.eq((p >= f_offset) & (p < f_offset + f_elems)),
-                                     port.data[p].eq(Mux(inside, v, 0)),
-                                     port.en[p].eq((f_target == tgt) & (inside | f_zero))]
-                        bad_any.append((f_target == tgt) & inside & bad)
-                m.d.comb += [ev["spad_a_writes"].eq(~is_w), ev["spad_w_writes"].eq(is_w)]
-                return Cat(*bad_any).any()
-
-            def gather_line(addr):
-                m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(addr),
-                             dma.n.eq(f_elems), dma.off.eq(f_offset)]
-
-            with m.State("LOAD_LINE"):
-                # First cycle of a LOAD; zero-fill lines (elems == 0) take one cycle each here.
-                with m.If(i == f_lines):
-                    m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
-                with m.Elif(f_elems != 0):
-                    gather_line(laddr)
-                    m.next = "LOAD_WAIT"
-                with m.Else():
-                    load_write()
-                    m.d.sync += i.eq(i + 1)
-            with m.State("LOAD_WAIT"):
-                # The cycle the gather ends writes the line and starts the next line's gather.
-                with m.If(~dma.busy):
-                    bad = load_write()
-                    with m.If(bad):
-                        fail(ERR_VALUE)
-                    with m.Else():
-                        m.d.sync += [i.eq(i + 1), laddr.eq(laddr + f_stride)]
-                        with m.If(i + 1 == f_lines):
-                            m.d.sync += pc.eq(pc + 1)
-                            m.next = "FETCH"
-                        with m.Else():
-                            gather_line(laddr + f_stride)
-
-            # -------------------------------------------------------- LOADQ
-            with m.State("LOADQ_WAIT"):
-                with m.If(~dma.busy):
-                    m.d.comb += ev["dram_bytes_read"].eq(5 * C)
-                    for c in range(C):
-                        m.d.sync += [bias[c].eq(Cat(*(dma.buf[4 * c + b] for b in range(4)))),
-                                     shift[c].eq(dma.buf[4 * C + c])]
-                    m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
-
-            # ------------------------------------------------------- MATMUL
-            with m.State("MM_W"):
-                # Weight tile -> registers: R reads, one per cycle, captured a cycle later.
-                with m.If(k < R):
-                    m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(f_w + k)]
-                with m.If(k > 0):
-                    m.d.sync += wt[k - 1].eq(w_rd.data.as_value())
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == R):
-                    m.d.sync += k.eq(0)
-                    with m.If(f_m == 0):
-                        m.next = "MM_DRAIN"
-                    with m.Else():
-                        m.next = "MM_PUSH" if ws else "MM_OSA"
-            if ws:
-                with m.State("MM_PUSH"):
-                    m.d.comb += [array.w.valid.eq(1), array.w.payload.w.eq(wt[k])]
-                    with m.If(array.w.ready):
-                        m.d.sync += k.eq(k + 1)
-                        with m.If(k == R - 1):
-                            m.next = "MM_FEED"
-                with m.State("MM_FEED"):
-                    adv = Signal()
-                    m.d.comb += [
-                        array.i.valid.eq(i_valid), array.i.payload.a.eq(a_rd.data),
-                        array.i.payload.swap.eq(swap_r), adv.eq(~i_valid | array.i.ready),
-                        ev["matmul_stall"].eq(i_valid & ~array.i.ready),
-                    ]
-                    with m.If(adv):
-                        with m.If(issued < f_m):
-                            m.d.comb += [a_rd.en.eq(1), a_rd.addr.eq(f_a + issued)]
-                            m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(issued == 0)]
-                        with m.Else():
-                            m.d.sync += i_valid.eq(0)
+            with m.FSM(name="os_unit") as ufsm:
+                with m.State("IDLE"):
+                    with m.If(q_valid):
+                        m.d.sync += [cur.eq(q), q_valid.eq(0), k.eq(0), chunk.eq(0), o_base.eq(0),
+                                     o_row.eq(R - 1), outs.eq(0), expect.eq(0), rd_valid.eq(0)]
+                        m.next = "MM_W"
+                with m.State("MM_W"):
+                    # Weight tile -> registers: R reads, one per cycle, captured a cycle later.
+                    with m.If(k < R):
+                        m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(cur.w + k)]
+                    with m.If(k > 0):
+                        m.d.sync += wt[k - 1].eq(w_rd.data.as_value())
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == R):
+                        m.d.sync += k.eq(0)
+                        with m.If(cur.m == 0):
                             m.next = "MM_DRAIN"
-                    overflow_stop()
-            else:
+                        with m.Else():
+                            m.next = "MM_OSA"
                 with m.State("MM_OSA"):
                     # One M chunk of up to R lines -> transpose registers (zeros past m).
-                    with m.If((k < R) & (chunk + k < f_m)):
-                        m.d.comb += [a_rd.en.eq(1), a_rd.addr.eq(f_a + chunk + k)]
-                    m.d.sync += [rd_valid.eq((k < R) & (chunk + k < f_m)), rd_idx.eq(k)]
+                    with m.If((k < R) & (chunk + k < cur.m)):
+                        m.d.comb += [a_rd.en.eq(1), a_rd.addr.eq(cur.a + chunk + k)]
+                    m.d.sync += [rd_valid.eq((k < R) & (chunk + k < cur.m)), rd_idx.eq(k)]
                     with m.If(k > 0):
                         with m.Switch(rd_idx):
                             for r in range(R):
@@ -594,7 +497,6 @@ class Accelerator(wiring.Component):
                     with m.If(k == R):
                         m.d.sync += k.eq(0)
                         m.next = "MM_OSSTEP"
-                    overflow_stop()
                 with m.State("MM_OSSTEP"):
                     m.d.comb += [array.i.valid.eq(1), array.i.payload.w.eq(wt[k]),
                                  array.i.payload.first.eq(k == 0), array.i.payload.last.eq(k == R - 1),
@@ -606,67 +508,301 @@ class Accelerator(wiring.Component):
                         m.d.sync += k.eq(k + 1)
                         with m.If(k == R - 1):
                             m.d.sync += [k.eq(0), chunk.eq(chunk + R), expect.eq(expect + R)]
-                            with m.If(chunk + R >= f_m):
+                            with m.If(chunk + R >= cur.m):
                                 m.next = "MM_DRAIN"
                             with m.Else():
                                 m.next = "MM_OSA"
-                    overflow_stop()
-            with m.State("MM_DRAIN"):
-                with m.If((outs == expect) & ~array.o.valid & ~accbuf.busy):
+                with m.State("MM_DRAIN"):
+                    with m.If((outs == expect) & ~array.o.valid & ~accbuf.busy):
+                        m.next = "IDLE"
+            with m.If(clear):
+                m.d.sync += q_valid.eq(0)
+            m.d.comb += unit_busy.eq(q_valid | ~ufsm.ongoing("IDLE"))
+            readers += [(~ufsm.ongoing("IDLE"), cur)]
+
+        # ------------------------------------------------------------ interlocks
+        def overlaps(x, n, y, k):
+            return (n != 0) & (k != 0) & (x < y + k) & (y < x + n)
+
+        load_conflict = Signal()
+        conflicts = []
+        for valid, d in readers:
+            conflicts.append(valid & Mux(is_w, overlaps(f_spad, f_lines, d.w, R), overlaps(f_spad, f_lines, d.a, d.m)))
+        m.d.comb += load_conflict.eq(Cat(*conflicts).any())
+        blocked = Signal()
+        with m.Switch(op):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += blocked.eq(load_conflict)
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += blocked.eq(q_valid)
+            with m.Case(Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+                m.d.comb += blocked.eq(unit_busy)
+
+        # ------------------------------------------------------------- LOAD data
+        def convert(byte, bits):
+            v = Signal(signed(10))
+            m.d.comb += v.eq(Mux(f_unsigned, byte.as_unsigned(), byte.as_signed()))
+            lo = Mux(f_unsigned, 0, -(1 << (bits - 1)))
+            hi = Mux(f_unsigned, (1 << bits) - 1, (1 << (bits - 1)) - 1)
+            bad = Signal()
+            m.d.comb += bad.eq((v < lo) | (v > hi))
+            return v, bad
+
+        i = Signal(17)          # line counter of LOAD / STORE
+
+        def load_write(line):
+            # Line `spad + i` <- *line* bytes (zeros outside [offset, offset+elems));
+            # returns "a value is out of range".
+            m.d.comb += ev["dram_bytes_read"].eq(f_elems)
+            bad_any = []
+            for tgt, port, width, bits in ((0, a_wr, R, cfg.in_bits), (1, w_wr, C, cfg.w_bits)):
+                m.d.comb += port.addr.eq(f_spad + i)
+                for p in range(width):
+                    v, bad = convert(line[p], bits)
+                    inside = Signal(name=f"in_line{tgt}_{p}")
+                    m.d.comb += [inside.eq((p >= f_offset) & (p < f_offset + f_elems)),
+                                 port.data[p].eq(Mux(inside, v, 0)),
+                                 port.en[p].eq((f_target == tgt) & (inside | f_zero))]
+                    bad_any.append((f_target == tgt) & inside & bad)
+            m.d.comb += [ev["spad_a_writes"].eq(~is_w), ev["spad_w_writes"].eq(is_w)]
+            return Cat(*bad_any).any()
+
+        # ------------------------------------------------------- STORE pipeline
+        # Accumulator read -> lanes (3 stages) -> saturate + scatter, advancing
+        # together whenever the scatter engine can take the next line.
+        sbytes = Signal(data.ArrayLayout(8, C))
+        m.d.comb += dma.src.eq(sbytes)
+        s_adv = Signal()
+        sv = Signal(RequantLane_LATENCY + 1)     # valid bits: read port, lane stages
+        si = Signal(17)                          # lines handed to the scatter engine
+        saddr = Signal(33)
+        acc_read_store = Signal()
+        for c in range(C):
+            sh = Signal(signed(7), name=f"lane_shift{c}")
+            m.d.comb += sh.eq(Mux(shift[c] > 63, 63, Mux(shift[c] < -64, -64, shift[c])))
+            m.d.comb += [lanes[c].en.eq(s_adv), lanes[c].acc.eq(accbuf.rd_data[c]), lanes[c].bias.eq(bias[c]),
+                         lanes[c].shift.eq(sh), lanes[c].relu.eq(f_relu)]
+        sat_lo = Signal(signed(10))
+        sat_hi = Signal(signed(10))
+        bits_m1 = Signal(6)
+        m.d.comb += [
+            bits_m1.eq(f_bits - 1),
+            sat_lo.eq(Mux(f_sunsigned, 0, -(Const(1, 10) << bits_m1))),
+            sat_hi.eq(Mux(f_sunsigned, (Const(1, 10) << f_bits) - 1, (Const(1, 10) << bits_m1) - 1)),
+        ]
+        m.d.comb += ev["acc_reads"].eq(accbuf.ev_read + acc_read_store)
+        m.d.comb += [
+            ev["bus_reads"].eq(dma.words_read),
+            ev["bus_writes"].eq(dma.words_written),
+            ev["spad_a_reads"].eq(a_rd.en),
+            ev["spad_w_reads"].eq(w_rd.en),
+            ev["macs"].eq(Mux(accbuf.ev_write, R * C, 0)),
+            ev["acc_writes"].eq(accbuf.ev_write),
+        ]
+
+        def check_overflow():
+            # Last in its state, so it wins over the state's own transition.
+            with m.If(accbuf.overflow):
+                fail_now(ERR_OVERFLOW, 0, ovf_idx)
+
+        # ================================================================ controller
+        def execute():
+            """Start the decoded, checked, unblocked instruction."""
+            with m.Switch(op):
+                with m.Case(Opcode.HALT):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Case(Opcode.FENCE):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
-                overflow_stop()
+                with m.Case(Opcode.LOAD):
+                    m.d.sync += i.eq(0)
+                    m.next = "LOAD"
+                with m.Case(Opcode.LOADQ):
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(f_dram), dma.n.eq(5 * C),
+                                 dma.off.eq(0), dma.lines.eq(1)]
+                    m.next = "LOADQ_WAIT"
+                with m.Case(Opcode.MATMUL):
+                    m.d.comb += enqueue.eq(1)
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                with m.Case(Opcode.STORE):
+                    m.d.sync += [i.eq(0), si.eq(0), sv.eq(0), saddr.eq(f_dram)]
+                    m.next = "STORE"
 
-            # -------------------------------------------------------- STORE
-            def read_acc_line(line):
-                m.d.comb += [accbuf.rd_en.eq(1), accbuf.rd_addr.eq(f_sacc + line), acc_read_store.eq(1)]
-                m.d.sync += k.eq(0)
-                m.next = "STORE_RQ"
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += clear.eq(1)
+                    m.d.sync += [pc.eq(0), error.eq(0), err_arg.eq(0), err_index.eq(0), self.done.eq(0)]
+                    m.next = "FETCH"
 
-            with m.State("STORE_LINE"):
+            with m.State("ERR_WAIT"):
+                with m.If(~unit_busy):
+                    fail_now(pend_code, pend_arg, pend_index)
+                check_overflow()
+
+            # ------------------------------------------------ fetch and decode
+            with m.State("FETCH"):
+                with m.If(pc >= self.prog_len):
+                    fail(ERR_NO_HALT, index=pc - 1)
+                with m.Else():
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(self.prog_addr + (pc << 4)),
+                                 dma.n.eq(INSTR_BYTES), dma.off.eq(0), dma.lines.eq(1)]
+                    m.next = "FETCH_WAIT"
+                check_overflow()
+            with m.State("FETCH_WAIT"):
+                with m.If(dma.line_valid):
+                    m.d.sync += ins.eq(Cat(*(dma.line[b] for b in range(INSTR_BYTES))))
+                    m.d.comb += ev["fetch_bytes"].eq(INSTR_BYTES)
+                    m.next = "DECODE"
+                check_overflow()
+            with m.State("DECODE"):
+                m.d.comb += ev["instructions"].eq(1)
+                m.d.sync += span.eq(Mux(f_lines == 0, 0, (f_lines - 1) * f_stride))
+                with m.If(op > max(Opcode)):
+                    fail(ERR_BAD_OPCODE, op)
+                with m.Else():
+                    m.next = "CHECK"
+                check_overflow()
+            with m.State("CHECK"):
+                with m.Switch(op):
+                    with m.Case(Opcode.LOAD):
+                        cap = Mux(is_w, g["w_lines"], g["a_lines"])
+                        width = Mux(is_w, C, R)
+                        with m.If(f_spad + f_lines > cap):
+                            fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A), f_spad + f_lines - 1)
+                        with m.Elif(f_offset + f_elems > width):
+                            fail(ERR_LINE)
+                        with m.Elif((f_lines != 0) & (f_elems != 0) & (dram_end > self.dram_bytes)):
+                            fail(ERR_DRAM, dram_end - 1)
+                        with m.Elif(blocked):
+                            m.next = "HOLD"
+                        with m.Else():
+                            execute()
+                    with m.Case(Opcode.LOADQ):
+                        with m.If(loadq_end > self.dram_bytes):
+                            fail(ERR_DRAM, loadq_end - 1)
+                        with m.Else():
+                            execute()
+                    with m.Case(Opcode.MATMUL):
+                        with m.If(f_a + f_m > g["a_lines"]):
+                            fail(ERR_SPAD_A, f_a + f_m - 1)
+                        with m.Elif(f_w + R > g["w_lines"]):
+                            fail(ERR_SPAD_W, f_w + R - 1)
+                        with m.Elif(f_macc + f_m > g["acc_lines"]):
+                            fail(ERR_ACC, f_macc + f_m - 1)
+                        with m.Elif(blocked):
+                            m.next = "HOLD"
+                        with m.Else():
+                            execute()
+                    with m.Case(Opcode.STORE):
+                        with m.If(f_sacc + f_lines > g["acc_lines"]):
+                            fail(ERR_ACC, f_sacc + f_lines - 1)
+                        with m.Elif((f_bits < 1) | (f_bits > cfg.out_bits)):
+                            fail(ERR_BITS)
+                        with m.Elif(f_elems > C):
+                            fail(ERR_ELEMS)
+                        with m.Elif((f_lines != 0) & (f_elems != 0) & (dram_end > self.dram_bytes)):
+                            fail(ERR_DRAM, dram_end - 1)
+                        with m.Elif(blocked):
+                            m.next = "HOLD"
+                        with m.Else():
+                            execute()
+                    with m.Default():   # HALT, FENCE
+                        with m.If(blocked):
+                            m.next = "HOLD"
+                        with m.Else():
+                            execute()
+                check_overflow()
+            with m.State("HOLD"):
+                # Interlock: wait until the array unit no longer conflicts.
+                with m.If(~blocked):
+                    execute()
+                check_overflow()
+
+            # --------------------------------------------------------- LOAD
+            with m.State("LOAD"):
+                with m.If(f_lines == 0):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                with m.Elif(f_elems == 0):
+                    # Zero-fill lines: one per cycle.
+                    load_write(dma.line)
+                    m.d.sync += i.eq(1)
+                    m.next = "LOAD_ZERO"
+                with m.Else():
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(f_dram), dma.n.eq(f_elems),
+                                 dma.off.eq(f_offset), dma.lines.eq(f_lines), dma.stride.eq(f_stride)]
+                    m.next = "LOAD_WAIT"
+                check_overflow()
+            with m.State("LOAD_ZERO"):
                 with m.If(i == f_lines):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
                 with m.Else():
-                    read_acc_line(i)
-            with m.State("STORE_RQ"):
-                # The lanes take the line 1 cycle after the read and give y 3 cycles later;
-                # the scatter starts as the saturated bytes are registered (it reads them
-                # from the next cycle on).
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == RequantLane_LATENCY):
+                    load_write(dma.line)
+                    m.d.sync += i.eq(i + 1)
+                check_overflow()
+            with m.State("LOAD_WAIT"):
+                # Each line is written the cycle its last word arrives.
+                with m.If(dma.line_valid):
+                    bad = load_write(dma.line)
+                    with m.If(bad):
+                        fail(ERR_VALUE)
+                    with m.Else():
+                        m.d.sync += i.eq(i + 1)
+                        with m.If(i + 1 == f_lines):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                check_overflow()
+
+            # -------------------------------------------------------- LOADQ
+            with m.State("LOADQ_WAIT"):
+                with m.If(dma.line_valid):
+                    m.d.comb += ev["dram_bytes_read"].eq(5 * C)
                     for c in range(C):
-                        y = lanes[c].y
-                        m.d.sync += sbytes[c].eq(Mux(y < sat_lo, sat_lo, Mux(y > sat_hi, sat_hi, y))[:8])
-                    m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(laddr), dma.n.eq(f_elems),
-                                 dma.off.eq(0)]
-                    m.next = "STORE_WAIT"
-            with m.State("STORE_WAIT"):
-                with m.If(~dma.busy):
-                    m.d.comb += [ev["dram_bytes_written"].eq(f_elems), ev["requant_ops"].eq(f_elems)]
-                    m.d.sync += [i.eq(i + 1), laddr.eq(laddr + f_stride)]
-                    with m.If(i + 1 == f_lines):
+                        m.d.sync += [bias[c].eq(Cat(*(dma.line[4 * c + b] for b in range(4)))),
+                                     shift[c].eq(dma.line[4 * C + c])]
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                check_overflow()
+
+            # -------------------------------------------------------- STORE
+            with m.State("STORE"):
+                m.d.comb += s_adv.eq(dma.ready)
+                with m.If(s_adv):
+                    with m.If(i < f_lines):
+                        m.d.comb += [accbuf.rd_en.eq(1), accbuf.rd_addr.eq(f_sacc + i), acc_read_store.eq(1)]
+                        m.d.sync += i.eq(i + 1)
+                    m.d.sync += sv.eq(Cat(i < f_lines, sv[:-1]))
+                    with m.If(sv[-1]):
+                        for c in range(C):
+                            y = lanes[c].y
+                            m.d.sync += sbytes[c].eq(Mux(y < sat_lo, sat_lo, Mux(y > sat_hi, sat_hi, y))[:8])
+                        m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(saddr), dma.n.eq(f_elems),
+                                     dma.off.eq(0), ev["dram_bytes_written"].eq(f_elems),
+                                     ev["requant_ops"].eq(f_elems)]
+                        m.d.sync += [si.eq(si + 1), saddr.eq(saddr + f_stride)]
+                    with m.If(si == f_lines):
                         m.d.sync += pc.eq(pc + 1)
                         m.next = "FETCH"
-                    with m.Else():
-                        read_acc_line(i + 1)
 
         # ------------------------------------------------------ busy / stall
         running = Signal()
         m.d.comb += [running.eq(~fsm.ongoing("IDLE")), self.busy.eq(running), ev["cycles"].eq(running)]
         unit_states = {
             "ctrl": ("FETCH", "FETCH_WAIT", "DECODE", "CHECK"),
-            "load": ("LOAD_LINE", "LOAD_WAIT"),
+            "load": ("LOAD", "LOAD_ZERO", "LOAD_WAIT"),
             "loadq": ("LOADQ_WAIT",),
-            "matmul": ("MM_W", "MM_DRAIN") + (("MM_PUSH", "MM_FEED") if ws else ("MM_OSA", "MM_OSSTEP")),
-            "store": ("STORE_LINE", "STORE_RQ", "STORE_WAIT"),
+            "store": ("STORE",),
+            "wait": ("HOLD", "ERR_WAIT"),
         }
-        assert set(unit_states) == set(UNITS)
+        assert set(unit_states) | {"matmul"} == set(UNITS)
         for u, states in unit_states.items():
             inside = Signal(name=f"in_{u}")
             m.d.comb += inside.eq(Cat(*(fsm.ongoing(s) for s in states)).any())
-            m.d.comb += ev[f"{u}_busy"].eq(inside)
-            if u != "matmul":
-                m.d.comb += ev[f"{u}_stall"].eq(inside & dma.stall)
+            m.d.comb += [ev[f"{u}_busy"].eq(inside), ev[f"{u}_stall"].eq(inside & dma.stall)]
+        m.d.comb += [ev["matmul_busy"].eq(running & unit_busy),
+                     ev["idle_mem_stall"].eq(running & ~unit_busy & dma.stall)]
         return m
-

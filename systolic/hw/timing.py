@@ -1,21 +1,36 @@
-"""Cycle formulas of the :class:`~systolic.hw.system.Accelerator` (docs/isa.md, "Timing").
+"""Exact cycle timeline of the :class:`~systolic.hw.system.Accelerator` (docs/isa.md, "Timing").
 
-The system runs one instruction at a time, so a program's cycle count is the
-sum of per-instruction formulas. With a memory that accepts a request ``d``
-cycles after it is first valid and answers a read ``L`` cycles after
-accepting it (:class:`systolic.sim.memory.MemoryModel` without random
-stalls: ``d = ceil(bus_bytes / bytes_per_cycle) - 1``), these formulas equal
-the RTL's ``cycles`` and ``<unit>_busy`` counters exactly (tests/sim and
-tests/hw check it). Plain Python, no amaranth.
+The controller runs instructions in order; MATMULs go to the array unit and
+run in the background (a queue slot, then, weight-stationary, the weight
+loader, the feeder and the write-back, streaming back to back;
+output-stationary, one at a time), and interlocks hold an instruction while
+the array unit still uses what it touches. With a memory that accepts a
+request ``d`` cycles after it is first valid and answers a read ``L`` cycles
+after accepting it (:class:`systolic.sim.memory.MemoryModel` without random
+stalls: ``d = ceil(bus_bytes / bytes_per_cycle) - 1``), everything is
+deterministic and :func:`program_timeline` reproduces the RTL's counters
+exactly, cycle by cycle of the state machines in ``systolic/hw/system.py``
+(tests/hw and tests/sim check it against amaranth.sim and Verilator).
+Plain Python and NumPy, no amaranth.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..compiler.isa import INSTR_BYTES, Opcode
 
-__all__ = ["words", "instruction_cycles", "program_cycles"]
+__all__ = ["MAX_READS", "words", "gather_accepts", "matmul_occupancy_os", "InstrTiming", "Timeline",
+           "program_timeline", "program_cycles"]
+
+#: Reads the DMA keeps in flight at most.
+MAX_READS = 8
+
+#: Units of the controller (exactly one per cycle) and the array unit.
+CONTROLLER_UNITS = ("ctrl", "load", "loadq", "store", "wait")
 
 
 def words(addr: int, n: int, bus_bytes: int) -> int:
@@ -25,45 +40,241 @@ def words(addr: int, n: int, bus_bytes: int) -> int:
     return (addr + n - 1) // bus_bytes - addr // bus_bytes + 1
 
 
-def instruction_cycles(cfg, instr, addr: int, d: int, latency: int) -> dict:
-    """Busy cycles per unit of one instruction fetched from byte address *addr*."""
-    R, C, bb = cfg.rows, cfg.cols, cfg.bus_bytes
-    rd = 1 + d + latency          # one read request
-    wr = 1 + d                    # one write request
-    out = {"ctrl": 4 + words(addr, INSTR_BYTES, bb) * rd}
-    a = instr.args
-    op = instr.op
-    if op == Opcode.LOAD:
-        cyc = 1
-        for i in range(a["lines"]):
-            cyc += 1 + words(a["dram"] + i * a["stride"], a["elems"], bb) * rd
-        out["load"] = cyc
-    elif op == Opcode.LOADQ:
-        out["loadq"] = 1 + words(a["dram"], 5 * C, bb) * rd
-    elif op == Opcode.MATMUL:
-        m = a["m"]
-        if m == 0:
-            out["matmul"] = R + 2
-        elif cfg.dataflow == "ws":
-            out["matmul"] = m + 3 * R + C + 3
+def gather_accepts(start: int, n: int, d: int, latency: int) -> np.ndarray:
+    """Accept cycles of the ``n`` read requests of a gather started in cycle *start*.
+
+    Request ``j`` is valid the cycle after request ``j - 1`` is accepted
+    (the first: the cycle after *start*) once fewer than :data:`MAX_READS`
+    reads are unanswered, and is accepted ``d`` cycles later; read ``j`` is
+    answered in ``accept + latency``. That recurrence,
+    ``a_j = max(a_{j-1} + 1 + d, a_{j-Q} + latency + 1 + d)``, has the closed
+    form ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), latency + 1 + d)``.
+    """
+    j = np.arange(n, dtype=np.int64)
+    period = max(MAX_READS * (1 + d), latency + 1 + d)
+    return start + 1 + d + (j % MAX_READS) * (1 + d) + (j // MAX_READS) * period
+
+
+def matmul_occupancy_os(R: int, C: int, m: int) -> int:
+    """Cycles the output-stationary array unit spends on one MATMUL (after taking it from the queue)."""
+    if m == 0:
+        return R + 2
+    return (R + 1) + math.ceil(m / R) * (2 * R + 1) + 2 * R + C
+
+
+@dataclass
+class InstrTiming:
+    """When one instruction ran and what it cost."""
+
+    index: int
+    op: str
+    fetch: int                      #: cycle of its FETCH state
+    start: int                      #: cycle it started executing (after any interlock wait)
+    end: int                        #: last controller cycle of the instruction
+    busy: dict                      #: controller cycles per unit (ctrl, wait, and its own unit)
+    stall: dict                     #: memory-wait cycles per unit (included in busy)
+    reads: int                      #: read requests (fetch included)
+    writes: int
+    array: tuple | None = None      #: MATMUL: (first, last) cycle the array unit is busy with it
+
+    @property
+    def unit(self) -> str:
+        """The unit that executes it (``ctrl`` for HALT / FENCE, ``matmul`` for MATMUL)."""
+        return {"LOAD": "load", "LOADQ": "loadq", "MATMUL": "matmul", "STORE": "store"}.get(self.op, "ctrl")
+
+    @property
+    def cycles(self) -> int:
+        """Controller cycles from its fetch to its last cycle (MATMUL: the issue only)."""
+        return sum(self.busy.values())
+
+    @property
+    def stall_cycles(self) -> int:
+        return sum(self.stall.values())
+
+    @property
+    def array_cycles(self) -> int:
+        """Cycles the array unit is busy with it (MATMUL; overlaps other instructions)."""
+        return self.array[1] - self.array[0] + 1 if self.array else 0
+
+
+@dataclass
+class Timeline:
+    """The per-instruction timeline of one program and the RTL counters it implies."""
+
+    instructions: list
+    counters: dict = field(default_factory=dict)
+
+
+class _Busy:
+    """The array unit's busy cycles as merged, sorted, closed intervals."""
+
+    def __init__(self):
+        self.lo, self.hi = [], []
+
+    def add(self, lo: int, hi: int):
+        if self.hi and lo <= self.hi[-1] + 1:
+            self.hi[-1] = max(self.hi[-1], hi)
         else:
-            out["matmul"] = (R + 1) + math.ceil(m / R) * (2 * R + 1) + 2 * R + C
-    elif op == Opcode.STORE:
-        cyc = 1
-        for i in range(a["lines"]):
-            cyc += 5 + words(a["dram"] + i * a["stride"], a["elems"], bb) * wr
-        out["store"] = cyc
-    return out
+            self.lo.append(lo)
+            self.hi.append(hi)
+
+    def count_idle(self, cycles: np.ndarray) -> int:
+        """How many of the sorted *cycles* fall outside every interval."""
+        if not len(cycles):
+            return 0
+        if not self.lo or cycles[0] > self.hi[-1]:
+            return len(cycles)
+        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
+        k = np.searchsorted(lo, cycles, side="right") - 1
+        inside = (k >= 0) & (cycles <= hi[np.maximum(k, 0)])
+        return int(len(cycles) - inside.sum())
+
+    def total(self, end: int) -> int:
+        return sum(min(h, end) - lo + 1 for lo, h in zip(self.lo, self.hi) if lo <= end)
+
+
+def _gather(start, n, d, lat, busy: _Busy):
+    """(last response cycle, stall cycles, stall cycles while the array unit is idle) of a gather."""
+    acc = gather_accepts(start, n, d, lat)
+    end = int(acc[-1]) + lat
+    work = np.union1d(acc, acc + lat)
+    span = end - start
+    stall = span - len(work)
+    idle = 0
+    if stall:
+        cyc = np.setdiff1d(np.arange(start + 1, end + 1, dtype=np.int64), work, assume_unique=True)
+        idle = busy.count_idle(cyc)
+    return end, stall, idle
+
+
+def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> Timeline:
+    """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*."""
+    R, C, bb = cfg.rows, cfg.cols, cfg.bus_bytes
+    ws = cfg.dataflow == "ws"
+    lat = latency
+    busy = _Busy()
+    idle_mem = 0
+    out = []
+    # Array unit state.
+    q_free = 0              # first cycle the queue slot is free again
+    unit_free = 0           # WS: first cycle the weight loader can take a descriptor; OS: the unit is idle
+    last_st = None          # WS: cycle the previous computing descriptor started feeding
+    fd_free = 0             # WS: first cycle the feeder can start the next descriptor
+    unit_end = -1           # last busy cycle of the array unit so far
+    readers = []            # (a, m, w, last cycle it may read scratchpads)
+    f = 0
+    total = None
+    for j, ins in enumerate(program):
+        a = ins.args
+        op = ins.op
+        pa = prog_addr + INSTR_BYTES * j
+        wf = words(pa, INSTR_BYTES, bb)
+        e, st_f, idle_f = _gather(f, wf, d, lat, busy)
+        idle_mem += idle_f
+        c = e + 2                                   # CHECK
+        b = {"ctrl": c - f + 1}
+        s = {"ctrl": st_f}
+        reads, writes = wf, 0
+        # Interlocks.
+        x = c
+        if op == Opcode.MATMUL:
+            x = max(c, q_free)
+        elif op == Opcode.LOAD:
+            lines, spad = a["lines"], a["spad"]
+            for ra, rm, rw, rend in readers:
+                if rend < c or lines == 0:
+                    continue
+                lo, n = (rw, R) if a["target"] == 1 else (ra, rm)
+                if n and spad < lo + n and lo < spad + lines:
+                    x = max(x, rend + 1)
+        elif op in (Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+            x = max(c, unit_end + 1)
+        if x > c:
+            b["wait"] = x - c
+        arr = None
+        end = x
+        if op == Opcode.HALT:
+            total = x + 1
+        elif op == Opcode.MATMUL:
+            m = a["m"]
+            t = max(x + 1, unit_free)               # queue -> weight loader / unit
+            q_free = t + 1
+            if not ws:
+                occ = matmul_occupancy_os(R, C, m)
+                last = t + occ
+                unit_free = last + 1
+                reader_end = last
+            elif m == 0:
+                last = t + R + 1                    # reads the tile, computes nothing
+                unit_free = last + 1
+                reader_end = last
+            else:
+                p0 = t + R + 2                      # first push cycle
+                if last_st is not None:
+                    p0 = max(p0, last_st + 1 + R + C)   # shadow guard after the previous swap
+                st = max(p0 + R, fd_free)           # feeder takes it (first A read)
+                unit_free = st + 1
+                fd_free = st + m
+                last_st = st
+                reader_end = st + m
+                last = st + m + R + C               # accumulator write of the last output
+            busy.add(x + 1, last)
+            unit_end = max(unit_end, last)
+            readers.append((a["a"], m, a["w"], reader_end))
+            arr = (x + 1, last)
+        elif op == Opcode.LOAD:
+            s0 = x + 1
+            lines, elems = a["lines"], a["elems"]
+            if lines == 0:
+                end = s0
+            elif elems == 0:
+                end = s0 + lines
+            else:
+                nw = sum(words(a["dram"] + i * a["stride"], elems, bb) for i in range(lines))
+                end, st_l, idle_l = _gather(s0, nw, d, lat, busy)
+                s["load"] = st_l
+                idle_mem += idle_l
+                reads += nw
+            b["load"] = end - x
+        elif op == Opcode.LOADQ:
+            nw = words(a["dram"], 5 * C, bb)
+            end, st_q, idle_q = _gather(x, nw, d, lat, busy)
+            s["loadq"] = st_q
+            idle_mem += idle_q
+            reads += nw
+            b["loadq"] = end - x
+        elif op == Opcode.STORE:
+            s0 = x + 1
+            end = s0
+            if a["lines"]:
+                ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
+                end = s0 + 4 + sum(max(1, w * (1 + d)) for w in ws_)
+                writes = sum(ws_)
+                s["store"] = writes * d
+                idle_mem += writes * d                # the array unit is idle during a STORE
+            b["store"] = end - x
+        out.append(InstrTiming(j, op.name, f, x, end, b, s, reads, writes, arr))
+        if total is not None:
+            break
+        f = end + 1
+        readers = [r for r in readers if r[3] >= f]
+    if total is None:
+        total = f
+    cnt = {"cycles": total, "bus_reads": 0, "bus_writes": 0, "idle_mem_stall": idle_mem}
+    for u in CONTROLLER_UNITS + ("matmul",):
+        cnt[f"{u}_busy"] = cnt[f"{u}_stall"] = 0
+    for it in out:
+        for u, v in it.busy.items():
+            cnt[f"{u}_busy"] += v
+        for u, v in it.stall.items():
+            cnt[f"{u}_stall"] += v
+        cnt["bus_reads"] += it.reads
+        cnt["bus_writes"] += it.writes
+    cnt["matmul_busy"] = busy.total(total - 1)
+    return Timeline(out, cnt)
 
 
 def program_cycles(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> dict:
-    """``{"cycles": total, "<unit>_busy": ...}`` of *program* (Instrs, ending with HALT) on *cfg*."""
-    busy = {u: 0 for u in ("ctrl", "load", "loadq", "matmul", "store")}
-    for j, ins in enumerate(program):
-        for u, c in instruction_cycles(cfg, ins, prog_addr + INSTR_BYTES * j, d, latency).items():
-            busy[u] += c
-        if ins.op == Opcode.HALT:
-            break
-    out = {f"{u}_busy": c for u, c in busy.items()}
-    out["cycles"] = sum(busy.values())
-    return out
+    """The RTL counters of *program* that depend on timing: ``cycles``, ``<unit>_busy``, ``<unit>_stall``,
+    ``bus_reads``, ``bus_writes``, ``idle_mem_stall``."""
+    return program_timeline(cfg, program, prog_addr, d, latency).counters

@@ -1,34 +1,37 @@
 """Analytic cycle model: cycles and stall cycles per instruction, per program and per layer.
 
-The :class:`~systolic.hw.system.Accelerator` runs one instruction at a time
-with one memory request in flight, so every number here follows from the
-per-instruction formulas of docs/isa.md ("Timing"), implemented once in
-:mod:`systolic.hw.timing` (busy cycles), and from the memory requests each
-instruction makes (:func:`instruction_requests`), which give the stall
-counters:
+The :class:`~systolic.hw.system.Accelerator` overlaps MATMULs on the array
+unit with the controller's fetches, LOADs and LOADQs (docs/isa.md,
+"Timing"). :func:`systolic.hw.timing.program_timeline` follows both cycle by
+cycle: when each instruction is fetched, how long an interlock holds it,
+when its DMA requests are accepted and answered (up to
+:data:`~systolic.hw.timing.MAX_READS` reads in flight), and when the array
+unit takes, feeds and drains each MATMUL. This module turns that timeline
+into the report's numbers:
 
-* ``<unit>_stall`` = ``d`` per request of that unit (a request waits ``d``
-  cycles to be accepted) + ``L - 1`` per read (the cycles a read waits for its
-  answer after the accepting one); ``matmul_stall`` is 0 (the controller never
-  offers the array an operand it cannot take).
-* ``cycles`` = the sum of the ``<unit>_busy``.
+* per instruction (:class:`~systolic.hw.timing.InstrTiming`): controller
+  cycles per unit (``ctrl`` fetch/decode/check, ``wait`` interlock, and
+  ``load`` / ``loadq`` / ``store``), memory-wait cycles, requests, and for a
+  MATMUL the cycles the array unit is busy with it;
+* per program / layer (:class:`ProgramCycles`): the RTL's ``cycles``,
+  ``<unit>_busy``, ``<unit>_stall``, ``bus_reads``, ``bus_writes`` and
+  ``idle_mem_stall`` counters.
 
 With :class:`~systolic.sim.memory.MemoryModel` ``stall == 0`` (``d =
 ceil(bus_bytes / bytes_per_cycle) - 1``, ``L = latency``) the prediction
-equals the RTL's ``cycles``, ``<unit>_busy``, ``<unit>_stall``, ``bus_reads``
-and ``bus_writes`` counters with 0 cycles of error (tests/sim/test_cycle_model.py).
+equals every one of those RTL counters with 0 cycles of error
+(tests/sim/test_cycle_model.py, tests/hw/test_system.py).
 
-**Random stalls** (``stall = p > 0``): each request waits a random number
-``X`` of extra accept cycles (``P(X >= j) = p**j``, geometric). Every such
-cycle adds exactly one cycle to ``cycles``, to the busy counter and to the
-stall counter of the unit that made the request, and nothing else changes.
-So ``RTL = prediction(stall=0) + extra`` exactly, where ``extra`` is the sum
-of ``X`` over the program's requests: the error of the deterministic
-prediction is ``extra >= 0``, with mean ``n * p / (1 - p)`` and standard
-deviation ``sqrt(n * p) / (1 - p)`` for ``n`` requests
-(:attr:`ProgramCycles.expected_extra`, :attr:`ProgramCycles.extra_std`).
-``ProgramCycles.expected()`` adds the mean; the RTL's stall counters reveal
-``extra`` exactly (:func:`extra_stall_cycles`).
+**Random stalls** (``stall = p > 0``): request ``k`` waits ``X_k`` extra
+accept cycles (``P(X >= j) = p**j``). The accelerator is a max-plus system
+(in-order controller and array unit, interlocks, a bounded read pipeline),
+so delays can only postpone events, and each request delay lies on any
+chain of dependent events at most once: ``0 <= RTL - prediction <= sum X_k``.
+The bound has mean ``n p / (1 - p)`` and standard deviation
+``sqrt(n p) / (1 - p)`` for ``n`` requests (:attr:`ProgramCycles.expected_extra`,
+:attr:`ProgramCycles.extra_std`); part of it is hidden when the delayed
+request overlaps array work. :func:`extra_accept_cycles` gives ``sum X_k``
+of a run exactly (the memory model's delays are seeded).
 
 Plain Python, no amaranth, no simulator.
 """
@@ -38,14 +41,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..compiler.isa import INSTR_BYTES, Opcode
-from ..hw.sysmap import UNITS
-from ..hw.timing import instruction_cycles, words
+from ..hw.sysmap import CONTROLLER_UNITS, UNITS
+from ..hw.timing import InstrTiming, program_timeline
 
-__all__ = ["UNITS", "InstrCycles", "ProgramCycles", "instruction_requests", "predict_instruction",
-           "predict_program", "predict_network", "extra_stall_cycles", "memory_delays"]
+__all__ = ["UNITS", "CONTROLLER_UNITS", "InstrCycles", "ProgramCycles", "predict_program", "predict_network",
+           "extra_accept_cycles", "memory_delays"]
 
-_UNIT_OF = {Opcode.LOAD: "load", Opcode.LOADQ: "loadq", Opcode.MATMUL: "matmul", Opcode.STORE: "store"}
+#: Predicted cost of one instruction (see :class:`systolic.hw.timing.InstrTiming`).
+InstrCycles = InstrTiming
 
 
 def memory_delays(config, memory=None) -> tuple[int, int]:
@@ -56,50 +59,6 @@ def memory_delays(config, memory=None) -> tuple[int, int]:
     return memory.base_delay(config.bus_bytes), memory.latency
 
 
-def instruction_requests(cfg, instr, addr: int) -> dict:
-    """Memory-port requests of one instruction fetched at *addr*: ``{unit: (reads, writes)}``."""
-    bb = cfg.bus_bytes
-    out = {"ctrl": (words(addr, INSTR_BYTES, bb), 0)}
-    a = instr.args
-    if instr.op == Opcode.LOAD:
-        out["load"] = (sum(words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])), 0)
-    elif instr.op == Opcode.LOADQ:
-        out["loadq"] = (words(a["dram"], 5 * cfg.cols, bb), 0)
-    elif instr.op == Opcode.STORE:
-        out["store"] = (0, sum(words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])))
-    return out
-
-
-@dataclass
-class InstrCycles:
-    """Predicted cost of one instruction."""
-
-    index: int
-    op: str
-    unit: str                       #: the executing unit (``ctrl`` for HALT / FENCE)
-    busy: dict                      #: per unit busy cycles (ctrl = fetch + decode)
-    stall: dict                     #: per unit memory-wait cycles (included in busy)
-    reads: int                      #: memory read requests (fetch included)
-    writes: int
-
-    @property
-    def cycles(self) -> int:
-        return sum(self.busy.values())
-
-    @property
-    def stall_cycles(self) -> int:
-        return sum(self.stall.values())
-
-
-def predict_instruction(cfg, instr, addr: int, d: int, latency: int, index: int = 0) -> InstrCycles:
-    """:class:`InstrCycles` of *instr* fetched at *addr* with accept delay *d* and read latency *latency*."""
-    busy = instruction_cycles(cfg, instr, addr, d, latency)
-    reqs = instruction_requests(cfg, instr, addr)
-    stall = {u: (r + w) * d + r * (latency - 1) for u, (r, w) in reqs.items()}
-    return InstrCycles(index, instr.op.name, _UNIT_OF.get(instr.op, "ctrl"), busy, stall,
-                       sum(r for r, _ in reqs.values()), sum(w for _, w in reqs.values()))
-
-
 @dataclass
 class ProgramCycles:
     """Predicted counters of one program (up to its HALT)."""
@@ -108,26 +67,19 @@ class ProgramCycles:
     stall_probability: float = 0.0
     counters: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        c = {"cycles": 0, "bus_reads": 0, "bus_writes": 0}
-        c.update({f"{u}_{k}": 0 for u in UNITS for k in ("busy", "stall")})
-        for ic in self.instructions:
-            for u, v in ic.busy.items():
-                c[f"{u}_busy"] += v
-                c["cycles"] += v
-            for u, v in ic.stall.items():
-                c[f"{u}_stall"] += v
-            c["bus_reads"] += ic.reads
-            c["bus_writes"] += ic.writes
-        self.counters = c
-
     @property
     def cycles(self) -> int:
         return self.counters["cycles"]
 
     @property
     def stall_cycles(self) -> int:
-        return sum(self.counters[f"{u}_stall"] for u in UNITS)
+        """Cycles the controller waited on the memory port."""
+        return sum(self.counters[f"{u}_stall"] for u in CONTROLLER_UNITS)
+
+    @property
+    def compute_cycles(self) -> int:
+        """Cycles the array unit was busy (``matmul_busy``)."""
+        return self.counters["matmul_busy"]
 
     @property
     def requests(self) -> int:
@@ -135,7 +87,7 @@ class ProgramCycles:
 
     @property
     def expected_extra(self) -> float:
-        """Mean of the random extra accept cycles (0 without random stalls)."""
+        """Mean of the random extra accept cycles: the mean bound on the error (0 without random stalls)."""
         p = self.stall_probability
         return self.requests * p / (1 - p)
 
@@ -145,20 +97,22 @@ class ProgramCycles:
         p = self.stall_probability
         return math.sqrt(self.requests * p) / (1 - p)
 
-    def expected(self) -> dict:
-        """The counters with the mean random extra cycles added to ``cycles`` (exact when ``stall == 0``)."""
-        out = dict(self.counters)
-        out["cycles"] = self.cycles + self.expected_extra
-        return out
+    def split(self) -> dict:
+        """``cycles`` split into ``compute`` (array busy), ``memory_stall`` (array idle while the controller
+        waits on memory) and ``other`` (array idle otherwise: DMA transfers, fetch/decode, STORE)."""
+        c = self.counters
+        return {"compute": c["matmul_busy"], "memory_stall": c["idle_mem_stall"],
+                "other": c["cycles"] - c["matmul_busy"] - c["idle_mem_stall"]}
 
     def per_opcode(self) -> dict:
-        """``{opcode: {"count", "cycles", "stall"}}``."""
+        """``{opcode: {"count", "cycles", "stall", "array"}}`` (controller cycles; array-unit cycles)."""
         out = {}
         for ic in self.instructions:
-            e = out.setdefault(ic.op, {"count": 0, "cycles": 0, "stall": 0})
+            e = out.setdefault(ic.op, {"count": 0, "cycles": 0, "stall": 0, "array": 0})
             e["count"] += 1
             e["cycles"] += ic.cycles
             e["stall"] += ic.stall_cycles
+            e["array"] += ic.array_cycles
         return out
 
 
@@ -171,12 +125,8 @@ def predict_program(cfg, program, prog_addr: int, memory=None) -> ProgramCycles:
 
     memory = memory or MemoryModel()
     d, lat = memory_delays(cfg, memory)
-    instrs = []
-    for j, ins in enumerate(program):
-        instrs.append(predict_instruction(cfg, ins, prog_addr + INSTR_BYTES * j, d, lat, j))
-        if ins.op == Opcode.HALT:
-            break
-    return ProgramCycles(instrs, memory.stall)
+    tl = program_timeline(cfg, program, prog_addr, d, lat)
+    return ProgramCycles(tl.instructions, memory.stall, tl.counters)
 
 
 def predict_network(cn, config, memory=None) -> dict:
@@ -188,8 +138,13 @@ def predict_network(cn, config, memory=None) -> dict:
             for s in cn.steps if hasattr(s, "program")}
 
 
-def extra_stall_cycles(rtl: dict, config, memory) -> int:
-    """The random extra accept cycles of a run, from the RTL counters (``cycles - prediction``)."""
-    d, lat = memory_delays(config, memory)
-    stalls = sum(rtl[f"{u}_stall"] for u in UNITS)
-    return stalls - (rtl["bus_reads"] + rtl["bus_writes"]) * d - rtl["bus_reads"] * (lat - 1)
+def extra_accept_cycles(requests: int, config, memory) -> int:
+    """``sum X_k``: the random extra accept cycles of the first *requests* requests of a run on *memory*.
+
+    The simulated memories draw one delay per request from ``memory.delays``
+    in request order, so a run with ``n`` requests (``bus_reads +
+    bus_writes``) waited exactly this many extra cycles in all.
+    """
+    base = memory.base_delay(config.bus_bytes)
+    it = memory.delays(config.bus_bytes)
+    return sum(next(it) - base for _ in range(requests))

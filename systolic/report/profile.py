@@ -21,7 +21,6 @@ import numpy as np
 __all__ = ["Profile", "profile_network", "SOURCES"]
 
 SOURCES = ("rtl", "model")
-UNITS = ("ctrl", "load", "loadq", "matmul", "store")
 
 
 @dataclass
@@ -58,16 +57,11 @@ class Profile:
 
 
 def _split(busy: dict, total: int) -> dict:
-    """Cycles split into compute, memory stall and other (= DMA transfer + control/fetch)."""
-    def active(unit):
-        return busy.get(f"{unit}_busy", 0) - busy.get(f"{unit}_stall", 0)
-
-    compute = active("matmul")
-    stall = sum(v for k, v in busy.items() if k.endswith("_stall"))
-    dma = active("load") + active("loadq") + active("store")
-    control = active("ctrl")
-    return {"total": total, "compute": compute, "stall": stall, "other": total - compute - stall,
-            "dma": dma, "control": control}
+    """Cycles split into compute (array unit busy), memory stall (array idle while the controller waits
+    on the memory port) and other (array idle otherwise: DMA transfers, fetch/decode, STORE, start-up)."""
+    compute = busy.get("matmul_busy", 0)
+    stall = busy.get("idle_mem_stall", 0)
+    return {"total": total, "compute": compute, "stall": stall, "other": total - compute - stall}
 
 
 def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chunk: int = 32,

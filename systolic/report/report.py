@@ -159,10 +159,9 @@ def _plots(rep: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(acc)), 3.6))
     bottom = [0] * len(acc)
-    for part, label, colour in (("compute", "compute (array)", "#4c72b0"),
-                                ("stall", "memory stall", "#dd8452"),
-                                ("dma", "other: DMA transfer", "#55a868"),
-                                ("control", "other: fetch/decode", "#8c8c8c")):
+    for part, label, colour in (("compute", "compute (array busy)", "#4c72b0"),
+                                ("stall", "memory stall (array idle)", "#dd8452"),
+                                ("other", "other (array idle: DMA, fetch, STORE)", "#8c8c8c")):
         vals = [(l.get("cycles") or {}).get(part, 0) for l in acc]
         ax.bar(x, vals, bottom=bottom, label=label, color=colour)
         bottom = [b + v for b, v in zip(bottom, vals)]

@@ -1,6 +1,5 @@
 """amaranth.sim unit tests of the system blocks: DMA, accumulator buffer, controller; lint of the system Verilog."""
 
-import random
 
 import numpy as np
 import pytest
@@ -11,101 +10,11 @@ from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError
 from systolic.compiler.isa import encode_program
 from systolic.golden.random import random_input, random_network
 from systolic.hw.config import AcceleratorConfig
-from systolic.hw.dma import Dma
 from systolic.hw.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
 from systolic.hw.system import Accelerator, AccumulatorBuffer
-from systolic.hw.timing import program_cycles, words
+from systolic.hw.timing import program_cycles
 from systolic.sim.memory import MemoryModel, place_program
 from systolic.sim.system_amaranth import run_program_amaranth
-
-
-# ------------------------------------------------------------------------------------------ DMA
-def _dma_bench(dut, mem, cmds, d, latency, log):
-    bb = dut.bus_bytes
-
-    async def bench(ctx):
-        for write, addr, n, off, src in cmds:
-            if write:
-                for p, v in enumerate(src):
-                    ctx.set(dut.src[p], v)
-            ctx.set(dut.start, 1)
-            ctx.set(dut.write, write)
-            ctx.set(dut.addr, addr)
-            ctx.set(dut.n, n)
-            ctx.set(dut.off, off)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            cycles, waited, resp = 1, 0, []   # resp: [cycles left, data] of accepted reads, in order
-            while ctx.get(dut.busy):
-                if resp and resp[0][0] == 0:
-                    ctx.set(dut.bus.resp_valid, 1)
-                    ctx.set(dut.bus.resp_data, resp.pop(0)[1])
-                else:
-                    ctx.set(dut.bus.resp_valid, 0)
-                ready = 0
-                if ctx.get(dut.bus.req_valid):
-                    if waited >= d:
-                        ready, waited = 1, 0
-                        a = ctx.get(dut.bus.req_addr)
-                        assert a % bb == 0
-                        if ctx.get(dut.bus.req_write):
-                            data, strb = ctx.get(dut.bus.req_wdata), ctx.get(dut.bus.req_wstrb)
-                            for j in range(bb):
-                                if strb >> j & 1:
-                                    mem[a + j] = (data >> 8 * j) & 0xFF
-                        else:
-                            resp.append([latency, int.from_bytes(bytes(mem[a:a + bb]), "little")])
-                    else:
-                        waited += 1
-                ctx.set(dut.bus.req_ready, ready)
-                await ctx.tick()
-                cycles += 1
-                for r in resp:
-                    r[0] -= 1
-            ctx.set(dut.bus.req_ready, 0)
-            ctx.set(dut.bus.resp_valid, 0)
-            log.append((cycles, [ctx.get(dut.buf[p]) for p in range(dut.buf_bytes)]))
-
-    return bench
-
-
-@pytest.mark.parametrize("bb,d,latency", [(1, 0, 1), (4, 1, 2), (8, 0, 3)])
-def test_dma_gather_and_scatter_unaligned_runs(bb, d, latency):
-    rng = random.Random(bb)
-    B = 13
-    mem = bytearray(rng.randrange(256) for _ in range(96))
-    ref = bytearray(mem)
-    dut = Dma(bus_bytes=bb, buf_bytes=B, src_bytes=B)
-    cmds = []
-    for _ in range(12):
-        write = rng.random() < 0.5
-        n = rng.randrange(0, B + 1)
-        off = rng.randrange(0, B - n + 1)
-        addr = rng.randrange(0, 96 - n - bb)
-        cmds.append((int(write), addr, n, off, [rng.randrange(256) for _ in range(B)]))
-    log = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(_dma_bench(dut, mem, cmds, d, latency, log))
-    sim.run()
-    buf = [0] * B
-    for (write, addr, n, off, src), (cycles, got_buf) in zip(cmds, log):
-        w = words(addr, n, bb)
-        if write:
-            ref[addr:addr + n] = bytes(src[off:off + n])
-            assert cycles == 1 + w * (1 + d)
-        else:
-            buf[off:off + n] = ref[addr:addr + n]
-            assert got_buf == buf
-            assert cycles == 1 + w * (1 + d + latency)
-    assert mem == ref
-
-
-def test_dma_parameter_errors():
-    with pytest.raises(ValueError, match="bus_bytes must be a power of two, not 3"):
-        Dma(bus_bytes=3, buf_bytes=4, src_bytes=4)
-    with pytest.raises(ValueError, match="buf_bytes must be a positive int, not 0"):
-        Dma(bus_bytes=4, buf_bytes=0, src_bytes=4)
 
 
 # ---------------------------------------------------------------------------- accumulator buffer

@@ -14,7 +14,7 @@ def test_report_from_cycle_model(tmp_path, capsys):
     assert acc and all(l["cycles"]["total"] == l["cycles"]["predicted"] > 0 for l in acc)
     for l in acc:
         c = l["cycles"]
-        assert c["total"] == c["compute"] + c["stall"] + c["other"] and c["other"] == c["dma"] + c["control"]
+        assert c["total"] == c["compute"] + c["stall"] + c["other"]
     assert rep["totals"]["cycles"] == sum(l["cycles"]["total"] for l in acc)
     assert all(0 < l["utilization"] <= l["ideal_utilization"] <= 1 for l in acc)
     saved = json.loads((out / "report.json").read_text())
