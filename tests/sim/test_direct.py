@@ -14,7 +14,7 @@ from systolic.compiler.isa import encode_program
 from systolic.compiler.lower import AccelStep
 from systolic.golden.random import random_input, random_network
 from systolic.hw.config import PRESETS
-from systolic.hw.sysmap import EXECUTOR_COUNTERS, UNITS
+from systolic.hw.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS
 from systolic.hw.timing import program_cycles
 from systolic.sim import SimulationError
 from systolic.sim.direct import DirectSim
@@ -37,7 +37,7 @@ def _check(cn, x, memory, run):
         want = ex[layer].to_dict()
         assert c.executor_view() == {k: want[k] for k in EXECUTOR_COUNTERS}, layer
         assert c.by_opcode == want["by_opcode"], layer
-        assert c.rtl["cycles"] == sum(c.rtl[f"{u}_busy"] for u in UNITS)
+        assert c.rtl["cycles"] == sum(c.rtl[f"{u}_busy"] for u in CONTROLLER_UNITS)
         if memory.stall == 0:
             pred = program_cycles(CFG, programs[layer], program_address(cn.spec.dram_bytes),
                                   memory.base_delay(CFG.bus_bytes), memory.latency)
