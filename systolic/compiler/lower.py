@@ -8,6 +8,17 @@ every report say which layer ran where, and why a layer stayed on the host.
 Tiling (docs/isa.md): K in chunks of ``rows`` (scratchpad A lines), N in
 chunks of ``cols`` (requantizer lanes), M in tiles of ``mt`` rows such that a
 tile's K chunks fit scratchpad A and its rows fit the accumulator buffer.
+
+The schedule lets MATMULs run in the background while the controller goes on
+loading: with more than one M tile (and room for two), scratchpad A is
+double-buffered and tile t+1's loads are spread between tile t's MATMULs
+(dense tile 0: each K chunk just before its first MATMUL); weights that all fit
+scratchpad W are loaded once, N chunk j+1's spread between chunk j's MATMULs
+(otherwise alternately into two halves); each N chunk's LOADQ goes right
+before its STORE. No activation load, and no weight load when all weights fit,
+writes lines that a MATMUL issued since the last STORE reads (the hardware's
+interlocks would make it wait); results are those of sequential execution
+either way.
 """
 
 from __future__ import annotations
@@ -176,6 +187,11 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     if kc > spec.a_lines:
         raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, only {spec.a_lines} exist")
     mt = min(spec.a_lines // kc, spec.acc_lines, M)
+    # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
+    # tile t+1 is loaded into the other half while tile t's MATMULs run.
+    double = mt < M and spec.a_lines // (2 * kc) >= 1
+    if double:
+        mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
 
     # Weights: tile (p, j, i) is R lines of C bytes, zero padded, contiguous.
     tiles = np.zeros((P, nc, kc, R, C), dtype=np.int64)
@@ -202,41 +218,78 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
         s[:n1] = shift[j * C:j * C + n1]
         dram.put(q_addr + j * 5 * C, b.tobytes() + s.tobytes())
 
-    prog = []
-    preload = P * nc * kc * R <= spec.w_lines
-    if preload:
-        # Every weight tile fits scratchpad W: load them once.
-        for p in range(P):
-            for j in range(nc):
-                for i in range(kc):
-                    prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=((p * nc + j) * kc + i) * R,
-                                                       elems=C, dram=tile_addr(p, j, i), stride=C)))
     unsigned_in = not in_t.signed
     out_t = layer.out_type
-    for m0 in range(0, M, mt):
+    T = len(range(0, M, mt))
+
+    def a_base(t):
+        return (t % 2) * kc * mt if double else 0
+
+    def a_loads(t):
+        """Tile t's activation loads into its A buffer (dense: one strided LOAD per K chunk)."""
+        m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
         if conv:
-            prog += _gather_conv(layer, src, m0, rows, mt, kc, R, unsigned_in, dst)
-        else:
-            for i in range(kc):
-                e = min(R, K - i * R)
-                prog.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
-                                                   lines=rows, spad=i * mt, elems=e, offset=0,
-                                                   dram=src.addr + m0 * K + i * R, stride=K)))
+            return _gather_conv(layer, src, m0, rows, mt, kc, R, unsigned_in, dst, base)
+        loads = []
+        for i in range(kc):
+            e = min(R, K - i * R)
+            loads.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
+                                                 lines=rows, spad=base + i * mt, elems=e, offset=0,
+                                                 dram=src.addr + m0 * K + i * R, stride=K)))
+        return loads
+
+    def w_load(p, j, i, line):
+        return Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=line, elems=C, dram=tile_addr(p, j, i),
+                                       stride=C))
+
+    def w_home(p, j, i):  # the tile's own lines when every tile fits scratchpad W
+        return ((p * nc + j) * kc + i) * R
+
+    # Weights: if every tile fits scratchpad W, each is loaded once, in tile 0: N chunk 0 just in time, chunk j+1
+    # spread over the MATMULs of chunk j. Otherwise each is loaded before its MATMUL, alternating between two
+    # halves when two tiles fit, so that a load does not overwrite the tile the previous MATMUL reads.
+    preload = P * nc * kc * R <= spec.w_lines
+    w_alt = not preload and spec.w_lines >= 2 * R
+    order = [(p, i) for p in range(P) for i in range(kc)]  # the MATMULs of one N chunk
+    Q = nc * len(order)                                     # the MATMULs of one M tile
+    n_w = 0
+    prog = []
+    for t in range(T):
+        m0, base = t * mt, a_base(t)
+        rows = min(mt, M - m0)
+        # Double-buffered, tile t+1 is loaded while tile t runs; a single buffer is loaded when its tile starts.
+        cur = a_loads(t) if t == 0 or not double else []
+        if conv:
+            prog += cur  # zero-fill, then the gathers
+        nxt = a_loads(t + 1) if double and t + 1 < T else []
+        q = sent = 0
         for j in range(nc):
+            w_next = []
+            if preload and t == 0 and j + 1 < nc:
+                w_next = [w_load(p, j + 1, i, w_home(p, j + 1, i)) for p, i in order]
+            w_sent = 0
+            for k, (p, i) in enumerate(order):
+                if cur and not conv and j == 0 and p == 0:
+                    prog.append(cur[i])  # K chunk i just before its first MATMUL
+                if preload:
+                    w_line = w_home(p, j, i)
+                    if t == 0 and j == 0:
+                        prog.append(w_load(p, j, i, w_line))
+                else:
+                    w_line = (n_w % 2) * R if w_alt else 0
+                    n_w += 1
+                    prog.append(w_load(p, j, i, w_line))
+                prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(k > 0), shift=points[p][1], m=rows,
+                                                     a=base + i * mt, w=w_line, acc=0)))
+                q += 1
+                upto = -(-(k + 1) * len(w_next) // len(order))
+                prog += w_next[w_sent:upto]
+                w_sent = upto
+                upto = -(-q * len(nxt) // Q)
+                prog += nxt[sent:upto]
+                sent = upto
             prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * 5 * C)))
-            first = True
-            for p, (_, s) in enumerate(points):
-                for i in range(kc):
-                    if preload:
-                        w_line = ((p * nc + j) * kc + i) * R
-                    else:
-                        w_line = 0
-                        prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=0, elems=C,
-                                                           dram=tile_addr(p, j, i), stride=C)))
-                    prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(not first), shift=s, m=rows,
-                                                         a=i * mt, w=w_line, acc=0)))
-                    first = False
             prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
                                                 bits=out_t.bits, lines=rows, acc=0,
                                                 elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
@@ -246,14 +299,15 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
 
 
-def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region):
-    """im2col by DMA: zero-fill the tile, then one strided load per (output row run, kernel tap, chunk piece)."""
+def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0):
+    """im2col by DMA: zero-fill the tile's A buffer (from line *a0*), then one strided load per (output row
+    run, kernel tap, chunk piece)."""
     _, H, W, Cin = src.shape
     _, OH, OW, _ = dst.shape
     kh, kw = layer.kernel
     sh, sw = layer.stride
     pt, _, pl, _ = layer.padding
-    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=kc * mt, spad=0, elems=0))]
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=kc * mt, spad=a0, elems=0))]
     m = m0
     while m < m0 + rows:
         b, rem = divmod(m, OH * OW)
@@ -277,7 +331,7 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
                     k_end = min(base + Cin, (i + 1) * R)
                     prog.append(Instr(Opcode.LOAD, dict(
                         target=Target.A, unsigned=int(unsigned_in), lines=hi - lo,
-                        spad=i * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
+                        spad=a0 + i * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
                         dram=src.addr + ((b * H + iy) * W + ix) * Cin + (k - base), stride=sw * Cin)))
                     k = k_end
         m += run
