@@ -12,7 +12,7 @@ from systolic.golden.random import random_input, random_network
 from systolic.hw.config import AcceleratorConfig
 from systolic.hw.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
 from systolic.hw.system import Accelerator, AccumulatorBuffer
-from systolic.hw.timing import program_cycles
+from systolic.hw.timing import program_cycles, program_timeline
 from systolic.sim.memory import MemoryModel, place_program
 from systolic.sim.system_amaranth import run_program_amaranth
 
@@ -264,3 +264,121 @@ def test_random_programs_match_executor(dataflow):
         pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
         assert {k: c[k] for k in pred} == pred
     assert completed >= 3 and errors >= 2
+
+
+def test_zero_fill_after_load_clears_the_lines():
+    """A zero-fill LOAD (elems == 0) right after a LOAD of the same lines: the lines read back as 0."""
+    cfg = TINY["ws"]
+    spec = MachineSpec.from_config(cfg, dram_bytes=64)
+    dram = np.arange(1, 65, dtype=np.uint8)
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, lines=3, elems=2, dram=0, stride=2)),
+            Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=3, spad=0, elems=0)),
+            Instr(Opcode.LOAD, dict(target=Target.W, lines=2, elems=3, dram=8, stride=3)),
+            Instr(Opcode.MATMUL, dict(m=3)),
+            Instr(Opcode.STORE, dict(lines=3, elems=3, bits=8, dram=32, stride=3)),
+            Instr(Opcode.HALT)]
+    ref = dram.copy()
+    Executor(spec, ref).run(prog)
+    assert not ref[32:41].any()
+    got = run_program_amaranth(cfg, dram, prog)
+    assert got["done"] and np.array_equal(dram, ref)
+
+
+def _overlap_program(rng, cfg, spec, dram):
+    """Many MATMULs (m from 0 to 3*rows, accumulate chains on shared accumulator lines) with LOADs aimed at
+    the lines the queued MATMULs read, STOREs and FENCEs between: the interlocks' and the streaming's cases."""
+    R, C = cfg.rows, cfg.cols
+    qbase = dram.size - 5 * C
+    dram[qbase:qbase + 4 * C] = np.frombuffer(rng.integers(-50, 50, C).astype("<i4").tobytes(), np.uint8)
+    dram[qbase + 4 * C:] = rng.integers(0, 4, C).astype(np.uint8)
+    prog = [Instr(Opcode.LOADQ, dict(dram=qbase))]
+    recent = []
+    for _ in range(int(rng.integers(14, 24))):
+        r = rng.random()
+        if r < 0.5:
+            m = int(rng.choice([0, 1, 2, R, 2 * R + 1, 3 * R, spec.acc_lines]))
+            m = min(m, spec.acc_lines, spec.a_lines)
+            a = int(rng.integers(0, spec.a_lines - m + 1))
+            w = int(rng.integers(0, spec.w_lines - R + 1))
+            acc = int(rng.integers(0, spec.acc_lines - m + 1))
+            prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(rng.random() < 0.7), m=m, a=a, w=w, acc=acc,
+                                                 shift=int(rng.choice([0, 0, 1])))))
+            recent.append((a, m, w))
+        elif r < 0.85:
+            tgt = int(rng.integers(0, 2))
+            width, cap = (C, spec.w_lines) if tgt else (R, spec.a_lines)
+            lines = int(rng.integers(1, 5))
+            if recent and rng.random() < 0.7:       # aim at a queued MATMUL's lines
+                a, m, w = recent[int(rng.integers(0, len(recent)))]
+                lo = w if tgt else a
+                spad = min(max(0, lo + int(rng.integers(-2, 3))), cap - lines)
+            else:
+                spad = int(rng.integers(0, cap - lines + 1))
+            elems = int(rng.integers(0, width + 1))
+            prog.append(Instr(Opcode.LOAD, dict(
+                target=tgt, zero=int(rng.integers(0, 2)), lines=lines, spad=spad, elems=elems,
+                offset=int(rng.integers(0, width - elems + 1)), dram=int(rng.integers(0, qbase - 4 * 7 - width)),
+                stride=int(rng.integers(0, 7)))))
+        elif r < 0.95:
+            lines = int(rng.integers(1, spec.acc_lines + 1))
+            prog.append(Instr(Opcode.STORE, dict(lines=lines, acc=int(rng.integers(0, spec.acc_lines - lines + 1)),
+                                                elems=C, bits=8, dram=int(rng.integers(0, qbase - C * lines)),
+                                                stride=C)))
+            recent = []
+        else:
+            prog.append(Instr(Opcode.FENCE))
+            recent = []
+    return prog + [Instr(Opcode.STORE, dict(lines=spec.acc_lines, elems=C, bits=8, dram=0, stride=C)),
+                   Instr(Opcode.HALT)]
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_overlapping_programs_match_executor_and_timeline(dataflow):
+    """Back-to-back MATMULs and LOADs into the lines they read: sequential results, exact cycles."""
+    cfg = TINY[dataflow]
+    spec = MachineSpec.from_config(cfg, dram_bytes=256)
+    rng = np.random.default_rng(21 if dataflow == "ws" else 22)
+    held = 0
+    for trial in range(10):
+        mem = MemoryModel(latency=int(rng.integers(1, 4)), bytes_per_cycle=int(rng.choice([2, 8])))
+        dram = rng.integers(0, 8, spec.dram_bytes).astype(np.uint8)     # small: few results saturate
+        prog = _overlap_program(rng, cfg, spec, dram)
+        ref = dram.copy()
+        try:
+            want = Executor(spec, ref).run(prog)
+        except ProgramError as exc:      # an accumulator overflow: the same error, same instruction
+            got = run_program_amaranth(cfg, dram, prog, mem)
+            assert got["err_index"] == exc.index and got["error"], (trial, str(exc))
+            continue
+        got = run_program_amaranth(cfg, dram, prog, mem)
+        assert got["done"] and np.array_equal(dram, ref), trial
+        c = got["counters"]
+        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
+        _, pa = place_program(dram, b"")
+        pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
+        assert {k: c[k] for k in pred} == pred, trial
+        held += c["wait_busy"] > 0 and c["matmul_busy"] > 0
+    assert held >= 5
+
+
+def test_streamed_matmuls_accumulate_into_the_line_just_written():
+    """MATMUL 2's first output lands on MATMUL 1's last accumulator line in the very next cycle (streaming
+    back to back): the accumulator's read-modify-write must see the value written the cycle before."""
+    cfg = AcceleratorConfig(rows=2, cols=2, spad_a_bytes=64, spad_w_bytes=16, acc_entries=32, bus_bytes=4)
+    spec = MachineSpec.from_config(cfg, dram_bytes=128)
+    rng = np.random.default_rng(3)
+    dram = rng.integers(1, 6, 128).astype(np.uint8)       # small: no result saturates
+    m1 = 2 * cfg.rows + cfg.cols + 3          # long enough to stream at full rate
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, lines=m1, elems=2, dram=0, stride=2)),
+            Instr(Opcode.LOAD, dict(target=Target.W, lines=4, elems=2, dram=40, stride=2)),
+            Instr(Opcode.MATMUL, dict(m=m1, a=0, w=0, acc=0)),
+            Instr(Opcode.MATMUL, dict(accumulate=1, m=3, a=0, w=2, acc=m1 - 1)),
+            Instr(Opcode.STORE, dict(lines=m1 + 2, elems=2, bits=8, dram=64, stride=2)),
+            Instr(Opcode.HALT)]
+    tl = program_timeline(cfg, prog, 0)
+    first, second = (i for i in tl.instructions if i.op == "MATMUL")
+    assert second.array[1] - 3 == first.array[1]            # the feeds, so the write-backs, back to back
+    ref = dram.copy()
+    Executor(spec, ref).run(prog)
+    got = run_program_amaranth(cfg, dram, prog, MemoryModel(latency=1))
+    assert got["done"] and np.array_equal(dram, ref)
