@@ -157,7 +157,7 @@ def _plots(rep: dict, out: Path) -> list[Path]:
     x = range(len(acc))
     files = []
 
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(acc)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(acc)) + 3.2, 3.6))
     bottom = [0] * len(acc)
     for part, label, colour in (("compute", "compute (array busy)", "#4c72b0"),
                                 ("stall", "memory stall (array idle)", "#dd8452"),
@@ -168,7 +168,7 @@ def _plots(rep: dict, out: Path) -> list[Path]:
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_ylabel("cycles")
     ax.set_title(f"Cycles per layer ({rep['cycles_source']})")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     files.append(out / "cycles.png")
     fig.savefig(files[-1], dpi=120)
