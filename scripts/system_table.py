@@ -2,7 +2,8 @@
 
 Runs each shipped model on the first 32 digits test images on the ``small``
 (4x4 output-stationary) and ``default`` (8x8 weight-stationary) presets under
-cocotb + Verilator, and writes ``docs/results/system_rtl.md`` and ``.json``:
+Verilator (``--backend direct``, the default, or ``cocotb``), and writes
+``docs/results/system_rtl.md`` and ``.json``:
 mismatches against the golden model (must be 0), cycles per image and
 simulation speed. Usage: ``python scripts/system_table.py [--images N] [--stall P]``.
 """
@@ -31,12 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stall", type=float, default=0.0)
     ap.add_argument("--latency", type=int, default=2)
     ap.add_argument("--out", default="docs/results/system_rtl")
+    ap.add_argument("--backend", choices=["direct", "cocotb"], default="direct")
     args = ap.parse_args(argv)
     memory = MemoryModel(latency=args.latency, stall=args.stall, seed=1)
     rows = []
     for model in MODELS:
         for cname in CONFIGS:
-            s = simulate_network(PRESETS[cname], model, args.images, memory)
+            s = simulate_network(PRESETS[cname], model, args.images, memory, backend=args.backend)
             rows.append({"model": model, "config": cname, **{k: s[k] for k in (
                 "images", "mismatches", "compared_elements", "cycles", "cycles_per_image", "images_per_second",
                 "cycles_per_second", "process_seconds", "build_seconds")}, "layers": s["layers"]})
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"memory": memory.to_dict(), "rows": rows}, indent=2))
     lines = [
-        "# Shipped models on the Accelerator RTL (cocotb + Verilator)",
+        f"# Shipped models on the Accelerator RTL (Verilator, {args.backend} driver)",
         "",
         f"First {args.images} digits test images, memory latency {memory.latency}, "
         f"{'random stalls p=' + str(memory.stall) if memory.stall else 'no stalls'}; "

@@ -24,7 +24,7 @@ import numpy as np
 from ..compiler.isa import INSTR_BYTES, Opcode
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "matmul_occupancy_os", "InstrTiming", "Timeline",
-           "program_timeline", "program_cycles"]
+           "program_timeline", "program_cycles", "cycle_bound"]
 
 #: Reads the DMA keeps in flight at most.
 MAX_READS = 8
@@ -278,3 +278,33 @@ def program_cycles(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -
     """The RTL counters of *program* that depend on timing: ``cycles``, ``<unit>_busy``, ``<unit>_stall``,
     ``bus_reads``, ``bus_writes``, ``idle_mem_stall``."""
     return program_timeline(cfg, program, prog_addr, d, latency).counters
+
+
+def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
+    """A cheap upper bound of :func:`program_cycles`'s ``cycles`` (a few operations per instruction).
+
+    Every instruction as if nothing overlapped and every bus word were its
+    own round trip (``1 + d + latency`` cycles per read, ``1 + d`` per write,
+    at most ``ceil(n / bus_bytes) + 1`` words per run), plus the array unit's
+    whole work per MATMUL: the real run overlaps some of it, so it is never
+    longer. The simulators use it for their hang bounds.
+    """
+    R, C, bb = cfg.rows, cfg.cols, cfg.bus_bytes
+    rd, wr = 1 + d + latency, 1 + d
+    ws = cfg.dataflow == "ws"
+    fetch = 4 + (-(-INSTR_BYTES // bb) + 1) * rd
+    total = 0
+    for ins in program:
+        a, op = ins.args, ins.op
+        total += fetch
+        if op == Opcode.LOAD:
+            total += 2 + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+        elif op == Opcode.LOADQ:
+            total += 2 + (-(-5 * C // bb) + 1) * rd
+        elif op == Opcode.STORE:
+            total += 6 + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
+        elif op == Opcode.MATMUL:
+            total += 2 + (a["m"] + 4 * R + 2 * C + 8 if ws else matmul_occupancy_os(R, C, a["m"]))
+        elif op == Opcode.HALT:
+            break
+    return total + 1

@@ -140,15 +140,15 @@ class MemoryServer:
 
 
 def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
-    """A bound no correct run reaches: 4x the cycle formulas (docs/isa.md), scaled for random stalls."""
+    """A bound no correct run reaches: 4x :func:`systolic.hw.timing.cycle_bound`, scaled for random stalls."""
     from systolic.compiler.isa import IsaError, decode_program
-    from systolic.hw.timing import program_cycles
+    from systolic.hw.timing import cycle_bound
 
     try:
         program = decode_program(blob)
     except IsaError:
         return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)   # stops at the bad opcode
-    base = program_cycles(cfg, program, prog_addr, model.base_delay(cfg.bus_bytes), model.latency)["cycles"]
+    base = cycle_bound(cfg, program, model.base_delay(cfg.bus_bytes), model.latency)
     return int(4 * base / (1 - model.stall)) + 100_000
 
 

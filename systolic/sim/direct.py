@@ -143,16 +143,16 @@ def _lib(path: Path):
 
 
 def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel, program=None) -> int:
-    """A bound no correct run reaches (the cocotb testbench's): 4x the cycle formulas, scaled for stalls."""
+    """A bound no correct run reaches (the cocotb testbench's): 4x :func:`~systolic.hw.timing.cycle_bound`, scaled for stalls."""
     from ..compiler.isa import IsaError, decode_program
-    from ..hw.timing import program_cycles
+    from ..hw.timing import cycle_bound
 
     if program is None:
         try:
             program = decode_program(blob)
         except IsaError:
             return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)
-    base = program_cycles(cfg, program, prog_addr, model.base_delay(cfg.bus_bytes), model.latency)["cycles"]
+    base = cycle_bound(cfg, program, model.base_delay(cfg.bus_bytes), model.latency)
     return int(4 * base / (1 - model.stall)) + 100_000
 
 
@@ -251,7 +251,7 @@ class DirectSim:
         ``err_index``, ``err_arg``, ``done``; or ``{"hang": True}`` after
         *limit* cycles (default: :func:`cycle_limit`, the cocotb testbench's
         bound; it is computed only once a run passes a cheap first bound,
-        since the cycle formulas cost more Python time than most runs).
+        since even the cheap bound costs more Python time than most runs).
         *program*: the decoded instructions of *blob*, if at hand.
         """
         self.mem[prog_addr:prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)

@@ -105,3 +105,18 @@ def test_profile_model_fills_stalls():
         assert c["stall"] > 0 and c["total"] == c["predicted"]
         assert c["compute"] + c["stall"] + c["other"] == c["total"] and c["other"] >= 0
     assert np.isfinite(prof.total_cycles)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "default", "large"])
+def test_cycle_bound_is_an_upper_bound(preset):
+    from systolic.hw.timing import cycle_bound
+
+    cfg = PRESETS[preset]
+    net = random_network(3, "cnn", 8, input_hw=6)
+    cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=1 << 16), batch=3)
+    for mem in (MemoryModel(), MemoryModel(latency=9, bytes_per_cycle=1)):
+        d = mem.base_delay(cfg.bus_bytes)
+        for s in cn.steps:
+            if hasattr(s, "program"):
+                exact = program_cycles(cfg, s.program, 1 << 16, d, mem.latency)["cycles"]
+                assert exact <= cycle_bound(cfg, s.program, d, mem.latency) <= 20 * exact
