@@ -20,7 +20,7 @@ __all__ = ["LayerRecord", "build_report", "write_report", "records_from_run", "i
            "REPORT_SCHEMA", "REPORT_VERSION"]
 
 REPORT_SCHEMA = "systolic-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: cycles split = compute (array busy) / stall (array idle, memory) / other; no dma/control keys
 
 
 @dataclass
@@ -48,7 +48,7 @@ def ideal_utilization(gemm, rows: int, cols: int) -> float:
 
 def build_report(records, config, *, counts_source: str, cycles_source: str,
                  table: EnergyTable | None = None, extra: dict | None = None) -> dict:
-    """The report as a JSON-able dict (schema ``systolic-report`` version 1)."""
+    """The report as a JSON-able dict (schema ``systolic-report`` version :data:`REPORT_VERSION`)."""
     table = table or EnergyTable()
     pes = config.rows * config.cols
     layers, totals = [], {c: 0.0 for c in COMPONENTS}
