@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..compiler.isa import INSTR_BYTES, Opcode
+from .sysmap import CONTROLLER_UNITS
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "matmul_occupancy_os", "InstrTiming", "Timeline",
            "program_timeline", "program_cycles", "cycle_bound"]
 
 #: Reads the DMA keeps in flight at most.
 MAX_READS = 8
-
-#: Units of the controller (exactly one per cycle) and the array unit.
-CONTROLLER_UNITS = ("ctrl", "load", "loadq", "store", "wait")
 
 
 def words(addr: int, n: int, bus_bytes: int) -> int:
