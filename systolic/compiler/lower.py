@@ -19,6 +19,11 @@ before its STORE. No activation load, and no weight load when all weights fit,
 writes lines that a MATMUL issued since the last STORE reads (the hardware's
 interlocks would make it wait); results are those of sequential execution
 either way.
+
+K-split (weight reuse): when a large K leaves tiles of fewer rows than a weight-stationary MATMUL needs to
+stream (``2R + C + 1``), tiles get more rows, K is cut into groups (double-buffered in A across groups, so A
+loads then overwrite lines that MATMULs since the last STORE read, after the interlock lets them) and N into
+groups with one accumulator region per chunk; A is re-read per N group (``_ksplit_plan``, ``_ksplit_program``).
 """
 
 from __future__ import annotations
@@ -220,6 +225,12 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
 
     unsigned_in = not in_t.signed
     out_t = layer.out_type
+    preload = P * nc * kc * R <= spec.w_lines
+    ks = _ksplit_plan(spec, M, kc, nc, P, mt, preload)
+    if ks is not None:
+        prog = _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in, preload,
+                               tile_addr, q_addr, *ks)
+        return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
     T = len(range(0, M, mt))
 
     def a_base(t):
@@ -249,7 +260,6 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     # Weights: if every tile fits scratchpad W, each is loaded once, in tile 0: N chunk 0 just in time, chunk j+1
     # spread over the MATMULs of chunk j. Otherwise each is loaded before its MATMUL, alternating between two
     # halves when two tiles fit, so that a load does not overwrite the tile the previous MATMUL reads.
-    preload = P * nc * kc * R <= spec.w_lines
     w_alt = not preload and spec.w_lines >= 2 * R
     order = [(p, i) for p in range(P) for i in range(kc)]  # the MATMULs of one N chunk
     Q = nc * len(order)                                     # the MATMULs of one M tile
@@ -299,15 +309,18 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
 
 
-def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0):
+def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0,
+                 chunks: tuple | None = None):
     """im2col by DMA: zero-fill the tile's A buffer (from line *a0*), then one strided load per (output row
-    run, kernel tap, chunk piece)."""
+    run, kernel tap, chunk piece). With *chunks* ``(i0, i1)`` only K chunks ``i0 <= i < i1`` are gathered, chunk
+    ``i`` into lines ``a0 + (i - i0) * mt + ...`` (a K group of the K-split schedule)."""
+    i0, i1 = chunks if chunks is not None else (0, kc)
     _, H, W, Cin = src.shape
     _, OH, OW, _ = dst.shape
     kh, kw = layer.kernel
     sh, sw = layer.stride
     pt, _, pl, _ = layer.padding
-    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=kc * mt, spad=a0, elems=0))]
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=(i1 - i0) * mt, spad=a0, elems=0))]
     m = m0
     while m < m0 + rows:
         b, rem = divmod(m, OH * OW)
@@ -325,14 +338,139 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
                     continue
                 ix = lo * sw + kj - pl
                 base = (ki * kw + kj) * Cin
-                k = base
-                while k < base + Cin:
+                k = max(base, i0 * R)
+                while k < min(base + Cin, i1 * R):
                     i = k // R
                     k_end = min(base + Cin, (i + 1) * R)
                     prog.append(Instr(Opcode.LOAD, dict(
                         target=Target.A, unsigned=int(unsigned_in), lines=hi - lo,
-                        spad=a0 + i * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
+                        spad=a0 + (i - i0) * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
                         dram=src.addr + ((b * H + iy) * W + ix) * Cin + (k - base), stride=sw * Cin)))
                     k = k_end
         m += run
+    return prog
+
+
+#: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.
+_FETCH, _A_LINE = 8, 2
+
+
+def _schedule_cost(spec, mt, m_last, tiles, groups, ng, kg, units_per_group, P, preload, conv):
+    """A rough cycle estimate of a tiling: per unit of MATMULs, the array's time (a weight-stationary MATMUL
+    streams ``max(m, 2R + C + 1)`` cycles) against the controller's (fetches, weight and A loads), plus the
+    STOREs, which wait for the array."""
+    R, C = spec.rows, spec.cols
+    thr = 2 * R + C + 1
+    w_cost = 0 if preload else R + _FETCH + 3
+    total = 0
+    for m, n_tiles in ((mt, tiles - 1), (m_last, 1)):
+        arr = ng * kg * max(m, thr)
+        ctrl = ng * kg * (_FETCH + w_cost) + m * kg * _A_LINE + _FETCH * (kg * (3 if conv else 1) + 1)
+        per_tile = groups * (units_per_group * P * max(arr, ctrl) + ng * (m + 3 * _FETCH))
+        total += n_tiles * per_tile
+    return total
+
+
+def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
+    """``(mt2, kg, ng)`` for the K-split schedule, or None to keep the plain one.
+
+    The plain tiling gives a tile's K chunks all of (half of) scratchpad A, so a large K leaves few rows per
+    tile: MATMULs of ``m < 2R + C + 1`` rows, and the weight-stationary array mostly swaps weight tiles. The
+    K-split schedule takes ``mt2`` rows per tile, K in groups of ``kg`` chunks (double-buffered in A across
+    groups) and N in groups of ``ng`` chunks, each with its own accumulator region of ``mt2`` lines; A is
+    re-read once per N group. Chosen when the rough estimate is clearly lower."""
+    R, C = spec.rows, spec.cols
+    thr = 2 * R + C + 1
+    half = spec.a_lines // 2
+    if min(R, C) < 4 or mt >= thr or mt >= M or half < 1 or kc < 2:
+        return None  # (on arrays under 4x4 a weight swap is a few cycles: the plain schedule stays)
+    T = math.ceil(M / mt)
+    old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
+    best = None
+    for G in sorted({math.ceil(nc / ng) for ng in range(1, nc + 1)}):
+        ng = math.ceil(nc / G)
+        cap = min(M, spec.acc_lines // ng, half)
+        if cap < 1:
+            continue
+        T2 = math.ceil(M / cap)
+        mt2 = math.ceil(M / T2)
+        if mt2 < max(2 * mt, thr):
+            continue  # MATMULs that still cannot stream do not pay for re-reading A
+        H = math.ceil(kc / (half // mt2))
+        kg = math.ceil(kc / H)
+        cost = _schedule_cost(spec, mt2, M - (T2 - 1) * mt2, T2, G, ng, kg, H, P, preload, False)
+        if best is None or cost < best[0]:
+            best = (cost, mt2, kg, ng)
+    if best is None or best[0] >= 0.9 * old:
+        return None
+    return best[1:]
+
+
+def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in, preload, tile_addr, q_addr,
+                    mt2, kg, ng):
+    """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group, the
+    group's A loads (the next unit's spread between this unit's MATMULs, into the other half of A), then for
+    each N chunk of the group its MATMULs over the group's K chunks; after the last unit of an N group each
+    chunk's LOADQ and STORE. Every N chunk sees its MATMULs in the plain schedule's order (points, then K
+    chunks), so its partial sums are the ones the accumulator proof covers."""
+    R, C = spec.rows, spec.cols
+    points = layer.points
+    out_t = layer.out_type
+    T2, G, H = math.ceil(M / mt2), math.ceil(nc / ng), math.ceil(kc / kg)
+    size = mt2 * kg
+    units = [(t, g, p, h) for t in range(T2) for g in range(G) for p in range(P) for h in range(H)]
+
+    def a_loads(u):
+        t, _, _, h = units[u]
+        m0, base = t * mt2, (u % 2) * size
+        rows = min(mt2, M - m0)
+        i0, i1 = h * kg, min(kc, (h + 1) * kg)
+        if conv:
+            return _gather_conv(layer, src, m0, rows, mt2, kc, R, unsigned_in, dst, base, (i0, i1))
+        loads = []
+        for i in range(i0, i1):
+            e = min(R, K - i * R)
+            loads.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
+                                                 lines=rows, spad=base + (i - i0) * mt2, elems=e, offset=0,
+                                                 dram=src.addr + m0 * K + i * R, stride=K)))
+        return loads
+
+    w_alt = not preload and spec.w_lines >= 2 * R
+    n_w = 0
+    prog = a_loads(0)
+    for u, (t, g, p, h) in enumerate(units):
+        m0, base = t * mt2, (u % 2) * size
+        rows = min(mt2, M - m0)
+        js = range(g * ng, min(nc, (g + 1) * ng))
+        i0, i1 = h * kg, min(kc, (h + 1) * kg)
+        nxt = a_loads(u + 1) if u + 1 < len(units) else []
+        Q = len(js) * (i1 - i0)
+        q = sent = 0
+        for jl, j in enumerate(js):
+            for i in range(i0, i1):
+                if preload:
+                    w_line = ((p * nc + j) * kc + i) * R
+                    if t == 0:
+                        prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=w_line, elems=C,
+                                                            dram=tile_addr(p, j, i), stride=C)))
+                else:
+                    w_line = (n_w % 2) * R if w_alt else 0
+                    n_w += 1
+                    prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=w_line, elems=C,
+                                                        dram=tile_addr(p, j, i), stride=C)))
+                prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(p > 0 or i > 0), shift=points[p][1], m=rows,
+                                                     a=base + (i - i0) * mt2, w=w_line, acc=jl * mt2)))
+                q += 1
+                upto = -(-q * len(nxt) // Q)
+                prog += nxt[sent:upto]
+                sent = upto
+        if p == P - 1 and h == H - 1:
+            for jl, j in enumerate(js):
+                prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * 5 * C)))
+                prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
+                                                    bits=out_t.bits, lines=rows, acc=jl * mt2,
+                                                    elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
+                                                    stride=N)))
+    prog.append(Instr(Opcode.FENCE))
+    prog.append(Instr(Opcode.HALT))
     return prog
