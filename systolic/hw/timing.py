@@ -16,6 +16,7 @@ Plain Python and NumPy, no amaranth.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -127,12 +128,30 @@ class _Busy:
         inside = (k >= 0) & (cycles <= hi[np.maximum(k, 0)])
         return int(len(cycles) - inside.sum())
 
+    def cover(self, lo: int, hi: int) -> str:
+        """``"all"``, ``"none"`` or ``"some"``: how much of cycles ``[lo, hi]`` the intervals cover."""
+        k = bisect.bisect_right(self.lo, hi) - 1      # the last interval starting at or before hi
+        if k < 0 or self.hi[k] < lo:
+            return "none"                             # (earlier intervals end before this one starts)
+        return "all" if self.lo[k] <= lo and self.hi[k] >= hi else "some"
+
     def total(self, end: int) -> int:
         return sum(min(h, end) - lo + 1 for lo, h in zip(self.lo, self.hi) if lo <= end)
 
 
 def _gather(start, n, d, lat, busy: _Busy):
     """(last response cycle, stall cycles, stall cycles while the array unit is idle) of a gather."""
+    q = 1 + d
+    if MAX_READS * q >= lat + q:
+        # Never throttled: accepts every q cycles; an answer lands on an accept cycle iff q divides L.
+        end = start + d + (n - 1) * q + 1 + lat
+        k, r = divmod(lat, q)
+        stall = end - start - (2 * n - (max(0, n - k) if r == 0 else 0))
+        cover = busy.cover(start + 1, end)
+        if stall == 0 or cover == "all":
+            return end, stall, 0
+        if cover == "none":
+            return end, stall, stall
     acc = gather_accepts(start, n, d, lat)
     end = int(acc[-1]) + lat
     work = np.union1d(acc, acc + lat)
