@@ -345,6 +345,16 @@ class Accelerator(wiring.Component):
         ovf_idx = Signal(32)     # instruction index of the update the accumulator checks
         m.d.comb += [a_rd.en.eq(0), w_rd.en.eq(0), array.o.ready.eq(1)]
         unit_busy = Signal()
+
+        def read_weight_tile(k, base):
+            # Weight tile -> `wt`: R reads of scratchpad W from line *base*, one per cycle
+            # (step k = 0 .. R-1), each captured a cycle later (steps 1 .. R).
+            with m.If(k < R):
+                m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(base + k)]
+            with m.If(k > 0):
+                m.d.sync += wt[k - 1].eq(w_rd.data.as_value())
+            m.d.sync += k.eq(k + 1)
+
         # (valid, descriptor) of every MATMUL that may still read scratchpad A / W lines
         readers = [(q_valid, q)]
 
@@ -366,11 +376,7 @@ class Accelerator(wiring.Component):
             with m.If(q_valid & ~wl_valid):
                 m.d.sync += [wl.eq(q), wl_valid.eq(1), wl_k.eq(0), wl_push.eq(0), wl_done.eq(0), q_valid.eq(0)]
             with m.If(wl_valid & ~wl_push & ~wl_done):
-                with m.If(wl_k < R):
-                    m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(wl.w + wl_k)]
-                with m.If(wl_k > 0):
-                    m.d.sync += wt[wl_k - 1].eq(w_rd.data.as_value())
-                m.d.sync += wl_k.eq(wl_k + 1)
+                read_weight_tile(wl_k, wl.w)
                 with m.If(wl_k == R):
                     m.d.sync += wl_k.eq(0)
                     with m.If(wl.m == 0):
@@ -471,12 +477,7 @@ class Accelerator(wiring.Component):
                                      o_row.eq(R - 1), outs.eq(0), expect.eq(0), rd_valid.eq(0)]
                         m.next = "MM_W"
                 with m.State("MM_W"):
-                    # Weight tile -> registers: R reads, one per cycle, captured a cycle later.
-                    with m.If(k < R):
-                        m.d.comb += [w_rd.en.eq(1), w_rd.addr.eq(cur.w + k)]
-                    with m.If(k > 0):
-                        m.d.sync += wt[k - 1].eq(w_rd.data.as_value())
-                    m.d.sync += k.eq(k + 1)
+                    read_weight_tile(k, cur.w)
                     with m.If(k == R):
                         m.d.sync += k.eq(0)
                         with m.If(cur.m == 0):
