@@ -73,6 +73,19 @@ TINY = {
 }
 
 
+def _check_run(cfg, prog, mem, dram, ref, got, want):
+    """A completed run: DRAM == the executor's, event counters == the executor's, every timing counter ==
+    the cycle timeline's. Returns the RTL counters."""
+    assert got["done"] and got["error"] == 0
+    assert np.array_equal(dram, ref)
+    c = got["counters"]
+    assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
+    _, pa = place_program(dram, b"")
+    pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
+    assert {k: c[k] for k in pred} == pred
+    return c
+
+
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_controller_runs_compiled_network(dataflow):
     """A small conv net: outputs == golden, counters == executor, cycles == docs/isa.md formulas."""
@@ -87,14 +100,7 @@ def test_controller_runs_compiled_network(dataflow):
     def accel(spec, dram, program):
         ref = dram.copy()
         want = Executor(spec, ref).run(program)
-        got = run_program_amaranth(cfg, dram, program, mem)
-        assert got["done"] and got["error"] == 0
-        assert np.array_equal(dram, ref)
-        c = got["counters"]
-        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
-        _, pa = place_program(dram, b"")
-        pred = program_cycles(cfg, program, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
-        assert {k: c[k] for k in pred} == pred
+        _check_run(cfg, program, mem, dram, ref, run_program_amaranth(cfg, dram, program, mem), want)
         checked.append(len(program))
         return want
 
@@ -256,13 +262,7 @@ def test_random_programs_match_executor(dataflow):
             assert f"instruction {want_err.index} ({want_err.instr.op.name}): {reason}" == str(want_err)
             continue
         completed += 1
-        assert got["done"] and got["error"] == 0
-        assert np.array_equal(dram, ref)
-        c = got["counters"]
-        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
-        _, pa = place_program(dram, b"")
-        pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
-        assert {k: c[k] for k in pred} == pred
+        _check_run(cfg, prog, mem, dram, ref, got, want)
     assert completed >= 3 and errors >= 2
 
 
@@ -350,13 +350,7 @@ def test_overlapping_programs_match_executor_and_timeline(dataflow):
             got = run_program_amaranth(cfg, dram, prog, mem)
             assert got["err_index"] == exc.index and got["error"], (trial, str(exc))
             continue
-        got = run_program_amaranth(cfg, dram, prog, mem)
-        assert got["done"] and np.array_equal(dram, ref), trial
-        c = got["counters"]
-        assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
-        _, pa = place_program(dram, b"")
-        pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
-        assert {k: c[k] for k in pred} == pred, trial
+        c = _check_run(cfg, prog, mem, dram, ref, run_program_amaranth(cfg, dram, prog, mem), want)
         held += c["wait_busy"] > 0 and c["matmul_busy"] > 0
     assert held >= 5
 
