@@ -51,9 +51,9 @@ from systolic.compiler import MachineSpec, compile_network
 from systolic.golden.layers import Conv2D, Dense
 from systolic.golden.network import QuantizedNetwork
 from systolic.golden.qtypes import QType
-from systolic.hw.config import PRESETS
+from systolic.arch.config import PRESETS
 from systolic.report.cycles import predict_network
-from systolic.sim.memory import MemoryModel
+from systolic.arch.memory import MemoryModel
 
 #: name -> ("gemm", M, K, N) or ("conv", H, W, Cin, Cout, k, stride)
 SHAPES = {

@@ -138,11 +138,11 @@ def workloads(images: int):
 def bench(name, net, x, config, memory, backend, dram_bytes, repeat=1):
     from systolic.compiler import MachineSpec, compile_network, run_compiled
     from systolic.compiler.executor import Executor
-    from systolic.compiler.isa import encode_program
+    from systolic.arch.isa import encode_program
     from systolic.compiler.lower import AccelStep
     from systolic.compiler.run import read_region
     from systolic.sim.direct import build_direct, cycle_limit
-    from systolic.sim.memory import program_address
+    from systolic.arch.memory import program_address
     from systolic.sim.system import build_system, run_network_rtl
 
     cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes), batch=int(x.shape[0]))
@@ -210,8 +210,8 @@ def bench(name, net, x, config, memory, backend, dram_bytes, repeat=1):
 
 
 def main(argv=None):
-    from systolic.hw.config import load_config
-    from systolic.sim.memory import MemoryModel
+    from systolic.arch.config import load_config
+    from systolic.arch.memory import MemoryModel
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="default")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from systolic.hw.config import AcceleratorConfig  # noqa: E402
+from systolic.arch.config import AcceleratorConfig  # noqa: E402
 
 DEVICE = "LFE5U-85F-6-CABGA381"
 FREQ_MHZ = 100.0

@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.sim import build_rtl, run_gemm_batch
 from systolic.sim.cases import random_gemm_cases, tie_and_saturation_counts
 from systolic.sim.driver import golden_gemm

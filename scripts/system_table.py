@@ -15,9 +15,9 @@ import json
 import platform
 from pathlib import Path
 
-from systolic.hw.config import PRESETS
+from systolic.arch.config import PRESETS
 from systolic.sim.commands import simulate_network
-from systolic.sim.memory import MemoryModel
+from systolic.arch.memory import MemoryModel
 
 MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")
 CONFIGS = ("small", "default")

@@ -4,7 +4,7 @@ Subpackages
 -----------
 golden    NumPy integer reference model: the bit-exact specification.
 quantize  float -> integer quantization (TQT and related methods); needs the ``quantize`` extra.
-hw        Amaranth accelerator components and :class:`~systolic.hw.config.AcceleratorConfig`.
+hw        Amaranth accelerator components and :class:`~systolic.arch.config.AcceleratorConfig`.
 compiler  QuantizedNetwork + AcceleratorConfig -> Program.
 sim       RTL simulation (cocotb + Verilator).
 report    cycle and energy models, reports and plots.

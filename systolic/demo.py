@@ -28,11 +28,11 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
     from tqdm import tqdm
 
     from .golden.commands import resolve_model
-    from .hw.config import load_config
+    from .arch.config import load_config
     from .quantize.data import load_for_network
     from .report.profile import profile_network
     from .report.report import build_report, write_report
-    from .sim.memory import MemoryModel
+    from .arch.memory import MemoryModel
     from .sim.direct import build_direct
     from .sim.system import build_system, system_top_name, system_verilog
 
@@ -104,7 +104,7 @@ def run_demo(model: str = DEFAULT_MODEL, config: str = DEFAULT_CONFIG, images: i
 
 
 def _cmd(args) -> int:
-    from .sim.memory import MemoryModel
+    from .arch.memory import MemoryModel
 
     memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
     r = run_demo(args.model, args.config, args.images, args.out, progress=not args.json, memory=memory,

@@ -1,7 +1,7 @@
 """QuantizedNetwork + accelerator -> programs in the ISA of docs/isa.md."""
 
-from .isa import Instr, Opcode, Target, encode, decode, encode_program, decode_program, IsaError
-from .machine import MachineSpec
+from ..arch.isa import Instr, Opcode, Target, encode, decode, encode_program, decode_program, IsaError
+from ..arch.machine import MachineSpec
 from .lower import compile_network, CompiledNetwork, CompileError
 from .executor import Executor, ProgramError
 from .run import run_compiled

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..golden.ops import requantize
 from ..golden.qtypes import QType
-from .isa import Instr, Opcode, Target
-from .machine import MachineSpec
+from ..arch.isa import BIAS_BYTES, Instr, Opcode, Target
+from ..arch.machine import MachineSpec
 
 __all__ = ["Executor", "ProgramError", "Counters"]
 
@@ -140,13 +140,13 @@ class Executor:
             self.counters.spad_w_writes += a["lines"]
 
     def _op_loadq(self, i, ins):
-        c = self.spec.cols
+        c, n = self.spec.cols, self.spec.loadq_bytes
         start = ins.args["dram"]
-        self._dram_range(i, ins, start, 1, 0, 5 * c)
-        raw = self.dram[start:start + 5 * c]
-        self.bias = raw[:4 * c].view("<i4").astype(np.int64)
-        self.shift = raw[4 * c:].view(np.int8).astype(np.int64)
-        self.counters.dram_bytes_read += 5 * c
+        self._dram_range(i, ins, start, 1, 0, n)
+        raw = self.dram[start:start + n]
+        self.bias = raw[:BIAS_BYTES * c].view("<i4").astype(np.int64)
+        self.shift = raw[BIAS_BYTES * c:].view(np.int8).astype(np.int64)
+        self.counters.dram_bytes_read += n
 
     def _op_matmul(self, i, ins):
         a = ins.args

@@ -37,8 +37,8 @@ from ..golden.layers import Conv2D, Dense, Flatten, Layer, _bound_gemm
 from ..golden.network import QuantizedNetwork
 from ..golden.ops import check_acc_range
 from ..golden.qtypes import QType
-from .isa import Instr, Opcode, Target
-from .machine import MachineSpec
+from ..arch.isa import Instr, Opcode, Target
+from ..arch.machine import MachineSpec
 
 __all__ = ["compile_network", "CompiledNetwork", "Region", "AccelStep", "HostStep", "CompileError"]
 
@@ -214,14 +214,14 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     # Requantizer parameters per N chunk: C int32 biases, then C int8 shifts.
     shift = layer.shift(in_t)
     bias = layer.bias if layer.bias is not None else np.zeros(N, dtype=np.int64)
-    q_addr = dram.alloc(nc * 5 * C, f"layer {layer.name!r} parameters")
+    q_addr = dram.alloc(nc * spec.loadq_bytes, f"layer {layer.name!r} parameters")
     for j in range(nc):
         b = np.zeros(C, dtype="<i4")
         s = np.zeros(C, dtype=np.int8)
         n1 = min(C, N - j * C)
         b[:n1] = bias[j * C:j * C + n1]
         s[:n1] = shift[j * C:j * C + n1]
-        dram.put(q_addr + j * 5 * C, b.tobytes() + s.tobytes())
+        dram.put(q_addr + j * spec.loadq_bytes, b.tobytes() + s.tobytes())
 
     unsigned_in = not in_t.signed
     out_t = layer.out_type
@@ -299,7 +299,7 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                 upto = -(-q * len(nxt) // Q)
                 prog += nxt[sent:upto]
                 sent = upto
-            prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * 5 * C)))
+            prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
             prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
                                                 bits=out_t.bits, lines=rows, acc=0,
                                                 elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
@@ -359,8 +359,8 @@ def _schedule_cost(spec, mt, m_last, tiles, groups, ng, kg, units_per_group, P, 
     """A rough cycle estimate of a tiling: per unit of MATMULs, the array's time (a weight-stationary MATMUL
     streams ``max(m, 2R + C + 1)`` cycles) against the controller's (fetches, weight and A loads), plus the
     STOREs, which wait for the array."""
-    R, C = spec.rows, spec.cols
-    thr = 2 * R + C + 1
+    R = spec.rows
+    thr = spec.latencies.ws_matmul_period
     w_cost = 0 if preload else R + _FETCH + 3
     total = 0
     for m, n_tiles in ((mt, tiles - 1), (m_last, 1)):
@@ -380,7 +380,7 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
     groups) and N in groups of ``ng`` chunks, each with its own accumulator region of ``mt2`` lines; A is
     re-read once per N group. Chosen when the rough estimate is clearly lower."""
     R, C = spec.rows, spec.cols
-    thr = 2 * R + C + 1
+    thr = spec.latencies.ws_matmul_period
     half = spec.a_lines // 2
     if min(R, C) < 4 or mt >= thr or mt >= M or half < 1 or kc < 2:
         return None  # (on arrays under 4x4 a weight swap is a few cycles: the plain schedule stays)
@@ -466,7 +466,7 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in
                 sent = upto
         if p == P - 1 and h == H - 1:
             for jl, j in enumerate(js):
-                prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * 5 * C)))
+                prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
                 prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
                                                     bits=out_t.bits, lines=rows, acc=jl * mt2,
                                                     elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,

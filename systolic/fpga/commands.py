@@ -7,7 +7,7 @@ import sys
 
 def _synth(args) -> int:
     # amaranth and the tool wrappers load only here, not at CLI start-up.
-    from ..hw.config import load_config
+    from ..arch.config import load_config
     from .synth import ToolError, synth
 
     config = load_config(args.config)

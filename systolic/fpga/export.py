@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..hw.config import load_config
+from ..arch.config import load_config
 from .wrappers import TOP_NAME, TOPS
 
 __all__ = ["export_fusesoc", "fusesoc_core_text"]

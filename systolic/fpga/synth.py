@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..hw.config import AcceleratorConfig, load_config
+from ..arch.config import load_config
 from . import reports
 from .wrappers import TOP_NAME, TOPS
 

@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hw.config import AcceleratorConfig, load_config
+from ..arch.config import AcceleratorConfig, load_config
 
 __all__ = ["SystemTop", "RegisterBankTop", "csr_map", "make_top", "TOPS", "TOP_NAME"]
 
@@ -41,9 +41,9 @@ def csr_map() -> dict[str, tuple[int, int, str]]:
     """The :class:`SystemTop` CSR map: name -> (byte address, bytes, access).
 
     Multi-byte registers are little-endian. ``counter_<name>`` follow
-    :data:`systolic.hw.sysmap.COUNTERS`, 8 bytes each from 0x20.
+    :data:`systolic.arch.sysmap.COUNTERS`, 8 bytes each from 0x20.
     """
-    from ..hw.sysmap import COUNTERS
+    from ..arch.sysmap import COUNTERS
 
     regs = {
         "ctrl": (0x00, 1, "W: bit 0 = start (a pulse); R: bit 0 busy, bit 1 done, bits 7:4 error"),
@@ -89,7 +89,7 @@ class SystemTop(wiring.Component):
         super().__init__(sig)
 
     def elaborate(self, platform):
-        from ..hw.sysmap import COUNTERS
+        from ..arch.sysmap import COUNTERS
         from ..hw.system import Accelerator
 
         m = Module()

@@ -4,8 +4,8 @@ No torch, no amaranth here. Every numeric behaviour (rounding, saturation,
 shift, overflow) is defined in this package first; hardware and compiler follow.
 """
 
-from .qtypes import QType, QTensor, ROUNDING_MODES, check_rounding
-from .primitives import round_shift, saturate, quantize, dequantize, MAX_SHIFT
+from .qtypes import QType, ROUNDING_MODES, check_rounding
+from .primitives import round_shift, saturate, quantize, dequantize, MAX_SHIFT, QTensor
 
 __all__ = [
     "QType", "QTensor", "ROUNDING_MODES", "check_rounding",

@@ -6,24 +6,16 @@ cannot be represented raises instead of wrapping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .qtypes import QType, check_rounding
+from .qtypes import QType, as_int_array, check_rounding
 
-__all__ = ["round_shift", "saturate", "quantize", "dequantize", "as_int_array", "MAX_SHIFT"]
+__all__ = ["round_shift", "saturate", "quantize", "dequantize", "as_int_array", "MAX_SHIFT", "QTensor"]
 
 #: Largest shift magnitude accepted by :func:`round_shift` (int64 arithmetic).
 MAX_SHIFT = 62
-
-
-def as_int_array(x, what: str = "x") -> np.ndarray:
-    """Return *x* as an ``int64`` array; refuse floats, bools and objects."""
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{what} must be an integer array, not dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise OverflowError(f"{what} has values above the int64 range")
-    return arr.astype(np.int64, copy=False)
 
 
 def _shift_array(k, what: str = "k") -> np.ndarray:
@@ -122,3 +114,27 @@ def quantize(x, qtype: QType, rounding: str = "half_even") -> np.ndarray:
 def dequantize(q, qtype: QType) -> np.ndarray:
     """Int -> float: ``q * 2**-frac_bits`` (exact in float64 for |q| < 2**53)."""
     return np.ldexp(as_int_array(q, "q").astype(np.float64), -qtype.frac_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class QTensor:
+    """Integers ``q`` (int64) together with their :class:`QType`; validated on construction."""
+
+    q: np.ndarray
+    qtype: QType
+
+    def __post_init__(self):
+        if not isinstance(self.qtype, QType):
+            raise TypeError(f"qtype must be a QType, not {self.qtype!r}")
+        object.__setattr__(self, "q", self.qtype.check(self.q, "QTensor"))
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+    def dequantize(self) -> np.ndarray:
+        return np.ldexp(self.q.astype(np.float64), -self.qtype.frac_bits)
+
+    @classmethod
+    def from_float(cls, x, qtype: QType, rounding: str = "half_even") -> "QTensor":
+        return cls(quantize(x, qtype, rounding), qtype)

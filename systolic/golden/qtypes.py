@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QType", "QTensor", "ROUNDING_MODES", "check_rounding"]
+__all__ = ["QType", "ROUNDING_MODES", "check_rounding", "as_int_array"]
 
 #: Rounding modes of the numerics contract (docs/numerics.md).
 ROUNDING_MODES = ("half_even", "half_up")
@@ -15,6 +15,16 @@ ROUNDING_MODES = ("half_even", "half_up")
 MAX_BITS = 32
 #: Fractional-bit range accepted (scale 2**-frac_bits).
 MAX_FRAC = 48
+
+
+def as_int_array(x, what: str = "x") -> np.ndarray:
+    """Return *x* as an ``int64`` array; refuse floats, bools and objects."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be an integer array, not dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise OverflowError(f"{what} has values above the int64 range")
+    return arr.astype(np.int64, copy=False)
 
 
 def check_rounding(rounding) -> str:
@@ -59,6 +69,8 @@ class QType:
 
     @staticmethod
     def range_of(bits: int, signed: bool) -> tuple[int, int]:
+        """``(lo, hi)`` of a *bits*-bit two's complement (*signed*) or unsigned integer: the one definition
+        of integer ranges, used by the golden model, the accelerator config, the hardware and the compiler."""
         if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 62:
             raise ValueError(f"bits must be between 1 and 62, not {bits!r}")
         if signed:
@@ -83,8 +95,6 @@ class QType:
 
     def check(self, q, what: str = "tensor") -> np.ndarray:
         """Return *q* as int64 after checking every element lies in range."""
-        from .primitives import as_int_array
-
         arr = as_int_array(q, what)
         if arr.size and (int(arr.min()) < self.lo or int(arr.max()) > self.hi):
             bad = int(arr.min()) if int(arr.min()) < self.lo else int(arr.max())
@@ -102,29 +112,3 @@ class QType:
 
     def __str__(self) -> str:
         return f"{'int' if self.signed else 'uint'}{self.bits}(f={self.frac_bits})"
-
-
-@dataclass(frozen=True, eq=False)
-class QTensor:
-    """Integers ``q`` (int64) together with their :class:`QType`; validated on construction."""
-
-    q: np.ndarray
-    qtype: QType
-
-    def __post_init__(self):
-        if not isinstance(self.qtype, QType):
-            raise TypeError(f"qtype must be a QType, not {self.qtype!r}")
-        object.__setattr__(self, "q", self.qtype.check(self.q, "QTensor"))
-
-    @property
-    def shape(self):
-        return self.q.shape
-
-    def dequantize(self) -> np.ndarray:
-        return np.ldexp(self.q.astype(np.float64), -self.qtype.frac_bits)
-
-    @classmethod
-    def from_float(cls, x, qtype: QType, rounding: str = "half_even") -> "QTensor":
-        from .primitives import quantize
-
-        return cls(quantize(x, qtype, rounding), qtype)

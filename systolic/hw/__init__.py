@@ -1,11 +1,11 @@
 """Amaranth accelerator components and the :class:`AcceleratorConfig`.
 
-``systolic.hw.config`` (and ``systolic.hw.ports``) import no amaranth; the
+``systolic.arch.config`` (and ``systolic.arch.ports``) import no amaranth; the
 component classes are loaded lazily on first access, so ``from systolic.hw
 import AcceleratorConfig`` stays light.
 """
 
-from .config import PRESETS, AcceleratorConfig, load_config
+from ..arch.config import PRESETS, AcceleratorConfig, load_config
 
 __all__ = [
     "AcceleratorConfig", "PRESETS", "load_config",

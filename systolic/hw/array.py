@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from .pe import OSProcessingElement, WSProcessingElement, _check_cfg, operand_shapes
 
 __all__ = ["SystolicArray", "array_layouts"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def _generate(args) -> int:
     # amaranth (and the WebAssembly Yosys) load only here, not at CLI start-up.
-    from .config import load_config
+    from ..arch.config import load_config
     from .generate import generate_verilog
 
     config = load_config(args.config)

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray, array_layouts
-from .config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from .pe import _check_cfg
 from .requantizer import Requantizer, requant_layouts
 
@@ -20,7 +20,7 @@ class GemmCore(wiring.Component):
     ``i`` (and ``w`` for the weight-stationary dataflow) feed a
     :class:`~systolic.hw.array.SystolicArray`; its aligned accumulator vectors
     go through a :class:`~systolic.hw.requantizer.Requantizer` to ``o``. The
-    payload bit layouts are :func:`systolic.hw.ports.payload_fields` (one
+    payload bit layouts are :func:`systolic.arch.ports.payload_fields` (one
     packed vector per stream in the generated Verilog: ``i__payload``,
     ``w__payload``, ``o__payload``).
 

@@ -29,7 +29,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .timing import MAX_READS
+from ..arch.timing import MAX_READS
 
 __all__ = ["MemPortSignature", "Dma", "MAX_READS"]
 

@@ -1,10 +1,10 @@
-"""Verilog generation for a :class:`~systolic.hw.config.AcceleratorConfig`."""
+"""Verilog generation for a :class:`~systolic.arch.config.AcceleratorConfig`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .config import AcceleratorConfig, load_config
+from ..arch.config import AcceleratorConfig, load_config
 
 __all__ = ["generate_verilog", "verilog_text"]
 

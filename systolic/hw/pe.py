@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 
 __all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "operand_shapes"]
 

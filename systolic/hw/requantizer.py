@@ -6,7 +6,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from .pe import _check_cfg
 
 __all__ = ["Requantizer", "RequantLane", "requant_layouts"]

@@ -15,9 +15,9 @@ The DMA keeps several reads in flight. Cycle counts follow docs/isa.md
 The host interface (docs/architecture.md, "System") is a handful of CSR-like
 ports: it writes the program into memory, sets ``prog_addr``, ``prog_len``
 and ``dram_bytes`` and pulses ``start``; ``busy`` falls and ``done`` rises at
-HALT; ``error`` holds the error code (:data:`systolic.hw.sysmap.ERRORS`),
+HALT; ``error`` holds the error code (:data:`systolic.arch.sysmap.ERRORS`),
 ``err_index`` the failing instruction and ``err_arg`` the offending value;
-``counters`` the performance counters (:data:`systolic.hw.sysmap.COUNTERS`).
+``counters`` the performance counters (:data:`systolic.arch.sysmap.COUNTERS`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.isa import FIELDS, INSTR_BYTES, Opcode
+from ..arch.isa import FIELDS, INSTR_BYTES, Opcode
 from .array import SystolicArray
-from .config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from .dma import Dma, MemPortSignature
 from .pe import _check_cfg
 from .requantizer import RequantLane
-from .sysmap import (COUNTER_BITS, COUNTERS, ERR_ACC, ERR_BAD_OPCODE, ERR_BITS, ERR_DRAM, ERR_ELEMS, ERR_LINE,
+from ..arch.sysmap import (COUNTER_BITS, COUNTERS, ERR_ACC, ERR_BAD_OPCODE, ERR_BITS, ERR_DRAM, ERR_ELEMS, ERR_LINE,
                      ERR_NO_HALT, ERR_OVERFLOW, ERR_SPAD_A, ERR_SPAD_W, ERR_VALUE, UNITS)
 
 RequantLane_LATENCY = 3  # Requantizer.LATENCY: cycles from a lane input to y
@@ -203,7 +203,7 @@ class Accelerator(wiring.Component):
     busy, done : Out(1)
         Running; finished at HALT without error (cleared by ``start``).
     error : Out(4)
-        0, or an error code of :data:`systolic.hw.sysmap.ERRORS` (the run stopped).
+        0, or an error code of :data:`systolic.arch.sysmap.ERRORS` (the run stopped).
     err_index : Out(32)
         Index of the instruction that failed.
     err_arg : Out(64)

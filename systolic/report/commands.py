@@ -11,7 +11,7 @@ def make_report(model: str, config: str, images: int, out, *, source: str = "mod
     import numpy as np
 
     from ..golden.commands import resolve_model
-    from ..hw.config import load_config
+    from ..arch.config import load_config
     from ..quantize.data import load_for_network
     from .profile import profile_network
     from .report import build_report, write_report
@@ -37,7 +37,7 @@ def make_report(model: str, config: str, images: int, out, *, source: str = "mod
 
 
 def _cmd(args) -> int:
-    from ..sim.memory import MemoryModel
+    from ..arch.memory import MemoryModel
     from .energy_table import EnergyTable
 
     table = EnergyTable.from_user(args.energy_table) if args.energy_table else EnergyTable()

@@ -2,14 +2,14 @@
 
 The :class:`~systolic.hw.system.Accelerator` overlaps MATMULs on the array
 unit with the controller's fetches, LOADs and LOADQs (docs/isa.md,
-"Timing"). :func:`systolic.hw.timing.program_timeline` follows both cycle by
+"Timing"). :func:`systolic.arch.timing.program_timeline` follows both cycle by
 cycle: when each instruction is fetched, how long an interlock holds it,
 when its DMA requests are accepted and answered (up to
-:data:`~systolic.hw.timing.MAX_READS` reads in flight), and when the array
+:data:`~systolic.arch.timing.MAX_READS` reads in flight), and when the array
 unit takes, feeds and drains each MATMUL. This module turns that timeline
 into the report's numbers:
 
-* per instruction (:class:`~systolic.hw.timing.InstrTiming`): controller
+* per instruction (:class:`~systolic.arch.timing.InstrTiming`): controller
   cycles per unit (``ctrl`` fetch/decode/check, ``wait`` interlock, and
   ``load`` / ``loadq`` / ``store``), memory-wait cycles, requests, and for a
   MATMUL the cycles the array unit is busy with it;
@@ -17,7 +17,7 @@ into the report's numbers:
   ``<unit>_busy``, ``<unit>_stall``, ``bus_reads``, ``bus_writes`` and
   ``idle_mem_stall`` counters.
 
-With :class:`~systolic.sim.memory.MemoryModel` ``stall == 0`` (``d =
+With :class:`~systolic.arch.memory.MemoryModel` ``stall == 0`` (``d =
 ceil(bus_bytes / bytes_per_cycle) - 1``, ``L = latency``) the prediction
 equals every one of those RTL counters with 0 cycles of error
 (tests/sim/test_cycle_model.py, tests/hw/test_system.py).
@@ -41,19 +41,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..hw.sysmap import CONTROLLER_UNITS, UNITS
-from ..hw.timing import InstrTiming, program_timeline
+from ..arch.sysmap import CONTROLLER_UNITS, UNITS
+from ..arch.timing import InstrTiming, program_timeline
 
 __all__ = ["UNITS", "CONTROLLER_UNITS", "InstrCycles", "ProgramCycles", "predict_program", "predict_network",
            "extra_accept_cycles", "memory_delays"]
 
-#: Predicted cost of one instruction (see :class:`systolic.hw.timing.InstrTiming`).
+#: Predicted cost of one instruction (see :class:`systolic.arch.timing.InstrTiming`).
 InstrCycles = InstrTiming
 
 
 def memory_delays(config, memory=None) -> tuple[int, int]:
     """``(d, L)`` of *memory* (a MemoryModel, default ``MemoryModel()``) on *config*'s bus."""
-    from ..sim.memory import MemoryModel
+    from ..arch.memory import MemoryModel
 
     memory = memory or MemoryModel()
     return memory.base_delay(config.bus_bytes), memory.latency
@@ -119,9 +119,9 @@ class ProgramCycles:
 def predict_program(cfg, program, prog_addr: int, memory=None) -> ProgramCycles:
     """:class:`ProgramCycles` of *program* (Instrs ending with HALT) placed at *prog_addr*.
 
-    *memory* is a :class:`~systolic.sim.memory.MemoryModel` (default ``MemoryModel()``).
+    *memory* is a :class:`~systolic.arch.memory.MemoryModel` (default ``MemoryModel()``).
     """
-    from ..sim.memory import MemoryModel
+    from ..arch.memory import MemoryModel
 
     memory = memory or MemoryModel()
     d, lat = memory_delays(cfg, memory)
@@ -131,7 +131,7 @@ def predict_program(cfg, program, prog_addr: int, memory=None) -> ProgramCycles:
 
 def predict_network(cn, config, memory=None) -> dict:
     """``{layer: ProgramCycles}`` for every accelerated layer of compiled network *cn* (placed as systolic.sim does)."""
-    from ..sim.memory import program_address
+    from ..arch.memory import program_address
 
     prog_addr = program_address(cn.spec.dram_bytes)
     return {s.layer: predict_program(config, s.program, prog_addr, memory)

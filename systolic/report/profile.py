@@ -5,7 +5,7 @@ Two sources of the same numbers:
 * ``"rtl"``: every accelerator program runs on the Verilated RTL; counters are
   the hardware's performance counters;
 * ``"model"``: the NumPy executor counts events (same definitions as the RTL
-  counters) and the analytic cycle model (:mod:`systolic.hw.timing`) gives the
+  counters) and the analytic cycle model (:mod:`systolic.arch.timing`) gives the
   cycles, which equal the RTL's for a memory without random stalls.
 
 The batch is run in chunks (one simulator process each) with a progress bar.
@@ -71,7 +71,7 @@ def profile_network(net, config, x_int, *, source: str = "rtl", memory=None, chu
 
     from ..compiler import MachineSpec, compile_network, run_compiled
     from ..compiler.executor import Executor
-    from ..sim.memory import MemoryModel
+    from ..arch.memory import MemoryModel
     from .cycles import predict_network
 
     if source not in SOURCES:

@@ -8,7 +8,7 @@ network on the whole Accelerator RTL (one simulator process per batch) and
 Heavy imports (amaranth, cocotb) happen inside the functions.
 """
 
-from .memory import MemoryModel
+from ..arch.memory import MemoryModel
 from .rtl import SIMULATORS, RTLBuild, SimulationError, build_rtl, cache_root, run_gemm, run_gemm_batch
 from .system import NetworkRun, RTLProgramError, SystemCounters, build_system, run_network_rtl, run_program_rtl
 

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from .driver import GemmStats, PassDriver, gemm_schedule
 
 __all__ = ["run_gemm_amaranth"]

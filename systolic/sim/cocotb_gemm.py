@@ -22,7 +22,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.sim.driver import GemmStats, PassDriver, gemm_schedule
 
 

@@ -29,16 +29,16 @@ from cocotb.handle import Immediate
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Event, FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
-from systolic.compiler.isa import INSTR_BYTES, encode_program
-from systolic.hw.config import AcceleratorConfig
-from systolic.hw.sysmap import COUNTER_BITS, COUNTERS
-from systolic.sim.memory import MemoryModel, program_address
+from systolic.arch.isa import INSTR_BYTES, encode_program
+from systolic.arch.config import AcceleratorConfig
+from systolic.arch.sysmap import COUNTER_BITS, COUNTERS
+from systolic.arch.memory import MemoryModel, program_address
 
 PERIOD = 10  # ns
 
 
 class MemoryServer:
-    """The memory model behind the port (timing: :class:`systolic.sim.memory.MemoryModel`).
+    """The memory model behind the port (timing: :class:`systolic.arch.memory.MemoryModel`).
 
     Two coroutines: :meth:`serve` accepts requests one at a time and serves
     them on the image; an accepted read goes into a queue of answers, which
@@ -140,9 +140,9 @@ class MemoryServer:
 
 
 def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
-    """A bound no correct run reaches: 4x :func:`systolic.hw.timing.cycle_bound`, scaled for random stalls."""
-    from systolic.compiler.isa import IsaError, decode_program
-    from systolic.hw.timing import cycle_bound
+    """A bound no correct run reaches: 4x :func:`systolic.arch.timing.cycle_bound`, scaled for random stalls."""
+    from systolic.arch.isa import IsaError, decode_program
+    from systolic.arch.timing import cycle_bound
 
     try:
         program = decode_program(blob)
@@ -233,7 +233,7 @@ async def _network_job(dut, cfg, model, job):
     import time
 
     from systolic.compiler.lower import AccelStep, compile_network
-    from systolic.compiler.machine import MachineSpec
+    from systolic.arch.machine import MachineSpec
     from systolic.compiler.run import read_outputs, run_host_step, write_region
     from systolic.golden import load
 

@@ -63,8 +63,8 @@ def simulate_network(config, model: str = "digits-cnn", images=32, memory=None, 
 
     from ..compiler import MachineSpec, compile_network
     from ..golden.random import random_input
-    from ..hw.config import load_config
-    from .memory import MemoryModel
+    from ..arch.config import load_config
+    from ..arch.memory import MemoryModel
     from .system import _backend, build_system, run_network_rtl
 
     config = load_config(config)
@@ -172,7 +172,7 @@ def _images(text: str):
 def _simulate(args) -> int:
     import sys
 
-    from .memory import MemoryModel
+    from ..arch.memory import MemoryModel
 
     if args.batch is None and args.images == "all":
         args.batch = 32

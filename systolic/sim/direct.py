@@ -3,7 +3,7 @@
 A tiny C++ shim (:mod:`systolic.sim.direct_cxx`) is compiled with the
 Verilated model into a shared library and loaded with :mod:`ctypes`. The
 shim clocks the model, drives the CSR inputs and serves the memory port
-from a NumPy byte array with the timing of :class:`~systolic.sim.memory.MemoryModel`,
+from a NumPy byte array with the timing of :class:`~systolic.arch.memory.MemoryModel`,
 cycle for cycle as the cocotb memory server (:mod:`systolic.sim.cocotb_system`);
 Python only starts programs and runs host layers between them. Random
 stall delays come from the same Python generator (``MemoryModel.delays``)
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.isa import INSTR_BYTES, encode_program
-from ..hw.config import load_config
-from ..hw.sysmap import COUNTER_BITS, COUNTERS
+from ..arch.isa import INSTR_BYTES, encode_program
+from ..arch.config import load_config
+from ..arch.sysmap import COUNTER_BITS, COUNTERS
 from .direct_cxx import CORE_H, SHIM_CPP
-from .memory import MemoryModel, program_address
+from ..arch.memory import MemoryModel, program_address
 from .rtl import SimulationError, cache_root, cached_build
 from .verilator import lint_flags, tool_env, verilator_root
 
@@ -143,9 +143,9 @@ def _lib(path: Path):
 
 
 def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel, program=None) -> int:
-    """A bound no correct run reaches (the cocotb testbench's): 4x :func:`~systolic.hw.timing.cycle_bound`, scaled for stalls."""
-    from ..compiler.isa import IsaError, decode_program
-    from ..hw.timing import cycle_bound
+    """A bound no correct run reaches (the cocotb testbench's): 4x :func:`~systolic.arch.timing.cycle_bound`, scaled for stalls."""
+    from ..arch.isa import IsaError, decode_program
+    from ..arch.timing import cycle_bound
 
     if program is None:
         try:

@@ -4,7 +4,7 @@ so they ship inside the package."""
 CORE_H = r"""// Direct driver core for the Verilated ``Accelerator`` (systolic.sim.direct).
 //
 // Clocks the model, drives the CSR inputs and serves the memory port from a
-// byte array with the timing of systolic.sim.memory.MemoryModel, cycle for
+// byte array with the timing of systolic.arch.memory.MemoryModel, cycle for
 // cycle as the cocotb MemoryServer (systolic/sim/cocotb_system.py) does:
 // inputs change at mid-cycle (the falling edge), requests are accepted in
 // order, each d cycles after it is first seen, a read answers `latency`

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..golden import MAX_SHIFT, QType, check_acc_range
 from ..golden.primitives import as_int_array
-from ..hw.config import AcceleratorConfig
-from ..hw.ports import pack, unpack
+from ..arch.config import AcceleratorConfig
+from ..arch.ports import pack, unpack
 
 __all__ = ["Pass", "gemm_schedule", "PassDriver", "check_gemm_args", "golden_gemm", "GemmStats"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import AcceleratorConfig, load_config
+from ..arch.config import AcceleratorConfig, load_config
 from .driver import GemmStats, check_gemm_args
 from .verilator import lint_flags, patched_environ, tool_env
 
@@ -33,8 +33,8 @@ SIMULATORS = ("verilator", "icarus")
 
 _TB_MODULE = "systolic.sim.cocotb_gemm"
 #: The modules GemmCore's Verilog depends on (part of the build cache key).
-_CORE_SOURCES = ("config.py", "ports.py", "pe.py", "array.py", "requantizer.py", "core.py",
-                 "generate.py")
+_CORE_SOURCES = ("arch/config.py", "arch/ports.py", "hw/pe.py", "hw/array.py", "hw/requantizer.py",
+                 "hw/core.py", "hw/generate.py")
 _MARKER = "systolic_build.json"
 
 
@@ -82,9 +82,9 @@ def _design_fingerprint(config: AcceleratorConfig, sources=None) -> str:
     Hashing these instead of the Verilog spares the ~1-3 s Amaranth
     conversion on every cached run.
     """
-    hw = Path(__file__).resolve().parent.parent / "hw"
+    pkg = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(config.to_json().encode())
-    files = sorted(hw.glob("*.py")) if sources is None else [hw / name for name in sources]
+    files = sorted(pkg.glob("hw/*.py")) if sources is None else [pkg / name for name in sources]
     for src in files:
         h.update(src.name.encode())
         h.update(src.read_bytes())

@@ -7,7 +7,7 @@
   simulator process: the cocotb test (:mod:`systolic.sim.cocotb_system`)
   loops over the steps itself, host layers on the golden model in between.
 
-Both take a :class:`~systolic.sim.memory.MemoryModel` (latency, bytes per
+Both take a :class:`~systolic.arch.memory.MemoryModel` (latency, bytes per
 cycle, random stalls with a seed) and a *backend*: ``"direct"`` (the
 default, or ``$SYSTOLIC_SIM_BACKEND``): the Verilated model driven from C++
 through :mod:`systolic.sim.direct`, about 25x faster; ``"cocotb"``: the
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from ..compiler.executor import Counters, ProgramError
-from ..compiler.isa import INSTR_BYTES, Opcode, decode, encode_program
-from ..compiler.machine import MachineSpec
-from ..hw.config import AcceleratorConfig, load_config
-from ..hw.sysmap import ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
-from .memory import MemoryModel
+from ..arch.isa import INSTR_BYTES, Opcode, decode, encode_program
+from ..arch.machine import MachineSpec
+from ..arch.config import AcceleratorConfig, load_config
+from ..arch.sysmap import ERR_BAD_OPCODE, EXECUTOR_COUNTERS, error_reason
+from ..arch.memory import MemoryModel
 from .rtl import SimulationError, _versions, cache_root, cached_build
 from .verilator import lint_flags, patched_environ, tool_env
 
@@ -135,7 +135,7 @@ def _fingerprint(config) -> str:
     """The system's Verilog is a function of the config, every module of systolic/hw and the ISA layout."""
     pkg = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(config.to_json().encode())
-    for src in [*sorted((pkg / "hw").glob("*.py")), pkg / "compiler" / "isa.py"]:
+    for src in [*sorted((pkg / "hw").glob("*.py")), *sorted((pkg / "arch").glob("*.py"))]:
         h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()

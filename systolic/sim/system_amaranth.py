@@ -11,9 +11,9 @@ from collections import deque
 
 import numpy as np
 
-from ..compiler.isa import encode_program
-from ..hw.sysmap import COUNTERS
-from .memory import MemoryModel, place_program
+from ..arch.isa import encode_program
+from ..arch.sysmap import COUNTERS
+from ..arch.memory import MemoryModel, place_program
 
 __all__ = ["SimMemory", "run_program_amaranth"]
 
@@ -21,7 +21,7 @@ __all__ = ["SimMemory", "run_program_amaranth"]
 class SimMemory:
     """The memory behind a :func:`~systolic.hw.dma.MemPortSignature` port in an amaranth.sim testbench.
 
-    Timing of :class:`~systolic.sim.memory.MemoryModel`, pipelined reads
+    Timing of :class:`~systolic.arch.memory.MemoryModel`, pipelined reads
     included: call :meth:`cycle` once per clock cycle, before
     ``await ctx.tick()``; it drives ``req_ready`` and ``resp_*`` for that
     cycle and serves an accepted request on *image* (a uint8 array, used in

@@ -12,10 +12,10 @@ import systolic.compiler.lower as lower
 from systolic.compiler import MachineSpec, Opcode, compile_network, run_compiled
 from systolic.golden import Conv2D, Dense, QType, QuantizedNetwork
 from systolic.golden.random import random_input
-from systolic.hw.config import PRESETS
+from systolic.arch.config import PRESETS
 from systolic.models import SHIPPED, load_shipped
 from systolic.report.cycles import predict_network
-from systolic.sim.memory import MemoryModel
+from systolic.arch.memory import MemoryModel
 
 SPECS = {name: MachineSpec.from_config(PRESETS[name]) for name in ("default", "large")}
 

@@ -13,7 +13,7 @@ import pytest
 from systolic.compiler import MachineSpec, Opcode, Target, compile_network, run_compiled
 from systolic.golden import Conv2D, Dense, QType, QuantizedNetwork
 from systolic.golden.random import NETWORK_KINDS, random_input, random_network
-from systolic.hw.config import PRESETS
+from systolic.arch.config import PRESETS
 from systolic.models import SHIPPED, load_shipped
 
 LARGE = MachineSpec.from_config(PRESETS["large"])

@@ -6,7 +6,7 @@ import pytest
 
 from systolic.fpga.export import export_fusesoc, fusesoc_core_text
 from systolic.fpga.wrappers import TOP_NAME, RegisterBankTop, csr_map
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 
 TINY = AcceleratorConfig.preset("tiny")
 

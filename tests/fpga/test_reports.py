@@ -78,7 +78,7 @@ def test_cell_names():
 
 
 def test_instance_counts():
-    from systolic.hw.config import AcceleratorConfig
+    from systolic.arch.config import AcceleratorConfig
 
     cfg = AcceleratorConfig(rows=4, cols=2)
     assert reports.instance_counts(cfg, "system") == {"pe": 8, "lane": 2}

@@ -8,7 +8,7 @@ import pytest
 
 from systolic.fpga import commands
 from systolic.fpga.synth import DEFAULT_DEVICES, SynthResult, ToolError, parse_device, synth, tool_path
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 
 ONE = AcceleratorConfig(rows=1, cols=1, dataflow="ws", spad_a_bytes=64, spad_w_bytes=64, acc_entries=4,
                         bus_bytes=4)

@@ -3,7 +3,7 @@
 from amaranth.sim import Simulator
 
 from systolic.fpga.wrappers import SystemTop, csr_map
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 
 
 def test_system_top_csr_roundtrip_and_start():

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from systolic.hw.array import SystolicArray
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.hw.core import GemmCore
-from systolic.hw.ports import pack, unpack
+from systolic.arch.ports import pack, unpack
 from systolic.sim.amaranth_sim import apply_drive
 from systolic.sim.amaranth_sim import run_gemm_amaranth
 from systolic.sim.driver import GemmStats, Pass, PassDriver, golden_gemm

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from systolic.hw.config import PRESETS, AcceleratorConfig, load_config
+from systolic.arch.config import PRESETS, AcceleratorConfig, load_config
 
 
 def test_defaults_and_name():
@@ -118,6 +118,6 @@ def test_config_module_does_not_import_amaranth():
     import subprocess
     import sys
 
-    code = "import sys, systolic.hw, systolic.hw.config, systolic.hw.ports; print('amaranth' in sys.modules)"
+    code = "import sys, systolic.hw, systolic.arch.config, systolic.arch.ports; print('amaranth' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

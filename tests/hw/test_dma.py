@@ -7,8 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from systolic.hw.dma import Dma
-from systolic.hw.timing import MAX_READS, gather_accepts, words
-from systolic.sim.memory import MemoryModel
+from systolic.arch.timing import MAX_READS, gather_accepts, words
+from systolic.arch.memory import MemoryModel
 from systolic.sim.system_amaranth import SimMemory
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.hw.generate import generate_verilog
 from systolic.sim.verilator import LINT_WAIVERS, LintError, lint, lint_flags
 

@@ -4,7 +4,7 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.hw.pe import OSProcessingElement, ProcessingElement, WSProcessingElement
 
 

@@ -7,8 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from systolic.golden import MAX_SHIFT, QType, requantize
-from systolic.hw.config import AcceleratorConfig
-from systolic.hw.ports import pack, unpack
+from systolic.arch.config import AcceleratorConfig
+from systolic.arch.ports import pack, unpack
 from systolic.hw.requantizer import Requantizer, RequantLane
 
 

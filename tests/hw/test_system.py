@@ -7,13 +7,13 @@ from amaranth.sim import Simulator
 
 from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError, Target, compile_network, \
     run_compiled
-from systolic.compiler.isa import encode_program
+from systolic.arch.isa import encode_program
 from systolic.golden.random import random_input, random_network
-from systolic.hw.config import AcceleratorConfig
-from systolic.hw.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
+from systolic.arch.config import AcceleratorConfig
+from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
 from systolic.hw.system import Accelerator, AccumulatorBuffer
-from systolic.hw.timing import program_cycles, program_timeline
-from systolic.sim.memory import MemoryModel, place_program
+from systolic.arch.timing import program_cycles, program_timeline
+from systolic.arch.memory import MemoryModel, place_program
 from systolic.sim.system_amaranth import run_program_amaranth
 
 

@@ -5,11 +5,11 @@ import pytest
 
 from systolic.compiler import Instr, MachineSpec, Opcode, Target, compile_network
 from systolic.golden.random import random_input, random_network
-from systolic.hw.config import PRESETS, AcceleratorConfig
-from systolic.hw.timing import MAX_READS, gather_accepts, program_cycles
+from systolic.arch.config import PRESETS, AcceleratorConfig
+from systolic.arch.timing import MAX_READS, gather_accepts, program_cycles
 from systolic.report.cycles import CONTROLLER_UNITS, extra_accept_cycles, predict_network, predict_program
 from systolic.report.profile import profile_network
-from systolic.sim.memory import MemoryModel, program_address
+from systolic.arch.memory import MemoryModel, program_address
 
 
 @pytest.mark.parametrize("preset", ["small", "default"])
@@ -109,7 +109,7 @@ def test_profile_model_fills_stalls():
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "default", "large"])
 def test_cycle_bound_is_an_upper_bound(preset):
-    from systolic.hw.timing import cycle_bound
+    from systolic.arch.timing import cycle_bound
 
     cfg = PRESETS[preset]
     net = random_network(3, "cnn", 8, input_hw=6)

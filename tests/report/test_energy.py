@@ -1,7 +1,7 @@
 import pytest
 
 from systolic.compiler.executor import Counters
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.report.energy import COMPONENTS, estimate_energy
 from systolic.report.energy_table import EnergyTable
 

@@ -15,7 +15,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Timer
 
 from systolic.sim.cocotb_system import PERIOD, MemoryServer, _reset
-from systolic.sim.memory import MemoryModel
+from systolic.arch.memory import MemoryModel
 
 
 @cocotb.test()

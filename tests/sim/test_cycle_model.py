@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from systolic.compiler import MachineSpec, compile_network
-from systolic.hw.config import PRESETS, AcceleratorConfig
+from systolic.arch.config import PRESETS, AcceleratorConfig
 from systolic.models import SHIPPED, load_shipped
 from systolic.quantize.data import load_for_network
 from systolic.report.cycles import UNITS, extra_accept_cycles, predict_network
-from systolic.sim.memory import MemoryModel
+from systolic.arch.memory import MemoryModel
 from systolic.sim.system import run_network_rtl
 
 DRAM_BYTES = 1 << 18

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from systolic.compiler import Instr, MachineSpec, Opcode, ProgramError, compile_network, run_compiled
-from systolic.compiler.isa import encode_program
+from systolic.arch.isa import encode_program
 from systolic.compiler.lower import AccelStep
 from systolic.golden.random import random_input, random_network
-from systolic.hw.config import PRESETS
-from systolic.hw.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS
-from systolic.hw.timing import program_cycles
+from systolic.arch.config import PRESETS
+from systolic.arch.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS
+from systolic.arch.timing import program_cycles
 from systolic.sim import SimulationError
 from systolic.sim.direct import DirectSim
-from systolic.sim.memory import MemoryModel, program_address
+from systolic.arch.memory import MemoryModel, program_address
 from systolic.sim.system import run_network_rtl, run_program_rtl
 
 CFG = PRESETS["small"]

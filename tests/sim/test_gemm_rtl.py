@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from systolic.hw.config import AcceleratorConfig
+from systolic.arch.config import AcceleratorConfig
 from systolic.sim import run_gemm, run_gemm_batch
 from systolic.sim.cases import random_gemm_cases, tie_and_saturation_counts
 from systolic.sim.driver import golden_gemm

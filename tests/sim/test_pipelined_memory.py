@@ -33,10 +33,10 @@ from amaranth.hdl import Array, Const, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from systolic.hw.config import PRESETS
+from systolic.arch.config import PRESETS
 from systolic.hw.dma import MemPortSignature
-from systolic.hw.sysmap import COUNTER_BITS, COUNTERS
-from systolic.sim.memory import MemoryModel
+from systolic.arch.sysmap import COUNTER_BITS, COUNTERS
+from systolic.arch.memory import MemoryModel
 
 BB = 8                       # bus bytes (the "default" preset's, whose name the Verilated top takes)
 CFG = PRESETS["default"]

@@ -6,7 +6,7 @@ one simulator process (host layers on the golden model inside it). Besides
 the outputs of every layer, every test checks the RTL performance counters
 against the NumPy executor's (same events) and, with a stall-free memory,
 the cycle counters against the formulas of docs/isa.md
-(:mod:`systolic.hw.timing`).
+(:mod:`systolic.arch.timing`).
 """
 
 import numpy as np
@@ -14,14 +14,14 @@ import pytest
 
 from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError, Target, compile_network, \
     run_compiled
-from systolic.compiler.isa import encode_program
+from systolic.arch.isa import encode_program
 from systolic.compiler.lower import AccelStep
 from systolic.golden.random import NETWORK_KINDS, random_input, random_network
-from systolic.hw.config import PRESETS
-from systolic.hw.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS, UNITS
+from systolic.arch.config import PRESETS
+from systolic.arch.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS, UNITS
 from systolic.report.cycles import extra_accept_cycles
-from systolic.hw.timing import program_cycles
-from systolic.sim.memory import MemoryModel, program_address
+from systolic.arch.timing import program_cycles
+from systolic.arch.memory import MemoryModel, program_address
 from systolic.sim.system import RTLProgramError, run_network_rtl, run_program_rtl
 
 CONFIGS = [PRESETS["small"], PRESETS["default"]]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..golden.qtypes import check_rounding
+from .isa import loadq_bytes
+from .latency import Latencies
 
 __all__ = ["MachineSpec"]
 
@@ -45,13 +47,22 @@ class MachineSpec:
             if not 2 <= v <= 8:
                 raise ValueError(f"{name} must be between 2 and 8 (one-byte containers), not {v}")
 
+    @property
+    def latencies(self) -> Latencies:
+        """The units' latencies of this array size (:class:`~systolic.arch.latency.Latencies`)."""
+        return Latencies(self.rows, self.cols)
+
+    @property
+    def loadq_bytes(self) -> int:
+        """Bytes of one LOADQ parameter block (:func:`systolic.arch.isa.loadq_bytes`)."""
+        return loadq_bytes(self.cols)
+
     @classmethod
     def from_config(cls, cfg, dram_bytes: int = 1 << 24) -> "MachineSpec":
-        """From an :class:`~systolic.hw.config.AcceleratorConfig`."""
+        """From an :class:`~systolic.arch.config.AcceleratorConfig`."""
         return cls(
             rows=cfg.rows, cols=cfg.cols,
-            a_lines=cfg.spad_a_bytes // cfg.rows, w_lines=cfg.spad_w_bytes // cfg.cols,
-            acc_lines=cfg.acc_entries,
+            a_lines=cfg.a_lines, w_lines=cfg.w_lines, acc_lines=cfg.acc_lines,
             in_bits=cfg.in_bits, w_bits=cfg.w_bits, out_bits=cfg.out_bits, acc_bits=cfg.acc_bits,
             rounding=cfg.rounding, dram_bytes=dram_bytes,
         )

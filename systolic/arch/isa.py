@@ -14,9 +14,19 @@ from enum import IntEnum
 import numpy as np
 
 __all__ = ["Opcode", "Target", "Instr", "FIELDS", "encode", "decode", "encode_program", "decode_program",
-           "IsaError", "INSTR_BYTES"]
+           "IsaError", "INSTR_BYTES", "BIAS_BYTES", "SHIFT_BYTES", "loadq_bytes"]
 
+#: Bytes of one instruction.
 INSTR_BYTES = 16
+#: A LOADQ parameter block holds, per requantizer lane, a little-endian int32 bias, then (after all the
+#: biases) one int8 shift per lane.
+BIAS_BYTES = 4
+SHIFT_BYTES = 1
+
+
+def loadq_bytes(lanes: int) -> int:
+    """Bytes of the LOADQ parameter block of *lanes* requantizer lanes."""
+    return (BIAS_BYTES + SHIFT_BYTES) * lanes
 
 
 class IsaError(ValueError):

@@ -1,11 +1,13 @@
 """The accelerator configuration: one frozen object every other part derives from.
 
 :class:`AcceleratorConfig` is the single source of truth for the hardware
-generator (``systolic.hw``), the RTL simulation (``systolic.sim``) and, later,
-the compiler and the reports. Widths that follow from the parameters are
-properties here, so no other module re-derives them.
+generator (``systolic.hw``), the compiler (``systolic.compiler``), the RTL
+simulation (``systolic.sim``) and the reports. Widths and line counts that
+follow from the parameters are properties here (and the configs of the
+array and the requantizer lanes inside the system are derived here), so no
+other module re-derives them.
 
-This module imports neither amaranth nor cocotb.
+Plain Python: this module imports neither amaranth nor cocotb.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "ROUNDING_MODES"]
+from ..golden.qtypes import ROUNDING_MODES, QType
+from .isa import INSTR_BYTES, loadq_bytes
+from .latency import Latencies
+
+__all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "SYSTEM_MAX_BITS", "LANE_SHIFT_BITS",
+           "LANE_MIN_ACC_BITS"]
 
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
-#: Rounding modes, identical to :data:`systolic.golden.ROUNDING_MODES`.
-ROUNDING_MODES = ("half_even", "half_up")
+#: Widest operand / output type of the system: every element travels as one byte.
+SYSTEM_MAX_BITS = 8
+#: Shift width of the system's requantizer lanes: the ISA's int8 shift clamped into -64..63 (exact, see
+#: :attr:`AcceleratorConfig.lane_config`).
+LANE_SHIFT_BITS = 7
+#: The ISA's bias is int32: the system's lanes add in at least 33 bits.
+LANE_MIN_ACC_BITS = 32
 
 _ROUNDING_TAG = {"half_even": "he", "half_up": "hu"}
 
@@ -149,24 +161,24 @@ class AcceleratorConfig:
 
     @property
     def in_range(self) -> tuple[int, int]:
-        return _range(self.in_bits, self.in_signed)
+        return QType.range_of(self.in_bits, self.in_signed)
 
     @property
     def w_range(self) -> tuple[int, int]:
-        return _range(self.w_bits, self.w_signed)
+        return QType.range_of(self.w_bits, self.w_signed)
 
     @property
     def out_range(self) -> tuple[int, int]:
-        return _range(self.out_bits, self.out_signed)
+        return QType.range_of(self.out_bits, self.out_signed)
 
     @property
     def acc_range(self) -> tuple[int, int]:
-        return _range(self.acc_bits, True)
+        return QType.range_of(self.acc_bits, True)
 
     @property
     def shift_range(self) -> tuple[int, int]:
         """Shifts the requantizer accepts: the signed ``shift_bits`` range."""
-        return _range(self.shift_bits, True)
+        return QType.range_of(self.shift_bits, True)
 
     @property
     def max_product(self) -> int:
@@ -210,6 +222,83 @@ class AcceleratorConfig:
             f"_w{t(self.w_bits, self.w_signed)}_a{self.acc_bits}_o{t(self.out_bits, self.out_signed)}"
             f"_{_ROUNDING_TAG[self.rounding]}{pt}{sh}"
         )
+
+    # -- the system's geometry ------------------------------------------------------------------
+
+    @property
+    def a_lines(self) -> int:
+        """Lines of scratchpad A: ``rows`` activations each (one K chunk of one GEMM row)."""
+        return self.spad_a_bytes // self.rows
+
+    @property
+    def w_lines(self) -> int:
+        """Lines of scratchpad W: ``cols`` weights each (one K row of an N chunk)."""
+        return self.spad_w_bytes // self.cols
+
+    @property
+    def acc_lines(self) -> int:
+        """Lines of the accumulator buffer: ``cols`` signed ``acc_bits`` values each."""
+        return self.acc_entries
+
+    @property
+    def latencies(self) -> Latencies:
+        """The units' latencies that follow from the array size (:class:`~systolic.arch.latency.Latencies`)."""
+        return Latencies(self.rows, self.cols)
+
+    @property
+    def loadq_bytes(self) -> int:
+        """Bytes of one LOADQ parameter block: an int32 bias and an int8 shift per requantizer lane."""
+        return loadq_bytes(self.cols)
+
+    @property
+    def dma_buffer_bytes(self) -> int:
+        """Bytes one DMA gather delivers at most: an instruction, an A or W line, a LOADQ block."""
+        return max(INSTR_BYTES, self.rows, self.cols, self.loadq_bytes)
+
+    @property
+    def array_config(self) -> "AcceleratorConfig":
+        """The array inside the system: operands one bit wider and signed.
+
+        A LOAD's ``unsigned`` flag decides per transfer whether bytes are signed
+        or unsigned (ReLU outputs are unsigned), so scratchpad elements and the
+        array operands are ``bits + 1`` wide signed values, which hold both.
+        """
+        a, w = self.in_bits + 1, self.w_bits + 1
+        return self.replace(in_bits=a, in_signed=True, w_bits=w, w_signed=True,
+                            acc_bits=max(self.acc_bits, a + w))
+
+    @property
+    def lane_config(self) -> "AcceleratorConfig":
+        """The requantizer lanes inside the system.
+
+        The ISA gives every lane an int32 bias and an int8 shift and lets each
+        STORE choose the output width (``bits``) and signedness at run time. The
+        lanes therefore add in at least 33 bits, take a 7-bit shift (the int8
+        shift is clamped into -64..63, which changes no result: a right shift by
+        ``>= acc_bits + 1`` already gives 0 and a left shift by ``> out_bits``
+        already saturates) and saturate to the signed ``out_bits + 1`` range,
+        which contains both the signed and the unsigned ``out_bits`` ranges; the
+        STORE's own range is applied after them (saturating twice to nested
+        ranges equals saturating once to the inner one).
+        """
+        return self.replace(acc_bits=max(self.acc_bits, LANE_MIN_ACC_BITS), out_bits=self.out_bits + 1,
+                            out_signed=True, shift_bits=LANE_SHIFT_BITS, per_channel_shift=True)
+
+    def check_system(self) -> None:
+        """Raise ``ValueError`` unless this config can be built as the whole accelerator system.
+
+        The GEMM core takes every config; the system moves bytes, so operands and
+        outputs are at most :data:`SYSTEM_MAX_BITS` wide, and its scratchpads must
+        hold one line of A and one weight tile.
+        """
+        for name in ("in_bits", "w_bits", "out_bits"):
+            if getattr(self, name) > SYSTEM_MAX_BITS:
+                raise ValueError(f"{name} must be at most {SYSTEM_MAX_BITS} for the system (one-byte containers), "
+                                 f"not {getattr(self, name)}")
+        if self.a_lines < 1:
+            raise ValueError(f"spad_a_bytes must hold at least one {self.rows}-element line, not {self.spad_a_bytes}")
+        if self.w_lines < self.rows:
+            raise ValueError(f"spad_w_bytes must hold one {self.rows}x{self.cols} weight tile, not {self.spad_w_bytes}")
 
     # -- construction helpers ---------------------------------------------------------------------
 
@@ -264,12 +353,6 @@ class AcceleratorConfig:
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}")
         return PRESETS[name]
-
-
-def _range(bits: int, signed: bool) -> tuple[int, int]:
-    if signed:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
 
 
 #: Named configurations. "default" is the reference 8x8 weight-stationary int8 design.

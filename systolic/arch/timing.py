@@ -6,30 +6,29 @@ loader, the feeder and the write-back, streaming back to back;
 output-stationary, one at a time), and interlocks hold an instruction while
 the array unit still uses what it touches. With a memory that accepts a
 request ``d`` cycles after it is first valid and answers a read ``L`` cycles
-after accepting it (:class:`systolic.sim.memory.MemoryModel` without random
+after accepting it (:class:`systolic.arch.memory.MemoryModel` without random
 stalls: ``d = ceil(bus_bytes / bytes_per_cycle) - 1``), everything is
 deterministic and :func:`program_timeline` reproduces the RTL's counters
-exactly, cycle by cycle of the state machines in ``systolic/hw/system.py``
-(tests/hw and tests/sim check it against amaranth.sim and Verilator).
+exactly, cycle by cycle of the units in ``systolic/hw`` (tests/hw and
+tests/sim check it against amaranth.sim and Verilator). Every latency it
+adds is a name of :mod:`systolic.arch.latency`, the names the units are
+built from; a bare ``+ 1`` here means "the next cycle".
 Plain Python and NumPy, no amaranth.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compiler.isa import INSTR_BYTES, Opcode
+from .isa import INSTR_BYTES, Opcode
+from .latency import DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT
 from .sysmap import CONTROLLER_UNITS
 
-__all__ = ["MAX_READS", "words", "gather_accepts", "matmul_occupancy_os", "InstrTiming", "Timeline",
-           "program_timeline", "program_cycles", "cycle_bound"]
-
-#: Reads the DMA keeps in flight at most.
-MAX_READS = 8
+__all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "program_timeline",
+           "program_cycles", "cycle_bound"]
 
 
 def words(addr: int, n: int, bus_bytes: int) -> int:
@@ -43,22 +42,15 @@ def gather_accepts(start: int, n: int, d: int, latency: int) -> np.ndarray:
     """Accept cycles of the ``n`` read requests of a gather started in cycle *start*.
 
     Request ``j`` is valid the cycle after request ``j - 1`` is accepted
-    (the first: the cycle after *start*) once fewer than :data:`MAX_READS`
-    reads are unanswered, and is accepted ``d`` cycles later; read ``j`` is
-    answered in ``accept + latency``. That recurrence,
-    ``a_j = max(a_{j-1} + 1 + d, a_{j-Q} + latency + 1 + d)``, has the closed
-    form ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), latency + 1 + d)``.
+    (the first: :data:`~systolic.arch.latency.DMA_ISSUE` after *start*) once
+    fewer than :data:`MAX_READS` reads are unanswered, and is accepted ``d``
+    cycles later; read ``j`` is answered in ``accept + latency``. That
+    recurrence, ``a_j = max(a_{j-1} + 1 + d, a_{j-Q} + latency + 1 + d)``, has
+    the closed form ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), latency + 1 + d)``.
     """
     j = np.arange(n, dtype=np.int64)
     period = max(MAX_READS * (1 + d), latency + 1 + d)
-    return start + 1 + d + (j % MAX_READS) * (1 + d) + (j // MAX_READS) * period
-
-
-def matmul_occupancy_os(R: int, C: int, m: int) -> int:
-    """Cycles the output-stationary array unit spends on one MATMUL (after taking it from the queue)."""
-    if m == 0:
-        return R + 2
-    return (R + 1) + math.ceil(m / R) * (2 * R + 1) + 2 * R + C
+    return start + DMA_ISSUE + d + (j % MAX_READS) * (1 + d) + (j // MAX_READS) * period
 
 
 @dataclass
@@ -144,7 +136,7 @@ def _gather(start, n, d, lat, busy: _Busy):
     q = 1 + d
     if MAX_READS * q >= lat + q:
         # Never throttled: accepts every q cycles; an answer lands on an accept cycle iff q divides L.
-        end = start + d + (n - 1) * q + 1 + lat
+        end = start + DMA_ISSUE + d + (n - 1) * q + lat
         k, r = divmod(lat, q)
         stall = end - start - (2 * n - (max(0, n - k) if r == 0 else 0))
         cover = busy.cover(start + 1, end)
@@ -165,8 +157,15 @@ def _gather(start, n, d, lat, busy: _Busy):
 
 
 def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> Timeline:
-    """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*."""
-    R, C, bb = cfg.rows, cfg.cols, cfg.bus_bytes
+    """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*.
+
+    One pass over the program that follows the controller (fetch, decode,
+    interlock, execute) and the array unit (queue slot, then per dataflow)
+    at once; it is one piece because each instruction's start depends on the
+    array unit's state left by the MATMULs before it, and vice versa.
+    """
+    R, bb = cfg.rows, cfg.bus_bytes
+    lat_ = cfg.latencies
     ws = cfg.dataflow == "ws"
     lat = latency
     busy = _Busy()
@@ -188,7 +187,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         wf = words(pa, INSTR_BYTES, bb)
         e, st_f, idle_f = _gather(f, wf, d, lat, busy)
         idle_mem += idle_f
-        c = e + 2                                   # CHECK
+        c = e + DECODE_CYCLES                       # CHECK
         b = {"ctrl": c - f + 1}
         s = {"ctrl": st_f}
         reads, writes = wf, 0
@@ -214,27 +213,26 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             total = x + 1
         elif op == Opcode.MATMUL:
             m = a["m"]
-            t = max(x + 1, unit_free)               # queue -> weight loader / unit
+            t = max(x + QUEUE_SLOT, unit_free)      # queue slot -> weight loader / unit
             q_free = t + 1
             if not ws:
-                occ = matmul_occupancy_os(R, C, m)
-                last = t + occ
+                last = t + lat_.os_matmul(m)
                 unit_free = last + 1
                 reader_end = last
             elif m == 0:
-                last = t + R + 1                    # reads the tile, computes nothing
+                last = t + lat_.weight_tile_read    # reads the tile, computes nothing
                 unit_free = last + 1
                 reader_end = last
             else:
-                p0 = t + R + 2                      # first push cycle
-                if last_st is not None:
-                    p0 = max(p0, last_st + 1 + R + C)   # shadow guard after the previous swap
-                st = max(p0 + R, fd_free)           # feeder takes it (first A read)
+                p0 = t + lat_.weight_tile_read + 1  # first push cycle
+                if last_st is not None:             # shadow guard after the previous swap
+                    p0 = max(p0, last_st + lat_.ws_matmul_period - lat_.weight_push)
+                st = max(p0 + lat_.weight_push, fd_free)    # feeder takes it (first A read)
                 unit_free = st + 1
                 fd_free = st + m
                 last_st = st
-                reader_end = st + m
-                last = st + m + R + C               # accumulator write of the last output
+                reader_end = st + m                 # the feeder lets go of it the cycle after its last read
+                last = st + m - 1 + lat_.ws_writeback   # accumulator write of the last output
             busy.add(x + 1, last)
             unit_end = max(unit_end, last)
             readers.append((a["a"], m, a["w"], reader_end))
@@ -254,7 +252,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
                 reads += nw
             b["load"] = end - x
         elif op == Opcode.LOADQ:
-            nw = words(a["dram"], 5 * C, bb)
+            nw = words(a["dram"], cfg.loadq_bytes, bb)
             end, st_q, idle_q = _gather(x, nw, d, lat, busy)
             s["loadq"] = st_q
             idle_mem += idle_q
@@ -265,7 +263,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
-                end = s0 + 4 + sum(max(1, w * (1 + d)) for w in ws_)
+                end = s0 + lat_.store_pipeline + sum(max(1, w * (1 + d)) for w in ws_)
                 writes = sum(ws_)
                 s["store"] = writes * d
                 idle_mem += writes * d                # the array unit is idle during a STORE
@@ -303,25 +301,30 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
     Every instruction as if nothing overlapped and every bus word were its
     own round trip (``1 + d + latency`` cycles per read, ``1 + d`` per write,
     at most ``ceil(n / bus_bytes) + 1`` words per run), plus the array unit's
-    whole work per MATMUL: the real run overlaps some of it, so it is never
-    longer. The simulators use it for their hang bounds.
+    whole work per MATMUL, its interlock wait included: the real run overlaps
+    some of it, so it is never longer. The simulators use it for their hang
+    bounds.
     """
-    R, C, bb = cfg.rows, cfg.cols, cfg.bus_bytes
+    bb = cfg.bus_bytes
+    lat = cfg.latencies
     rd, wr = 1 + d + latency, 1 + d
     ws = cfg.dataflow == "ws"
-    fetch = 4 + (-(-INSTR_BYTES // bb) + 1) * rd
+    # Fetch (FETCH and the last answer's cycle), decode and check; the executing state's first cycle.
+    fetch = 2 + DECODE_CYCLES + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd
+    start = 1 + DMA_ISSUE
+    ws_matmul = lat.weight_tile_read + lat.ws_matmul_period + lat.ws_writeback
     total = 0
     for ins in program:
         a, op = ins.args, ins.op
         total += fetch
         if op == Opcode.LOAD:
-            total += 2 + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
         elif op == Opcode.LOADQ:
-            total += 2 + (-(-5 * C // bb) + 1) * rd
+            total += start + (-(-cfg.loadq_bytes // bb) + 1) * rd
         elif op == Opcode.STORE:
-            total += 6 + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
+            total += start + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
         elif op == Opcode.MATMUL:
-            total += 2 + (a["m"] + 4 * R + 2 * C + 8 if ws else matmul_occupancy_os(R, C, a["m"]))
+            total += start + QUEUE_SLOT + (a["m"] + ws_matmul if ws else lat.os_matmul(a["m"]))
         elif op == Opcode.HALT:
             break
     return total + 1

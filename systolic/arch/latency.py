@@ -1,0 +1,130 @@
+"""Named latencies of the accelerator's units: the one place their numbers are written.
+
+The Amaranth units (``systolic.hw``) are built from these names where a
+number is a parameter of the design (the requantizer's stages, the STORE
+pipeline's depth, the DMA's reads in flight, the array's weight-refill
+guard), and state in their docstrings, and measure in their unit tests,
+the ones that are a consequence of their structure (a memory's read port, a
+state of the controller). The cycle model (:mod:`systolic.arch.timing`), the
+compiler's schedule choices (:mod:`systolic.compiler.lower`) and the
+simulators' hang bounds are written in these names and contain no bare
+latency of their own.
+
+Fixed latencies are module constants; those that depend on the array size
+are properties of :class:`Latencies` (``config.latencies``).
+
+Plain Python: no amaranth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
+           "DECODE_CYCLES", "QUEUE_SLOT", "DONE_CHECK", "Latencies"]
+
+#: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
+#: read port: the line addressed in cycle t is on the port in cycle t + 1.
+SCRATCHPAD_READ = 1
+#: The accumulator buffer's STORE read port: the line addressed in cycle t is on the port in cycle t + 1.
+ACC_READ = 1
+#: The accumulator buffer writes an update this many cycles after it is presented (the old line is read
+#: in between when accumulating); ``hw.accumulator.AccumulatorBuffer``.
+ACC_UPDATE = 1
+#: Pipeline stages of one requantizer lane: bias add; rounding shift or saturating left shift; ReLU and
+#: saturation (``hw.requantizer.RequantLane``).
+REQUANT_STAGES = 3
+#: Reads the DMA keeps in flight at most (``hw.dma.Dma``); the memory answers them in order.
+MAX_READS = 8
+#: The DMA presents a command's first request the cycle after it takes the command (``hw.dma.Dma``).
+DMA_ISSUE = 1
+#: The controller checks an instruction this many cycles after its last byte arrives: one cycle to
+#: decode (and form its DRAM span), one to check it (``hw.controller.Controller``: DECODE, CHECK).
+DECODE_CYCLES = 2
+#: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
+QUEUE_SLOT = 1
+#: An array unit finishes a MATMUL with one cycle that checks every result has been written.
+DONE_CHECK = 1
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Latencies of a ``rows x cols`` accelerator that follow from its size (cycles).
+
+    Build it with ``config.latencies`` (or ``MachineSpec.latencies``).
+    """
+
+    rows: int
+    cols: int
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
+
+    # -- the systolic array -----------------------------------------------------------------------
+    @property
+    def array(self) -> int:
+        """From an operand transfer (WS) / the ``last`` transfer of a tile (OS) to its first output vector:
+        ``rows`` hops down a column, ``cols - 1`` of de-skew (``hw.array.SystolicArray.latency``)."""
+        return self.rows + self.cols - 1
+
+    @property
+    def weight_refill(self) -> int:
+        """Weight-stationary: from the cycle a ``swap`` transfer is taken to the first cycle the shadow weights
+        accept a row of the next tile: the swap flag must have passed every PE (``rows + cols - 1`` hops), and
+        the array's guard counts it down one cycle later."""
+        return self.rows + self.cols
+
+    @property
+    def weight_push(self) -> int:
+        """Cycles to push one weight tile into the shadow registers: one row per cycle."""
+        return self.rows
+
+    # -- the array units --------------------------------------------------------------------------
+    @property
+    def weight_tile_read(self) -> int:
+        """Cycles to read a weight tile (``rows`` lines of scratchpad W) into registers: one read per cycle,
+        the last one captured :data:`SCRATCHPAD_READ` later."""
+        return self.rows + SCRATCHPAD_READ
+
+    @property
+    def ws_matmul_period(self) -> int:
+        """Weight-stationary: the fewest cycles between the first operand reads of two streamed MATMULs,
+        whatever their ``m``: the next tile can be pushed only after the swap (:attr:`weight_refill`, the swap
+        transfer itself :data:`SCRATCHPAD_READ` after the feeder's read) and takes :attr:`weight_push`
+        cycles. A MATMUL of ``m`` rows streams at full rate when ``m >= ws_matmul_period`` (``2R + C + 1``)."""
+        return SCRATCHPAD_READ + self.weight_refill + self.weight_push
+
+    @property
+    def ws_writeback(self) -> int:
+        """Weight-stationary: from a MATMUL's last operand read to its last accumulator write."""
+        return SCRATCHPAD_READ + self.array + ACC_UPDATE
+
+    @property
+    def os_chunk(self) -> int:
+        """Output-stationary: cycles per chunk of ``rows`` output rows: read and transpose the rows' operand
+        lines (:attr:`weight_tile_read` cycles for ``rows`` lines), then ``rows`` reduction steps."""
+        return self.weight_tile_read + self.rows
+
+    @property
+    def os_drain(self) -> int:
+        """Output-stationary: from a MATMUL's last reduction step to its last busy cycle: the array's latency,
+        ``rows`` result vectors, the accumulator write and the final check."""
+        return self.array + self.rows - 1 + ACC_UPDATE + DONE_CHECK
+
+    def os_matmul(self, m: int) -> int:
+        """Cycles the output-stationary array unit spends on one MATMUL of *m* rows after taking it from the
+        queue slot: the weight tile, ``ceil(m / rows)`` chunks, the drain (``m == 0``: the tile and the check)."""
+        if m == 0:
+            return self.weight_tile_read + DONE_CHECK
+        return self.weight_tile_read + math.ceil(m / self.rows) * self.os_chunk + self.os_drain
+
+    # -- the STORE pipeline ------------------------------------------------------------------------
+    @property
+    def store_pipeline(self) -> int:
+        """STORE: cycles from reading an accumulator line to handing its bytes to the scatter engine: the
+        read port, then the requantizer lanes (``hw.store.StorePipeline``)."""
+        return ACC_READ + REQUANT_STAGES
