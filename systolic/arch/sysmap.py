@@ -6,7 +6,8 @@ reports all read the counter order and the error codes from here.
 
 from __future__ import annotations
 
-__all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS"]
+__all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS",
+           "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters"]
 
 #: Width of every performance counter.
 COUNTER_BITS = 64
@@ -38,6 +39,13 @@ COUNTERS = ("cycles",) + EXECUTOR_COUNTERS + (
     "idle_mem_stall",     # array unit idle while the controller waits on the memory port
 )
 
+#: Width of the ``error`` status port.
+ERROR_CODE_BITS = 4
+#: Width of the ``err_arg`` status port.
+ERROR_ARG_BITS = 64
+#: Width of the program counter (``prog_len``, ``err_index``).
+PC_BITS = 32
+
 #: Error codes of the ``error`` status port -> reason template. ``{arg}`` is
 #: the ``err_arg`` port; the other names come from the instruction and the
 #: machine (see :func:`error_reason`).
@@ -55,6 +63,8 @@ ERRORS = {
     11: "accumulator overflow: a value leaves the {acc_bits}-bit range",
 }
 
+assert max(ERRORS) < 1 << ERROR_CODE_BITS
+
 ERR_BAD_OPCODE, ERR_NO_HALT, ERR_DRAM, ERR_SPAD_A, ERR_SPAD_W, ERR_ACC, ERR_LINE, ERR_BITS, ERR_ELEMS, \
     ERR_VALUE, ERR_OVERFLOW = range(1, 12)
 
@@ -71,3 +81,9 @@ def error_reason(code: int, arg: int, spec, dram_bytes: int, instr=None) -> str:
                cols=spec.cols, vbits=spec.w_bits if target_w else spec.in_bits,
                un="un" if a.get("unsigned") else "", acc_bits=spec.acc_bits)
     return ERRORS[code].format(**fmt)
+
+
+def unpack_counters(word: int) -> dict:
+    """The ``counters`` port read as one integer -> ``{name: value}`` in :data:`COUNTERS` order."""
+    mask = (1 << COUNTER_BITS) - 1
+    return {name: (int(word) >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}

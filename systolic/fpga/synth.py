@@ -279,9 +279,8 @@ def write_unit_verilog(config, top: str, out_dir) -> dict:
 
     pe_cfg, lane_cfg = config, config
     if top == "system":
-        from ..hw.system import array_config, lane_config
 
-        pe_cfg, lane_cfg = array_config(config), lane_config(config)
+        pe_cfg, lane_cfg = config.array_config, config.lane_config
     units = {"pe": ProcessingElement(config=pe_cfg)}
     if top != "array":
         units["lane"] = RequantLane(config=lane_cfg)

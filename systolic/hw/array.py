@@ -52,7 +52,7 @@ class SystolicArray(wiring.Component):
     Stream ``w`` takes ``rows`` transfers of weight rows ``W[0, :]`` ..
     ``W[rows-1, :]`` into the shadow registers; an ``i`` transfer with
     ``swap=1`` (held back until the shadow is full) switches to them, and the
-    shadow may be refilled ``rows + cols - 1`` cycles later, while the
+    shadow may be refilled ``weight_refill`` = ``rows + cols`` cycles after the swap transfer (:attr:`systolic.arch.latency.Latencies.weight_refill`), while the
     array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
     one ``o`` vector ``psum[n] + sum_k a[k] * W[k, n]`` (mod ``2**acc_bits``).
 
@@ -98,8 +98,9 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from an ``i`` transfer (WS) / the ``last`` transfer (OS) to its first ``o`` vector."""
-        return self.config.rows + self.config.cols - 1
+        """Cycles from an ``i`` transfer (WS) / the ``last`` transfer (OS) to its first ``o`` vector
+        (:attr:`systolic.arch.latency.Latencies.array`)."""
+        return self.config.latencies.array
 
     def elaborate(self, platform):
         m = Module()
@@ -122,7 +123,10 @@ class SystolicArray(wiring.Component):
 
         full = Signal()     # shadow registers hold a complete weight tile
         wsel = Signal(R, init=1)  # one-hot: the PE row the next weight row goes to
-        guard = Signal(range(R + C))  # cycles until the last swap has passed every PE
+        # Cycles until the last swap has passed every PE: the shadow takes weights again
+        # `weight_refill` cycles after the swap transfer (counted down from the next cycle).
+        refill = self.config.latencies.weight_refill
+        guard = Signal(range(refill))
         m.d.comb += self.i.ready.eq(en & (~self.i.payload.swap | full))
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
@@ -144,7 +148,7 @@ class SystolicArray(wiring.Component):
         # The swap flag reaches PE (k, n) k + n cycles after its transfer; a
         # shadow must not be overwritten before that, hence the guard.
         with m.If(take & self.i.payload.swap):
-            m.d.sync += [full.eq(0), guard.eq(R + C - 1)]
+            m.d.sync += [full.eq(0), guard.eq(refill - 1)]
         with m.Elif(en & guard.any()):
             m.d.sync += guard.eq(guard - 1)
 

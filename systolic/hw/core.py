@@ -25,7 +25,7 @@ class GemmCore(wiring.Component):
     ``w__payload``, ``o__payload``).
 
     Latency (cycles from the transfer that completes a result to its ``o``
-    vector, no back-pressure): ``rows + cols - 1 + 3``.
+    vector, no back-pressure): ``rows + cols - 1 + REQUANT_STAGES`` (:attr:`latency`).
     Throughput: ``rows * cols`` MACs per cycle; one ``o`` vector per cycle
     (weight-stationary: one per ``i`` vector; output-stationary: ``rows`` per
     tile of ``K >= rows`` steps).
@@ -66,7 +66,7 @@ class GemmCore(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.config.rows + self.config.cols - 1 + Requantizer.LATENCY
+        return self.config.latencies.array + Requantizer.LATENCY
 
     def elaborate(self, platform):
         m = Module()

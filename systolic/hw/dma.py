@@ -29,9 +29,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from ..arch.timing import MAX_READS
+from ..arch.latency import DMA_ISSUE, MAX_READS
 
-__all__ = ["MemPortSignature", "Dma", "MAX_READS"]
+__all__ = ["MemPortSignature", "DmaCommandSignature", "Dma", "MAX_READS"]
 
 
 def MemPortSignature(bus_bytes: int) -> wiring.Signature:
@@ -44,21 +44,65 @@ def MemPortSignature(bus_bytes: int) -> wiring.Signature:
     })
 
 
+#: Width of a gather's line count (one more than the ISA's 16-bit ``lines``: the controller's counters).
+LINES_BITS = 17
+ADDR_BITS = 32
+
+
+class DmaCommandSignature(wiring.Signature):
+    """The DMA's command port, from the commanding unit's side (the controller).
+
+    A command (``write``, ``addr``, ``n``, ``off``, ``lines``, ``stride``) is
+    taken in a cycle with ``start`` and ``ready`` high. A gather's lines come
+    back on ``line_valid`` / ``line``; ``stall`` says the command in progress
+    waits on the memory this cycle. See :class:`Dma`.
+
+    Members
+    -------
+    start, write : Out(1)
+    addr, stride : Out(32)
+    n, off : Out(range(max(buf_bytes, src_bytes) + 1))
+    lines : Out(17)
+    ready, line_valid, stall : In(1)
+    line : In(ArrayLayout(8, buf_bytes))
+    """
+
+    def __init__(self, *, buf_bytes: int, src_bytes: int):
+        self.buf_bytes, self.src_bytes = buf_bytes, src_bytes
+        nmax = max(buf_bytes, src_bytes)
+        super().__init__({
+            "start": Out(1), "write": Out(1), "addr": Out(ADDR_BITS),
+            "n": Out(range(nmax + 1)), "off": Out(range(nmax + 1)),
+            "lines": Out(LINES_BITS), "stride": Out(ADDR_BITS),
+            "ready": In(1), "line_valid": In(1), "stall": In(1),
+            "line": In(data.ArrayLayout(8, buf_bytes)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.buf_bytes, self.src_bytes) == (other.buf_bytes, other.src_bytes)
+
+    def __repr__(self):
+        return f"DmaCommandSignature(buf_bytes={self.buf_bytes}, src_bytes={self.src_bytes})"
+
+
 class Dma(wiring.Component):
     """Pipelined 2-D gather and back-to-back scatter of byte runs over the memory port.
 
-    A command is taken when ``start`` is high (``write`` selects scatter)
-    while ``ready`` is high. A run of ``n`` bytes at ``a`` covers the words
+    A command is taken when ``cmd.start`` is high (``cmd.write`` selects
+    scatter) while ``cmd.ready`` is high (:class:`DmaCommandSignature`). A
+    run of ``n`` bytes at ``a`` covers the words
     ``a // bus_bytes`` .. ``(a + n - 1) // bus_bytes``; each word is one
     request. A gather needs ``n >= 1`` and ``lines >= 1``; a scatter with
     ``n == 0`` issues nothing.
 
     Timing with a memory that accepts a request ``d`` cycles after it is
     first valid and answers a read ``L`` cycles after accepting it: the
-    first request is valid the cycle after ``start``; request ``j`` of a
-    gather (words of all its lines in order) is accepted in cycle
+    first request is valid :data:`~systolic.arch.latency.DMA_ISSUE` (1)
+    cycle after ``start``; request ``j`` of a gather (words of all its lines
+    in order) is accepted in cycle
     ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), L + 1 + d)``
-    (``Q`` = :data:`MAX_READS`, ``a_0`` = start + 1 + d) and answered in
+    (``Q`` = :data:`~systolic.arch.latency.MAX_READS`, ``a_0`` = start +
+    DMA_ISSUE + d) and answered in
     ``a_j + L``. A scatter word takes ``1 + d`` cycles. ``stall`` is high on
     the cycles a command is in progress but neither a request is accepted nor
     a response arrives.
@@ -66,28 +110,27 @@ class Dma(wiring.Component):
     Members
     -------
     bus : Out(MemPortSignature(bus_bytes))
-    start, write : In(1)
-    addr : In(32)
-    n, off : In(range(max(buf_bytes, src_bytes) + 1))
-    lines : In(17)
-        Gather: number of runs (>= 1).
-    stride : In(32)
-        Gather: bytes between the starts of consecutive runs.
-    ready : Out(1)
-        A command may start this cycle (gather: both engines idle; scatter:
-        gather idle and the scatter engine idle or finishing).
+    cmd : In(DmaCommandSignature(buf_bytes, src_bytes))
+        ``start``, ``write``, ``addr``, ``n``, ``off``; ``lines`` (gather:
+        number of runs, >= 1), ``stride`` (gather: bytes between the starts of
+        consecutive runs). ``ready``: a command may start this cycle (gather:
+        both engines idle; scatter: gather idle and the scatter engine idle or
+        finishing). ``line_valid``: a gathered line completes this cycle;
+        ``line`` holds its bytes. ``stall``: see above.
     busy : Out(1)
         Requests left to issue or reads unanswered.
-    line_valid : Out(1)
-        A gathered line completes this cycle; ``line`` holds its bytes.
-    line : Out(data.ArrayLayout(8, buf_bytes))
-    stall, words_read, words_written : Out(1)
-        ``words_*``: one-cycle pulses per answered read / accepted write.
+    words_read, words_written : Out(1)
+        One-cycle pulses per answered read / accepted write.
     buf : Out(data.ArrayLayout(8, buf_bytes))
         Gathered bytes (registered; positions outside the runs keep old values).
     src : In(data.ArrayLayout(8, src_bytes))
         Bytes to scatter; hold them until the command's last word is accepted.
     """
+
+    #: Cycles from taking a command to its first request (the request is registered).
+    ISSUE_LATENCY = DMA_ISSUE
+    #: Reads in flight at most.
+    MAX_READS = MAX_READS
 
     def __init__(self, *, bus_bytes: int, buf_bytes: int, src_bytes: int):
         for name, v in (("bus_bytes", bus_bytes), ("buf_bytes", buf_bytes), ("src_bytes", src_bytes)):
@@ -98,21 +141,17 @@ class Dma(wiring.Component):
             self._MustUse__silence = True
             raise ValueError(f"bus_bytes must be a power of two, not {bus_bytes}")
         self.bus_bytes, self.buf_bytes, self.src_bytes = bus_bytes, buf_bytes, src_bytes
-        nmax = max(buf_bytes, src_bytes)
         super().__init__({
             "bus": Out(MemPortSignature(bus_bytes)),
-            "start": In(1), "write": In(1), "addr": In(32),
-            "n": In(range(nmax + 1)), "off": In(range(nmax + 1)),
-            "lines": In(17), "stride": In(32),
-            "ready": Out(1), "busy": Out(1), "line_valid": Out(1),
-            "line": Out(data.ArrayLayout(8, buf_bytes)),
-            "stall": Out(1), "words_read": Out(1), "words_written": Out(1),
+            "cmd": In(DmaCommandSignature(buf_bytes=buf_bytes, src_bytes=src_bytes)),
+            "busy": Out(1), "words_read": Out(1), "words_written": Out(1),
             "buf": Out(data.ArrayLayout(8, buf_bytes)),
             "src": In(data.ArrayLayout(8, src_bytes)),
         })
 
     def elaborate(self, platform):
         m = Module()
+        cmd = self.cmd
         bb = self.bus_bytes
         lg = (bb - 1).bit_length()
         nmax = max(self.buf_bytes, self.src_bytes)
@@ -127,13 +166,13 @@ class Dma(wiring.Component):
 
         # ------------------------------------------------------------ gather
         r_act = Signal()                 # requests left to issue
-        r_lines = Signal(17)             # lines left, the current one included
+        r_lines = Signal(LINES_BITS)     # lines left, the current one included
         r_laddr = Signal(34)             # DRAM address of the current line
         r_word = Signal(34)              # address of the next word to request
         r_last = Signal(34)              # address of the current line's last word
         r_cur = Signal(signed(cw))
-        r_n = Signal.like(self.n)
-        r_off = Signal.like(self.off)
+        r_n = Signal.like(cmd.n)
+        r_off = Signal.like(cmd.off)
         r_stride = Signal(32)
         inflight = Signal(range(MAX_READS + 1))
         m.submodules.meta = meta = SyncFIFO(width=cw + 1, depth=MAX_READS)
@@ -156,9 +195,9 @@ class Dma(wiring.Component):
             bus.req_addr.eq(Mux(w_busy, w_word, r_word)),
             accept.eq(bus.req_valid & bus.req_ready),
             w_fin.eq(w_busy & accept & (w_left == 1)),
-            self.ready.eq(~r_act & (inflight == 0) & (~w_busy | w_fin)),
+            cmd.ready.eq(~r_act & (inflight == 0) & (~w_busy | w_fin)),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
-            self.stall.eq(self.busy & ~accept & ~bus.resp_valid),
+            cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
             self.words_read.eq(bus.resp_valid),
             self.words_written.eq(w_busy & accept),
         ]
@@ -177,16 +216,16 @@ class Dma(wiring.Component):
             ]
 
         take = Signal()
-        m.d.comb += take.eq(self.start & self.ready)
+        m.d.comb += take.eq(cmd.start & cmd.ready)
         last_word = Signal(34)
-        m.d.comb += last_word.eq(aligned(self.addr + self.n - 1))
-        with m.If(take & self.write):
+        m.d.comb += last_word.eq(aligned(cmd.addr + cmd.n - 1))
+        with m.If(take & cmd.write):
             m.d.sync += [
-                w_busy.eq(self.n != 0),
-                w_word.eq(aligned(self.addr)),
-                w_left.eq(((last_word - aligned(self.addr)) >> lg) + 1),
-                w_cur.eq(self.off - self.addr[:lg] if lg else self.off),
-                w_lo.eq(self.off), w_hi.eq(self.off + self.n),
+                w_busy.eq(cmd.n != 0),
+                w_word.eq(aligned(cmd.addr)),
+                w_left.eq(((last_word - aligned(cmd.addr)) >> lg) + 1),
+                w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
+                w_lo.eq(cmd.off), w_hi.eq(cmd.off + cmd.n),
             ]
         with m.Elif(w_busy & accept):
             m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1)]
@@ -196,11 +235,11 @@ class Dma(wiring.Component):
         # Gather request side: words of line after line, metadata into `meta`.
         next_laddr = Signal(34)
         m.d.comb += next_laddr.eq(r_laddr + r_stride)
-        with m.If(take & ~self.write):
+        with m.If(take & ~cmd.write):
             m.d.sync += [
-                r_act.eq(1), r_lines.eq(self.lines), r_laddr.eq(self.addr), r_n.eq(self.n), r_off.eq(self.off),
-                r_stride.eq(self.stride), r_word.eq(aligned(self.addr)), r_last.eq(last_word),
-                r_cur.eq(self.off - self.addr[:lg] if lg else self.off),
+                r_act.eq(1), r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
+                r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)), r_last.eq(last_word),
+                r_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
             ]
         r_accept = Signal()
         end_line = Signal()
@@ -226,7 +265,7 @@ class Dma(wiring.Component):
         # Gather response side: byte lane j of the word goes to buffer position j + cur.
         cur = Signal(signed(cw))
         m.d.comb += [cur.eq(meta.r_data[:cw]), meta.r_en.eq(bus.resp_valid),
-                     self.line_valid.eq(bus.resp_valid & meta.r_data[cw])]
+                     cmd.line_valid.eq(bus.resp_valid & meta.r_data[cw])]
         lanes = Array(bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
         lo, hi = r_off, r_off + r_n
         for p in range(self.buf_bytes):
@@ -235,8 +274,8 @@ class Dma(wiring.Component):
             m.d.comb += [
                 rel.eq(p - cur),
                 hit.eq(bus.resp_valid & (rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
-                self.line[p].eq(Mux(hit, lanes[rel.as_unsigned()[:max(1, lg)]], self.buf[p])),
+                cmd.line[p].eq(Mux(hit, lanes[rel.as_unsigned()[:max(1, lg)]], self.buf[p])),
             ]
             with m.If(hit):
-                m.d.sync += self.buf[p].eq(self.line[p])
+                m.d.sync += self.buf[p].eq(cmd.line[p])
         return m

@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..arch.latency import REQUANT_STAGES
 from .pe import _check_cfg
 
 __all__ = ["Requantizer", "RequantLane", "requant_layouts"]
@@ -42,8 +43,10 @@ class RequantLane(wiring.Component):
 
     ``acc + bias`` is computed in ``acc_bits + 1`` bits, so it never wraps.
 
-    Latency: 3 cycles (``en`` cycles: add, shift/round, ReLU/saturate).
-    Throughput: 1 element per cycle.
+    Latency: :data:`~systolic.arch.latency.REQUANT_STAGES` (3) ``en``
+    cycles: add, shift/round, ReLU/saturate (the three stages written out
+    below; tests/hw/test_requantizer.py measures them). Throughput: 1 element
+    per cycle.
 
     Members
     -------
@@ -53,7 +56,7 @@ class RequantLane(wiring.Component):
     shift : In(signed(shift_bits))
     relu : In(1)
     y : Out(out shape)
-        Result, 3 ``en`` cycles after its operands.
+        Result, ``REQUANT_STAGES`` ``en`` cycles after its operands.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -135,7 +138,7 @@ class Requantizer(wiring.Component):
     ``bias``, ``shift`` and ``relu`` are configuration inputs that must stay
     constant while vectors are in flight.
 
-    Latency: 3 cycles. Throughput: 1 vector (``cols`` elements) per cycle;
+    Latency: :data:`~systolic.arch.latency.REQUANT_STAGES` cycles. Throughput: 1 vector (``cols`` elements) per cycle;
     it stalls as one pipeline (``en = ~o.valid | o.ready``).
 
     Members
@@ -147,7 +150,8 @@ class Requantizer(wiring.Component):
     relu : In(1)
     """
 
-    LATENCY = 3
+    #: Cycles from an input vector to its output vector: the lanes' stages.
+    LATENCY = REQUANT_STAGES
 
     def __init__(self, *, config: AcceleratorConfig):
         _check_cfg(config, self)

@@ -24,19 +24,19 @@ def _run(dut, image, cmds, memory):
         idle = 0
         while pending or cur is not None or ctx.get(dut.busy):
             mem.cycle(ctx)
-            if cur is not None and ctx.get(dut.line_valid):
-                cur[1].append((cycle, [ctx.get(dut.line[p]) for p in range(dut.buf_bytes)]))
-            if pending and ctx.get(dut.ready):
+            if cur is not None and ctx.get(dut.cmd.line_valid):
+                cur[1].append((cycle, [ctx.get(dut.cmd.line[p]) for p in range(dut.buf_bytes)]))
+            if pending and ctx.get(dut.cmd.ready):
                 write, addr, n, off, lines, stride, src = pending.pop(0)
                 for p, v in enumerate(src):
                     ctx.set(dut.src[p], v)
-                ctx.set(dut.start, 1)
-                ctx.set(dut.write, write)
-                ctx.set(dut.addr, addr)
-                ctx.set(dut.n, n)
-                ctx.set(dut.off, off)
-                ctx.set(dut.lines, lines)
-                ctx.set(dut.stride, stride)
+                ctx.set(dut.cmd.start, 1)
+                ctx.set(dut.cmd.write, write)
+                ctx.set(dut.cmd.addr, addr)
+                ctx.set(dut.cmd.n, n)
+                ctx.set(dut.cmd.off, off)
+                ctx.set(dut.cmd.lines, lines)
+                ctx.set(dut.cmd.stride, stride)
                 cur = (cycle, [])
                 log.append(cur)
             elif cur is not None and not ctx.get(dut.busy) and not pending:
@@ -44,7 +44,7 @@ def _run(dut, image, cmds, memory):
             ctx.set(dut.bus.req_ready, ctx.get(dut.bus.req_ready))
             assert ctx.get(dut.busy) or not ctx.get(dut.bus.req_valid)
             await ctx.tick()
-            ctx.set(dut.start, 0)
+            ctx.set(dut.cmd.start, 0)
             cycle += 1
             idle = idle + 1 if not ctx.get(dut.busy) else 0
             if idle > 3 and not pending:

@@ -11,7 +11,8 @@ from systolic.arch.isa import encode_program
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
-from systolic.hw.system import Accelerator, AccumulatorBuffer
+from systolic.hw.accumulator import AccumulatorBuffer
+from systolic.hw.system import Accelerator
 from systolic.arch.timing import program_cycles, program_timeline
 from systolic.arch.memory import MemoryModel, place_program
 from systolic.sim.system_amaranth import run_program_amaranth
@@ -24,25 +25,25 @@ def test_accumulator_buffer_overwrite_accumulate_shift_and_overflow():
 
     async def bench(ctx):
         async def update(addr, psum, acc, shift):
-            ctx.set(dut.upd_valid, 1)
-            ctx.set(dut.upd_addr, addr)
-            ctx.set(dut.upd_accumulate, acc)
-            ctx.set(dut.upd_shift, shift)
+            ctx.set(dut.upd.valid, 1)
+            ctx.set(dut.upd.addr, addr)
+            ctx.set(dut.upd.accumulate, acc)
+            ctx.set(dut.upd.shift, shift)
             for c, v in enumerate(psum):
-                ctx.set(dut.upd_psum[c], v)
+                ctx.set(dut.upd.psum[c], v)
             reads = ctx.get(dut.ev_read)
             await ctx.tick()
-            ctx.set(dut.upd_valid, 0)
+            ctx.set(dut.upd.valid, 0)
             ovf = ctx.get(dut.overflow)
             await ctx.tick()
             return reads, ovf
 
         async def read(addr):
-            ctx.set(dut.rd_en, 1)
-            ctx.set(dut.rd_addr, addr)
+            ctx.set(dut.rd.en, 1)
+            ctx.set(dut.rd.addr, addr)
             await ctx.tick()
-            ctx.set(dut.rd_en, 0)
-            return [ctx.get(dut.rd_data[c]) for c in range(2)]
+            ctx.set(dut.rd.en, 0)
+            return [ctx.get(dut.rd.data[c]) for c in range(2)]
 
         seen.append(await update(1, [5, -7], 0, 0))        # overwrite
         seen.append(await read(1))

@@ -1,0 +1,141 @@
+"""The array unit interface: MATMUL descriptors in, accumulator updates out, one implementation per dataflow.
+
+An array unit owns a :class:`~systolic.hw.array.SystolicArray` and executes
+MATMUL descriptors (docs/isa.md) in order, in the background of the
+controller: it reads the weight tile from scratchpad W and the operand lines
+from scratchpad A, and writes every result vector into the accumulator
+buffer. The implementation is chosen by the config's dataflow from
+:data:`ARRAY_UNITS` (:func:`array_unit`); the rest of the accelerator sees
+only the interface of :class:`ArrayUnit`.
+
+To add a dataflow: its PE and array (``hw/pe.py``, ``hw/array.py``), a
+subclass of :class:`ArrayUnit` in its own file, an entry in
+:data:`ARRAY_UNITS`, its timing in :mod:`systolic.arch.timing` (and its
+latencies in :mod:`systolic.arch.latency`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from amaranth.hdl import Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.config import DATAFLOWS, AcceleratorConfig
+from ..arch.isa import FIELDS, Opcode
+from .accumulator import AccUpdateSignature
+from .scratchpad import LineReadSignature, memory_depth
+
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "ArrayUnit", "ARRAY_UNITS", "array_unit", "read_weight_tile",
+           "weight_tile"]
+
+_M = FIELDS[Opcode.MATMUL]
+#: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
+MATMUL_LAYOUT = data.StructLayout({
+    "a": _M["a"][1], "w": _M["w"][1], "acc": _M["acc"][1], "m": _M["m"][1],
+    "accum": _M["accumulate"][1], "shift": _M["shift"][1], "idx": 32,
+})
+#: What the interlocks need to know of a MATMUL that may still read scratchpad lines.
+READER_LAYOUT = data.StructLayout({"valid": 1, "a": _M["a"][1], "m": _M["m"][1], "w": _M["w"][1]})
+
+
+class ArrayUnit(wiring.Component):
+    """Executes MATMULs on the systolic array; the interface every dataflow implements.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The system's config (the array inside is ``config.array_config``).
+
+    Members
+    -------
+    matmul : In(stream.Signature(MATMUL_LAYOUT))
+        The next MATMUL (from the controller's queue slot); taken when ``ready``.
+    a, w : Out(LineReadSignature(...))
+        Reads of scratchpad A (``rows`` operands per line) and W (``cols`` weights per line).
+    upd : Out(AccUpdateSignature(...))
+        Result vectors into the accumulator buffer (``acc[acc + i] (+)= psum << shift``).
+    clear : In(1)
+        Start of a run: drop everything.
+    busy : Out(1)
+        A MATMUL has been taken and its last accumulator write is not done.
+    idx : Out(32)
+        Program index of the MATMUL whose update the accumulator buffer writes this cycle (the
+        accumulator-overflow error names it).
+    readers : Out(ArrayLayout(READER_LAYOUT, READERS))
+        MATMULs taken that may still read scratchpad lines (the controller's LOAD interlock).
+    stall : Out(1)
+        An operand transfer is held back by the array (the ``matmul_stall`` counter).
+    """
+
+    #: How many taken MATMULs may read scratchpads at once (length of ``readers``).
+    READERS = 1
+
+    def __init__(self, *, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        try:
+            config.check_system()
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self.config = config
+        acfg = config.array_config
+        R, C = config.rows, config.cols
+        super().__init__({
+            "matmul": In(stream.Signature(MATMUL_LAYOUT)),
+            "a": Out(LineReadSignature(depth=memory_depth(config.a_lines), shape=signed(acfg.in_bits), width=R)),
+            "w": Out(LineReadSignature(depth=memory_depth(config.w_lines), shape=signed(acfg.w_bits), width=C)),
+            "upd": Out(AccUpdateSignature(depth=memory_depth(config.acc_lines), cols=C, psum_bits=acfg.acc_bits)),
+            "clear": In(1), "busy": Out(1), "idx": Out(32),
+            "readers": Out(data.ArrayLayout(READER_LAYOUT, self.READERS)),
+            "stall": Out(1),
+        })
+
+    def _reader(self, m, n: int, valid, desc):
+        """Publish MATMUL *desc* (a MATMUL_LAYOUT view) as reader *n* while *valid*."""
+        r = self.readers[n]
+        m.d.comb += [r.valid.eq(valid), r.a.eq(desc.a), r.m.eq(desc.m), r.w.eq(desc.w)]
+
+
+def read_weight_tile(m, w_port, k, base, tile):
+    """One step of reading a weight tile into registers: ``rows`` reads of scratchpad W from line *base*.
+
+    Step ``k = 0 .. rows - 1`` reads line ``base + k``; the line read in step
+    ``k`` is captured into ``tile[k]`` in step ``k + 1`` (``SCRATCHPAD_READ``
+    later), so the tile is complete after step ``rows`` (``rows + 1`` steps:
+    :attr:`~systolic.arch.latency.Latencies.weight_tile_read`). *k* advances by one.
+    """
+    rows = len(tile)
+    with m.If(k < rows):
+        m.d.comb += [w_port.en.eq(1), w_port.addr.eq(base + k)]
+    with m.If(k > 0):
+        m.d.sync += tile[k - 1].eq(w_port.data.as_value())
+    m.d.sync += k.eq(k + 1)
+
+
+def weight_tile(cfg: AcceleratorConfig):
+    """Registers for one weight tile: ``rows`` signals of ``cols`` packed weights (an Array, indexable by a
+    signal)."""
+    from amaranth.hdl import Array
+
+    bits = cfg.array_config.w_bits
+    return Array(Signal(cfg.cols * bits, name=f"wt{r}") for r in range(cfg.rows))
+
+
+#: Dataflow -> "module:class" of its array unit (imported on use).
+ARRAY_UNITS = {
+    "ws": "systolic.hw.array_unit_ws:WSArrayUnit",
+    "os": "systolic.hw.array_unit_os:OSArrayUnit",
+}
+assert set(ARRAY_UNITS) == set(DATAFLOWS)
+
+
+def array_unit(config: AcceleratorConfig) -> ArrayUnit:
+    """The :class:`ArrayUnit` of ``config.dataflow``."""
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    module, cls = ARRAY_UNITS[config.dataflow].split(":")
+    return getattr(importlib.import_module(module), cls)(config=config)

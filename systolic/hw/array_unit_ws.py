@@ -1,0 +1,142 @@
+"""The weight-stationary array unit: three stages that stream consecutive MATMULs."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFO
+
+from .array import SystolicArray
+from .array_unit import MATMUL_LAYOUT, ArrayUnit, read_weight_tile, weight_tile
+
+__all__ = ["WSArrayUnit"]
+
+#: Write-back descriptors in flight: a MATMUL's is pushed when the feeder starts it and popped with its last
+#: result, ``m + R + C - 1`` cycles later. The next start comes at least ``m`` and the one after that at
+#: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: the FIFO never fills and
+#: never holds the feeder back (which the cycle model relies on).
+_WRITEBACK_DEPTH = 4
+_WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name] for name in ("acc", "m", "accum", "shift", "idx")})
+
+
+class WSArrayUnit(ArrayUnit):
+    """Weight-stationary: a weight loader, a feeder and the write-back stream MATMULs back to back.
+
+    - **weight loader**: takes a MATMUL from ``matmul``, reads its ``rows``
+      weight lines into registers
+      (:attr:`~systolic.arch.latency.Latencies.weight_tile_read` cycles), then
+      pushes them into the array's shadow weights, one row per cycle, as soon
+      as the array accepts them (``weight_refill`` cycles after the previous
+      tile's swap);
+    - **feeder**: streams the MATMUL's ``m`` operand lines into the array, one
+      per cycle, right behind the previous MATMUL's lines; the first carries
+      ``swap``;
+    - **write-back**: result vector ``i`` updates accumulator line
+      ``acc + i`` (a FIFO of write-back descriptors follows the MATMULs through
+      the array).
+
+    Latency of one MATMUL from taking it (cycle ``t``) with an idle array: the
+    first push in ``t + weight_tile_read + 1``, the first operand read
+    ``weight_push`` cycles later, the last accumulator write ``ws_writeback``
+    cycles after the last operand read. Throughput: one operand line (``rows
+    * cols`` MACs) per cycle; consecutive MATMULs start at least
+    :attr:`~systolic.arch.latency.Latencies.ws_matmul_period` (``2R + C + 1``)
+    cycles apart, so a MATMUL of ``m`` rows streams at full rate when ``m`` is
+    at least that. ``m == 0`` reads the tile and computes nothing.
+    """
+
+    READERS = 2
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R = cfg.rows
+        m.submodules.array = array = SystolicArray(config=cfg.array_config)
+        wt = weight_tile(cfg)
+        m.d.comb += array.o.ready.eq(1)
+
+        # The array's psum input is unused (accumulation happens in the accumulator
+        # buffer) and held at 0. A register cleared at start rather than a constant:
+        # Amaranth emits a constant-only `always @*` for an undriven payload field,
+        # which Verilator lint rejects (ALWNEVER / UNDRIVEN); synthesis folds it away.
+        psum_zero = Signal.like(array.i.payload.psum.as_value(), name="psum_zero")
+        with m.If(self.clear):
+            m.d.sync += psum_zero.eq(0)
+        m.d.comb += array.i.payload.psum.eq(psum_zero)
+
+        # Weight loader: R reads of scratchpad W into `wt`, then R pushes into the
+        # array's shadow registers (while the previous tile computes).
+        wl = Signal(MATMUL_LAYOUT)
+        wl_valid, wl_push, wl_done = Signal(), Signal(), Signal()
+        wl_k = Signal(range(R + 2))
+        m.d.comb += self.matmul.ready.eq(~wl_valid)
+        with m.If(self.matmul.valid & ~wl_valid):
+            m.d.sync += [wl.eq(self.matmul.payload), wl_valid.eq(1), wl_k.eq(0), wl_push.eq(0), wl_done.eq(0)]
+        with m.If(wl_valid & ~wl_push & ~wl_done):
+            read_weight_tile(m, self.w, wl_k, wl.w, wt)
+            with m.If(wl_k == R):
+                m.d.sync += wl_k.eq(0)
+                with m.If(wl.m == 0):
+                    m.d.sync += wl_valid.eq(0)      # m == 0: nothing to compute
+                with m.Else():
+                    m.d.sync += wl_push.eq(1)
+        with m.If(wl_valid & wl_push):
+            m.d.comb += [array.w.valid.eq(1), array.w.payload.w.eq(wt[wl_k])]
+            with m.If(array.w.ready):
+                m.d.sync += wl_k.eq(wl_k + 1)
+                with m.If(wl_k == R - 1):
+                    m.d.sync += [wl_push.eq(0), wl_done.eq(1)]
+
+        # Feeder: A lines into the array back to back; the first row of a
+        # MATMUL swaps in its weight tile (pushed, so never refused).
+        fd = Signal(MATMUL_LAYOUT)
+        fd_valid, i_valid, swap_r = Signal(), Signal(), Signal()
+        issued = Signal(17)
+        m.submodules.wbfifo = wbfifo = SyncFIFO(width=_WRITEBACK.size, depth=_WRITEBACK_DEPTH)
+        fd_more, start_next, adv_f = Signal(), Signal(), Signal()
+        m.d.comb += [
+            array.i.valid.eq(i_valid), array.i.payload.a.eq(self.a.data), array.i.payload.swap.eq(swap_r),
+            adv_f.eq(~i_valid | array.i.ready),
+            fd_more.eq(fd_valid & (issued < fd.m)),
+            start_next.eq(~fd_more & wl_valid & wl_done & wbfifo.w_rdy),
+            self.stall.eq(i_valid & ~array.i.ready),
+        ]
+        wb_in = Signal(_WRITEBACK)
+        m.d.comb += [wb_in.acc.eq(wl.acc), wb_in.m.eq(wl.m), wb_in.accum.eq(wl.accum), wb_in.shift.eq(wl.shift),
+                     wb_in.idx.eq(wl.idx), wbfifo.w_data.eq(wb_in)]
+        with m.If(adv_f):
+            with m.If(fd_more):
+                m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]
+                m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(0)]
+            with m.Elif(start_next):
+                m.d.comb += [self.a.en.eq(1), self.a.addr.eq(wl.a), wbfifo.w_en.eq(1)]
+                m.d.sync += [issued.eq(1), i_valid.eq(1), swap_r.eq(1), fd.eq(wl), fd_valid.eq(1),
+                             wl_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [i_valid.eq(0), fd_valid.eq(0)]
+
+        # Write-back: output vectors of the head MATMUL into the accumulator.
+        head = Signal(_WRITEBACK)
+        o_cnt = Signal(17)
+        upd = self.upd
+        m.d.comb += [
+            head.eq(wbfifo.r_data),
+            upd.valid.eq(array.o.valid),
+            upd.addr.eq(head.acc + o_cnt),
+            upd.accumulate.eq(head.accum),
+            upd.shift.eq(head.shift),
+            upd.psum.eq(array.o.payload),
+        ]
+        with m.If(array.o.valid):
+            m.d.sync += self.idx.eq(head.idx)
+            with m.If(o_cnt + 1 == head.m):
+                m.d.sync += o_cnt.eq(0)
+                m.d.comb += wbfifo.r_en.eq(1)
+            with m.Else():
+                m.d.sync += o_cnt.eq(o_cnt + 1)
+        with m.If(self.clear):
+            m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0)]
+        m.d.comb += self.busy.eq(wl_valid | fd_valid | wbfifo.r_rdy | upd.busy)
+        self._reader(m, 0, wl_valid, wl)
+        self._reader(m, 1, fd_valid, fd)
+        return m

@@ -1,0 +1,115 @@
+"""Instruction decode and checks: every field of the 128-bit instruction, and the error it would cause."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.config import AcceleratorConfig
+from ..arch.isa import FIELDS, INSTR_BYTES, Opcode, Target
+from ..arch.sysmap import ERR_ACC, ERR_BITS, ERR_DRAM, ERR_ELEMS, ERR_LINE, ERR_SPAD_A, ERR_SPAD_W, ERROR_CODE_BITS
+
+__all__ = ["field", "InstrChecker", "INSTR_BITS", "OPCODE_BITS"]
+
+INSTR_BITS = 8 * INSTR_BYTES
+#: The opcode is the instruction's low bits (docs/isa.md).
+OPCODE_BITS = 4
+
+
+def field(ins, op: Opcode, name: str):
+    """Field *name* of instruction *ins* (a 128-bit value) read as opcode *op* (:data:`~systolic.arch.isa.FIELDS`)."""
+    lsb, width = FIELDS[op][name]
+    return ins[lsb:lsb + width]
+
+
+class InstrChecker(wiring.Component):
+    """Decodes ``ins`` and finds the first error it would cause, in the order of docs/isa.md (the executor's).
+
+    ``op`` is the opcode, ``bad_opcode`` says it is none of the ISA's. In the
+    cycle after ``decode`` (the DRAM span of a 2-D transfer, ``(lines - 1) *
+    stride``, is formed in that cycle, a registered multiply) ``error`` is 0
+    or the code of :data:`systolic.arch.sysmap.ERRORS` the instruction raises
+    against the machine (scratchpad, accumulator and DRAM ranges, line
+    widths, output bits, lanes) and ``arg`` the offending value; the
+    controller checks ``error`` in its CHECK state. Value ranges of LOADed
+    bytes and accumulator overflow are found while executing, not here.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The machine's line counts and widths.
+
+    Members
+    -------
+    ins : In(128)
+    decode : In(1)
+    dram_bytes : In(32)
+        Size of the data window.
+    op : Out(4)
+    bad_opcode : Out(1)
+    error : Out(ERROR_CODE_BITS)
+    arg : Out(64)
+    """
+
+    def __init__(self, *, config: AcceleratorConfig):
+        self.config = config
+        super().__init__({
+            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
+            "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        ins = self.ins
+        L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
+        m.d.comb += [self.op.eq(ins[:OPCODE_BITS]), self.bad_opcode.eq(self.op > max(Opcode))]
+        # LOAD and STORE share the positions of lines / dram / stride / elems.
+        lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
+        span = Signal(50)       # (lines - 1) * stride
+        with m.If(self.decode):
+            m.d.sync += span.eq(Mux(lines == 0, 0, (lines - 1) * stride))
+        dram_end = Signal(51)
+        m.d.comb += dram_end.eq(dram + span + elems)
+        loadq_end = Signal(34)
+        m.d.comb += loadq_end.eq(field(ins, Opcode.LOADQ, "dram") + cfg.loadq_bytes)
+        is_w = Signal()
+        m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
+        dram_bad = Signal()
+        m.d.comb += dram_bad.eq((lines != 0) & (elems != 0) & (dram_end > self.dram_bytes))
+
+        def fail(code, arg=0):
+            m.d.comb += [self.error.eq(code), self.arg.eq(arg)]
+
+        with m.Switch(self.op):
+            with m.Case(L):
+                spad, offset = field(ins, L, "spad"), field(ins, L, "offset")
+                with m.If(spad + lines > Mux(is_w, cfg.w_lines, cfg.a_lines)):
+                    fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A), spad + lines - 1)
+                with m.Elif(offset + elems > Mux(is_w, cfg.cols, cfg.rows)):
+                    fail(ERR_LINE)
+                with m.Elif(dram_bad):
+                    fail(ERR_DRAM, dram_end - 1)
+            with m.Case(Opcode.LOADQ):
+                with m.If(loadq_end > self.dram_bytes):
+                    fail(ERR_DRAM, loadq_end - 1)
+            with m.Case(M):
+                mm, a, w, acc = (field(ins, M, n) for n in ("m", "a", "w", "acc"))
+                with m.If(a + mm > cfg.a_lines):
+                    fail(ERR_SPAD_A, a + mm - 1)
+                with m.Elif(w + cfg.rows > cfg.w_lines):
+                    fail(ERR_SPAD_W, w + cfg.rows - 1)
+                with m.Elif(acc + mm > cfg.acc_lines):
+                    fail(ERR_ACC, acc + mm - 1)
+            with m.Case(S):
+                acc, bits = field(ins, S, "acc"), field(ins, S, "bits")
+                with m.If(acc + lines > cfg.acc_lines):
+                    fail(ERR_ACC, acc + lines - 1)
+                with m.Elif((bits < 1) | (bits > cfg.out_bits)):
+                    fail(ERR_BITS)
+                with m.Elif(elems > cfg.cols):
+                    fail(ERR_ELEMS)
+                with m.Elif(dram_bad):
+                    fail(ERR_DRAM, dram_end - 1)
+        return m

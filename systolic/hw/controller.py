@@ -1,0 +1,349 @@
+"""The controller: fetches, decodes, checks and sequences the instructions of docs/isa.md, in order."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.config import AcceleratorConfig
+from ..arch.isa import INSTR_BYTES, Opcode
+from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_VALUE, ERROR_ARG_BITS,
+                           ERROR_CODE_BITS, PC_BITS, UNITS)
+from .array_unit import MATMUL_LAYOUT, READER_LAYOUT
+from .checker import INSTR_BITS, InstrChecker, field
+from .dma import DmaCommandSignature
+from .scratchpad import LineLoadSignature, memory_depth
+from .store import StoreControlSignature
+
+__all__ = ["Controller", "controller_events", "UNIT_STATES"]
+
+#: The controller's states per unit of :data:`systolic.arch.sysmap.CONTROLLER_UNITS`: every cycle of a run
+#: is in exactly one of them (the ``<unit>_busy`` counters).
+UNIT_STATES = {
+    "ctrl": ("FETCH", "FETCH_WAIT", "DECODE", "CHECK"),
+    "load": ("LOAD", "LOAD_ZERO", "LOAD_WAIT"),
+    "loadq": ("LOADQ_WAIT",),
+    "store": ("STORE",),
+    "wait": ("HOLD", "ERR_WAIT"),
+}
+assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} == set(UNITS)
+
+
+def controller_events(config: AcceleratorConfig) -> data.StructLayout:
+    """The events the controller reports each cycle (counter name -> width)."""
+    ev = {"cycles": 1, "instructions": 1, "dram_bytes_read": range(config.dma_buffer_bytes + 1),
+          "fetch_bytes": range(INSTR_BYTES + 1), "matmul_busy": 1, "idle_mem_stall": 1}
+    for u in CONTROLLER_UNITS:
+        ev[f"{u}_busy"] = ev[f"{u}_stall"] = 1
+    return data.StructLayout(ev)
+
+
+class Controller(wiring.Component):
+    """Fetch, decode, check, interlock and execute, one instruction at a time; MATMULs go to the array unit.
+
+    States: IDLE until ``start``; per instruction FETCH (request its 16 bytes),
+    FETCH_WAIT (until they arrive), DECODE, CHECK (the
+    :class:`~systolic.hw.checker.InstrChecker`'s error, then the interlock),
+    HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
+    lines one per cycle, or a DMA gather, each line written the cycle it
+    arrives), LOADQ_WAIT (the parameter block into the STORE pipeline's
+    registers), STORE (the :class:`~systolic.hw.store.StorePipeline` runs, its
+    lines go to the DMA's scatter), MATMUL (into the queue slot, at once),
+    FENCE and HALT (once the array unit is idle). An error stops the run in
+    ERR_WAIT once the array unit is idle, so an accumulator overflow of an
+    earlier MATMUL is reported first (precise errors).
+
+    Interlocks (docs/isa.md): a LOAD waits while a queued or taken MATMUL
+    (the queue slot and the array unit's ``readers``) may read lines it
+    overwrites; a MATMUL waits for the queue slot; STORE, FENCE and HALT wait
+    until the array unit is idle.
+
+    Latency: an instruction is checked
+    :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
+    byte arrives (DECODE, CHECK) and starts executing in CHECK (or the cycle
+    its interlock lets go); a MATMUL reaches the array unit
+    :data:`~systolic.arch.latency.QUEUE_SLOT` (1) cycle after that. The exact
+    timeline of every state is :func:`systolic.arch.timing.program_timeline`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    readers : int
+        Length of the array unit's ``readers`` (``ArrayUnit.READERS``).
+
+    Members
+    -------
+    start : In(1)
+    prog_addr, prog_len, dram_bytes : In(32)
+    busy, done : Out(1)
+    error : Out(4)
+    err_index : Out(32)
+    err_arg : Out(64)
+        The host interface (see :class:`~systolic.hw.system.Accelerator`).
+    dma : Out(DmaCommandSignature(...))
+        Fetches, LOAD and LOADQ gathers, STORE scatters.
+    load_a, load_w : Out(LineLoadSignature(...))
+        LOAD line writes into scratchpads A and W.
+    matmul : Out(stream.Signature(MATMUL_LAYOUT))
+        The queue slot, to the array unit.
+    readers : In(ArrayLayout(READER_LAYOUT, readers))
+    unit_busy : In(1)
+        The array unit is busy (the queue slot not included).
+    overflow : In(1)
+    overflow_idx : In(32)
+        The accumulator buffer's overflow and the index of the MATMUL it belongs to.
+    store : Out(StoreControlSignature(...))
+    clear : Out(1)
+        Start of a run (counters and the array unit clear).
+    events : Out(controller_events(config))
+    """
+
+    def __init__(self, *, config: AcceleratorConfig, readers: int):
+        if not isinstance(config, AcceleratorConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self.config = config
+        B = config.dma_buffer_bytes
+        super().__init__({
+            "start": In(1), "prog_addr": In(32), "prog_len": In(PC_BITS), "dram_bytes": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(ERROR_CODE_BITS), "err_index": Out(PC_BITS),
+            "err_arg": Out(ERROR_ARG_BITS),
+            "dma": Out(DmaCommandSignature(buf_bytes=B, src_bytes=config.cols)),
+            "load_a": Out(LineLoadSignature(depth=memory_depth(config.a_lines), width=config.rows)),
+            "load_w": Out(LineLoadSignature(depth=memory_depth(config.w_lines), width=config.cols)),
+            "matmul": Out(stream.Signature(MATMUL_LAYOUT)),
+            "readers": In(data.ArrayLayout(READER_LAYOUT, readers)),
+            "unit_busy": In(1), "overflow": In(1), "overflow_idx": In(PC_BITS),
+            "store": Out(StoreControlSignature(loadq_bytes=config.loadq_bytes)),
+            "clear": Out(1),
+            "events": Out(controller_events(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.checker = chk = InstrChecker(config=self.config)
+        s = SimpleNamespace(
+            ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD
+            q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
+            pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
+            chk=chk,
+        )
+        m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
+        L = Opcode.LOAD
+        s.f = {n: field(s.ins, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
+                                                "dram", "stride")}
+        s.is_w = s.f["target"] == 1
+        self._queue_slot(m, s)
+        self._interlock(m, s)
+        self._datapath(m, s)
+        fsm = self._fsm(m, s)
+        self._unit_events(m, s, fsm)
+        return m
+
+    def _queue_slot(self, m, s):
+        """The one-entry MATMUL queue: filled when a MATMUL executes, emptied when the array unit takes it."""
+        M = Opcode.MATMUL
+        q = Signal(MATMUL_LAYOUT)
+        m.d.comb += [self.matmul.valid.eq(s.q_valid), self.matmul.payload.eq(q),
+                     s.unit_busy.eq(s.q_valid | self.unit_busy)]
+        with m.If(s.enqueue):
+            m.d.sync += [q.a.eq(field(s.ins, M, "a")), q.w.eq(field(s.ins, M, "w")), q.acc.eq(field(s.ins, M, "acc")),
+                         q.m.eq(field(s.ins, M, "m")), q.accum.eq(field(s.ins, M, "accumulate")),
+                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc), s.q_valid.eq(1)]
+        with m.If(self.matmul.valid & self.matmul.ready):
+            m.d.sync += s.q_valid.eq(0)
+        with m.If(self.clear):
+            m.d.sync += s.q_valid.eq(0)
+        s.q = q
+
+    def _interlock(self, m, s):
+        """``blocked``: the decoded instruction must wait for the array unit (see the class docstring)."""
+        R = self.config.rows
+        f = s.f
+
+        def overlaps(x, n, y, k):
+            return (n != 0) & (k != 0) & (x < y + k) & (y < x + n)
+
+        readers = [(s.q_valid, s.q)] + [(r.valid, r) for r in self.readers]
+        conflict = Cat(*(valid & Mux(s.is_w, overlaps(f["spad"], f["lines"], d.w, R),
+                                     overlaps(f["spad"], f["lines"], d.a, d.m)) for valid, d in readers)).any()
+        with m.Switch(s.chk.op):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += s.blocked.eq(conflict)
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += s.blocked.eq(s.q_valid)
+            with m.Case(Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+                m.d.comb += s.blocked.eq(s.unit_busy)
+
+    def _datapath(self, m, s):
+        """What the states drive besides the FSM: LOAD line writes, the STORE pipeline's command, the status."""
+        f = s.f
+        s.write_line = Signal()      # a LOAD writes line spad + i this cycle (from dma.line; zeros past elems)
+        for port, target in ((self.load_a, 0), (self.load_w, 1)):
+            m.d.comb += [port.en.eq(s.write_line & (f["target"] == target)), port.addr.eq(f["spad"] + s.i),
+                         port.bytes.eq(self.dma.line.as_value()[:len(port.bytes.as_value())]),
+                         port.offset.eq(f["offset"]), port.elems.eq(f["elems"]),
+                         port.zero.eq(f["zero"]), port.unsigned.eq(f["unsigned"])]
+        s.bad_value = self.load_a.bad | self.load_w.bad
+        with m.If(s.write_line):
+            m.d.comb += self.events.dram_bytes_read.eq(f["elems"])
+        S = Opcode.STORE
+        st = self.store
+        for name in st.cmd.shape().members:
+            m.d.comb += getattr(st.cmd, name).eq(field(s.ins, S, name))
+        m.d.comb += st.params.eq(self.dma.line.as_value()[:len(st.params.as_value())])
+        s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
+        m.d.comb += [self.error.eq(s.error), self.err_arg.eq(s.err_arg), self.err_index.eq(s.err_index)]
+
+    def _fsm(self, m, s):
+        """The state machine; one piece: every state reads and writes the same instruction state, and the order
+        of the statements in a state decides which transition wins (the overflow check is last)."""
+        f, dma, chk = s.f, self.dma, s.chk
+
+        def fail_now(code, arg, index):
+            m.d.sync += [s.error.eq(code), s.err_arg.eq(arg), s.err_index.eq(index)]
+            m.next = "IDLE"
+
+        def fail(code, arg=0, index=None):
+            # Precise errors: the run stops only once the array unit is idle, so an accumulator
+            # overflow of an earlier MATMUL is reported first (ERR_WAIT).
+            m.d.sync += [s.pend_code.eq(code), s.pend_arg.eq(arg), s.pend_index.eq(s.pc if index is None else index)]
+            m.next = "ERR_WAIT"
+
+        def check_overflow():
+            # Last in its state, so it wins over the state's own transition.
+            with m.If(self.overflow):
+                fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
+
+        def gather(addr, n, off=0, lines=1, stride=0):
+            m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(addr), dma.n.eq(n), dma.off.eq(off),
+                         dma.lines.eq(lines), dma.stride.eq(stride)]
+
+        def next_instr():
+            m.d.sync += s.pc.eq(s.pc + 1)
+            m.next = "FETCH"
+
+        def execute():
+            """Start the decoded, checked, unblocked instruction."""
+            with m.Switch(chk.op):
+                with m.Case(Opcode.HALT):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Case(Opcode.FENCE):
+                    next_instr()
+                with m.Case(Opcode.LOAD):
+                    m.d.sync += s.i.eq(0)
+                    m.next = "LOAD"
+                with m.Case(Opcode.LOADQ):
+                    gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
+                    m.next = "LOADQ_WAIT"
+                with m.Case(Opcode.MATMUL):
+                    m.d.comb += s.enqueue.eq(1)
+                    next_instr()
+                with m.Case(Opcode.STORE):
+                    m.d.comb += self.store.start.eq(1)
+                    m.next = "STORE"
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += self.clear.eq(1)
+                    m.d.sync += [s.pc.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0), self.done.eq(0)]
+                    m.next = "FETCH"
+            with m.State("ERR_WAIT"):
+                with m.If(~s.unit_busy):
+                    fail_now(s.pend_code, s.pend_arg, s.pend_index)
+                check_overflow()
+            with m.State("FETCH"):
+                with m.If(s.pc >= self.prog_len):
+                    fail(ERR_NO_HALT, index=s.pc - 1)
+                with m.Else():
+                    gather(self.prog_addr + s.pc * INSTR_BYTES, INSTR_BYTES)
+                    m.next = "FETCH_WAIT"
+                check_overflow()
+            with m.State("FETCH_WAIT"):
+                with m.If(dma.line_valid):
+                    m.d.sync += s.ins.eq(Cat(*(dma.line[b] for b in range(INSTR_BYTES))))
+                    m.d.comb += self.events.fetch_bytes.eq(INSTR_BYTES)
+                    m.next = "DECODE"
+                check_overflow()
+            with m.State("DECODE"):
+                m.d.comb += [self.events.instructions.eq(1), chk.decode.eq(1)]
+                with m.If(chk.bad_opcode):
+                    fail(ERR_BAD_OPCODE, chk.op)
+                with m.Else():
+                    m.next = "CHECK"
+                check_overflow()
+            with m.State("CHECK"):
+                with m.If(chk.error != 0):
+                    fail(chk.error, chk.arg)
+                with m.Elif(s.blocked):
+                    m.next = "HOLD"
+                with m.Else():
+                    execute()
+                check_overflow()
+            with m.State("HOLD"):
+                # Interlock: wait until the array unit no longer conflicts.
+                with m.If(~s.blocked):
+                    execute()
+                check_overflow()
+            with m.State("LOAD"):
+                with m.If(f["lines"] == 0):
+                    next_instr()
+                with m.Elif(f["elems"] == 0):
+                    # Zero-fill lines: one per cycle.
+                    m.d.comb += s.write_line.eq(1)
+                    m.d.sync += s.i.eq(1)
+                    m.next = "LOAD_ZERO"
+                with m.Else():
+                    gather(f["dram"], f["elems"], f["offset"], f["lines"], f["stride"])
+                    m.next = "LOAD_WAIT"
+                check_overflow()
+            with m.State("LOAD_ZERO"):
+                with m.If(s.i == f["lines"]):
+                    next_instr()
+                with m.Else():
+                    m.d.comb += s.write_line.eq(1)
+                    m.d.sync += s.i.eq(s.i + 1)
+                check_overflow()
+            with m.State("LOAD_WAIT"):
+                # Each line is written the cycle its last word arrives.
+                with m.If(dma.line_valid):
+                    m.d.comb += s.write_line.eq(1)
+                    with m.If(s.bad_value):
+                        fail(ERR_VALUE)
+                    with m.Else():
+                        m.d.sync += s.i.eq(s.i + 1)
+                        with m.If(s.i + 1 == f["lines"]):
+                            next_instr()
+                check_overflow()
+            with m.State("LOADQ_WAIT"):
+                with m.If(dma.line_valid):
+                    m.d.comb += [self.events.dram_bytes_read.eq(self.config.loadq_bytes),
+                                 self.store.params_load.eq(1)]
+                    next_instr()
+                check_overflow()
+            with m.State("STORE"):
+                m.d.comb += self.store.adv.eq(dma.ready)
+                with m.If(self.store.out_valid):
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(self.store.out_addr),
+                                 dma.n.eq(f["elems"]), dma.off.eq(0)]
+                # The next FETCH starts its gather at once: leave only when the DMA can take it.
+                with m.If(self.store.done & dma.ready):
+                    next_instr()
+        return fsm
+
+    def _unit_events(self, m, s, fsm):
+        """``busy``, and the per-unit busy / stall events: the state groups of :data:`UNIT_STATES`."""
+        ev = self.events
+        running = Signal()
+        m.d.comb += [running.eq(~fsm.ongoing("IDLE")), self.busy.eq(running), ev.cycles.eq(running)]
+        for u, states in UNIT_STATES.items():
+            inside = Signal(name=f"in_{u}")
+            m.d.comb += inside.eq(Cat(*(fsm.ongoing(st) for st in states)).any())
+            m.d.comb += [getattr(ev, f"{u}_busy").eq(inside), getattr(ev, f"{u}_stall").eq(inside & self.dma.stall)]
+        m.d.comb += [ev.matmul_busy.eq(running & s.unit_busy),
+                     ev.idle_mem_stall.eq(running & ~s.unit_busy & self.dma.stall)]

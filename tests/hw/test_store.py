@@ -1,0 +1,127 @@
+"""amaranth.sim tests of the STORE pipeline against the golden model's requantize, with random stalls.
+
+The testbench serves the accumulator read port from a NumPy array (data one
+cycle after the address), loads a LOADQ parameter block, and advances the
+pipeline on random cycles (the scatter engine's ``ready``). Model: line
+``i`` goes out as ``golden.requantize(acc[acc + i, :elems], bias, shift,
+(bits, signed), relu, rounding)`` to ``dram + i * stride``, exactly
+``store_pipeline`` advances after its accumulator read.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from systolic.arch.config import AcceleratorConfig
+from systolic.golden import QType, requantize
+from systolic.hw.store import StorePipeline
+
+
+def _params(cfg, bias, shift) -> list[int]:
+    raw = np.asarray(bias, "<i4").tobytes() + np.asarray(shift, np.int8).tobytes()
+    assert len(raw) == cfg.loadq_bytes
+    return list(raw)
+
+
+def _run(cfg, acc, bias, shift, cmds, seed=0, adv_p=1.0):
+    dut = StorePipeline(config=cfg)
+    rng = random.Random(seed)
+    out = []
+
+    async def bench(ctx):
+        ctl = dut.ctl
+        for p, b in enumerate(_params(cfg, bias, shift)):
+            ctx.set(ctl.params[p], b)
+        ctx.set(ctl.params_load, 1)
+        await ctx.tick()
+        ctx.set(ctl.params_load, 0)
+        for cmd in cmds:
+            for k, v in cmd.items():
+                ctx.set(getattr(ctl.cmd, k), v)
+            ctx.set(ctl.start, 1)
+            ctx.set(ctl.adv, 0)
+            await ctx.tick()
+            ctx.set(ctl.start, 0)
+            req, advances, reads, lines = None, 0, [], []
+            for _ in range(2000):
+                if req is not None:
+                    for c in range(cfg.cols):
+                        ctx.set(dut.acc.data[c], int(acc[req, c]))
+                adv = rng.random() < adv_p
+                ctx.set(ctl.adv, int(adv))
+                if adv and ctx.get(ctl.done):
+                    break
+                req = ctx.get(dut.acc.addr) if ctx.get(dut.acc.en) else None
+                if req is not None:
+                    assert adv
+                    reads.append((advances, req))
+                sent = ctx.get(ctl.out_valid)
+                addr = ctx.get(ctl.out_addr)
+                elems = ctx.get(dut.ev_elems)
+                await ctx.tick()
+                if sent:
+                    assert adv
+                    lines.append((advances, addr, [ctx.get(dut.bytes[c]) for c in range(elems)]))
+                advances += adv
+            else:
+                raise AssertionError(f"the STORE {cmd} did not finish: {reads} {lines}")
+            out.append((reads, lines))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up"])
+@pytest.mark.parametrize("adv_p", [1.0, 0.4])
+def test_lines_equal_golden_requantize(rounding, adv_p):
+    cfg = AcceleratorConfig(rows=2, cols=4, rounding=rounding, acc_entries=16)
+    rng = np.random.default_rng(3)
+    acc = rng.integers(-2 ** 31, 2 ** 31, (16, 4))
+    acc[:8] = rng.integers(-5000, 5000, (8, 4))
+    acc[2, :] = [96, 96, -80, 6]                          # x = acc + bias: 80, 112, -80: ties (shift 5), both parities
+    bias = np.array([-(1 << 4), 1 << 4, 0, -100])
+    shift = np.array([5, 5, 5, -2])                       # a left shift too
+    cmds = [dict(relu=0, unsigned=0, lines=6, acc=0, elems=4, bits=8, dram=1000, stride=7),
+            dict(relu=1, unsigned=1, lines=3, acc=1, elems=3, bits=8, dram=64, stride=4),
+            dict(relu=0, unsigned=0, lines=4, acc=8, elems=4, bits=5, dram=0, stride=4),
+            dict(relu=0, unsigned=0, lines=0, acc=0, elems=4, bits=8, dram=0, stride=4)]
+    runs = _run(cfg, acc, bias, shift, cmds, seed=9, adv_p=adv_p)
+    lat = cfg.latencies
+    ties = saturated = 0
+    for cmd, (reads, lines) in zip(cmds, runs):
+        e, n = cmd["elems"], cmd["lines"]
+        assert [r for _, r in reads] == [cmd["acc"] + i for i in range(n)]
+        assert len(lines) == n
+        want_t = QType(cmd["bits"], not cmd["unsigned"], 0)
+        for i, (adv, addr, got) in enumerate(lines):
+            assert adv == reads[i][0] + lat.store_pipeline         # store_pipeline advances after its read
+            assert addr == cmd["dram"] + i * cmd["stride"]
+            x = acc[cmd["acc"] + i, :e]
+            want = requantize(x, bias[:e], shift[:e], want_t, bool(cmd["relu"]), rounding)
+            assert got == [int(v) & 0xFF for v in want]
+            ties += int(np.sum((shift[:e] > 0) & ((x + bias[:e]) % 32 == 16)))
+            saturated += int(np.sum((want == want_t.lo) | (want == want_t.hi)))
+    assert ties >= 3 and saturated >= 4
+
+
+def test_shift_beyond_the_lanes_is_clamped_exactly():
+    """The int8 shift is clamped to the lanes' 7 bits (63 / -64): exact, since a right shift past the
+    accumulator gives 0 and a left shift past the output width saturates (golden at +-40 already does)."""
+    cfg = AcceleratorConfig(rows=2, cols=2, acc_entries=4)
+    acc = np.array([[2 ** 31 - 1, -5], [7, 0], [0, 0], [0, 0]])
+    (_, lines), = _run(cfg, acc, [0, 0], [100, -100], [dict(relu=0, unsigned=0, lines=2, acc=0, elems=2, bits=8,
+                                                             dram=0, stride=2)])
+    t = QType(8, True, 0)
+    want = [requantize(acc[i], [0, 0], [40, -40], t, False, "half_even") for i in range(2)]
+    assert [ln[2] for ln in lines] == [[int(v) & 0xFF for v in w] for w in want]
+    assert lines[1][2] == [0, 0] and lines[0][2] == [0, 0x80]     # -5 << 100 saturates to -128
+
+
+def test_config_type_error():
+    with pytest.raises(TypeError, match="config must be an AcceleratorConfig, not 3"):
+        StorePipeline(config=3)
