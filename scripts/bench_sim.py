@@ -7,7 +7,7 @@ Two workloads on one config (default: the ``default`` preset):
 - ``gemm``: one Dense layer, M=256 (batch), K=512, N=128, random int8 weights.
 
 (a) runs the compiled network through :func:`systolic.sim.run_network_rtl`
-(``--backend direct`` or ``cocotb``; default: the kit's default) and times
+(``--backend direct``, ``cocotb`` or ``amaranth``; default: the kit's default) and times
 the whole call after the build: program starts, host layers and result
 reads included. (b) is a minimal C++ ``main`` built by this script with
 ``verilator --cc --exe --build`` from the same Verilog: it clocks the model,
@@ -27,7 +27,6 @@ is the digits-cnn ratio. Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -89,15 +88,14 @@ int main(int argc, char** argv) {
 
 def build_harness(config) -> Path:
     """Build (cached) the raw harness of *config*; returns the executable."""
-    from systolic.sim.direct import _cxx_opt, direct_flags
+    from systolic.hw.generate import module_name, verilog_text
+    from systolic.sim.build import build_key, cache_root
+    from systolic.sim.direct import cxx_opt, direct_flags
     from systolic.sim.direct_cxx import CORE_H
-    from systolic.sim.rtl import cache_root
-    from systolic.sim.system import _fingerprint, system_top_name, system_verilog
     from systolic.sim.verilator import tool_env, verilator_root
 
-    top = system_top_name(config)
-    key = hashlib.sha256("\n".join([_fingerprint(config), *direct_flags(), _cxx_opt(), CORE_H,
-                                    MAIN_CPP]).encode()).hexdigest()[:16]
+    top = module_name(config, "system")
+    key = build_key(config, "system", *direct_flags(), cxx_opt(), CORE_H, MAIN_CPP)
     d = cache_root() / f"{top}-bench-{key}"
     exe = d / "obj" / "Vtop"
     if exe.exists():
@@ -105,9 +103,9 @@ def build_harness(config) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "direct_core.h").write_text(CORE_H)
     (d / "main.cpp").write_text(MAIN_CPP)
-    (d / f"{top}.v").write_text(system_verilog(config))
+    (d / f"{top}.v").write_text(verilog_text(config, "system"))
     env = tool_env()
-    opt = _cxx_opt()
+    opt = cxx_opt()
     env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"
     cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", *direct_flags(),
            "--top-module", top, "--prefix", "Vtop", "--Mdir", str(d / "obj"), "-CFLAGS", f"-I{d} {opt}",
@@ -141,15 +139,12 @@ def bench(name, net, x, config, memory, backend, dram_bytes, repeat=1):
     from systolic.arch.isa import encode_program
     from systolic.compiler.lower import AccelStep
     from systolic.compiler.run import read_region
-    from systolic.sim.direct import build_direct, cycle_limit
     from systolic.arch.memory import program_address
-    from systolic.sim.system import build_system, run_network_rtl
+    from systolic.sim.backend import cycle_limit
+    from systolic.sim.system import build_backend, run_network_rtl
 
     cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes), batch=int(x.shape[0]))
-    if backend == "cocotb":
-        build_system(config)
-    else:
-        build_direct(config)
+    build_backend(backend, config)
     # (a) the kit's path
     a_times, b_times = [], []
     t0 = time.perf_counter()
@@ -178,7 +173,7 @@ def bench(name, net, x, config, memory, backend, dram_bytes, repeat=1):
             blob = encode_program(s.program)
             (tmp / f"pre{i}").write_bytes(img.tobytes())
             (tmp / f"blob{i}").write_bytes(blob)
-            limit = cycle_limit(config, blob, prog_addr, memory)
+            limit = cycle_limit(config, s.program, memory)
             lines.append(f"{tmp / f'pre{i}'} {tmp / f'blob{i}'} {prog_addr} {cn.image.size} {limit} {tmp / f'post{i}'}")
         (tmp / "manifest").write_text("\n".join(lines) + "\n")
         for r in range(repeat):
@@ -216,7 +211,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="default")
     p.add_argument("--images", type=int, default=32)
-    p.add_argument("--backend", choices=["direct", "cocotb"], default=os.environ.get("SYSTOLIC_SIM_BACKEND", "direct"))
+    p.add_argument("--backend", choices=["direct", "cocotb", "amaranth"],
+                   default=os.environ.get("SYSTOLIC_SIM_BACKEND", "direct"))
     p.add_argument("--latency", type=int, default=2)
     p.add_argument("--bytes-per-cycle", type=int, default=64)
     p.add_argument("--dram-bytes", type=int, default=1 << 19)

@@ -3,7 +3,7 @@
 Each config is built with Verilator (cocotb's runner, cached like the tests;
 ``--fresh`` builds into a new temporary cache so build times are real), then
 random requantized GEMMs with rounding ties and saturation
-(:func:`systolic.sim.cases.random_gemm_cases`) run in one simulation with
+(:func:`systolic.sim.core.cases.random_gemm_cases`) run in one simulation with
 random idle input cycles and output back-pressure, and every output is
 compared with the golden model by exact integer equality.
 
@@ -24,8 +24,8 @@ import numpy as np
 
 from systolic.arch.config import AcceleratorConfig
 from systolic.sim import build_rtl, run_gemm_batch
-from systolic.sim.cases import random_gemm_cases, tie_and_saturation_counts
-from systolic.sim.driver import golden_gemm
+from systolic.sim.core.cases import random_gemm_cases, tie_and_saturation_counts
+from systolic.sim.core.driver import golden_gemm
 
 
 def covering_configs() -> list[AcceleratorConfig]:

@@ -16,7 +16,7 @@ import platform
 from pathlib import Path
 
 from systolic.arch.config import PRESETS
-from systolic.sim.commands import simulate_network
+from systolic.flows import simulate
 from systolic.arch.memory import MemoryModel
 
 MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     rows = []
     for model in MODELS:
         for cname in CONFIGS:
-            s = simulate_network(PRESETS[cname], model, args.images, memory, backend=args.backend)
+            s = simulate(PRESETS[cname], model, args.images, memory, backend=args.backend)
             rows.append({"model": model, "config": cname, **{k: s[k] for k in (
                 "images", "mismatches", "compared_elements", "cycles", "cycles_per_image", "images_per_second",
                 "cycles_per_second", "process_seconds", "build_seconds")}, "layers": s["layers"]})

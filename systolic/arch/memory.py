@@ -2,7 +2,7 @@
 
 Shared by the cocotb memory model (:mod:`systolic.sim.cocotb_system`), the
 C++ one of the direct driver (:mod:`systolic.sim.direct_cxx`) and the
-amaranth.sim one (:mod:`systolic.sim.system_amaranth`), so all time requests
+amaranth.sim one (:mod:`systolic.sim.amaranth_backend`), so all time requests
 the same way:
 
 - requests are accepted in order, one at a time; a request is accepted

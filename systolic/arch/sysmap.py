@@ -1,13 +1,14 @@
-"""Host-visible map of the :class:`~systolic.hw.system.Accelerator`: counters and error codes.
+"""Host-visible map of the accelerator: counters, error codes, the FPGA top's CSR registers.
 
-Plain Python (no amaranth): the hardware, the simulation host and the
-reports all read the counter order and the error codes from here.
+Plain Python (no amaranth): the hardware, the simulation hosts, the
+reports and the host documentation all read the counter order, the error
+codes and the register map from here.
 """
 
 from __future__ import annotations
 
 __all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS",
-           "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters"]
+           "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters", "csr_map", "CSR_ADDR_BITS"]
 
 #: Width of every performance counter.
 COUNTER_BITS = 64
@@ -87,3 +88,28 @@ def unpack_counters(word: int) -> dict:
     """The ``counters`` port read as one integer -> ``{name: value}`` in :data:`COUNTERS` order."""
     mask = (1 << COUNTER_BITS) - 1
     return {name: (int(word) >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}
+
+
+#: Byte address width of the FPGA top's CSR port.
+CSR_ADDR_BITS = 8
+#: First CSR byte address of the performance counters (8 bytes each, :data:`COUNTERS` order).
+CSR_COUNTERS = 0x20
+
+
+def csr_map() -> dict[str, tuple[int, int, str]]:
+    """The CSR map of the FPGA top (``hw.fpga_top.FpgaTop``): name -> (byte address, bytes, access).
+
+    Multi-byte registers are little-endian. ``counter_<name>`` follow
+    :data:`COUNTERS`, 8 bytes each from 0x20.
+    """
+    regs = {
+        "ctrl": (0x00, 1, "W: bit 0 = start (a pulse); R: bit 0 busy, bit 1 done, bits 7:4 error"),
+        "prog_addr": (0x04, 4, "RW: byte address of instruction 0"),
+        "prog_len": (0x08, 4, "RW: number of instructions"),
+        "dram_bytes": (0x0C, 4, "RW: size of the data window [0, dram_bytes)"),
+        "err_index": (0x10, 4, "R: index of the failing instruction"),
+        "err_arg": (0x18, 8, "R: offending value of the error"),
+    }
+    for i, name in enumerate(COUNTERS):
+        regs[f"counter_{name}"] = (CSR_COUNTERS + COUNTER_BITS // 8 * i, COUNTER_BITS // 8, "R: performance counter")
+    return regs

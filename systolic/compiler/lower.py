@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden.layers import Conv2D, Dense, Flatten, Layer, _bound_gemm
+from ..golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from ..golden.network import QuantizedNetwork
 from ..golden.ops import check_acc_range
 from ..golden.qtypes import QType
@@ -93,6 +93,13 @@ class CompiledNetwork:
     def instructions(self) -> int:
         return sum(len(s.program) for s in self.steps if isinstance(s, AccelStep))
 
+    def check_input(self, x_int) -> np.ndarray:
+        """*x_int* as the network's checked input, refused unless it is a batch of :attr:`batch`."""
+        x = self.net.check_input(x_int)
+        if x.shape[0] != self.batch:
+            raise ValueError(f"this program was compiled for batch {self.batch}, not {x.shape[0]}")
+        return x
+
 
 class _Dram:
     def __init__(self, size):
@@ -139,9 +146,9 @@ def _prove(layer, in_t: QType, spec: MachineSpec):
     w = np.zeros_like(layer.gemm_weight())
     for p, (e, s) in enumerate(layer.points):
         w = w + np.left_shift(e.reshape(w.shape), s)
-        lo, hi = _bound_gemm(w, None, in_t)
+        lo, hi = bound_gemm(w, None, in_t)
         check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r} (pass {p})")
-    lo, hi = _bound_gemm(w, layer.bias, in_t)
+    lo, hi = bound_gemm(w, layer.bias, in_t)
     check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r} (with bias)")
 
 

@@ -1,15 +1,28 @@
-"""Run a compiled network with the NumPy executor, host layers on the golden model."""
+"""The network loop: a compiled network's steps, accelerator programs on a runner, host layers in between.
+
+One loop serves every way of running a program: the NumPy executor
+(:class:`ExecutorRunner`) and the RTL backends of :mod:`systolic.sim` all
+implement :class:`ProgramRunner`: they hand the loop the data window of
+their memory (which the host layers and the RTL share, no copies) and run
+one encoded program on it. :func:`run_network` writes the input, runs each
+step in order, stops at the first program error, and reads every tensor
+back.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..arch.isa import encode_program
 from .executor import Executor
 from .lower import AccelStep, CompiledNetwork, Region
 
-__all__ = ["run_compiled", "run_host_step", "read_outputs", "read_region", "write_region"]
+__all__ = ["ProgramRunner", "ExecutorRunner", "NetworkRun", "run_network", "run_compiled", "run_host_step",
+           "read_outputs", "read_region", "write_region"]
 
 
 def write_region(dram: np.ndarray, r: Region, values: np.ndarray) -> None:
@@ -42,24 +55,101 @@ def read_outputs(cn: CompiledNetwork, dram: np.ndarray) -> "OrderedDict[str, np.
                        for name in ["input"] + [l.name for l in cn.net.layers])
 
 
+class ProgramRunner:
+    """Runs one accelerator program at a time on its own memory (an executor or an RTL backend).
+
+    :meth:`memory` gives the data window ``[0, data_bytes)`` of that memory (a
+    uint8 view the caller fills and reads back in place), with room for a
+    program of up to *program_bytes* after it; :meth:`run` executes one
+    program on it and returns its counters, or raises a
+    :class:`~systolic.compiler.executor.ProgramError` naming the instruction
+    (and *layer*, if given) when the accelerator refuses the program.
+    """
+
+    def memory(self, data_bytes: int, program_bytes: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, program: list, blob: bytes, layer: str | None = None):
+        raise NotImplementedError
+
+
+class ExecutorRunner(ProgramRunner):
+    """The NumPy executor as a :class:`ProgramRunner` (a fresh :class:`Executor` per program)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.data = None
+
+    def memory(self, data_bytes: int, program_bytes: int) -> np.ndarray:
+        self.data = np.zeros(data_bytes, dtype=np.uint8)
+        return self.data
+
+    def run(self, program: list, blob: bytes, layer: str | None = None):
+        return Executor(self.spec, self.data).run(program)
+
+
+class _Callback(ProgramRunner):
+    """``accel(spec, dram, program) -> counters`` as a :class:`ProgramRunner` (see :func:`run_compiled`)."""
+
+    def __init__(self, spec, accel):
+        self.spec, self.accel, self.data = spec, accel, None
+
+    def memory(self, data_bytes: int, program_bytes: int) -> np.ndarray:
+        self.data = np.zeros(data_bytes, dtype=np.uint8)
+        return self.data
+
+    def run(self, program: list, blob: bytes, layer: str | None = None):
+        return self.accel(self.spec, self.data, program)
+
+
+@dataclass
+class NetworkRun:
+    """Result of :func:`run_network`."""
+
+    outputs: "OrderedDict[str, np.ndarray]"   #: every tensor (input and each layer), as the golden model's run
+    counters: "OrderedDict[str]"              #: per accelerated layer, the runner's counters
+    seconds: float                            #: wall time of the whole loop
+    sim_seconds: dict                         #: per accelerated layer, wall time inside the runner
+
+    @property
+    def cycles(self) -> int:
+        """Total ``cycles`` (RTL runners; 0 for the executor, whose counters have no cycles)."""
+        return sum(getattr(c, "cycles", 0) for c in self.counters.values())
+
+
+def run_network(cn: CompiledNetwork, x_int, runner: ProgramRunner, progress=None) -> NetworkRun:
+    """Run compiled network *cn* on input *x_int* (its batch) with every program on *runner*.
+
+    Host layers run on the golden model on the runner's own memory between
+    programs. A program error stops the loop: the runner's ``ProgramError``
+    (naming the layer) propagates. *progress*, if given, is called as
+    ``progress(layer, counters)`` after each program.
+    """
+    x = cn.check_input(x_int)
+    t0 = time.perf_counter()
+    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    data = runner.memory(cn.image.size, max([len(b) for b in blobs.values()] + [0]))
+    data[:] = cn.image
+    write_region(data, cn.regions["input"], x)
+    counters, sim_seconds = OrderedDict(), {}
+    for step in cn.steps:
+        if isinstance(step, AccelStep):
+            t1 = time.perf_counter()
+            counters[step.layer] = runner.run(step.program, blobs[step.layer], layer=step.layer)
+            sim_seconds[step.layer] = time.perf_counter() - t1
+            if progress is not None:
+                progress(step.layer, counters[step.layer])
+        else:
+            run_host_step(cn, data, step.layer)
+    return NetworkRun(read_outputs(cn, data), counters, time.perf_counter() - t0, sim_seconds)
+
+
 def run_compiled(cn: CompiledNetwork, x_int, accel=None):
     """Run *cn* on input *x_int*; return (outputs by layer name, per-layer counters).
 
     ``accel(spec, dram, program) -> counters`` executes one accelerator
     program on the DRAM image in place; the default is the NumPy executor.
     """
-    x = cn.net.check_input(x_int)
-    if x.shape[0] != cn.batch:
-        raise ValueError(f"this program was compiled for batch {cn.batch}, not {x.shape[0]}")
-    if accel is None:
-        def accel(spec, dram, program):
-            return Executor(spec, dram).run(program)
-    dram = cn.image.copy()
-    write_region(dram, cn.regions["input"], x)
-    counters = OrderedDict()
-    for step in cn.steps:
-        if isinstance(step, AccelStep):
-            counters[step.layer] = accel(cn.spec, dram, step.program)
-        else:
-            run_host_step(cn, dram, step.layer)
-    return read_outputs(cn, dram), counters
+    runner = ExecutorRunner(cn.spec) if accel is None else _Callback(cn.spec, accel)
+    run = run_network(cn, x_int, runner)
+    return run.outputs, run.counters

@@ -7,12 +7,12 @@ a FuseSoC ``.core``. Names load lazily, so importing the package is cheap.
 """
 
 __all__ = ["synth", "SynthResult", "ToolError", "parse_device", "export_fusesoc", "fusesoc_core_text",
-           "SystemTop", "RegisterBankTop", "make_top", "csr_map"]
+           "RegisterBankTop", "make_top", "top_module_name"]
 
 _LAZY = {
     "synth": "synth", "SynthResult": "synth", "ToolError": "synth", "parse_device": "synth",
     "export_fusesoc": "export", "fusesoc_core_text": "export",
-    "SystemTop": "wrappers", "RegisterBankTop": "wrappers", "make_top": "wrappers", "csr_map": "wrappers",
+    "RegisterBankTop": "wrappers", "make_top": "wrappers", "top_module_name": "wrappers",
 }
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..arch.config import load_config
 from . import reports
-from .wrappers import TOP_NAME, TOPS
+from .wrappers import TOPS, top_module_name
 
 __all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device",
            "tool_path", "tool_versions", "collect"]
@@ -258,11 +258,11 @@ def _synth_cmd(target: str, dev: dict, top: str) -> str:
     return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}-top {top}"
 
 
-def _yosys_script(target: str, dev: dict, verilog: str, units: dict) -> str:
+def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict) -> str:
     # Flattened synthesis for place and route (Yosys 0.70's ABC9 flow asserts on
     # this design with -noflatten); the repeated units are then synthesized
     # alone, in the same process, for the per-PE / per-lane costs.
-    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, TOP_NAME),
+    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, top),
              "tee -q -o stat.json stat -json", "write_json netlist.json"]
     for kind, vname in units.items():
         lines += ["design -reset", f"read_verilog {vname}", _synth_cmd(target, dev, f"unit_{kind}"),
@@ -296,15 +296,17 @@ def write_unit_verilog(config, top: str, out_dir) -> dict:
 
 
 def write_top_verilog(config, top: str, out_dir) -> Path:
-    """Write the Verilog of the ``--top`` wrapper (module ``systolic_fpga_top``) into *out_dir*."""
+    """Write the Verilog of the ``--top`` wrapper (module :func:`~systolic.fpga.wrappers.top_module_name`)
+    into *out_dir*, as ``<module>.v``."""
     from amaranth.back import verilog
 
     from .wrappers import make_top
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{TOP_NAME}.v"
-    text = verilog.convert(make_top(config, top), name=TOP_NAME, emit_src=False)
+    name = top_module_name(config, top)
+    path = out_dir / f"{name}.v"
+    text = verilog.convert(make_top(config, top), name=name, emit_src=False)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -400,7 +402,7 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
     units = write_unit_verilog(config, top, out)
     secs["generate"] = time.monotonic() - t0
 
-    script = _yosys_script(target, dev, vpath.name, units)
+    script = _yosys_script(target, dev, vpath.name, vpath.stem, units)
     (out / "synth.ys").write_text(script)
     yosys, nextpnr = _TOOLS[target]
     # Yosys is skipped when its script and inputs are unchanged since its last

@@ -1,29 +1,14 @@
-"""Golden-model commands: ``inspect`` and ``demo``."""
+"""Golden-model command: ``inspect``."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-
-def resolve_model(spec: str):
-    """A model file path, or the name of a model shipped with the package."""
-    from . import load
-
-    path = Path(spec)
-    if path.suffix == ".npz" or path.exists():
-        return load(path)
-    try:
-        from ..models import load_shipped, SHIPPED
-    except ImportError:  # no shipped models in this build
-        raise ValueError(f"{spec!r} is not a model file") from None
-    if spec not in SHIPPED:
-        raise ValueError(f"unknown model {spec!r}: give a .npz file or one of {', '.join(SHIPPED)}")
-    return load_shipped(spec)
 
 
 def _inspect(args) -> int:
-    net = resolve_model(args.model)
+    from ..flows import resolve_model
+
+    net, _ = resolve_model(args.model)
     bounds = net.check_accumulators(args.acc_bits) if args.acc_bits else net.accumulator_bounds()
     if args.json:
         print(json.dumps({

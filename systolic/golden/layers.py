@@ -26,7 +26,7 @@ from .qtypes import QType
 
 __all__ = [
     "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Flatten",
-    "LAYER_KINDS", "im2col", "conv_output_size",
+    "LAYER_KINDS", "im2col", "conv_output_size", "bound_gemm",
 ]
 
 
@@ -103,7 +103,7 @@ class Layer:
         return {}
 
 
-def _bound_gemm(w: np.ndarray, bias: np.ndarray | None, a_type: QType, taps: int = 1) -> tuple[int, int]:
+def bound_gemm(w: np.ndarray, bias: np.ndarray | None, a_type: QType, taps: int = 1) -> tuple[int, int]:
     """Exact worst case of ``sum_k a[k] w[k, n] + bias[n]`` over all inputs ``a`` in range.
 
     Each term is extreme at one end of the input range, so the bound is tight.
@@ -222,7 +222,7 @@ class _GemmLayer(Layer):
         # The passes sum to a GEMM with the effective weight, so its exact bound is the worst case
         # of the final accumulator; each partial pass sum is bounded by it too when points share sign
         # patterns, and the compiler re-checks each pass separately.
-        return _bound_gemm(self.effective_weight().reshape(-1, self.out_channels), self.bias, in_types[0])
+        return bound_gemm(self.effective_weight().reshape(-1, self.out_channels), self.bias, in_types[0])
 
     def _requant(self, acc, in_type, rounding):
         k = self.shift(in_type)

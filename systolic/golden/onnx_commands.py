@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def _export_onnx(args) -> int:
     from ..cli import CLIError
-    from .commands import resolve_model
+    from ..flows import resolve_model
 
     try:
         import onnx  # noqa: F401
@@ -15,7 +15,7 @@ def _export_onnx(args) -> int:
 
     if args.check < 0:
         raise CLIError(f"--check must be at least 0, not {args.check}")
-    net = resolve_model(args.model)
+    net, _ = resolve_model(args.model)
     float_io = not args.int_io
     model = export_onnx(net, args.out, float_io=float_io, intermediates=args.intermediates)
     ops = sorted({(n.domain + "." if n.domain else "") + n.op_type for n in model.graph.node})

@@ -1,22 +1,29 @@
-"""Amaranth accelerator components and the :class:`AcceleratorConfig`.
+"""Amaranth units of the accelerator, one per file, and Verilog generation of every top.
 
-``systolic.arch.config`` (and ``systolic.arch.ports``) import no amaranth; the
-component classes are loaded lazily on first access, so ``from systolic.hw
-import AcceleratorConfig`` stays light.
+Datapath: ``pe`` (processing elements), ``array`` (the systolic array, WS or
+OS), ``requantizer`` (shift-requantize lanes), ``core`` (array + lanes
+behind streams). System units: ``controller`` (with ``checker``), ``dma``,
+``scratchpad``, ``accumulator``, ``array_unit`` (the interface) with
+``array_unit_ws`` / ``array_unit_os`` (chosen in ``array_units``), ``store``,
+``counters``; ``system`` wires them into the ``Accelerator``, ``fpga_top``
+adds a byte-wide CSR port. ``generate`` writes the Verilog of the tops.
+Every number they share with the compiler and the simulators comes from
+``systolic.arch``.
+
+The component classes load lazily on first access, so importing this
+package does not import amaranth.
 """
 
-from ..arch.config import PRESETS, AcceleratorConfig, load_config
-
 __all__ = [
-    "AcceleratorConfig", "PRESETS", "load_config",
-    "ProcessingElement", "WSProcessingElement", "OSProcessingElement",
-    "SystolicArray", "Requantizer", "RequantLane", "GemmCore", "generate_verilog",
+    "ProcessingElement", "WSProcessingElement", "OSProcessingElement", "SystolicArray", "Requantizer",
+    "RequantLane", "GemmCore", "Accelerator", "FpgaTop", "generate_verilog", "module_name", "TOPS",
 ]
 
 _LAZY = {
     "ProcessingElement": "pe", "WSProcessingElement": "pe", "OSProcessingElement": "pe",
     "SystolicArray": "array", "Requantizer": "requantizer", "RequantLane": "requantizer",
-    "GemmCore": "core", "generate_verilog": "generate",
+    "GemmCore": "core", "Accelerator": "system", "FpgaTop": "fpga_top",
+    "generate_verilog": "generate", "module_name": "generate", "TOPS": "generate",
 }
 
 

@@ -7,7 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
-from .pe import OSProcessingElement, WSProcessingElement, _check_cfg, operand_shapes
+from .params import require_config
+from .pe import OSProcessingElement, WSProcessingElement, operand_shapes
 
 __all__ = ["SystolicArray", "array_layouts"]
 
@@ -88,7 +89,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         lay = array_layouts(config)
         sig = {"i": In(stream.Signature(lay["i"])), "o": Out(stream.Signature(lay["o"]))}

@@ -5,30 +5,29 @@ MATMUL descriptors (docs/isa.md) in order, in the background of the
 controller: it reads the weight tile from scratchpad W and the operand lines
 from scratchpad A, and writes every result vector into the accumulator
 buffer. The implementation is chosen by the config's dataflow from
-:data:`ARRAY_UNITS` (:func:`array_unit`); the rest of the accelerator sees
-only the interface of :class:`ArrayUnit`.
+:data:`systolic.hw.array_units.ARRAY_UNITS`
+(:func:`~systolic.hw.array_units.array_unit`); the rest of the accelerator
+sees only the interface of :class:`ArrayUnit`.
 
 To add a dataflow: its PE and array (``hw/pe.py``, ``hw/array.py``), a
 subclass of :class:`ArrayUnit` in its own file, an entry in
-:data:`ARRAY_UNITS`, its timing in :mod:`systolic.arch.timing` (and its
+``ARRAY_UNITS``, its timing in :mod:`systolic.arch.timing` (and its
 latencies in :mod:`systolic.arch.latency`).
 """
 
 from __future__ import annotations
 
-import importlib
-
 from amaranth.hdl import Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.config import DATAFLOWS, AcceleratorConfig
+from ..arch.config import AcceleratorConfig
 from ..arch.isa import FIELDS, Opcode
 from .accumulator import AccUpdateSignature
+from .params import require_system_config
 from .scratchpad import LineReadSignature, memory_depth
 
-__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "ArrayUnit", "ARRAY_UNITS", "array_unit", "read_weight_tile",
-           "weight_tile"]
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
 #: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
@@ -73,15 +72,7 @@ class ArrayUnit(wiring.Component):
     READERS = 1
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        try:
-            config.check_system()
-        except ValueError:
-            self._MustUse__silence = True
-            raise
-        self.config = config
+        self.config = require_system_config(config, self)
         acfg = config.array_config
         R, C = config.rows, config.cols
         super().__init__({
@@ -123,19 +114,3 @@ def weight_tile(cfg: AcceleratorConfig):
 
     bits = cfg.array_config.w_bits
     return Array(Signal(cfg.cols * bits, name=f"wt{r}") for r in range(cfg.rows))
-
-
-#: Dataflow -> "module:class" of its array unit (imported on use).
-ARRAY_UNITS = {
-    "ws": "systolic.hw.array_unit_ws:WSArrayUnit",
-    "os": "systolic.hw.array_unit_os:OSArrayUnit",
-}
-assert set(ARRAY_UNITS) == set(DATAFLOWS)
-
-
-def array_unit(config: AcceleratorConfig) -> ArrayUnit:
-    """The :class:`ArrayUnit` of ``config.dataflow``."""
-    if not isinstance(config, AcceleratorConfig):
-        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-    module, cls = ARRAY_UNITS[config.dataflow].split(":")
-    return getattr(importlib.import_module(module), cls)(config=config)

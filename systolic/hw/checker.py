@@ -10,6 +10,8 @@ from ..arch.config import AcceleratorConfig
 from ..arch.isa import FIELDS, INSTR_BYTES, Opcode, Target
 from ..arch.sysmap import ERR_ACC, ERR_BITS, ERR_DRAM, ERR_ELEMS, ERR_LINE, ERR_SPAD_A, ERR_SPAD_W, ERROR_CODE_BITS
 
+from .params import require_system_config
+
 __all__ = ["field", "InstrChecker", "INSTR_BITS", "OPCODE_BITS"]
 
 INSTR_BITS = 8 * INSTR_BYTES
@@ -53,7 +55,7 @@ class InstrChecker(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        self.config = config
+        self.config = require_system_config(config, self)
         super().__init__({
             "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),

@@ -6,26 +6,32 @@ from __future__ import annotations
 def _generate(args) -> int:
     # amaranth (and the WebAssembly Yosys) load only here, not at CLI start-up.
     from ..arch.config import load_config
-    from .generate import generate_verilog
+    from .generate import generate_verilog, module_name
 
     config = load_config(args.config)
-    path = generate_verilog(config, args.out)
+    if args.top != "core":
+        config.check_system()
+    path = generate_verilog(config, args.out, top=args.top)
     if args.lint:
         from ..sim.verilator import lint
 
-        lint(path, top=config.name)
+        lint(path, top=module_name(config, args.top))
     if args.save_config:
-        config.save(path.with_suffix(".json"))
+        config.save(path.with_name(f"{config.name}.json"))
     print(path)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="write the accelerator core's Verilog",
-                       description="Generate the Verilog of the GemmCore (systolic array + "
-                                   "shift-requantize units) of one accelerator config. The top "
-                                   "module is named after the config, e.g. "
-                                   "systolic_ws_8x8_i8s_w8s_a32_o8s_he.")
+    p = sub.add_parser("generate", help="write the Verilog of the core, the accelerator system or the FPGA top",
+                       description="Generate the Verilog of one top for one accelerator config: core (the "
+                                   "systolic array + shift-requantize units behind streams), system (the whole "
+                                   "accelerator: controller, DMA, scratchpads, array unit, accumulator, STORE "
+                                   "pipeline, counters) or fpga (the system with a byte-wide CSR port). The "
+                                   "module is named after the config and the top, e.g. "
+                                   "systolic_ws_8x8_i8s_w8s_a32_o8s_he_system.")
+    p.add_argument("--top", choices=("core", "system", "fpga"), default="core",
+                   help="which top (default: %(default)s)")
     p.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name (tiny, small, default, large) or JSON config file "
                         "(default: %(default)s)")
@@ -33,5 +39,5 @@ def register(sub) -> None:
     p.add_argument("--lint", action="store_true",
                    help="also run verilator --lint-only -Wall (with the project's waivers)")
     p.add_argument("--save-config", action="store_true",
-                   help="also write the config as JSON next to the Verilog")
+                   help="also write the config as JSON next to the Verilog (<config name>.json)")
     p.set_defaults(func=_generate)

@@ -15,6 +15,7 @@ from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OV
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
 from .dma import DmaCommandSignature
+from .params import require_system_config
 from .scratchpad import LineLoadSignature, memory_depth
 from .store import StoreControlSignature
 
@@ -102,10 +103,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig, readers: int):
-        if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        self.config = config
+        self.config = require_system_config(config, self)
         B = config.dma_buffer_bytes
         super().__init__({
             "start": In(1), "prog_addr": In(32), "prog_len": In(PC_BITS), "dram_bytes": In(32),

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray, array_layouts
 from ..arch.config import AcceleratorConfig
-from .pe import _check_cfg
+from .params import require_config
 from .requantizer import Requantizer, requant_layouts
 
 __all__ = ["GemmCore"]
@@ -49,7 +49,7 @@ class GemmCore(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         alay = array_layouts(config)
         rlay = requant_layouts(config)

@@ -7,6 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.sysmap import COUNTER_BITS
+from .params import refuse
 
 __all__ = ["PerfCounters"]
 
@@ -37,8 +38,7 @@ class PerfCounters(wiring.Component):
     def __init__(self, *, names, event_max: int):
         names = tuple(names)
         if not names or len(set(names)) != len(names):
-            self._MustUse__silence = True
-            raise ValueError(f"names must be distinct counter names, not {names!r}")
+            refuse(self, ValueError(f"names must be distinct counter names, not {names!r}"))
         self.names = names
         super().__init__({
             "events": In(data.ArrayLayout(range(event_max + 1), len(names))),

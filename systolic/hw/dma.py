@@ -30,6 +30,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ..arch.latency import DMA_ISSUE, MAX_READS
+from .params import refuse, require_positive
 
 __all__ = ["MemPortSignature", "DmaCommandSignature", "Dma", "MAX_READS"]
 
@@ -133,13 +134,9 @@ class Dma(wiring.Component):
     MAX_READS = MAX_READS
 
     def __init__(self, *, bus_bytes: int, buf_bytes: int, src_bytes: int):
-        for name, v in (("bus_bytes", bus_bytes), ("buf_bytes", buf_bytes), ("src_bytes", src_bytes)):
-            if not isinstance(v, int) or v < 1:
-                self._MustUse__silence = True
-                raise ValueError(f"{name} must be a positive int, not {v!r}")
+        require_positive(self, bus_bytes=bus_bytes, buf_bytes=buf_bytes, src_bytes=src_bytes)
         if bus_bytes & (bus_bytes - 1):
-            self._MustUse__silence = True
-            raise ValueError(f"bus_bytes must be a power of two, not {bus_bytes}")
+            refuse(self, ValueError(f"bus_bytes must be a power of two, not {bus_bytes}"))
         self.bus_bytes, self.buf_bytes, self.src_bytes = bus_bytes, buf_bytes, src_bytes
         super().__init__({
             "bus": Out(MemPortSignature(bus_bytes)),

@@ -7,6 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from .params import require_config
 
 __all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "operand_shapes"]
 
@@ -16,14 +17,6 @@ def operand_shapes(cfg: AcceleratorConfig):
     a = signed(cfg.in_bits) if cfg.in_signed else unsigned(cfg.in_bits)
     w = signed(cfg.w_bits) if cfg.w_signed else unsigned(cfg.w_bits)
     return a, w, signed(cfg.acc_bits)
-
-
-def _check_cfg(cfg, component=None):
-    if not isinstance(cfg, AcceleratorConfig):
-        if component is not None:
-            # A component whose constructor failed is not an unused elaboratable.
-            component._MustUse__silence = True
-        raise TypeError(f"config must be an AcceleratorConfig, not {cfg!r}")
 
 
 class WSProcessingElement(wiring.Component):
@@ -59,7 +52,7 @@ class WSProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         a, w, acc = operand_shapes(config)
         super().__init__({
@@ -122,7 +115,7 @@ class OSProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         a, w, acc = operand_shapes(config)
         super().__init__({
@@ -158,7 +151,6 @@ class OSProcessingElement(wiring.Component):
 
 def ProcessingElement(*, config: AcceleratorConfig) -> wiring.Component:
     """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement`."""
-    if not isinstance(config, AcceleratorConfig):
-        raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+    require_config(config)
     cls = WSProcessingElement if config.dataflow == "ws" else OSProcessingElement
     return cls(config=config)

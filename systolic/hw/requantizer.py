@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.latency import REQUANT_STAGES
-from .pe import _check_cfg
+from .params import require_config
 
 __all__ = ["Requantizer", "RequantLane", "requant_layouts"]
 
@@ -60,7 +60,7 @@ class RequantLane(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         super().__init__({
             "en": In(1),
@@ -154,7 +154,7 @@ class Requantizer(wiring.Component):
     LATENCY = REQUANT_STAGES
 
     def __init__(self, *, config: AcceleratorConfig):
-        _check_cfg(config, self)
+        require_config(config, self)
         self.config = config
         lay = requant_layouts(config)
         super().__init__({

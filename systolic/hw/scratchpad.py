@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.isa import FIELDS, Opcode
 from ..arch.latency import SCRATCHPAD_READ
+from .params import require_positive
 
 __all__ = ["LineReadSignature", "LineLoadSignature", "Scratchpad", "memory_depth"]
 
@@ -128,10 +129,7 @@ class Scratchpad(wiring.Component):
     READ_LATENCY = SCRATCHPAD_READ
 
     def __init__(self, *, width: int, lines: int, bits: int):
-        for name, v in (("width", width), ("lines", lines), ("bits", bits)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                self._MustUse__silence = True
-                raise ValueError(f"{name} must be a positive int, not {v!r}")
+        require_positive(self, width=width, lines=lines, bits=bits)
         self.width, self.lines, self.bits = width, lines, bits
         depth = memory_depth(lines)
         super().__init__({

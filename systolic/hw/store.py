@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import LANE_SHIFT_BITS, AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, Opcode
+from .params import require_system_config
 from .requantizer import RequantLane
 from .scratchpad import LineReadSignature, memory_depth
 
@@ -89,10 +90,7 @@ class StorePipeline(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        self.config = config
+        self.config = require_system_config(config, self)
         C = config.cols
         super().__init__({
             "ctl": In(StoreControlSignature(loadq_bytes=config.loadq_bytes)),

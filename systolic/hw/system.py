@@ -5,18 +5,14 @@ external memory through one memory port (:class:`~systolic.hw.dma.MemPortSignatu
 It only instantiates and connects units, each in its own file with its
 latency and throughput in its docstring:
 
-=========================  ==========================================================
-unit                       does
-=========================  ==========================================================
-``controller.Controller``  fetch, decode and check (``checker.InstrChecker``),
-                           interlocks, LOAD / LOADQ / STORE sequencing, MATMUL queue
-``dma.Dma``                pipelined gathers and scatters over the memory port
-``scratchpad.Scratchpad``  A (``rows`` wide) and W (``cols`` wide), LOAD conversion
-``array_unit.array_unit``  the dataflow's array unit (:data:`~systolic.hw.array_unit.ARRAY_UNITS`)
-``accumulator``            the accumulator buffer (``=``, ``+=``, ``+= << s``)
-``store.StorePipeline``    accumulator -> requantizer lanes -> bytes for the scatter
-``counters.PerfCounters``  the performance counters
-=========================  ==========================================================
+- ``controller.Controller``: fetch, decode and check (``checker.InstrChecker``),
+  interlocks, LOAD / LOADQ / STORE sequencing, the MATMUL queue slot;
+- ``dma.Dma``: pipelined gathers and scatters over the memory port;
+- ``scratchpad.Scratchpad``: A (``rows`` wide) and W (``cols`` wide), LOAD conversion;
+- ``array_units.array_unit``: the dataflow's array unit (:data:`~systolic.hw.array_units.ARRAY_UNITS`);
+- ``accumulator.AccumulatorBuffer``: ``=``, ``+=``, ``+= << s``;
+- ``store.StorePipeline``: accumulator lines -> requantizer lanes -> bytes for the scatter;
+- ``counters.PerfCounters``: the performance counters.
 
 Cycle counts follow docs/isa.md ("Timing"); :mod:`systolic.arch.timing`
 predicts them exactly from the units' named latencies.
@@ -38,10 +34,11 @@ from amaranth.lib.wiring import In, Out
 from ..arch.config import AcceleratorConfig
 from ..arch.sysmap import CONTROLLER_UNITS, COUNTER_BITS, COUNTERS, ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS
 from .accumulator import AccumulatorBuffer
-from .array_unit import array_unit
+from .array_units import array_unit
 from .controller import Controller
 from .counters import PerfCounters
 from .dma import Dma, MemPortSignature
+from .params import require_system_config
 from .scratchpad import Scratchpad
 from .store import StorePipeline
 
@@ -82,15 +79,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            self._MustUse__silence = True
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
-        try:
-            config.check_system()
-        except ValueError:
-            self._MustUse__silence = True
-            raise
-        self.config = config
+        self.config = require_system_config(config, self)
         super().__init__({
             "bus": Out(MemPortSignature(config.bus_bytes)),
             "start": In(1), "prog_addr": In(32), "prog_len": In(PC_BITS), "dram_bytes": In(32),

@@ -19,10 +19,10 @@ def evaluate(model: str, images: int | None = None) -> dict:
     """Run golden model *model* (shipped name or ``.npz`` path) on the digits test split (torch-free)."""
     import numpy as np
 
-    from ..golden.commands import resolve_model
+    from ..flows import resolve_model
     from .data import load_for_network
 
-    net = resolve_model(model)
+    net, _ = resolve_model(model)
     x, y = load_for_network(net, "test")
     if images is not None:
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:

@@ -6,30 +6,21 @@ import json
 
 
 def make_report(model: str, config: str, images: int, out, *, source: str = "model", memory=None,
-                table=None, progress: bool = True) -> dict:
-    """Profile *model* on *config* over *images* digits test images and write a report directory."""
-    import numpy as np
-
-    from ..golden.commands import resolve_model
+                table=None, progress: bool = True, backend: str | None = None) -> dict:
+    """Profile *model* on *config* over *images* inputs and write a report directory; the report dict."""
     from ..arch.config import load_config
-    from ..quantize.data import load_for_network
-    from .profile import profile_network
+    from ..flows import load_inputs, resolve_model, run_images
     from .report import build_report, write_report
 
-    if not isinstance(images, int) or images < 1:
-        raise ValueError(f"images must be a positive int, not {images!r}")
     cfg = load_config(config)
-    net = resolve_model(model)
-    xf, _ = load_for_network(net, "test")
-    x = net.quantize_input(xf[:images])
-    prof = profile_network(net, cfg, x, source=source, memory=memory, progress=progress)
-    gold = net.run(x)
-    mism = sum(int(np.count_nonzero(prof.outputs[k] != gold[k])) for k in gold)
+    net, kind = resolve_model(model)
+    x, _ = load_inputs(net, images, kind=kind)
+    run = run_images(net, cfg, x, source=source, backend=backend, memory=memory, progress=progress)
     counts = "rtl" if source == "rtl" else "executor"
     cycles = "rtl" if source == "rtl" else "cycle-model"
-    rep = build_report(prof.records(), cfg, counts_source=counts, cycles_source=cycles, table=table, extra={
-        "model": model, "images": int(x.shape[0]), "mismatches_vs_golden": mism,
-        "cycles_predicted": prof.predicted_cycles, "cycles": prof.total_cycles,
+    rep = build_report(run.records(), cfg, counts_source=counts, cycles_source=cycles, table=table, extra={
+        "model": model, "images": run.images, "mismatches_vs_golden": sum(run.mismatches.values()),
+        "cycles_predicted": run.predicted_cycles, "cycles": run.total_cycles,
         "memory": (memory.to_dict() if memory else None)})
     files = write_report(rep, out)
     rep["files"] = [str(f) for f in files]
@@ -45,7 +36,7 @@ def _cmd(args) -> int:
         table = EnergyTable(entries=table.entries, node_nm=args.node)
     memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
     rep = make_report(args.model, args.config, args.images, args.out, source=args.source, memory=memory,
-                      table=table, progress=not args.json)
+                      table=table, progress=not args.json, backend=args.backend)
     if args.json:
         print(json.dumps({k: rep[k] for k in ("schema", "version", "counts_source", "cycles_source", "totals",
                                                "layers", "run", "files")}))
@@ -73,10 +64,13 @@ def register(sub) -> None:
                                    "(versioned schema), report.md and PNG plots. --source model uses the NumPy "
                                    "executor's event counts and the analytic cycle model (equal to the RTL "
                                    "without random stalls); --source rtl simulates the RTL.")
-    p.add_argument("--model", default="digits-cnn", help="shipped model name or .npz file (default: %(default)s)")
+    p.add_argument("--model", default="digits-cnn",
+                   help="shipped model name, .npz file or random:mlp|cnn|resnet (default: %(default)s)")
     p.add_argument("--config", default="default", help="preset name or config JSON (default: %(default)s)")
     p.add_argument("--images", type=int, default=32, help="digits test images (default: %(default)s)")
     p.add_argument("--source", choices=("model", "rtl"), default="model", help="where counts and cycles come from")
+    p.add_argument("--backend", choices=("direct", "cocotb", "amaranth"), default=None,
+                   help="RTL backend with --source rtl (default: direct)")
     p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles (default: %(default)s)")
     p.add_argument("--bytes-per-cycle", type=int, default=64, help="memory bandwidth (default: %(default)s)")
     p.add_argument("--energy-table", metavar="FILE", help="JSON energy table overriding the sourced defaults")

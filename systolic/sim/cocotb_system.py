@@ -1,14 +1,15 @@
-"""cocotb testbench: runs the job named by ``$SYSTOLIC_SYSTEM_JOB`` on the ``Accelerator``.
+"""cocotb testbench of the ``Accelerator``: a program server for :class:`systolic.sim.cocotb_backend.CocotbBackend`.
 
-Loaded by the simulator through :mod:`systolic.sim.system`; not a module to
-import elsewhere. A job (JSON) is either one program on a DRAM image
-(``mode: "program"``) or a whole compiled network for a batch
-(``mode: "network"``), where this process loops over the steps itself:
-accelerator programs on the RTL, host layers (pool, add) on the golden
-model in between, all in one simulator process. Arrays travel as ``.npz``
-files (read with ``allow_pickle=False``), counters as JSON.
+Loaded by the simulator (``$SYSTOLIC_SYSTEM_JOB`` names the job: config,
+memory model, the host's port); not a module to import elsewhere. The test
+connects to the host process over a local socket and serves its commands,
+one JSON line each, until ``quit`` (or the host goes away): ``memory``
+opens the memory image the host shares as a file (``np.memmap``), ``run``
+starts the program the host placed in it and answers with the run's status
+and counters. The simulation stands still while the testbench waits for a
+command; the memory model (and its random stalls) goes on from run to run.
 
-Speed (TOOLCHAIN.md point 8): the clock is a GPI clock and Python wakes only
+Speed: the clock is a GPI clock and Python wakes only
 when the accelerator has a memory request pending or a read answer is due:
 the memory model sleeps on ``RisingEdge(req_valid)`` (and on an event while
 no answer is queued) and then moves by whole-cycle ``Timer`` steps at
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict, deque
+import socket
+from collections import deque
 
 import cocotb
 import numpy as np
@@ -29,10 +31,9 @@ from cocotb.handle import Immediate
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Event, FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
-from systolic.arch.isa import INSTR_BYTES, encode_program
 from systolic.arch.config import AcceleratorConfig
-from systolic.arch.sysmap import COUNTER_BITS, COUNTERS
-from systolic.arch.memory import MemoryModel, program_address
+from systolic.arch.memory import MemoryModel
+from systolic.arch.sysmap import unpack_counters
 
 PERIOD = 10  # ns
 
@@ -139,53 +140,35 @@ class MemoryServer:
                 resp_valid.value = zero
 
 
-def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel) -> int:
-    """A bound no correct run reaches: 4x :func:`systolic.arch.timing.cycle_bound`, scaled for random stalls."""
-    from systolic.arch.isa import IsaError, decode_program
-    from systolic.arch.timing import cycle_bound
-
-    try:
-        program = decode_program(blob)
-    except IsaError:
-        return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)   # stops at the bad opcode
-    base = cycle_bound(cfg, program, model.base_delay(cfg.bus_bytes), model.latency)
-    return int(4 * base / (1 - model.stall)) + 100_000
-
-
 class Host:
-    """Writes a program, starts the accelerator and reads its status and counters."""
+    """Starts a program placed in the image and reads the accelerator's status and counters."""
 
-    def __init__(self, dut, cfg, image: np.ndarray, data_bytes: int, prog_addr: int, server: MemoryServer):
-        self.dut, self.cfg, self.image, self.data_bytes = dut, cfg, image, data_bytes
-        self.prog_addr, self.server = prog_addr, server
+    def __init__(self, dut, server: MemoryServer):
+        self.dut, self.server = dut, server
 
-    async def run(self, blob: bytes) -> dict:
+    async def run(self, prog_addr: int, n: int, data_bytes: int, limit: int) -> dict:
         dut = self.dut
-        n = len(blob) // INSTR_BYTES
-        self.image[self.prog_addr:self.prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-        dut.prog_addr.value = self.prog_addr
+        dut.prog_addr.value = prog_addr
         dut.prog_len.value = n
-        dut.dram_bytes.value = self.data_bytes
+        dut.dram_bytes.value = data_bytes
         await FallingEdge(dut.clk)
         dut.start.value = 1
         await Timer(PERIOD, unit="ns")
         dut.start.value = 0
         if int(dut.busy.value):
-            limit = PERIOD * cycle_limit(self.cfg, blob, self.prog_addr, self.server.model)
             try:
-                await with_timeout(FallingEdge(dut.busy), limit, "ns")
+                await with_timeout(FallingEdge(dut.busy), PERIOD * limit, "ns")
             except SimTimeoutError:
                 return {"hang": True}
         if self.server.error:
-            raise RuntimeError(self.server.error)
-        words = int(dut.counters.value)
-        mask = (1 << COUNTER_BITS) - 1
-        out = {name: (words >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}
-        return {"counters": out, "error": int(dut.error.value), "err_index": int(dut.err_index.value),
-                "err_arg": int(dut.err_arg.value), "done": int(dut.done.value)}
+            return {"memory_error": self.server.error}
+        return {"counters": unpack_counters(int(dut.counters.value)), "error": int(dut.error.value),
+                "err_index": int(dut.err_index.value), "err_arg": int(dut.err_arg.value),
+                "done": bool(int(dut.done.value))}
 
 
-async def _reset(dut):
+async def reset(dut):
+    """Hold ``rst`` for two cycles with every input of the accelerator low."""
     for name in ("start", "prog_addr", "prog_len", "dram_bytes", "bus__req_ready", "bus__resp_valid",
                  "bus__resp_data"):
         getattr(dut, name).value = 0
@@ -197,74 +180,26 @@ async def _reset(dut):
 
 @cocotb.test()
 async def system_job(dut):
-    job_path = os.environ["SYSTOLIC_SYSTEM_JOB"]
-    with open(job_path) as f:
+    with open(os.environ["SYSTOLIC_SYSTEM_JOB"]) as f:
         job = json.load(f)
     cfg = AcceleratorConfig.from_dict(job["config"])
     model = MemoryModel(**job["memory"])
     Clock(dut.clk, PERIOD, unit="ns").start()
-    await _reset(dut)
-    if job["mode"] == "program":
-        await _program_job(dut, cfg, model, job)
-    else:
-        await _network_job(dut, cfg, model, job)
-
-
-def _image(data_bytes: int, max_prog_bytes: int):
-    prog_addr = program_address(data_bytes)
-    return np.zeros(prog_addr + max_prog_bytes, dtype=np.uint8), prog_addr
-
-
-async def _program_job(dut, cfg, model, job):
-    with np.load(job["input"], allow_pickle=False) as z:
-        dram = z["dram"]
-        blob = z["program"].tobytes()
-    image, prog_addr = _image(dram.size, len(blob))
-    image[:dram.size] = dram
-    server = MemoryServer(dut, image, cfg.bus_bytes, model)
+    await reset(dut)
+    server = MemoryServer(dut, np.zeros(0, dtype=np.uint8), cfg.bus_bytes, model)
     cocotb.start_soon(server.serve())
-    res = await Host(dut, cfg, image, dram.size, prog_addr, server).run(blob)
-    np.savez(job["output"], dram=image[:dram.size])
-    with open(job["result"], "w") as f:
-        json.dump(res, f)
-
-
-async def _network_job(dut, cfg, model, job):
-    import time
-
-    from systolic.compiler.lower import AccelStep, compile_network
-    from systolic.arch.machine import MachineSpec
-    from systolic.compiler.run import read_outputs, run_host_step, write_region
-    from systolic.golden import load
-
-    net = load(job["net"])
-    spec = MachineSpec.from_config(cfg, dram_bytes=job["dram_bytes"])
-    cn = compile_network(net, spec, batch=job["batch"])
-    with np.load(job["input"], allow_pickle=False) as z:
-        x = net.check_input(z["x"])
-    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
-    image, prog_addr = _image(cn.image.size, max([len(b) for b in blobs.values()] + [16]))
-    image[:cn.image.size] = cn.image
-    data = image[:cn.image.size]   # a view: host layers and the RTL share the bytes
-    write_region(data, cn.regions["input"], x)
-    server = MemoryServer(dut, image, cfg.bus_bytes, model)
-    cocotb.start_soon(server.serve())
-    host = Host(dut, cfg, image, cn.image.size, prog_addr, server)
-    layers = OrderedDict()
-    failure = None
-    for step in cn.steps:
-        if isinstance(step, AccelStep):
-            t0 = time.perf_counter()
-            res = await host.run(blobs[step.layer])
-            res["seconds"] = time.perf_counter() - t0
-            res["instructions_in_program"] = len(step.program)
-            layers[step.layer] = res
-            if res.get("hang") or res["error"] or not res["done"]:
-                failure = step.layer
+    host = Host(dut, server)
+    with socket.create_connection(("127.0.0.1", job["port"]), timeout=60) as conn:
+        conn.settimeout(None)       # between programs the host may take its time (host layers)
+        stream = conn.makefile("rw")
+        for line in stream:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "memory":
+                server.image = np.memmap(cmd["path"], dtype=np.uint8, mode="r+", shape=(cmd["size"],))
+                reply = {"ok": True}
+            elif cmd["cmd"] == "run":
+                reply = await host.run(cmd["prog_addr"], cmd["n"], cmd["data_bytes"], cmd["limit"])
+            else:
                 break
-        else:
-            run_host_step(cn, data, step.layer)
-    outs = read_outputs(cn, data) if failure is None else {}
-    np.savez(job["output"], **{f"t{i}": v for i, v in enumerate(outs.values())})
-    with open(job["result"], "w") as f:
-        json.dump({"layers": layers, "failure": failure, "names": list(outs)}, f)
+            stream.write(json.dumps(reply) + "\n")
+            stream.flush()

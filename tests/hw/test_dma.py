@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from systolic.hw.dma import Dma
 from systolic.arch.timing import MAX_READS, gather_accepts, words
 from systolic.arch.memory import MemoryModel
-from systolic.sim.system_amaranth import SimMemory
+from systolic.sim.amaranth_backend import SimMemory
 
 
 def _run(dut, image, cmds, memory):

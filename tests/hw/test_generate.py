@@ -6,7 +6,7 @@ import re
 import pytest
 
 from systolic.arch.config import AcceleratorConfig
-from systolic.hw.generate import generate_verilog
+from systolic.hw.generate import TOPS, design_fingerprint, generate_verilog, module_name, source_closure
 from systolic.sim.verilator import LINT_WAIVERS, LintError, lint, lint_flags
 
 
@@ -17,17 +17,47 @@ from systolic.sim.verilator import LINT_WAIVERS, LintError, lint, lint_flags
     AcceleratorConfig(rows=3, cols=2, dataflow="ws", w_signed=False, out_bits=16, shift_bits=7),
 ], ids=lambda c: c.name)
 def test_generate_and_lint(cfg, tmp_path):
+    name = module_name(cfg, "core")
     path = generate_verilog(cfg, tmp_path)
-    assert path == tmp_path / f"{cfg.name}.v"
+    assert path == tmp_path / f"{name}.v"
     text = path.read_text()
-    assert re.search(rf"^module {cfg.name}\(", text, re.M)
+    assert re.search(rf"^module {name}\(", text, re.M)
     for port in ("i__payload", "i__valid", "i__ready", "o__payload", "o__valid", "o__ready", "bias", "shift"):
         assert port in text
     assert ("w__payload" in text) == (cfg.dataflow == "ws")
     mtime = path.stat().st_mtime_ns
     generate_verilog(cfg, tmp_path)  # unchanged text: file left alone
     assert path.stat().st_mtime_ns == mtime
-    lint(path, top=cfg.name)
+    lint(path, top=name)
+
+
+def test_every_top_one_naming_scheme(tmp_path):
+    """core, system and fpga: <config name>_<top>.v holding module <config name>_<top>, submodules prefixed."""
+    cfg = AcceleratorConfig.preset("tiny")
+    assert tuple(TOPS) == ("core", "system", "fpga")
+    for top in TOPS:
+        path = generate_verilog(cfg, tmp_path, top=top)
+        name = f"{cfg.name}_{top}"
+        assert path.name == f"{name}.v" and module_name(cfg, top) == name
+        modules = re.findall(r"^module (\S+?)\(", path.read_text(), re.M)
+        assert name in modules and all(m == name or m.startswith(name + ".") for m in modules)
+    ports = re.search(rf"^module {cfg.name}_fpga\((.*?)\);", (tmp_path / f"{cfg.name}_fpga.v").read_text(),
+                      re.M | re.S).group(1)
+    assert {"csr_addr", "csr_rdata", "irq", "bus__req_valid"} <= {p.strip() for p in ports.split(",")}
+    with pytest.raises(ValueError, match="top must be one of core, system, fpga, not 'soc'"):
+        generate_verilog(cfg, tmp_path, top="soc")
+
+
+def test_design_fingerprint_follows_the_sources():
+    cfg = AcceleratorConfig.preset("tiny")
+    core, system = design_fingerprint(cfg, "core"), design_fingerprint(cfg, "system")
+    assert core != system and design_fingerprint(cfg, "core") == core
+    assert design_fingerprint(cfg.replace(rounding="half_up"), "core") != core
+    files = {p.name for p in source_closure("systolic.hw.system")}
+    # The system's Verilog depends on its units (each dataflow's array unit too) and the contract ...
+    assert {"system.py", "controller.py", "array_unit_ws.py", "array_unit_os.py", "latency.py", "isa.py"} <= files
+    # ... the core's on fewer files: edits to the controller keep the core's builds.
+    assert "controller.py" not in {p.name for p in source_closure("systolic.hw.core")}
 
 
 def test_lint_waivers_are_few_and_explained():
@@ -55,11 +85,19 @@ def test_generate_command(tmp_path, capsys):
                               "--save-config"])
     assert args.func(args) == 0
     out = capsys.readouterr().out.strip()
-    assert out == str(tmp_path / "v" / f"{cfg.name}.v")
+    assert out == str(tmp_path / "v" / f"{cfg.name}_core.v")
     assert AcceleratorConfig.load(tmp_path / "v" / f"{cfg.name}.json") == cfg
     args = parser.parse_args(["generate", "--config", "tiny", "--out", str(tmp_path / "t"), "--lint"])
     assert args.func(args) == 0
-    assert (tmp_path / "t" / "systolic_ws_2x2_i8s_w8s_a32_o8s_he.v").exists()
+    assert (tmp_path / "t" / "systolic_ws_2x2_i8s_w8s_a32_o8s_he_core.v").exists()
+    args = parser.parse_args(["generate", "--top", "system", "--config", "tiny", "--out", str(tmp_path / "t"),
+                              "--lint"])
+    assert args.func(args) == 0
+    assert (tmp_path / "t" / "systolic_ws_2x2_i8s_w8s_a32_o8s_he_system.v").exists()
+    args = parser.parse_args(["generate", "--top", "system", "--config", str(AcceleratorConfig(in_bits=12).save(
+        tmp_path / "wide.json")), "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="in_bits must be at most 8 for the system"):
+        args.func(args)
     args = parser.parse_args(["generate", "--config", "nope", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="config must be a preset"):
         args.func(args)

@@ -15,7 +15,7 @@ from systolic.hw.accumulator import AccumulatorBuffer
 from systolic.hw.system import Accelerator
 from systolic.arch.timing import program_cycles, program_timeline
 from systolic.arch.memory import MemoryModel, place_program
-from systolic.sim.system_amaranth import run_program_amaranth
+from systolic.sim.amaranth_backend import run_program_amaranth
 
 
 # ---------------------------------------------------------------------------- accumulator buffer
@@ -77,9 +77,9 @@ TINY = {
 def _check_run(cfg, prog, mem, dram, ref, got, want):
     """A completed run: DRAM == the executor's, event counters == the executor's, every timing counter ==
     the cycle timeline's. Returns the RTL counters."""
-    assert got["done"] and got["error"] == 0
+    assert got.done and got.error == 0
     assert np.array_equal(dram, ref)
-    c = got["counters"]
+    c = got.counters
     assert {k: c[k] for k in EXECUTOR_COUNTERS} == {k: getattr(want, k) for k in EXECUTOR_COUNTERS}
     _, pa = place_program(dram, b"")
     pred = program_cycles(cfg, prog, pa, mem.base_delay(cfg.bus_bytes), mem.latency)
@@ -112,7 +112,7 @@ def test_controller_runs_compiled_network(dataflow):
 
 def _error(cfg, blob_or_prog, dram):
     res = run_program_amaranth(cfg, dram, blob_or_prog)
-    assert not res["done"]
+    assert not res.done
     return res
 
 
@@ -121,10 +121,10 @@ def test_controller_error_codes():
     spec = MachineSpec.from_config(cfg, dram_bytes=64)
     blob = encode_program([Instr(Opcode.FENCE)]) + (12).to_bytes(16, "little")
     res = _error(cfg, blob, np.zeros(64, dtype=np.uint8))
-    assert (res["error"], res["err_index"], res["err_arg"]) == (ERR_BAD_OPCODE, 1, 12)
+    assert (res.error, res.err_index, res.err_arg) == (ERR_BAD_OPCODE, 1, 12)
     res = _error(cfg, [Instr(Opcode.FENCE), Instr(Opcode.FENCE)], np.zeros(64, dtype=np.uint8))
-    assert (res["error"], res["err_index"]) == (ERR_NO_HALT, 1)
-    assert error_reason(res["error"], res["err_arg"], spec, 64) == "program ends without HALT"
+    assert (res.error, res.err_index) == (ERR_NO_HALT, 1)
+    assert error_reason(res.error, res.err_arg, spec, 64) == "program ends without HALT"
 
 
 def test_load_value_range_error_with_narrow_operands():
@@ -139,12 +139,12 @@ def test_load_value_range_error_with_narrow_operands():
     with pytest.raises(ProgramError) as want:
         Executor(spec, dram.copy()).run(prog)
     res = _error(cfg, prog, dram.copy())
-    assert (res["error"], res["err_index"]) == (ERR_VALUE, 1)
-    reason = error_reason(res["error"], res["err_arg"], spec, 16, prog[1])
+    assert (res.error, res.err_index) == (ERR_VALUE, 1)
+    reason = error_reason(res.error, res.err_arg, spec, 16, prog[1])
     assert str(want.value) == f"instruction 1 (LOAD): {reason}"
     # Unsigned: 9 fits 4 bits.
     prog[1] = Instr(Opcode.LOAD, dict(target=Target.A, unsigned=1, lines=1, elems=2, dram=2, spad=1))
-    assert run_program_amaranth(cfg, dram.copy(), prog)["done"]
+    assert run_program_amaranth(cfg, dram.copy(), prog).done
 
 
 def test_accelerator_parameter_errors():
@@ -162,16 +162,16 @@ def test_accelerator_parameter_errors():
     AcceleratorConfig(rows=3, cols=5, dataflow="os", bus_bytes=16, rounding="half_up", acc_bits=24),
 ], ids=lambda c: f"{c.dataflow}{c.rows}x{c.cols}b{c.bus_bytes}")
 def test_system_verilog_passes_lint(cfg, tmp_path):
-    from systolic.sim.system import system_top_name, system_verilog
+    from systolic.hw.generate import module_name, verilog_text
     from systolic.sim.verilator import lint
 
     path = tmp_path / "top.v"
-    path.write_text(system_verilog(cfg))
-    lint(path, top=system_top_name(cfg))
+    path.write_text(verilog_text(cfg, "system"))
+    lint(path, top=module_name(cfg, "system"))
 
 
 def test_system_counters_add_up():
-    from systolic.sim.system import SystemCounters
+    from systolic.sim.backend import SystemCounters
 
     a = SystemCounters(macs=3, instructions=2, by_opcode={"HALT": 1}, rtl={"cycles": 10, "ctrl_busy": 10})
     b = SystemCounters(macs=4, instructions=1, by_opcode={"HALT": 1, "LOAD": 2}, rtl={"cycles": 5})
@@ -258,8 +258,8 @@ def test_random_programs_match_executor(dataflow):
         got = run_program_amaranth(cfg, dram, prog, mem)
         if want_err is not None:
             errors += 1
-            assert got["error"] and got["err_index"] == want_err.index
-            reason = error_reason(got["error"], got["err_arg"], spec, spec.dram_bytes, prog[got["err_index"]])
+            assert got.error and got.err_index == want_err.index
+            reason = error_reason(got.error, got.err_arg, spec, spec.dram_bytes, prog[got.err_index])
             assert f"instruction {want_err.index} ({want_err.instr.op.name}): {reason}" == str(want_err)
             continue
         completed += 1
@@ -282,7 +282,7 @@ def test_zero_fill_after_load_clears_the_lines():
     Executor(spec, ref).run(prog)
     assert not ref[32:41].any()
     got = run_program_amaranth(cfg, dram, prog)
-    assert got["done"] and np.array_equal(dram, ref)
+    assert got.done and np.array_equal(dram, ref)
 
 
 def _overlap_program(rng, cfg, spec, dram):
@@ -349,7 +349,7 @@ def test_overlapping_programs_match_executor_and_timeline(dataflow):
             want = Executor(spec, ref).run(prog)
         except ProgramError as exc:      # an accumulator overflow: the same error, same instruction
             got = run_program_amaranth(cfg, dram, prog, mem)
-            assert got["err_index"] == exc.index and got["error"], (trial, str(exc))
+            assert got.err_index == exc.index and got.error, (trial, str(exc))
             continue
         c = _check_run(cfg, prog, mem, dram, ref, run_program_amaranth(cfg, dram, prog, mem), want)
         held += c["wait_busy"] > 0 and c["matmul_busy"] > 0
@@ -376,4 +376,4 @@ def test_streamed_matmuls_accumulate_into_the_line_just_written():
     ref = dram.copy()
     Executor(spec, ref).run(prog)
     got = run_program_amaranth(cfg, dram, prog, MemoryModel(latency=1))
-    assert got["done"] and np.array_equal(dram, ref)
+    assert got.done and np.array_equal(dram, ref)

@@ -8,7 +8,7 @@ from systolic.golden.random import random_input, random_network
 from systolic.arch.config import PRESETS, AcceleratorConfig
 from systolic.arch.timing import MAX_READS, gather_accepts, program_cycles
 from systolic.report.cycles import CONTROLLER_UNITS, extra_accept_cycles, predict_network, predict_program
-from systolic.report.profile import profile_network
+from systolic.flows import run_images
 from systolic.arch.memory import MemoryModel, program_address
 
 
@@ -99,8 +99,8 @@ def test_extra_accept_cycles_follow_the_memory_model():
 def test_profile_model_fills_stalls():
     cfg = PRESETS["small"]
     net = random_network(1, "mlp", 8)
-    prof = profile_network(net, cfg, random_input(net, 3, 1), source="model", progress=False,
-                           memory=MemoryModel(latency=12), dram_bytes=1 << 16)
+    prof = run_images(net, cfg, random_input(net, 3, 1), source="model", progress=False,
+                      memory=MemoryModel(latency=12), dram_bytes=1 << 16)
     for layer, c in prof.cycles.items():
         assert c["stall"] > 0 and c["total"] == c["predicted"]
         assert c["compute"] + c["stall"] + c["other"] == c["total"] and c["other"] >= 0

@@ -14,7 +14,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Timer
 
-from systolic.sim.cocotb_system import PERIOD, MemoryServer, _reset
+from systolic.sim.cocotb_system import PERIOD, MemoryServer, reset
 from systolic.arch.memory import MemoryModel
 
 
@@ -25,7 +25,7 @@ async def pipelined_reads(dut):
     model = MemoryModel(**job["memory"])
     image = np.array(job["image"], dtype=np.uint8)
     Clock(dut.clk, PERIOD, unit="ns").start()
-    await _reset(dut)
+    await reset(dut)
     server = MemoryServer(dut, image, job["bus_bytes"], model)
     cocotb.start_soon(server.serve())
     await FallingEdge(dut.clk)

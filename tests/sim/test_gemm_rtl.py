@@ -1,6 +1,6 @@
 """GemmCore RTL under cocotb (Verilator, and Icarus for one config per dataflow).
 
-Each test builds one config (cached by systolic.sim.rtl, one build folder per
+Each test builds one config (cached by systolic.sim.core.rtl, one build folder per
 config, so pytest-xdist workers do not collide), runs a batch of random
 requantized GEMMs with random idle input cycles and output back-pressure in
 one simulation, and compares with the golden model by exact equality. Bias
@@ -15,8 +15,8 @@ import pytest
 
 from systolic.arch.config import AcceleratorConfig
 from systolic.sim import run_gemm, run_gemm_batch
-from systolic.sim.cases import random_gemm_cases, tie_and_saturation_counts
-from systolic.sim.driver import golden_gemm
+from systolic.sim.core.cases import random_gemm_cases, tie_and_saturation_counts
+from systolic.sim.core.driver import golden_gemm
 
 
 def _cfg(size, dataflow, bits, rounding, **kw):

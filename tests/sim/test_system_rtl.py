@@ -22,7 +22,8 @@ from systolic.arch.sysmap import CONTROLLER_UNITS, EXECUTOR_COUNTERS, UNITS
 from systolic.report.cycles import extra_accept_cycles
 from systolic.arch.timing import program_cycles
 from systolic.arch.memory import MemoryModel, program_address
-from systolic.sim.system import RTLProgramError, run_network_rtl, run_program_rtl
+from systolic.sim.backend import RTLProgramError
+from systolic.sim.system import run_network_rtl, run_program_rtl
 
 CONFIGS = [PRESETS["small"], PRESETS["default"]]
 DRAM_BYTES = 1 << 16

@@ -1,12 +1,12 @@
 """cocotb testbench: runs the GEMM job named by ``$SYSTOLIC_GEMM_JOB`` on ``GemmCore``.
 
-Loaded by the simulator through :func:`systolic.sim.rtl.run_gemm_batch`; not a
+Loaded by the simulator through :func:`systolic.sim.core.rtl.run_gemm_batch`; not a
 module to import elsewhere. The job is JSON (config, cases, seed, idle/stall
 probabilities, result path); the testbench drives the streams with
-:class:`~systolic.sim.driver.PassDriver` (random idle input cycles, random
+:class:`~systolic.sim.core.driver.PassDriver` (random idle input cycles, random
 output back-pressure) and writes the results as JSON.
 
-Speed (TOOLCHAIN.md point 8): the clock is a GPI clock, each stream payload
+Speed: the clock is a GPI clock, each stream payload
 is one packed integer written only when it changes, and the handshake is
 sampled once per cycle in the ReadOnly phase.
 """
@@ -23,7 +23,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from systolic.arch.config import AcceleratorConfig
-from systolic.sim.driver import GemmStats, PassDriver, gemm_schedule
+from systolic.sim.core.driver import GemmStats, PassDriver, gemm_schedule
 
 
 class _Port:

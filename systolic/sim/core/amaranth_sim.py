@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from ..arch.config import AcceleratorConfig
+from ...arch.config import AcceleratorConfig
 from .driver import GemmStats, PassDriver, gemm_schedule
 
 __all__ = ["run_gemm_amaranth"]
@@ -34,7 +34,7 @@ def run_gemm_amaranth(config: AcceleratorConfig, a, w, bias=None, shift=0, relu=
     """
     from amaranth.sim import Simulator
 
-    from ..hw.core import GemmCore
+    from ...hw.core import GemmCore
 
     sched = gemm_schedule(config, a, w, bias, shift, relu)
     dut = GemmCore(config=config)

@@ -1,0 +1,343 @@
+"""The use cases the commands share: a model and its inputs, run on the RTL or the model, checked, profiled.
+
+``systolic demo``, ``simulate`` and ``report`` (and the scripts) are thin
+commands over these functions:
+
+- :func:`resolve_model`: a shipped model name, a golden ``.npz`` file, or
+  ``random:<kind>``;
+- :func:`load_inputs`: the digits test images (with labels) for a digits
+  model, seeded random inputs otherwise;
+- :func:`run_images`: compile for a config and run the images in batches,
+  on an RTL backend (``source="rtl"``: the hardware's counters) or on the
+  NumPy executor with the analytic cycle model (``source="model"``), with a
+  progress bar; every layer compared with the golden model on the way;
+  the result (:class:`ImagesRun`) also gives the report's layer records;
+- :func:`simulate` (``systolic simulate``) and :func:`demo` (``systolic
+  demo``): those, summarized; ``systolic report`` builds its report from
+  :func:`run_images` (``systolic.report.commands``).
+
+Plain Python: the RTL backends import amaranth / cocotb only when they run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SOURCES", "resolve_model", "load_inputs", "ImagesRun", "run_images", "split_cycles", "simulate", "demo"]
+
+#: Where counts and cycles come from.
+SOURCES = ("rtl", "model")
+
+
+def resolve_model(spec: str, seed: int = 0):
+    """``(network, kind)`` for *spec*: a shipped model name (``"shipped"``), a ``.npz`` file (``"file"``)
+    or ``random:<mlp|cnn|resnet>`` (``"random"``, an 8-bit random network from *seed*)."""
+    from .golden import load
+
+    if not isinstance(spec, str):
+        raise TypeError(f"model must be a name or a path, not {spec!r}")
+    if spec.startswith("random:"):
+        from .golden.random import random_network
+
+        return random_network(seed, spec.split(":", 1)[1], 8), "random"
+    path = Path(spec)
+    if path.suffix == ".npz" or path.exists():
+        return load(path), "file"
+    from .models import SHIPPED, load_shipped
+
+    if spec not in SHIPPED:
+        raise ValueError(f"unknown model {spec!r}: give a .npz file, random:<mlp|cnn|resnet> or one of "
+                         f"{', '.join(SHIPPED)}")
+    return load_shipped(spec), "shipped"
+
+
+def load_inputs(net, images, seed: int = 0, kind: str = "file"):
+    """``(x, labels)``: the first *images* digits test images (``"all"``: the whole split) and their labels
+    for a network with the digits input shape; seeded random inputs and ``None`` otherwise."""
+    from .golden.random import random_input
+
+    if images != "all" and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
+        raise ValueError(f"images must be a positive int or 'all', not {images!r}")
+    if kind != "random":
+        from .quantize.data import load_for_network
+
+        try:
+            xf, labels = load_for_network(net, "test")
+        except ValueError:
+            xf = labels = None
+        if xf is not None:
+            n = len(xf) if images == "all" else images
+            if n > len(xf):
+                raise ValueError(f"the digits test split has {len(xf)} images, not {n}")
+            return net.quantize_input(xf[:n]), np.asarray(labels[:n])
+    if images == "all":
+        raise ValueError("images='all' needs a model with a data set (a digits model), not random inputs")
+    return random_input(net, images, seed), None
+
+
+def split_cycles(busy: dict) -> dict:
+    """A run's ``cycles`` split into compute (array unit busy), stall (array idle while the controller waits
+    on the memory port) and other (array idle otherwise: DMA transfers, fetch/decode, STORE, start-up)."""
+    total = busy["cycles"]
+    compute, stall = busy.get("matmul_busy", 0), busy.get("idle_mem_stall", 0)
+    return {"total": total, "compute": compute, "stall": stall, "other": total - compute - stall}
+
+
+@dataclass
+class ImagesRun:
+    """Result of :func:`run_images`: every tensor of every image, per-layer counters and cycles."""
+
+    source: str                    #: ``"rtl"`` or ``"model"``
+    backend: str | None            #: the RTL backend (``source="rtl"``)
+    outputs: dict                  #: every tensor of the whole batch, by name
+    counters: dict                 #: per accelerated layer, summed over batches
+    cycles: dict                   #: per accelerated layer: total, compute, stall, other, predicted
+    compiled: object               #: the CompiledNetwork of the first batch (placement, GEMM shapes)
+    images: int
+    batch: int
+    seconds: float                 #: wall time of the runs (build excluded)
+    sim_seconds: float = 0.0       #: of which inside the runner (simulator or executor)
+    mismatches: dict = field(default_factory=dict)   #: per tensor: elements that differ from the golden model
+    compared: int = 0              #: elements compared
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(c["total"] for c in self.cycles.values())
+
+    @property
+    def predicted_cycles(self) -> int:
+        return sum(c["predicted"] for c in self.cycles.values())
+
+    @property
+    def bit_exact(self) -> bool:
+        return sum(self.mismatches.values()) == 0
+
+    def accuracy(self, labels, name: str | None = None) -> float:
+        """Top-1 accuracy of tensor *name* (default: the network's output) against *labels*."""
+        name = name or self.compiled.net.output_name
+        pred = self.outputs[name].reshape(self.images, -1).argmax(axis=1)
+        return float(np.mean(pred == np.asarray(labels)))
+
+    def records(self):
+        """Per-layer :class:`~systolic.report.report.LayerRecord` of the whole run."""
+        from .report.report import records_from_run
+
+        recs = records_from_run(self.compiled, self.counters, self.cycles)
+        scale = self.images / self.compiled.batch
+        for r in recs:
+            if r.gemm:
+                r.gemm = (int(round(r.gemm[0] * scale)), *r.gemm[1:])
+                r.useful_macs = int(round(r.useful_macs * scale))
+        return recs
+
+
+def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None = None, memory=None,
+               batch: int = 32, dram_bytes: int = 1 << 18, progress: bool = True, check: bool = True,
+               cache_dir=None) -> ImagesRun:
+    """Run *net* on the images *x_int* on accelerator *config*, *batch* images per compiled program.
+
+    ``source="rtl"``: every program on an RTL backend (:data:`systolic.sim.system.BACKENDS`), the
+    counters are the hardware's; ``"model"``: the NumPy executor counts the events and the analytic
+    cycle model gives the cycles (equal to the RTL's without random stalls). With *check*, every
+    tensor of every batch is compared with the golden model (:attr:`ImagesRun.mismatches`).
+    """
+    from tqdm import tqdm
+
+    from .arch.config import load_config
+    from .arch.machine import MachineSpec
+    from .arch.memory import MemoryModel
+    from .compiler import compile_network
+    from .compiler.run import ExecutorRunner, run_network
+    from .report.cycles import predict_network
+
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be a positive int, not {batch!r}")
+    config = load_config(config)
+    memory = memory or MemoryModel()
+    if not isinstance(memory, MemoryModel):
+        raise TypeError(f"memory must be a MemoryModel, not {memory!r}")
+    if source == "model" and memory.stall:
+        raise ValueError("the cycle model is exact only without random stalls; use source='rtl' for stall > 0")
+    x = net.check_input(x_int)
+    n = x.shape[0]
+    spec = MachineSpec.from_config(config, dram_bytes=dram_bytes)
+    if source == "rtl":
+        from .sim.system import backend_name, open_backend
+
+        backend = backend_name(backend)
+        # Build (cached) before the clock starts.
+        open_runner = lambda: open_backend(backend, config, memory, cache_dir)   # noqa: E731
+        desc = f"RTL simulation ({backend})"
+    else:
+        backend = None
+        open_runner = lambda: _Closing(ExecutorRunner(spec))                      # noqa: E731
+        desc = "executor + cycle model"
+    t0 = time.perf_counter()
+    outs, counters, cycles, compiled, mismatches = {}, {}, {}, {}, {}
+    sim_s, compared = 0.0, 0
+    bar = tqdm(total=n, desc=desc, unit="image", disable=not progress)
+    with open_runner() as runner:
+        for lo in range(0, n, batch):
+            xb = x[lo:lo + batch]
+            nb = int(xb.shape[0])
+            if nb not in compiled:
+                compiled[nb] = compile_network(net, spec, batch=nb)
+            cn = compiled[nb]
+            run = run_network(cn, xb, runner)
+            sim_s += sum(run.sim_seconds.values())
+            predicted = {k: p.counters for k, p in predict_network(cn, config, memory).items()}
+            for name, v in run.outputs.items():
+                outs.setdefault(name, []).append(v)
+            for name, c in run.counters.items():
+                if name in counters:
+                    counters[name] += c
+                else:
+                    counters[name] = c
+                split = split_cycles(c.rtl if source == "rtl" else predicted[name])
+                split["predicted"] = predicted[name]["cycles"]
+                if name in cycles:
+                    for k in split:
+                        cycles[name][k] += split[k]
+                else:
+                    cycles[name] = split
+            if check:
+                gold = net.run(xb)
+                for name, want in gold.items():
+                    mismatches[name] = mismatches.get(name, 0) + int(np.count_nonzero(run.outputs[name] != want))
+                    compared += int(want.size)
+                bar.set_postfix(mismatches=sum(mismatches.values()))
+            bar.update(nb)
+    bar.close()
+    first = compiled[min(batch, n)]
+    return ImagesRun(source, backend, {k: np.concatenate(v) for k, v in outs.items()}, counters, cycles, first,
+                     n, min(batch, n), time.perf_counter() - t0, sim_s, mismatches, compared)
+
+
+class _Closing:
+    """A runner without a ``close`` as a context manager."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def __enter__(self):
+        return self.runner
+
+    def __exit__(self, *exc):
+        return False
+
+
+def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: int = 0,
+             dram_bytes: int = 1 << 18, batch: int | None = None, backend: str | None = None,
+             progress: bool = False, cache_dir=None) -> dict:
+    """Run *images* inputs of *model* on the RTL of *config*; a JSON-ready summary (``systolic simulate``).
+
+    Inputs from :func:`load_inputs` (``images="all"``: the whole digits test split). With *batch*, the
+    images run in batches of that size (one compiled program per batch; the counters add up); accuracy on
+    the RTL and on the golden model is reported when labels exist.
+    """
+    from .arch.config import load_config
+    from .arch.memory import MemoryModel
+    from .sim.system import backend_name, build_backend
+
+    config = load_config(config)
+    memory = memory or MemoryModel()
+    backend = backend_name(backend)
+    net, kind = resolve_model(model, seed)
+    x, labels = load_inputs(net, images, seed, kind)
+    total = int(x.shape[0])
+    t0 = time.perf_counter()
+    build_backend(backend, config, cache_dir)
+    build_s = time.perf_counter() - t0
+    run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=batch or total,
+                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir)
+    peak = config.rows * config.cols
+    layers = []
+    for name, c in run.counters.items():
+        layers.append({"layer": name, "cycles": c.cycles, "macs": c.macs,
+                       "utilization": c.macs / (peak * c.cycles) if c.cycles else 0.0,
+                       "dram_bytes_read": c.dram_bytes_read, "dram_bytes_written": c.dram_bytes_written,
+                       "instructions": c.instructions, "mismatches": run.mismatches[name],
+                       **{k: v for k, v in c.rtl.items() if k.endswith(("_busy", "_stall"))}})
+    out = {
+        "config": config.to_dict(), "model": model, "images": total, "batch": run.batch, "backend": backend,
+        "memory": memory.to_dict(), "placement": run.compiled.placement,
+        "mismatches": sum(run.mismatches.values()), "compared_elements": run.compared,
+        "cycles": run.total_cycles, "cycles_per_image": run.total_cycles / total,
+        "process_seconds": run.seconds, "rtl_seconds": run.sim_seconds, "build_seconds": build_s,
+        "images_per_second": total / run.seconds if run.seconds else 0.0,
+        "cycles_per_second": run.total_cycles / run.sim_seconds if run.sim_seconds else 0.0,
+        "layers": layers,
+    }
+    if labels is not None:
+        gold = net(x)
+        out["accuracy_rtl"] = run.accuracy(labels)
+        out["accuracy_golden"] = float(np.mean(gold.reshape(total, -1).argmax(axis=1) == labels))
+        pred_rtl = run.outputs[net.output_name].reshape(total, -1).argmax(axis=1)
+        out["prediction_mismatches"] = int(np.count_nonzero(pred_rtl != gold.reshape(total, -1).argmax(axis=1)))
+    return out
+
+
+def demo(model: str = "digits-cnn", config: str = "default", images=None, out="demo-report",
+         progress: bool = True, memory=None, backend: str = "direct", batch: int = 32) -> dict:
+    """The main job: *model* on *config*'s RTL over the digits test images (``None``: all), checked against
+    the golden model on every layer; writes a report directory (report.json / .md, plots, the Verilog,
+    demo.json) and returns the JSON summary."""
+    import json
+
+    from tqdm import tqdm
+
+    from .arch.config import load_config
+    from .arch.memory import MemoryModel
+    from .hw.generate import generate_verilog
+    from .report.report import build_report, write_report
+    from .sim.system import backend_name, build_backend
+
+    if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
+        raise ValueError(f"images must be a positive int, not {images!r}")
+    t_start = time.perf_counter()
+    cfg = load_config(config)
+    cfg.check_system()
+    memory = memory or MemoryModel()
+    backend = backend_name(backend)
+    net, kind = resolve_model(model)
+    net.check_accumulators(cfg.acc_bits)
+    x, labels = load_inputs(net, "all" if images is None else images, kind=kind)
+    out = Path(out)
+    steps = tqdm(total=2, desc="prepare", unit="step", disable=not progress, leave=False)
+    steps.set_postfix_str("Verilog")
+    verilog = generate_verilog(cfg, out / "verilog", top="system")
+    steps.update()
+    steps.set_postfix_str(f"{backend} build (cached after the first run)")
+    t0 = time.perf_counter()
+    build_backend(backend, cfg)
+    build_s = time.perf_counter() - t0
+    steps.update()
+    steps.close()
+    run = run_images(net, cfg, x, source="rtl", backend=backend, memory=memory, batch=batch, progress=progress)
+    gold = net(x)
+    result = {
+        "model": model, "config": cfg.name, "images": run.images, "backend": backend,
+        "bit_exact": run.bit_exact, "mismatches": sum(run.mismatches.values()), "compared_elements": run.compared,
+        "accuracy_rtl": run.accuracy(labels) if labels is not None else None,
+        "accuracy_golden": (float(np.mean(gold.reshape(run.images, -1).argmax(axis=1) == labels))
+                            if labels is not None else None),
+        "cycles": run.total_cycles, "cycles_per_image": run.total_cycles / run.images,
+        "cycles_predicted": run.predicted_cycles,
+        "placement": run.compiled.placement,
+        "memory": memory.to_dict(), "verilog": str(verilog),
+        "build_seconds": round(build_s, 2), "simulation_seconds": round(run.sim_seconds, 2),
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "report_dir": str(out),
+    }
+    rep = build_report(run.records(), cfg, counts_source="rtl", cycles_source="rtl", extra={
+        k: result[k] for k in ("model", "images", "bit_exact", "mismatches", "accuracy_rtl", "accuracy_golden",
+                               "cycles_per_image", "cycles_predicted")})
+    write_report(rep, out)
+    (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
