@@ -1,8 +1,9 @@
 """Stream payload layouts of the core, described in plain Python.
 
-The Amaranth layouts (:func:`systolic.hw.layouts`) and the testbench packers
-(:mod:`systolic.sim`) are both built from :func:`payload_fields`, so the bit
-positions are defined once. Fields are packed LSB first in the listed order;
+The Amaranth layouts (:func:`systolic.hw.array.array_layouts`,
+:func:`systolic.hw.requantizer.requant_layouts`) and the testbench packers
+(:mod:`systolic.sim.core`) are both built from :func:`payload_fields`, so the
+bit positions are defined once. Fields are packed LSB first in the listed order;
 a field of ``lanes`` lanes puts lane 0 in its lowest bits.
 
 No amaranth import here: the simulator side uses it too.
@@ -16,7 +17,7 @@ import numpy as np
 
 from .config import AcceleratorConfig
 
-__all__ = ["Field", "payload_fields", "payload_width", "pack", "unpack"]
+__all__ = ["Field", "INPUT_STREAMS", "streams", "payload_fields", "payload_width", "pack", "unpack"]
 
 
 @dataclass(frozen=True)
@@ -27,24 +28,44 @@ class Field:
     signed: bool
 
 
+def _ws_inputs(cfg: AcceleratorConfig, a: Field) -> dict:
+    C = cfg.cols
+    return {"i": [a, Field("psum", C, cfg.acc_bits, True), Field("swap", 0, 1, False)],
+            "w": [Field("w", C, cfg.w_bits, cfg.w_signed)]}
+
+
+def _os_inputs(cfg: AcceleratorConfig, a: Field) -> dict:
+    return {"i": [a, Field("w", cfg.cols, cfg.w_bits, cfg.w_signed), Field("first", 0, 1, False),
+                  Field("last", 0, 1, False)]}
+
+
+#: Dataflow -> the core's input streams and their fields (weight-stationary loads weights on their own
+#: stream ``w``; output-stationary streams them with the activations).
+INPUT_STREAMS = {"ws": _ws_inputs, "os": _os_inputs}
+
+
+def _streams(cfg: AcceleratorConfig) -> dict:
+    a = Field("a", cfg.rows, cfg.in_bits, cfg.in_signed)
+    out = dict(INPUT_STREAMS[cfg.dataflow](cfg, a))
+    out["o"] = [Field("acc", cfg.cols, cfg.acc_bits, True), Field("y", cfg.cols, cfg.out_bits, cfg.out_signed)]
+    return out
+
+
+def streams(cfg: AcceleratorConfig) -> tuple[str, ...]:
+    """The streams of ``GemmCore`` for *cfg*'s dataflow: ``("i", "w", "o")`` or ``("i", "o")``."""
+    return tuple(_streams(cfg))
+
+
 def payload_fields(cfg: AcceleratorConfig, port: str) -> list[Field]:
     """Fields of the payload of stream *port* of ``GemmCore``.
 
     Ports: ``"i"`` (activations in), ``"w"`` (weight rows in, WS only) and
     ``"o"`` (results out).
     """
-    R, C = cfg.rows, cfg.cols
-    a = Field("a", R, cfg.in_bits, cfg.in_signed)
-    if port == "i" and cfg.dataflow == "ws":
-        return [a, Field("psum", C, cfg.acc_bits, True), Field("swap", 0, 1, False)]
-    if port == "i" and cfg.dataflow == "os":
-        return [a, Field("w", C, cfg.w_bits, cfg.w_signed), Field("first", 0, 1, False),
-                Field("last", 0, 1, False)]
-    if port == "w" and cfg.dataflow == "ws":
-        return [Field("w", C, cfg.w_bits, cfg.w_signed)]
-    if port == "o":
-        return [Field("acc", C, cfg.acc_bits, True), Field("y", C, cfg.out_bits, cfg.out_signed)]
-    raise ValueError(f"port must be one of i, w (ws only), o, not {port!r}")
+    fields = _streams(cfg)
+    if port not in fields:
+        raise ValueError(f"port must be one of i, w (ws only), o, not {port!r}")
+    return fields[port]
 
 
 def payload_width(cfg: AcceleratorConfig, port: str) -> int:

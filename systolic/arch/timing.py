@@ -27,8 +27,8 @@ from .isa import INSTR_BYTES, Opcode
 from .latency import DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT
 from .sysmap import CONTROLLER_UNITS
 
-__all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "program_timeline",
-           "program_cycles", "cycle_bound"]
+__all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
+           "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
 
 
 def words(addr: int, n: int, bus_bytes: int) -> int:
@@ -156,6 +156,73 @@ def _gather(start, n, d, lat, busy: _Busy):
     return end, stall, idle
 
 
+class ArrayUnitTiming:
+    """When the array unit takes, runs and finishes each MATMUL: one subclass per dataflow, as in ``hw``.
+
+    :attr:`free` is the first cycle the unit can take the next MATMUL from
+    the queue slot; :meth:`issue` books one taken in cycle *t* and returns
+    ``(last, reader_end)``: its last busy cycle (the last accumulator write
+    or check) and the last cycle it may read scratchpad lines (the LOAD
+    interlock's bound); :meth:`serial` bounds one MATMUL's cycles when
+    nothing overlaps (for :func:`cycle_bound`).
+    """
+
+    def __init__(self, lat):
+        self.lat = lat
+        self.free = 0
+
+    def issue(self, t: int, m: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def serial(self, m: int) -> int:
+        raise NotImplementedError
+
+
+class WSTiming(ArrayUnitTiming):
+    """Weight-stationary (``hw.array_unit_ws``): weight loader, feeder and write-back stream MATMULs."""
+
+    def __init__(self, lat):
+        super().__init__(lat)
+        self.last_st = None     # cycle the previous computing MATMUL started feeding
+        self.fd_free = 0        # first cycle the feeder can start the next one
+
+    def issue(self, t, m):
+        lat = self.lat
+        if m == 0:
+            last = t + lat.weight_tile_read         # reads the tile, computes nothing
+            self.free = last + 1
+            return last, last
+        p0 = t + lat.weight_tile_read + 1           # first push cycle
+        if self.last_st is not None:                # shadow guard after the previous swap
+            p0 = max(p0, self.last_st + lat.ws_matmul_period - lat.weight_push)
+        st = max(p0 + lat.weight_push, self.fd_free)  # feeder takes it (first A read)
+        self.free = st + 1
+        self.fd_free = st + m
+        self.last_st = st
+        # The feeder lets go of it the cycle after its last read; the last accumulator write follows.
+        return st + m - 1 + lat.ws_writeback, st + m
+
+    def serial(self, m):
+        lat = self.lat
+        return m + lat.weight_tile_read + lat.ws_matmul_period + lat.ws_writeback
+
+
+class OSTiming(ArrayUnitTiming):
+    """Output-stationary (``hw.array_unit_os``): one MATMUL at a time."""
+
+    def issue(self, t, m):
+        last = t + self.lat.os_matmul(m)
+        self.free = last + 1
+        return last, last
+
+    def serial(self, m):
+        return self.lat.os_matmul(m)
+
+
+#: Dataflow -> the timing of its array unit (mirrors ``systolic.hw.array_units.ARRAY_UNITS``).
+ARRAY_UNIT_TIMING = {"ws": WSTiming, "os": OSTiming}
+
+
 def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> Timeline:
     """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*.
 
@@ -165,17 +232,12 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
     array unit's state left by the MATMULs before it, and vice versa.
     """
     R, bb = cfg.rows, cfg.bus_bytes
-    lat_ = cfg.latencies
-    ws = cfg.dataflow == "ws"
+    unit = ARRAY_UNIT_TIMING[cfg.dataflow](cfg.latencies)
     lat = latency
     busy = _Busy()
     idle_mem = 0
     out = []
-    # Array unit state.
     q_free = 0              # first cycle the queue slot is free again
-    unit_free = 0           # WS: first cycle the weight loader can take a descriptor; OS: the unit is idle
-    last_st = None          # WS: cycle the previous computing descriptor started feeding
-    fd_free = 0             # WS: first cycle the feeder can start the next descriptor
     unit_end = -1           # last busy cycle of the array unit so far
     readers = []            # (a, m, w, last cycle it may read scratchpads)
     f = 0
@@ -213,26 +275,9 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             total = x + 1
         elif op == Opcode.MATMUL:
             m = a["m"]
-            t = max(x + QUEUE_SLOT, unit_free)      # queue slot -> weight loader / unit
+            t = max(x + QUEUE_SLOT, unit.free)      # queue slot -> the array unit
             q_free = t + 1
-            if not ws:
-                last = t + lat_.os_matmul(m)
-                unit_free = last + 1
-                reader_end = last
-            elif m == 0:
-                last = t + lat_.weight_tile_read    # reads the tile, computes nothing
-                unit_free = last + 1
-                reader_end = last
-            else:
-                p0 = t + lat_.weight_tile_read + 1  # first push cycle
-                if last_st is not None:             # shadow guard after the previous swap
-                    p0 = max(p0, last_st + lat_.ws_matmul_period - lat_.weight_push)
-                st = max(p0 + lat_.weight_push, fd_free)    # feeder takes it (first A read)
-                unit_free = st + 1
-                fd_free = st + m
-                last_st = st
-                reader_end = st + m                 # the feeder lets go of it the cycle after its last read
-                last = st + m - 1 + lat_.ws_writeback   # accumulator write of the last output
+            last, reader_end = unit.issue(t, m)
             busy.add(x + 1, last)
             unit_end = max(unit_end, last)
             readers.append((a["a"], m, a["w"], reader_end))
@@ -263,7 +308,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
-                end = s0 + lat_.store_pipeline + sum(max(1, w * (1 + d)) for w in ws_)
+                end = s0 + cfg.latencies.store_pipeline + sum(max(1, w * (1 + d)) for w in ws_)
                 writes = sum(ws_)
                 s["store"] = writes * d
                 idle_mem += writes * d                # the array unit is idle during a STORE
@@ -307,12 +352,11 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
     """
     bb = cfg.bus_bytes
     lat = cfg.latencies
+    unit = ARRAY_UNIT_TIMING[cfg.dataflow](lat)
     rd, wr = 1 + d + latency, 1 + d
-    ws = cfg.dataflow == "ws"
     # Fetch (FETCH and the last answer's cycle), decode and check; the executing state's first cycle.
     fetch = 2 + DECODE_CYCLES + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd
     start = 1 + DMA_ISSUE
-    ws_matmul = lat.weight_tile_read + lat.ws_matmul_period + lat.ws_writeback
     total = 0
     for ins in program:
         a, op = ins.args, ins.op
@@ -324,7 +368,7 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         elif op == Opcode.STORE:
             total += start + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
         elif op == Opcode.MATMUL:
-            total += start + QUEUE_SLOT + (a["m"] + ws_matmul if ws else lat.os_matmul(a["m"]))
+            total += start + QUEUE_SLOT + unit.serial(a["m"])
         elif op == Opcode.HALT:
             break
     return total + 1

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..arch.ports import payload_fields, streams
 from .params import require_config
 from .pe import OSProcessingElement, WSProcessingElement, operand_shapes
 
-__all__ = ["SystolicArray", "array_layouts"]
+__all__ = ["SystolicArray", "array_layouts", "field_layout"]
+
+
+def field_layout(fields) -> data.StructLayout:
+    """The Amaranth layout of a payload described by :func:`systolic.arch.ports.payload_fields` (same bits)."""
+    def shape(f):
+        return signed(f.bits) if f.signed else unsigned(f.bits)
+
+    return data.StructLayout({f.name: data.ArrayLayout(shape(f), f.lanes) if f.lanes else shape(f)
+                              for f in fields})
 
 
 def array_layouts(cfg: AcceleratorConfig) -> dict:
-    """Payload layouts of the array's streams (``i``, ``w`` for WS, ``o``)."""
-    a, w, acc = operand_shapes(cfg)
-    R, C = cfg.rows, cfg.cols
-    out = {"o": data.ArrayLayout(acc, C)}
-    if cfg.dataflow == "ws":
-        out["i"] = data.StructLayout({
-            "a": data.ArrayLayout(a, R), "psum": data.ArrayLayout(acc, C), "swap": 1})
-        out["w"] = data.StructLayout({"w": data.ArrayLayout(w, C)})
-    else:
-        out["i"] = data.StructLayout({
-            "a": data.ArrayLayout(a, R), "w": data.ArrayLayout(w, C), "first": 1, "last": 1})
+    """Payload layouts of the array's streams: the core's input streams (``i``, and ``w`` for WS) and ``o``,
+    the aligned accumulator vector."""
+    _, _, acc = operand_shapes(cfg)
+    out = {port: field_layout(payload_fields(cfg, port)) for port in streams(cfg) if port != "o"}
+    out["o"] = data.ArrayLayout(acc, cfg.cols)
     return out
 
 
@@ -92,10 +96,8 @@ class SystolicArray(wiring.Component):
         require_config(config, self)
         self.config = config
         lay = array_layouts(config)
-        sig = {"i": In(stream.Signature(lay["i"])), "o": Out(stream.Signature(lay["o"]))}
-        if config.dataflow == "ws":
-            sig["w"] = In(stream.Signature(lay["w"]))
-        super().__init__(sig)
+        super().__init__({port: (Out if port == "o" else In)(stream.Signature(layout))
+                          for port, layout in lay.items()})
 
     @property
     def latency(self) -> int:
@@ -107,10 +109,7 @@ class SystolicArray(wiring.Component):
         m = Module()
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        if self.config.dataflow == "ws":
-            self._elaborate_ws(m, en)
-        else:
-            self._elaborate_os(m, en)
+        self._ELABORATE[self.config.dataflow](self, m, en)
         return m
 
     def _elaborate_ws(self, m, en):
@@ -242,3 +241,6 @@ class SystolicArray(wiring.Component):
             busy_last = busy
         # The last column needs no de-skew, so its drain state is the output valid.
         m.d.comb += self.o.valid.eq(busy_last)
+
+    #: Dataflow -> how its array is built.
+    _ELABORATE = {"ws": _elaborate_ws, "os": _elaborate_os}

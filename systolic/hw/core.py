@@ -60,7 +60,7 @@ class GemmCore(wiring.Component):
             "shift": In(data.ArrayLayout(signed(config.shift_bits), config.shift_lanes)),
             "relu": In(1),
         }
-        if config.dataflow == "ws":
+        if "w" in alay:          # weight-stationary: weight rows on their own stream
             sig["w"] = In(stream.Signature(alay["w"]))
         super().__init__(sig)
 
@@ -73,7 +73,7 @@ class GemmCore(wiring.Component):
         m.submodules.array = array = SystolicArray(config=self.config)
         m.submodules.requant = rq = Requantizer(config=self.config)
         wiring.connect(m, wiring.flipped(self.i), array.i)
-        if self.config.dataflow == "ws":
+        if "w" in array.signature.members:
             wiring.connect(m, wiring.flipped(self.w), array.w)
         wiring.connect(m, array.o, rq.i)
         wiring.connect(m, rq.o, wiring.flipped(self.o))

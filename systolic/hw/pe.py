@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch.config import AcceleratorConfig
 from .params import require_config
 
-__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "operand_shapes"]
+__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "PES", "operand_shapes"]
 
 
 def operand_shapes(cfg: AcceleratorConfig):
@@ -151,6 +151,8 @@ class OSProcessingElement(wiring.Component):
 
 def ProcessingElement(*, config: AcceleratorConfig) -> wiring.Component:
     """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement`."""
-    require_config(config)
-    cls = WSProcessingElement if config.dataflow == "ws" else OSProcessingElement
-    return cls(config=config)
+    return PES[require_config(config).dataflow](config=config)
+
+
+#: Dataflow -> its processing element.
+PES = {"ws": WSProcessingElement, "os": OSProcessingElement}

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.latency import REQUANT_STAGES
+from ..arch.ports import payload_fields
 from .params import require_config
 
 __all__ = ["Requantizer", "RequantLane", "requant_layouts"]
@@ -18,12 +19,11 @@ def _out_shape(cfg):
 
 
 def requant_layouts(cfg: AcceleratorConfig) -> dict:
-    acc = signed(cfg.acc_bits)
-    return {
-        "i": data.ArrayLayout(acc, cfg.cols),
-        "o": data.StructLayout({"acc": data.ArrayLayout(acc, cfg.cols),
-                                "y": data.ArrayLayout(_out_shape(cfg), cfg.cols)}),
-    }
+    """Payload layouts of the requantizer's streams: ``i`` the accumulators, ``o`` the core's ``o``
+    (:func:`systolic.arch.ports.payload_fields`)."""
+    from .array import field_layout
+
+    return {"i": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), "o": field_layout(payload_fields(cfg, "o"))}
 
 
 class RequantLane(wiring.Component):

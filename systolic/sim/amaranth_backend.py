@@ -37,7 +37,7 @@ class SimMemory:
     def __init__(self, bus, image: np.ndarray, bus_bytes: int, memory: MemoryModel = MemoryModel(), delays=None):
         self.bus, self.image, self.bb, self.memory = bus, image, bus_bytes, memory
         self.delays = memory.delays(bus_bytes) if delays is None else delays
-        self.d, self.waited = next(self.delays), 0
+        self.d, self.waited = None, 0    # the current request's accept delay, drawn when it first shows
         self.pending = deque()   # (cycle due, data) of accepted reads, in order
         self.now = 0             # cycles served so far
 
@@ -52,6 +52,8 @@ class SimMemory:
             ctx.set(bus.resp_valid, 0)
         accept = False
         if ctx.get(bus.req_valid):
+            if self.d is None:
+                self.d = next(self.delays)
             if self.waited >= self.d:
                 accept = True
             else:
@@ -69,7 +71,7 @@ class SimMemory:
             else:
                 self.pending.append((now + self.memory.latency,
                                      int.from_bytes(image[addr:addr + bb].tobytes(), "little")))
-            self.waited, self.d = 0, next(self.delays)
+            self.waited, self.d = 0, None
 
     def idle(self, ctx):
         """Drive the port's inputs low (between runs)."""

@@ -184,7 +184,11 @@ def test_ws_matmuls_stream_at_the_period():
 
 
 def test_table_and_errors():
-    assert set(ARRAY_UNITS) == {"ws", "os"}
+    from systolic.arch.config import DATAFLOWS
+    from systolic.arch.timing import ARRAY_UNIT_TIMING
+
+    # Every dataflow has its unit and the cycle model of that unit.
+    assert set(ARRAY_UNITS) == set(ARRAY_UNIT_TIMING) == set(DATAFLOWS) == {"ws", "os"}
     for df, cfg in (("ws", CONFIGS["ws"]), ("os", CONFIGS["os"])):
         unit = array_unit(cfg)
         assert isinstance(unit, ArrayUnit) and type(unit).__name__ == f"{df.upper()}ArrayUnit"

@@ -209,7 +209,7 @@ def test_check_trace_catches_a_serializing_memory():
     class Serial(SimMemory):
         def cycle(self, ctx):
             if self.pending and ctx.get(self.bus.req_valid):
-                saved, self.d = self.d, 10 ** 9    # refuse while a read waits
+                saved, self.d = self.d if self.d is not None else next(self.delays), 10 ** 9   # refuse while a read waits
                 super().cycle(ctx)
                 self.d = saved
             else:

@@ -7,6 +7,7 @@ import random
 import numpy as np
 
 from ...arch.config import AcceleratorConfig
+from ...arch.ports import streams
 from .driver import GemmStats, PassDriver, gemm_schedule
 
 __all__ = ["run_gemm_amaranth"]
@@ -41,7 +42,7 @@ def run_gemm_amaranth(config: AcceleratorConfig, a, w, bias=None, shift=0, relu=
     rng = random.Random(seed)
     result = {}
     stats = stats if stats is not None else GemmStats()
-    ws = config.dataflow == "ws"
+    ws = "w" in streams(config)       # a weight stream (weight-stationary)
 
     async def testbench(ctx):
         try:

@@ -23,6 +23,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from systolic.arch.config import AcceleratorConfig
+from systolic.arch.ports import streams
 from systolic.sim.core.driver import GemmStats, PassDriver, gemm_schedule
 
 
@@ -43,7 +44,7 @@ class _Port:
 async def gemm_job(dut):
     job = json.loads(open(os.environ["SYSTOLIC_GEMM_JOB"]).read())
     cfg = AcceleratorConfig.from_dict(job["config"])
-    ws = cfg.dataflow == "ws"
+    ws = "w" in streams(cfg)          # a weight stream (weight-stationary)
     rng = random.Random(job["seed"])
     Clock(dut.clk, 10, unit="ns").start()
 

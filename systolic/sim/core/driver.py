@@ -27,7 +27,7 @@ from ...golden.primitives import as_int_array
 from ...arch.config import AcceleratorConfig
 from ...arch.ports import pack, unpack
 
-__all__ = ["Pass", "gemm_schedule", "PassDriver", "check_gemm_args", "golden_gemm", "GemmStats"]
+__all__ = ["Pass", "PASSES", "gemm_schedule", "PassDriver", "check_gemm_args", "golden_gemm", "GemmStats"]
 
 
 @dataclass
@@ -117,22 +117,68 @@ def _blocks(total, size):
     return [(s, min(s + size, total)) for s in range(0, total, size)]
 
 
+def _ws_passes(cfg, a, w, n0, n1, b, s, relu, out):
+    """Weight-stationary passes of one block of ``cols`` channels: per block of ``rows`` reduction steps,
+    the weight tile and all M rows of ``a``; partial sums of the previous block enter through ``psum``."""
+    M, K = a.shape
+    R, C = cfg.rows, cfg.cols
+    nb = n1 - n0
+    psum = np.zeros((M, C), np.int64)
+    kblocks = _blocks(K, R)
+    for j, (k0, k1) in enumerate(kblocks):
+        wt = np.zeros((R, C), np.int64)
+        wt[: k1 - k0, :nb] = w[k0:k1, n0:n1]
+        w_words = [pack(cfg, "w", w=wt[r]) for r in range(R)]
+        i_words = []
+        for mm in range(M):
+            av = np.zeros(R, np.int64)
+            av[: k1 - k0] = a[mm, k0:k1]
+            i_words.append(pack(cfg, "i", a=av, psum=psum[mm], swap=int(mm == 0)))
+        outs = yield Pass(w_words, i_words, M, b, s, relu)
+        res = [unpack(cfg, "o", o) for o in outs]
+        psum = np.array([r["acc"] for r in res], np.int64)
+        if j == len(kblocks) - 1:
+            out[:, n0:n1] = np.array([r["y"] for r in res], np.int64)[:, :nb]
+
+
+def _os_passes(cfg, a, w, n0, n1, b, s, relu, out):
+    """Output-stationary passes of one block of ``cols`` channels: per block of ``rows`` output rows, the K
+    reduction steps; the tile drains bottom row first."""
+    M, K = a.shape
+    R, C = cfg.rows, cfg.cols
+    nb = n1 - n0
+    for m0, m1 in _blocks(M, R):
+        i_words = []
+        for k in range(K):
+            av = np.zeros(R, np.int64)
+            av[: m1 - m0] = a[m0:m1, k]
+            wv = np.zeros(C, np.int64)
+            wv[:nb] = w[k, n0:n1]
+            i_words.append(pack(cfg, "i", a=av, w=wv, first=int(k == 0), last=int(k == K - 1)))
+        outs = yield Pass([], i_words, R, b, s, relu)
+        ys = np.array([unpack(cfg, "o", o)["y"] for o in outs], np.int64)[::-1]
+        out[m0:m1, n0:n1] = ys[: m1 - m0, :nb]
+
+
+#: Dataflow -> the passes of one block of output channels.
+PASSES = {"ws": _ws_passes, "os": _os_passes}
+
+
 def gemm_schedule(cfg: AcceleratorConfig, a, w, bias=None, shift=0, relu=False):
     """Generator of :class:`Pass` es computing ``requantize(a @ w)`` on ``GemmCore``.
 
-    Weight-stationary: for each block of ``cols`` output channels and each
-    block of ``rows`` reduction steps, load the weight tile and stream all M
-    rows of ``a``; partial sums of the previous reduction block enter through
-    the ``psum`` lanes, and only the last block's ``y`` is kept.
-    Output-stationary: for each block of ``rows`` output rows and ``cols``
-    channels, stream the K reduction steps; the tile drains bottom row first.
+    For each block of ``cols`` output channels, the dataflow's passes
+    (:data:`PASSES`): weight-stationary, per block of ``rows`` reduction
+    steps the weight tile and all M rows of ``a``, partial sums through the
+    ``psum`` lanes, only the last block's ``y`` kept; output-stationary, per
+    block of ``rows`` output rows the K reduction steps, drained bottom row
+    first.
     """
     a, w, bias, shift = check_gemm_args(cfg, a, w, bias, shift)
-    M, K = a.shape
+    M = a.shape[0]
     N = w.shape[1]
-    R, C = cfg.rows, cfg.cols
+    C = cfg.cols
     out = np.zeros((M, N), np.int64)
-    relu = bool(relu)
     for n0, n1 in _blocks(N, C):
         nb = n1 - n0
         b = np.zeros(C, np.int64)
@@ -142,35 +188,7 @@ def gemm_schedule(cfg: AcceleratorConfig, a, w, bias=None, shift=0, relu=False):
             s[:nb] = shift[n0:n1]
         else:
             s = np.array([shift[0]], np.int64)
-        if cfg.dataflow == "ws":
-            psum = np.zeros((M, C), np.int64)
-            kblocks = _blocks(K, R)
-            for j, (k0, k1) in enumerate(kblocks):
-                wt = np.zeros((R, C), np.int64)
-                wt[: k1 - k0, :nb] = w[k0:k1, n0:n1]
-                w_words = [pack(cfg, "w", w=wt[r]) for r in range(R)]
-                i_words = []
-                for mm in range(M):
-                    av = np.zeros(R, np.int64)
-                    av[: k1 - k0] = a[mm, k0:k1]
-                    i_words.append(pack(cfg, "i", a=av, psum=psum[mm], swap=int(mm == 0)))
-                outs = yield Pass(w_words, i_words, M, b, s, relu)
-                res = [unpack(cfg, "o", o) for o in outs]
-                psum = np.array([r["acc"] for r in res], np.int64)
-                if j == len(kblocks) - 1:
-                    out[:, n0:n1] = np.array([r["y"] for r in res], np.int64)[:, :nb]
-        else:
-            for m0, m1 in _blocks(M, R):
-                i_words = []
-                for k in range(K):
-                    av = np.zeros(R, np.int64)
-                    av[: m1 - m0] = a[m0:m1, k]
-                    wv = np.zeros(C, np.int64)
-                    wv[:nb] = w[k, n0:n1]
-                    i_words.append(pack(cfg, "i", a=av, w=wv, first=int(k == 0), last=int(k == K - 1)))
-                outs = yield Pass([], i_words, R, b, s, relu)
-                ys = np.array([unpack(cfg, "o", o)["y"] for o in outs], np.int64)[::-1]
-                out[m0:m1, n0:n1] = ys[: m1 - m0, :nb]
+        yield from PASSES[cfg.dataflow](cfg, a, w, n0, n1, b, s, bool(relu), out)
     return out
 
 
