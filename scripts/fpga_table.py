@@ -41,11 +41,14 @@ TARGET_PE_LUTS = 80
 
 
 def _source_hash() -> str:
-    # The generator and the flow; report parsing (fpga/reports.py) is not part of the key.
+    # The generator (every source the FPGA top's Verilog depends on) and the flow; report parsing
+    # (fpga/reports.py) is not part of the key.
+    from systolic.hw.generate import source_closure
+
     h = hashlib.sha256()
-    files = sorted((ROOT / "systolic" / "hw").glob("*.py")) + [ROOT / "systolic" / "fpga" / f
-                                                              for f in ("wrappers.py", "synth.py")]
-    for p in files:
+    files = [*source_closure("systolic.hw.fpga_top"), *source_closure("systolic.hw.core"),
+             ROOT / "systolic" / "fpga" / "wrappers.py", ROOT / "systolic" / "fpga" / "synth.py"]
+    for p in sorted(set(files)):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]

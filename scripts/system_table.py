@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stall", type=float, default=0.0)
     ap.add_argument("--latency", type=int, default=2)
     ap.add_argument("--out", default="docs/results/system_rtl")
-    ap.add_argument("--backend", choices=["direct", "cocotb"], default="direct")
+    ap.add_argument("--backend", choices=["direct", "cocotb", "amaranth"], default="direct")
     args = ap.parse_args(argv)
     memory = MemoryModel(latency=args.latency, stall=args.stall, seed=1)
     rows = []

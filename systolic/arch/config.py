@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..golden.qtypes import ROUNDING_MODES, QType
-from .isa import INSTR_BYTES, loadq_bytes
-from .latency import Latencies
+from .isa import INSTR_BYTES
+from .machine import SizeDerived
 
 __all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "SYSTEM_MAX_BITS", "LANE_SHIFT_BITS",
            "LANE_MIN_ACC_BITS"]
@@ -58,7 +58,7 @@ def _check_choice(name, value, choices):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AcceleratorConfig:
+class AcceleratorConfig(SizeDerived):
     """Parameters of one accelerator instance.
 
     Parameters
@@ -239,16 +239,6 @@ class AcceleratorConfig:
     def acc_lines(self) -> int:
         """Lines of the accumulator buffer: ``cols`` signed ``acc_bits`` values each."""
         return self.acc_entries
-
-    @property
-    def latencies(self) -> Latencies:
-        """The units' latencies that follow from the array size (:class:`~systolic.arch.latency.Latencies`)."""
-        return Latencies(self.rows, self.cols)
-
-    @property
-    def loadq_bytes(self) -> int:
-        """Bytes of one LOADQ parameter block: an int32 bias and an int8 shift per requantizer lane."""
-        return loadq_bytes(self.cols)
 
     @property
     def dma_buffer_bytes(self) -> int:

@@ -8,11 +8,27 @@ from ..golden.qtypes import check_rounding
 from .isa import loadq_bytes
 from .latency import Latencies
 
-__all__ = ["MachineSpec"]
+__all__ = ["MachineSpec", "SizeDerived"]
+
+
+class SizeDerived:
+    """What follows from ``rows`` and ``cols`` alone: one definition for :class:`MachineSpec` and
+    :class:`~systolic.arch.config.AcceleratorConfig`."""
+
+    @property
+    def latencies(self) -> Latencies:
+        """The units' latencies of this array size (:class:`~systolic.arch.latency.Latencies`)."""
+        return Latencies(self.rows, self.cols)
+
+    @property
+    def loadq_bytes(self) -> int:
+        """Bytes of one LOADQ parameter block: an int32 bias and an int8 shift per requantizer lane
+        (:func:`systolic.arch.isa.loadq_bytes`)."""
+        return loadq_bytes(self.cols)
 
 
 @dataclass(frozen=True)
-class MachineSpec:
+class MachineSpec(SizeDerived):
     """Sizes and widths of one accelerator instance, derived from its config.
 
     Scratchpad A holds ``a_lines`` lines of ``rows`` activations (one K-chunk
@@ -46,16 +62,6 @@ class MachineSpec:
             v = getattr(self, name)
             if not 2 <= v <= 8:
                 raise ValueError(f"{name} must be between 2 and 8 (one-byte containers), not {v}")
-
-    @property
-    def latencies(self) -> Latencies:
-        """The units' latencies of this array size (:class:`~systolic.arch.latency.Latencies`)."""
-        return Latencies(self.rows, self.cols)
-
-    @property
-    def loadq_bytes(self) -> int:
-        """Bytes of one LOADQ parameter block (:func:`systolic.arch.isa.loadq_bytes`)."""
-        return loadq_bytes(self.cols)
 
     @classmethod
     def from_config(cls, cfg, dram_bytes: int = 1 << 24) -> "MachineSpec":
