@@ -181,3 +181,15 @@ def test_plain_python_modules_import_no_hdl_or_simulator(module):
     code = f"import sys, {module}; print(sorted(m for m in ('amaranth', 'cocotb', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cycle_model_has_no_bare_latency():
+    """arch/timing.py takes every latency from arch/latency.py: its only integer literals are 0 and 1
+    (``+ 1``: the next cycle, or one more of something)."""
+    tree = ast.parse((PKG / "arch" / "timing.py").read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    ints = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docstrings
+            and isinstance(n.value, int) and not isinstance(n.value, bool)}
+    assert ints <= {0, 1}, ints

@@ -138,7 +138,10 @@ def _gather(start, n, d, lat, busy: _Busy):
         # Never throttled: accepts every q cycles; an answer lands on an accept cycle iff q divides L.
         end = start + DMA_ISSUE + d + (n - 1) * q + lat
         k, r = divmod(lat, q)
-        stall = end - start - (2 * n - (max(0, n - k) if r == 0 else 0))
+        # Cycles with work: every word's accept cycle and its answer's, but for the answers that land on
+        # an accept cycle (all but the last k when q divides L).
+        work = n + n - (max(0, n - k) if r == 0 else 0)
+        stall = end - start - work
         cover = busy.cover(start + 1, end)
         if stall == 0 or cover == "all":
             return end, stall, 0
@@ -317,7 +320,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         if total is not None:
             break
         f = end + 1
-        readers = [r for r in readers if r[3] >= f]
+        readers = [(ra, rm, rw, rend) for ra, rm, rw, rend in readers if rend >= f]
     if total is None:
         total = f
     cnt = {"cycles": total, "bus_reads": 0, "bus_writes": 0, "idle_mem_stall": idle_mem}
@@ -354,8 +357,9 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
     lat = cfg.latencies
     unit = ARRAY_UNIT_TIMING[cfg.dataflow](lat)
     rd, wr = 1 + d + latency, 1 + d
-    # Fetch (FETCH and the last answer's cycle), decode and check; the executing state's first cycle.
-    fetch = 2 + DECODE_CYCLES + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd
+    # FETCH, its words (one more for an unaligned start) each a round trip, decode and check, then the
+    # first cycle of the executing state; an executing state's first request.
+    fetch = 1 + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd + DECODE_CYCLES + 1
     start = 1 + DMA_ISSUE
     total = 0
     for ins in program:
