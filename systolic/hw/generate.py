@@ -18,6 +18,7 @@ configs never clash. Amaranth is imported only when Verilog is made.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 from pathlib import Path
@@ -80,8 +81,10 @@ def generate_verilog(config, out_dir, top: str = "core") -> Path:
     return path
 
 
-def source_closure(module: str) -> list[Path]:
-    """The package's source files *module* imports, directly or not (read, not imported)."""
+@functools.lru_cache(maxsize=None)
+def source_closure(module: str) -> tuple[Path, ...]:
+    """The package's source files *module* imports, directly or not (read, not imported; found once per
+    process: a change of the files' text still changes :func:`design_fingerprint`)."""
     seen, todo = {}, [module]
     while todo:
         name = todo.pop()
@@ -101,7 +104,7 @@ def source_closure(module: str) -> list[Path]:
                     todo.extend(f"{base}.{a.name}" for a in node.names)
             elif isinstance(node, ast.Import):
                 todo.extend(a.name for a in node.names if a.name.startswith("systolic"))
-    return sorted(seen.values())
+    return tuple(sorted(seen.values()))
 
 
 def design_fingerprint(config, top: str = "core") -> str:
