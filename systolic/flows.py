@@ -172,13 +172,16 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         from .sim.system import backend_name, open_backend
 
         backend = backend_name(backend)
-        # Build (cached) before the clock starts.
-        open_runner = lambda: open_backend(backend, config, memory, cache_dir)   # noqa: E731
         desc = f"RTL simulation ({backend})"
+
+        def open_runner():
+            return open_backend(backend, config, memory, cache_dir)
     else:
         backend = None
-        open_runner = lambda: _Closing(ExecutorRunner(spec))                      # noqa: E731
         desc = "executor + cycle model"
+
+        def open_runner():
+            return _Closing(ExecutorRunner(spec))
     outs, counters, cycles, compiled, mismatches = {}, {}, {}, {}, {}
     run_s, sim_s, compared = 0.0, 0.0, 0
     bar = tqdm(total=n, desc=desc, unit="image", disable=not progress)

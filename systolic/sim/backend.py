@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arch.config import load_config
 from ..arch.isa import INSTR_BYTES, IsaError, Opcode, decode, decode_program
 from ..arch.machine import MachineSpec
 from ..arch.memory import MemoryModel, program_address
@@ -132,8 +133,6 @@ class Backend(ProgramRunner):
     name = ""
 
     def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None):
-        from ..arch.config import load_config
-
         if not isinstance(memory, MemoryModel):
             raise TypeError(f"memory must be a MemoryModel, not {memory!r}")
         self.config = load_config(config)
