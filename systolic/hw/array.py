@@ -109,7 +109,7 @@ class SystolicArray(wiring.Component):
         m = Module()
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        self._ELABORATE[self.config.dataflow](self, m, en)
+        self.ELABORATE[self.config.dataflow](self, m, en)
         return m
 
     def _elaborate_ws(self, m, en):
@@ -242,5 +242,5 @@ class SystolicArray(wiring.Component):
         # The last column needs no de-skew, so its drain state is the output valid.
         m.d.comb += self.o.valid.eq(busy_last)
 
-    #: Dataflow -> how its array is built.
-    _ELABORATE = {"ws": _elaborate_ws, "os": _elaborate_os}
+    #: The array builder per dataflow.
+    ELABORATE = {"ws": _elaborate_ws, "os": _elaborate_os}

@@ -33,6 +33,14 @@ __all__ = ["EnergyBreakdown", "estimate_energy", "COMPONENTS"]
 
 COMPONENTS = ("mac", "pe_registers", "spad_a", "spad_w", "accumulator", "requantizer", "dram", "control")
 
+#: Register bits each PE moves per MAC, per dataflow: weight-stationary PEs
+#: pass on the activation and the partial sum (the weight stays); output-
+#: stationary PEs pass on the activation and the weight and update their sum.
+PE_MOVED_BITS = {
+    "ws": lambda c: c.in_bits + c.acc_bits,
+    "os": lambda c: c.in_bits + c.w_bits + c.acc_bits,
+}
+
 
 @dataclass(frozen=True)
 class EnergyBreakdown:
@@ -84,7 +92,7 @@ def estimate_energy(counters, config, table: EnergyTable | None = None, *, cycle
     macs = _get(counters, "macs")
     mul = t["mac_int8_mul"] * (c.in_bits * c.w_bits) / 64
     add = t["add_int32"] * c.acc_bits / 32
-    moved_bits = c.in_bits + c.acc_bits if c.dataflow == "ws" else c.in_bits + c.w_bits + c.acc_bits
+    moved_bits = PE_MOVED_BITS[c.dataflow](c)
     a_line, w_line, acc_line = c.rows * c.in_bits, c.cols * c.w_bits, c.cols * c.acc_bits
     acc_bytes = c.acc_entries * c.cols * c.acc_bits // 8
     comp = {
