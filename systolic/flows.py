@@ -252,6 +252,8 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     from .sim.system import backend_name, build_backend
 
     config = load_config(config)
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch must be a positive int, not {batch!r}")       # before any build
     memory = memory or MemoryModel()
     backend = backend_name(backend)
     net, kind = resolve_model(model, seed)
@@ -260,7 +262,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     t0 = time.perf_counter()
     build_backend(backend, config, cache_dir)
     build_s = time.perf_counter() - t0
-    run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=batch or total,
+    run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=total if batch is None else batch,
                      dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir)
     peak = config.rows * config.cols
     layers = []

@@ -10,8 +10,9 @@ the same way:
   ``d`` cycles, then high for one; a request presented the cycle after the
   previous accept counts from that cycle), with
   ``d = ceil(bus_bytes / bytes_per_cycle) - 1`` plus, when ``stall > 0``,
-  random extra cycles (each further cycle with probability ``stall``,
-  from a generator seeded with ``seed``; one draw per request, in order);
+  random extra cycles (each further cycle with probability ``stall``: one
+  more cycle while ``random() < stall``, from one ``random.Random(seed)``
+  stream; one draw per request, in order);
 - a read is answered ``latency`` cycles after the cycle it was accepted in
   (``resp_valid`` high for one cycle, ``resp_data`` the memory content at
   the accept), whatever else is in flight: the memory accepts further

@@ -289,6 +289,12 @@ def load(path) -> QuantizedNetwork:
         raise ModelFormatError(f"{path}: no such model file")
     # Open the file ourselves so it is closed even when NumPy gives up half way.
     with open(path, "rb") as fh:
+        # A zip's end record is read first: garbage, a truncated archive and a .npy / pickle stream all
+        # stop here with one message (NumPy would call non-zip bytes "pickled data").
+        if not zipfile.is_zipfile(fh):
+            raise ModelFormatError(f"{path}: not a systolic model file (not a complete .npz archive: "
+                                   "truncated, or another format)")
+        fh.seek(0)
         try:
             npz = np.load(fh, allow_pickle=False)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:

@@ -88,8 +88,10 @@ def test_truncated_garbage_and_pickles_are_refused(model, tmp_path):
     for i, blob in enumerate([data[: len(data) // 2], b"not a zip at all", b""]):
         p = tmp_path / f"t{i}.npz"
         p.write_bytes(blob)
-        with pytest.raises(ModelFormatError, match="not a systolic model file|truncated or corrupt"):
+        with pytest.raises(ModelFormatError) as info:
             load(p)
+        assert str(info.value) == (f"{p}: not a systolic model file (not a complete .npz archive: "
+                                   "truncated, or another format)")
     # An object array (would need pickle) is refused without unpickling.
     p = tmp_path / "obj.npz"
     with np.load(model) as z:
@@ -97,10 +99,12 @@ def test_truncated_garbage_and_pickles_are_refused(model, tmp_path):
     m = json.loads(arrays[MANIFEST_KEY].tobytes())
     arrays[m["layers"][0]["arrays"]["weight"]] = np.array([{"evil": 1}], dtype=object)
     np.savez(p, **arrays)
-    with pytest.raises(ModelFormatError, match="invalid model|pickle"):
+    with pytest.raises(ModelFormatError) as info:
         load(p)
-    with pytest.raises(ModelFormatError, match="no such model file"):
+    assert str(info.value) == f"{p}: invalid model: Object arrays cannot be loaded when allow_pickle=False"
+    with pytest.raises(ModelFormatError) as info:
         load(tmp_path / "missing.npz")
+    assert str(info.value) == f"{tmp_path / 'missing.npz'}: no such model file"
 
 
 def test_manifest_not_json(model, tmp_path):

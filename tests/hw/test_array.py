@@ -2,6 +2,8 @@
 
 import random
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -131,23 +133,38 @@ CORE_CONFIGS = [
 def test_core_requantized_gemm_matches_golden(cfg):
     rng = np.random.default_rng(7)
     (alo, ahi), (wlo, whi) = cfg.in_range, cfg.w_range
-    shapes = [(1, 1, 1), (cfg.rows, cfg.rows, cfg.cols), (5, 2 * cfg.rows + 1, cfg.cols + 2), (3, 9, 2)]
-    for n, (M, K, N) in enumerate(shapes):
+    olo, ohi = cfg.out_range
+    cases = []
+    for M, K, N in [(1, 1, 1), (cfg.rows, cfg.rows, cfg.cols), (5, 2 * cfg.rows + 1, cfg.cols + 2), (3, 9, 2)]:
         a = rng.integers(alo, ahi + 1, (M, K))
         w = rng.integers(wlo, whi + 1, (K, N))
-        acc = a @ w
-        span = max(int(np.abs(acc).max()), 1)
-        # Shifts chosen so results land around the output range: saturation and ties both occur.
+        span = max(int(np.abs(a @ w).max()), 1)
+        # Shifts chosen so results land around the output range.
         k = max(span.bit_length() - cfg.out_bits + 1, 1)
         shift = rng.integers(k - 1, k + 2, N) if cfg.per_channel_shift else k
-        shift = np.clip(shift, -2, None)
-        bias = rng.integers(-span, span + 1, N)
+        cases.append((a, w, rng.integers(-span, span + 1, N), np.clip(shift, -2, None)))
+    # A case built to hold both: row 0 is zero, so acc + bias = 1 and 1 / 2**1 is a tie; rows 1 and 2 at the
+    # input range's ends against the largest weights (9 * ahi * whi / 2 exceeds every output range here).
+    a = rng.integers(alo, ahi + 1, (4, 9))
+    a[0], a[1], a[2] = 0, ahi, alo
+    w = np.full((9, cfg.cols + 1), whi)
+    cases.append((a, w, np.ones(cfg.cols + 1, int), np.ones(cfg.cols + 1, int) if cfg.per_channel_shift else 1))
+    ties = saturated = 0
+    for n, (a, w, bias, shift) in enumerate(cases):
+        M, N = a.shape[0], w.shape[1]
+        acc = a @ w
+        # Count, from the exact rational value (acc + bias) / 2**shift, the ties and the saturations.
+        exact = [Fraction(int(acc[i, j] + bias[j])) / Fraction(2) ** int(np.broadcast_to(shift, (N,))[j])
+                 for i in range(M) for j in range(N)]
+        ties += sum(v.denominator == 2 for v in exact)
+        saturated += sum(v > ohi + Fraction(1, 2) or v < olo - Fraction(1, 2) for v in exact)
         for relu in (False, True):
             st = GemmStats()
             got = run_gemm_amaranth(cfg, a, w, bias, shift, relu, seed=n, idle=0.3, stall=0.3, stats=st)
             want = golden_gemm(cfg, a, w, bias, shift, relu)
-            assert np.array_equal(got, want), (M, K, N, relu)
+            assert np.array_equal(got, want), (a.shape, N, relu)
             assert st.outputs > 0
+    assert ties > 0 and saturated > 0, (ties, saturated)     # both were exercised
 
 
 def test_core_negative_shift_saturates():

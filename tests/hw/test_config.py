@@ -1,5 +1,7 @@
 import json
 
+import dataclasses
+
 import pytest
 
 from systolic.arch.config import PRESETS, AcceleratorConfig, load_config
@@ -68,11 +70,14 @@ def test_validation_messages(kwargs, exc, msg):
 
 
 def test_keyword_only_and_frozen():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as info:
         AcceleratorConfig(8, 8)
+    assert type(info.value) is TypeError
+    assert str(info.value) == "AcceleratorConfig.__init__() takes 1 positional argument but 3 were given"
     cfg = AcceleratorConfig()
-    with pytest.raises(AttributeError):
+    with pytest.raises(dataclasses.FrozenInstanceError) as info:
         cfg.rows = 4
+    assert str(info.value) == "cannot assign to field 'rows'"
     assert cfg.replace(rows=4).rows == 4
     with pytest.raises(ValueError, match="^rows must be between 1 and 64, not 99$"):
         cfg.replace(rows=99)

@@ -61,7 +61,8 @@ CONFIGS = [
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
 def test_lane_matches_golden(cfg):
-    rng = np.random.default_rng(hash(cfg.name) & 0xFFFF)
+    # A stable seed per config (str hash() is salted per process): the config's index in CONFIGS.
+    rng = np.random.default_rng(CONFIGS.index(cfg))
     cases = _cases(cfg, rng)
     dut = RequantLane(config=cfg)
     got = {False: [], True: []}
