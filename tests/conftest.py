@@ -13,6 +13,8 @@ import shutil
 import pytest
 from hypothesis import settings
 
+from tests.requirements import in_ci
+
 #: Python modules the suite needs, and the extra (``pip install -e '.[X]'``) that brings each.
 NEEDED_MODULES = {
     "torch": "quantize",
@@ -29,11 +31,6 @@ NEEDED_TOOLS = {
     "c++": "a C++ compiler (Verilator builds the simulators with it)",
     "make": "GNU make (Verilator's build)",
 }
-
-
-def in_ci() -> bool:
-    """True when the environment says this is a CI run (``CI`` set to ``true`` or ``1``)."""
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
 
 
 def missing_requirements() -> list[str]:

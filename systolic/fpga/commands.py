@@ -63,8 +63,9 @@ def register(sub) -> None:
 
     e = sub.add_parser(
         "export-fpga", help="write Verilog + a FuseSoC .core for vendor flows (Vivado, Quartus, ...)",
-        description="Write the Verilog of the FPGA top (module systolic_fpga_top) and a FuseSoC CAPI2 "
-                    ".core file describing it; see docs/fpga.md for Vivado / Quartus projects.")
+        description="Write the Verilog of the FPGA top (module <config name>_fpga; <config name>_core_bank / "
+                    "_array_bank for --top core / array) and a FuseSoC CAPI2 .core file describing it; see "
+                    "docs/fpga.md for Vivado / Quartus projects.")
     e.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name or JSON config file (default: %(default)s)")
     e.add_argument("--top", choices=("system", "core", "array"), default="system",

@@ -110,3 +110,34 @@ def test_bad_top_and_freq():
         synth(ONE, top="pe")
     with pytest.raises(ValueError, match=r"^freq_mhz must be a positive number, not 0$"):
         synth(ONE, freq_mhz=0)
+
+
+@pytest.mark.slow
+def test_cli_synth_ecp5_tiny_core(tmp_path, capsys):
+    """`systolic synth --config tiny --top core` on the default ECP5 (real Yosys + nextpnr, about a minute)."""
+    from systolic.cli import main
+    from systolic.fpga.wrappers import make_top
+
+    module = "systolic_ws_2x2_i8s_w8s_a32_o8s_he_core_bank"      # <config name>_core_bank, docs/fpga.md
+    out = tmp_path / "ecp5-core"
+    assert main(["synth", "--config", "tiny", "--top", "core", "--out", str(out), "--json",
+                 "--timeout", "900"]) == 0
+    r = SynthResult.from_dict(json.loads(capsys.readouterr().out))
+    assert (r.target, r.device, r.top, r.routed) == ("ecp5", "LFE5U-85F-6-CABGA381", "core", True)
+    assert r.config_name == "systolic_ws_2x2_i8s_w8s_a32_o8s_he"
+    assert r.luts > 0 and r.ffs > 0 and r.brams == 0
+    assert r.dsps == 4                                     # one 8x8 multiply (MULT18X18D) per PE, 2x2 PEs
+    assert r.per_module["pe"]["count"] == 4 and r.per_module["lane"]["count"] == 2
+    assert isinstance(r.fmax_mhz, float) and r.fmax_mhz > 0
+    assert r.timing_met == (r.fmax_mhz >= 100.0)
+    assert r.critical_path["delay_ns"] > 0 and " -> " in r.critical_path["summary"]
+    # Harness pins (RegisterBankTop docstring): clk, rst, csr_we, csr_wdata[8], csr_rdata[8], csr_addr.
+    bank = make_top("tiny", "core")
+    bank._MustUse__silence = bank.inner._MustUse__silence = True      # sized only, never elaborated
+    assert r.io == 2 + 1 + 8 + 8 + bank.addr_bits
+    # The module synthesized and placed is the named one.
+    assert (out / f"{module}.v").read_text().count(f"\nmodule {module}(") == 1
+    assert f"synth_ecp5 -top {module}\n" in (out / "synth.ys").read_text()
+    assert SynthResult.from_dict(json.loads((out / "result.json").read_text())) == r
+    assert r.to_text().splitlines()[0] == ("systolic_ws_2x2_i8s_w8s_a32_o8s_he  top=core  ecp5 "
+                                           "LFE5U-85F-6-CABGA381")

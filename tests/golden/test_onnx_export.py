@@ -7,8 +7,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from tests.requirements import require  # noqa: E402
+
+onnx = require("onnx", "onnx")
+ort = require("onnxruntime", "onnx")
 
 from systolic.golden import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, QType, QuantizedNetwork  # noqa: E402
 from systolic.golden.layers import Layer  # noqa: E402
@@ -160,7 +162,7 @@ def _extreme_conv_net(in_signed, per_channel):
 
 # Per platform, strict: on x86-64 without VNNI the unsigned-input cases must fail (u8 x s8 kernels) and
 # the signed-input ones must pass; everywhere else all four must pass. An unexpected pass fails too.
-_U8S8 = pytest.mark.xfail(PAIR_SATURATES, strict=True, raises=AssertionError,
+_U8S8 = pytest.mark.xfail(PAIR_SATURATES, strict=True, raises=pytest.fail.Exception,
                           reason="x86-64 without VNNI: onnxruntime's u8s8 kernels use vpmaddubsw, whose int16 "
                                  "pair sums saturate for extreme operands (docs/numerics.md, ONNX export)")
 

@@ -69,14 +69,18 @@ def test_klj_ignores_relu_zeros():
 
 
 def test_all_zero_and_bad_data():
-    for m in CALIBRATIONS:
-        assert calibrate(np.zeros(10), m) > 0
-    with pytest.raises(ValueError, match="unknown calibration 'foo'; supported: max, percentile, mse, klj"):
-        calibrate(np.ones(3), "foo")
-    with pytest.raises(ValueError, match="NaN"):
-        calibrate(np.array([1.0, np.nan]), "max")
-    with pytest.raises(ValueError, match="empty"):
-        calibrate(np.array([]), "max")
+    for m in CALIBRATIONS:  # documented: an all-zero tensor gets the smallest threshold, 2**-24
+        assert calibrate(np.zeros(10), m) == 2.0 ** -24
+    for args, msg in [((np.ones(3), "foo"), "unknown calibration 'foo'; supported: max, percentile, mse, klj"),
+                      ((np.array([1.0, np.nan]), "max"), "calibration data contains NaN or infinity"),
+                      ((np.array([1.0, -np.inf]), "mse"), "calibration data contains NaN or infinity"),
+                      ((np.array([]), "max"), "calibration data is empty")]:
+        with pytest.raises(ValueError) as info:
+            calibrate(*args)
+        assert type(info.value) is ValueError and str(info.value) == msg
+    with pytest.raises(ValueError) as info:
+        threshold_percentile(np.ones(3), percentile=0)
+    assert type(info.value) is ValueError and str(info.value) == "percentile must be in (0, 100], not 0"
 
 
 @pytest.mark.parametrize("rounding", ["half_even", "half_up"])

@@ -2,25 +2,41 @@
 
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 
 from systolic.quantize.data import load_split
 
 
+def digits_rows_reference():
+    """The full digits data set straight from scikit-learn, pixels mapped by the documented rule
+    ``min(pixel / 16, 255/256)`` as float32: ``(row bytes, label)`` pairs with multiplicity."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.minimum(d.data.astype(np.float64) / 16.0, 255.0 / 256.0).astype(np.float32)
+    return Counter(zip((r.tobytes() for r in x), d.target.astype(int).tolist()))
+
+
 def test_split_sizes_disjoint_stratified():
     xs = {s: load_split(s, "flat") for s in ("train", "val", "test")}
     assert [len(xs[s][0]) for s in ("train", "val", "test")] == [1077, 360, 360]
-    rows = {s: {r.tobytes() for r in xs[s][0]} for s in xs}
-    # Images are not all distinct in digits, so compare indices via a joint reload instead of rows.
-    total = sum(len(v[0]) for v in xs.values())
-    assert total == 1797
+    # Disjoint by sample index, i.e. the three splits partition the data set: their (row, label)
+    # pairs together, with multiplicity, are exactly the full data set's. A sample in two splits
+    # would raise its count above the data set's (and, the sizes summing to 1797, drop another).
+    # Multisets keep the proof valid even if some images were identical.
+    full = digits_rows_reference()
+    assert sum(full.values()) == 1797
+    union = Counter()
+    for x, y in xs.values():
+        union.update(zip((r.tobytes() for r in x), y.tolist()))
+    assert union == full
     for s, (x, y) in xs.items():
         counts = np.bincount(y, minlength=10)
         assert counts.min() >= 0.09 * len(y) and counts.max() <= 0.115 * len(y), (s, counts)
         assert x.dtype == np.float32 and x.min() >= 0 and x.max() < 1
         np.testing.assert_array_equal(x * 256, np.round(x * 256))  # exact at uint8, 8 fractional bits
-    del rows
 
 
 def test_layouts_agree_and_are_deterministic():

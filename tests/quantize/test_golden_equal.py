@@ -9,11 +9,15 @@ import copy
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.requirements import require
 
-from systolic.golden import load
-from systolic.quantize.data import load_for_network, load_split
-from systolic.quantize.methods import golden_accuracy, quantize_model
+torch = require("torch", "quantize")
+
+from systolic.golden import load  # noqa: E402
+from systolic.quantize.data import load_for_network, load_split  # noqa: E402
+from systolic.quantize.methods import golden_accuracy, quantize_model  # noqa: E402
+
+N_TEST = 360  # images in the digits test split
 
 
 def fakequant_logits(net, x):
@@ -22,9 +26,25 @@ def fakequant_logits(net, x):
         return n64(torch.from_numpy(x).double(), quant=True).numpy()
 
 
+def assert_accuracy_is_count(acc, correct):
+    """*acc* (a float accuracy on the test split) is exactly ``correct / 360``.
+
+    Exact, not approximate: an accuracy here is ``float((pred == y).mean())``, the correctly rounded
+    quotient of two integers (the 0/1 sum is exact in float64), and so is Python's ``correct / 360``;
+    two different counts over 360 differ by 1/360, far more than an ulp, so the float identifies
+    the count.
+    """
+    assert isinstance(correct, int)
+    assert round(acc * N_TEST) == correct
+    assert acc == correct / N_TEST
+
+
 def assert_identical(res):
+    """Golden and fake-quant agree exactly; returns the number of correct test predictions, counted
+    from the fake-quant torch model's predictions and the labels (independent of the golden model)."""
     g = res.network
     x, y = load_for_network(g, "test")
+    assert len(y) == N_TEST
     logits_fq = fakequant_logits(res.torch_net, x)
     out = g.run_float(x)[g.output_name]
     assert out.shape == logits_fq.shape
@@ -32,20 +52,23 @@ def assert_identical(res):
     pred_fq = logits_fq.argmax(axis=1)
     pred_g = g.predict(g.quantize_input(x))
     np.testing.assert_array_equal(pred_g, pred_fq)
-    acc, _ = golden_accuracy(g)
-    assert acc == pytest.approx(float((pred_fq == y).mean()))
+    correct = int(np.count_nonzero(pred_fq == y))
+    acc, pred = golden_accuracy(g)  # the function under test, against the independent count
+    np.testing.assert_array_equal(pred, pred_fq)
+    assert_accuracy_is_count(acc, correct)
     g.check_accumulators(32)
-    return acc
+    return correct
 
 
 @pytest.mark.parametrize("model", ["digits-mlp", "digits-cnn", "digits-resnet"])
 @pytest.mark.parametrize("rounding", ["half_even", "half_up"])
 def test_tqt_fakequant_equals_golden(model, rounding, float_nets):
     res = quantize_model(model, "tqt", 8, 8, seed=0, rounding=rounding, float_net=float_nets(model), epochs=1)
-    acc = assert_identical(res)
-    assert res.golden_acc == acc
+    correct = assert_identical(res)
+    assert_accuracy_is_count(res.golden_acc, correct)
+    assert_accuracy_is_count(res.network.meta["test_accuracy"], correct)
     assert res.network.rounding == rounding
-    assert acc > 0.5  # even after 3 float epochs + 1 retraining epoch it learned something
+    assert correct > N_TEST // 2  # even after 3 float epochs + 1 retraining epoch it learned something
 
 
 @pytest.mark.parametrize("method,wb,ab", [("tqt", 4, 4), ("max", 4, 8), ("mse", 8, 4), ("klj", 8, 8),
@@ -53,7 +76,10 @@ def test_tqt_fakequant_equals_golden(model, rounding, float_nets):
                                           ("fat", 4, 8), ("lsq", 4, 8)])
 def test_methods_fakequant_equals_golden(method, wb, ab, float_nets):
     res = quantize_model("digits-cnn", method, wb, ab, seed=0, float_net=float_nets("digits-cnn"), epochs=1)
-    assert_identical(res)
+    correct = assert_identical(res)
+    assert_accuracy_is_count(res.golden_acc, correct)
+    if method not in ("fat", "lsq"):  # power-of-two scales throughout: fake quant = golden
+        assert_accuracy_is_count(res.fakequant_acc, correct)
     for layer in res.network.layers:
         if hasattr(layer, "w_type"):
             assert layer.w_type.bits == wb and layer.out_type.bits == ab

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.requirements import require
+
+torch = require("torch", "quantize")
 
 from systolic.quantize.quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer,  # noqa: E402
                                           SQWeightQuantizer, multipoint_points, rnd)
@@ -56,22 +58,60 @@ def test_lsq_gradient_and_pow2_export():
     assert LSQQuantizer.init_step(np.array([1.0, -1.0]), 4, True) == pytest.approx(2 / math.sqrt(7))
 
 
-def test_sq_quantizes_the_ratio_of_filters():
-    torch.manual_seed(0)
-    w = torch.randn(8, 3, 3, 3)
-    q = SQWeightQuantizer(2, seed=1)
+def fake_quant_ref(a, frac, bits, rounding="half_even"):
+    """Signed ``clip(round(a * 2**frac), lo, hi) * 2**-frac`` in float64 (the documented quantizer)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    v = np.asarray(a, dtype=np.float64) * 2.0 ** frac
+    r = np.rint(v) if rounding == "half_even" else np.floor(v + 0.5)
+    return np.clip(r, lo, hi) * 2.0 ** -frac
+
+
+def mse_pow2_frac_ref(a, bits, rounding="half_even"):
+    """Fractional bits of the power-of-two MSE scale as systolic.quantize.calibrate documents it: thresholds
+    ``2**e`` for the non-overflow exponent ``e0 = ceil(log2 max|a|)`` and the 4 smaller ones, the least
+    ``sum (a - Q(a))**2`` wins (the larger threshold on a tie); scale ``2**e / 2**(b - 1)``, so
+    ``frac = (b - 1) - e``."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    e0 = math.ceil(math.log2(np.abs(a).max()))
+    errs = [(float(np.sum((a - fake_quant_ref(a, bits - 1 - e, bits, rounding)) ** 2)), bits - 1 - e)
+            for e in range(e0, e0 - 5, -1)]
+    return min(errs, key=lambda t: t[0])[1]
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up"])
+def test_sq_quantizes_the_ratio_of_filters(rounding):
+    w = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    wd = w.double().numpy()
+    frac = mse_pow2_frac_ref(wd, 2, rounding)
+    full = torch.from_numpy(fake_quant_ref(wd, frac, 2, rounding).astype(np.float32))
+    assert all(not torch.equal(full[i], w[i]) for i in range(8))  # every filter changes when quantized
+    q = SQWeightQuantizer(2, rounding, seed=1)
+    with pytest.raises(ValueError) as info:
+        q.frac_bits()
+    assert str(info.value) == "SQ quantizer is not frozen; call freeze(weight) first"
     q.train()
     q.ratio = 0.5
     out = q(w)
-    full = q._fq(w, 2.0 ** -q._last_frac)
-    same_q = [bool(torch.equal(out[i], full[i])) for i in range(8)]
-    same_w = [bool(torch.equal(out[i], w[i])) for i in range(8)]
-    assert sum(same_q) >= 4 and all(a or b for a, b in zip(same_q, same_w))
-    assert sum(same_w) == 4
+    assert float(q.scale()) == 2.0 ** -frac
+    is_q = [bool(torch.equal(out[i], full[i])) for i in range(8)]
+    is_w = [bool(torch.equal(out[i], w[i])) for i in range(8)]
+    assert all(a != b for a, b in zip(is_q, is_w))  # each filter either quantized or left float
+    assert sum(is_q) == 4  # round(0.5 * 8) filters quantized
+    q.ratio = 1.0
+    assert torch.equal(q(w), full)
+    q.ratio = 0.0
+    assert torch.equal(q(w), w)
+    q.ratio = 0.5
     q.eval()
     assert torch.equal(q(w), full)
     q.freeze(w)
-    assert q.frac_bits() == q._last_frac
+    assert q.frac_bits() == frac
+    # Frozen: weights 8x larger keep the frozen scale (and saturate) instead of a new MSE scale.
+    big = 8 * w
+    assert mse_pow2_frac_ref(big.double().numpy(), 2, rounding) == frac - 3
+    expect_big = torch.from_numpy(fake_quant_ref(big.double().numpy(), frac, 2, rounding).astype(np.float32))
+    assert torch.equal(q(big), expect_big)
+    assert q.frac_bits() == frac and float(q.scale()) == 2.0 ** -frac
 
 
 def test_multipoint_points_power_of_two_ratios():

@@ -11,7 +11,9 @@ def test_report_from_cycle_model(tmp_path, capsys):
     assert rep["counts_source"] == "executor" and rep["cycles_source"] == "cycle-model"
     assert rep["run"]["mismatches_vs_golden"] == 0
     acc = [l for l in rep["layers"] if l["placement"] == "accelerator"]
-    assert acc and all(l["cycles"]["total"] == l["cycles"]["predicted"] > 0 for l in acc)
+    # (With source "model" the total is the prediction by construction; that it equals the RTL's is
+    # tests/sim/test_command_paths.py::test_report_from_the_rtl_equals_the_cycle_model.)
+    assert acc and all(l["cycles"]["total"] > 0 for l in acc)
     for l in acc:
         c = l["cycles"]
         assert c["total"] == c["compute"] + c["stall"] + c["other"]

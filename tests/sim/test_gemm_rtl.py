@@ -8,12 +8,12 @@ and shift are chosen so that rounding ties and saturation both occur; the
 test asserts they did.
 """
 
-import shutil
 
 import numpy as np
 import pytest
 
 from systolic.arch.config import AcceleratorConfig
+from tests.requirements import require_program
 from systolic.sim import run_gemm, run_gemm_batch
 from systolic.sim.core.cases import random_gemm_cases, tie_and_saturation_counts
 from systolic.sim.core.driver import golden_gemm
@@ -76,10 +76,9 @@ def test_verilator_gemm(cfg):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("iverilog") is None,
-                    reason="iverilog not installed (apt-get install iverilog)")
 @pytest.mark.parametrize("cfg", ICARUS_CONFIGS, ids=lambda c: c.name)
 def test_icarus_gemm(cfg):
+    require_program("iverilog", "the Debian package iverilog; scripts/setup.sh installs it as root")
     rng = np.random.default_rng(sum(map(ord, cfg.name)))
     cases = make_cases(cfg, rng, n_cases=3)
     results = run_gemm_batch(cfg, cases, "icarus", seed=6, idle=0.3, stall=0.3)
