@@ -7,6 +7,8 @@ codes and the register map from here.
 
 from __future__ import annotations
 
+from ..golden.primitives import MAX_SHIFT
+
 __all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS",
            "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters", "csr_map", "CSR_ADDR_BITS"]
 
@@ -62,12 +64,13 @@ ERRORS = {
     9: "elems {elems} exceeds the {cols} requantizer lanes",
     10: "value out of the {vbits}-bit {un}signed range",
     11: "accumulator overflow: a value leaves the {acc_bits}-bit range",
+    12: "requantizer lane {arg}: shift outside [-{max_shift}, {max_shift}]",
 }
 
 assert max(ERRORS) < 1 << ERROR_CODE_BITS
 
 ERR_BAD_OPCODE, ERR_NO_HALT, ERR_DRAM, ERR_SPAD_A, ERR_SPAD_W, ERR_ACC, ERR_LINE, ERR_BITS, ERR_ELEMS, \
-    ERR_VALUE, ERR_OVERFLOW = range(1, 12)
+    ERR_VALUE, ERR_OVERFLOW, ERR_SHIFT = range(1, 13)
 
 
 def error_reason(code: int, arg: int, spec, dram_bytes: int, instr=None) -> str:
@@ -80,7 +83,7 @@ def error_reason(code: int, arg: int, spec, dram_bytes: int, instr=None) -> str:
                acc_lines=spec.acc_lines, offset=a.get("offset", 0), elems=a.get("elems", 0),
                width=spec.cols if target_w else spec.rows, out_bits=spec.out_bits, bits=a.get("bits", 0),
                cols=spec.cols, vbits=spec.w_bits if target_w else spec.in_bits,
-               un="un" if a.get("unsigned") else "", acc_bits=spec.acc_bits)
+               un="un" if a.get("unsigned") else "", acc_bits=spec.acc_bits, max_shift=MAX_SHIFT)
     return ERRORS[code].format(**fmt)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..golden.ops import requantize
+from ..golden.primitives import MAX_SHIFT
 from ..golden.qtypes import QType
 from ..arch.isa import BIAS_BYTES, Instr, Opcode, Target
 from ..arch.machine import MachineSpec
@@ -144,8 +145,12 @@ class Executor:
         start = ins.args["dram"]
         self._dram_range(i, ins, start, 1, 0, n)
         raw = self.dram[start:start + n]
+        shift = raw[BIAS_BYTES * c:].view(np.int8).astype(np.int64)
+        bad = np.flatnonzero(np.abs(shift) > MAX_SHIFT)
+        if bad.size:      # the golden requantizer's range: refused here, before any STORE uses it
+            raise ProgramError(i, ins, f"requantizer lane {bad[0]}: shift outside [-{MAX_SHIFT}, {MAX_SHIFT}]")
         self.bias = raw[:BIAS_BYTES * c].view("<i4").astype(np.int64)
-        self.shift = raw[BIAS_BYTES * c:].view(np.int8).astype(np.int64)
+        self.shift = shift
         self.counters.dram_bytes_read += n
 
     def _op_matmul(self, i, ins):

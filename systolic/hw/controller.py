@@ -9,9 +9,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
-from ..arch.isa import INSTR_BYTES, Opcode
-from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_VALUE, ERROR_ARG_BITS,
-                           ERROR_CODE_BITS, PC_BITS, UNITS)
+from ..arch.isa import BIAS_BYTES, INSTR_BYTES, Opcode
+from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
+                           ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
+from ..golden.primitives import MAX_SHIFT
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
 from .dma import DmaCommandSignature
@@ -193,6 +194,14 @@ class Controller(wiring.Component):
         for name in st.cmd.shape().members:
             m.d.comb += getattr(st.cmd, name).eq(field(s.ins, S, name))
         m.d.comb += st.params.eq(self.dma.line.as_value()[:len(st.params.as_value())])
+        # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
+        # the first lane outside it (lowest index wins: assigned last).
+        C = self.config.cols
+        s.bad_shift, s.bad_lane = Signal(), Signal(range(max(C, 2)))
+        for c in reversed(range(C)):
+            sh = st.params[BIAS_BYTES * C + c].as_signed()
+            with m.If((sh > MAX_SHIFT) | (sh < -MAX_SHIFT)):
+                m.d.comb += [s.bad_shift.eq(1), s.bad_lane.eq(c)]
         s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
         m.d.comb += [self.error.eq(s.error), self.err_arg.eq(s.err_arg), self.err_index.eq(s.err_index)]
 
@@ -319,7 +328,9 @@ class Controller(wiring.Component):
                             next_instr()
                 check_overflow()
             with m.State("LOADQ_WAIT"):
-                with m.If(dma.line_valid):
+                with m.If(dma.line_valid & s.bad_shift):
+                    fail(ERR_SHIFT, s.bad_lane)
+                with m.Elif(dma.line_valid):
                     m.d.comb += [self.events.dram_bytes_read.eq(self.config.loadq_bytes),
                                  self.store.params_load.eq(1)]
                     next_instr()

@@ -127,6 +127,33 @@ def test_controller_error_codes():
     assert error_reason(res.error, res.err_arg, spec, 64) == "program ends without HALT"
 
 
+@pytest.mark.parametrize("shifts,lane", [((62, -62, 0), None), ((0, 63, 0), 1), ((0, -63, 127), 1),
+                                          ((-128, 0, 0), 0), ((5, 0, 100), 2)])
+def test_loadq_shift_outside_the_golden_range_is_an_error(shifts, lane):
+    """A LOADQ shift byte outside [-62, 62] (the golden requantizer's range, docs/isa.md code 12): the same
+    error, instruction and lane on the RTL as in the executor; +-62 is accepted and used by the STORE."""
+    cfg = TINY["ws"]                                     # 3 lanes
+    spec = MachineSpec.from_config(cfg, dram_bytes=64)
+    dram = np.zeros(64, dtype=np.uint8)
+    dram[32:47] = np.frombuffer(np.array([1, -1, 7], "<i4").tobytes() + np.array(shifts, np.int8).tobytes(),
+                                np.uint8)
+    prog = [Instr(Opcode.FENCE), Instr(Opcode.LOADQ, dict(dram=32)),
+            Instr(Opcode.STORE, dict(lines=1, elems=3, bits=8, dram=0)), Instr(Opcode.HALT)]
+    ref = dram.copy()
+    if lane is None:
+        want = Executor(spec, ref).run(prog)
+        got = run_program_amaranth(cfg, dram, prog)
+        assert got.done and np.array_equal(dram, ref) and got.counters["dram_bytes_read"] == want.dram_bytes_read
+        return
+    with pytest.raises(ProgramError) as want:
+        Executor(spec, ref).run(prog)
+    assert str(want.value) == f"instruction 1 (LOADQ): requantizer lane {lane}: shift outside [-62, 62]"
+    res = _error(cfg, prog, dram)
+    assert (res.error, res.err_index, res.err_arg) == (12, 1, lane)       # code 12 of docs/isa.md
+    assert error_reason(res.error, res.err_arg, spec, 64, prog[1]) == want.value.reason
+    assert res.counters["dram_bytes_read"] == 0 and np.array_equal(dram, ref)   # nothing loaded or stored
+
+
 def test_load_value_range_error_with_narrow_operands():
     """4-bit activations: a byte outside the 4-bit range is refused, as by the executor."""
     cfg = AcceleratorConfig(rows=2, cols=2, in_bits=4, w_bits=4, out_bits=4, acc_bits=16,
