@@ -21,6 +21,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade "pip>=24"
-echo "setup: installing systolic[dev] into .venv"
-.venv/bin/python -m pip install -q -e '.[dev]'
+echo "setup: installing systolic[dev] into .venv (versions of constraints.txt)"
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 echo "setup: done"
