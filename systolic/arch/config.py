@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..golden.limits import MAX_CONFIG_BYTES, loads_json, short_repr
 from ..golden.qtypes import ROUNDING_MODES, QType
 from .isa import INSTR_BYTES
 from .machine import SizeDerived
@@ -305,7 +306,7 @@ class AcceleratorConfig(SizeDerived):
     @classmethod
     def from_dict(cls, obj) -> "AcceleratorConfig":
         if not isinstance(obj, dict):
-            raise TypeError(f"an accelerator config must be a JSON object, not {obj!r}")
+            raise TypeError(f"an accelerator config must be a JSON object, not {short_repr(obj)}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
@@ -316,12 +317,10 @@ class AcceleratorConfig(SizeDerived):
         return cls(**obj)
 
     @classmethod
-    def from_json(cls, text: str) -> "AcceleratorConfig":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"accelerator config is not valid JSON: {exc}") from None
-        return cls.from_dict(obj)
+    def from_json(cls, text) -> "AcceleratorConfig":
+        """Parse a JSON config strictly: at most ``MAX_CONFIG_BYTES``, nesting at most ``MAX_JSON_DEPTH``, no
+        duplicate keys; the values' types are then checked exactly (no coercion) by the constructor."""
+        return cls.from_dict(loads_json(text, "accelerator config", MAX_CONFIG_BYTES))
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -330,11 +329,18 @@ class AcceleratorConfig(SizeDerived):
 
     @classmethod
     def load(cls, path) -> "AcceleratorConfig":
+        """Read a JSON config file; errors name the file (``TypeError`` for a wrong kind, ``ValueError`` else)."""
         path = Path(path)
         try:
-            return cls.from_json(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > MAX_CONFIG_BYTES:
+                    raise ValueError(f"accelerator config is {size} bytes, above the limit of {MAX_CONFIG_BYTES} "
+                                     "bytes (MAX_CONFIG_BYTES)")
+                data = fh.read(MAX_CONFIG_BYTES + 1)  # never more than the limit, even if the file grows
+            return cls.from_json(data)
+        except (TypeError, ValueError) as exc:
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{path}: {exc}") from None
 
     @classmethod
     def preset(cls, name: str) -> "AcceleratorConfig":

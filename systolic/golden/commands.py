@@ -9,7 +9,7 @@ def _inspect(args) -> int:
     from ..flows import resolve_model
 
     net, _ = resolve_model(args.model)
-    bounds = net.check_accumulators(args.acc_bits) if args.acc_bits else net.accumulator_bounds()
+    bounds = net.check_accumulators(args.acc_bits) if args.acc_bits is not None else net.accumulator_bounds()
     if args.json:
         print(json.dumps({
             "input": {"qtype": net.input_type.to_json(), "shape": list(net.input_shape)},
@@ -26,7 +26,7 @@ def _inspect(args) -> int:
     for name, (lo, hi) in bounds.items():
         need = max((-lo - 1).bit_length(), hi.bit_length()) + 1  # signed width
         print(f"accumulator {name:<10} worst case [{lo}, {hi}]  needs {need} bits")
-    if args.acc_bits:
+    if args.acc_bits is not None:
         print(f"all accumulators fit {args.acc_bits} bits")
     return 0
 

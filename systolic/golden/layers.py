@@ -15,14 +15,16 @@ accumulator range used by the overflow proof.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from .ops import matmul, requantize
-from .primitives import as_int_array, round_shift, saturate
-from .qtypes import QType
+from .limits import MAX_NAME_CHARS, MAX_PADDING, MAX_WINDOW, check_elements, short_repr
+from .ops import abs_max, gemm_abs_bound, matmul, requantize
+from .primitives import INT64_MAX, MAX_SHIFT, add_exact, as_int_array, round_shift, saturate
+from .qtypes import MAX_FRAC, QType
 
 __all__ = [
     "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Flatten",
@@ -30,14 +32,48 @@ __all__ = [
 ]
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _pair(v, what: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+    if _is_int(v):
         return int(v), int(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(
-        isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v
-    ):
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(e) for e in v):
         return int(v[0]), int(v[1])
-    raise TypeError(f"{what} must be an int or a pair of ints, not {v!r}")
+    raise TypeError(f"{what} must be an int or a pair of ints, not {short_repr(v)}")
+
+
+def _check_bool(layer: str, field: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"layer {layer!r}: {field} must be a bool, not {short_repr(v)}")
+    return bool(v)
+
+
+def _check_between(layer: str, field: str, values: tuple, lo: int, hi: int) -> None:
+    if min(values) < lo or max(values) > hi:
+        raise ValueError(f"layer {layer!r}: {field} must be between {lo} and {hi}, not {values}")
+
+
+def _amax(t: QType) -> int:
+    """Largest magnitude of a value of type *t*."""
+    return max(-t.lo, t.hi)
+
+
+def _check_shift(layer: str, k: int, what: str = "requantization shift") -> None:
+    if not -MAX_SHIFT <= k <= MAX_SHIFT:
+        raise ValueError(f"layer {layer!r}: {what} {k} is outside [{-MAX_SHIFT}, {MAX_SHIFT}] "
+                         "(the golden model's shifts, in int64)")
+
+
+def _check_int64(layer: str, bound: int, k: int, what: str) -> None:
+    """*bound* is a worst-case magnitude before the shift by *k*: it must fit int64 after it."""
+    if bound > INT64_MAX:
+        raise OverflowError(f"layer {layer!r}: the worst case of {what} is {bound}, beyond the int64 range "
+                            "[-2**63, 2**63 - 1] the golden model computes in")
+    if k < 0 and bound > INT64_MAX >> -k:
+        raise OverflowError(f"layer {layer!r}: the worst case of {what} is {bound}; the left shift by {-k} "
+                            f"(shift {k}) takes it beyond the int64 range [-2**63, 2**63 - 1]")
 
 
 def conv_output_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int) -> int:
@@ -75,10 +111,13 @@ class Layer:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or self.name == "input":
-            raise ValueError(f"layer name must be a non-empty string other than 'input', not {self.name!r}")
+            raise ValueError(f"layer name must be a non-empty string other than 'input', not {short_repr(self.name)}")
+        if len(self.name) > MAX_NAME_CHARS:
+            raise ValueError(f"layer name {short_repr(self.name)} is longer than {MAX_NAME_CHARS} characters")
         ins = tuple(self.inputs) if isinstance(self.inputs, (list, tuple)) else (self.inputs,)
         if len(ins) != self.n_inputs or not all(isinstance(i, str) for i in ins):
-            raise ValueError(f"layer {self.name!r}: a {self.kind} layer takes {self.n_inputs} input name(s), not {self.inputs!r}")
+            raise ValueError(f"layer {self.name!r}: a {self.kind} layer takes {self.n_inputs} input name(s), "
+                             f"not {short_repr(self.inputs)}")
         object.__setattr__(self, "inputs", ins)
 
     # Subclasses implement these.
@@ -95,6 +134,17 @@ class Layer:
         """Worst-case accumulator range ``(lo, hi)``, or None if the layer does not accumulate."""
         return None
 
+    def work_tensors(self, in_shapes: list[tuple]) -> list[tuple[str, tuple]]:
+        """``(what, per-sample shape)`` of every tensor :meth:`forward` allocates, for the size limits."""
+        return [("output", tuple(self.out_shape(in_shapes)))]
+
+    def check_arithmetic(self, in_types: list[QType]) -> None:
+        """Raise unless :meth:`forward` is exact in int64 for every input in range.
+
+        ``ValueError`` for a shift outside ``[-62, 62]``, ``OverflowError`` when a worst-case
+        intermediate (over all inputs of *in_types*) could leave ``[-2**63, 2**63 - 1]``.
+        """
+
     # Serialization: scalar attributes go in the JSON manifest, arrays in the npz.
     def params(self) -> dict:
         return {}
@@ -109,13 +159,18 @@ def bound_gemm(w: np.ndarray, bias: np.ndarray | None, a_type: QType, taps: int 
     Each term is extreme at one end of the input range, so the bound is tight.
     """
     lo_a, hi_a = a_type.lo, a_type.hi
-    w2 = w.reshape(-1, w.shape[-1]).astype(object)  # Python ints: no overflow in the proof itself
+    w2 = as_int_array(w, "w").reshape(-1, w.shape[-1])
+    b = None if bias is None else as_int_array(bias, "bias")
+    if gemm_abs_bound(np.abs(w2).view(np.uint64), _amax(a_type),
+                      None if b is None else np.abs(b).view(np.uint64)) is not None:
+        w2 = w2.astype(object)  # beyond int64: Python ints, so the proof itself cannot overflow
+        b = None if b is None else b.astype(object)
+    # Otherwise every partial sum is bounded by max|a| * sum_k |w| + |bias| <= 2**63 - 1: exact in int64.
     pos = np.where(w2 > 0, w2, 0)
     neg = np.where(w2 < 0, w2, 0)
     hi = (pos * hi_a + neg * lo_a).sum(axis=0)
     lo = (pos * lo_a + neg * hi_a).sum(axis=0)
-    if bias is not None:
-        b = bias.astype(object)
+    if b is not None:
         hi = hi + b
         lo = lo + b
     return int(min(lo)), int(max(hi))
@@ -140,34 +195,52 @@ class _GemmLayer(Layer):
 
     def __post_init__(self):
         super().__post_init__()
+        name = self.name
         if not isinstance(self.w_type, QType) or not isinstance(self.out_type, QType):
-            raise TypeError(f"layer {self.name!r}: w_type and out_type must be QType")
-        object.__setattr__(self, "weight", self.w_type.check(self.weight, f"layer {self.name!r} weight"))
+            raise TypeError(f"layer {name!r}: w_type and out_type must be QType")
+        shape = np.shape(self.weight)        # sizes before any copy
+        check_elements(f"layer {name!r}: weight", shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"layer {name!r}: weight must have at least one element along every axis, "
+                             f"not shape {shape}")
+        object.__setattr__(self, "weight", self.w_type.check(self.weight, f"layer {name!r} weight"))
         n = self.weight.shape[-1]
         if self.bias is not None:
-            b = as_int_array(self.bias, f"layer {self.name!r} bias")
+            b = as_int_array(self.bias, f"layer {name!r} bias")
             if b.shape != (n,):
-                raise ValueError(f"layer {self.name!r}: bias must have shape ({n},), not {b.shape}")
-            if b.size and int(np.abs(b).max()) >= 1 << 31:
-                raise ValueError(f"layer {self.name!r}: bias must fit int32, holds {int(np.abs(b).max())}")
+                raise ValueError(f"layer {name!r}: bias must have shape ({n},), not {b.shape}")
+            lo, hi = -(1 << 31), (1 << 31) - 1
+            if int(b.min()) < lo or int(b.max()) > hi:     # Python ints: exact for every int64
+                bad = int(b.min()) if int(b.min()) < lo else int(b.max())
+                raise ValueError(f"layer {name!r}: bias must fit int32 [{lo}, {hi}], holds {bad}")
             object.__setattr__(self, "bias", b)
         if self.w_frac is not None:
-            f = as_int_array(self.w_frac, f"layer {self.name!r} w_frac")
+            f = as_int_array(self.w_frac, f"layer {name!r} w_frac")
             if f.shape != (n,):
-                raise ValueError(f"layer {self.name!r}: w_frac must have shape ({n},), not {f.shape}")
+                raise ValueError(f"layer {name!r}: w_frac must have shape ({n},), not {f.shape}")
+            if int(f.min()) < -MAX_FRAC or int(f.max()) > MAX_FRAC:
+                bad = int(f.min()) if int(f.min()) < -MAX_FRAC else int(f.max())
+                raise ValueError(f"layer {name!r}: w_frac must be between {-MAX_FRAC} and {MAX_FRAC}, holds {bad}")
             object.__setattr__(self, "w_frac", f)
-        object.__setattr__(self, "relu", bool(self.relu))
+        object.__setattr__(self, "relu", _check_bool(name, "relu", self.relu))
         if (self.extra_weights is None) != (self.extra_shifts is None):
-            raise ValueError(f"layer {self.name!r}: extra_weights and extra_shifts go together")
+            raise ValueError(f"layer {name!r}: extra_weights and extra_shifts go together")
         if self.extra_weights is not None:
-            e = self.w_type.check(self.extra_weights, f"layer {self.name!r} extra_weights")
-            sh = as_int_array(self.extra_shifts, f"layer {self.name!r} extra_shifts")
+            check_elements(f"layer {name!r}: extra_weights", np.shape(self.extra_weights))
+            e = self.w_type.check(self.extra_weights, f"layer {name!r} extra_weights")
+            sh = as_int_array(self.extra_shifts, f"layer {name!r} extra_shifts")
             if e.shape[1:] != self.weight.shape or sh.shape != (e.shape[0],):
                 raise ValueError(
-                    f"layer {self.name!r}: extra_weights must have shape (P, {', '.join(map(str, self.weight.shape))}) "
+                    f"layer {name!r}: extra_weights must have shape (P, {', '.join(map(str, self.weight.shape))}) "
                     f"and extra_shifts (P,), not {e.shape} and {sh.shape}")
             if sh.size and (int(sh.min()) < 0 or int(sh.max()) > 16):
-                raise ValueError(f"layer {self.name!r}: extra_shifts must be between 0 and 16, not {sh.tolist()}")
+                raise ValueError(f"layer {name!r}: extra_shifts must be between 0 and 16, "
+                                 f"not {short_repr(sh.tolist())}")
+            # The effective weight W + sum_p E_p * 2**s_p (and its magnitude) must be an int64.
+            bound = abs_max(self.weight) + sum(abs_max(ep) << int(sp) for ep, sp in zip(e, sh))
+            if bound > INT64_MAX:
+                raise OverflowError(f"layer {name!r}: the effective weight W + sum_p E_p * 2**s_p could reach "
+                                    f"{bound}, beyond the int64 range")
             object.__setattr__(self, "extra_weights", e)
             object.__setattr__(self, "extra_shifts", sh)
 
@@ -183,8 +256,15 @@ class _GemmLayer(Layer):
         """``W + sum_p E_p * 2**s_p``: the single weight the points add up to (wider than ``w_type``)."""
         w = self.weight.copy()
         for e, s in self.points[1:]:
-            w = w + np.left_shift(e, s)
+            w = w + np.left_shift(e, s)     # |W| + sum_p |E_p| * 2**s_p <= 2**63 - 1: checked on construction
         return w
+
+    def abs_effective_weight(self) -> np.ndarray:
+        """``|W| + sum_p |E_p| * 2**s_p`` as ``(K, N)``: bounds every partial sum of the passes."""
+        w = np.abs(self.weight)
+        for e, s in self.points[1:]:
+            w = w + np.left_shift(np.abs(e), s)
+        return w.reshape(-1, self.out_channels)
 
     @property
     def out_channels(self) -> int:
@@ -215,8 +295,26 @@ class _GemmLayer(Layer):
         """The accumulator, computed pass by pass as the hardware does: ``acc += (a@E_p) << s_p``."""
         acc = matmul(a, self.gemm_weight())
         for e, s in self.points[1:]:
-            acc = acc + np.left_shift(matmul(a, e.reshape(-1, self.out_channels)), s)
+            acc = add_exact(acc, round_shift(matmul(a, e.reshape(-1, self.out_channels)), -s),
+                            f"layer {self.name!r}: accumulator")
         return acc
+
+    def check_arithmetic(self, in_types):
+        in_t = in_types[0]
+        k = self.shift(in_t)
+        bad = np.flatnonzero((k < -MAX_SHIFT) | (k > MAX_SHIFT))
+        if bad.size:
+            n = int(bad[0])
+            where = f" of output channel {n}" if self.per_channel else ""
+            _check_shift(self.name, int(k[n]), f"requantization shift k = f_in + f_w - f_out{where} =")
+        # Every partial sum of acc + bias is at most max|a| * sum_k (|W| + sum_p |E_p| 2**s_p) + |bias|; after
+        # a left shift (k < 0) it must still fit.
+        limit = np.right_shift(np.int64(INT64_MAX), np.maximum(-k, 0))
+        absb = None if self.bias is None else np.abs(self.bias)
+        res = gemm_abs_bound(self.abs_effective_weight(), _amax(in_t), absb, limit)
+        if res is not None:
+            n, bound = res
+            _check_int64(self.name, bound, int(k[n]), f"|acc + bias| (output channel {n}, inputs in {in_t})")
 
     def acc_bounds(self, in_types):
         # The passes sum to a GEMM with the effective weight, so its exact bound is the worst case
@@ -267,6 +365,9 @@ class Dense(_GemmLayer):
     def forward(self, xs, in_types, rounding):
         return self._requant(self._gemm(xs[0]), in_types[0], rounding)
 
+    def work_tensors(self, in_shapes):
+        return [("accumulator", self.out_shape(in_shapes))]
+
 
 @dataclass(frozen=True, eq=False)
 class Conv2D(_GemmLayer):
@@ -283,16 +384,16 @@ class Conv2D(_GemmLayer):
         if self.weight.ndim != 4:
             raise ValueError(f"layer {self.name!r}: conv2d weight must be 4-D (kh, kw, c_in, c_out), not shape {self.weight.shape}")
         s = _pair(self.stride, f"layer {self.name!r} stride")
-        if min(s) < 1:
-            raise ValueError(f"layer {self.name!r}: stride must be at least 1, not {s}")
+        _check_between(self.name, "stride", s, 1, MAX_WINDOW)
         p = self.padding
         if isinstance(p, (tuple, list)) and len(p) == 4:
+            if not all(_is_int(v) for v in p):
+                raise TypeError(f"layer {self.name!r} padding must be an int, a pair or four ints, not {short_repr(p)}")
             p = tuple(int(v) for v in p)
         else:
             ph, pw = _pair(p, f"layer {self.name!r} padding")
             p = (ph, ph, pw, pw)
-        if min(p) < 0:
-            raise ValueError(f"layer {self.name!r}: padding must be non-negative, not {p}")
+        _check_between(self.name, "padding", p, 0, MAX_PADDING)
         object.__setattr__(self, "stride", s)
         object.__setattr__(self, "padding", p)
 
@@ -318,6 +419,13 @@ class Conv2D(_GemmLayer):
         y = self._requant(self._gemm(cols), in_types[0], rounding)
         return y.reshape(x.shape[0], oh, ow, cout)
 
+    def work_tensors(self, in_shapes):
+        (h, w, c), (kh, kw, _, n) = in_shapes[0], self.weight.shape
+        oh, ow, _ = self.out_shape(in_shapes)
+        pt, pb, pl, pr = self.padding
+        return [("padded input", (h + pt + pb, w + pl + pr, c)), ("im2col patch matrix", (oh, ow, kh * kw * c)),
+                ("accumulator", (oh, ow, n))]
+
     def params(self):
         return {**super().params(), "stride": list(self.stride), "padding": list(self.padding)}
 
@@ -333,9 +441,9 @@ class MaxPool2D(Layer):
     def __post_init__(self):
         super().__post_init__()
         p = _pair(self.pool, f"layer {self.name!r} pool")
+        _check_between(self.name, "pool", p, 1, MAX_WINDOW)
         s = _pair(self.stride if self.stride is not None else p, f"layer {self.name!r} stride")
-        if min(p) < 1 or min(s) < 1:
-            raise ValueError(f"layer {self.name!r}: pool and stride must be at least 1, not {p}, {s}")
+        _check_between(self.name, "stride", s, 1, MAX_WINDOW)
         object.__setattr__(self, "pool", p)
         object.__setattr__(self, "stride", s)
 
@@ -362,6 +470,10 @@ class MaxPool2D(Layer):
 
     def forward(self, xs, in_types, rounding):
         return self._windows(xs[0]).max(axis=3)
+
+    def work_tensors(self, in_shapes):
+        oh, ow, c = self.out_shape(in_shapes)
+        return [("pooling windows", (oh, ow, self.pool[0] * self.pool[1], c))]
 
     def params(self):
         return {"pool": list(self.pool), "stride": list(self.stride)}
@@ -405,6 +517,12 @@ class AvgPool2D(MaxPool2D):
         area = self.pool[0] * self.pool[1]
         return in_types[0].lo * area, in_types[0].hi * area
 
+    def check_arithmetic(self, in_types):
+        k = self.shift(in_types[0])
+        _check_shift(self.name, k, "average-pool shift log2(area) + f_in - f_out =")
+        _check_int64(self.name, self.pool[0] * self.pool[1] * _amax(in_types[0]), k,
+                     f"the window sum (inputs in {in_types[0]})")
+
     def params(self):
         p = super().params()
         if self.out_type is not None:
@@ -429,7 +547,7 @@ class Add(Layer):
         super().__post_init__()
         if not isinstance(self.out_type, QType):
             raise TypeError(f"layer {self.name!r}: out_type must be a QType")
-        object.__setattr__(self, "relu", bool(self.relu))
+        object.__setattr__(self, "relu", _check_bool(self.name, "relu", self.relu))
 
     def out_qtype(self, in_types):
         return self.out_type
@@ -448,7 +566,8 @@ class Add(Layer):
 
     def forward(self, xs, in_types, rounding):
         sa, sb, k = self.align(in_types)
-        s = np.left_shift(xs[0], sa) + np.left_shift(xs[1], sb)
+        # Exact left shifts and sum (OverflowError, never a wrap; check_arithmetic proves they fit).
+        s = add_exact(round_shift(xs[0], -sa), round_shift(xs[1], -sb), f"layer {self.name!r}: aligned sum")
         y = round_shift(s, k, rounding)
         if self.relu:
             y = np.maximum(y, 0)
@@ -458,6 +577,15 @@ class Add(Layer):
         sa, sb, _ = self.align(in_types)
         a, b = in_types
         return (a.lo << sa) + (b.lo << sb), (a.hi << sa) + (b.hi << sb)
+
+    def check_arithmetic(self, in_types):
+        sa, sb, k = self.align(in_types)
+        _check_shift(self.name, k, "shift max(f_a, f_b) - f_out =")
+        a, b = in_types
+        for which, t, sh in (("first", a, sa), ("second", b, sb)):
+            _check_int64(self.name, _amax(t) << sh, 0,
+                         f"the {which} operand aligned by a left shift of {sh} (inputs in {t})")
+        _check_int64(self.name, (_amax(a) << sa) + (_amax(b) << sb), k, "the aligned sum")
 
     def params(self):
         return {"out_type": self.out_type.to_json(), "relu": self.relu}
@@ -470,7 +598,7 @@ class Flatten(Layer):
     kind: ClassVar[str] = "flatten"
 
     def out_shape(self, in_shapes):
-        return (int(np.prod(in_shapes[0])),)
+        return (math.prod(in_shapes[0]),)   # Python ints: never wraps
 
     def forward(self, xs, in_types, rounding):
         return xs[0].reshape(xs[0].shape[0], -1)

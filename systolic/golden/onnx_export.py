@@ -35,13 +35,15 @@ onnxruntime's x86-64 CPU kernels; the doc lists the platform caveats.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 from .network import QuantizedNetwork
-from .qtypes import QType
+from .primitives import MAX_SHIFT
+from .qtypes import MAX_FRAC, QType
 
 __all__ = ["export_onnx", "check_exportable", "SUPPORTED_LAYERS", "FLOAT_EXACT_LIMIT", "OPSET", "MS_OPSET",
            "INPUT_NAME", "INPUT_Q_NAME", "OUTPUT_NAME", "OUTPUT_Q_NAME", "layer_output_name"]
@@ -107,6 +109,7 @@ def check_exportable(net: QuantizedNetwork) -> None:
         in_types = net.in_types(layer)
         out_t = net.qtype(layer.name)
         _check_act(out_t, f"layer {layer.name!r} output")
+        _check_scales(layer, in_types)
         if isinstance(layer, (Conv2D, Dense)):
             w = _weight(layer)
             if w.size and (int(w.min()) < -128 or int(w.max()) > 127):
@@ -136,6 +139,28 @@ def _weight(layer) -> np.ndarray:
     """
     w = getattr(layer, "effective_weight", None)
     return w() if w is not None else layer.weight
+
+
+def _check_scales(layer, in_types) -> None:
+    """Every scale ``2**-f`` a node gets must be a normal float32 (``|f| <= 48``) and every requantization
+    shift one the golden model computes (``|k| <= 62``): otherwise onnxruntime would see zero or infinite
+    scales, or differ from a golden model that refuses the layer. (A network built through the constructors
+    cannot break this; the check makes the exporter's promise independent of that.)"""
+    if isinstance(layer, (Conv2D, Dense)):
+        f = np.asarray(layer.weight_frac)
+        if f.size and (int(f.min()) < -MAX_FRAC or int(f.max()) > MAX_FRAC):
+            bad = int(f.min()) if int(f.min()) < -MAX_FRAC else int(f.max())
+            raise _err(f"layer {layer.name!r}: weight fractional bits {bad} are outside [{-MAX_FRAC}, {MAX_FRAC}]: "
+                       "the weight scale 2**-f would not be a normal float32")
+        k = np.asarray(layer.shift(in_types[0]))
+    elif isinstance(layer, (AvgPool2D, Add)):
+        k = np.asarray(layer.shift(in_types[0]) if isinstance(layer, AvgPool2D) else layer.align(in_types)[2])
+    else:
+        return
+    if k.size and (int(k.min()) < -MAX_SHIFT or int(k.max()) > MAX_SHIFT):
+        bad = int(k.min()) if int(k.min()) < -MAX_SHIFT else int(k.max())
+        raise _err(f"layer {layer.name!r}: requantization shift {bad} is outside [{-MAX_SHIFT}, {MAX_SHIFT}], "
+                   "where the golden model stops")
 
 
 def _check_act(qt: QType, what: str) -> None:
@@ -408,5 +433,13 @@ def export_onnx(net: QuantizedNetwork, path=None, float_io: bool = True, *,
                         f"integer output '{OUTPUT_Q_NAME}' equals the golden model bit for bit")
     onnx.checker.check_model(model)
     if path is not None:
-        Path(path).write_bytes(model.SerializeToString())
+        # Everything is checked above; write to a temporary file and rename it, so a failure while writing
+        # never leaves a partial model under *path*.
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_bytes(model.SerializeToString())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return model

@@ -4,10 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 
-from .primitives import as_int_array, round_shift, saturate
+from .primitives import INT64_MAX, add_exact, as_int_array, round_shift, saturate
 from .qtypes import QType, check_rounding
 
-__all__ = ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range"]
+__all__ = ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range", "abs_max", "gemm_abs_bound"]
+
+_LOW32 = np.uint64((1 << 32) - 1)
+
+
+def abs_max(x: np.ndarray) -> int:
+    """``max |x|`` as a Python int (exact for ``-2**63``, where ``np.abs`` wraps); 0 for an empty array."""
+    if not x.size:
+        return 0
+    return max(-int(x.min()), int(x.max()), 0)
+
+
+def gemm_abs_bound(absw: np.ndarray, amax: int, absb=None, limit=INT64_MAX):
+    """Check ``amax * sum_k absw[k, n] + absb[n] <= limit[n]`` for every column ``n``, exactly.
+
+    *absw* is ``(K, N)`` of non-negative magnitudes (any int64 or uint64; ``np.abs`` of int64 viewed as
+    uint64 is exact), *absb* ``(N,)`` non-negative or None, *limit* an int or ``(N,)`` (each ``<= 2**63 - 1``).
+    This bounds every partial sum of ``a @ w + bias`` for ``|a| <= amax``. Vectorized in uint64: each column
+    sum is kept as a high and a low 32-bit part, so nothing wraps and no Python int per element is made.
+
+    Returns None if every column fits, else ``(n, bound)``: the worst failing column (by a float estimate)
+    and its exact bound as a Python int.
+    """
+    absw = np.asarray(absw).astype(np.uint64, copy=False)
+    n_cols = absw.shape[-1]
+    absw = absw.reshape(-1, n_cols)
+    if absw.shape[0] >= 1 << 31:
+        raise OverflowError("gemm_abs_bound: the reduction is too long")
+    hi = (absw >> np.uint64(32)).sum(axis=0, dtype=np.uint64)      # each < 2**31 * K < 2**62
+    lo = (absw & _LOW32).sum(axis=0, dtype=np.uint64)              # each < 2**32 * K < 2**63
+    hi = hi + (lo >> np.uint64(32))
+    lo = lo & _LOW32                                               # sum_k absw[k, n] = hi * 2**32 + lo
+    b = np.zeros(n_cols, np.uint64) if absb is None else np.asarray(absb).astype(np.uint64, copy=False)
+    lim = np.broadcast_to(np.asarray(limit, dtype=np.int64), (n_cols,)).astype(np.uint64)
+    room_ok = b <= lim
+    room = np.where(room_ok, lim - np.minimum(b, lim), np.uint64(0))
+    if amax == 0:
+        ok = room_ok
+    else:
+        q = room // np.uint64(amax)                                # largest column sum that fits
+        qh, ql = q >> np.uint64(32), q & _LOW32
+        ok = room_ok & ((hi < qh) | ((hi == qh) & (lo <= ql)))
+    if ok.all():
+        return None
+    bad = np.flatnonzero(~ok)
+    est = (hi[bad].astype(np.float64) * 2.0 ** 32 + lo[bad]) * float(amax) + b[bad].astype(np.float64)
+    n = int(bad[int(np.argmax(est))])
+    return n, amax * ((int(hi[n]) << 32) + int(lo[n])) + int(b[n])
 
 
 class AccumulatorOverflowError(OverflowError):
@@ -35,11 +82,11 @@ def matmul(a, w, acc_bits: int | None = None) -> np.ndarray:
     w = as_int_array(w, "w")
     if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
         raise ValueError(f"matmul needs a (M, K) and w (K, N), not {a.shape} and {w.shape}")
-    # Exact in int64 when |a|,|w| < 2**31 and K is modest: guard the magnitude instead of trusting it.
-    amax = int(np.abs(a).max()) if a.size else 0
-    wmax = int(np.abs(w).max()) if w.size else 0
-    if amax * wmax * max(a.shape[1], 1) >= 1 << 62:
-        raise OverflowError("matmul operands too large for exact int64 accumulation")
+    # Exact in int64 iff no partial sum can wrap: max|a| * sum_k |w[k, n]| <= 2**63 - 1 for every n
+    # (np.abs wraps only at -2**63, whose uint64 view is 2**63 again: exact).
+    if a.size and w.size and gemm_abs_bound(np.abs(w).view(np.uint64), abs_max(a)) is not None:
+        raise OverflowError("matmul operands too large for exact int64 accumulation: "
+                            "max|a| * sum_k |w[k, n]| exceeds 2**63 - 1")
     acc = a @ w
     if acc_bits is not None and acc.size:
         check_acc_range(int(acc.min()), int(acc.max()), acc_bits, "matmul")
@@ -66,7 +113,7 @@ def requantize(acc, bias, shift, out_type: QType, relu: bool = False,
     check_rounding(rounding)
     x = as_int_array(acc, "acc")
     if bias is not None:
-        x = x + as_int_array(bias, "bias")
+        x = add_exact(x, as_int_array(bias, "bias"), "acc + bias")
     y = round_shift(x, shift, rounding)
     if relu:
         y = np.maximum(y, 0)

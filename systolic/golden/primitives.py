@@ -12,10 +12,25 @@ import numpy as np
 
 from .qtypes import QType, as_int_array, check_rounding
 
-__all__ = ["round_shift", "saturate", "quantize", "dequantize", "as_int_array", "MAX_SHIFT", "QTensor"]
+__all__ = ["round_shift", "saturate", "quantize", "dequantize", "as_int_array", "add_exact", "MAX_SHIFT",
+           "INT64_MIN", "INT64_MAX", "QTensor"]
 
 #: Largest shift magnitude accepted by :func:`round_shift` (int64 arithmetic).
 MAX_SHIFT = 62
+#: The range the golden model computes in: every int64, ``-2**63`` included.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def add_exact(x, y, what: str = "x + y") -> np.ndarray:
+    """``x + y`` in int64, broadcast; ``OverflowError`` if any sum leaves ``[-2**63, 2**63 - 1]``."""
+    xa = as_int_array(x, "x")
+    ya = as_int_array(y, "y")
+    with np.errstate(over="ignore"):
+        s = np.add(xa, ya)                      # wraps on overflow; detected exactly below
+    # Two's complement: a sum overflowed iff both operands have the sign the result lacks.
+    if np.any(((xa ^ s) & (ya ^ s)) < 0):
+        raise OverflowError(f"{what} leaves the int64 range [-2**63, 2**63 - 1]")
+    return np.asarray(s, dtype=np.int64)
 
 
 def _shift_array(k, what: str = "k") -> np.ndarray:
@@ -52,7 +67,8 @@ def round_shift(x, k, rounding: str = "half_even") -> np.ndarray:
     ValueError
         Unknown rounding mode, or a shift outside ``[-62, 62]``.
     OverflowError
-        A left shift (``k < 0``) whose result leaves int64.
+        A result that leaves int64 ``[-2**63, 2**63 - 1]``: a left shift (``k < 0``), or
+        ``x + 2**(k-1)`` of a ``half_up`` shift. ``-2**63`` itself is a valid input and result.
     """
     check_rounding(rounding)
     xa = as_int_array(x, "x")
@@ -65,9 +81,9 @@ def round_shift(x, k, rounding: str = "half_even") -> np.ndarray:
         xr, kr = xa[right], ka[right]
         half = np.left_shift(np.int64(1), kr - 1)
         if rounding == "half_up":
-            # x + half cannot overflow int64 unless |x| is within 2**61 of the limit.
-            if xr.size and int(xr.max()) > np.iinfo(np.int64).max - (1 << 61):
-                raise OverflowError("x is too close to the int64 limit for a half_up shift")
+            # x + 2**(k-1) must stay in int64 (it does unless x is within 2**(k-1) of 2**63).
+            if np.any(xr > INT64_MAX - half):
+                raise OverflowError("x + 2**(k-1) of a half_up shift leaves the int64 range [-2**63, 2**63 - 1]")
             out[right] = np.right_shift(xr + half, kr)
         else:
             q = np.right_shift(xr, kr)  # floor division by 2**k
@@ -79,9 +95,12 @@ def round_shift(x, k, rounding: str = "half_even") -> np.ndarray:
     left = ka < 0
     if left.any():
         xl, s = xa[left], -ka[left]
-        limit = np.right_shift(np.int64(np.iinfo(np.int64).max), s)
-        if np.any(np.abs(xl) > limit):
-            raise OverflowError("left shift (k < 0) leaves the int64 range; saturate first or use a smaller shift")
+        # x * 2**s fits int64 iff -2**(63-s) <= x <= (2**63 - 1) >> s  (s is 1..62): exact, -2**63 included.
+        hi = np.right_shift(np.int64(INT64_MAX), s)
+        lo = np.left_shift(np.int64(-1), 63 - s)
+        if np.any((xl > hi) | (xl < lo)):
+            raise OverflowError("left shift (k < 0) leaves the int64 range [-2**63, 2**63 - 1]; "
+                                "saturate first or use a smaller shift")
         out[left] = np.left_shift(xl, s)
     return out
 

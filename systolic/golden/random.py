@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .limits import check_elements, short_repr
 from .network import QuantizedNetwork
 from .qtypes import QType
 
@@ -136,6 +137,10 @@ def _channels(layers, types, src, default):
 
 def random_input(net: QuantizedNetwork, batch: int, seed: int | np.random.Generator = 0) -> np.ndarray:
     """Uniform random integers over the network input's whole range."""
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 0:
+        raise ValueError(f"batch must be a non-negative int, not {short_repr(batch)}")
+    # The size limit is checked before anything is drawn (a 10**9-sample request fails at once).
+    check_elements(f"a random input of {int(batch)} samples", (int(batch), *net.input_shape))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     t = net.input_type
-    return rng.integers(t.lo, t.hi + 1, size=(batch, *net.input_shape)).astype(np.int64)
+    return rng.integers(t.lo, t.hi + 1, size=(int(batch), *net.input_shape), dtype=np.int64)
