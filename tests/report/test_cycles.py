@@ -1,6 +1,5 @@
 """The cycle model's bookkeeping (no simulator): timeline sums, hand-worked gathers, interlocks and overlap."""
 
-import numpy as np
 import pytest
 
 from systolic.compiler import Instr, MachineSpec, Opcode, Target, compile_network
@@ -9,7 +8,7 @@ from systolic.arch.config import PRESETS, AcceleratorConfig
 from systolic.arch.timing import MAX_READS, gather_accepts, program_cycles
 from systolic.report.cycles import CONTROLLER_UNITS, extra_accept_cycles, predict_network, predict_program
 from systolic.flows import run_images
-from systolic.arch.memory import MemoryModel, program_address
+from systolic.arch.memory import MemoryModel
 
 
 @pytest.mark.parametrize("preset", ["small", "default"])
@@ -18,8 +17,6 @@ def test_counters_are_consistent(preset):
     net = random_network(2, "resnet", 8, input_hw=6)
     cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=1 << 16), batch=2)
     mem = MemoryModel(latency=3, bytes_per_cycle=2)
-    d = mem.base_delay(cfg.bus_bytes)
-    pa = program_address(cn.spec.dram_bytes)
     progs = {s.layer: s.program for s in cn.steps if hasattr(s, "program")}
     predicted = predict_network(cn, cfg, mem)
     assert set(predicted) == set(progs)           # one prediction per accelerated layer

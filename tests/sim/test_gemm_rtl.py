@@ -43,6 +43,11 @@ VERILATOR_CONFIGS = [
     _cfg((16, 16), "ws", 8, "half_even"),
     _cfg((16, 16), "os", 4, "half_up", out_signed=False),
 ]
+# The default run keeps one build per dataflow (2x3, both roundings, 4- and 8-bit); the rest of the
+# covering set (a build each, about a minute) is the long set (scripts/test_long.sh).
+_DEFAULT_RUN = {2, 3}
+VERILATOR_PARAMS = [pytest.param(c, id=c.name, marks=() if i in _DEFAULT_RUN else pytest.mark.long)
+                    for i, c in enumerate(VERILATOR_CONFIGS)]
 ICARUS_CONFIGS = [
     _cfg((2, 3), "ws", 8, "half_up"),
     _cfg((3, 2), "os", 4, "half_even"),
@@ -67,7 +72,7 @@ def check_cases(cfg, cases, results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg", VERILATOR_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", VERILATOR_PARAMS)
 def test_verilator_gemm(cfg):
     rng = np.random.default_rng(sum(map(ord, cfg.name)))
     cases = make_cases(cfg, rng)

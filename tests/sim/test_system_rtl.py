@@ -204,8 +204,12 @@ def test_api_errors():
         run_program_rtl(SMALL, np.zeros(4, dtype=np.int64), [Instr(Opcode.HALT)])
     with pytest.raises(ValueError, match="latency must be an int between 1 and 1000, not 0"):
         MemoryModel(latency=0)
-    with pytest.raises(ValueError, match=r"stall must be a probability in \[0, 1\), not 1.0"):
-        MemoryModel(stall=1.0)
+    for bad in (1.0, 0.9999999, -0.1, True):
+        with pytest.raises(ValueError) as info:
+            MemoryModel(stall=bad)
+        assert str(info.value) == ("stall must be a probability between 0 and 0.99 (each request waits "
+                                   f"stall / (1 - stall) extra cycles on average), not {bad!r}")
+    assert MemoryModel(stall=0.99).stall == 0.99
 
 
 @pytest.mark.slow
