@@ -89,31 +89,32 @@ int main(int argc, char** argv) {
 def build_harness(config) -> Path:
     """Build (cached) the raw harness of *config*; returns the executable."""
     from systolic.hw.generate import module_name, verilog_text
-    from systolic.sim.build import build_key, cache_root
+    from systolic.sim.build import build_key, cache_root, cached_build
     from systolic.sim.direct import cxx_opt, direct_flags
     from systolic.sim.direct_cxx import CORE_H
     from systolic.sim.verilator import tool_env, verilator_root
 
     top = module_name(config, "system")
     key = build_key(config, "system", *direct_flags(), cxx_opt(), CORE_H, MAIN_CPP)
-    d = cache_root() / f"{top}-bench-{key}"
-    exe = d / "obj" / "Vtop"
-    if exe.exists():
-        return exe
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "direct_core.h").write_text(CORE_H)
-    (d / "main.cpp").write_text(MAIN_CPP)
-    (d / f"{top}.v").write_text(verilog_text(config, "system"))
-    env = tool_env()
-    opt = cxx_opt()
-    env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"
-    cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", *direct_flags(),
-           "--top-module", top, "--prefix", "Vtop", "--Mdir", str(d / "obj"), "-CFLAGS", f"-I{d} {opt}",
-           str(d / "main.cpp"), str(d / f"{top}.v")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"harness build failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return exe
+
+    def build(d: Path) -> dict:
+        (d / "direct_core.h").write_text(CORE_H)
+        (d / "main.cpp").write_text(MAIN_CPP)
+        (d / f"{top}.v").write_text(verilog_text(config, "system"))
+        env = tool_env()
+        opt = cxx_opt()
+        env["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"
+        cmd = [str(verilator_root() / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2", *direct_flags(),
+               "--top-module", top, "--prefix", "Vtop", "--Mdir", str(d / "obj"), "-CFLAGS", f"-I{d} {opt}",
+               str(d / "main.cpp"), str(d / f"{top}.v")]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"harness build failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+        return {}
+
+    # The one simulator cache (atomic, checked, objects deleted, superseded builds pruned).
+    d = cached_build(cache_root(), f"{top}-bench", key, build, keep=["obj/Vtop"])[0]
+    return d / "obj" / "Vtop"
 
 
 def workloads(images: int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Command modules, in the order ``--help`` lists them.
@@ -21,6 +22,7 @@ _COMMAND_MODULES = [
     "systolic.golden.onnx_commands",
     "systolic.hw.commands",
     "systolic.sim.commands",
+    "systolic.sim.cache_commands",
     "systolic.report.commands",
     "systolic.fpga.commands",
 ]
@@ -52,6 +54,16 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (``systolic eval --json | head``): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush is silent too; the shell's code for SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except MemoryError:
+        print("systolic: error: out of memory (a tensor, batch or file larger than this machine holds; "
+              "use fewer images or a smaller model)", file=sys.stderr)
+        return 1
     except (CLIError, ValueError, TypeError, OSError, OverflowError) as exc:
         # Known user-facing errors: a clear one-line message, no traceback.
         print(f"systolic: error: {exc}", file=sys.stderr)

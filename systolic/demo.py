@@ -21,10 +21,12 @@ DEFAULT_IMAGES = None
 def _cmd(args) -> int:
     from .arch.memory import MemoryModel
     from .flows import demo
+    from .sim.commands import first_mismatch_lines, waves_from_args
 
+    waves = waves_from_args(args)
     memory = MemoryModel(latency=args.latency, bytes_per_cycle=args.bytes_per_cycle)
     r = demo(args.model, args.config, args.images, args.out, progress=not args.json, memory=memory,
-             backend=args.backend)
+             backend=args.backend, waves=waves)
     if args.json:
         print(json.dumps(r))
         return 0 if r["bit_exact"] else 1
@@ -40,10 +42,16 @@ def _cmd(args) -> int:
     print(f"  on the host: {'; '.join(host) or 'none'}")
     print(f"  time: {r['seconds']:.1f} s (build {r['build_seconds']:.1f} s, simulation {r['simulation_seconds']:.1f} s)")
     print(f"  report: {r['report_dir']}/report.md")
+    if waves is not None:
+        print(f"  waves: {waves.path} ({waves.format.upper()}; open it with GTKWave or Surfer)")
+    for line in first_mismatch_lines(r["first_mismatch"], r["backend"]):
+        print(f"  {line}")
     return 0 if r["bit_exact"] else 1
 
 
 def register(sub) -> None:
+    from .sim.commands import add_waves_arguments
+
     p = sub.add_parser("demo", help="the main job: a shipped digits network on the accelerator RTL, checked bit for bit",
                        description="Compile the shipped digits-cnn for the default 8x8 weight-stationary "
                                    "accelerator, generate its Verilog, simulate the digits test images "
@@ -59,4 +67,5 @@ def register(sub) -> None:
     p.add_argument("--bytes-per-cycle", type=int, default=64, help="memory bandwidth (default: %(default)s)")
     p.add_argument("--out", default="demo-report", help="report directory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_waves_arguments(p)
     p.set_defaults(func=_cmd)

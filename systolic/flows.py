@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SOURCES", "resolve_model", "load_inputs", "ImagesRun", "run_images", "split_cycles", "simulate", "demo"]
+__all__ = ["SOURCES", "resolve_model", "load_inputs", "ImagesRun", "run_images", "compile_checked", "split_cycles", "simulate", "demo"]
 
 #: Where counts and cycles come from.
 SOURCES = ("rtl", "model")
@@ -104,6 +104,7 @@ class ImagesRun:
     sim_seconds: float = 0.0       #: of which inside the runner (simulator or executor)
     mismatches: dict = field(default_factory=dict)   #: per tensor: elements that differ from the golden model
     compared: int = 0              #: elements compared
+    first_mismatch: dict | None = None   #: the first differing element (:func:`_first_mismatch`), if any
 
     @property
     def total_cycles(self) -> int:
@@ -138,20 +139,20 @@ class ImagesRun:
 
 def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None = None, memory=None,
                batch: int = 32, dram_bytes: int = 1 << 18, progress: bool = True, check: bool = True,
-               cache_dir=None) -> ImagesRun:
+               cache_dir=None, waves=None) -> ImagesRun:
     """Run *net* on the images *x_int* on accelerator *config*, *batch* images per compiled program.
 
     ``source="rtl"``: every program on an RTL backend (:data:`systolic.sim.system.BACKENDS`), the
     counters are the hardware's; ``"model"``: the NumPy executor counts the events and the analytic
     cycle model gives the cycles (equal to the RTL's without random stalls). With *check*, every
-    tensor of every batch is compared with the golden model (:attr:`ImagesRun.mismatches`).
+    tensor of every batch is compared with the golden model (:attr:`ImagesRun.mismatches`). *waves*: a
+    :class:`systolic.sim.backend.Waves` for the RTL backend (a waveform file).
     """
     from tqdm import tqdm
 
     from .arch.config import load_config
     from .arch.machine import MachineSpec
     from .arch.memory import MemoryModel
-    from .compiler import compile_network
     from .compiler.run import ExecutorRunner, run_network
     from .report.cycles import predict_network
 
@@ -175,15 +176,16 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         desc = f"RTL simulation ({backend})"
 
         def open_runner():
-            return open_backend(backend, config, memory, cache_dir)
+            return open_backend(backend, config, memory, cache_dir, waves)
     else:
         backend = None
         desc = "executor + cycle model"
 
         def open_runner():
             return _Closing(ExecutorRunner(spec))
-    outs, counters, cycles, compiled, mismatches = {}, {}, {}, {}, {}
-    run_s, sim_s, compared = 0.0, 0.0, 0
+    outs, counters, cycles, mismatches = {}, {}, {}, {}
+    compiled = {min(batch, n): compile_checked(net, config, min(batch, n), dram_bytes)}    # before the runner
+    run_s, sim_s, compared, first_mismatch = 0.0, 0.0, 0, None
     bar = tqdm(total=n, desc=desc, unit="image", disable=not progress)
     t0 = time.perf_counter()
     with open_runner() as runner:
@@ -192,7 +194,7 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
             xb = x[lo:lo + batch]
             nb = int(xb.shape[0])
             if nb not in compiled:
-                compiled[nb] = compile_network(net, spec, batch=nb)
+                compiled[nb] = compile_checked(net, config, nb, dram_bytes)
             cn = compiled[nb]
             run = run_network(cn, xb, runner)
             run_s += run.seconds
@@ -215,14 +217,47 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
             if check:
                 gold = net.run(xb)
                 for name, want in gold.items():
-                    mismatches[name] = mismatches.get(name, 0) + int(np.count_nonzero(run.outputs[name] != want))
+                    differ = run.outputs[name] != want
+                    bad = int(np.count_nonzero(differ))
+                    mismatches[name] = mismatches.get(name, 0) + bad
                     compared += int(want.size)
+                    if bad and first_mismatch is None:
+                        first_mismatch = _first_mismatch(name, differ, run, want, lo, nb, lo // batch)
+                    if bad and hasattr(runner, "fail"):      # an RTL backend keeps what helps to inspect it
+                        runner.fail(f"layer {name!r}: {bad} elements differ from the golden model")
                 bar.set_postfix(mismatches=sum(mismatches.values()))
             bar.update(nb)
     bar.close()
     first = compiled[min(batch, n)]
     return ImagesRun(source, backend, {k: np.concatenate(v) for k, v in outs.items()}, counters, cycles, first,
-                     n, min(batch, n), run_s, sim_s, mismatches, compared)
+                     n, min(batch, n), run_s, sim_s, mismatches, compared, first_mismatch)
+
+
+def _first_mismatch(name, differ, run, want, lo: int, nb: int, batch_index: int) -> dict:
+    """Where tensor *name* of a batch (images *lo*.. *lo+nb*) first differs from the golden model *want*."""
+    at = tuple(int(i) for i in np.argwhere(differ)[0])
+    counters = run.counters.get(name)
+    return {"layer": name, "batch": batch_index, "batch_images": [lo, lo + nb], "image": lo + at[0],
+            "element": list(at[1:]), "index": int(np.ravel_multi_index(at[1:], want.shape[1:])) if at[1:] else 0,
+            "rtl": int(run.outputs[name][at]), "golden": int(want[at]),
+            "program_cycles": counters.cycles if counters is not None else None}
+
+
+def compile_checked(net, config, batch: int, dram_bytes: int = 1 << 18):
+    """*net* compiled for *config* at *batch*: the cheap checks of a run, made before any simulator build.
+
+    Raises the compiler's errors (an accumulator that could overflow, a layer too large for the
+    scratchpads, a rounding mismatch) and a ``ValueError`` when no layer would run on the accelerator
+    (every one on the host: the run would measure nothing).
+    """
+    from .arch.machine import MachineSpec
+    from .compiler import compile_network
+
+    cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes), batch=batch)
+    if all(p != "accelerator" for p in cn.placement.values()):
+        why = "; ".join(f"{layer}: {p.removeprefix('host: ')}" for layer, p in cn.placement.items())
+        raise ValueError(f"no layer of the network runs on the accelerator {config.name} ({why})")
+    return cn
 
 
 class _Closing:
@@ -240,7 +275,7 @@ class _Closing:
 
 def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: int = 0,
              dram_bytes: int = 1 << 18, batch: int | None = None, backend: str | None = None,
-             progress: bool = False, cache_dir=None) -> dict:
+             progress: bool = False, cache_dir=None, waves=None) -> dict:
     """Run *images* inputs of *model* on the RTL of *config*; a JSON-ready summary (``systolic simulate``).
 
     Inputs from :func:`load_inputs` (``images="all"``: the whole digits test split). With *batch*, the
@@ -249,7 +284,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     """
     from .arch.config import load_config
     from .arch.memory import MemoryModel
-    from .sim.system import backend_name, build_backend
+    from .sim.system import backend_name, build_backend, check_waves
 
     config = load_config(config)
     if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
@@ -259,11 +294,13 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     net, kind = resolve_model(model, seed)
     x, labels = load_inputs(net, images, seed, kind)
     total = int(x.shape[0])
+    compile_checked(net, config, min(batch or total, total), dram_bytes)     # the cheap checks, before the build
+    check_waves(waves, backend, net, config, dram_bytes)
     t0 = time.perf_counter()
-    build_backend(backend, config, cache_dir)
+    build_backend(backend, config, cache_dir, waves)
     build_s = time.perf_counter() - t0
     run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=total if batch is None else batch,
-                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir)
+                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir, waves=waves)
     peak = config.rows * config.cols
     layers = []
     for name, c in run.counters.items():
@@ -280,7 +317,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
         "process_seconds": run.seconds, "rtl_seconds": run.sim_seconds, "build_seconds": build_s,
         "images_per_second": total / run.seconds if run.seconds else 0.0,
         "cycles_per_second": run.total_cycles / run.sim_seconds if run.sim_seconds else 0.0,
-        "layers": layers,
+        "layers": layers, "first_mismatch": run.first_mismatch, "waves": str(waves.path) if waves else None,
     }
     if labels is not None:
         gold = net(x)
@@ -292,7 +329,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
 
 
 def demo(model: str = "digits-cnn", config: str = "default", images=None, out="demo-report",
-         progress: bool = True, memory=None, backend: str = "direct", batch: int = 32) -> dict:
+         progress: bool = True, memory=None, backend: str = "direct", batch: int = 32, waves=None) -> dict:
     """The main job: *model* on *config*'s RTL over the digits test images (``None``: all), checked against
     the golden model on every layer; writes a report directory (report.json / .md, plots, the Verilog,
     demo.json) and returns the JSON summary."""
@@ -304,7 +341,7 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
     from .arch.memory import MemoryModel
     from .hw.generate import generate_verilog
     from .report.report import build_report, write_report
-    from .sim.system import backend_name, build_backend
+    from .sim.system import backend_name, build_backend, check_waves
 
     if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
         raise ValueError(f"images must be a positive int, not {images!r}")
@@ -316,6 +353,8 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
     net, kind = resolve_model(model)
     net.check_accumulators(cfg.acc_bits)
     x, labels = load_inputs(net, "all" if images is None else images, kind=kind)
+    compile_checked(net, cfg, min(batch, int(x.shape[0])))      # the cheap checks, before Verilog and build
+    check_waves(waves, backend, net, cfg)
     out = Path(out)
     steps = tqdm(total=2, desc="prepare", unit="step", disable=not progress, leave=False)
     steps.set_postfix_str("Verilog")
@@ -323,11 +362,12 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
     steps.update()
     steps.set_postfix_str(f"{backend} build (cached after the first run)")
     t0 = time.perf_counter()
-    build_backend(backend, cfg)
+    build_backend(backend, cfg, waves=waves)
     build_s = time.perf_counter() - t0
     steps.update()
     steps.close()
-    run = run_images(net, cfg, x, source="rtl", backend=backend, memory=memory, batch=batch, progress=progress)
+    run = run_images(net, cfg, x, source="rtl", backend=backend, memory=memory, batch=batch, progress=progress,
+                     waves=waves)
     gold = net(x)
     result = {
         "model": model, "config": cfg.name, "images": run.images, "backend": backend,
@@ -341,7 +381,7 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
         "memory": memory.to_dict(), "verilog": str(verilog),
         "build_seconds": round(build_s, 2), "simulation_seconds": round(run.sim_seconds, 2),
         "seconds": round(time.perf_counter() - t_start, 2),
-        "report_dir": str(out),
+        "report_dir": str(out), "first_mismatch": run.first_mismatch, "waves": str(waves.path) if waves else None,
     }
     rep = build_report(run.records(), cfg, counts_source="rtl", cycles_source="rtl", extra={
         k: result[k] for k in ("model", "images", "bit_exact", "mismatches", "accuracy_rtl", "accuracy_golden",

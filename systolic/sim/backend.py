@@ -15,11 +15,17 @@ Every backend serves the memory port with the timing of
 :class:`~systolic.arch.memory.MemoryModel` and draws its random stalls from
 one stream per backend instance, so the same programs on the same model
 give the same cycles on every backend.
+
+:class:`Waves` says where a backend writes a waveform file and what it
+traces (a cycle window, one layer's program); :attr:`Backend.waves_support`
+says what a backend can do.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +39,70 @@ from ..compiler.executor import Counters, ProgramError
 from ..compiler.run import ProgramRunner
 from .build import SimulationError
 
-__all__ = ["RunResult", "SystemCounters", "RTLProgramError", "Backend", "cycle_limit", "counters_from"]
+__all__ = ["RunResult", "SystemCounters", "RTLProgramError", "Backend", "Waves", "WAVE_FORMATS", "cycle_limit",
+           "counters_from"]
+
+#: Waveform formats: FST (compact; GTKWave, Surfer) unless the file name ends in ``.vcd``.
+WAVE_FORMATS = ("fst", "vcd")
+
+
+def _int_or_none(value, what: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a cycle number >= 0, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Waves:
+    """A waveform file to write during a run, and which part of the run to trace.
+
+    *path*: the file, FST unless its name ends in ``.vcd``; its folder must
+    exist. *start*, *stop*: trace only the cycles ``start <= c < stop``
+    (``stop=None``: to the end); cycle 0 is the first rising clock edge after
+    reset, counted over the whole run (every program and batch). *layer*:
+    trace only while that layer's program runs (every time it runs); then
+    *start* / *stop* count from the rising edge that takes the program's
+    ``start`` (cycle 0 of the program).
+    """
+
+    path: Path
+    start: int = 0
+    stop: int | None = None
+    layer: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
+            raise TypeError(f"the waveform file must be a path, not {self.path!r}")
+        path = Path(self.path)
+        object.__setattr__(self, "path", path)
+        if path.is_dir():
+            raise ValueError(f"cannot write waveforms to {path}: it is a folder, give a file name (.fst or .vcd)")
+        folder = path.parent
+        if not folder.is_dir():
+            raise ValueError(f"cannot write waveforms to {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"cannot write waveforms to {path}: the folder {folder} is not writable")
+        start = _int_or_none(self.start, "the first traced cycle (--waves-from)")
+        if start is None:
+            object.__setattr__(self, "start", 0)
+        stop = _int_or_none(self.stop, "the end of the traced cycles (--waves-to)")
+        if stop is not None and stop <= self.start:
+            raise ValueError(f"the traced cycles from {self.start} to {stop} are none: --waves-to must be greater "
+                             f"than --waves-from")
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
+            raise ValueError(f"the traced layer must be a layer name, not {self.layer!r}")
+
+    @property
+    def format(self) -> str:
+        """``"vcd"`` for a name ending in ``.vcd``, else ``"fst"``."""
+        return "vcd" if self.path.suffix.lower() == ".vcd" else "fst"
+
+    @property
+    def windowed(self) -> bool:
+        """Whether only part of the run is traced (a cycle window or a layer)."""
+        return self.start != 0 or self.stop is not None or self.layer is not None
 
 
 @dataclass(frozen=True)
@@ -131,21 +200,34 @@ class Backend(ProgramRunner):
 
     #: Name in :data:`systolic.sim.system.BACKENDS`.
     name = ""
+    #: Waveforms: ``""`` none, ``"run"`` whole runs only, ``"window"`` also cycle windows and layers.
+    waves_support = ""
 
-    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None):
+    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None, waves: Waves | None = None):
         if not isinstance(memory, MemoryModel):
             raise TypeError(f"memory must be a MemoryModel, not {memory!r}")
+        if waves is not None and not isinstance(waves, Waves):
+            raise TypeError(f"waves must be a Waves, not {waves!r}")
         self.config = load_config(config)
         self.config.check_system()
         self.model = memory
         self.cache_dir = cache_dir
+        self.waves = waves
         self.image = np.zeros(0, dtype=np.uint8)
         self.data_bytes = 0
         self.prog_addr = 0
+        self.layer = None               #: the layer of the program :meth:`execute` runs, if the caller named it
+        self.failure = None             #: why the run failed (:meth:`fail`, or an exception leaving ``with``)
+        self.interrupted = False        #: left by KeyboardInterrupt (or another non-Exception)
 
     @classmethod
-    def build(cls, config, cache_dir=None) -> None:
+    def build(cls, config, cache_dir=None, waves: Waves | None = None) -> None:
         """Prepare what the backend needs for *config* (cached); nothing by default."""
+
+    def fail(self, reason: str) -> None:
+        """Mark the run as failed (a mismatch found by the caller): a backend keeps what helps to inspect it."""
+        if self.failure is None:
+            self.failure = reason
 
     # ------------------------------------------------------------------ ProgramRunner
     def memory(self, data_bytes: int, program_bytes: int) -> np.ndarray:
@@ -165,6 +247,7 @@ class Backend(ProgramRunner):
             raise ValueError(f"a {len(blob)}-byte program does not fit the memory image; call memory() with "
                              f"program_bytes >= {len(blob)}")
         self.image[self.prog_addr:self.prog_addr + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        self.layer = layer
         res = self.execute(blob, program)
         self.check(res, blob, layer)
         return counters_from(res.counters, blob)
@@ -205,5 +288,10 @@ class Backend(ProgramRunner):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            if issubclass(exc_type, Exception):
+                self.fail(f"{exc_type.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+            else:
+                self.interrupted = True
         self.close()

@@ -2,8 +2,9 @@
 
 Loaded by the simulator (``$SYSTOLIC_SYSTEM_JOB`` names the job: config,
 memory model, the host's port); not a module to import elsewhere. The test
-connects to the host process over a local socket and serves its commands,
-one JSON line each, until ``quit`` (or the host goes away): ``memory``
+connects to the host process over a local socket, says which process it
+runs in (``{"pid": ...}``, so the host can stop it on Ctrl-C) and serves
+its commands, one JSON line each, until ``quit`` (or the host goes away): ``memory``
 opens the memory image the host shares as a file (``np.memmap``), ``run``
 starts the program the host placed in it and answers with the run's status
 and counters. The simulation stands still while the testbench waits for a
@@ -192,6 +193,8 @@ async def system_job(dut):
     with socket.create_connection(("127.0.0.1", job["port"]), timeout=60) as conn:
         conn.settimeout(None)       # between programs the host may take its time (host layers)
         stream = conn.makefile("rw")
+        stream.write(json.dumps({"pid": os.getpid()}) + "\n")     # the simulator's process (stopped on Ctrl-C)
+        stream.flush()
         for line in stream:
             cmd = json.loads(line)
             if cmd["cmd"] == "memory":

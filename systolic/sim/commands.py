@@ -1,10 +1,68 @@
 """Simulation command: ``simulate`` (a compiled network on the Accelerator RTL; the work is
-:func:`systolic.flows.simulate`)."""
+:func:`systolic.flows.simulate`), and the waveform options ``simulate`` and ``demo`` share."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+
+def _cycle(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"a cycle number >= 0, not {text!r}")
+    return n
+
+
+def add_waves_arguments(p) -> None:
+    """``--waves FILE`` and its limits (``--waves-from``, ``--waves-to``, ``--waves-layer``) on parser *p*."""
+    g = p.add_argument_group("waveforms")
+    g.add_argument("--waves", metavar="FILE",
+                   help="write a waveform file of the run: FST, or VCD if FILE ends in .vcd (direct and cocotb "
+                        "backends; a tracing build, cached beside the fast one)")
+    g.add_argument("--waves-from", type=_cycle, default=None, metavar="CYCLE",
+                   help="trace from this cycle on (counted from reset over the whole run, or from the start of "
+                        "the --waves-layer program; direct backend)")
+    g.add_argument("--waves-to", type=_cycle, default=None, metavar="CYCLE",
+                   help="trace up to this cycle, excluded (direct backend)")
+    g.add_argument("--waves-layer", metavar="NAME", default=None,
+                   help="trace only while this layer's program runs (each time it runs; direct backend)")
+
+
+def waves_from_args(args):
+    """The :class:`~systolic.sim.backend.Waves` the arguments ask for (checked: one-line errors), or None."""
+    from .backend import Waves
+
+    if args.waves is None:
+        given = [o for o, v in (("--waves-from", args.waves_from), ("--waves-to", args.waves_to),
+                                ("--waves-layer", args.waves_layer)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --waves FILE")
+        return None
+    return Waves(args.waves, args.waves_from or 0, args.waves_to, args.waves_layer)
+
+
+def first_mismatch_lines(m: dict | None, backend: str = "direct") -> list[str]:
+    """What to print about the first element that differs from the golden model (``first_mismatch`` of a run)."""
+    if not m:
+        return []
+    where = f"[{', '.join(map(str, m['element']))}]"
+    lines = [f"first mismatch: layer {m['layer']}, image {m['image']}, element {where} (index {m['index']} of "
+             f"the image's output): RTL {m['rtl']}, golden {m['golden']}"]
+    lo, hi = m["batch_images"]
+    size = lo // m["batch"] if m["batch"] else hi - lo
+    if m["program_cycles"] is not None:
+        lines.append(f"  in batch {m['batch']} (images {lo}..{hi - 1}), whose {m['layer']} program ran "
+                     f"{m['program_cycles']} cycles; its waves: the same command with --images {hi} --batch {size} "
+                     f"--waves FILE --waves-layer {m['layer']}" + ("" if backend == "direct" else " --backend direct"))
+    else:
+        lines.append(f"  in batch {m['batch']} (images {lo}..{hi - 1}); {m['layer']} runs on the host, so its "
+                     f"input differs: look at the layer before it")
+    return lines
 
 
 def _images(text: str):
@@ -20,11 +78,10 @@ def _images(text: str):
 
 
 def _simulate(args) -> int:
-    import sys
-
     from ..arch.memory import MemoryModel
     from ..flows import simulate
 
+    waves = waves_from_args(args)
     if args.batch is None and args.images == "all":
         args.batch = 32
     if args.progress is None:
@@ -33,7 +90,7 @@ def _simulate(args) -> int:
                          seed=args.seed)
     images = args.images if args.images == "all" else int(args.images)
     out = simulate(args.config, args.model, images, memory, args.seed, batch=args.batch, backend=args.backend,
-                   progress=args.progress)
+                   progress=args.progress, waves=waves)
     print(f"{out['model']} on {args.config}: {out['images']} images, {out['cycles']} cycles "
           f"({out['cycles_per_image']:.0f} per image), mismatches vs golden: {out['mismatches']} "
           f"of {out['compared_elements']} elements")
@@ -49,6 +106,10 @@ def _simulate(args) -> int:
             print(f"  {layer}: {where}")
     print(f"simulation ({out['backend']}, batches of {out['batch']}): {out['images_per_second']:.2f} images/s, "
           f"{out['cycles_per_second']:.0f} cycles/s (process {out['process_seconds']:.1f} s)")
+    for line in first_mismatch_lines(out["first_mismatch"], out["backend"]):
+        print(line)
+    if waves is not None:
+        print(f"waves: {waves.path} ({waves.format.upper()}; open it with GTKWave or Surfer)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
@@ -81,4 +142,5 @@ def register(sub) -> None:
                    help="probability of each further random stall cycle per request (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stalls and random inputs (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    add_waves_arguments(p)
     p.set_defaults(func=_simulate)

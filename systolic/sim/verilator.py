@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["LINT_WAIVERS", "LINT_MATCH_WAIVERS", "waiver_file", "lint_flags", "verilator_root", "tool_env", "patched_environ", "lint",
-           "LintError"]
+           "LintError", "check_fst"]
 
 #: The only Verilator warnings waived, with the reason. Everything else under
 #: ``-Wall`` is fatal, in the lint check and in every simulation build.
@@ -87,6 +87,26 @@ def tool_env(base: dict | None = None) -> dict:
     # with "Vtop__pch.h.fast: linker input file not found" without this.
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
+
+
+_FST_OK: list = []
+
+
+def check_fst() -> None:
+    """Raise ``ValueError`` unless the C++ compiler finds the LZ4 and zlib headers Verilator's FST writer needs."""
+    if _FST_OK:
+        return
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        proc = subprocess.run([cxx, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n#include <zlib.h>\n",
+                              capture_output=True, text=True)
+        ok = proc.returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        raise ValueError("FST waveforms need the LZ4 and zlib headers (Debian/Ubuntu: apt-get install liblz4-dev "
+                         "zlib1g-dev); or write a VCD: a file name ending in .vcd")
+    _FST_OK.append(True)
 
 
 @contextmanager

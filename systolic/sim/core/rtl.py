@@ -105,7 +105,9 @@ def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
                 raise SimulationError(f"{simulator} build of {top} failed: {exc}\n{tail}") from None
         return {"verilog": str(verilog)}
 
-    build_dir, info, cached = cached_build(root, f"{top}-{simulator}", key, build)
+    # Verilator: only the simulator executable is needed to run (its objects, over 100 MB, go).
+    keep = [top, f"{top}.v", "build.log"] if simulator == "verilator" else None
+    build_dir, info, cached = cached_build(root, f"{top}-{simulator}", key, build, keep=keep)
     return RTLBuild(config, simulator, build_dir, Path(info["verilog"]), info["seconds"], cached=cached)
 
 
