@@ -122,3 +122,12 @@ def test_inspect_checks_every_accumulator_width(capsys, bits):
     assert main(["inspect", "digits-mlp", "--acc-bits", bits]) == 1
     out = capsys.readouterr()
     assert out.err == f"systolic: error: acc_bits must be between 2 and 62, not {bits}\n" and out.out == ""
+
+
+def test_export_onnx_check_too_large_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", "digits-mlp", str(out), "--check", "1000000000"]) == 1
+    assert capsys.readouterr().err == (
+        "systolic: error: a random input of 1000000000 samples would hold 1000000000 x 64 = 64000000000 elements, "
+        "above the limit of 16777216 (MAX_TENSOR_ELEMENTS)\n")
+    assert not out.exists()

@@ -17,6 +17,10 @@ def _export_onnx(args) -> int:
         raise CLIError(f"--check must be at least 0, not {args.check}")
     net, _ = resolve_model(args.model)
     float_io = not args.int_io
+    if args.check:       # the inputs first: a --check too large for memory is refused before anything is written
+        from .random import random_input
+
+        x = random_input(net, args.check, 0)
     model = export_onnx(net, args.out, float_io=float_io, intermediates=args.intermediates)
     ops = sorted({(n.domain + "." if n.domain else "") + n.op_type for n in model.graph.node})
     print(f"wrote {args.out}: {len(model.graph.node)} nodes ({', '.join(ops)}); "
@@ -28,9 +32,6 @@ def _export_onnx(args) -> int:
             import onnxruntime as ort
         except ImportError:
             raise CLIError("--check needs onnxruntime: pip install 'systolic[onnx]'") from None
-        from .random import random_input
-
-        x = random_input(net, args.check, 0)
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         if float_io:
             feed = {INPUT_NAME: np.ldexp(x.astype(np.float32), -net.input_type.frac_bits)}

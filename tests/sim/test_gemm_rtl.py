@@ -106,3 +106,25 @@ def test_run_gemm_public_api_and_errors():
     with pytest.raises(ValueError) as info:
         run_gemm(cfg, a * 2, w)
     assert str(info.value) == f"a holds {(a * 2).min()}, outside the range [-128, 127] of int8(f=0)"
+
+
+@pytest.mark.slow
+def test_interrupted_run_leaves_no_run_folder(monkeypatch):
+    """Ctrl-C during a GEMM-core run: its run-* folder is removed (a failed run keeps it for inspection)."""
+    import cocotb_tools.runner
+
+    from systolic.sim.core.rtl import build_rtl
+
+    cfg = VERILATOR_CONFIGS[3]                    # shares the build of the parametrized test
+    build = build_rtl(cfg, "verilator")
+    before = set(build.build_dir.glob("run-*"))
+
+    class Interrupted:
+        def test(self, **kwargs):
+            assert set(build.build_dir.glob("run-*")) - before      # the run folder exists during the run
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cocotb_tools.runner, "get_runner", lambda simulator: Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        run_gemm(cfg, np.ones((2, 3), int), np.ones((3, 3), int))
+    assert set(build.build_dir.glob("run-*")) == before

@@ -157,6 +157,9 @@ def run_gemm_batch(config, cases, simulator: str = "verilator", *, seed: int = 0
                         results_xml=str(results_xml), log_file=log, seed=seed)
         except (RuntimeError, SystemExit) as exc:
             raise SimulationError(_failure(config, simulator, f"simulator exited: {exc}", log)) from None
+        except KeyboardInterrupt:
+            shutil.rmtree(run_dir, ignore_errors=True)     # interrupted: nothing to inspect
+            raise
     n_tests, n_failed = get_results(results_xml)
     if n_failed or not result_path.exists():
         # The run folder stays for inspection.
