@@ -107,8 +107,12 @@ def test_parse_device():
 def test_bad_top_and_freq():
     with pytest.raises(ValueError, match=r"^top must be one of system, core, array, not 'pe'$"):
         synth(ONE, top="pe")
-    with pytest.raises(ValueError, match=r"^freq_mhz must be a positive number, not 0$"):
-        synth(ONE, freq_mhz=0)
+    for bad in (0, float("inf"), 2001):
+        with pytest.raises(ValueError) as info:
+            synth(ONE, freq_mhz=bad)
+        assert str(info.value) == f"freq_mhz must be a number above 0 and at most 2000 MHz, not {bad!r}"
+    with pytest.raises(ValueError, match=r"^timeout_s must be a number of seconds above 0 and at most 86400, not 0$"):
+        synth(ONE, timeout_s=0)
 
 
 @pytest.mark.slow
