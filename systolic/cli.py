@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "systolic.sim.cache_commands",
     "systolic.report.commands",
     "systolic.fpga.commands",
+    "systolic.sweep.commands",
 ]
 
 

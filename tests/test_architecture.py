@@ -24,6 +24,7 @@ LAYERS = {
     "models": {"golden", "quantize"},
     "fpga": {"golden", "arch", "hw", "sim"},
     "flows": {"golden", "arch", "compiler", "hw", "sim", "report", "quantize", "models"},
+    "sweep": {"golden", "arch", "compiler", "hw", "sim", "report", "quantize", "models", "fpga", "flows"},
     "cli": {"*"},
     "demo": {"*"},
     "__init__": set(),

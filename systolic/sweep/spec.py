@@ -1,0 +1,245 @@
+"""The sweep specification: read strictly, expanded into points.
+
+A spec is a JSON (or, with PyYAML installed, YAML) object::
+
+    {"base": "tiny",                                  # preset the grid starts from (default "default")
+     "grid": {"rows": [2, 4], "dataflow": ["ws", "os"]},   # config field -> list of values
+     "models": ["digits-mlp", "random:cnn"],          # shipped names, .npz files, random:mlp|cnn|resnet
+     "methods": ["golden"],                           # only "golden" (the model as given) in this version
+     "metrics": ["cycles", "energy"],                 # of METRICS
+     "images": 2, "seed": 0, "sample": null,          # images per point, seed, random subset of K points
+     "synth": {"target": "ecp5", "pnr": false}}       # options of the "synth" metric
+
+Every key and every value's JSON type is checked here, with a message naming
+it; a grid value of the right type but out of range (``rows: 100``) or an
+invalid combination of values is not a spec error: that point becomes an
+error row of the results (:func:`systolic.sweep.tasks.run_point`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import random
+from pathlib import Path
+
+from ..arch.config import PRESETS, AcceleratorConfig
+from ..golden.limits import loads_json, short_repr
+
+__all__ = ["METRICS", "METHODS", "SPEC_KEYS", "MAX_SPEC_BYTES", "MAX_POINTS", "MAX_IMAGES", "SYNTH_KEYS",
+           "load_spec", "parse_spec", "expand", "canonical_json", "model_fingerprint"]
+
+#: Metrics a spec may ask for.
+METRICS = ("cycles", "energy", "accuracy", "rtl", "synth")
+#: Quantization methods of this version: the model as given.
+METHODS = ("golden",)
+#: Keys of a spec and their defaults (``None``: required).
+SPEC_KEYS = {"base": "default", "grid": {}, "models": None, "methods": ["golden"], "metrics": ["cycles"],
+             "images": 2, "seed": 0, "sample": None, "synth": {}}
+#: Keys of the ``synth`` object and their defaults.
+SYNTH_KEYS = {"target": "ecp5", "device": None, "pnr": False, "freq_mhz": 100.0}
+#: Largest spec file.
+MAX_SPEC_BYTES = 1 << 20
+#: Most points one spec expands to (before sampling).
+MAX_POINTS = 100_000
+#: Most images per point.
+MAX_IMAGES = 4096
+
+_CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(AcceleratorConfig)}
+
+
+def canonical_json(obj) -> str:
+    """The one JSON text of *obj* that hashes are taken of: sorted keys, no spaces."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def load_spec(path, *, sample: int | None = None, seed: int | None = None) -> dict:
+    """Read and check the spec file *path* (``.json``, ``.yaml`` / ``.yml``); *sample* / *seed* override
+    the spec's. Model file paths are taken relative to the spec's folder. ``ValueError`` / ``TypeError``
+    name the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+        obj = _parse_text(data, path.suffix.lower())
+        if isinstance(obj, dict) and sample is not None:
+            obj = {**obj, "sample": sample}
+        if isinstance(obj, dict) and seed is not None:
+            obj = {**obj, "seed": seed}
+        return parse_spec(obj, base_dir=path.resolve().parent)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _parse_text(data: bytes, suffix: str):
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError("a YAML spec needs PyYAML (pip install pyyaml); or write the spec as JSON") from None
+        if len(data) > MAX_SPEC_BYTES:
+            raise ValueError(f"sweep spec is {len(data)} bytes, above the limit of {MAX_SPEC_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+            if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+                raise ValueError("sweep spec uses YAML aliases (*name); write the values out")
+            obj = yaml.safe_load(text)
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"sweep spec is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return loads_json(canonical_json(obj), "sweep spec", MAX_SPEC_BYTES)   # the same limits as JSON
+    if suffix != ".json":
+        raise ValueError(f"a sweep spec must be a .json, .yaml or .yml file, not {suffix or 'no suffix'!r}")
+    return loads_json(data, "sweep spec", MAX_SPEC_BYTES)
+
+
+def _int(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {short_repr(value)}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _str_list(name, value, choices=None):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} must be a non-empty list of strings, not {short_repr(value)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} lists a value twice: {short_repr(value)}")
+    for v in value:
+        if choices is not None and v not in choices:
+            raise ValueError(f"{name}: unknown value {v!r} (known: {', '.join(choices)})")
+    return list(value)
+
+
+def _check_keys(what, obj, known):
+    if not isinstance(obj, dict):
+        raise TypeError(f"{what} must be an object, not {short_repr(obj)}")
+    unknown = sorted(set(obj) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} key(s): {', '.join(unknown)} (known keys: {', '.join(known)})")
+
+
+def _field_kind(name):
+    """The JSON kind of config field *name*, from the default config's value (bool, int or str)."""
+    return type(getattr(AcceleratorConfig(), name))
+
+
+def _check_grid(grid) -> dict:
+    _check_keys("grid", grid, sorted(_CONFIG_FIELDS))
+    out = {}
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise TypeError(f"grid.{name} must be a non-empty list, not {short_repr(values)}")
+        kind = _field_kind(name)
+        for v in values:
+            if type(v) is not kind:
+                raise TypeError(f"grid.{name} values must be of type {kind.__name__}, not {short_repr(v)}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"grid.{name} lists a value twice: {short_repr(values)}")
+        out[name] = list(values)
+    return out
+
+
+def _check_models(models, base_dir) -> list:
+    models = _str_list("models", models)
+    out = []
+    for m in models:
+        if m.startswith("random:"):
+            if m.split(":", 1)[1] not in ("mlp", "cnn", "resnet"):
+                raise ValueError(f"models: unknown random model {m!r} (random:mlp, random:cnn or random:resnet)")
+            out.append(m)
+        elif m.endswith(".npz"):
+            p = Path(m) if base_dir is None else Path(base_dir) / m
+            if not p.is_file():
+                raise ValueError(f"models: no such model file {str(p)!r}")
+            out.append(str(p.resolve()))
+        else:
+            from ..models import SHIPPED
+
+            if m not in SHIPPED:
+                raise ValueError(f"models: unknown model {m!r}: give a .npz file, random:<mlp|cnn|resnet> or one "
+                                 f"of {', '.join(SHIPPED)}")
+            out.append(m)
+    return out
+
+
+def _check_synth(obj) -> dict:
+    _check_keys("synth", obj, list(SYNTH_KEYS))
+    out = {**SYNTH_KEYS, **obj}
+    if out["target"] not in ("ecp5", "ice40"):
+        raise ValueError(f"synth.target must be ecp5 or ice40, not {short_repr(out['target'])}")
+    if out["device"] is not None and not isinstance(out["device"], str):
+        raise TypeError(f"synth.device must be a string or null, not {short_repr(out['device'])}")
+    if not isinstance(out["pnr"], bool):
+        raise TypeError(f"synth.pnr must be a bool, not {short_repr(out['pnr'])}")
+    f = out["freq_mhz"]
+    if not isinstance(f, (int, float)) or isinstance(f, bool) or not f > 0:
+        raise ValueError(f"synth.freq_mhz must be a positive number, not {short_repr(f)}")
+    return out
+
+
+def parse_spec(obj, base_dir=None) -> dict:
+    """The checked spec with every default filled in; model files made absolute against *base_dir*."""
+    _check_keys("sweep spec", obj, list(SPEC_KEYS))
+    if "models" not in obj:
+        raise ValueError("sweep spec: 'models' is required (a list of model names or files)")
+    spec = {**SPEC_KEYS, **obj}
+    if not isinstance(spec["base"], str) or spec["base"] not in PRESETS:
+        raise ValueError(f"base must be one of {', '.join(PRESETS)}, not {short_repr(spec['base'])}")
+    spec["grid"] = _check_grid(spec["grid"])
+    spec["models"] = _check_models(spec["models"], base_dir)
+    spec["methods"] = _str_list("methods", spec["methods"], METHODS)
+    spec["metrics"] = _str_list("metrics", spec["metrics"], METRICS)
+    _int("images", spec["images"], 1, MAX_IMAGES)
+    _int("seed", spec["seed"], 0, 2 ** 31 - 1)
+    if spec["sample"] is not None:
+        _int("sample", spec["sample"], 1, MAX_POINTS)
+    spec["synth"] = _check_synth(spec["synth"])
+    n = _count(spec)
+    if n > MAX_POINTS:
+        raise ValueError(f"the grid has {n} points, above the limit of {MAX_POINTS} (MAX_POINTS); use 'sample'")
+    return spec
+
+
+def _count(spec) -> int:
+    n = len(spec["models"]) * len(spec["methods"])
+    for values in spec["grid"].values():
+        n *= len(values)
+    return n
+
+
+def expand(spec: dict) -> list[dict]:
+    """The spec's points, in grid order (models outermost), or a seeded random sample of them (in grid
+    order). A point: the whole config as a dict (the base preset with the grid's values), the model, the
+    method and what to measure; everything a task needs."""
+    base = PRESETS[spec["base"]].to_dict()
+    names = list(spec["grid"])
+    rows = list(itertools.product(spec["models"], spec["methods"], *(spec["grid"][n] for n in names)))
+    if spec["sample"] is not None and spec["sample"] < len(rows):
+        keep = sorted(random.Random(spec["seed"]).sample(range(len(rows)), spec["sample"]))
+        rows = [rows[i] for i in keep]
+    measure = {"metrics": sorted(spec["metrics"]), "images": spec["images"], "seed": spec["seed"]}
+    if "synth" in spec["metrics"]:
+        measure["synth"] = spec["synth"]
+    return [{"config": {**base, **dict(zip(names, values))}, "model": model, "method": method, **measure}
+            for model, method, *values in rows]
+
+
+def model_fingerprint(model: str) -> str:
+    """sha256 of the model's file (shipped or ``.npz``); of its name for ``random:`` models (the network
+    follows from the name and the point's seed)."""
+    if model.startswith("random:"):
+        return hashlib.sha256(model.encode()).hexdigest()
+    if model.endswith(".npz"):
+        path = Path(model)
+    else:
+        from ..models import shipped_model_path
+
+        path = shipped_model_path(model)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,163 @@
+"""The sweep spec: strict reading (exact messages), expansion, sampling, cache keys, error rows."""
+
+import json
+
+import pytest
+
+from systolic.cli import main
+from systolic.sweep.spec import expand, load_spec, parse_spec
+from systolic.sweep.tasks import point_key, run_point
+
+
+def _spec(**kw):
+    return parse_spec({"models": ["random:mlp"], **kw})
+
+
+@pytest.mark.parametrize("obj, exc, message", [
+    ({"models": ["random:mlp"], "grd": {}}, ValueError,
+     "unknown sweep spec key(s): grd (known keys: base, grid, models, methods, metrics, images, seed, sample, "
+     "synth)"),
+    ({"grid": {}}, ValueError, "sweep spec: 'models' is required (a list of model names or files)"),
+    ({"models": ["random:mlp"], "grid": {"rows": ["4"]}}, TypeError, "grid.rows values must be of type int, not '4'"),
+    ({"models": ["random:mlp"], "grid": {"in_signed": [1]}}, TypeError,
+     "grid.in_signed values must be of type bool, not 1"),
+    ({"models": ["random:mlp"], "grid": {"rows": []}}, TypeError, "grid.rows must be a non-empty list, not []"),
+    ({"models": ["random:mlp"], "grid": {"rows": [2, 2]}}, ValueError, "grid.rows lists a value twice: [2, 2]"),
+    ({"models": ["random:mlp"], "metrics": ["power"]}, ValueError,
+     "metrics: unknown value 'power' (known: cycles, energy, accuracy, rtl, synth)"),
+    ({"models": ["random:mlp"], "methods": ["tqt"]}, ValueError, "methods: unknown value 'tqt' (known: golden)"),
+    ({"models": ["random:rnn"]}, ValueError,
+     "models: unknown random model 'random:rnn' (random:mlp, random:cnn or random:resnet)"),
+    ({"models": "random:mlp"}, TypeError, "models must be a non-empty list of strings, not 'random:mlp'"),
+    ({"models": ["random:mlp"], "images": True}, TypeError, "images must be an int, not True"),
+    ({"models": ["random:mlp"], "sample": 0}, ValueError, "sample must be between 1 and 100000, not 0"),
+    ({"models": ["random:mlp"], "base": "huge"}, ValueError, "base must be one of tiny, small, default, large, "
+                                                             "not 'huge'"),
+    ({"models": ["random:mlp"], "synth": {"pnr": "no"}}, TypeError, "synth.pnr must be a bool, not 'no'"),
+    ([1], TypeError, "sweep spec must be an object, not [1]"),
+])
+def test_spec_errors_are_exact(obj, exc, message):
+    with pytest.raises(exc) as info:
+        parse_spec(obj)
+    assert str(info.value) == message
+
+
+def test_grid_key_names_the_config_fields():
+    with pytest.raises(ValueError, match=r"^unknown grid key\(s\): rowz \(known keys: acc_bits, acc_entries, "):
+        _spec(grid={"rowz": [1]})
+
+
+def test_too_many_points_is_refused():
+    grid = {"rows": list(range(1, 65)), "cols": list(range(1, 65)), "acc_entries": list(range(1, 30))}
+    with pytest.raises(ValueError, match=r"^the grid has 118784 points, above the limit of 100000"):
+        _spec(grid=grid)
+
+
+def test_load_spec_names_the_file(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text('{"models": ["random:mlp"], "models": []}')
+    with pytest.raises(ValueError) as info:
+        load_spec(p)
+    assert str(info.value).startswith(f"{p}: sweep spec is not valid JSON: duplicate key 'models'")
+    q = tmp_path / "s.txt"
+    q.write_text("{}")
+    with pytest.raises(ValueError) as info:
+        load_spec(q)
+    assert str(info.value) == f"{q}: a sweep spec must be a .json, .yaml or .yml file, not '.txt'"
+
+
+def test_yaml_spec_equals_json_and_refuses_aliases(tmp_path):
+    pytest.importorskip("yaml")
+    y = tmp_path / "s.yaml"
+    y.write_text("models: [random:mlp]\ngrid:\n  rows: [2, 4]\n")
+    j = tmp_path / "s.json"
+    j.write_text(json.dumps({"models": ["random:mlp"], "grid": {"rows": [2, 4]}}))
+    assert load_spec(y) == load_spec(j)
+    y.write_text("models: &m [random:mlp]\nmethods: *m\n")
+    with pytest.raises(ValueError, match="uses YAML aliases"):
+        load_spec(y)
+
+
+def test_model_files_are_relative_to_the_spec(tmp_path):
+    from systolic.golden.random import random_network
+
+    random_network(1, "mlp", 8).save(tmp_path / "m.npz")
+    (tmp_path / "s.json").write_text(json.dumps({"models": ["m.npz"]}))
+    assert load_spec(tmp_path / "s.json")["models"] == [str((tmp_path / "m.npz").resolve())]
+
+
+def test_expand_grid_order_and_sample():
+    spec = _spec(base="tiny", grid={"rows": [2, 4], "dataflow": ["ws", "os"]}, models=["random:mlp", "random:cnn"])
+    pts = expand(spec)
+    assert len(pts) == 2 * 2 * 2
+    assert [(p["model"], p["config"]["rows"], p["config"]["dataflow"]) for p in pts[:4]] == [
+        ("random:mlp", 2, "ws"), ("random:mlp", 2, "os"), ("random:mlp", 4, "ws"), ("random:mlp", 4, "os")]
+    assert all(p["config"]["spad_a_bytes"] == 1024 for p in pts)          # the tiny preset's value
+    spec["sample"] = 3
+    sample = expand(spec)
+    assert len(sample) == 3 and all(p in pts for p in sample)
+    assert sample == expand(spec)                                         # seeded: the same points
+    assert [pts.index(p) for p in sample] == sorted(pts.index(p) for p in sample)
+
+
+def test_point_key_follows_content(tmp_path):
+    from systolic.golden.random import random_network
+
+    (p,) = expand(_spec())
+    assert point_key(p) == point_key(json.loads(json.dumps(p)))
+    assert point_key(p) != point_key({**p, "config": {**p["config"], "rows": 4}})
+    path = tmp_path / "m.npz"
+    random_network(1, "mlp", 8).save(path)
+    q = {**p, "model": str(path)}
+    k1 = point_key(q)
+    random_network(2, "mlp", 8).save(path)                                # same name, other weights
+    assert point_key(q) != k1
+
+
+def test_invalid_configs_are_error_rows():
+    spec = _spec(base="tiny", grid={"rows": [2, 100], "in_bits": [8, 16]})
+    rows = {(p["config"]["rows"], p["config"]["in_bits"]): run_point(p) for p in expand(spec)}
+    assert rows[(2, 8)]["status"] == "ok" and rows[(2, 8)]["cycles_per_image"] > 0
+    assert rows[(100, 8)] == {"status": "error", "error": "rows must be between 1 and 64, not 100",
+                              "seconds": rows[(100, 8)]["seconds"], "cycles_per_image": None, "utilization": None}
+    assert rows[(2, 16)]["error"] == "in_bits must be at most 8 for the system (one-byte containers), not 16"
+
+
+def test_point_cycles_equal_run_images():
+    from systolic.arch.config import PRESETS
+    from systolic.flows import load_inputs, resolve_model, run_images
+
+    (p,) = expand(_spec(base="small", models=["random:cnn"], images=3, seed=5))
+    net, kind = resolve_model("random:cnn", seed=5)
+    x, _ = load_inputs(net, 3, seed=5, kind=kind)
+    run = run_images(net, PRESETS["small"], x, source="model", progress=False)
+    assert run_point(p)["cycles_per_image"] == run.total_cycles / 3
+
+
+def test_cli_bad_spec_is_one_line(tmp_path, capsys):
+    p = tmp_path / "s.json"
+    p.write_text('{"models": ["random:mlp"], "metric": ["cycles"]}')
+    assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"systolic: error: {p}: unknown sweep spec key(s): metric")
+
+
+def test_cli_serial_sweep_writes_results_and_plots(tmp_path, capsys):
+    import csv
+
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"base": "tiny", "grid": {"rows": [2, 4], "cols": [2, 64]}, "models": ["random:mlp"],
+                             "metrics": ["cycles", "energy"]}))
+    out = tmp_path / "o"
+    assert main(["sweep", str(p), "--out", str(out), "--workers", "0", "--plot", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("4 points: 4 computed, 0 from the cache, 0 errors")
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["rows"], r["cols"], r["status"]) for r in rows] == [("2", "2", "ok"), ("2", "64", "ok"),
+                                                                   ("4", "2", "ok"), ("4", "64", "ok")]
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["points"] == 4 and meta["computed"] == 4 and set(meta["versions"]) == {
+        "systolic", "numpy", "dask", "distributed", "amaranth"}
+    assert (out / "pareto_cycles_energy.png").stat().st_size > 0
+    assert not (out / "pareto_cycles_luts.png").exists()                  # no synthesis ran
+    assert len(list((out / "cache").glob("*.json"))) == 4
