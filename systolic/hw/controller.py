@@ -197,10 +197,12 @@ class Controller(wiring.Component):
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
         # the first lane outside it (lowest index wins: assigned last).
         C = self.config.cols
-        s.bad_shift, s.bad_lane = Signal(), Signal(range(max(C, 2)))
+        s.bad_shift, s.bad_lane = Signal(), Signal(8)        # cols <= 64 lanes
         for c in reversed(range(C)):
-            sh = st.params[BIAS_BYTES * C + c].as_signed()
-            with m.If((sh > MAX_SHIFT) | (sh < -MAX_SHIFT)):
+            # The byte as two's complement: in range when it is at most MAX_SHIFT or at least
+            # 256 - MAX_SHIFT (compared unsigned: a signed compare here trips Yosys's synth_ecp5).
+            b = st.params[BIAS_BYTES * C + c]
+            with m.If((b > MAX_SHIFT) & (b < 256 - MAX_SHIFT)):
                 m.d.comb += [s.bad_shift.eq(1), s.bad_lane.eq(c)]
         s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
         m.d.comb += [self.error.eq(s.error), self.err_arg.eq(s.err_arg), self.err_index.eq(s.err_index)]
@@ -328,12 +330,13 @@ class Controller(wiring.Component):
                             next_instr()
                 check_overflow()
             with m.State("LOADQ_WAIT"):
-                with m.If(dma.line_valid & s.bad_shift):
-                    fail(ERR_SHIFT, s.bad_lane)
-                with m.Elif(dma.line_valid):
-                    m.d.comb += [self.events.dram_bytes_read.eq(self.config.loadq_bytes),
-                                 self.store.params_load.eq(1)]
-                    next_instr()
+                with m.If(dma.line_valid):
+                    with m.If(s.bad_shift):
+                        fail(ERR_SHIFT, s.bad_lane)
+                    with m.Else():
+                        m.d.comb += [self.events.dram_bytes_read.eq(self.config.loadq_bytes),
+                                     self.store.params_load.eq(1)]
+                        next_instr()
                 check_overflow()
             with m.State("STORE"):
                 m.d.comb += self.store.adv.eq(dma.ready)
