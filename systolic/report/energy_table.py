@@ -1,7 +1,7 @@
 """Per-operation energy table with sources, node scaling and user overrides.
 
-The default figures come from ../shared/reference/ENERGY.md (45 nm); each
-entry keeps its source beside its value. Absolute numbers are uncertain by
+The default figures are published 45 nm values (docs/energy.md lists them);
+each entry keeps its source beside its value. Absolute numbers are uncertain by
 2-3x across published tools; ratios (DRAM >> SRAM >> register ~ MAC) are the
 robust part, and every report states the table it used.
 
