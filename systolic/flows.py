@@ -139,14 +139,15 @@ class ImagesRun:
 
 def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None = None, memory=None,
                batch: int = 32, dram_bytes: int = 1 << 18, progress: bool = True, check: bool = True,
-               cache_dir=None, waves=None) -> ImagesRun:
+               cache_dir=None, waves=None, compiled=None) -> ImagesRun:
     """Run *net* on the images *x_int* on accelerator *config*, *batch* images per compiled program.
 
     ``source="rtl"``: every program on an RTL backend (:data:`systolic.sim.system.BACKENDS`), the
     counters are the hardware's; ``"model"``: the NumPy executor counts the events and the analytic
     cycle model gives the cycles (equal to the RTL's without random stalls). With *check*, every
     tensor of every batch is compared with the golden model (:attr:`ImagesRun.mismatches`). *waves*: a
-    :class:`systolic.sim.backend.Waves` for the RTL backend (a waveform file).
+    :class:`systolic.sim.backend.Waves` for the RTL backend (a waveform file). *compiled*: the
+    :func:`compile_checked` result for the first batch, when the caller made it already.
     """
     from tqdm import tqdm
 
@@ -184,7 +185,8 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         def open_runner():
             return _Closing(ExecutorRunner(spec))
     outs, counters, cycles, mismatches = {}, {}, {}, {}
-    compiled = {min(batch, n): compile_checked(net, config, min(batch, n), dram_bytes)}    # before the runner
+    nb0 = min(batch, n)         # checked before the runner opens; *compiled*: done already by the caller
+    compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes)}
     run_s, sim_s, compared, first_mismatch = 0.0, 0.0, 0, None
     bar = tqdm(total=n, desc=desc, unit="image", disable=not progress)
     t0 = time.perf_counter()
@@ -228,7 +230,7 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
                 bar.set_postfix(mismatches=sum(mismatches.values()))
             bar.update(nb)
     bar.close()
-    first = compiled[min(batch, n)]
+    first = compiled[nb0]
     return ImagesRun(source, backend, {k: np.concatenate(v) for k, v in outs.items()}, counters, cycles, first,
                      n, min(batch, n), run_s, sim_s, mismatches, compared, first_mismatch)
 
@@ -294,13 +296,13 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     net, kind = resolve_model(model, seed)
     x, labels = load_inputs(net, images, seed, kind)
     total = int(x.shape[0])
-    compile_checked(net, config, min(batch or total, total), dram_bytes)     # the cheap checks, before the build
+    cn = compile_checked(net, config, min(batch or total, total), dram_bytes)    # the cheap checks, before the build
     check_waves(waves, backend, net, config, dram_bytes)
     t0 = time.perf_counter()
     build_backend(backend, config, cache_dir, waves)
     build_s = time.perf_counter() - t0
     run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=total if batch is None else batch,
-                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir, waves=waves)
+                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir, waves=waves, compiled=cn)
     peak = config.rows * config.cols
     layers = []
     for name, c in run.counters.items():
@@ -353,7 +355,7 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
     net, kind = resolve_model(model)
     net.check_accumulators(cfg.acc_bits)
     x, labels = load_inputs(net, "all" if images is None else images, kind=kind)
-    compile_checked(net, cfg, min(batch, int(x.shape[0])))      # the cheap checks, before Verilog and build
+    cn = compile_checked(net, cfg, min(batch, int(x.shape[0])))      # the cheap checks, before Verilog and build
     check_waves(waves, backend, net, cfg)
     out = Path(out)
     steps = tqdm(total=2, desc="prepare", unit="step", disable=not progress, leave=False)
@@ -367,7 +369,7 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
     steps.update()
     steps.close()
     run = run_images(net, cfg, x, source="rtl", backend=backend, memory=memory, batch=batch, progress=progress,
-                     waves=waves)
+                     waves=waves, compiled=cn)
     gold = net(x)
     result = {
         "model": model, "config": cfg.name, "images": run.images, "backend": backend,
