@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,14 +20,12 @@ def _config_file(tmp_path, **changes):
 def test_accumulator_overflow_is_found_before_any_build(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SYSTOLIC_SIM_CACHE", str(cache))
-    t0 = time.perf_counter()
     assert main(["simulate", "--config", _config_file(tmp_path, acc_bits=16), "--model", "digits-cnn",
                  "--images", "2"]) == 1
-    took = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert err == ("systolic: error: layer 'l0' (pass 0): worst case [-91290, 95625] does not fit a 16-bit "
                    "accumulator [-32768, 32767]\n")
-    assert not cache.exists() and took < 30          # no simulator was built (a build takes about a minute)
+    assert not cache.exists()                        # no simulator was built
 
 
 @pytest.mark.parametrize("command", [["simulate", "--images", "2"], ["demo", "--images", "2"],

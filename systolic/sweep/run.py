@@ -83,7 +83,7 @@ def _write_cache(cache_dir: Path, key: str, point: dict, result: dict) -> None:
 def _local_client(workers: int):
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     return Client(cluster), cluster
 

