@@ -26,10 +26,11 @@ def _cmd(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="design-space sweep over configs and models on Dask, with Pareto plots",
-                       description="Expand a JSON/YAML spec (a grid over config fields, models and metrics; "
-                                   "docs/sweep.md) into points and run each once on a Dask cluster; results "
-                                   "are cached per point in DIR/cache/ (a rerun resumes), the table is "
-                                   "DIR/results.csv and the run's record DIR/sweep.json.")
+                       description="Expand a JSON/YAML spec (a grid over config fields, models, quantization "
+                                   "methods and metrics; docs/sweep.md) into points and run each once on a "
+                                   "Dask cluster; results are cached per point in DIR/cache/ (a rerun "
+                                   "resumes), the table is DIR/results.csv and the run's record "
+                                   "DIR/sweep.json.")
     p.add_argument("spec", metavar="SPEC", help="sweep spec, .json (or .yaml / .yml with PyYAML)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (results, cache, plots)")
     p.add_argument("--workers", type=int, default=None,

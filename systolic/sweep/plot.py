@@ -6,13 +6,16 @@ from pathlib import Path
 
 __all__ = ["pareto_front", "PLOTS", "plot_pareto"]
 
-#: The plots :func:`plot_pareto` draws: (file stem, x column, x sense, y column, y sense, axis labels).
+#: The plots :func:`plot_pareto` draws: (file stem, x column, x sense, y column, y sense, axis labels,
+#: grouping). Each group (a bit width, or a model and a bit width where the values are per image of a model
+#: and comparing models would say nothing) gets its own colour and front.
 PLOTS = (
-    ("pareto_cycles_luts", "luts", "min", "cycles_per_image", "min", ("LUTs", "cycles per image")),
+    ("pareto_cycles_luts", "luts", "min", "cycles_per_image", "min", ("LUTs", "cycles per image"),
+     ("model", "bits")),
     ("pareto_energy_accuracy", "energy_pj_per_image", "min", "accuracy", "max",
-     ("dynamic energy per image (pJ)", "golden accuracy")),
+     ("dynamic energy per image (pJ)", "golden accuracy"), ("bits",)),
     ("pareto_cycles_energy", "cycles_per_image", "min", "energy_pj_per_image", "min",
-     ("cycles per image", "dynamic energy per image (pJ)")),
+     ("cycles per image", "dynamic energy per image (pJ)"), ("model", "bits")),
 )
 
 
@@ -37,8 +40,16 @@ def _bits(row) -> str:
     return f"i{row['in_bits']}w{row['w_bits']}o{row['out_bits']}"
 
 
-def _draw(rows, x, xs, y, ys, labels, path) -> bool:
-    """One scatter plot with each bit width's front drawn and marked; False if no row has both values."""
+def _group(row, by, models) -> str:
+    """The row's group label: its bit width, prefixed by its model when grouping by model among several."""
+    bits = _bits(row)
+    if "model" in by and len(models) > 1:
+        return f"{row.get('model')} {bits}"
+    return bits
+
+
+def _draw(rows, x, xs, y, ys, labels, path, by=("bits",)) -> bool:
+    """One scatter plot with each group's front drawn and marked; False if no row has both values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,8 +59,9 @@ def _draw(rows, x, xs, y, ys, labels, path) -> bool:
     if not have:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for bits in sorted({_bits(r) for r in have}):
-        group = [r for r in have if _bits(r) == bits]
+    models = {r.get("model") for r in have}
+    for bits in sorted({_group(r, by, models) for r in have}):
+        group = [r for r in have if _group(r, by, models) == bits]
         pts = [(float(r[x]), float(r[y])) for r in group]
         front = sorted((pts[i] for i in pareto_front(pts, (xs, ys))))
         dots = ax.scatter(*zip(*pts), s=14, alpha=0.5, label=f"{bits} ({len(pts)} points)")
@@ -68,8 +80,8 @@ def _draw(rows, x, xs, y, ys, labels, path) -> bool:
 def plot_pareto(rows, out) -> list[Path]:
     """The PNGs of :data:`PLOTS` whose two columns the rows have (others are skipped); their paths."""
     files = []
-    for stem, x, xs, y, ys, labels in PLOTS:
+    for stem, x, xs, y, ys, labels, by in PLOTS:
         path = Path(out) / f"{stem}.png"
-        if _draw(rows, x, xs, y, ys, labels, path):
+        if _draw(rows, x, xs, y, ys, labels, path, by):
             files.append(path)
     return files

@@ -5,6 +5,12 @@ Each point's result is one JSON file ``DIR/cache/<key>.json`` (key:
 soon as the point finishes; a rerun reads the finished points from there and
 submits only the others, so a killed sweep resumes where it stopped.
 Workers write nothing: the sweep folder need not be shared with them.
+
+A quantizing point's model is made once per recipe (the zoo model, the
+method, the config's widths and rounding, the seed: every point with that
+recipe shares it) by a task of its own; the client keeps its file as
+``DIR/models/<recipe key>.npz``, so a rerun that still has points to measure
+does not train again.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from pathlib import Path
 
 from ..arch.config import AcceleratorConfig
 from ..golden.limits import loads_json
-from .spec import expand
-from .tasks import METRIC_COLUMNS, point_key, run_point
+from .spec import expand, quant_recipe
+from .tasks import METRIC_COLUMNS, point_key, quantize_recipe, recipe_key, run_point
 
 __all__ = ["SweepRun", "run_sweep", "read_cache", "write_results", "tool_versions", "CACHE_VERSION",
            "TASK_RETRIES"]
@@ -53,7 +59,7 @@ def tool_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("systolic", "numpy", "dask", "distributed", "amaranth"):
+    for name in ("systolic", "numpy", "dask", "distributed", "amaranth", "torch"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -101,30 +107,89 @@ def _open_client(workers, scheduler):
     return _local_client(workers or os.cpu_count() or 1)
 
 
-def _run_serial(todo, task, done, progress):
+class _Models:
+    """The quantized models of a run: read from ``DIR/models`` or made by :func:`quantize_recipe`, kept."""
+
+    def __init__(self, folder: Path, todo):
+        self.folder = folder
+        self.recipes = {}           # recipe key -> recipe, of the points still to run
+        self.of = {}                # point key -> recipe key
+        for key, point in todo:
+            recipe = quant_recipe(point)
+            if recipe is not None:
+                rkey = recipe_key(recipe)
+                self.recipes[rkey] = recipe
+                self.of[key] = rkey
+
+    def cached(self, rkey) -> dict | None:
+        try:
+            return {"npz": (self.folder / f"{rkey}.npz").read_bytes()}
+        except OSError:
+            return None
+
+    def keep(self, rkey, blob) -> None:
+        if "npz" in blob:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{rkey}.{os.getpid()}.tmp"
+            tmp.write_bytes(blob["npz"])
+            os.replace(tmp, self.folder / f"{rkey}.npz")
+
+
+def _run_serial(todo, task, done, progress, models):
     from tqdm import tqdm
 
+    blobs = {}
+    for rkey, recipe in tqdm(models.recipes.items(), desc="quantize", unit="model",
+                             disable=not progress or not models.recipes):
+        blobs[rkey] = models.cached(rkey)
+        if blobs[rkey] is None:
+            blobs[rkey] = quantize_recipe(recipe)
+            models.keep(rkey, blobs[rkey])
     for key, point in tqdm(todo, desc="sweep (serial)", unit="point", disable=not progress):
-        done(key, point, task(point))
+        done(key, point, task(point) if key not in models.of else task(point, blobs[models.of[key]]))
 
 
-def _run_dask(todo, task, done, progress, client):
-    """Submit every point (its key is its content hash, retried on a lost worker), collect as they finish."""
+def _failed(exc) -> dict:
+    # A task that failed on every retry (a bug, a lost worker): not cached.
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _run_dask(todo, task, done, progress, client, models):
+    """Submit every model recipe and point (keys are content hashes, retried on a lost worker), collect as
+    they finish; a point of a quantizing method takes its recipe's model future as its argument."""
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    futures = {client.submit(task, point, key=f"sweep-point-{key}", retries=TASK_RETRIES, pure=False): (key, point)
+    made, fresh = {}, {}
+    for rkey, recipe in models.recipes.items():
+        # A kept model goes to its points as a value (small; not scattered: a scattered value dies with its
+        # worker and cannot be recomputed); a new one is a task whose future the points depend on.
+        made[rkey] = models.cached(rkey)
+        if made[rkey] is None:
+            made[rkey] = client.submit(quantize_recipe, recipe, key=f"sweep-model-{rkey}", retries=TASK_RETRIES,
+                                       pure=False)
+            fresh[made[rkey]] = rkey
+    futures = {client.submit(task, point, *([made[models.of[key]]] if key in models.of else []),
+                             key=f"sweep-point-{key}", retries=TASK_RETRIES, pure=False): (key, point)
                for key, point in todo}
     with tqdm(total=len(futures), desc="sweep", unit="point", disable=not progress) as bar:
-        for fut in as_completed(futures):
+        for fut in as_completed([*fresh, *futures]):
+            if fut in fresh:            # a model: keep its file for the next run
+                try:
+                    models.keep(fresh[fut], fut.result())
+                except Exception:       # its points report the failure
+                    pass
+                continue
             key, point = futures[fut]
             try:
                 result = fut.result()
-            except Exception as exc:        # the point failed on every retry (a bug, a lost worker): no cache
-                result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:
+                result = _failed(exc)
             done(key, point, result)
             fut.release()
             bar.update(1)
+    for fut in fresh:
+        fut.release()
 
 
 def run_sweep(spec: dict, out, *, workers: int | None = None, scheduler: str | None = None, client=None,
@@ -157,14 +222,15 @@ def run_sweep(spec: dict, out, *, workers: int | None = None, scheduler: str | N
         if result["status"] in ("ok", "error"):        # deterministic outcomes only
             _write_cache(cache_dir, key, point, result)
 
+    models = _Models(out / "models", todo)
     if todo and workers == 0 and client is None and scheduler is None:
-        _run_serial(todo, task, done, progress)
+        _run_serial(todo, task, done, progress, models)
     elif todo:
         own = None
         if client is None:
             client, own = _open_client(workers, scheduler)
         try:
-            _run_dask(todo, task, done, progress, client)
+            _run_dask(todo, task, done, progress, client, models)
         finally:
             if own is not None or scheduler is not None:
                 client.close()

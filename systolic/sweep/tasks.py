@@ -5,25 +5,35 @@ whole config as a dict, the model, the method, the metrics) and returns a
 JSON-able result; it reads nothing but the model file and writes nothing
 (synthesis works in a temporary folder), so a Dask worker can run it
 anywhere the model file is readable, and run it again after a crash.
+
+A quantizing point (method other than ``golden``) gets its model from
+:func:`quantize_recipe`, a task of its own that every point of the same recipe
+(:func:`systolic.sweep.spec.quant_recipe`) shares: it returns the golden model
+file's bytes, which Dask hands to the points (and the client caches).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import tempfile
 import time
+from pathlib import Path
 
-from .spec import canonical_json, model_fingerprint
+from .spec import canonical_json, model_fingerprint, quant_recipe
 
-__all__ = ["METRIC_COLUMNS", "PointError", "point_key", "run_point"]
+__all__ = ["METRIC_COLUMNS", "PointError", "point_key", "recipe_key", "code_fingerprint", "run_point",
+           "quantize_recipe"]
 
 #: The result columns each metric adds, in order.
 METRIC_COLUMNS = {
-    "cycles": ("cycles_per_image", "utilization"),
+    "cycles": ("cycles_per_image", "utilization", "host_layers"),
     "energy": ("energy_pj_per_image",),
-    "accuracy": ("accuracy",),
+    "accuracy": ("accuracy", "float_accuracy"),
     "rtl": ("rtl_bit_exact", "rtl_cycles_per_image", "rtl_equals_model"),
-    "synth": ("luts", "ffs", "dsps", "brams", "fmax_mhz"),
+    "synth": ("luts", "ffs", "dsps", "brams", "fmax_mhz", "routed", "yosys_luts", "lut_per_pe", "ff_per_pe",
+              "dsp_per_pe", "lut_per_lane", "critical_path"),
 }
 
 #: The errors a point's own input can cause (a config out of range, a model that does not fit, a failed
@@ -35,19 +45,82 @@ class PointError(Exception):
     """A point that cannot be measured, for a reason of its own (its message is the row's error)."""
 
 
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(synth_only: bool = False) -> str:
+    """sha256 of the source text a point's numbers are a function of: for a synthesis-only point the
+    generator of the FPGA top and the synthesis flow (the design hash), otherwise every source file of
+    the package. A change of the code recomputes the points it can change; nothing else does."""
+    pkg = Path(__file__).resolve().parent.parent
+    if synth_only:
+        from ..hw.generate import source_closure
+
+        files = {*source_closure("systolic.hw.fpga_top"), *(pkg / "fpga").glob("*.py")}
+    else:
+        files = set(pkg.rglob("*.py"))
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(pkg)).encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def point_key(point: dict) -> str:
-    """The cache key of *point*: sha256 of its canonical JSON, the package version and its model's hash."""
+    """The cache key of *point*: sha256 of its canonical JSON, the package version, its model's hash and
+    the hash of the code its metrics run (:func:`code_fingerprint`)."""
     from .. import __version__
 
-    text = canonical_json({"point": point, "systolic": __version__, "model_sha256": model_fingerprint(point["model"])})
+    text = canonical_json({"point": point, "systolic": __version__, "model_sha256": model_fingerprint(point["model"]),
+                           "code": code_fingerprint(point["metrics"] == ["synth"])})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_point(point: dict) -> dict:
-    """Measure one point: ``{"status": "ok" | "error", "error", "seconds", <metric columns>}``."""
+def recipe_key(recipe: dict) -> str:
+    """The cache key of a quantized model: sha256 of its recipe and the package's code."""
+    return hashlib.sha256(canonical_json({"recipe": recipe, "code": code_fingerprint()}).encode()).hexdigest()
+
+
+def quantize_recipe(recipe: dict) -> dict:
+    """Train the zoo model in float and quantize it as *recipe* says: ``{"npz": bytes}`` (a golden model
+    file) or ``{"error": message}`` when the recipe cannot be quantized (its points become error rows)."""
+    from ..quantize.methods import quantize_model
+
+    try:
+        result = quantize_model(recipe["model"], recipe["method"], w_bits=recipe["w_bits"],
+                                a_bits=recipe["a_bits"], seed=recipe["seed"], rounding=recipe["rounding"],
+                                epochs=recipe["epochs"], float_epochs=recipe["float_epochs"])
+    except _POINT_ERRORS as exc:
+        return {"error": f"quantizing {recipe['model']} with {recipe['method']} "
+                         f"(w{recipe['w_bits']}a{recipe['a_bits']}): {exc}"}
+    fd, tmp = tempfile.mkstemp(prefix="systolic-sweep-", suffix=".npz")
+    os.close(fd)
+    try:
+        result.network.save(tmp)
+        return {"npz": Path(tmp).read_bytes()}
+    finally:
+        os.unlink(tmp)
+
+
+def _load_blob(blob: dict):
+    """The golden network of a :func:`quantize_recipe` result (a temporary file: the loader checks it)."""
+    from ..golden import load
+
+    if "error" in blob:
+        raise PointError(blob["error"])
+    fd, tmp = tempfile.mkstemp(prefix="systolic-sweep-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob["npz"])
+        return load(tmp)
+    finally:
+        os.unlink(tmp)
+
+
+def run_point(point: dict, model: dict | None = None) -> dict:
+    """Measure one point: ``{"status": "ok" | "error", "error", "seconds", <metric columns>}``. *model*: the
+    :func:`quantize_recipe` result of a quantizing point (it is quantized here when not given)."""
     t0 = time.perf_counter()
     try:
-        values = _measure(point)
+        values = _measure(point, model)
         status, error = "ok", None
     except (PointError, *_POINT_ERRORS) as exc:
         values, status, error = {}, "error", str(exc)
@@ -56,21 +129,32 @@ def run_point(point: dict) -> dict:
             **{c: values.get(c) for c in cols}}
 
 
-def _measure(point: dict) -> dict:
+def _network(point: dict, model: dict | None):
+    """``(network, kind)`` of the point: its model as given, or quantized by its recipe."""
+    from ..flows import resolve_model
+
+    recipe = quant_recipe(point)
+    if recipe is None:
+        return resolve_model(point["model"], seed=point["seed"])
+    return _load_blob(model if model is not None else quantize_recipe(recipe)), "file"
+
+
+def _measure(point: dict, model: dict | None = None) -> dict:
     from ..arch.config import AcceleratorConfig
-    from ..flows import load_inputs, resolve_model
+    from ..flows import load_inputs
 
     cfg = AcceleratorConfig.from_dict(point["config"])
     cfg.check_system()
     metrics = set(point["metrics"])
     out = {}
     if metrics & {"cycles", "energy", "accuracy", "rtl"}:
-        net, kind = resolve_model(point["model"], seed=point["seed"])
+        net, kind = _network(point, model)
         x, _ = load_inputs(net, point["images"], seed=point["seed"], kind=kind)
         if metrics & {"cycles", "energy"}:
             out.update(_model_metrics(net, cfg, x, metrics))
         if "accuracy" in metrics:
             out["accuracy"] = _accuracy(net, kind)
+            out["float_accuracy"] = net.meta.get("float_test_accuracy")
         if "rtl" in metrics:
             out.update(_rtl_metrics(net, cfg, x))
     if "synth" in metrics:
@@ -92,6 +176,7 @@ def _model_metrics(net, cfg, x, metrics) -> dict:
     if "cycles" in metrics:
         out["cycles_per_image"] = totals["cycles"] / run.images
         out["utilization"] = totals["utilization"]
+        out["host_layers"] = " ".join(n for n, where in run.compiled.placement.items() if where != "accelerator")
     if "energy" in metrics:
         out["energy_pj_per_image"] = totals["dynamic_energy_pj"] / run.images
     return out
@@ -124,8 +209,13 @@ def _synth_metrics(cfg, opts: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="systolic-sweep-synth-") as tmp:
         try:
             r = synth(cfg, target=opts["target"], device=opts["device"], out_dir=tmp, pnr=opts["pnr"],
-                      freq_mhz=opts["freq_mhz"])
+                      freq_mhz=opts["freq_mhz"], seed=opts["seed"])
         except ToolError as exc:
             raise PointError(f"synthesis failed: {str(exc).splitlines()[0]}") from None
     # Without place and route, these are Yosys's counts before packing and there is no Fmax.
-    return {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "fmax_mhz": r.fmax_mhz}
+    each = {m: (r.per_module.get(m) or {}).get("each") or {} for m in ("pe", "lane")}
+    return {"luts": r.luts, "ffs": r.ffs, "dsps": r.dsps, "brams": r.brams, "fmax_mhz": r.fmax_mhz,
+            "routed": r.routed, "yosys_luts": (r.yosys_counts or {}).get("luts", r.luts),
+            "lut_per_pe": each["pe"].get("luts"), "ff_per_pe": each["pe"].get("ffs"),
+            "dsp_per_pe": each["pe"].get("dsps"), "lut_per_lane": each["lane"].get("luts"),
+            "critical_path": (r.critical_path or {}).get("summary") if r.routed else None}

@@ -15,9 +15,10 @@ def _spec(**kw):
 
 @pytest.mark.parametrize("obj, exc, message", [
     ({"models": ["random:mlp"], "grd": {}}, ValueError,
-     "unknown sweep spec key(s): grd (known keys: base, grid, models, methods, metrics, images, seed, sample, "
-     "synth)"),
-    ({"grid": {}}, ValueError, "sweep spec: 'models' is required (a list of model names or files)"),
+     "unknown sweep spec key(s): grd (known keys: base, grid, configs, models, methods, quantize, metrics, images, "
+     "seed, sample, synth)"),
+    ({"grid": {}}, ValueError, "sweep spec: 'models' is required for the metrics cycles (a list of model names or "
+                               "files)"),
     ({"models": ["random:mlp"], "grid": {"rows": ["4"]}}, TypeError, "grid.rows values must be of type int, not '4'"),
     ({"models": ["random:mlp"], "grid": {"in_signed": [1]}}, TypeError,
      "grid.in_signed values must be of type bool, not 1"),
@@ -25,7 +26,26 @@ def _spec(**kw):
     ({"models": ["random:mlp"], "grid": {"rows": [2, 2]}}, ValueError, "grid.rows lists a value twice: [2, 2]"),
     ({"models": ["random:mlp"], "metrics": ["power"]}, ValueError,
      "metrics: unknown value 'power' (known: cycles, energy, accuracy, rtl, synth)"),
-    ({"models": ["random:mlp"], "methods": ["tqt"]}, ValueError, "methods: unknown value 'tqt' (known: golden)"),
+    ({"models": ["random:mlp"], "methods": ["tqa"]}, ValueError,
+     "methods: unknown value 'tqa' (known: golden, max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint)"),
+    ({"models": ["random:mlp"], "methods": ["tqt"]}, ValueError,
+     "methods tqt quantize a zoo model (train it in float, then quantize): 'random:mlp' is not one of digits-mlp, "
+     "digits-cnn, digits-resnet; list quantized .npz files under method 'golden' instead"),
+    ({"metrics": ["synth"], "methods": ["tqt"]}, ValueError, "methods tqt quantize a model: list 'models'"),
+    ({"models": ["digits-mlp"], "methods": ["tqt"], "quantize": {"epochs": 0}}, ValueError,
+     "quantize.epochs must be between 1 and 1000, not 0"),
+    ({"models": ["digits-mlp"], "quantize": {"lr": 0.1}}, ValueError,
+     "unknown quantize key(s): lr (known keys: epochs, float_epochs)"),
+    ({"models": ["random:mlp"], "configs": {"rows": 2}}, TypeError,
+     "configs must be a non-empty list of objects, not {'rows': 2}"),
+    ({"models": ["random:mlp"], "configs": [{"rows": "2"}]}, TypeError,
+     "configs[0].rows values must be of type int, not '2'"),
+    ({"models": ["random:mlp"], "configs": [{"rows": 2}], "grid": {"rows": [4]}}, ValueError,
+     "configs[0].rows: the field is also a grid key; give it in one place"),
+    ({"models": ["random:mlp"], "configs": [{"rows": 2}, {"rows": 2}]}, ValueError,
+     "configs lists an object twice: [{'rows': 2}, {'rows': 2}]"),
+    ({"models": ["random:mlp"], "synth": {"seed": 0}}, ValueError, "synth.seed must be between 1 and 2147483647, "
+                                                                   "not 0"),
     ({"models": ["random:rnn"]}, ValueError,
      "models: unknown random model 'random:rnn' (random:mlp, random:cnn or random:resnet)"),
     ({"models": "random:mlp"}, TypeError, "models must be a non-empty list of strings, not 'random:mlp'"),
@@ -119,7 +139,8 @@ def test_invalid_configs_are_error_rows():
     rows = {(p["config"]["rows"], p["config"]["in_bits"]): run_point(p) for p in expand(spec)}
     assert rows[(2, 8)]["status"] == "ok" and rows[(2, 8)]["cycles_per_image"] > 0
     assert rows[(100, 8)] == {"status": "error", "error": "rows must be between 1 and 64, not 100",
-                              "seconds": rows[(100, 8)]["seconds"], "cycles_per_image": None, "utilization": None}
+                              "seconds": rows[(100, 8)]["seconds"], "cycles_per_image": None, "utilization": None,
+                              "host_layers": None}
     assert rows[(2, 16)]["error"] == "in_bits must be at most 8 for the system (one-byte containers), not 16"
 
 
@@ -157,7 +178,75 @@ def test_cli_serial_sweep_writes_results_and_plots(tmp_path, capsys):
                                                                    ("4", "2", "ok"), ("4", "64", "ok")]
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["points"] == 4 and meta["computed"] == 4 and set(meta["versions"]) == {
-        "systolic", "numpy", "dask", "distributed", "amaranth"}
+        "systolic", "numpy", "dask", "distributed", "amaranth", "torch"}
     assert (out / "pareto_cycles_energy.png").stat().st_size > 0
     assert not (out / "pareto_cycles_luts.png").exists()                  # no synthesis ran
     assert len(list((out / "cache").glob("*.json"))) == 4
+
+
+def test_configs_link_fields_and_cross_the_grid():
+    spec = _spec(base="tiny", configs=[{"rows": 2, "cols": 2}, {"rows": 4, "cols": 4}], grid={"dataflow": ["ws", "os"]})
+    got = [(p["config"]["rows"], p["config"]["cols"], p["config"]["dataflow"]) for p in expand(spec)]
+    assert got == [(2, 2, "ws"), (2, 2, "os"), (4, 4, "ws"), (4, 4, "os")]
+
+
+def test_synthesis_only_sweep_needs_no_model():
+    from systolic.sweep.tasks import code_fingerprint
+
+    (p,) = expand(parse_spec({"base": "tiny", "metrics": ["synth"]}))
+    assert p["model"] is None and "quantize" not in p
+    assert code_fingerprint(True) != code_fingerprint(False)            # the design hash, not the package's
+
+
+def test_point_key_follows_the_code(monkeypatch):
+    """A change of the package's source recomputes the points (the key is not just the version)."""
+    from systolic.sweep import tasks
+
+    (p,) = expand(_spec())
+    k = point_key(p)
+    monkeypatch.setattr(tasks, "code_fingerprint", lambda synth_only=False: "other code")
+    assert point_key(p) != k
+
+
+def test_recipe_follows_the_config_widths():
+    from systolic.sweep.spec import quant_recipe
+
+    spec = parse_spec({"base": "tiny", "models": ["digits-mlp"], "methods": ["golden", "tqt"],
+                       "grid": {"w_bits": [4, 8], "rows": [2, 4]}, "quantize": {"epochs": 2}})
+    recipes = [quant_recipe(p) for p in expand(spec)]
+    assert recipes[:4] == [None] * 4
+    assert recipes[4] == {"model": "digits-mlp", "method": "tqt", "w_bits": 4, "a_bits": 8, "rounding": "half_even",
+                          "seed": 0, "epochs": 2, "float_epochs": 40}
+    assert recipes[4] == recipes[5] and recipes[4] != recipes[6]        # rows do not change the model
+
+
+def _fpga_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fpga_table.py"
+    spec = importlib.util.spec_from_file_location("fpga_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fpga_table_is_a_sweep():
+    """scripts/fpga_table.py's two sweeps: every square size x dataflow x rounding synthesized, the key config
+    placed and routed per seed, the worst seed reported and a failed seed named."""
+    ft = _fpga_table()
+    points = expand(parse_spec(ft.spec([2, 4, 8, 16])))
+    assert len(points) == 16 and all(p["config"]["rows"] == p["config"]["cols"] for p in points)
+    assert all(p["synth"]["pnr"] is False and p["model"] is None for p in points)
+    todo = ft.pnr_configs([2, 4, 8, 16], "key")
+    assert todo == [(8, "ws", "half_even")] and len(ft.pnr_configs([2, 4, 8, 16], "all")) == 12
+    (p,) = expand(parse_spec(ft.spec([2, 4, 8, 16], todo, seed=3)))
+    assert p["synth"]["pnr"] is True and p["synth"]["seed"] == 3 and p["config"]["rows"] == 8
+
+    row = {"rows": 8, "cols": 8, "dataflow": "ws", "rounding": "half_even", "status": "ok"}
+    seeds = [[{**row, "fmax_mhz": 40.0}], [{**row, "fmax_mhz": 37.5}]]
+    (merged,) = ft.merge([row], seeds)
+    assert merged["pnr"]["worst"]["fmax_mhz"] == 37.5 and merged["pnr"]["seeds"] == 2
+    failed = [[{**row, "fmax_mhz": 40.0}], [{**row, "status": "error", "fmax_mhz": None, "error": "did not route"}]]
+    (merged,) = ft.merge([row], failed)
+    assert merged["pnr"]["worst"] is None and merged["pnr"]["failed"] == ["did not route"]
