@@ -126,6 +126,14 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     """Why *layer* cannot run on the accelerator, or None if it can."""
     if not isinstance(layer, (Dense, Conv2D)):
         return f"{layer.kind} layers run on the host"
+    if getattr(layer, "groups", 1) != 1:
+        # The lowering runs one GEMM over all input channels; a grouped weight would be read as dense.
+        return f"grouped convolution (groups={layer.groups}) runs on the host"
+    out_max = getattr(layer, "out_max", None)
+    if out_max is not None and out_max < layer.out_type.hi:
+        # The requantizers have ReLU and saturation but no upper clamp (a clamp at or above the type's
+        # maximum is one that saturation already applies).
+        return f"the upper clamp out_max={out_max} (ReLU6 / Clip) runs on the host: the requantizers have none"
     in_t = net.in_types(layer)[0]
     if in_t.bits > spec.in_bits:
         return f"input is {in_t.bits}-bit, the array takes {spec.in_bits}"

@@ -5,21 +5,21 @@ shift, overflow) is defined in this package first; hardware and compiler follow.
 """
 
 from .qtypes import QType, ROUNDING_MODES, check_rounding
-from .primitives import round_shift, saturate, quantize, dequantize, MAX_SHIFT, QTensor
+from .primitives import round_shift, round_div, saturate, quantize, dequantize, MAX_SHIFT, QTensor
 
 __all__ = [
     "QType", "QTensor", "ROUNDING_MODES", "check_rounding",
-    "round_shift", "saturate", "quantize", "dequantize", "MAX_SHIFT",
+    "round_shift", "round_div", "saturate", "quantize", "dequantize", "MAX_SHIFT",
 ]
 
 from .ops import matmul, requantize, AccumulatorOverflowError, check_acc_range
 
 __all__ += ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range"]
 
-from .layers import Layer, Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten, LAYER_KINDS, im2col
+from .layers import Layer, Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Concat, Flatten, LAYER_KINDS, im2col
 from .network import QuantizedNetwork, ModelFormatError, FORMAT_VERSION, load, save
 
 __all__ += [
-    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Flatten", "LAYER_KINDS", "im2col",
+    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten", "LAYER_KINDS", "im2col",
     "QuantizedNetwork", "ModelFormatError", "FORMAT_VERSION", "load", "save",
 ]

@@ -6,6 +6,10 @@ are HWIO ``(kh, kw, c_in, c_out)``; dense weights are ``(k, n)``. A
 convolution is computed as an im2col GEMM whose K axis is ordered
 ``(kh, kw, c_in)``, the order the accelerator's compiler uses.
 
+A grouped convolution (``groups > 1``) has weights ``(kh, kw, c_in/groups,
+c_out)``: output channel ``n`` belongs to group ``n // (c_out/groups)`` and
+reads only that group's input-channel slice (depthwise: ``groups == c_in``).
+
 Each layer is a frozen dataclass with a ``kind`` string, a ``name``, the names
 of its ``inputs`` and its integer parameters. ``forward(xs, in_types,
 rounding)`` maps integer inputs to the integer output; ``out_qtype(in_types)``
@@ -22,12 +26,12 @@ from typing import ClassVar
 import numpy as np
 
 from .limits import MAX_NAME_CHARS, MAX_PADDING, MAX_WINDOW, check_elements, short_repr
-from .ops import abs_max, gemm_abs_bound, matmul, requantize
-from .primitives import INT64_MAX, MAX_SHIFT, add_exact, as_int_array, round_shift, saturate
+from .ops import abs_max, clamp_saturate, gemm_abs_bound, grouped_matmul, matmul, requantize
+from .primitives import INT64_MAX, MAX_SHIFT, add_exact, as_int_array, round_div, round_shift, saturate
 from .qtypes import MAX_FRAC, QType
 
 __all__ = [
-    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Flatten",
+    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten",
     "LAYER_KINDS", "im2col", "conv_output_size", "bound_gemm",
 ]
 
@@ -53,6 +57,34 @@ def _check_bool(layer: str, field: str, v) -> bool:
 def _check_between(layer: str, field: str, values: tuple, lo: int, hi: int) -> None:
     if min(values) < lo or max(values) > hi:
         raise ValueError(f"layer {layer!r}: {field} must be between {lo} and {hi}, not {values}")
+
+
+def _padding(layer: str, p) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` from an int, a pair ``(ph, pw)`` or four ints, each 0..MAX_PADDING."""
+    if isinstance(p, (tuple, list)) and len(p) == 4:
+        if not all(_is_int(v) for v in p):
+            raise TypeError(f"layer {layer!r} padding must be an int, a pair or four ints, not {short_repr(p)}")
+        p = tuple(int(v) for v in p)
+    else:
+        ph, pw = _pair(p, f"layer {layer!r} padding")
+        p = (ph, ph, pw, pw)
+    _check_between(layer, "padding", p, 0, MAX_PADDING)
+    return p
+
+
+def _check_out_max(layer: str, out_max, relu: bool) -> int | None:
+    """The upper clamp: None, or an int in ``[0, 2**63 - 1]`` of a layer with ``relu=True``."""
+    if out_max is None:
+        return None
+    if not _is_int(out_max):
+        raise TypeError(f"layer {layer!r}: out_max must be an int or None, not {short_repr(out_max)}")
+    v = int(out_max)
+    if not 0 <= v <= INT64_MAX:
+        raise ValueError(f"layer {layer!r}: out_max must be between 0 and 2**63 - 1, not {short_repr(v)}")
+    if not relu:
+        raise ValueError(f"layer {layer!r}: out_max={v} needs relu=True: the clamp is y = min(max(y, 0), out_max) "
+                         "(ReLU6 / Clip(0, x)), applied after the ReLU")
+    return v
 
 
 def _amax(t: QType) -> int:
@@ -104,7 +136,9 @@ class Layer:
     """Base class: a named node with the names of its inputs."""
 
     kind: ClassVar[str] = "layer"
-    n_inputs: ClassVar[int] = 1
+    #: Number of inputs; None: a variable number, at least :attr:`min_inputs`.
+    n_inputs: ClassVar[int | None] = 1
+    min_inputs: ClassVar[int] = 1
 
     name: str
     inputs: tuple[str, ...]
@@ -115,8 +149,12 @@ class Layer:
         if len(self.name) > MAX_NAME_CHARS:
             raise ValueError(f"layer name {short_repr(self.name)} is longer than {MAX_NAME_CHARS} characters")
         ins = tuple(self.inputs) if isinstance(self.inputs, (list, tuple)) else (self.inputs,)
-        if len(ins) != self.n_inputs or not all(isinstance(i, str) for i in ins):
-            raise ValueError(f"layer {self.name!r}: a {self.kind} layer takes {self.n_inputs} input name(s), "
+        if self.n_inputs is None:
+            count_ok, count = len(ins) >= self.min_inputs, f"at least {self.min_inputs}"
+        else:
+            count_ok, count = len(ins) == self.n_inputs, str(self.n_inputs)
+        if not count_ok or not all(isinstance(i, str) for i in ins):
+            raise ValueError(f"layer {self.name!r}: a {self.kind} layer takes {count} input name(s), "
                              f"not {short_repr(self.inputs)}")
         object.__setattr__(self, "inputs", ins)
 
@@ -178,7 +216,13 @@ def bound_gemm(w: np.ndarray, bias: np.ndarray | None, a_type: QType, taps: int 
 
 @dataclass(frozen=True, eq=False)
 class _GemmLayer(Layer):
-    """Shared part of Dense and Conv2D: weights, bias, shift, output type, ReLU."""
+    """Shared part of Dense and Conv2D: weights, bias, shift, output type, ReLU, upper clamp.
+
+    ``y = sat(min(relu?(round_shift(acc + bias, k)), out_max))`` with ``k = f_in + f_w - f_out`` per output
+    channel; ``out_max`` (None: no clamp) is in ``out_type`` integer units and needs ``relu=True``, so the
+    clamp is ``Clip(0, out_max)`` (ReLU6 at ``f_out``: ``out_max = 6 << f_out``; a value above the type's
+    maximum clamps nothing that saturation would not).
+    """
 
     weight: np.ndarray = None
     w_type: QType = None
@@ -192,6 +236,8 @@ class _GemmLayer(Layer):
     extra_weights: np.ndarray | None = None
     #: Left shifts ``(P,)`` of the extra points, each 0..16.
     extra_shifts: np.ndarray | None = None
+    #: Upper clamp in ``out_type`` integer units (ReLU6 at ``f_out``: ``6 << f_out``); needs ``relu``.
+    out_max: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -223,6 +269,7 @@ class _GemmLayer(Layer):
                 raise ValueError(f"layer {name!r}: w_frac must be between {-MAX_FRAC} and {MAX_FRAC}, holds {bad}")
             object.__setattr__(self, "w_frac", f)
         object.__setattr__(self, "relu", _check_bool(name, "relu", self.relu))
+        object.__setattr__(self, "out_max", _check_out_max(name, self.out_max, self.relu))
         if (self.extra_weights is None) != (self.extra_shifts is None):
             raise ValueError(f"layer {name!r}: extra_weights and extra_shifts go together")
         if self.extra_weights is not None:
@@ -291,12 +338,15 @@ class _GemmLayer(Layer):
     def gemm_weight(self) -> np.ndarray:
         return self.weight.reshape(-1, self.out_channels)
 
+    def _point_gemm(self, a: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """``a @ e`` for one weight point *e* (shaped like ``weight``): the ``(M, N)`` accumulator."""
+        return matmul(a, e.reshape(-1, self.out_channels))
+
     def _gemm(self, a: np.ndarray) -> np.ndarray:
         """The accumulator, computed pass by pass as the hardware does: ``acc += (a@E_p) << s_p``."""
-        acc = matmul(a, self.gemm_weight())
+        acc = self._point_gemm(a, self.weight)
         for e, s in self.points[1:]:
-            acc = add_exact(acc, round_shift(matmul(a, e.reshape(-1, self.out_channels)), -s),
-                            f"layer {self.name!r}: accumulator")
+            acc = add_exact(acc, round_shift(self._point_gemm(a, e), -s), f"layer {self.name!r}: accumulator")
         return acc
 
     def check_arithmetic(self, in_types):
@@ -325,13 +375,13 @@ class _GemmLayer(Layer):
     def _requant(self, acc, in_type, rounding):
         k = self.shift(in_type)
         kk = int(k[0]) if np.all(k == k[0]) else k
-        return requantize(acc, self.bias, kk, self.out_type, self.relu, rounding)
+        return requantize(acc, self.bias, kk, self.out_type, self.relu, rounding, self.out_max)
 
     def params(self):
-        return {
-            "w_type": self.w_type.to_json(), "out_type": self.out_type.to_json(),
-            "relu": self.relu,
-        }
+        p = {"w_type": self.w_type.to_json(), "out_type": self.out_type.to_json(), "relu": self.relu}
+        if self.out_max is not None:        # written only when set: files without a clamp are unchanged
+            p["out_max"] = self.out_max
+        return p
 
     def arrays(self):
         out = {"weight": self.weight}
@@ -347,7 +397,7 @@ class _GemmLayer(Layer):
 
 @dataclass(frozen=True, eq=False)
 class Dense(_GemmLayer):
-    """``y = requant(x @ W + b)``; ``x`` is ``(batch, K)``, ``W`` is ``(K, N)``."""
+    """``y = requant(x @ W + b)``; ``x`` is ``(batch, K)``, ``W`` is ``(K, N)`` (requant: see ``_GemmLayer``)."""
 
     kind: ClassVar[str] = "dense"
 
@@ -371,13 +421,21 @@ class Dense(_GemmLayer):
 
 @dataclass(frozen=True, eq=False)
 class Conv2D(_GemmLayer):
-    """2-D convolution as im2col GEMM; NHWC in and out, HWIO weights, zero padding."""
+    """2-D convolution as im2col GEMM; NHWC in and out, HWIO weights, zero padding.
+
+    With ``groups = G > 1`` the weight is ``(kh, kw, c_in/G, c_out)`` and group ``g`` maps input channels
+    ``[g*c_in/G, (g+1)*c_in/G)`` to output channels ``[g*c_out/G, (g+1)*c_out/G)``: one im2col GEMM per
+    group (K ordered ``(kh, kw, c_in/G)``), then the same requantization as an ungrouped layer. Depthwise
+    is ``G = c_in``.
+    """
 
     kind: ClassVar[str] = "conv2d"
 
     stride: tuple[int, int] = (1, 1)
     #: ``(top, bottom, left, right)``; an int or a pair ``(ph, pw)`` is expanded.
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    #: Channel groups: c_in and c_out are divisible by it (depthwise: ``groups == c_in``).
+    groups: int = 1
 
     def __post_init__(self):
         super().__post_init__()
@@ -385,37 +443,61 @@ class Conv2D(_GemmLayer):
             raise ValueError(f"layer {self.name!r}: conv2d weight must be 4-D (kh, kw, c_in, c_out), not shape {self.weight.shape}")
         s = _pair(self.stride, f"layer {self.name!r} stride")
         _check_between(self.name, "stride", s, 1, MAX_WINDOW)
-        p = self.padding
-        if isinstance(p, (tuple, list)) and len(p) == 4:
-            if not all(_is_int(v) for v in p):
-                raise TypeError(f"layer {self.name!r} padding must be an int, a pair or four ints, not {short_repr(p)}")
-            p = tuple(int(v) for v in p)
-        else:
-            ph, pw = _pair(p, f"layer {self.name!r} padding")
-            p = (ph, ph, pw, pw)
-        _check_between(self.name, "padding", p, 0, MAX_PADDING)
         object.__setattr__(self, "stride", s)
-        object.__setattr__(self, "padding", p)
+        object.__setattr__(self, "padding", _padding(self.name, self.padding))
+        g = self.groups
+        if not _is_int(g):
+            raise TypeError(f"layer {self.name!r}: groups must be an int, not {short_repr(g)}")
+        g, cout = int(g), self.weight.shape[3]
+        if g < 1 or cout % g:
+            raise ValueError(f"layer {self.name!r}: groups={g} must be a positive divisor of the {cout} output "
+                             f"channels (weight (kh, kw, c_in/groups, c_out) of shape {self.weight.shape})")
+        object.__setattr__(self, "groups", g)
 
     @property
     def kernel(self) -> tuple[int, int]:
         return self.weight.shape[0], self.weight.shape[1]
 
+    @property
+    def in_channels(self) -> int:
+        """``c_in = groups * weight.shape[2]``."""
+        return self.groups * self.weight.shape[2]
+
     def out_shape(self, in_shapes):
         (s,) = in_shapes
-        kh, kw, cin, cout = self.weight.shape
+        kh, kw, cig, cout = self.weight.shape
+        cin = self.in_channels
         if len(s) != 3 or s[2] != cin:
-            raise ValueError(f"layer {self.name!r}: conv2d expects (H, W, {cin}) per sample, got {s}")
+            per_group = (f" (groups={self.groups} x {cig} input channels per group, from the weight of shape "
+                         f"{self.weight.shape})" if self.groups > 1 else "")
+            raise ValueError(f"layer {self.name!r}: conv2d expects (H, W, {cin}) per sample{per_group}, got {s}")
         oh = conv_output_size(s[0], kh, self.stride[0], self.padding[0], self.padding[1])
         ow = conv_output_size(s[1], kw, self.stride[1], self.padding[2], self.padding[3])
         if oh < 1 or ow < 1:
             raise ValueError(f"layer {self.name!r}: kernel {kh}x{kw} does not fit input {s[0]}x{s[1]} with this padding")
         return (oh, ow, cout)
 
+    def _group_patches(self, cols: np.ndarray) -> np.ndarray:
+        """im2col patches ``(M, kh*kw*c_in)`` -> ``(G, M, kh*kw*c_in/G)``: each group's K axis ``(kh, kw, c_in/G)``."""
+        m, g = cols.shape[0], self.groups
+        kh, kw, cig, _ = self.weight.shape
+        return np.ascontiguousarray(cols.reshape(m, kh * kw, g, cig).transpose(2, 0, 1, 3)).reshape(g, m, kh * kw * cig)
+
+    def _point_gemm(self, a, e):
+        if self.groups == 1:
+            return super()._point_gemm(a, e)
+        g, n = self.groups, self.out_channels
+        kh, kw, cig, _ = e.shape
+        wg = e.reshape(kh * kw * cig, g, n // g).transpose(1, 0, 2)        # (G, Kg, N/G)
+        acc = grouped_matmul(a, wg)                                          # (G, M, N/G)
+        return acc.transpose(1, 0, 2).reshape(a.shape[1], n)                 # channel g*N/G + j
+
     def forward(self, xs, in_types, rounding):
         x = xs[0]
         oh, ow, cout = self.out_shape([x.shape[1:]])
         cols = im2col(x, self.kernel, self.stride, self.padding)
+        if self.groups > 1:
+            cols = self._group_patches(cols)
         y = self._requant(self._gemm(cols), in_types[0], rounding)
         return y.reshape(x.shape[0], oh, ow, cout)
 
@@ -423,20 +505,34 @@ class Conv2D(_GemmLayer):
         (h, w, c), (kh, kw, _, n) = in_shapes[0], self.weight.shape
         oh, ow, _ = self.out_shape(in_shapes)
         pt, pb, pl, pr = self.padding
-        return [("padded input", (h + pt + pb, w + pl + pr, c)), ("im2col patch matrix", (oh, ow, kh * kw * c)),
-                ("accumulator", (oh, ow, n))]
+        out = [("padded input", (h + pt + pb, w + pl + pr, c)), ("im2col patch matrix", (oh, ow, kh * kw * c)),
+               ("accumulator", (oh, ow, n))]
+        if self.groups > 1:
+            out.append(("grouped patch matrix", (oh, ow, kh * kw * c)))
+        return out
 
     def params(self):
-        return {**super().params(), "stride": list(self.stride), "padding": list(self.padding)}
+        p = {**super().params(), "stride": list(self.stride), "padding": list(self.padding)}
+        if self.groups != 1:                # written only when grouped: ungrouped files are unchanged
+            p["groups"] = self.groups
+        return p
 
 
 @dataclass(frozen=True, eq=False)
 class MaxPool2D(Layer):
-    """Max over ``pool`` windows with ``stride`` (default = pool), no padding; exact."""
+    """Max over ``pool`` windows with ``stride`` (default = pool) and ``padding``; exact.
+
+    ``padding`` ``(top, bottom, left, right)`` (an int or a pair is expanded, like Conv2D) pads with the
+    input type's minimum ``lo``, which never exceeds an input element: every window holds at least one
+    input element (each side's padding is smaller than the window along its axis), so the result is the
+    max over the window's input elements (PyTorch / ONNX semantics). Output size
+    ``(H + pt + pb - ph) // sh + 1`` (floor, no ceil mode).
+    """
 
     kind: ClassVar[str] = "maxpool2d"
     pool: tuple[int, int] = (2, 2)
     stride: tuple[int, int] | None = None
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -444,24 +540,41 @@ class MaxPool2D(Layer):
         _check_between(self.name, "pool", p, 1, MAX_WINDOW)
         s = _pair(self.stride if self.stride is not None else p, f"layer {self.name!r} stride")
         _check_between(self.name, "stride", s, 1, MAX_WINDOW)
+        pad = _padding(self.name, self.padding)
+        if max(pad[:2]) >= p[0] or max(pad[2:]) >= p[1]:
+            raise ValueError(f"layer {self.name!r}: pooling padding {pad} (top, bottom, left, right) must be smaller "
+                             f"than the window {p[0]}x{p[1]} on each side, so that every window holds an input "
+                             "element")
         object.__setattr__(self, "pool", p)
         object.__setattr__(self, "stride", s)
+        object.__setattr__(self, "padding", pad)
+
+    @property
+    def area(self) -> int:
+        """Window area ``ph * pw`` (padding included)."""
+        return self.pool[0] * self.pool[1]
 
     def out_shape(self, in_shapes):
         (s,) = in_shapes
         if len(s) != 3:
             raise ValueError(f"layer {self.name!r}: {self.kind} expects (H, W, C) per sample, got {s}")
-        oh = conv_output_size(s[0], self.pool[0], self.stride[0], 0, 0)
-        ow = conv_output_size(s[1], self.pool[1], self.stride[1], 0, 0)
+        pt, pb, pl, pr = self.padding
+        oh = conv_output_size(s[0], self.pool[0], self.stride[0], pt, pb)
+        ow = conv_output_size(s[1], self.pool[1], self.stride[1], pl, pr)
         if oh < 1 or ow < 1:
-            raise ValueError(f"layer {self.name!r}: pool {self.pool} does not fit input {s[0]}x{s[1]}")
+            padded = f" with padding {self.padding}" if any(self.padding) else ""
+            raise ValueError(f"layer {self.name!r}: pool {self.pool} does not fit input {s[0]}x{s[1]}{padded}")
         return (oh, ow, s[2])
 
-    def _windows(self, x):
+    def _windows(self, x, fill: int = 0):
+        """``(N, OH, OW, ph*pw, C)``: every window, the input padded with *fill*."""
         n, h, w, c = x.shape
         oh, ow, _ = self.out_shape([x.shape[1:]])
         ph, pw = self.pool
         sh, sw = self.stride
+        pt, pb, pl, pr = self.padding
+        if any(self.padding):
+            x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=np.int64(fill))
         win = np.empty((n, oh, ow, ph * pw, c), dtype=np.int64)
         for i in range(ph):
             for j in range(pw):
@@ -469,22 +582,36 @@ class MaxPool2D(Layer):
         return win
 
     def forward(self, xs, in_types, rounding):
-        return self._windows(xs[0]).max(axis=3)
+        return self._windows(xs[0], in_types[0].lo).max(axis=3)
 
     def work_tensors(self, in_shapes):
         oh, ow, c = self.out_shape(in_shapes)
-        return [("pooling windows", (oh, ow, self.pool[0] * self.pool[1], c))]
+        out = [("pooling windows", (oh, ow, self.pool[0] * self.pool[1], c))]
+        if any(self.padding):
+            (h, w, _), (pt, pb, pl, pr) = in_shapes[0], self.padding
+            out.insert(0, ("padded input", (h + pt + pb, w + pl + pr, c)))
+        return out
 
     def params(self):
-        return {"pool": list(self.pool), "stride": list(self.stride)}
+        p = {"pool": list(self.pool), "stride": list(self.stride)}
+        if any(self.padding):               # written only when padded: unpadded files are unchanged
+            p["padding"] = list(self.padding)
+        return p
 
 
 @dataclass(frozen=True, eq=False)
 class AvgPool2D(MaxPool2D):
-    """Average over a power-of-two window: sum, then one rounding shift, then saturate.
+    """Average over any window: the window sum divided by the area, rounded once, saturated.
 
-    ``y = sat(round_shift(sum, log2(ph*pw) + f_in - f_out))`` to ``out_type``
-    (default: the input type). A global average pool is ``pool = (H, W)``.
+    ``y = sat(round_r(sum * 2**(f_out - f_in) / (ph*pw)))`` to ``out_type`` (default: the input type),
+    the exact rational rounded by the network's mode. Padding adds zeros and the divisor stays the whole
+    area ``ph*pw`` (PyTorch ``count_include_pad=True``). In integers, with ``area = d * 2**p`` (``d`` odd)
+    and ``k = p + f_in - f_out``:
+
+    * ``d = 1`` (power-of-two area): ``round_shift(sum, k)``;
+    * otherwise: ``round_div(sum * 2**max(-k, 0), d * 2**max(k, 0))``.
+
+    A global average pool is ``pool = (H, W)``.
     """
 
     kind: ClassVar[str] = "avgpool2d"
@@ -492,36 +619,52 @@ class AvgPool2D(MaxPool2D):
 
     def __post_init__(self):
         super().__post_init__()
-        area = self.pool[0] * self.pool[1]
-        if area & (area - 1):
-            raise ValueError(f"layer {self.name!r}: average-pool window must have a power-of-two area, not {self.pool[0]}x{self.pool[1]}")
         if self.out_type is not None and not isinstance(self.out_type, QType):
             raise TypeError(f"layer {self.name!r}: out_type must be a QType or None")
 
     @property
+    def odd_area(self) -> int:
+        """``d``, the odd factor of the area ``d * 2**p`` (1 for a power-of-two area)."""
+        a = self.area
+        return a // (a & -a)
+
+    @property
     def log2_area(self) -> int:
-        return (self.pool[0] * self.pool[1]).bit_length() - 1
+        """``p``, the exponent of the power-of-two factor of the area ``d * 2**p`` (``log2(area)`` if ``d = 1``)."""
+        a = self.area
+        return (a & -a).bit_length() - 1
 
     def out_qtype(self, in_types):
         return self.out_type if self.out_type is not None else in_types[0]
 
     def shift(self, in_type: QType) -> int:
+        """``k = p + f_in - f_out``: the power-of-two part of the division (all of it for a power-of-two area)."""
         return self.log2_area + in_type.frac_bits - self.out_qtype([in_type]).frac_bits
+
+    def divide(self, s, in_type: QType, rounding: str) -> np.ndarray:
+        """``round_r(s * 2**(f_out - f_in) / area)`` exactly, not saturated."""
+        k, d = self.shift(in_type), self.odd_area
+        if d == 1:
+            return round_shift(s, k, rounding)
+        return round_div(round_shift(s, min(k, 0)), d << max(k, 0), rounding)
 
     def forward(self, xs, in_types, rounding):
         s = self._windows(xs[0]).sum(axis=3)
         ot = self.out_qtype(in_types)
-        return saturate(round_shift(s, self.shift(in_types[0]), rounding), ot.bits, ot.signed)
+        return saturate(self.divide(s, in_types[0], rounding), ot.bits, ot.signed)
 
     def acc_bounds(self, in_types):
-        area = self.pool[0] * self.pool[1]
+        area = self.area        # padding zeros lie inside [lo, hi]: the bound holds with padding too
         return in_types[0].lo * area, in_types[0].hi * area
 
     def check_arithmetic(self, in_types):
-        k = self.shift(in_types[0])
-        _check_shift(self.name, k, "average-pool shift log2(area) + f_in - f_out =")
-        _check_int64(self.name, self.pool[0] * self.pool[1] * _amax(in_types[0]), k,
-                     f"the window sum (inputs in {in_types[0]})")
+        k, d = self.shift(in_types[0]), self.odd_area
+        what = "log2(area)" if d == 1 else f"log2(area / {d})"
+        _check_shift(self.name, k, f"average-pool shift {what} + f_in - f_out =")
+        _check_int64(self.name, self.area * _amax(in_types[0]), k, f"the window sum (inputs in {in_types[0]})")
+        if d > 1 and k > 0 and d << k > INT64_MAX:
+            raise ValueError(f"layer {self.name!r}: the average-pool divisor {d} * 2**{k} (area * 2**(f_in - f_out)) "
+                             "is beyond 2**63 - 1 (the golden model's int64)")
 
     def params(self):
         p = super().params()
@@ -535,19 +678,22 @@ class Add(Layer):
     """Residual add with scale alignment.
 
     Both operands are aligned to ``F = max(f_a, f_b)`` by exact left shifts,
-    added, then ``y = sat(relu?(round_shift(sum, F - f_out)))``.
+    added, then ``y = sat(min(relu?(round_shift(sum, F - f_out)), out_max))``.
     """
 
     kind: ClassVar[str] = "add"
     n_inputs: ClassVar[int] = 2
     out_type: QType = None
     relu: bool = False
+    #: Upper clamp in ``out_type`` integer units; needs ``relu`` (see :class:`Dense`).
+    out_max: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.out_type, QType):
             raise TypeError(f"layer {self.name!r}: out_type must be a QType")
         object.__setattr__(self, "relu", _check_bool(self.name, "relu", self.relu))
+        object.__setattr__(self, "out_max", _check_out_max(self.name, self.out_max, self.relu))
 
     def out_qtype(self, in_types):
         return self.out_type
@@ -568,10 +714,7 @@ class Add(Layer):
         sa, sb, k = self.align(in_types)
         # Exact left shifts and sum (OverflowError, never a wrap; check_arithmetic proves they fit).
         s = add_exact(round_shift(xs[0], -sa), round_shift(xs[1], -sb), f"layer {self.name!r}: aligned sum")
-        y = round_shift(s, k, rounding)
-        if self.relu:
-            y = np.maximum(y, 0)
-        return saturate(y, self.out_type.bits, self.out_type.signed)
+        return clamp_saturate(round_shift(s, k, rounding), self.out_type, self.relu, self.out_max)
 
     def acc_bounds(self, in_types):
         sa, sb, _ = self.align(in_types)
@@ -588,7 +731,57 @@ class Add(Layer):
         _check_int64(self.name, (_amax(a) << sa) + (_amax(b) << sb), k, "the aligned sum")
 
     def params(self):
-        return {"out_type": self.out_type.to_json(), "relu": self.relu}
+        p = {"out_type": self.out_type.to_json(), "relu": self.relu}
+        if self.out_max is not None:
+            p["out_max"] = self.out_max
+        return p
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Layer):
+    """Concatenation of ``n >= 2`` inputs along the channels (the last axis: C of NHWC, features of 2-D).
+
+    Every operand is first aligned to ``out_type``: ``y_i = sat(round_shift(x_i, f_i - f_out))``, an exact
+    left shift when ``f_out > f_i``, a rounding right shift when ``f_out < f_i``, then saturation to
+    ``out_type`` (which also moves between signed and unsigned). Inputs must agree on every axis but the last.
+    """
+
+    kind: ClassVar[str] = "concat"
+    n_inputs: ClassVar[int | None] = None
+    min_inputs: ClassVar[int] = 2
+    out_type: QType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.out_type, QType):
+            raise TypeError(f"layer {self.name!r}: out_type must be a QType")
+
+    def out_qtype(self, in_types):
+        return self.out_type
+
+    def out_shape(self, in_shapes):
+        shapes = [tuple(s) for s in in_shapes]
+        if len({s[:-1] for s in shapes}) != 1 or any(len(s) not in (1, 3) for s in shapes):
+            raise ValueError(f"layer {self.name!r}: concat needs inputs that are all (features,) or all (H, W, C) "
+                             f"with equal H and W, got {', '.join(map(str, shapes))}")
+        return (*shapes[0][:-1], sum(s[-1] for s in shapes))
+
+    def shifts(self, in_types) -> list[int]:
+        """Right shift of each operand to ``out_type``: ``f_i - f_out`` (negative: an exact left shift)."""
+        return [t.frac_bits - self.out_type.frac_bits for t in in_types]
+
+    def forward(self, xs, in_types, rounding):
+        t = self.out_type
+        parts = [saturate(round_shift(x, k, rounding), t.bits, t.signed) for x, k in zip(xs, self.shifts(in_types))]
+        return np.concatenate(parts, axis=-1)
+
+    def check_arithmetic(self, in_types):
+        for i, (t, k) in enumerate(zip(in_types, self.shifts(in_types))):
+            _check_shift(self.name, k, f"alignment shift f_in - f_out of operand {i} ({self.inputs[i]!r}) =")
+            _check_int64(self.name, _amax(t), k, f"operand {i} ({self.inputs[i]!r}, inputs in {t})")
+
+    def params(self):
+        return {"out_type": self.out_type.to_json()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -601,9 +794,9 @@ class Flatten(Layer):
         return (math.prod(in_shapes[0]),)   # Python ints: never wraps
 
     def forward(self, xs, in_types, rounding):
-        return xs[0].reshape(xs[0].shape[0], -1)
+        return xs[0].reshape(xs[0].shape[0], math.prod(xs[0].shape[1:]))     # also for a batch of 0
 
 
 LAYER_KINDS: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten)
+    cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten, Concat)
 }

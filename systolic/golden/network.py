@@ -237,6 +237,8 @@ class QuantizedNetwork:
                 k = layer.shift(self.in_types(layer)[0])
                 extra = f" w={layer.w_type} shift={int(k[0]) if np.all(k == k[0]) else list(map(int, k))}"
                 extra += " relu" if layer.relu else ""
+                extra += f" out_max={layer.out_max}" if layer.out_max is not None else ""
+                extra += f" groups={layer.groups}" if getattr(layer, "groups", 1) != 1 else ""
             lines.append(
                 f"{layer.name:<10} {layer.kind:<10} <- {','.join(layer.inputs):<12} "
                 f"{str(self.qtype(layer.name)):<14} {self.shape(layer.name)}{extra}"
@@ -299,15 +301,19 @@ def _expect(cond, msg, path):
 # ---------------------------------------------------------------- manifest schema
 # Every field's JSON type is checked exactly (no coercion: "false" is not a bool, "881" is not a shape);
 # ranges are then checked by the layer constructors. (kind, required) per parameter; a kind is "qtype",
-# "bool" or a tuple of allowed list lengths of ints.
-_GEMM_PARAMS = {"w_type": ("qtype", True), "out_type": ("qtype", True), "relu": ("bool", False)}
-_POOL_PARAMS = {"pool": ((2,), True), "stride": ((2,), False)}
+# "bool", "int" (a JSON integer) or a tuple of allowed list lengths of ints. The optional fields groups,
+# out_max and a pool's padding are written only when they differ from the default (files that do not use
+# them are byte for byte what earlier versions wrote), and a file without them loads with the default.
+_GEMM_PARAMS = {"w_type": ("qtype", True), "out_type": ("qtype", True), "relu": ("bool", False),
+                "out_max": ("int", False)}
+_POOL_PARAMS = {"pool": ((2,), True), "stride": ((2,), False), "padding": ((2, 4), False)}
 _PARAMS = {
     "dense": _GEMM_PARAMS,
-    "conv2d": {**_GEMM_PARAMS, "stride": ((2,), False), "padding": ((2, 4), False)},
+    "conv2d": {**_GEMM_PARAMS, "stride": ((2,), False), "padding": ((2, 4), False), "groups": ("int", False)},
     "maxpool2d": _POOL_PARAMS,
     "avgpool2d": {**_POOL_PARAMS, "out_type": ("qtype", False)},
-    "add": {"out_type": ("qtype", True), "relu": ("bool", False)},
+    "add": {"out_type": ("qtype", True), "relu": ("bool", False), "out_max": ("int", False)},
+    "concat": {"out_type": ("qtype", True)},
     "flatten": {},
 }
 _GEMM_ARRAYS = ("weight", "bias", "w_frac", "extra_weights", "extra_shifts")
@@ -341,6 +347,9 @@ def _param(value, spec, name: str, key: str, path):
         return _qtype(value, f"{layer}: {key}", path)
     if spec == "bool":
         _expect(type(value) is bool, f"{layer}: {key} must be a bool, not {short_repr(value)}", path)
+        return value
+    if spec == "int":
+        _expect(_is_json_int(value), f"{layer}: {key} must be an int, not {short_repr(value)}", path)
         return value
     lengths = " or ".join(map(str, spec))
     _expect(isinstance(value, list) and len(value) in spec and all(_is_json_int(v) for v in value),

@@ -52,7 +52,8 @@ def register(sub) -> None:
         "export-onnx", help="export a model to ONNX that onnxruntime runs bit-exactly",
         description="Export a quantized model (rounding half_even, at most 8-bit tensors) to an ONNX "
                     "graph of QuantizeLinear / QLinearConv / QGemm / QLinearAdd / QLinearAveragePool / "
-                    "MaxPool / Clip nodes whose integer output equals the golden model's bit for bit.")
+                    "MaxPool / Concat / Clip nodes (and exact integer ops for average pools whose area is not "
+                    "a power of two) whose integer output equals the golden model's bit for bit.")
     p.add_argument("model", help="model file (.npz) or shipped model name")
     p.add_argument("out", metavar="OUT.onnx", help="where to write the ONNX model")
     p.add_argument("--int-io", action="store_true",

@@ -9,14 +9,21 @@ kernels is exact for power-of-two scales. In short:
 golden     ONNX
 ========== ==============================================================
 input      ``QuantizeLinear`` (float I/O) [+ ``Clip``], ``Transpose`` to NCHW
-conv2d     ``QLinearConv`` (per-channel weight scales for ``w_frac``)
+conv2d     ``QLinearConv`` (per-channel weight scales for ``w_frac``; ``group``)
 dense      ``com.microsoft.QGemm`` (int32 bias ``C``, per-column ``b_scale``)
 multipoint one GEMM with the effective weight ``W + sum_p E_p * 2**s_p``
-maxpool2d  ``MaxPool`` on int8/uint8
-avgpool2d  ``com.microsoft.QLinearAveragePool``
+maxpool2d  ``MaxPool`` on int8/uint8 (``pads``)
+avgpool2d  power-of-two area: ``com.microsoft.QLinearAveragePool``
+           (``pads``, ``count_include_pad=1``); any other area: exact
+           integers: ``ConvInteger`` with a ones kernel (``group = C``)
+           for the window sums, then ``Mod``/``Div``/``Greater``/``Equal``
+           on int64 for the rounded division
 add        ``com.microsoft.QLinearAdd``
+concat     per operand ``DequantizeLinear``/``QuantizeLinear`` to the
+           output scale (if it differs), ``Concat`` on the channel axis
 flatten    ``Transpose`` back to NHWC, ``Flatten`` (HWC order)
 relu / <8b ``Clip`` of the integer tensor to ``[max(lo, 0), hi]``
+out_max    the same ``Clip`` with ``min(hi, out_max)`` as upper bound
 ========== ==============================================================
 
 Every tensor between layers is an int8 (signed types) or uint8 (unsigned
@@ -40,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .layers import Add, AvgPool2D, Concat, Conv2D, Dense, Flatten, MaxPool2D
 from .network import QuantizedNetwork
 from .primitives import MAX_SHIFT
 from .qtypes import MAX_FRAC, QType
@@ -49,9 +56,11 @@ __all__ = ["export_onnx", "check_exportable", "SUPPORTED_LAYERS", "FLOAT_EXACT_L
            "INPUT_NAME", "INPUT_Q_NAME", "OUTPUT_NAME", "OUTPUT_Q_NAME", "layer_output_name"]
 
 #: Layer kinds the exporter maps, in the order error messages list them.
-SUPPORTED_LAYERS = ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "flatten")
+SUPPORTED_LAYERS = ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "concat", "flatten")
 #: onnxruntime requantizes in float32: every integer it converts must satisfy |v| <= 2**24.
 FLOAT_EXACT_LIMIT = 1 << 24
+#: ``ConvInteger`` accumulates in int32: the window sums of an average pool of another area must fit it.
+INT32_MAX = (1 << 31) - 1
 #: Default-domain opset and com.microsoft opset of the exported model.
 OPSET = 21
 MS_OPSET = 1
@@ -121,7 +130,11 @@ def check_exportable(net: QuantizedNetwork) -> None:
             _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case accumulator + bias")
         elif isinstance(layer, AvgPool2D):
             lo, hi = layer.acc_bounds(in_types)
-            _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case window sum")
+            if layer.odd_area == 1:
+                _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case window sum")
+            elif lo < -INT32_MAX - 1 or hi > INT32_MAX:
+                raise _err(f"layer {layer.name!r}: worst-case window sum spans [{lo}, {hi}], beyond the int32 "
+                           "range of the ConvInteger that sums the windows")
         elif isinstance(layer, Add):
             lo, hi = layer.acc_bounds(in_types)
             _check_float_exact(lo, hi, f"layer {layer.name!r}: worst-case aligned sum")
@@ -155,6 +168,8 @@ def _check_scales(layer, in_types) -> None:
         k = np.asarray(layer.shift(in_types[0]))
     elif isinstance(layer, (AvgPool2D, Add)):
         k = np.asarray(layer.shift(in_types[0]) if isinstance(layer, AvgPool2D) else layer.align(in_types)[2])
+    elif isinstance(layer, Concat):
+        k = np.asarray(layer.shifts(in_types))
     else:
         return
     if k.size and (int(k.min()) < -MAX_SHIFT or int(k.max()) > MAX_SHIFT):
@@ -226,10 +241,12 @@ def _recontainer(g: _Graph, t: _Tensor, dtype, base: str) -> _Tensor:
     return _Tensor(q, t.qtype, dtype, zp, t.nchw)
 
 
-def _finish(g: _Graph, t: _Tensor, qtype: QType, relu: bool, base: str) -> _Tensor:
-    """Return *t* in its zero-point-0 container, clipped to *qtype*'s range (and ReLU)."""
+def _finish(g: _Graph, t: _Tensor, qtype: QType, relu: bool, base: str, out_max: int | None = None) -> _Tensor:
+    """Return *t* in its zero-point-0 container, clipped to *qtype*'s range (and ReLU, and *out_max*)."""
     t = _recontainer(g, t, _container(qtype), base)
     lo, hi = (max(qtype.lo, 0) if relu else qtype.lo), qtype.hi
+    if out_max is not None:
+        hi = min(hi, out_max)
     info = np.iinfo(t.dtype)
     if lo > info.min or hi < info.max:
         name = g.node("Clip", [t.name, g.const(f"{base}/lo", np.array(lo, t.dtype)),
@@ -261,8 +278,9 @@ def _conv(g, layer: Conv2D, x: _Tensor, base: str) -> _Tensor:
         inputs.append(g.const(f"{base}/bias", layer.bias.astype(np.int32)))
     pt, pb, pl, pr = layer.padding
     y = g.node("QLinearConv", inputs, f"{base}/conv", kernel_shape=[kh, kw], strides=list(layer.stride),
-               pads=[pt, pl, pb, pr], dilations=[1, 1], group=1)
-    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, True), layer.out_type, layer.relu, base)
+               pads=[pt, pl, pb, pr], dilations=[1, 1], group=layer.groups)
+    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, True), layer.out_type, layer.relu, base,
+                   layer.out_max)
 
 
 def _dense(g, layer: Dense, x: _Tensor, base: str) -> _Tensor:
@@ -276,22 +294,73 @@ def _dense(g, layer: Dense, x: _Tensor, base: str) -> _Tensor:
         g.const(f"{base}/y_scale", _scale(layer.out_type.frac_bits)), g.const(f"{base}/y_zp", np.array(y_zp, x.dtype)),
     ]
     y = g.node("QGemm", inputs, f"{base}/gemm", domain=MS_DOMAIN, alpha=1.0, transA=0, transB=0)
-    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, False), layer.out_type, layer.relu, base)
+    return _finish(g, _Tensor(y, layer.out_type, x.dtype, y_zp, False), layer.out_type, layer.relu, base,
+                   layer.out_max)
+
+
+def _onnx_pads(padding) -> list[int]:
+    """Golden ``(top, bottom, left, right)`` -> ONNX ``[top, left, bottom, right]``."""
+    pt, pb, pl, pr = padding
+    return [pt, pl, pb, pr]
 
 
 def _maxpool(g, layer: MaxPool2D, x: _Tensor, base: str) -> _Tensor:
-    y = g.node("MaxPool", [x.name], f"{base}/maxpool", kernel_shape=list(layer.pool), strides=list(layer.stride))
+    # ONNX MaxPool ignores padded positions; the golden model pads with the type's minimum, which never
+    # wins: every window holds an input element, so both are the max over the window's inputs.
+    y = g.node("MaxPool", [x.name], f"{base}/maxpool", kernel_shape=list(layer.pool), strides=list(layer.stride),
+               pads=_onnx_pads(layer.padding))
     return _Tensor(y, x.qtype, x.dtype, x.zp, True)
 
 
-def _avgpool(g, layer: AvgPool2D, x: _Tensor, base: str) -> _Tensor:
+def _avgpool(g, layer: AvgPool2D, x: _Tensor, base: str, channels: int) -> _Tensor:
     out_t = layer.out_qtype([x.qtype])
+    if layer.odd_area != 1:
+        return _avgpool_exact(g, layer, x, out_t, base, channels)
     y_zp = _zp_in(x.dtype, out_t)
     inputs = [x.name, g.const(f"{base}/x_scale", _scale(x.qtype.frac_bits)), g.const(f"{base}/x_zp", np.array(x.zp, x.dtype)),
               g.const(f"{base}/y_scale", _scale(out_t.frac_bits)), g.const(f"{base}/y_zp", np.array(y_zp, x.dtype))]
+    # count_include_pad=1: padding adds zeros and the divisor is the whole window (golden, PyTorch).
     y = g.node("QLinearAveragePool", inputs, f"{base}/avgpool", domain=MS_DOMAIN, kernel_shape=list(layer.pool),
-               strides=list(layer.stride), count_include_pad=0)
+               strides=list(layer.stride), pads=_onnx_pads(layer.padding), count_include_pad=1)
     return _finish(g, _Tensor(y, out_t, x.dtype, y_zp, True), out_t, False, base)
+
+
+def _avgpool_exact(g, layer: AvgPool2D, x: _Tensor, out_t: QType, base: str, channels: int) -> _Tensor:
+    """An average pool whose area is not a power of two, in exact integer ops.
+
+    onnxruntime's pools divide in float, which is not the exact rational rounding of the golden model.
+    Instead: the window sums ``s`` by ``ConvInteger`` with a ones kernel per channel (``group = C``, zero
+    padding, int32: checked to fit), then in int64 ``n = s * 2**max(-k, 0)``, ``D = d * 2**max(k, 0)``,
+    ``r = Mod(n, D)`` (floor: ``0 <= r < D``), ``q = (n - r) / D`` (exact), ``y = q + (r > D - r or
+    (r == D - r and q odd))`` (half to even, :func:`~systolic.golden.primitives.round_div`), ``Clip`` to
+    the output type and ``Cast`` to its container.
+    """
+    from onnx import TensorProto
+
+    i64 = np.int64
+    assert x.zp == 0 and x.nchw, layer.name
+    ph, pw = layer.pool
+    k, d = layer.shift(x.qtype), layer.odd_area
+    ones = g.const(f"{base}/ones", np.ones((channels, 1, ph, pw), x.dtype))
+    s = g.node("ConvInteger", [x.name, ones], f"{base}/window_sum", kernel_shape=[ph, pw],
+               strides=list(layer.stride), pads=_onnx_pads(layer.padding), dilations=[1, 1], group=channels)
+    n = g.node("Cast", [s], f"{base}/int64", to=TensorProto.INT64)
+    if k < 0:
+        n = g.node("Mul", [n, g.const(f"{base}/left", np.array(1 << -k, i64))], f"{base}/shifted")
+    big_d = g.const(f"{base}/divisor", np.array(d << max(k, 0), i64))
+    r = g.node("Mod", [n, big_d], f"{base}/rem")
+    q = g.node("Div", [g.node("Sub", [n, r], f"{base}/floor_mul"), big_d], f"{base}/quot")
+    rest = g.node("Sub", [big_d, r], f"{base}/rest")
+    odd = g.node("Equal", [g.node("Mod", [q, g.const(f"{base}/two", np.array(2, i64))], f"{base}/parity"),
+                           g.const(f"{base}/one", np.array(1, i64))], f"{base}/odd")
+    tie_up = g.node("And", [g.node("Equal", [r, rest], f"{base}/tie"), odd], f"{base}/tie_up")
+    up = g.node("Or", [g.node("Greater", [r, rest], f"{base}/above"), tie_up], f"{base}/up")
+    y = g.node("Add", [q, g.node("Cast", [up], f"{base}/up64", to=TensorProto.INT64)], f"{base}/rounded")
+    y = g.node("Clip", [y, g.const(f"{base}/lo", np.array(out_t.lo, i64)), g.const(f"{base}/hi", np.array(out_t.hi, i64))],
+               f"{base}/sat")
+    dtype = _container(out_t)
+    y = g.node("Cast", [y], f"{base}/out", to=g.helper.np_dtype_to_tensor_dtype(dtype))
+    return _Tensor(y, out_t, dtype, 0, True)
 
 
 def _add(g, layer: Add, a: _Tensor, b: _Tensor, base: str) -> _Tensor:
@@ -302,7 +371,30 @@ def _add(g, layer: Add, a: _Tensor, b: _Tensor, base: str) -> _Tensor:
               b.name, g.const(f"{base}/b_scale", _scale(b.qtype.frac_bits)), g.const(f"{base}/b_zp", np.array(b.zp, dtype)),
               g.const(f"{base}/c_scale", _scale(layer.out_type.frac_bits)), g.const(f"{base}/c_zp", np.array(0, dtype))]
     y = g.node("QLinearAdd", inputs, f"{base}/add", domain=MS_DOMAIN)
-    return _finish(g, _Tensor(y, layer.out_type, dtype, 0, a.nchw), layer.out_type, layer.relu, base)
+    return _finish(g, _Tensor(y, layer.out_type, dtype, 0, a.nchw), layer.out_type, layer.relu, base, layer.out_max)
+
+
+def _concat(g, layer: Concat, ins: list, base: str) -> _Tensor:
+    """Each operand aligned to the output type, then ``Concat`` on the channel axis (1 in NCHW and 2-D).
+
+    Alignment ``sat(round_shift(x, f_i - f_out))`` is ``DequantizeLinear`` at ``2**-f_i`` then
+    ``QuantizeLinear`` at ``2**-f_out`` (exact: a change of exponent, rounded half to even, saturated to the
+    container) and the ``Clip`` of a type narrower than its container; nothing when only that clip is needed.
+    """
+    out_t = layer.out_type
+    dtype = _container(out_t)
+    parts = []
+    for i, t in enumerate(ins):
+        pb = f"{base}/in{i}"
+        if t.qtype.frac_bits != out_t.frac_bits or t.dtype != dtype or t.zp != 0:
+            f = g.node("DequantizeLinear", [t.name, g.const(f"{pb}/scale", _scale(t.qtype.frac_bits)),
+                                            g.const(f"{pb}/zp", np.array(t.zp, t.dtype))], f"{pb}/real")
+            q = g.node("QuantizeLinear", [f, g.const(f"{pb}/out_scale", _scale(out_t.frac_bits)),
+                                          g.const(f"{pb}/out_zp", np.array(0, dtype))], f"{pb}/aligned")
+            t = _Tensor(q, out_t, dtype, 0, t.nchw)
+        parts.append(_finish(g, _Tensor(t.name, out_t, t.dtype, t.zp, t.nchw), out_t, False, pb))
+    y = g.node("Concat", [p.name for p in parts], f"{base}/concat", axis=1)
+    return _Tensor(y, out_t, dtype, 0, parts[0].nchw)
 
 
 def _to_nhwc(g, t: _Tensor, base: str) -> _Tensor:
@@ -393,11 +485,13 @@ def export_onnx(net: QuantizedNetwork, path=None, float_io: bool = True, *,
         elif isinstance(layer, Dense):
             y = _dense(g, layer, ins[0], base)
         elif isinstance(layer, AvgPool2D):  # before MaxPool2D: AvgPool2D subclasses it
-            y = _avgpool(g, layer, ins[0], base)
+            y = _avgpool(g, layer, ins[0], base, net.shape(layer.inputs[0])[-1])
         elif isinstance(layer, MaxPool2D):
             y = _maxpool(g, layer, ins[0], base)
         elif isinstance(layer, Add):
             y = _add(g, layer, ins[0], ins[1], base)
+        elif isinstance(layer, Concat):
+            y = _concat(g, layer, ins, base)
         elif isinstance(layer, Flatten):
             y = _flatten(g, layer, ins[0], base)
         else:  # pragma: no cover - check_exportable refused it

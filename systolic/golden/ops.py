@@ -7,7 +7,8 @@ import numpy as np
 from .primitives import INT64_MAX, add_exact, as_int_array, round_shift, saturate
 from .qtypes import QType, check_rounding
 
-__all__ = ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range", "abs_max", "gemm_abs_bound"]
+__all__ = ["matmul", "grouped_matmul", "requantize", "clamp_saturate", "AccumulatorOverflowError", "check_acc_range",
+           "abs_max", "gemm_abs_bound"]
 
 _LOW32 = np.uint64((1 << 32) - 1)
 
@@ -93,9 +94,26 @@ def matmul(a, w, acc_bits: int | None = None) -> np.ndarray:
     return acc
 
 
+def grouped_matmul(a, w) -> np.ndarray:
+    """``acc[g, m, n] = sum_k a[g, m, k] * w[g, k, n]``: one GEMM per group, in int64.
+
+    *a* is ``(G, M, K)``, *w* ``(G, K, N)``. Refused like :func:`matmul` unless
+    ``max|a| * sum_k |w[g, k, n]| <= 2**63 - 1`` for every group and column, which bounds every partial sum.
+    """
+    a = as_int_array(a, "a")
+    w = as_int_array(w, "w")
+    if a.ndim != 3 or w.ndim != 3 or a.shape[0] != w.shape[0] or a.shape[2] != w.shape[1]:
+        raise ValueError(f"grouped_matmul needs a (G, M, K) and w (G, K, N), not {a.shape} and {w.shape}")
+    absw = np.abs(w).view(np.uint64).transpose(1, 0, 2).reshape(w.shape[1], -1)   # (K, G*N): one column each
+    if a.size and w.size and gemm_abs_bound(absw, abs_max(a)) is not None:
+        raise OverflowError("grouped_matmul operands too large for exact int64 accumulation: "
+                            "max|a| * sum_k |w[g, k, n]| exceeds 2**63 - 1")
+    return np.matmul(a, w)
+
+
 def requantize(acc, bias, shift, out_type: QType, relu: bool = False,
-               rounding: str = "half_even") -> np.ndarray:
-    """``y = sat(relu?(round_shift(acc + bias, shift)))`` to ``out_type``'s range.
+               rounding: str = "half_even", out_max: int | None = None) -> np.ndarray:
+    """``y = sat(min(relu?(round_shift(acc + bias, shift)), out_max))`` to ``out_type``'s range.
 
     Parameters
     ----------
@@ -109,12 +127,23 @@ def requantize(acc, bias, shift, out_type: QType, relu: bool = False,
         Only ``bits`` and ``signed`` are used here.
     relu : bool
         Clamp negatives to 0 before saturation.
+    out_max : int or None
+        Upper clamp in the output's integer units (e.g. ReLU6: ``6 << f_out``), applied after the
+        ReLU and before saturation; None: no clamp.
     """
     check_rounding(rounding)
     x = as_int_array(acc, "acc")
     if bias is not None:
         x = add_exact(x, as_int_array(bias, "bias"), "acc + bias")
     y = round_shift(x, shift, rounding)
+    return clamp_saturate(y, out_type, relu, out_max)
+
+
+def clamp_saturate(y, out_type: QType, relu: bool = False, out_max: int | None = None) -> np.ndarray:
+    """``sat(min(relu?(y), out_max))`` to ``out_type``'s range: the last step of every requantization."""
+    y = as_int_array(y, "y")
     if relu:
         y = np.maximum(y, 0)
+    if out_max is not None:
+        y = np.minimum(y, np.int64(out_max))
     return saturate(y, out_type.bits, out_type.signed)

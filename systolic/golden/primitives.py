@@ -12,8 +12,8 @@ import numpy as np
 
 from .qtypes import QType, as_int_array, check_rounding
 
-__all__ = ["round_shift", "saturate", "quantize", "dequantize", "as_int_array", "add_exact", "MAX_SHIFT",
-           "INT64_MIN", "INT64_MAX", "QTensor"]
+__all__ = ["round_shift", "round_div", "saturate", "quantize", "dequantize", "as_int_array", "add_exact",
+           "MAX_SHIFT", "INT64_MIN", "INT64_MAX", "QTensor"]
 
 #: Largest shift magnitude accepted by :func:`round_shift` (int64 arithmetic).
 MAX_SHIFT = 62
@@ -103,6 +103,28 @@ def round_shift(x, k, rounding: str = "half_even") -> np.ndarray:
                                 "saturate first or use a smaller shift")
         out[left] = np.left_shift(xl, s)
     return out
+
+
+def round_div(x, d: int, rounding: str = "half_even") -> np.ndarray:
+    """``x / d`` rounded to the nearest integer, ties by *rounding*; *d* a positive int up to ``2**63 - 1``.
+
+    With ``q = floor(x / d)`` and ``r = x - q*d`` (so ``0 <= r < d``), the result is ``q + 1`` when
+    ``r > d - r`` (above half), or when ``r == d - r`` (a tie) and the mode is ``half_up`` or ``q`` is odd
+    (``half_even``); else ``q``. Exact for every int64 *x*: ``r`` is compared with ``d - r``, never doubled.
+    For ``d = 2**k`` it equals :func:`round_shift` ``(x, k)``.
+    """
+    check_rounding(rounding)
+    xa = as_int_array(x, "x")
+    if not isinstance(d, (int, np.integer)) or isinstance(d, (bool, np.bool_)) or not 1 <= int(d) <= INT64_MAX:
+        raise ValueError(f"d must be an int between 1 and 2**63 - 1, not {d!r}")
+    dd = np.int64(int(d))
+    q, r = np.divmod(xa, dd)            # floor division, 0 <= r < d: exact in int64 for d >= 1
+    rest = dd - r                       # d - r in [1, d]: no overflow
+    tie = r == rest
+    if rounding == "half_even":
+        tie = tie & ((q & 1) == 1)
+    up = (r > rest) | tie
+    return np.asarray(q + up, dtype=np.int64)   # up only if r > 0, so q < x / d and q + 1 fits
 
 
 def saturate(x, bits: int, signed: bool) -> np.ndarray:

@@ -113,3 +113,84 @@ def test_manifest_not_json(model, tmp_path):
     _rewrite(model, bad, extra={MANIFEST_KEY: np.frombuffer(b"{nope", dtype=np.uint8)})
     with pytest.raises(ModelFormatError, match="manifest is not valid JSON"):
         load(bad)
+
+
+# ------------------------------------------------ import features: groups, out_max, pool padding, concat
+def _features_net():
+    from .test_import_ops import _import_features_net
+
+    return _import_features_net()
+
+
+def test_import_features_round_trip_exactly(tmp_path):
+    net = _features_net()
+    path = tmp_path / "f.npz"
+    net.save(path)
+    back = load(path)
+    x = random_input(net, 4, 3)
+    a, b = net.run(x), back.run(x)
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert back.summary() == net.summary() and "groups=8" in net.summary() and "out_max=96" in net.summary()
+    with np.load(path) as z:
+        layers = {entry["name"]: entry for entry in json.loads(z[MANIFEST_KEY].tobytes())["layers"]}
+    assert layers["dw"]["params"]["groups"] == 8 and layers["dw"]["params"]["out_max"] == 96
+    assert layers["mp"]["params"]["padding"] == [1, 1, 1, 1]
+    assert layers["ap3"]["params"]["padding"] == [1, 0, 1, 0] and layers["ap3"]["params"]["pool"] == [3, 3]
+    assert layers["cat"]["kind"] == "concat" and layers["cat"]["inputs"] == ["pw", "pw_sat", "grp"]
+    assert layers["cat"]["params"] == {"out_type": {"bits": 8, "signed": True, "frac_bits": 3}}
+    assert layers["fc"]["params"]["out_max"] == 24
+    # Defaults are not written: the files of networks without these features are what earlier versions wrote.
+    assert "groups" not in layers["stem"]["params"] and "out_max" not in layers["stem"]["params"]
+    assert "padding" not in layers["gap"]["params"]
+
+
+def test_files_without_the_new_fields_load_with_the_defaults(model, tmp_path):
+    with np.load(model) as z:
+        m = json.loads(z[MANIFEST_KEY].tobytes())
+    names = [f for entry in m["layers"] for f in entry.get("params", {})]
+    assert not {"groups", "out_max"} & set(names)
+    assert all("padding" not in e["params"] for e in m["layers"] if e["kind"] in ("maxpool2d", "avgpool2d"))
+    net = load(model)
+    assert net.layer("conv1").groups == 1 and net.layer("conv1").out_max is None
+    assert all(layer.padding == (0, 0, 0, 0) for layer in net.layers if layer.kind in ("maxpool2d", "avgpool2d"))
+
+
+def _features_file(tmp_path, edit):
+    src, bad = tmp_path / "f.npz", tmp_path / "bad.npz"
+    _features_net().save(src)
+
+    def edit_layer(m):
+        edit({e["name"]: e for e in m["layers"]})
+    _rewrite(src, bad, edit_manifest=edit_layer)
+    with pytest.raises(ModelFormatError) as info:
+        load(bad)
+    return str(bad), str(info.value)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda ls: ls["dw"]["params"].update(groups="8"), "layer 'dw': groups must be an int, not '8'"),
+    (lambda ls: ls["dw"]["params"].update(groups=True), "layer 'dw': groups must be an int, not True"),
+    (lambda ls: ls["dw"]["params"].update(groups=8.0), "layer 'dw': groups must be an int, not 8.0"),
+    (lambda ls: ls["dw"]["params"].update(groups=3),
+     "invalid model: layer 'dw': groups=3 must be a positive divisor of the 8 output channels"),
+    (lambda ls: ls["dw"]["params"].pop("groups"), "invalid model: layer 'dw': conv2d expects (H, W, 1) per sample, "
+                                                  "got (8, 8, 8)"),
+    (lambda ls: ls["pw"]["params"].update(out_max=96.0), "layer 'pw': out_max must be an int, not 96.0"),
+    (lambda ls: ls["pw"]["params"].update(out_max=-1), "invalid model: layer 'pw': out_max must be between 0 and"),
+    (lambda ls: ls["pw"]["params"].update(relu=False), "invalid model: layer 'pw': out_max=96 needs relu=True"),
+    (lambda ls: ls["mp"]["params"].update(padding=[1, 1, 1]), "layer 'mp': padding must be a list of 2 or 4 ints, "
+                                                              "not [1, 1, 1]"),
+    (lambda ls: ls["mp"]["params"].update(padding=[3, 3]), "invalid model: layer 'mp': pooling padding (3, 3, 3, 3)"),
+    (lambda ls: ls["mp"]["params"].update(groups=2), "layer 'mp': unknown fields ['groups'] for a maxpool2d layer"),
+    (lambda ls: ls["cat"]["params"].update(axis=1), "layer 'cat': unknown fields ['axis'] for a concat layer"),
+    (lambda ls: ls["cat"]["params"].pop("out_type"), "layer 'cat': a concat layer needs the parameter(s) ['out_type']"),
+    (lambda ls: ls["cat"].update(inputs=["pw"]), "invalid model: layer 'cat': a concat layer takes at least 2 input "
+                                                 "name(s), not ('pw',)"),
+    (lambda ls: ls["grp"]["params"].update(stride=[2, 2]), "invalid model: layer 'cat': concat needs inputs that are all "
+                                                       "(features,) or all (H, W, C) with equal H and W"),
+    (lambda ls: ls["cat"].update(arrays={"weight": "layers/stem/weight"}),
+     "layer 'cat': unknown fields ['weight'] for a concat layer (it has no arrays)"),
+])
+def test_import_feature_fields_are_checked_strictly(tmp_path, edit, msg):
+    path, got = _features_file(tmp_path, edit)
+    assert got.startswith(f"{path}: {msg}"), got

@@ -16,7 +16,6 @@ Memory is bounded: tracemalloc's peak (which counts NumPy arrays) over load and 
 
 import copy
 import json
-import math
 import tracemalloc
 import warnings
 
@@ -26,11 +25,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from systolic.arch.config import AcceleratorConfig, load_config
-from systolic.golden import Add, Dense, ModelFormatError, QType, QuantizedNetwork, load
+from systolic.golden import (Add, AvgPool2D, Concat, Conv2D, Dense, Flatten, MaxPool2D, ModelFormatError, QType,
+                             QuantizedNetwork, load)
 from systolic.golden.network import MANIFEST_KEY
 from systolic.golden.random import random_network
 
-from .reference import conv2d_ref, requant_ref, round_shift_ref, saturate_ref
+from .reference import avg_ref, grouped_conv2d_ref, pool_windows_ref, round_shift_ref, saturate_ref
 
 PEAK_LIMIT = 64 << 20
 
@@ -51,11 +51,31 @@ def _wide_add():
                                                              relu=True)])
 
 
+def _import_features():
+    """Grouped and depthwise convolutions, upper clamps, padded pools, a 3x3 average pool, a concat."""
+    rng = np.random.default_rng(10)
+    w = QType(8, True, 5)
+    return QuantizedNetwork(QType(8, False, 6), (5, 5, 4), [
+        Conv2D(name="dw", inputs=("input",), weight=rng.integers(-60, 60, (3, 3, 1, 4)), w_type=w,
+               out_type=QType(8, False, 4), bias=rng.integers(-99, 99, 4), relu=True, out_max=96, padding=1, groups=4),
+        Conv2D(name="g", inputs=("dw",), weight=rng.integers(-60, 60, (1, 1, 2, 4)), w_type=w,
+               out_type=QType(4, True, 2), groups=2),
+        MaxPool2D(name="mp", inputs=("g",), pool=3, stride=2, padding=1),
+        AvgPool2D(name="ap", inputs=("dw",), pool=3, stride=2, padding=(1, 1, 0, 2), out_type=QType(8, True, 5)),
+        Concat(name="cat", inputs=("mp", "ap", "mp"), out_type=QType(8, True, 3)),
+        AvgPool2D(name="gap", inputs=("cat",), pool=3),
+        Flatten(name="f", inputs=("gap",)),
+        Dense(name="fc", inputs=("f",), weight=rng.integers(-60, 60, (12, 3)), w_type=w, out_type=QType(8, False, 4),
+              relu=True, out_max=20),
+        Add(name="s", inputs=("fc", "fc"), out_type=QType(8, False, 4), relu=True, out_max=15)], rounding="half_up")
+
+
 def _bases():
     return [random_network(1, "mlp", 8), random_network(2, "cnn", 8, input_hw=5, channels=2),
             random_network(3, "resnet", 4, rounding="half_up", per_channel=True, input_hw=5, channels=2),
             random_network(4, "cnn", 4, per_channel=True, input_hw=5, channels=2),
-            random_network(5, "cnn", 8, rounding="half_up", input_hw=5, channels=2), _multipoint(), _wide_add()]
+            random_network(5, "cnn", 8, rounding="half_up", input_hw=5, channels=2), _multipoint(), _wide_add(),
+            _import_features()]
 
 
 BASES = _bases()
@@ -70,6 +90,7 @@ VALUES = ["false", "true", "881", "", "input", "conv2d", "half_up", True, False,
 EDGES = {"frac_bits": [-49, -48, -47, -10, 0, 10, 30, 47, 48, 49], "bits": [1, 2, 7, 8, 16, 31, 32, 33],
          "signed": [True, False], "relu": [True, False], "rounding": ["half_even", "half_up"],
          "padding": [[0, 0], [1, 1], [2, 2], [0, 1, 2, 3], [1, 1, 1, 1], [3, 3], [255, 255], [256, 0]],
+         "groups": [0, 1, 2, 4, 8, -1], "out_max": [0, 1, 15, 96, 255, 256, -1, 2 ** 63 - 1, 2 ** 63],
          "stride": [[1, 1], [2, 2], [1, 3], [0, 1], [16777217, 1]], "pool": [[1, 1], [2, 2], [1, 2], [4, 4], [3, 3]],
          "shape": [[1], [2], [5, 5, 2], [4, 4, 2], [6, 6, 2], [32], [6], [5, 5, 3]]}
 ARRAY_VALUES = [-2 ** 63, 2 ** 63 - 1, -2 ** 63, 2 ** 63 - 1, 2 ** 31, -2 ** 31 - 1, -2 ** 31, 2 ** 31 - 1, 127, 128, -128, -129, 0, 1,
@@ -104,6 +125,8 @@ def _check_types(m):
                 qtype(v)
             elif key == "relu":
                 assert type(v) is bool, (layer["name"], v)
+            elif key in ("groups", "out_max"):
+                assert is_int(v), (layer["name"], key, v)
             else:
                 assert key in ("stride", "padding", "pool") and type(v) is list and all(map(is_int, v)), (key, v)
 
@@ -112,8 +135,20 @@ def reference(m, arrays, x):
     """Every layer's output (nested lists of Python ints) of manifest *m* with *arrays* on input *x*.
 
     Written from docs/numerics.md, independent of systolic.golden: the defaults are those of the format
-    (no relu, no bias, stride = pool, padding a pair (ph, pw) means (ph, ph, pw, pw)).
+    (no relu, no clamp, no bias, one group, stride = pool, no padding; padding a pair (ph, pw) means
+    (ph, ph, pw, pw)).
     """
+    def clamp(y, relu, out_max, out_t):
+        if relu:
+            y = max(y, 0)
+        if out_max is not None:
+            y = min(y, out_max)
+        return _sat(y, out_t)
+
+    def padding(p):
+        pad = p.get("padding", [0, 0])
+        return tuple(pad if len(pad) == 4 else [pad[0], pad[0], pad[1], pad[1]])
+
     _check_types(m)
     rounding = m.get("rounding", "half_even")
     types = {"input": m["input"]["qtype"]}
@@ -129,37 +164,30 @@ def reference(m, arrays, x):
             n = w.shape[-1]
             bias = [int(b) for b in arrays[refs["bias"]]] if "bias" in refs else [0] * n
             wf = [int(f) for f in arrays[refs["w_frac"]]] if "w_frac" in refs else [p["w_type"]["frac_bits"]] * n
-            out_t, relu = p["out_type"], p.get("relu", False)
+            out_t, relu, out_max = p["out_type"], p.get("relu", False), p.get("out_max")
             ks = [tin[0]["frac_bits"] + f - out_t["frac_bits"] for f in wf]
 
             def rq(acc, j):
-                return requant_ref(acc, bias[j], ks[j], out_t["bits"], out_t["signed"], relu, rounding)
+                return clamp(round_shift_ref(acc + bias[j], ks[j], rounding), relu, out_max, out_t)
             if kind == "dense":
                 wl = w.tolist()
                 y = [[rq(sum(a * wl[i][j] for i, a in enumerate(row)), j) for j in range(n)] for row in ins[0]]
             else:
-                pad = p.get("padding", [0, 0])
-                pad = pad if len(pad) == 4 else [pad[0], pad[0], pad[1], pad[1]]
-                acc = conv2d_ref(ins[0], w.tolist(), tuple(p.get("stride", [1, 1])), tuple(pad))
+                acc = grouped_conv2d_ref(ins[0], w.tolist(), tuple(p.get("stride", [1, 1])), padding(p),
+                                         p.get("groups", 1))
                 y = [[[[rq(v, j) for j, v in enumerate(px)] for px in row] for row in img] for img in acc]
             types[name] = out_t
         elif kind in ("maxpool2d", "avgpool2d"):
-            (ph, pw), (sh, sw) = p["pool"], p.get("stride", p["pool"])
+            (ph, pw), stride = p["pool"], p.get("stride", p["pool"])
             out_t = p.get("out_type", tin[0]) if kind == "avgpool2d" else tin[0]
-            k = int(math.log2(ph * pw)) + tin[0]["frac_bits"] - out_t["frac_bits"]
-            y = []
-            for img in ins[0]:
-                h, wd = len(img), len(img[0])
-                rows = []
-                for i in range(0, h - ph + 1, sh):
-                    row = []
-                    for j in range(0, wd - pw + 1, sw):
-                        win = [[img[i + a][j + b][c] for a in range(ph) for b in range(pw)]
-                               for c in range(len(img[0][0]))]
-                        row.append([max(v) if kind == "maxpool2d" else
-                                    _sat(round_shift_ref(sum(v), k, rounding), out_t) for v in win])
-                    rows.append(row)
-                y.append(rows)
+            wins = pool_windows_ref(ins[0], (ph, pw), stride, padding(p))     # each window's input elements
+
+            def pool(v):
+                if kind == "maxpool2d":
+                    return max(v)
+                return avg_ref(sum(v), ph * pw, tin[0]["frac_bits"], out_t["frac_bits"], out_t["bits"],
+                               out_t["signed"], rounding)
+            y = [[[[pool(v) for v in px] for px in row] for row in img] for img in wins]
             types[name] = out_t
         elif kind == "add":
             out_t, relu = p["out_type"], p.get("relu", False)
@@ -167,9 +195,15 @@ def reference(m, arrays, x):
             f = max(fa, fb)
             a, b = np.asarray(ins[0], dtype=object), np.asarray(ins[1], dtype=object)
             s = a * 2 ** (f - fa) + b * 2 ** (f - fb)
-            y = np.vectorize(lambda v: _sat(max(round_shift_ref(int(v), f - out_t["frac_bits"], rounding), 0)
-                                            if relu else round_shift_ref(int(v), f - out_t["frac_bits"], rounding),
-                                            out_t), otypes=[object])(s).tolist()
+            y = np.vectorize(lambda v: clamp(round_shift_ref(int(v), f - out_t["frac_bits"], rounding), relu,
+                                             p.get("out_max"), out_t), otypes=[object])(s).tolist()
+            types[name] = out_t
+        elif kind == "concat":
+            out_t = p["out_type"]
+            parts = [np.vectorize(lambda v, t=t: _sat(round_shift_ref(int(v), t["frac_bits"] - out_t["frac_bits"],
+                                                                      rounding), out_t), otypes=[object])(
+                np.asarray(a, dtype=object)) for a, t in zip(ins, tin)]
+            y = np.concatenate(parts, axis=-1).tolist()
             types[name] = out_t
         elif kind == "flatten":
             y = [np.asarray(img, dtype=object).reshape(-1).tolist() for img in ins[0]]
@@ -214,7 +248,8 @@ def _mutate_manifest(m, data):
     elif action == "delete":
         del parent[key]
     elif isinstance(parent, dict):
-        parent[data.draw(st.sampled_from(["colour", "relu", "pool", "bias", "meta", "kind"]))] = copy.deepcopy(
+        parent[data.draw(st.sampled_from(["colour", "relu", "pool", "bias", "meta", "kind", "groups", "out_max",
+                                          "padding"]))] = copy.deepcopy(
             data.draw(st.sampled_from(VALUES), label="added value"))
 
 

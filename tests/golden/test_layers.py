@@ -95,9 +95,19 @@ def test_pools(mode):
                     assert out_a[b, i, j, c] == saturate_ref(round_shift_ref(sum(win), 1, mode), 8, True)
 
 
-def test_avgpool_needs_power_of_two_window():
-    with pytest.raises(ValueError, match="power-of-two area, not 3x3"):
-        AvgPool2D(name="a", inputs=("input",), pool=3)
+@pytest.mark.parametrize("mode,want", [("half_even", [0, 2, 0, -2, 1, 100, -1]), ("half_up", [1, 2, 0, -1, 1, 100, -1])])
+def test_avgpool_of_any_area_rounds_the_exact_quotient(mode, want):
+    # docs/numerics.md, worked example: a 1x6 window (area 6, not a power of two), f_out = f_in.
+    # Window sums 3, 9, -3, -9 are ties (0.5, 1.5, -0.5, -1.5); 7 / 6 = 1.17; 600 / 6 = 100; -7 / 6 = -1.17.
+    sums = [3, 9, -3, -9, 7, 600, -7]
+    x = np.zeros((len(sums), 1, 6, 1), np.int64)
+    for i, s in enumerate(sums):            # spread each sum over the window within int8
+        q, r = divmod(s, 6)
+        x[i, 0, :, 0] = q
+        x[i, 0, :r, 0] += 1
+    assert x.sum(axis=(1, 2, 3)).tolist() == sums and np.abs(x).max() <= 127
+    net = QuantizedNetwork(QType(8, True, 2), (1, 6, 1), [AvgPool2D(name="a", inputs=("input",), pool=(1, 6))], mode)
+    assert net(x).ravel().tolist() == want
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -12,7 +12,8 @@ from tests.requirements import require  # noqa: E402
 onnx = require("onnx", "onnx")
 ort = require("onnxruntime", "onnx")
 
-from systolic.golden import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, QType, QuantizedNetwork  # noqa: E402
+from systolic.golden import (Add, AvgPool2D, Concat, Conv2D, Dense, Flatten, MaxPool2D, QType,  # noqa: E402
+                             QuantizedNetwork)
 from systolic.golden.layers import Layer  # noqa: E402
 from systolic.golden import onnx_export as ox  # noqa: E402
 from systolic.golden.onnx_export import (  # noqa: E402
@@ -262,9 +263,9 @@ def test_unsupported_layer_is_refused():
     net = QuantizedNetwork(QType(8, True, 4), (4,), [_Softmax(name="sm", inputs=("input",))])
     with pytest.raises(ValueError, match=r"^cannot export to ONNX: layer 'sm' is a 'softmax' layer, which has no "
                                          r"exporter; supported layer kinds: conv2d, dense, maxpool2d, avgpool2d, "
-                                         r"add, flatten$"):
+                                         r"add, concat, flatten$"):
         export_onnx(net)
-    assert SUPPORTED_LAYERS == ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "flatten")
+    assert SUPPORTED_LAYERS == ("conv2d", "dense", "maxpool2d", "avgpool2d", "add", "concat", "flatten")
 
 
 def test_wide_tensors_are_refused():
@@ -377,3 +378,163 @@ def test_export_onnx_command(tmp_path, capsys):
     with pytest.raises(ValueError, match="rounding='half_up'"):
         args.func(args)
     assert not (tmp_path / "h.onnx").exists()
+
+
+# ------------------------------------------------ import features: groups, out_max, padded pools, any area, concat
+def _equal_at_every_level(net, x):
+    """Every layer's integers (intermediates) and the plain export's output, at both optimization levels."""
+    gold = net.run(x)
+    for level in LEVELS:
+        outs = _run_int(net, x, level, intermediates=True)
+        for layer in net.layers[:-1]:
+            _assert_int_equal(outs[layer_output_name(layer.name)], gold[layer.name], f"{level} {layer.name}")
+        _assert_int_equal(outs[OUTPUT_Q_NAME], gold[net.output_name], f"{level} output_q")
+        _assert_int_equal(_run_int(net, x, level)[OUTPUT_Q_NAME], gold[net.output_name], f"{level} plain output_q")
+    return gold
+
+
+def _extremes_and_random(t, shape, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(t.lo, t.hi + 1, size=(n, *shape))
+    x[0], x[1] = t.lo, t.hi
+    x[2] = np.where(np.indices(shape).sum(0) % 2, t.lo, t.hi)
+    return x
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("in_signed", [False, True])
+def test_grouped_and_depthwise_convolutions(in_signed, per_channel):
+    rng = np.random.default_rng(20 + in_signed)
+    w_t = QType(8, True, 6)
+    in_t = QType(8, in_signed, 5)
+
+    def wf(n):
+        return rng.integers(5, 8, n) if per_channel else None
+    layers = [
+        Conv2D(name="dw", inputs=("input",), weight=rng.integers(-128, 128, (3, 3, 1, 6)), w_type=w_t,
+               out_type=QType(8, False, 4), bias=rng.integers(-2000, 2000, 6), relu=True, out_max=6 << 4,
+               w_frac=wf(6), padding=1, stride=(1, 2), groups=6),
+        Conv2D(name="dw2", inputs=("dw",), weight=rng.integers(-128, 128, (2, 3, 1, 12)), w_type=w_t,
+               out_type=QType(8, True, 3), w_frac=wf(12), padding=(0, 1, 1, 1), groups=6),    # multiplier 2
+        Conv2D(name="grp", inputs=("dw2",), weight=rng.integers(-128, 128, (1, 1, 4, 6)), w_type=w_t,
+               out_type=QType(4, True, 1), bias=rng.integers(-99, 99, 6), w_frac=wf(6), groups=3),
+    ]
+    net = _cpu_exact(QuantizedNetwork(in_t, (5, 6, 6), layers))
+    gold = _equal_at_every_level(net, _extremes_and_random(in_t, (5, 6, 6), 12, 1))
+    assert gold["dw"].max() == 96 and gold["grp"].min() == -8     # the clamp and the saturation are reached
+    group_attrs = [a.i for n in export_onnx(net).graph.node if n.op_type == "QLinearConv" for a in n.attribute
+                   if a.name == "group"]
+    assert group_attrs == [6, 6, 3]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_upper_clamp_on_dense_conv_and_add(bits):
+    rng = np.random.default_rng(21)
+    in_t = QType(bits, True, bits - 2)
+    u = QType(bits, False, bits - 4)
+    w_t = QType(8, True, 6)
+    c1 = Conv2D(name="c1", inputs=("input",), weight=rng.integers(-64, 65, (3, 3, 2, 3)), w_type=w_t, out_type=u,
+                bias=rng.integers(-200, 200, 3), relu=True, out_max=(6 << u.frac_bits) - 1, padding=1)
+    c2 = Conv2D(name="c2", inputs=("input",), weight=rng.integers(-64, 65, (1, 1, 2, 3)), w_type=w_t, out_type=u,
+                relu=True)
+    add = Add(name="add", inputs=("c1", "c2"), out_type=u, relu=True, out_max=3 << u.frac_bits)
+    fc = Dense(name="fc", inputs=("f",), weight=rng.integers(-64, 65, (48, 5)), w_type=w_t,
+               out_type=QType(bits, False, bits - 4), relu=True, out_max=5 << (bits - 4), bias=rng.integers(-99, 99, 5))
+    net = QuantizedNetwork(in_t, (4, 4, 2), [c1, c2, add, Flatten(name="f", inputs=("add",)), fc])
+    gold = _equal_at_every_level(net, _extremes_and_random(in_t, (4, 4, 2), 16, 2))
+    assert gold["c1"].max() == min(c1.out_max, u.hi) and gold["add"].max() == min(add.out_max, u.hi)
+    assert gold["fc"].max() == min(fc.out_max, fc.out_type.hi)
+
+
+_POOL_TYPES = [QType(8, True, 3), QType(8, False, 4), QType(3, True, 1)]
+
+
+@pytest.mark.parametrize("t", _POOL_TYPES, ids=str)
+def test_padded_pools(t):
+    """Max pools pad with the minimum (never wins), average pools with zeros over the whole window."""
+    layers = [
+        MaxPool2D(name="mp", inputs=("input",), pool=3, stride=2, padding=1),
+        MaxPool2D(name="mp2", inputs=("input",), pool=(2, 4), stride=(1, 3), padding=(1, 0, 3, 2)),
+        AvgPool2D(name="ap2", inputs=("input",), pool=2, stride=1, padding=(1, 0, 0, 1)),          # area 4
+        AvgPool2D(name="ap4", inputs=("input",), pool=(2, 4), stride=2, padding=(0, 1, 2, 1),
+                  out_type=t.with_frac(t.frac_bits + 1)),                                         # area 8
+        AvgPool2D(name="ap9", inputs=("input",), pool=3, stride=2, padding=1),                      # area 9
+        AvgPool2D(name="ap6", inputs=("input",), pool=(2, 3), stride=1, padding=(1, 1, 2, 0),
+                  out_type=QType(8, True, t.frac_bits + 2)),                                      # area 6, k < 0
+        AvgPool2D(name="last", inputs=("input",), pool=(3, 1), padding=(2, 0, 0, 0)),
+    ]
+    net = QuantizedNetwork(t, (7, 7, 3), layers)
+    _equal_at_every_level(net, _extremes_and_random(t, (7, 7, 3), 24, 3))
+    pools = [n for n in export_onnx(net).graph.node if n.op_type in ("QLinearAveragePool", "ConvInteger")]
+    assert [n.op_type for n in pools] == ["QLinearAveragePool", "QLinearAveragePool", "ConvInteger", "ConvInteger",
+                                          "ConvInteger"]
+    assert all(a.i == 1 for n in pools for a in n.attribute if a.name == "count_include_pad")
+
+
+@pytest.mark.parametrize("pool,df", [((3, 3), 0), ((1, 6), 0), ((2, 3), 1), ((7, 7), 0), ((7, 7), -2), ((5, 3), 3),
+                                     ((1, 12), -1), ((3, 2), 5)])
+@pytest.mark.parametrize("t", [QType(8, True, 4), QType(8, False, 4), QType(4, True, 2)], ids=str)
+def test_average_pool_of_any_area_is_exact_with_ties(t, pool, df):
+    """The rational sum * 2**(f_out - f_in) / area rounded half to even, through integer ONNX ops; the inputs
+    put many window sums exactly on ties (for the even areas) and at the ends of the range."""
+    out_t = QType(8, t.signed or df > 0, t.frac_bits + df)
+    layer = AvgPool2D(name="a", inputs=("input",), pool=pool, out_type=out_t)
+    ph, pw = pool
+    area = ph * pw
+    net = QuantizedNetwork(t, (ph, 2 * pw, 4), [layer])       # two side-by-side windows per channel
+    x = _extremes_and_random(t, (ph, 2 * pw, 4), 64, 4)
+    # value = num / d with num = sum * 2**a: ties are num = (2j + 1) * d / 2, i.e. sum = (2j + 1) * d / 2**(a + 1).
+    a, d = max(df, 0), area * 2 ** max(-df, 0)
+    tie_sums = [v for j in range(8) for v in ((2 * j + 1) * d >> (a + 1), -((2 * j + 1) * d >> (a + 1)))
+                if d % 2 ** (a + 1) == 0 and area * t.lo <= v <= area * t.hi]
+    for i, target in enumerate(tie_sums * 4):                 # fill whole windows with exactly these sums
+        q, r = divmod(target, area)
+        win = np.full(area, q)
+        win[:r] += 1
+        x[3 + i // 8, :, (i // 4 % 2) * pw:(i // 4 % 2 + 1) * pw, i % 4] = win.reshape(ph, pw)
+    gold = _equal_at_every_level(net, x)
+    num = layer._windows(x).sum(axis=3) * 2 ** a
+    ties = int(np.count_nonzero(2 * (num % d) == d))
+    assert ties >= len(tie_sums) * 4 and (ties > 0) == (d % 2 ** (a + 1) == 0)   # half to even exercised
+    assert gold["a"].min() <= 0 <= gold["a"].max()
+
+
+def test_concat_of_mixed_types():
+    rng = np.random.default_rng(22)
+    in_t = QType(8, False, 6)
+    w_t = QType(8, True, 6)
+    c1 = Conv2D(name="c1", inputs=("input",), weight=rng.integers(-64, 65, (3, 3, 2, 3)), w_type=w_t,
+                out_type=QType(8, True, 3), padding=1)
+    c2 = Conv2D(name="c2", inputs=("input",), weight=rng.integers(-64, 65, (1, 1, 2, 2)), w_type=w_t,
+                out_type=QType(4, False, 5), relu=True)
+    mp = MaxPool2D(name="mp", inputs=("input",), pool=3, stride=1, padding=1)
+    cat = Concat(name="cat", inputs=("c1", "c2", "mp", "c1"), out_type=QType(8, True, 4))     # shifts -1, 1, 2
+    cat_u = Concat(name="cat_u", inputs=("cat", "input"), out_type=QType(6, False, 4))
+    f1 = Flatten(name="f1", inputs=("cat_u",))
+    fc = Dense(name="fc", inputs=("f1",), weight=rng.integers(-64, 65, (4 * 4 * 12, 3)), w_type=w_t,
+               out_type=QType(8, True, 0))
+    f2 = Flatten(name="f2", inputs=("c2",))
+    cat2 = Concat(name="cat2", inputs=("fc", "f2", "fc"), out_type=QType(8, True, 1))              # 2-D
+    net = QuantizedNetwork(in_t, (4, 4, 2), [c1, c2, mp, cat, cat_u, f1, fc, f2, cat2])
+    gold = _equal_at_every_level(net, _extremes_and_random(in_t, (4, 4, 2), 16, 6))
+    assert gold["cat"].min() == -128 and gold["cat_u"].min() == 0 and gold["cat_u"].max() == 63     # saturated
+
+
+def test_mobilenet_like_network_with_every_import_feature():
+    from .test_import_ops import _import_features_net
+
+    net = _import_features_net()
+    _equal_at_every_level(net, _extremes_and_random(net.input_type, net.input_shape, 16, 7))
+
+
+def test_average_pool_window_sums_beyond_int32_are_refused():
+    # 255 * 8421505 = 2147483775 > 2**31 - 1: ConvInteger's int32 sums would wrap. One element fewer fits.
+    for width, refused in ((8421505, True), (8421503, False)):
+        net = QuantizedNetwork(QType(8, False, 0), (1, width, 1), [AvgPool2D(name="gap", inputs=("input",),
+                                                                            pool=(1, width))])
+        if refused:
+            with pytest.raises(ValueError, match=r"^cannot export to ONNX: layer 'gap': worst-case window sum spans "
+                                                 r"\[0, 2147483775\], beyond the int32 range of the ConvInteger"):
+                ox.check_exportable(net)
+        else:
+            ox.check_exportable(net)
