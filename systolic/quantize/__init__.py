@@ -7,10 +7,13 @@ it: importing ``systolic.quantize``, :mod:`systolic.quantize.data`,
 
 Entry points (see docs/quantization.md):
 
-* :func:`systolic.quantize.data.load_split` -- the digits train/val/test splits.
+* :func:`systolic.quantize.data.load_dataset` -- a data set (``"digits"``, ``"mnist"``, a
+  user ``.npz``) with train/val/test splits and its input type; :func:`~systolic.quantize.data.load_split`
+  -- the digits splits.
 * :func:`systolic.quantize.zoo.build` / :func:`train_float` -- the model zoo.
-* :func:`systolic.quantize.methods.quantize_model` -- one call from a model name
-  and a method name to a trained, converted :class:`~systolic.golden.QuantizedNetwork`.
+* :func:`systolic.quantize.methods.quantize_model` -- one call from a model name (or a float
+  GraphNet), a method name and a data set to a trained, converted
+  :class:`~systolic.golden.QuantizedNetwork`.
 * :func:`systolic.quantize.convert.to_golden` -- fake-quant torch graph -> golden network.
 """
 

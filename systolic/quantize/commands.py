@@ -1,10 +1,15 @@
 """Quantization commands: ``quantize`` (needs torch) and ``eval`` (torch-free).
 
-``systolic quantize MODEL METHOD [--w-bits N] [--a-bits N] --out FILE``
-    trains the float zoo model, quantizes it with METHOD, converts it to a golden
-    model file and prints the float and integer test accuracy.
-``systolic eval MODEL [--images N] [--json]``
-    runs a golden model (shipped name or .npz file) on the digits test split.
+``systolic quantize MODEL METHOD [--w-bits N] [--a-bits N] [--data D] --out FILE``
+    trains the float zoo model on data set D (default digits), quantizes it with
+    METHOD, converts it to a golden model file and prints the float and integer
+    test accuracy.
+``systolic eval MODEL [--data D] [--images N] [--json]``
+    runs a golden model (shipped name or .npz file) on the test split of D
+    (default: the built-in data set of the model's input shape: digits or mnist).
+
+D is ``digits``, ``mnist`` or a path to a ``.npz`` data file
+(:func:`systolic.quantize.data.load_dataset`).
 """
 
 from __future__ import annotations
@@ -15,23 +20,30 @@ import time
 from . import METHODS, MODELS, check_bits, check_method, check_model
 
 
-def evaluate(model: str, images: int | None = None) -> dict:
-    """Run golden model *model* (shipped name or ``.npz`` path) on the digits test split (torch-free)."""
+def evaluate(model: str, images: int | None = None, data=None) -> dict:
+    """Run golden model *model* (shipped name or ``.npz`` path) on the test split of *data* (torch-free).
+
+    *data*: ``"digits"``, ``"mnist"``, a ``.npz`` data file or a Dataset; None: the built-in data set of
+    the model's input shape. ``images`` (and ``n``) is the number of test images run.
+    """
     import numpy as np
 
     from ..flows import resolve_model
-    from .data import load_for_network
+    from .data import dataset_for_network, load_dataset
 
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 1):
+        raise ValueError(f"images must be a positive integer, not {images!r}")
     net, _ = resolve_model(model)
-    x, y = load_for_network(net, "test")
+    ds = dataset_for_network(net) if data is None else load_dataset(data)
+    x, y = ds.split("test", net.input_shape, what=f"model {model}")
     if images is not None:
-        if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-            raise ValueError(f"images must be a positive integer, not {images!r}")
         x, y = x[:images], y[:images]
     t0 = time.perf_counter()
     pred = np.concatenate([net.predict(net.quantize_input(x[i:i + 128])) for i in range(0, len(x), 128)])
     return {
         "model": model,
+        "data": ds.name,
+        "images": int(len(y)),
         "n": int(len(y)),
         "accuracy": float((pred == y).mean()),
         "correct": int((pred == y).sum()),
@@ -43,13 +55,14 @@ def evaluate(model: str, images: int | None = None) -> dict:
 
 
 def _eval(args) -> int:
-    r = evaluate(args.model, args.images)
+    r = evaluate(args.model, args.images, args.data)
     if args.json:
         print(json.dumps(r))
         return 0
     m = r["meta"]
     what = f" ({m.get('method', '?')} w{m.get('w_bits', '?')}a{m.get('a_bits', '?')})" if m else ""
-    print(f"{r['model']}{what}: {r['correct']}/{r['n']} test images correct, accuracy {100 * r['accuracy']:.2f}%")
+    on = "" if r["data"] == "digits" else f" {r['data']}"
+    print(f"{r['model']}{what}: {r['correct']}/{r['n']}{on} test images correct, accuracy {100 * r['accuracy']:.2f}%")
     if "float_test_accuracy" in m and args.images is None:
         print(f"float model accuracy recorded at training time: {100 * m['float_test_accuracy']:.2f}%")
     return 0
@@ -64,6 +77,9 @@ def _quantize(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be non-negative, not {v}")
+    from .data import load_dataset
+
+    ds = load_dataset(args.data)          # a bad data file is reported before torch is imported
     try:
         import torch
     except ImportError:
@@ -73,14 +89,16 @@ def _quantize(args) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.threads)))
     res = quantize_model(args.model, args.method, args.w_bits, args.a_bits, seed=args.seed,
                          rounding=args.rounding, epochs=args.epochs, float_epochs=args.float_epochs,
-                         progress=not args.json)
+                         progress=not args.json, data=ds)
     res.network.save(args.out)
     s = res.summary()
     s["out"] = str(args.out)
+    s["data"] = ds.name
     if args.json:
         print(json.dumps(s))
         return 0
-    print(f"{args.model} {args.method} w{args.w_bits}a{args.a_bits} (seed {args.seed}, {args.rounding})")
+    on = "" if ds.name == "digits" else f", data {ds.name}"
+    print(f"{args.model} {args.method} w{args.w_bits}a{args.a_bits} (seed {args.seed}, {args.rounding}{on})")
     print("  test accuracy")
     print(f"    float model                                        {100 * res.float_acc:6.2f}%")
     if args.method in ("fat", "lsq"):
@@ -98,6 +116,9 @@ def register(sub) -> None:
     p.add_argument("method", help=f"quantization method: {', '.join(METHODS)}")
     p.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight bits, 2..8 (default 8)")
     p.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation bits, 2..8 (default 8)")
+    p.add_argument("--data", default="digits", metavar="D",
+                   help="data set: digits, mnist or a .npz file with x, y (default digits); the zoo model is "
+                        "built for its sample shape and classes")
     p.add_argument("--out", required=True, metavar="FILE", help="output model file (.npz)")
     p.add_argument("--seed", type=int, default=0, help="seed of float training and retraining (default 0)")
     p.add_argument("--rounding", default="half_even", choices=("half_even", "half_up"),
@@ -108,10 +129,15 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object, no progress bar")
     p.set_defaults(func=_quantize)
 
-    e = sub.add_parser("eval", help="run a golden model on the digits test split",
+    e = sub.add_parser("eval", help="run a golden model on a test split",
                        description="Run a quantized model (shipped name or .npz file) in the golden model on "
-                                   "the digits test split and print its accuracy.")
+                                   "the test split of a data set and print its accuracy.")
     e.add_argument("model", help="model file (.npz) or shipped model name (digits-mlp, digits-cnn, digits-resnet)")
-    e.add_argument("--images", type=int, default=None, metavar="N", help="first N test images (default all 360)")
-    e.add_argument("--json", action="store_true", help="print one JSON object (accuracy, n, predictions, ...)")
+    e.add_argument("--data", default=None, metavar="D",
+                   help="data set: digits, mnist or a .npz data file (default: digits or mnist, by the model's "
+                        "input shape)")
+    e.add_argument("--images", type=int, default=None, metavar="N",
+                   help="first N test images (default: the whole split, 360 for digits)")
+    e.add_argument("--json", action="store_true",
+                   help="print one JSON object (accuracy, images, correct, predictions, labels, ...)")
     e.set_defaults(func=_eval)

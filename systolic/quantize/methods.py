@@ -1,6 +1,8 @@
-"""One call from (model, method, bits) to a trained, converted integer network.
+"""One call from (model, method, bits, data) to a trained, converted integer network.
 
-:func:`quantize_model` trains (or takes) the float model, folds batch norm,
+:func:`quantize_model` trains (or takes) the float model on a data set (``data``:
+``"digits"``, the default, ``"mnist"``, a ``.npz`` data file or a
+:class:`~systolic.quantize.data.Dataset`), folds batch norm,
 calibrates / retrains with the chosen method, rounds FAT / LSQ scales to
 powers of two, converts to the golden :class:`~systolic.golden.QuantizedNetwork`
 and measures test accuracy on it. Methods (reference/QUANTIZATION.md):
@@ -34,14 +36,15 @@ from torch.nn import functional as F
 from . import check_bits, check_method, check_model
 from .calibrate import calibrate
 from .convert import to_golden
-from .data import INPUT_FRAC_BITS
-from .graph import fold_batchnorm
+from .data import dataset_for_network, load_dataset
+from .graph import GraphNet, fold_batchnorm
 from .quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer, MultipointWeightQuantizer,
                          SQWeightQuantizer, TQTQuantizer, multipoint_points)
 from .train import accuracy, tensors, train_quant
-from .zoo import input_layout, train_float
+from .zoo import train_float
 
-__all__ = ["QuantResult", "quantize_model", "quantize_graph", "golden_accuracy", "DEFAULT_EPOCHS", "SQ_RATIOS"]
+__all__ = ["QuantResult", "quantize_model", "quantize_graph", "golden_accuracy", "DEFAULT_EPOCHS", "SQ_RATIOS",
+           "CALIBRATION_IMAGES"]
 
 #: Retraining epochs per method (tiny data: 1,077 training images).
 DEFAULT_EPOCHS = {"tqt": 6, "lsq": 6, "fat": 4, "sq": 2}
@@ -54,6 +57,11 @@ LEARNING_RATES = {"tqt": (1e-3, 1e-2), "lsq": (1e-3, 1e-3), "fat": (0.0, 1e-3), 
 TQT_WEIGHT_INIT = "max"
 #: SQ ratio schedule, one stage each (``DEFAULT_EPOCHS["sq"]`` epochs per stage).
 SQ_RATIOS = (0.5, 0.75, 0.875, 1.0)
+#: Most training images whose activations calibrate the thresholds; a larger training split is sampled
+#: (seeded, without replacement). The digits' 1,077 are all used; MNIST's 3,000 are sampled.
+CALIBRATION_IMAGES = 2048
+#: Images per golden-model batch in :func:`golden_accuracy` (the predictions do not depend on it).
+GOLDEN_BATCH = 128
 
 
 @dataclass
@@ -79,17 +87,22 @@ class QuantResult:
                                                  "float_acc", "fakequant_acc", "golden_acc")} | self.extra
 
 
-def golden_accuracy(network, split: str = "test") -> tuple[float, np.ndarray]:
-    """Accuracy and predictions of a golden network on a digits split."""
-    from .data import load_for_network
-
-    x, y = load_for_network(network, split)
-    pred = network.predict(network.quantize_input(x))
+def golden_accuracy(network, split: str = "test", data=None) -> tuple[float, np.ndarray]:
+    """Accuracy and predictions of a golden network on *split* of *data* (default: the built-in data set
+    of its input shape, :func:`~systolic.quantize.data.dataset_for_network`); a ``ValueError`` names both
+    shapes if the network does not fit the data."""
+    ds = dataset_for_network(network) if data is None else load_dataset(data)
+    x, y = ds.split(split, network.input_shape)
+    pred = np.concatenate([network.predict(network.quantize_input(x[i:i + GOLDEN_BATCH]))
+                           for i in range(0, len(x), GOLDEN_BATCH)])
     return float((pred == y).mean()), pred
 
 
-def _collect(net, layout):
-    x, _ = tensors("train", layout)
+def _collect(net, ds, seed: int = 0):
+    x, _ = tensors("train", net.input_shape, data=ds)
+    if len(x) > CALIBRATION_IMAGES:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), CALIBRATION_IMAGES, replace=False))
+        x = x[torch.from_numpy(keep)]
     acts = {}
     with torch.no_grad():
         net.eval()
@@ -110,15 +123,20 @@ def _gemm_cols(net, node, a: np.ndarray, limit: int = 4096, seed: int = 0) -> np
     return cols
 
 
-def quantize_graph(net, name: str, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
-                   rounding: str = "half_even", epochs: int | None = None, teacher=None, progress=False):
-    """Attach *method*'s quantizers to a BN-folded float GraphNet (a copy is not made) and train them.
+def quantize_graph(net, name: str | None, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
+                   rounding: str = "half_even", epochs: int | None = None, teacher=None, progress=False,
+                   data="digits"):
+    """Attach *method*'s quantizers to a BN-folded float GraphNet (a copy is not made) and train them on
+    *data* (calibration: its training split; the input quantizer: its input type). *name* is unused
+    (kept for callers that pass the zoo name).
 
     Returns the fake-quant net (FAT / LSQ still at their trained, non-power-of-two scales).
     """
-    layout = input_layout(name)
-    acts = _collect(net, layout)
-    qin = FixedQuantizer(8, False, INPUT_FRAC_BITS, rounding)
+    ds = load_dataset(data)
+    ds.check_shape(net.input_shape, "the model")
+    acts = _collect(net, ds, seed)
+    it = ds.input_type
+    qin = FixedQuantizer(it.bits, it.signed, it.frac_bits, rounding)
     wq, aq = {}, {}
     ep = DEFAULT_EPOCHS.get(method, 0) if epochs is None else int(epochs)
     for n in net.act_nodes():
@@ -162,20 +180,20 @@ def quantize_graph(net, name: str, method: str, w_bits: int = 8, a_bits: int = 8
 
     if method in ("tqt", "lsq") and ep > 0:
         w_lr, q_lr = LEARNING_RATES[method]
-        train_quant(net, layout, seed=seed, epochs=ep, w_lr=w_lr, q_lr=q_lr, progress=progress,
+        train_quant(net, ds, seed=seed, epochs=ep, w_lr=w_lr, q_lr=q_lr, progress=progress,
                     desc=f"{method} retraining")
     elif method == "fat" and ep > 0:
         def clip(m):
             for q in list(m.wq.values()) + list(m.aq.values()):
                 q.clip_alpha()
-        train_quant(net, layout, seed=seed, epochs=ep, q_lr=LEARNING_RATES["fat"][1], loss="fat", teacher=teacher,
+        train_quant(net, ds, seed=seed, epochs=ep, q_lr=LEARNING_RATES["fat"][1], loss="fat", teacher=teacher,
                     train_weights=False, after_step=clip, progress=progress, desc="fat alpha training")
     elif method == "sq" and ep > 0:
         def stage(m, e):
             r = SQ_RATIOS[min(e // ep, len(SQ_RATIOS) - 1)]
             for q in m.wq.values():
                 q.ratio = r
-        train_quant(net, layout, seed=seed, epochs=ep * len(SQ_RATIOS), w_lr=LEARNING_RATES["sq"][0], q_lr=0.0,
+        train_quant(net, ds, seed=seed, epochs=ep * len(SQ_RATIOS), w_lr=LEARNING_RATES["sq"][0], q_lr=0.0,
                     before_epoch=stage, progress=progress, desc="sq stages")
     if method == "sq":
         for n in net.compute_nodes():
@@ -185,43 +203,58 @@ def quantize_graph(net, name: str, method: str, w_bits: int = 8, a_bits: int = 8
 
 def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
                    rounding: str = "half_even", float_net=None, epochs: int | None = None,
-                   float_epochs: int = 40, progress=False) -> QuantResult:
-    """Quantize zoo model *model* with *method* at ``w_bits``/``a_bits`` and convert it to the golden model.
+                   float_epochs: int = 40, progress=False, data="digits") -> QuantResult:
+    """Quantize *model* with *method* at ``w_bits``/``a_bits`` on *data* and convert it to the golden model.
 
     Parameters
     ----------
-    model : one of :data:`systolic.quantize.MODELS`
+    model : one of :data:`systolic.quantize.MODELS` (built for *data*'s sample shape and classes), or a
+        trained float :class:`~systolic.quantize.graph.GraphNet` (e.g. from ``from_sequential``, trained
+        with :func:`systolic.quantize.train.train_float`; not modified; recorded as ``"custom"``).
     method : one of :data:`systolic.quantize.METHODS`
     w_bits, a_bits : 2..8
-    float_net : a trained float GraphNet of *model* to start from (not modified); trained here if None.
+    float_net : a trained float GraphNet of zoo model *model* to start from (not modified); trained here if
+        None.
     epochs : retraining epochs (per SQ stage); default :data:`DEFAULT_EPOCHS`.
+    data : ``"digits"`` (default), ``"mnist"``, a path to a ``.npz`` data file or a
+        :class:`~systolic.quantize.data.Dataset`: training, calibration, the input type and every accuracy.
+        A network whose input shape does not fit it is a ``ValueError`` naming both shapes.
     """
     from ..golden import check_rounding
 
-    check_model(model)
+    custom = isinstance(model, GraphNet)
+    if not custom:
+        check_model(model)
     check_method(method)
     check_bits(w_bits, "w_bits")
     check_bits(a_bits, "a_bits")
     check_rounding(rounding)
+    ds = load_dataset(data)
+    if custom:
+        if float_net is not None:
+            raise ValueError("give the float network either as model or as float_net, not both")
+        float_net, model = model, "custom"
+    if float_net is not None:
+        ds.check_shape(float_net.input_shape, "the model")
     torch.manual_seed(seed)
-    layout = input_layout(model)
     if float_net is None:
-        float_net = train_float(model, seed=seed, epochs=float_epochs, progress=progress)
-    float_acc = accuracy(float_net, layout, "test", quant=False)
+        float_net = train_float(model, seed=seed, epochs=float_epochs, progress=progress, data=ds)
+    float_acc = accuracy(float_net, "test", quant=False, data=ds)
     teacher = copy.deepcopy(float_net)
     net = fold_batchnorm(copy.deepcopy(float_net))
-    quantize_graph(net, model, method, w_bits, a_bits, seed, rounding, epochs, teacher=teacher, progress=progress)
-    fq_acc = accuracy(net, layout, "test", quant=True)
+    quantize_graph(net, model, method, w_bits, a_bits, seed, rounding, epochs, teacher=teacher, progress=progress,
+                   data=ds)
+    fq_acc = accuracy(net, "test", quant=True, data=ds)
     extra = {}
     if method in ("fat", "lsq"):
-        extra["fakequant_val_acc"] = accuracy(net, layout, "val", quant=True)
+        extra["fakequant_val_acc"] = accuracy(net, "val", quant=True, data=ds)
         for q in list(net.wq.values()) + list(net.aq.values()):
             q.to_pow2()
     meta = {"model": model, "method": method, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
-            "float_test_accuracy": float_acc}
+            "float_test_accuracy": float_acc, "dataset": ds.name}
     gnet = to_golden(net, rounding, meta)
     gnet.check_accumulators(32)
-    gacc, _ = golden_accuracy(gnet)
+    gacc, _ = golden_accuracy(gnet, data=ds)
     gnet.meta["test_accuracy"] = gacc
     if method == "multipoint":
         # Output channels that use more than one point (the rest have a zero finest point).

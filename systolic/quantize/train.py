@@ -1,4 +1,10 @@
-"""Training loops (torch): float training, fake-quant retraining, FAT's label-free loss."""
+"""Training loops (torch): float training, fake-quant retraining, FAT's label-free loss.
+
+Every function takes the data as ``data``: ``"digits"`` (the default), ``"mnist"``, a path to a ``.npz``
+data file or a :class:`~systolic.quantize.data.Dataset` (:func:`~systolic.quantize.data.load_dataset`).
+The network's ``input_shape`` must fit the data set (its sample shape, or flattened for an image data
+set); otherwise a ``ValueError`` names both shapes before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,23 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .data import load_split
+from .data import load_dataset
 
 __all__ = ["tensors", "accuracy", "predict", "train_float", "train_quant", "fat_loss"]
 
 
-def tensors(split: str, layout: str, dtype=torch.float32):
-    x, y = load_split(split, layout)
+def tensors(split: str, shape=None, dtype=torch.float32, data="digits"):
+    """``(x, y)`` tensors of *split*; *shape*: a network input shape, ``"nhwc"`` / ``"flat"`` or None
+    (the data set's sample shape)."""
+    x, y = load_dataset(data).split(split, shape)
     return torch.from_numpy(x).to(dtype), torch.from_numpy(y)
+
+
+def _data(net, data):
+    """The resolved data set, after checking that it fits *net*'s input shape."""
+    ds = load_dataset(data)
+    ds.check_shape(net.input_shape, "the model")
+    return ds
 
 
 @torch.no_grad()
@@ -28,8 +43,10 @@ def predict(net, x: torch.Tensor, quant=None) -> np.ndarray:
     return out.reshape(len(x), -1).cpu().numpy().argmax(axis=1)
 
 
-def accuracy(net, layout: str, split: str = "test", quant=None) -> float:
-    x, y = tensors(split, layout)
+def accuracy(net, split: str = "test", quant=None, data="digits") -> float:
+    """Top-1 accuracy of *net* on *split* of *data* (fake quant if *quant*, default: if attached)."""
+    ds = _data(net, data)
+    x, y = tensors(split, net.input_shape, data=ds)
     return float((predict(net, x, quant) == y.numpy()).mean())
 
 
@@ -39,12 +56,13 @@ def _batches(n, batch, gen):
         yield perm[i:i + batch]
 
 
-def train_float(net, layout: str, seed: int = 0, epochs: int = 40, lr: float = 3e-3, batch: int = 32,
+def train_float(net, data="digits", seed: int = 0, epochs: int = 40, lr: float = 3e-3, batch: int = 32,
                 progress=False):
-    """Adam + cross entropy on the train split; returns the net with the best validation weights."""
+    """Adam + cross entropy on the train split of *data*; returns the net with the best validation weights."""
+    ds = _data(net, data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, y = tensors("train", layout)
+    x, y = tensors("train", net.input_shape, data=ds)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     best, best_state = -1.0, None
@@ -55,7 +73,7 @@ def train_float(net, layout: str, seed: int = 0, epochs: int = 40, lr: float = 3
             F.cross_entropy(net(x[idx], quant=False), y[idx]).backward()
             opt.step()
         sched.step()
-        acc = accuracy(net, layout, "val", quant=False)
+        acc = accuracy(net, "val", quant=False, data=ds)
         if acc > best:
             best, best_state = acc, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
@@ -68,7 +86,7 @@ def fat_loss(yq, yf):
     return torch.sqrt((yq - yf) ** 2 + 1e-5).sum(dim=1).mean()
 
 
-def train_quant(net, layout: str, seed: int = 0, epochs: int = 3, w_lr: float = 1e-4, q_lr: float = 1e-2,
+def train_quant(net, data="digits", seed: int = 0, epochs: int = 3, w_lr: float = 1e-4, q_lr: float = 1e-2,
                 batch: int = 24, loss: str = "ce", teacher=None, train_weights: bool = True,
                 after_step=None, before_epoch=None, progress=False, desc="retraining"):
     """Fake-quant training with two Adam optimizers (weights, quantizer parameters).
@@ -78,9 +96,10 @@ def train_quant(net, layout: str, seed: int = 0, epochs: int = 3, w_lr: float = 
     accuracy, the epoch-0 state included) is kept. ``after_step(net)`` runs after every step
     (FAT's alpha clipping); ``before_epoch(net, epoch)`` before every epoch (SQ's ratio schedule).
     """
+    ds = _data(net, data)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, y = tensors("train", layout)
+    x, y = tensors("train", net.input_shape, data=ds)
     opts = []
     if train_weights and w_lr > 0:
         opts.append(torch.optim.Adam(net.weight_params(), lr=w_lr, betas=(0.9, 0.999), eps=1e-8))
@@ -89,7 +108,7 @@ def train_quant(net, layout: str, seed: int = 0, epochs: int = 3, w_lr: float = 
         opts.append(torch.optim.Adam(qp, lr=q_lr, betas=(0.9, 0.999), eps=1e-8))
     if teacher is not None:
         teacher.eval()
-    best, best_state = accuracy(net, layout, "val", quant=True), copy.deepcopy(net.state_dict())
+    best, best_state = accuracy(net, "val", quant=True, data=ds), copy.deepcopy(net.state_dict())
     if before_epoch is not None:  # the epoch-0 state is only a candidate where no schedule applies
         best = -1.0
     for ep in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
@@ -111,7 +130,7 @@ def train_quant(net, layout: str, seed: int = 0, epochs: int = 3, w_lr: float = 
                 o.step()
             if after_step is not None:
                 after_step(net)
-        acc = accuracy(net, layout, "val", quant=True)
+        acc = accuracy(net, "val", quant=True, data=ds)
         if acc >= best:
             best, best_state = acc, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)

@@ -104,3 +104,47 @@ def test_from_sequential_matches_torch_nchw():
     net = from_sequential(seq, (8, 8, 1))
     out = net(x.permute(0, 2, 3, 1), quant=False).detach()
     torch.testing.assert_close(out, ref)
+
+
+def mnist_sized_cnn():
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(98, 10))
+    return from_sequential(seq, (28, 28, 1))
+
+
+DIGITS_SHAPES = "samples of shape (8, 8, 1), or (64,) flattened"
+
+
+def test_model_and_data_shapes_must_match():
+    """A 28x28 network on the digits (once a deep RuntimeError from a matrix product) is a clear error
+    naming both shapes, from every entry point, before anything trains."""
+    from systolic.quantize.methods import golden_accuracy
+    from systolic.quantize.train import accuracy, train_float
+    from systolic.quantize.zoo import evaluate
+
+    net = mnist_sized_cnn()
+    msg = f"the model has input shape (28, 28, 1), which does not match data set 'digits' ({DIGITS_SHAPES})"
+    raises_exactly(ValueError, msg, quantize_model, "digits-cnn", "max", float_net=net)
+    raises_exactly(ValueError, msg, quantize_model, net, "max")
+    raises_exactly(ValueError, msg, train_float, net, epochs=1)
+    raises_exactly(ValueError, msg, accuracy, net, "test")
+    raises_exactly(ValueError, msg, evaluate, net, "digits-cnn")
+    digits_net = build("digits-mlp")
+    raises_exactly(ValueError, "the model has input shape (64,), which does not match data set 'mnist' (samples of "
+                   "shape (28, 28, 1), or (784,) flattened)", train_float, digits_net, "mnist", epochs=1)
+    g = load_shipped("digits-cnn")
+    raises_exactly(ValueError, "the network has input shape (8, 8, 1), which does not match data set 'mnist' "
+                   "(samples of shape (28, 28, 1), or (784,) flattened)", golden_accuracy, g, data="mnist")
+
+
+def test_unknown_data_and_model_data_combinations(tmp_path):
+    import numpy as np
+
+    raises_exactly(ValueError, "unknown data set 'cifar10': give digits, mnist or a path to a .npz file",
+                   quantize_model, "digits-mlp", "max", data="cifar10")
+    raises_exactly(ValueError, "give the float network either as model or as float_net, not both",
+                   quantize_model, mnist_sized_cnn(), "max", data="mnist", float_net=mnist_sized_cnn())
+    p = tmp_path / "tiny.npz"
+    np.savez(p, x_train=np.zeros((4, 3, 3, 1)), y_train=np.arange(4) % 2, x_val=np.zeros((2, 3, 3, 1)),
+             y_val=np.arange(2), x_test=np.zeros((2, 3, 3, 1)), y_test=np.arange(2))
+    raises_exactly(ValueError, f"model 'digits-resnet' pools twice by 2 and needs images of at least 4x4; data set "
+                   f"{str(p)!r} has samples of shape (3, 3, 1)", build, "digits-resnet", data=str(p))

