@@ -6,16 +6,20 @@ become ``round(w * 2**f_w)`` clipped to ``w_bits`` (HWIO for conv, ``(K, N)`` fo
 dense), biases ``round(b * 2**(f_in + f_w))`` (int32), each layer's output type
 comes from its output quantizer (unsigned after ReLU), and the golden layer's
 shift is ``k = f_in + f_w - f_out``. Multipoint weights map to ``extra_weights``
-and ``extra_shifts``.
+and ``extra_shifts``. A grouped convolution keeps its ``groups``; a clamp
+(ReLU6) becomes ``out_max = floor(clamp * 2**f_out)``; pools keep their padding;
+a concat's output type comes from its output quantizer.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from ..golden import QType, QuantizedNetwork
-from ..golden.layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from ..golden.layers import Add, AvgPool2D, Concat, Conv2D, Dense, Flatten, MaxPool2D
 from .quantizers import MultipointWeightQuantizer, qrange
 
 __all__ = ["to_golden", "quantize_int"]
@@ -77,28 +81,44 @@ def to_golden(net, rounding: str | None = None, meta: dict | None = None) -> Qua
             if m.bias is not None:
                 bias = quantize_int(_np(m.bias), f_in + f_w, 32, True, rounding)
             common = dict(name=n.name, inputs=tuple(ins), weight=weight, w_type=w_type, out_type=out_type,
-                          bias=bias, relu=n.relu, **extra)
+                          bias=bias, relu=n.relu, out_max=_out_max(n, out_type), **extra)
             if n.op == "conv":
                 ph, pw = m.padding
-                layers.append(Conv2D(stride=tuple(m.stride), padding=(ph, ph, pw, pw), **common))
+                pad = tuple(n.padding) if any(n.padding) else (ph, ph, pw, pw)
+                if any(n.padding) and (ph or pw):
+                    raise ValueError(f"layer {n.name!r}: padding given both on the node and on its Conv2d")
+                layers.append(Conv2D(stride=tuple(m.stride), padding=pad, groups=m.groups, **common))
             else:
                 layers.append(Dense(**common))
             types[n.name] = out_type
         elif n.op == "add":
             aq = net.aq[n.name]
             out_type = QType(aq.bits, aq.signed, aq.frac_bits())
-            layers.append(Add(name=n.name, inputs=tuple(ins), out_type=out_type, relu=n.relu))
+            layers.append(Add(name=n.name, inputs=tuple(ins), out_type=out_type, relu=n.relu,
+                              out_max=_out_max(n, out_type)))
             types[n.name] = out_type
-        elif n.op == "maxpool":
-            layers.append(MaxPool2D(name=n.name, inputs=tuple(ins), pool=n.pool, stride=n.stride))
-            types[n.name] = types[ins[0]]
-        elif n.op == "avgpool":
-            layers.append(AvgPool2D(name=n.name, inputs=tuple(ins), pool=n.pool, stride=n.stride))
+        elif n.op == "concat":
+            aq = net.aq[n.name]
+            out_type = QType(aq.bits, aq.signed, aq.frac_bits())
+            layers.append(Concat(name=n.name, inputs=tuple(ins), out_type=out_type))
+            types[n.name] = out_type
+        elif n.op in ("maxpool", "avgpool"):
+            cls = MaxPool2D if n.op == "maxpool" else AvgPool2D
+            layers.append(cls(name=n.name, inputs=tuple(ins), pool=n.pool, stride=n.stride, padding=tuple(n.padding)))
             types[n.name] = types[ins[0]]
         elif n.op == "flatten":
             layers.append(Flatten(name=n.name, inputs=tuple(ins)))
             types[n.name] = types[ins[0]]
     return QuantizedNetwork(types["input"], net.input_shape, layers, rounding, dict(meta or {}))
+
+
+def _out_max(node, out_type) -> int | None:
+    """The golden clamp of *node*: the largest integer of *out_type*'s grid not above ``node.clamp``."""
+    if node.clamp is None:
+        return None
+    if not node.relu:
+        raise ValueError(f"layer {node.name!r}: a clamp needs a ReLU before it (Clip(0, x) / ReLU6)")
+    return max(0, math.floor(math.ldexp(node.clamp, out_type.frac_bits)))
 
 
 def _torch_layout(points_gemm: np.ndarray, weight: torch.Tensor) -> np.ndarray:

@@ -1,10 +1,12 @@
 """`GraphNet`: a small torch graph of the layer kinds the golden model has.
 
 Activations are NHWC (the golden layout) between nodes; convolutions permute to
-NCHW internally. Node ops: ``conv`` (``nn.Conv2d`` + optional ``BatchNorm2d`` +
-optional ReLU), ``dense`` (``nn.Linear`` + optional ``BatchNorm1d`` + optional
-ReLU), ``maxpool``, ``avgpool`` (power-of-two window), ``flatten`` (HWC order),
-``add`` (+ optional ReLU).
+NCHW internally. Node ops: ``conv`` (``nn.Conv2d``, grouped or depthwise, +
+optional ``BatchNorm2d`` + optional ReLU or ReLU6-style clamp), ``dense``
+(``nn.Linear`` + optional ``BatchNorm1d`` + optional ReLU / clamp), ``maxpool``
+and ``avgpool`` (any window, stride and padding; the average divides by the
+whole window), ``flatten`` (HWC order), ``add`` (+ optional ReLU / clamp) and
+``concat`` (on channels).
 
 The same module runs in float mode or, after :meth:`GraphNet.attach`, in
 fake-quant mode, where it computes exactly what the integer golden network
@@ -14,7 +16,12 @@ computes (docs/quantization.md, "Fake quant = golden"):
 * conv/dense: ``acc = conv(x_q, w_q) + b_q`` with ``b_q`` the bias rounded at the
   accumulator scale ``s_in * s_w``; the output quantizer then rounds and clips
   ``acc`` to the output scale (ReLU = an unsigned output type, clip at 0);
-* add: ``a + b`` re-quantized by its output quantizer; pools and flatten are exact.
+* add: ``a + b`` re-quantized by its output quantizer; concat: the operands joined
+  on channels and re-quantized by its output quantizer; pools and flatten are
+  exact, the average pool rounded to its input's type;
+* a clamp (``Node.clamp``, ReLU6: 6.0) limits a node's quantized output to the
+  largest grid value not above it: ``min(q(y), floor(clamp / s) * s)``, which is
+  the golden layer's ``out_max = floor(clamp * 2**f_out)``.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from torch.nn import functional as F
 
 from .quantizers import Quantizer, round_ste
 
-__all__ = ["Node", "GraphNet", "from_sequential", "fold_batchnorm", "SUPPORTED_TORCH_LAYERS", "OPS"]
+__all__ = ["Node", "GraphNet", "from_sequential", "fold_batchnorm", "SUPPORTED_TORCH_LAYERS", "OPS", "ACT_OPS"]
 
-OPS = ("conv", "dense", "maxpool", "avgpool", "flatten", "add")
+OPS = ("conv", "dense", "maxpool", "avgpool", "flatten", "add", "concat")
+#: Ops whose output has its own activation quantizer.
+ACT_OPS = ("conv", "dense", "add", "concat")
 SUPPORTED_TORCH_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.BatchNorm1d, nn.ReLU,
                           nn.MaxPool2d, nn.AvgPool2d, nn.Flatten)
 
@@ -39,9 +48,14 @@ class Node:
     name: str
     op: str
     inputs: tuple
+    #: ReLU on the output (conv, dense, add); for concat: every operand is non-negative (unsigned output).
     relu: bool = False
     pool: tuple = (2, 2)
     stride: tuple = (2, 2)
+    #: ``(top, bottom, left, right)`` zero padding of a pool (max: never wins) or a conv whose module has none.
+    padding: tuple = (0, 0, 0, 0)
+    #: Upper clamp of the output after the ReLU (ReLU6: 6.0), in real units; None: none.
+    clamp: float | None = None
 
 
 class GraphNet(nn.Module):
@@ -66,8 +80,8 @@ class GraphNet(nn.Module):
         return [n for n in self.nodes if n.op in ("conv", "dense")]
 
     def act_nodes(self):
-        """Nodes whose output gets its own quantizer (conv, dense, add)."""
-        return [n for n in self.nodes if n.op in ("conv", "dense", "add")]
+        """Nodes whose output gets its own quantizer (conv, dense, add, concat)."""
+        return [n for n in self.nodes if n.op in ACT_OPS]
 
     def attach(self, qin: Quantizer, wq: dict, aq: dict):
         """Switch to fake-quant mode with the given quantizers (BN must be folded)."""
@@ -115,7 +129,11 @@ class GraphNet(nn.Module):
                         s_acc = (scales[n.inputs[0]] * wq.scale()).to(x.dtype).detach()
                         b = round_ste(b / s_acc, self.aq[n.name].rounding) * s_acc
                 if n.op == "conv":
-                    y = F.conv2d(ins[0].permute(0, 3, 1, 2), w, b, m.stride, m.padding)
+                    xc = ins[0].permute(0, 3, 1, 2)
+                    if any(n.padding):
+                        t, bo, le, ri = n.padding
+                        xc = F.pad(xc, (le, ri, t, bo))
+                    y = F.conv2d(xc, w, b, m.stride, m.padding, groups=m.groups)
                     if not q and n.name in self.bns:
                         y = self.bns[n.name](y)
                     y = y.permute(0, 2, 3, 1)
@@ -123,22 +141,32 @@ class GraphNet(nn.Module):
                     y = F.linear(ins[0], w, b)
                     if not q and n.name in self.bns:
                         y = self.bns[n.name](y)
-            elif n.op == "maxpool":
-                y = F.max_pool2d(ins[0].permute(0, 3, 1, 2), n.pool, n.stride).permute(0, 2, 3, 1)
-            elif n.op == "avgpool":
-                y = F.avg_pool2d(ins[0].permute(0, 3, 1, 2), n.pool, n.stride).permute(0, 2, 3, 1)
+            elif n.op in ("maxpool", "avgpool"):
+                xc = ins[0].permute(0, 3, 1, 2)
+                if any(n.padding):      # max: -inf never wins; average: zeros, divided by the whole window
+                    t, bo, le, ri = n.padding
+                    xc = F.pad(xc, (le, ri, t, bo), value=float("-inf") if n.op == "maxpool" else 0.0)
+                pool = F.max_pool2d if n.op == "maxpool" else F.avg_pool2d
+                y = pool(xc, n.pool, n.stride).permute(0, 2, 3, 1)
             elif n.op == "flatten":
                 y = ins[0].reshape(ins[0].shape[0], -1)
+            elif n.op == "concat":
+                y = torch.cat(ins, dim=-1)
             else:  # add
                 y = ins[0] + ins[1]
-            if n.op in ("conv", "dense", "add"):
+            if n.op in ACT_OPS:
                 if q:
                     aq = self.aq[n.name]
                     y = aq(y)
                     scales[n.name] = aq.scale()
+                    if n.clamp is not None:      # the largest grid value not above the clamp
+                        s_out = scales[n.name].detach()
+                        y = torch.minimum(y, torch.floor(n.clamp / s_out) * s_out)
                 else:
-                    if n.relu:
+                    if n.relu and n.op != "concat":
                         y = F.relu(y)
+                    if n.clamp is not None:
+                        y = torch.clamp(y, max=n.clamp)
                     if collect is not None:
                         collect[n.name] = y.detach()
             else:
@@ -153,7 +181,7 @@ class GraphNet(nn.Module):
     def _source_quantizer(self, name):
         while name != "input":
             node = next(n for n in self.nodes if n.name == name)
-            if node.op in ("conv", "dense", "add"):
+            if node.op in ACT_OPS:
                 return self.aq[name]
             name = node.inputs[0]
         return self.qin
@@ -195,8 +223,8 @@ def from_sequential(seq: nn.Module, input_shape) -> GraphNet:
     TypeError
         For a layer that is not one of :data:`SUPPORTED_TORCH_LAYERS` (the message lists them).
     ValueError
-        For supported layers with unsupported settings (groups, dilation, padding modes,
-        non-power-of-two average pools, BN or ReLU without a preceding conv/linear).
+        For supported layers with unsupported settings (dilation, padding modes, ceil mode,
+        BN or ReLU without a preceding conv/linear). Networks of any structure: :mod:`.importer`.
     """
     if not isinstance(seq, nn.Sequential):
         raise TypeError(f"expected an nn.Sequential, not {type(seq).__name__}; supported layers: {_supported_names()}")
@@ -210,8 +238,8 @@ def from_sequential(seq: nn.Module, input_shape) -> GraphNet:
             raise TypeError(f"layer {i} ({type(layer).__name__}) is not supported; supported layers: {_supported_names()}")
         name = f"l{i}"
         if isinstance(layer, nn.Conv2d):
-            if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                raise ValueError(f"layer {i} (Conv2d): only groups=1, dilation=1 and integer zero padding are supported")
+            if tuple(layer.dilation) != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                raise ValueError(f"layer {i} (Conv2d): only dilation=1 and integer zero padding are supported")
             nodes.append(Node(name, "conv", (prev,)))
             mods[name] = layer
             c, h, w = chw
@@ -242,14 +270,16 @@ def from_sequential(seq: nn.Module, input_shape) -> GraphNet:
             k = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
             s = layer.stride if isinstance(layer.stride, tuple) else (layer.stride,) * 2
             pad = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,) * 2
-            if any(pad) or getattr(layer, "ceil_mode", False) or getattr(layer, "dilation", 1) not in (1, (1, 1)):
-                raise ValueError(f"layer {i} ({type(layer).__name__}): padding, ceil_mode and dilation are not supported")
+            if getattr(layer, "ceil_mode", False) or getattr(layer, "dilation", 1) not in (1, (1, 1)):
+                raise ValueError(f"layer {i} ({type(layer).__name__}): ceil_mode and dilation are not supported")
+            if isinstance(layer, nn.AvgPool2d) and (not layer.count_include_pad or layer.divisor_override):
+                raise ValueError(f"layer {i} (AvgPool2d): count_include_pad=False and divisor_override are not "
+                                 "supported (the average divides by the whole window)")
             op = "maxpool" if isinstance(layer, nn.MaxPool2d) else "avgpool"
-            if op == "avgpool" and (k[0] * k[1]) & (k[0] * k[1] - 1):
-                raise ValueError(f"layer {i} (AvgPool2d): the window area must be a power of two, not {k[0]}x{k[1]}")
-            nodes.append(Node(name, op, (prev,), pool=tuple(k), stride=tuple(s)))
+            nodes.append(Node(name, op, (prev,), pool=tuple(k), stride=tuple(s),
+                              padding=(pad[0], pad[0], pad[1], pad[1])))
             c, h, w = chw
-            chw = (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+            chw = (c, (h + 2 * pad[0] - k[0]) // s[0] + 1, (w + 2 * pad[1] - k[1]) // s[1] + 1)
         elif isinstance(layer, nn.Flatten):
             nodes.append(Node(name, "flatten", (prev,)))
             if chw is not None:

@@ -64,14 +64,16 @@ def test_unsupported_torch_layer():
 
 
 def test_unsupported_layer_settings():
-    raises_exactly(ValueError, "layer 0 (Conv2d): only groups=1, dilation=1 and integer zero padding are supported",
-                   from_sequential, nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)), (8, 8, 2))
-    raises_exactly(ValueError, "layer 0 (Conv2d): only groups=1, dilation=1 and integer zero padding are supported",
+    raises_exactly(ValueError, "layer 0 (Conv2d): only dilation=1 and integer zero padding are supported",
+                   from_sequential, nn.Sequential(nn.Conv2d(2, 2, 3, dilation=2)), (8, 8, 2))
+    raises_exactly(ValueError, "layer 0 (Conv2d): only dilation=1 and integer zero padding are supported",
                    from_sequential, nn.Sequential(nn.Conv2d(2, 2, 3, padding="same")), (8, 8, 2))
-    raises_exactly(ValueError, "layer 1 (AvgPool2d): the window area must be a power of two, not 3x3",
-                   from_sequential, nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(3)), (8, 8, 1))
-    raises_exactly(ValueError, "layer 1 (MaxPool2d): padding, ceil_mode and dilation are not supported",
-                   from_sequential, nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, padding=1)), (8, 8, 1))
+    raises_exactly(ValueError, "layer 1 (AvgPool2d): count_include_pad=False and divisor_override are not supported "
+                               "(the average divides by the whole window)",
+                   from_sequential, nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(3, count_include_pad=False)),
+                   (8, 8, 1))
+    raises_exactly(ValueError, "layer 1 (MaxPool2d): ceil_mode and dilation are not supported",
+                   from_sequential, nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, ceil_mode=True)), (8, 8, 1))
     raises_exactly(ValueError, "layer 0 (ReLU) must follow a Conv2d or Linear (with optional batch norm)",
                    from_sequential, nn.Sequential(nn.ReLU()), (4,))
     raises_exactly(ValueError, "layer 0 (BatchNorm1d) must follow a Conv2d or Linear directly",
