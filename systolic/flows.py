@@ -44,6 +44,9 @@ def resolve_model(spec: str, seed: int = 0):
         from .golden.random import random_network
 
         return random_network(seed, spec.split(":", 1)[1], 8), "random"
+    if spec.endswith(".onnx") or (".py:" in spec and not spec.endswith(".npz")):
+        raise ValueError(f"{spec} is a float model; integers are needed here: quantize it first, e.g. "
+                         f"systolic quantize {spec} tqt --data DATA --out model.npz")
     path = Path(spec)
     if path.suffix == ".npz" or path.exists():
         return load(path), "file"
@@ -55,27 +58,32 @@ def resolve_model(spec: str, seed: int = 0):
     return load_shipped(spec), "shipped"
 
 
-def load_inputs(net, images, seed: int = 0, kind: str = "file"):
-    """``(x, labels)``: the first *images* digits test images (``"all"``: the whole split) and their labels
-    for a network with the digits input shape; seeded random inputs and ``None`` otherwise."""
+def load_inputs(net, images, seed: int = 0, kind: str = "file", data=None):
+    """``(x, labels)``: the first *images* test images (``"all"``: the whole split) of *data* (``"digits"``,
+    ``"mnist"``, a ``.npz`` data file; default: the built-in data set of the network's input shape) and
+    their labels; seeded random inputs and ``None`` for a random model or a shape no data set has."""
     from .golden.random import random_input
 
     if images != "all" and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
         raise ValueError(f"images must be a positive int or 'all', not {images!r}")
-    if kind != "random":
-        from .quantize.data import load_for_network
+    from .quantize.data import dataset_for_network, load_dataset
 
+    ds = None
+    if data is not None:
+        ds = load_dataset(data)
+    elif kind != "random":
         try:
-            xf, labels = load_for_network(net, "test")
+            ds = dataset_for_network(net)
         except ValueError:
-            xf = labels = None
-        if xf is not None:
-            n = len(xf) if images == "all" else images
-            if n > len(xf):
-                raise ValueError(f"the digits test split has {len(xf)} images, not {n}")
-            return net.quantize_input(xf[:n]), np.asarray(labels[:n])
+            ds = None
+    if ds is not None:
+        xf, labels = ds.split("test", net.input_shape, what="the model")
+        n = len(xf) if images == "all" else images
+        if n > len(xf):
+            raise ValueError(f"the {ds.name} test split has {len(xf)} images, not {n}")
+        return net.quantize_input(xf[:n]), np.asarray(labels[:n])
     if images == "all":
-        raise ValueError("images='all' needs a model with a data set (a digits model), not random inputs")
+        raise ValueError("images='all' needs a model with a data set (digits, mnist or --data), not random inputs")
     return random_input(net, images, seed), None
 
 
@@ -277,10 +285,10 @@ class _Closing:
 
 def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: int = 0,
              dram_bytes: int = 1 << 18, batch: int | None = None, backend: str | None = None,
-             progress: bool = False, cache_dir=None, waves=None) -> dict:
+             progress: bool = False, cache_dir=None, waves=None, data=None) -> dict:
     """Run *images* inputs of *model* on the RTL of *config*; a JSON-ready summary (``systolic simulate``).
 
-    Inputs from :func:`load_inputs` (``images="all"``: the whole digits test split). With *batch*, the
+    Inputs from :func:`load_inputs` (``images="all"``: the whole test split of *data*). With *batch*, the
     images run in batches of that size (one compiled program per batch; the counters add up); accuracy on
     the RTL and on the golden model is reported when labels exist.
     """
@@ -294,7 +302,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     memory = memory or MemoryModel()
     backend = backend_name(backend)
     net, kind = resolve_model(model, seed)
-    x, labels = load_inputs(net, images, seed, kind)
+    x, labels = load_inputs(net, images, seed, kind, data)
     total = int(x.shape[0])
     cn = compile_checked(net, config, min(batch or total, total), dram_bytes)    # the cheap checks, before the build
     check_waves(waves, backend, net, config, dram_bytes)

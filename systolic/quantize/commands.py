@@ -1,7 +1,8 @@
 """Quantization commands: ``quantize`` (needs torch) and ``eval`` (torch-free).
 
 ``systolic quantize MODEL METHOD [--w-bits N] [--a-bits N] [--data D] --out FILE``
-    trains the float zoo model on data set D (default digits), quantizes it with
+    trains the float zoo model on data set D (default digits), or imports a trained
+    float model (``.onnx``, ``FILE.py:FUNCTION``), quantizes it with
     METHOD, converts it to a golden model file and prints the float and integer
     test accuracy.
 ``systolic eval MODEL [--data D] [--images N] [--json]``
@@ -69,7 +70,11 @@ def _eval(args) -> int:
 
 
 def _quantize(args) -> int:
-    check_model(args.model)
+    from .importer import is_import_spec
+
+    imported = is_import_spec(args.model)
+    if not imported:
+        check_model(args.model)
     check_method(args.method)
     check_bits(args.w_bits, "--w-bits")
     check_bits(args.a_bits, "--a-bits")
@@ -87,7 +92,12 @@ def _quantize(args) -> int:
     from .methods import quantize_model
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), args.threads)))
-    res = quantize_model(args.model, args.method, args.w_bits, args.a_bits, seed=args.seed,
+    model = args.model
+    if imported:                # the user's trained float network, taken as it is
+        from .importer import import_model
+
+        model = import_model(args.model, ds.network_shapes)
+    res = quantize_model(model, args.method, args.w_bits, args.a_bits, seed=args.seed,
                          rounding=args.rounding, epochs=args.epochs, float_epochs=args.float_epochs,
                          progress=not args.json, data=ds)
     res.network.save(args.out)
@@ -109,10 +119,13 @@ def _quantize(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("quantize", help="quantize a zoo model and write a golden model file (needs torch)",
-                       description="Train the float zoo model, quantize it with METHOD (power-of-two scales), "
-                                   "convert it to the integer golden model and write it to --out.")
-    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
+    p = sub.add_parser("quantize", help="quantize a zoo or imported model and write a golden model file (needs torch)",
+                       description="Train the float zoo model (or import a trained float model: an .onnx file or "
+                                   "FILE.py:FUNCTION returning a torch nn.Module, docs/import.md), quantize it "
+                                   "with METHOD (power-of-two scales), convert it to the integer golden model and "
+                                   "write it to --out.")
+    p.add_argument("model", help=f"zoo model ({', '.join(MODELS)}), a float .onnx file, or FILE.py:FUNCTION "
+                                 "(imports FILE and runs its code, as Python's import does)")
     p.add_argument("method", help=f"quantization method: {', '.join(METHODS)}")
     p.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight bits, 2..8 (default 8)")
     p.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation bits, 2..8 (default 8)")

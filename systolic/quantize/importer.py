@@ -47,8 +47,8 @@ from torch.nn import functional as F
 from ..golden.limits import MAX_LAYERS, MAX_MODEL_ELEMENTS, MAX_NAME_CHARS, MAX_PADDING
 from .graph import GraphNet, Node
 
-__all__ = ["UnsupportedModelError", "from_torch", "from_onnx", "TORCH_SUPPORTED", "ONNX_SUPPORTED",
-           "MAX_ONNX_BYTES"]
+__all__ = ["UnsupportedModelError", "from_torch", "from_onnx", "from_python", "import_model", "is_import_spec",
+           "TORCH_SUPPORTED", "ONNX_SUPPORTED", "MAX_ONNX_BYTES"]
 
 #: What :func:`from_torch` accepts (for messages and docs).
 TORCH_SUPPORTED = ("Conv2d", "Linear", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "Hardtanh(0, x)",
@@ -648,7 +648,8 @@ def from_onnx(path) -> GraphNet:
         elif op == "BatchNormalization":
             scale, shift, mean, var = (const(n.input[i], raw, op).astype(np.float32) for i in range(1, 5))
             v = tensor(0)
-            bn = (nn.BatchNorm2d if len(v.shape) == 3 else nn.BatchNorm1d)(scale.size, eps=float(a.get("epsilon", 1e-5)))
+            bn_cls = nn.BatchNorm2d if len(v.shape) == 3 else nn.BatchNorm1d
+            bn = bn_cls(scale.size, eps=float(a.get("epsilon", 1e-5)))
             with torch.no_grad():
                 bn.weight.copy_(torch.from_numpy(scale))
                 bn.bias.copy_(torch.from_numpy(shift))
@@ -702,3 +703,47 @@ def from_onnx(path) -> GraphNet:
     if outs[0].name not in env:
         raise UnsupportedModelError(f"{where}: the output {outs[0].name!r} is not computed by any node")
     return b.finish(env[outs[0].name])
+
+
+# ====================================================================== model specs
+
+
+def is_import_spec(spec) -> bool:
+    """Whether *spec* names a float model to import: an ``.onnx`` file or ``FILE.py:FUNCTION``."""
+    return isinstance(spec, str) and (spec.endswith(".onnx") or (".py:" in spec and not spec.endswith(".npz")))
+
+
+def from_python(spec: str, shapes) -> GraphNet:
+    """``FILE.py:FUNCTION``: import FILE (this runs its code, as Python's import does), call FUNCTION() for an
+    ``nn.Module`` and import it at the first of *shapes* (per-sample input shapes to try) that fits."""
+    import importlib.util
+
+    path, _, func = spec.rpartition(":")
+    if not path.endswith(".py") or not func.isidentifier():
+        raise ValueError(f"{spec}: give a Python file and a function, FILE.py:FUNCTION")
+    if not Path(path).is_file():
+        raise ValueError(f"{spec}: no such file {path!r}")
+    mspec = importlib.util.spec_from_file_location(f"systolic_user_model_{Path(path).stem}", path)
+    mod = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(mod)
+    fn = getattr(mod, func, None)
+    if not callable(fn):
+        raise ValueError(f"{spec}: {path} has no function {func!r}")
+    module = fn()
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{spec}: {func}() returned {type(module).__name__}, not a torch nn.Module")
+    errors = []
+    for shape in shapes:
+        try:
+            return from_torch(module, shape)
+        except UnsupportedModelError as exc:
+            errors.append(f"as {tuple(shape)}: {exc}")
+    raise UnsupportedModelError(f"{spec}: " + "; ".join(errors))
+
+
+def import_model(spec: str, shapes) -> GraphNet:
+    """The float GraphNet of an ``.onnx`` file or ``FILE.py:FUNCTION`` (*shapes*: the input shapes the data
+    offers, tried in order for a PyTorch module; an ONNX file declares its own)."""
+    if spec.endswith(".onnx"):
+        return from_onnx(spec)
+    return from_python(spec, shapes)

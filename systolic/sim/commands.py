@@ -90,7 +90,10 @@ def _simulate(args) -> int:
                          seed=args.seed)
     images = args.images if args.images == "all" else int(args.images)
     out = simulate(args.config, args.model, images, memory, args.seed, batch=args.batch, backend=args.backend,
-                   progress=args.progress, waves=waves)
+                   progress=args.progress, waves=waves, data=args.data)
+    if args.json == "-":            # the JSON alone on stdout
+        print(json.dumps(out))
+        return 0 if out["mismatches"] == 0 else 1
     print(f"{out['model']} on {args.config}: {out['images']} images, {out['cycles']} cycles "
           f"({out['cycles_per_image']:.0f} per image), mismatches vs golden: {out['mismatches']} "
           f"of {out['compared_elements']} elements")
@@ -125,7 +128,8 @@ def register(sub) -> None:
     p.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name (tiny, small, default, large) or JSON config file (default: %(default)s)")
     p.add_argument("--model", default="digits-cnn",
-                   help="shipped model name, golden .npz path, or random:mlp|cnn|resnet (default: %(default)s)")
+                   help="shipped model name, golden .npz path, or random:mlp|cnn|resnet (default: %(default)s); "
+                        "a float .onnx or FILE.py:FUNCTION is quantized first with systolic quantize")
     p.add_argument("--images", type=_images, default=32,
                    help="number of test images, or 'all' for the whole test split (default: %(default)s)")
     p.add_argument("--batch", type=int, default=None,
@@ -141,6 +145,10 @@ def register(sub) -> None:
     p.add_argument("--stall", type=float, default=0.0,
                    help="probability of each further random stall cycle per request (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stalls and random inputs (default: %(default)s)")
-    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--json", metavar="FILE", nargs="?", const="-",
+                   help="the summary as JSON: alone on stdout (--json), or also written to FILE (--json FILE)")
+    p.add_argument("--data", default=None, metavar="D",
+                   help="data set of the images: digits, mnist or a .npz data file (default: by the model's "
+                        "input shape; random inputs for random models)")
     add_waves_arguments(p)
     p.set_defaults(func=_simulate)

@@ -339,3 +339,61 @@ def test_sequential_grouped_conv_and_any_pool_match_torch():
         ref = seq(_nchw(x)).numpy()
         got = from_sequential(copy.deepcopy(seq), (8, 8, 1))(torch.from_numpy(x), quant=False).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- command line
+
+USER_FILE = '''
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 16, 10)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        y = torch.relu(a + self.pw(F.relu(self.dw(a))))
+        return self.fc(torch.flatten(F.max_pool2d(y, 2), 1))
+
+
+def make():
+    torch.manual_seed(3)
+    return Net()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["py", "onnx"])
+def test_cli_quantize_imported_then_simulate_json(kind, tmp_path, capsys):
+    """`systolic quantize FILE.py:FUNCTION|FILE.onnx tqt` writes a golden model; `systolic simulate --json`
+    prints its RTL run as JSON on stdout with 0 mismatches; eval and simulate refuse the float model."""
+    import importlib.util
+    import json
+
+    from systolic.cli import main
+
+    src = tmp_path / "user_net.py"
+    src.write_text(USER_FILE)
+    spec = f"{src}:make"
+    if kind == "onnx":
+        mspec = importlib.util.spec_from_file_location("user_net", src)
+        mod = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(mod)
+        spec = str(_export(mod.make().eval(), tmp_path / "user_net.onnx"))
+    out = tmp_path / "q.npz"
+    assert main(["quantize", spec, "tqt", "--epochs", "1", "--out", str(out), "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)
+    assert q["model"] == "custom" and q["method"] == "tqt" and q["data"] == "digits"
+    assert main(["simulate", "--model", str(out), "--config", "small", "--images", "2", "--json",
+                 "--no-progress"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["mismatches"] == 0 and sim["images"] == 2 and sim["compared_elements"] > 0
+    assert main(["eval", spec, "--json"]) == 1
+    assert "is a float model; integers are needed here: quantize it first" in capsys.readouterr().err
