@@ -87,7 +87,8 @@ def quantize_recipe(recipe: dict) -> dict:
     try:
         result = quantize_model(recipe["model"], recipe["method"], w_bits=recipe["w_bits"],
                                 a_bits=recipe["a_bits"], seed=recipe["seed"], rounding=recipe["rounding"],
-                                epochs=recipe["epochs"], float_epochs=recipe["float_epochs"])
+                                epochs=recipe["epochs"], float_epochs=recipe["float_epochs"],
+                                data=recipe["data"])
     except _POINT_ERRORS as exc:
         return {"error": f"quantizing {recipe['model']} with {recipe['method']} "
                          f"(w{recipe['w_bits']}a{recipe['a_bits']}): {exc}"}
@@ -183,12 +184,13 @@ def _model_metrics(net, cfg, x, metrics) -> dict:
 
 
 def _accuracy(net, kind) -> float | None:
-    """Top-1 accuracy of the golden model on the whole digits test split; None for a model without it."""
+    """Top-1 accuracy of the golden model on the whole test split of its data set (digits or MNIST, by its input
+    shape); None for a model without one (random models)."""
     from ..flows import load_inputs
 
     try:
         x, labels = load_inputs(net, "all", kind=kind)
-    except ValueError:          # not a digits model: random inputs have no labels
+    except ValueError:          # no data set for its shape: random inputs have no labels
         return None
     return float((net.predict(x) == labels).mean())
 

@@ -35,7 +35,9 @@ def _spec(**kw):
     ({"models": ["digits-mlp"], "methods": ["tqt"], "quantize": {"epochs": 0}}, ValueError,
      "quantize.epochs must be between 1 and 1000, not 0"),
     ({"models": ["digits-mlp"], "quantize": {"lr": 0.1}}, ValueError,
-     "unknown quantize key(s): lr (known keys: epochs, float_epochs)"),
+     "unknown quantize key(s): lr (known keys: epochs, float_epochs, data)"),
+    ({"models": ["digits-mlp"], "quantize": {"data": "cifar"}}, ValueError,
+     "quantize.data must be one of digits, mnist, not 'cifar'"),
     ({"models": ["random:mlp"], "configs": {"rows": 2}}, TypeError,
      "configs must be a non-empty list of objects, not {'rows': 2}"),
     ({"models": ["random:mlp"], "configs": [{"rows": "2"}]}, TypeError,
@@ -216,7 +218,7 @@ def test_recipe_follows_the_config_widths():
     recipes = [quant_recipe(p) for p in expand(spec)]
     assert recipes[:4] == [None] * 4
     assert recipes[4] == {"model": "digits-mlp", "method": "tqt", "w_bits": 4, "a_bits": 8, "rounding": "half_even",
-                          "seed": 0, "epochs": 2, "float_epochs": 40}
+                          "seed": 0, "epochs": 2, "float_epochs": 40, "data": "digits"}
     assert recipes[4] == recipes[5] and recipes[4] != recipes[6]        # rows do not change the model
 
 
