@@ -34,8 +34,9 @@ SOURCES = ("rtl", "model")
 
 
 def resolve_model(spec: str, seed: int = 0):
-    """``(network, kind)`` for *spec*: a shipped model name (``"shipped"``), a ``.npz`` file (``"file"``)
-    or ``random:<mlp|cnn|resnet>`` (``"random"``, an 8-bit random network from *seed*)."""
+    """``(network, kind)`` for *spec*: a shipped model name (``"shipped"``), a ``.npz`` file or an
+    already-quantized ``.onnx`` file (QONNX or QDQ; ``"file"``) or ``random:<mlp|cnn|resnet>``
+    (``"random"``, an 8-bit random network from *seed*)."""
     from .golden import load
 
     if not isinstance(spec, str):
@@ -44,7 +45,11 @@ def resolve_model(spec: str, seed: int = 0):
         from .golden.random import random_network
 
         return random_network(seed, spec.split(":", 1)[1], 8), "random"
-    if spec.endswith(".onnx") or (".py:" in spec and not spec.endswith(".npz")):
+    if spec.endswith(".onnx"):              # already quantized (QONNX, QDQ); a float one is refused, named
+        from .golden.onnx_import import import_quantized_onnx
+
+        return import_quantized_onnx(spec), "file"
+    if ".py:" in spec and not spec.endswith(".npz"):
         raise ValueError(f"{spec} is a float model; integers are needed here: quantize it first, e.g. "
                          f"systolic quantize {spec} tqt --data DATA --out model.npz")
     path = Path(spec)

@@ -25,6 +25,7 @@ NEEDED_MODULES = {
     "hypothesis": "dev",
     "xdist": "dev",
     "distributed": "sweep",
+    "qonnx": "qonnx",
 }
 #: Programs on PATH the suite needs, and how to get each.
 NEEDED_TOOLS = {

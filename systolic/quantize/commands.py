@@ -145,7 +145,8 @@ def register(sub) -> None:
     e = sub.add_parser("eval", help="run a golden model on a test split",
                        description="Run a quantized model (shipped name or .npz file) in the golden model on "
                                    "the test split of a data set and print its accuracy.")
-    e.add_argument("model", help="model file (.npz) or shipped model name (digits-mlp, digits-cnn, digits-resnet)")
+    e.add_argument("model", help="model file (.npz), an already-quantized .onnx (QONNX or QDQ) or a shipped model "
+                                 "name")
     e.add_argument("--data", default=None, metavar="D",
                    help="data set: digits, mnist or a .npz data file (default: digits or mnist, by the model's "
                         "input shape)")

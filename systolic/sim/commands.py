@@ -128,8 +128,9 @@ def register(sub) -> None:
     p.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name (tiny, small, default, large) or JSON config file (default: %(default)s)")
     p.add_argument("--model", default="digits-cnn",
-                   help="shipped model name, golden .npz path, or random:mlp|cnn|resnet (default: %(default)s); "
-                        "a float .onnx or FILE.py:FUNCTION is quantized first with systolic quantize")
+                   help="shipped model name, golden .npz path, an already-quantized .onnx (QONNX or QDQ), or "
+                        "random:mlp|cnn|resnet (default: %(default)s); a float .onnx or FILE.py:FUNCTION is "
+                        "quantized first with systolic quantize")
     p.add_argument("--images", type=_images, default=32,
                    help="number of test images, or 'all' for the whole test split (default: %(default)s)")
     p.add_argument("--batch", type=int, default=None,

@@ -396,4 +396,24 @@ def test_cli_quantize_imported_then_simulate_json(kind, tmp_path, capsys):
     sim = json.loads(capsys.readouterr().out)
     assert sim["mismatches"] == 0 and sim["images"] == 2 and sim["compared_elements"] > 0
     assert main(["eval", spec, "--json"]) == 1
-    assert "is a float model; integers are needed here: quantize it first" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a float model" in err and "quantize it first" in err and "systolic quantize" in err
+
+
+def test_commands_take_an_already_quantized_onnx(tmp_path):
+    """`resolve_model` (eval, simulate, report, demo) reads a QDQ file through the quantized importer."""
+    from systolic.flows import resolve_model
+    from systolic.golden.onnx_import import from_qdq
+    from tests.golden.test_qimport import G, rint8
+
+    rng = np.random.default_rng(4)
+    g = G("qdq", (1, 8, 8), 8, False, 8)
+    y = g.node("Relu", [g.conv(g.out, rint8(rng, 4, 1, 3, 3, lo=-64, hi=63), 7, pads=[1, 1, 1, 1])])
+    g.quant(y, 8, False, 4)
+    path = g.save(tmp_path)
+    net, kind = resolve_model(str(path))
+    ref = from_qdq(path)
+    x = net.quantize_input(_digits(4))
+    assert kind == "file"
+    assert [layer.kind for layer in net.layers] == ["conv2d"]
+    assert np.array_equal(net.run(x)[net.output_name], ref.run(x)[ref.output_name])
