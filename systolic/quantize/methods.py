@@ -114,13 +114,40 @@ def _gemm_cols(net, node, a: np.ndarray, limit: int = 4096, seed: int = 0) -> np
     """Calibration GEMM inputs ``(M, K)`` in torch weight order (``weight.reshape(O, -1)``)."""
     m = net.mods[node.name]
     if node.op == "conv":
-        cols = F.unfold(torch.from_numpy(a).permute(0, 3, 1, 2), m.kernel_size, padding=m.padding, stride=m.stride)
+        xa = torch.from_numpy(a).permute(0, 3, 1, 2)
+        if any(node.padding):
+            t, b, le, r = node.padding
+            xa = F.pad(xa, (le, r, t, b))
+        cols = F.unfold(xa, m.kernel_size, padding=m.padding, stride=m.stride)
         cols = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
     else:
         cols = a
     if len(cols) > limit:
         cols = cols[np.random.default_rng(seed).choice(len(cols), limit, replace=False)]
     return cols
+
+
+def _ungrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv weight ``(O, C/G, kh, kw)`` as the dense ``(O, C, kh, kw)`` it equals: zeros outside
+    each output channel's group. Quantizing it keeps the zeros (every point rounds 0 to 0), so the points
+    of the dense weight are the grouped points in place (:func:`_regrouped`)."""
+    if groups == 1:
+        return w
+    o, cig = w.shape[:2]
+    out = np.zeros((o, cig * groups, *w.shape[2:]), dtype=w.dtype)
+    for c in range(o):
+        g = c // (o // groups)
+        out[c, g * cig:(g + 1) * cig] = w[c]
+    return out
+
+
+def _regrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """The inverse of :func:`_ungrouped`: each output channel's own group slice."""
+    if groups == 1:
+        return w
+    o, c = w.shape[:2]
+    cig = c // groups
+    return np.stack([w[k, (k // (o // groups)) * cig:(k // (o // groups) + 1) * cig] for k in range(o)])
 
 
 def quantize_graph(net, name: str | None, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
@@ -171,10 +198,12 @@ def quantize_graph(net, name: str | None, method: str, w_bits: int = 8, a_bits: 
             wq[n.name] = SQWeightQuantizer(w_bits, rounding, seed=seed)
         elif method == "multipoint":
             o = w.shape[0]
-            w2 = w.reshape(o, -1).T
+            groups = getattr(net.mods[n.name], "groups", 1)
+            wd = _ungrouped(w, groups)            # a grouped weight as its block-diagonal dense equal
+            w2 = wd.reshape(o, -1).T
             cols = _gemm_cols(net, n, acts["in:" + n.name], seed=seed)
             pts, fracs = multipoint_points(w2, cols, w_bits, rounding=rounding)
-            pts = [p.T.reshape(w.shape) for p in pts]
+            pts = [_regrouped(p.T.reshape(wd.shape), groups) for p in pts]
             wq[n.name] = MultipointWeightQuantizer(w_bits, pts, fracs, w.shape, torch.from_numpy, rounding)
     net.attach(qin, wq, aq)
 

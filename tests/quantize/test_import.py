@@ -107,7 +107,7 @@ def quantized():
     g = from_torch(_block(), (8, 8, 1))
     train_float(g, "digits", seed=0, epochs=3)
     return {"tqt": quantize_model(g, "tqt", w_bits=8, a_bits=8, epochs=1),
-            "max": quantize_model(g, "max", w_bits=4, a_bits=8)}
+            "max": quantize_model(g, "max", w_bits=4, a_bits=8), "float": g}
 
 
 @pytest.mark.slow
@@ -129,6 +129,28 @@ def test_imported_quantized_golden_equals_fake_quant(quantized, method):
         fq = n64(torch.from_numpy(x).double(), quant=True).numpy()
     np.testing.assert_array_equal(g.run_float(x)[g.output_name], fq)
     assert res.golden_acc > 0.5                                         # it learned something in 3 epochs
+
+
+@pytest.mark.slow
+def test_every_method_on_the_imported_graph(quantized):
+    """Every quantization method (the calibration baselines, TQT, FAT, LSQ, SQ, multipoint: its points on the
+    depthwise conv come from the block-diagonal dense weight) quantizes the imported block, and each golden
+    model equals its fake quant exactly."""
+    from systolic.quantize import METHODS
+    from systolic.quantize.data import load_split
+    from systolic.quantize.methods import quantize_model
+
+    g = quantized["float"]
+    x, _ = load_split("test", "nhwc")
+    for method in METHODS:
+        res = quantize_model(g, method, w_bits=4, a_bits=8, epochs=1)
+        n64 = copy.deepcopy(res.torch_net).double().eval()
+        with torch.no_grad():
+            fq = n64(torch.from_numpy(x).double(), quant=True).numpy()
+        np.testing.assert_array_equal(res.network.run_float(x)[res.network.output_name], fq, err_msg=method)
+        dw = next(layer for layer in res.network.layers if layer.name == "dw")
+        assert dw.groups == 8 and dw.weight.shape == (3, 3, 1, 8), method
+        assert int(np.abs(dw.weight).max()) <= 8, method                 # 4-bit weights
 
 
 @pytest.mark.slow
