@@ -1,7 +1,9 @@
 """Quantized networks shipped with the package (torch-free).
 
 ``digits-mlp``, ``digits-cnn`` and ``digits-resnet`` are 8-bit TQT networks
-trained on the scikit-learn digits data by ``scripts/train_models.py``; each
+trained on the scikit-learn digits data, ``mnist-lenet5``, ``mnist-resnet8`` and
+``mnist-mobilenet`` on MNIST-28 (the 3,000-image training split), all by
+``scripts/train_models.py``; each
 ``.npz`` is a golden-model file (:func:`systolic.golden.load`) whose ``meta``
 records the model name, method, bit widths, float and integer test accuracy.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 __all__ = ["SHIPPED", "shipped_model_path", "load_shipped"]
 
 #: Names of the shipped models, in the order the docs list them.
-SHIPPED = ("digits-mlp", "digits-cnn", "digits-resnet")
+SHIPPED = ("digits-mlp", "digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet8", "mnist-mobilenet")
 
 
 def shipped_model_path(name: str) -> Path:

@@ -20,7 +20,7 @@ Entry points (see docs/quantization.md):
 from __future__ import annotations
 
 #: Models of the zoo.
-MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")
+MODELS = ("digits-mlp", "digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet8", "mnist-mobilenet")
 #: Quantization methods accepted by :func:`systolic.quantize.methods.quantize_model`.
 METHODS = ("max", "percentile", "mse", "klj", "tqt", "fat", "lsq", "sq", "multipoint")
 #: Accepted bit widths for weights and activations.

@@ -84,7 +84,10 @@ def _quantize(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be non-negative, not {v}")
     from .data import load_dataset
 
-    ds = load_dataset(args.data)          # a bad data file is reported before torch is imported
+    data = args.data
+    if data is None:                      # the mnist-* zoo models train on MNIST, everything else on digits
+        data = "mnist" if args.model.startswith("mnist-") else "digits"
+    ds = load_dataset(data)               # a bad data file is reported before torch is imported
     try:
         import torch
     except ImportError:
@@ -129,9 +132,9 @@ def register(sub) -> None:
     p.add_argument("method", help=f"quantization method: {', '.join(METHODS)}")
     p.add_argument("--w-bits", type=int, default=8, metavar="N", help="weight bits, 2..8 (default 8)")
     p.add_argument("--a-bits", type=int, default=8, metavar="N", help="activation bits, 2..8 (default 8)")
-    p.add_argument("--data", default="digits", metavar="D",
-                   help="data set: digits, mnist or a .npz file with x, y (default digits); the zoo model is "
-                        "built for its sample shape and classes")
+    p.add_argument("--data", default=None, metavar="D",
+                   help="data set: digits, mnist or a .npz file with x, y (default: mnist for the mnist-* zoo "
+                        "models, else digits); the zoo model is built for its sample shape and classes")
     p.add_argument("--out", required=True, metavar="FILE", help="output model file (.npz)")
     p.add_argument("--seed", type=int, default=0, help="seed of float training and retraining (default 0)")
     p.add_argument("--rounding", default="half_even", choices=("half_even", "half_up"),

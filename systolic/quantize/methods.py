@@ -43,7 +43,7 @@ from .quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer, MultipointW
 from .train import accuracy, tensors, train_quant
 from .zoo import train_float
 
-__all__ = ["QuantResult", "quantize_model", "quantize_graph", "golden_accuracy", "DEFAULT_EPOCHS", "SQ_RATIOS",
+__all__ = ["QuantResult", "quantize_model", "default_data", "quantize_graph", "golden_accuracy", "DEFAULT_EPOCHS", "SQ_RATIOS",
            "CALIBRATION_IMAGES"]
 
 #: Retraining epochs per method (tiny data: 1,077 training images).
@@ -230,9 +230,15 @@ def quantize_graph(net, name: str | None, method: str, w_bits: int = 8, a_bits: 
     return net
 
 
+def default_data(model) -> str:
+    """The data set a model trains on when none is given: ``"mnist"`` for the ``mnist-*`` zoo models, else
+    ``"digits"``."""
+    return "mnist" if isinstance(model, str) and model.startswith("mnist-") else "digits"
+
+
 def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: int = 0,
                    rounding: str = "half_even", float_net=None, epochs: int | None = None,
-                   float_epochs: int = 40, progress=False, data="digits") -> QuantResult:
+                   float_epochs: int = 40, progress=False, data=None) -> QuantResult:
     """Quantize *model* with *method* at ``w_bits``/``a_bits`` on *data* and convert it to the golden model.
 
     Parameters
@@ -245,9 +251,10 @@ def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: i
     float_net : a trained float GraphNet of zoo model *model* to start from (not modified); trained here if
         None.
     epochs : retraining epochs (per SQ stage); default :data:`DEFAULT_EPOCHS`.
-    data : ``"digits"`` (default), ``"mnist"``, a path to a ``.npz`` data file or a
+    data : ``"digits"``, ``"mnist"``, a path to a ``.npz`` data file or a
         :class:`~systolic.quantize.data.Dataset`: training, calibration, the input type and every accuracy.
-        A network whose input shape does not fit it is a ``ValueError`` naming both shapes.
+        Default (None): :func:`default_data` of the model (``mnist`` for the ``mnist-*`` zoo models, else
+        ``digits``). A network whose input shape does not fit it is a ``ValueError`` naming both shapes.
     """
     from ..golden import check_rounding
 
@@ -258,7 +265,7 @@ def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: i
     check_bits(w_bits, "w_bits")
     check_bits(a_bits, "a_bits")
     check_rounding(rounding)
-    ds = load_dataset(data)
+    ds = load_dataset(default_data(model) if data is None else data)
     if custom:
         if float_net is not None:
             raise ValueError("give the float network either as model or as float_net, not both")

@@ -48,8 +48,9 @@ SPEC_KEYS = {"base": "default", "grid": {}, "configs": [{}], "models": None, "me
 SYNTH_KEYS = {"target": "ecp5", "device": None, "pnr": False, "freq_mhz": 100.0, "seed": 1}
 #: Keys of the ``quantize`` object and their defaults (``epochs``: retraining epochs per method, ``null``: the
 #: method's default; ``float_epochs``: training of the float model the method starts from; ``data``: the
-#: built-in data set the zoo model is built for, trained, calibrated and measured on).
-QUANTIZE_KEYS = {"epochs": None, "float_epochs": 40, "data": "digits"}
+#: built-in data set the zoo model is built for, trained, calibrated and measured on; ``null``: the model's
+#: own, mnist for the mnist-* models, else digits).
+QUANTIZE_KEYS = {"epochs": None, "float_epochs": 40, "data": None}
 #: Data sets a sweep can quantize on.
 SWEEP_DATA = ("digits", "mnist")
 #: Most training epochs a spec may ask for.
@@ -171,7 +172,7 @@ def _check_quantize(obj) -> dict:
     if out["epochs"] is not None:
         _int("quantize.epochs", out["epochs"], 1, MAX_EPOCHS)
     _int("quantize.float_epochs", out["float_epochs"], 1, MAX_EPOCHS)
-    if out["data"] not in SWEEP_DATA:
+    if out["data"] is not None and out["data"] not in SWEEP_DATA:
         raise ValueError(f"quantize.data must be one of {', '.join(SWEEP_DATA)}, not {short_repr(out['data'])}")
     return out
 

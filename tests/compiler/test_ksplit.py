@@ -167,7 +167,7 @@ def test_plain_schedule_kept_when_tiles_stream():
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-@pytest.mark.parametrize("model", SHIPPED)
+@pytest.mark.parametrize("model", [m for m in SHIPPED if m.startswith("digits-")])   # MNIST: test_schedule.py
 def test_shipped_models_equal_golden(model, preset):
     net = load_shipped(model)
     batch = 16

@@ -81,7 +81,7 @@ def test_quantize_text_output(cli_main, capsys, tmp_path):
     assert out.endswith(f"written to {tmp_path / 'l.npz'}\n")
 
 
-MODELS_TEXT = "digits-mlp, digits-cnn, digits-resnet"
+MODELS_TEXT = "digits-mlp, digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet8, mnist-mobilenet"
 
 
 @pytest.mark.parametrize("argv,msg", [

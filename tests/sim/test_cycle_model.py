@@ -44,8 +44,10 @@ def _model(name, cfg):
     return cn, net.quantize_input(x[:IMAGES])
 
 
-def test_every_shipped_model_listed():
-    assert set(MODELS) == set(SHIPPED)
+def test_every_shipped_digits_model_listed():
+    """The digits models run here on the RTL. The MNIST ones (larger) are not: their programs are checked on
+    the executor against the golden model (tests/compiler/test_schedule.py), not against RTL counters."""
+    assert set(MODELS) == {m for m in SHIPPED if m.startswith("digits-")}
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def _spec(**kw):
      "methods: unknown value 'tqa' (known: golden, max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint)"),
     ({"models": ["random:mlp"], "methods": ["tqt"]}, ValueError,
      "methods tqt quantize a zoo model (train it in float, then quantize): 'random:mlp' is not one of digits-mlp, "
-     "digits-cnn, digits-resnet; list quantized .npz files under method 'golden' instead"),
+     "digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet8, mnist-mobilenet; list quantized .npz files under "
+     "method 'golden' instead"),
     ({"metrics": ["synth"], "methods": ["tqt"]}, ValueError, "methods tqt quantize a model: list 'models'"),
     ({"models": ["digits-mlp"], "methods": ["tqt"], "quantize": {"epochs": 0}}, ValueError,
      "quantize.epochs must be between 1 and 1000, not 0"),
@@ -218,7 +219,7 @@ def test_recipe_follows_the_config_widths():
     recipes = [quant_recipe(p) for p in expand(spec)]
     assert recipes[:4] == [None] * 4
     assert recipes[4] == {"model": "digits-mlp", "method": "tqt", "w_bits": 4, "a_bits": 8, "rounding": "half_even",
-                          "seed": 0, "epochs": 2, "float_epochs": 40, "data": "digits"}
+                          "seed": 0, "epochs": 2, "float_epochs": 40, "data": None}
     assert recipes[4] == recipes[5] and recipes[4] != recipes[6]        # rows do not change the model
 
 
