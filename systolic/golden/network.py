@@ -21,7 +21,7 @@ from .ops import check_acc_range
 from .qtypes import QType, check_rounding
 from .primitives import quantize
 
-__all__ = ["QuantizedNetwork", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save"]
+__all__ = ["QuantizedNetwork", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save", "archive_directory"]
 
 FORMAT_NAME = "systolic-qnet"
 FORMAT_VERSION = 1
@@ -499,7 +499,7 @@ class _ArrayReader:
         return arr
 
 
-def _archive_directory(fh) -> tuple[int, int] | None:
+def archive_directory(fh) -> tuple[int, int] | None:
     """``(members, directory bytes)`` the zip's end-of-central-directory record declares (zip64 too), read
     before :class:`zipfile.ZipFile` parses the directory into one object per member; None if the records
     cannot be read (``zipfile`` then reports the damage)."""
@@ -546,7 +546,7 @@ def load(path) -> QuantizedNetwork:
         if not zipfile.is_zipfile(fh):
             raise ModelFormatError(f"{path}: not a systolic model file (not a complete .npz archive: "
                                    "truncated, or another format)")
-        members, directory = _archive_directory(fh) or (0, 0)
+        members, directory = archive_directory(fh) or (0, 0)
         if members > MAX_ARCHIVE_MEMBERS:
             raise ModelFormatError(f"{path}: the archive lists {members} members, above the limit of "
                                    f"{MAX_ARCHIVE_MEMBERS} (MAX_ARCHIVE_MEMBERS)")

@@ -397,7 +397,7 @@ def load_npz(path) -> Dataset:
     naming the file and the array.
     """
     from ..golden.limits import MAX_ARCHIVE_DIRECTORY_BYTES, MAX_ARCHIVE_MEMBERS
-    from ..golden.network import _archive_directory
+    from ..golden.network import archive_directory
 
     path = Path(path)
     if not path.is_file():
@@ -406,7 +406,7 @@ def load_npz(path) -> Dataset:
         if not zipfile.is_zipfile(fh):
             raise ValueError(f"{path}: not an .npz archive (truncated, a .npy or pickle file, or another "
                              f"format); {_FORMAT_HINT}")
-        members, directory = _archive_directory(fh) or (0, 0)
+        members, directory = archive_directory(fh) or (0, 0)
         if members > MAX_ARCHIVE_MEMBERS:
             raise ValueError(f"{path}: the archive lists {members} members, above the limit of "
                              f"{MAX_ARCHIVE_MEMBERS} (MAX_ARCHIVE_MEMBERS)")

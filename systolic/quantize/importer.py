@@ -541,6 +541,194 @@ def _input_shape(model, where, inits) -> tuple:
     return inp.name, (shape[1], shape[2], shape[0]) if len(shape) == 3 else (shape[0],)
 
 
+class _OnnxNode:
+    """One ONNX node being mapped: its name, op type and attributes, with access to the graph's values."""
+
+    def __init__(self, g: "_OnnxGraph", n, k: int):
+        self.g, self.n, self.b = g, n, g.b
+        self.raw = n.name or f"{n.op_type.lower()}_{k}"
+        self.op = n.op_type
+        self.a = _attrs(n)
+
+    def fail(self, why):
+        self.b.fail(self.raw, self.op, why)
+
+    def tensor(self, i) -> _Value:
+        name = self.n.input[i]
+        if name not in self.g.env:
+            if name in self.g.inits or name in self.g.consts:
+                self.fail(f"input {i} ({name!r}) is a constant where a tensor is expected")
+            self.fail(f"input {name!r} is neither a graph input, an initializer nor an earlier node's output "
+                      "(a missing initializer?)")
+        return self.g.env[name]
+
+    def const(self, i) -> np.ndarray:
+        return self.g.const(self.n.input[i], self)
+
+    def has(self, i) -> bool:
+        return len(self.n.input) > i and bool(self.n.input[i])
+
+    @property
+    def users(self) -> int:
+        """Consumers of the first input (a ReLU or batch norm fuses only into a value's one consumer)."""
+        return self.g.users.get(self.n.input[0], 0) if self.n.input else 0
+
+    def explicit_pads(self):
+        if self.a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            self.fail(f"auto_pad {self.a['auto_pad']!r}: give explicit pads")
+        p = self.a.get("pads", [0, 0, 0, 0])
+        return p[0], p[2], p[1], p[3]          # ONNX (top, left, bottom, right) -> (top, bottom, left, right)
+
+
+class _OnnxGraph:
+    """The values of an ONNX graph being mapped onto a :class:`_Builder`."""
+
+    def __init__(self, model, where):
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {}
+        in_name, shape = _input_shape(model, where, self.inits)
+        self.b = _Builder(shape, where)
+        self.env = {in_name: self.b.input}
+        self.users: dict[str, int] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                self.users[i] = self.users.get(i, 0) + 1
+        for o in model.graph.output:
+            self.users[o.name] = self.users.get(o.name, 0) + 1
+
+    def const(self, name, node: _OnnxNode) -> np.ndarray:
+        from onnx import numpy_helper
+
+        if name not in self.consts:
+            if name not in self.inits:
+                node.fail(f"needs input {name!r} as a constant (an initializer), and it is not one")
+            self.consts[name] = numpy_helper.to_array(self.inits[name])
+        return self.consts[name]
+
+
+def _onnx_conv(x: _OnnxNode):
+    w = x.const(1)
+    bias = x.const(2) if x.has(2) else None
+    if w.ndim != 4:
+        x.fail(f"only 2-D convolutions (weight of shape {w.shape})")
+    if any(d != 1 for d in x.a.get("dilations", [1, 1])):
+        x.fail(f"dilations {x.a['dilations']}: only 1")
+    pads = x.explicit_pads()
+    g = int(x.a.get("group", 1))
+    m = nn.Conv2d(w.shape[1] * g, w.shape[0], (w.shape[2], w.shape[3]), tuple(x.a.get("strides", [1, 1])),
+                  groups=g, bias=bias is not None)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+        if bias is not None:
+            m.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+    return x.b.conv(x.raw, x.tensor(0), m, x.op, pads)
+
+
+def _onnx_dense(x: _OnnxNode):
+    w = x.const(1).astype(np.float32)
+    if w.ndim != 2:
+        x.fail(f"the weight must be 2-D, not of shape {w.shape}")
+    bias = None
+    if x.op == "Gemm":
+        if x.a.get("transA", 0):
+            x.fail("transA=1 is not supported")
+        w = w * x.a.get("alpha", 1.0)
+        w = w if x.a.get("transB", 0) else w.T
+        if x.has(2):
+            bias = x.const(2).astype(np.float32) * x.a.get("beta", 1.0)
+    else:
+        w = w.T
+    m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+    if bias is not None:
+        _set_bias(x, m, bias)
+    return x.b.dense(x.raw, x.tensor(0), m, x.op)
+
+
+def _set_bias(x: _OnnxNode, m: nn.Linear, bias: np.ndarray):
+    if bias.size not in (1, m.out_features):
+        x.fail(f"bias of shape {bias.shape} for {m.out_features} outputs")
+    m.bias = nn.Parameter(torch.from_numpy(np.broadcast_to(bias.reshape(-1), (m.out_features,)).copy()))
+
+
+def _onnx_add(x: _OnnxNode):
+    env = x.g.env
+    if all(i in env for i in x.n.input):
+        return x.b.add(x.raw, x.tensor(0), x.tensor(1), x.op)
+    ti, ci = (0, 1) if x.n.input[0] in env else (1, 0)      # MatMul + Add(bias): the dense's bias
+    v, bias = x.tensor(ti), x.const(ci).astype(np.float32)
+    prod = x.b.producer(v)
+    m = x.b.mods.get(prod.name) if prod is not None else None
+    if not isinstance(m, nn.Linear) or m.bias is not None or prod.relu or x.g.users.get(x.n.input[ti]) != 1:
+        x.fail("adds a constant; only a bias right after a MatMul is supported")
+    _set_bias(x, m, bias)
+    return v
+
+
+def _onnx_batchnorm(x: _OnnxNode):
+    scale, shift, mean, var = (x.const(i).astype(np.float32) for i in range(1, 5))
+    v = x.tensor(0)
+    bn_cls = nn.BatchNorm2d if len(v.shape) == 3 else nn.BatchNorm1d
+    bn = bn_cls(scale.size, eps=float(x.a.get("epsilon", 1e-5)))
+    with torch.no_grad():
+        for p, val in ((bn.weight, scale), (bn.bias, shift), (bn.running_mean, mean), (bn.running_var, var)):
+            p.copy_(torch.from_numpy(val))
+    return x.b.batchnorm(x.raw, v, bn.eval(), x.op, x.users)
+
+
+def _onnx_clip(x: _OnnxNode):
+    lo = x.const(1) if x.has(1) else None
+    hi = x.const(2) if x.has(2) else None
+    if lo is None or float(lo) != 0.0:
+        x.fail(f"Clip({lo}, {hi}): only a lower bound of 0")
+    return x.b.relu(x.raw, x.tensor(0), x.op, x.users, None if hi is None else float(hi))
+
+
+def _onnx_pool(x: _OnnxNode):
+    a = x.a
+    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])) or a.get("storage_order", 0):
+        x.fail("ceil_mode, dilations and storage_order are not supported")
+    pads = x.explicit_pads()
+    if x.op == "AveragePool" and any(pads) and not a.get("count_include_pad", 0):
+        x.fail("padding with count_include_pad=0: the kit divides by the whole window (count_include_pad=1)")
+    kind = "maxpool" if x.op == "MaxPool" else "avgpool"
+    return x.b.pool(x.raw, x.tensor(0), kind, a["kernel_shape"], a.get("strides", [1, 1]), pads, x.op)
+
+
+def _onnx_flatten(x: _OnnxNode):
+    if x.a.get("axis", 1) != 1:
+        x.fail(f"axis {x.a.get('axis')}: only 1")
+    return x.b.flatten(x.raw, x.tensor(0), x.op)
+
+
+def _onnx_reshape(x: _OnnxNode):
+    v, target = x.tensor(0), [int(d) for d in x.const(1).reshape(-1)]
+    total = int(np.prod(v.shape))
+    if not (len(target) == 2 and target[0] in (0, -1, 1) and target[1] in (-1, total) and target != [-1, -1]):
+        x.fail(f"reshape to {target}: only to (N, -1), flattening each sample")
+    return x.b.flatten(x.raw, v, x.op)
+
+
+def _onnx_concat(x: _OnnxNode):
+    vs = [x.tensor(i) for i in range(len(x.n.input))]
+    axis = x.a.get("axis")
+    if axis not in (1, -3 if len(vs[0].shape) == 3 else -1):
+        x.fail(f"axis {axis}: only on channels (axis 1)")
+    return x.b.concat(x.raw, vs, x.op)
+
+
+#: ONNX op type -> its mapping (``Constant`` is handled by :func:`from_onnx`).
+_ONNX_OPS = {
+    "Identity": lambda x: x.tensor(0), "Dropout": lambda x: x.tensor(0),
+    "Conv": _onnx_conv, "Gemm": _onnx_dense, "MatMul": _onnx_dense, "Add": _onnx_add,
+    "BatchNormalization": _onnx_batchnorm, "Relu": lambda x: x.b.relu(x.raw, x.tensor(0), x.op, x.users),
+    "Clip": _onnx_clip, "MaxPool": _onnx_pool, "AveragePool": _onnx_pool,
+    "GlobalAveragePool": lambda x: x.b.global_pool(x.raw, x.tensor(0), x.op, flatten=False),
+    "Flatten": _onnx_flatten, "Reshape": _onnx_reshape, "Concat": _onnx_concat,
+}
+
+
 def from_onnx(path) -> GraphNet:
     """Read a float ONNX file (opset >= 13) into a float :class:`GraphNet`. Raises
     :class:`UnsupportedModelError` for an unsupported node (naming it, its op type and the supported list),
@@ -548,161 +736,26 @@ def from_onnx(path) -> GraphNet:
     from onnx import numpy_helper
 
     model, where = load_onnx(path)
-    inits = {t.name: t for t in model.graph.initializer}
-    consts: dict[str, np.ndarray] = {}
-
-    def const(name, node, op) -> np.ndarray:
-        if name in consts:
-            return consts[name]
-        if name in inits:
-            consts[name] = numpy_helper.to_array(inits[name])
-            return consts[name]
-        b.fail(node, op, f"needs input {name!r} as a constant (an initializer), and it is not one")
-
-    in_name, shape = _input_shape(model, where, inits)
-    b = _Builder(shape, where)
-    env = {in_name: b.input}
-    users: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
-    for o in model.graph.output:
-        users[o.name] = users.get(o.name, 0) + 1
+    g = _OnnxGraph(model, where)
     for k, n in enumerate(model.graph.node):
-        raw = n.name or f"{n.op_type.lower()}_{k}"
-        op = n.op_type
+        x = _OnnxNode(g, n, k)
         if n.domain not in ("", "ai.onnx"):
-            b.fail(raw, f"{n.domain}.{op}", f"custom domain {n.domain!r}; supported: {', '.join(ONNX_SUPPORTED)}")
-        a = _attrs(n)
-
-        def tensor(i):
-            name = n.input[i]
-            if name not in env:
-                if name in inits or name in consts:
-                    b.fail(raw, op, f"input {i} ({name!r}) is a constant where a tensor is expected")
-                b.fail(raw, op, f"input {name!r} is neither a graph input, an initializer nor an earlier "
-                                "node's output (a missing initializer?)")
-            return env[name]
-
+            g.b.fail(x.raw, f"{n.domain}.{x.op}", f"custom domain {n.domain!r}; supported: {', '.join(ONNX_SUPPORTED)}")
         out = n.output[0] if n.output else None
-        nusers = users.get(n.input[0], 0) if n.input else 0       # consumers of the first input
-        if op == "Constant":
-            consts[out] = numpy_helper.to_array(a["value"]) if "value" in a else b.fail(
-                raw, op, "only a tensor 'value' constant is supported")
-            continue
-        if op in ("Identity", "Dropout"):
-            env[out] = tensor(0)
-        elif op == "Conv":
-            w = const(n.input[1], raw, op)
-            bias = const(n.input[2], raw, op) if len(n.input) > 2 and n.input[2] else None
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-                b.fail(raw, op, f"auto_pad {a['auto_pad']!r}: give explicit pads")
-            if w.ndim != 4:
-                b.fail(raw, op, f"only 2-D convolutions (weight of shape {w.shape})")
-            if any(d != 1 for d in a.get("dilations", [1, 1])):
-                b.fail(raw, op, f"dilations {a['dilations']}: only 1")
-            pads = a.get("pads", [0, 0, 0, 0])
-            g = int(a.get("group", 1))
-            m = nn.Conv2d(w.shape[1] * g, w.shape[0], (w.shape[2], w.shape[3]), tuple(a.get("strides", [1, 1])),
-                          groups=g, bias=bias is not None)
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-                if bias is not None:
-                    m.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
-            env[out] = b.conv(raw, tensor(0), m, op, (pads[0], pads[2], pads[1], pads[3]))
-        elif op in ("Gemm", "MatMul"):
-            w = const(n.input[1], raw, op).astype(np.float32)
-            if w.ndim != 2:
-                b.fail(raw, op, f"the weight must be 2-D, not of shape {w.shape}")
-            if op == "Gemm":
-                if a.get("transA", 0):
-                    b.fail(raw, op, "transA=1 is not supported")
-                w = w * a.get("alpha", 1.0)
-                w = w if a.get("transB", 0) else w.T
-                bias = const(n.input[2], raw, op).astype(np.float32) * a.get("beta", 1.0) \
-                    if len(n.input) > 2 and n.input[2] else None
-            else:
-                w, bias = w.T, None
-            if bias is not None and bias.size not in (1, w.shape[0]):
-                b.fail(raw, op, f"bias of shape {bias.shape} for {w.shape[0]} outputs")
-            m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-                if bias is not None:
-                    m.bias.copy_(torch.from_numpy(np.broadcast_to(bias.reshape(-1), (w.shape[0],)).copy()))
-            env[out] = b.dense(raw, tensor(0), m, op)
-        elif op == "Add":
-            if all(i in env for i in n.input):
-                env[out] = b.add(raw, tensor(0), tensor(1), op)
-            else:                       # MatMul + Add(bias): the bias of the dense before it
-                ti, ci = (0, 1) if n.input[0] in env else (1, 0)
-                v, bias = tensor(ti), const(n.input[ci], raw, op).astype(np.float32)
-                prod = b.producer(v)
-                m = b.mods.get(prod.name) if prod is not None else None
-                if not isinstance(m, nn.Linear) or m.bias is not None or prod.relu or users.get(n.input[ti]) != 1:
-                    b.fail(raw, op, "adds a constant; only a bias right after a MatMul is supported")
-                if bias.size not in (1, m.out_features):
-                    b.fail(raw, op, f"bias of shape {bias.shape} for {m.out_features} outputs")
-                m.bias = nn.Parameter(torch.from_numpy(np.broadcast_to(bias.reshape(-1), (m.out_features,)).copy()))
-                env[out] = v
-        elif op == "BatchNormalization":
-            scale, shift, mean, var = (const(n.input[i], raw, op).astype(np.float32) for i in range(1, 5))
-            v = tensor(0)
-            bn_cls = nn.BatchNorm2d if len(v.shape) == 3 else nn.BatchNorm1d
-            bn = bn_cls(scale.size, eps=float(a.get("epsilon", 1e-5)))
-            with torch.no_grad():
-                bn.weight.copy_(torch.from_numpy(scale))
-                bn.bias.copy_(torch.from_numpy(shift))
-                bn.running_mean.copy_(torch.from_numpy(mean))
-                bn.running_var.copy_(torch.from_numpy(var))
-            env[out] = b.batchnorm(raw, v, bn.eval(), op, nusers)
-        elif op == "Relu":
-            env[out] = b.relu(raw, tensor(0), op, nusers)
-        elif op == "Clip":
-            lo = const(n.input[1], raw, op) if len(n.input) > 1 and n.input[1] else None
-            hi = const(n.input[2], raw, op) if len(n.input) > 2 and n.input[2] else None
-            if lo is None or float(lo) != 0.0:
-                b.fail(raw, op, f"Clip({lo}, {hi}): only a lower bound of 0")
-            env[out] = b.relu(raw, tensor(0), op, nusers, None if hi is None else float(hi))
-        elif op in ("MaxPool", "AveragePool"):
-            if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])) or a.get("storage_order", 0):
-                b.fail(raw, op, "ceil_mode, dilations and storage_order are not supported")
-            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-                b.fail(raw, op, f"auto_pad {a['auto_pad']!r}: give explicit pads")
-            k = a["kernel_shape"]
-            pads = a.get("pads", [0, 0, 0, 0])
-            if op == "AveragePool" and any(pads) and not a.get("count_include_pad", 0):
-                b.fail(raw, op, "padding with count_include_pad=0: the kit divides by the whole window "
-                                "(count_include_pad=1)")
-            env[out] = b.pool(raw, tensor(0), "maxpool" if op == "MaxPool" else "avgpool", k,
-                              a.get("strides", [1, 1]), (pads[0], pads[2], pads[1], pads[3]), op)
-        elif op == "GlobalAveragePool":
-            env[out] = b.global_pool(raw, tensor(0), op, flatten=False)
-        elif op == "Flatten":
-            if a.get("axis", 1) != 1:
-                b.fail(raw, op, f"axis {a.get('axis')}: only 1")
-            env[out] = b.flatten(raw, tensor(0), op)
-        elif op == "Reshape":
-            v, target = tensor(0), [int(d) for d in const(n.input[1], raw, op).reshape(-1)]
-            total = int(np.prod(v.shape))
-            if len(target) == 2 and target[0] in (0, -1, 1) and target[1] in (-1, total) and target != [-1, -1]:
-                env[out] = b.flatten(raw, v, op)
-            else:
-                b.fail(raw, op, f"reshape to {target}: only to (N, -1), flattening each sample")
-        elif op == "Concat":
-            vs = [tensor(i) for i in range(len(n.input))]
-            axis = a.get("axis")
-            if axis not in (1, -3 if len(vs[0].shape) == 3 else -1):
-                b.fail(raw, op, f"axis {axis}: only on channels (axis 1)")
-            env[out] = b.concat(raw, vs, op)
+        if x.op == "Constant":
+            if "value" not in x.a:
+                x.fail("only a tensor 'value' constant is supported")
+            g.consts[out] = numpy_helper.to_array(x.a["value"])
+        elif x.op in _ONNX_OPS:
+            g.env[out] = _ONNX_OPS[x.op](x)
         else:
-            b.fail(raw, op, f"is not supported; supported ONNX ops: {', '.join(ONNX_SUPPORTED)}")
+            x.fail(f"is not supported; supported ONNX ops: {', '.join(ONNX_SUPPORTED)}")
     outs = list(model.graph.output)
     if len(outs) != 1:
         raise UnsupportedModelError(f"{where}: the graph has {len(outs)} outputs; one is supported")
-    if outs[0].name not in env:
+    if outs[0].name not in g.env:
         raise UnsupportedModelError(f"{where}: the output {outs[0].name!r} is not computed by any node")
-    return b.finish(env[outs[0].name])
+    return g.b.finish(g.env[outs[0].name])
 
 
 # ====================================================================== model specs

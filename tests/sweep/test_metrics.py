@@ -40,7 +40,7 @@ def test_synth_metric_without_pnr(tmp_path):
 @pytest.mark.parametrize("synth, exc, message", [
     ({"target": "xilinx"}, ValueError, "synth.target must be ecp5 or ice40, not 'xilinx'"),
     ({"pnr": False, "route": True}, ValueError,
-     "unknown synth key(s): route (known keys: target, device, pnr, freq_mhz)"),
+     "unknown synth key(s): route (known keys: target, device, pnr, freq_mhz, seed)"),
     ({"freq_mhz": 0}, ValueError, "synth.freq_mhz must be a positive number, not 0"),
 ])
 def test_invalid_synth_option_is_a_spec_error(synth, exc, message):
