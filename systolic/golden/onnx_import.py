@@ -46,7 +46,8 @@ from .limits import MAX_LAYERS, MAX_MODEL_ELEMENTS, MAX_NAME_CHARS, MAX_PADDING
 from .network import QuantizedNetwork
 from .qtypes import MAX_FRAC, QType
 
-__all__ = ["QuantizedImportError", "from_qdq", "from_qonnx", "import_quantized_onnx", "MAX_ONNX_BYTES",
+__all__ = ["QuantizedImportError", "from_qdq", "from_qonnx", "import_quantized_onnx", "read_onnx", "onnx_input",
+           "MAX_ONNX_BYTES",
            "MIN_OPSET", "MIN_BITS", "MAX_BITS", "FLOAT32_EXACT", "QDQ_SUPPORTED", "QONNX_SUPPORTED",
            "QONNX_DOMAIN"]
 
@@ -115,8 +116,11 @@ def _check_tensor(t, where: str) -> None:
                                        f"{list(t.dims)} needs {need}")
 
 
-def _load(path, kind: str):
-    """Read and check an ONNX file: size, parse, opset, tensors, the checker. Returns ``(model, where)``."""
+def read_onnx(path, kind: str = "auto"):
+    """Read and check an ONNX file: size, parse, opset, tensors, the checker. Returns ``(model, where)``.
+
+    Shared with the float importer (:mod:`systolic.quantize.importer`); raises :class:`QuantizedImportError`
+    (a ``ValueError``) naming the file."""
     import onnx
 
     path = Path(path)
@@ -155,7 +159,7 @@ def _load(path, kind: str):
     return model, where
 
 
-def _input_shape(model, where, inits) -> tuple[str, tuple, tuple]:
+def onnx_input(model, where, inits) -> tuple[str, tuple, tuple]:
     """``(name, golden per-sample shape, ONNX per-sample shape)`` of the one graph input."""
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
     if len(graph_inputs) != 1:
@@ -805,7 +809,7 @@ class _Converter:
     # ------------------------------------------------------------------ the walk
     def run(self) -> QuantizedNetwork:
         model, where = self.model, self.where
-        in_name, self.input_golden_shape, _ = _input_shape(model, where, self.inits)
+        in_name, self.input_golden_shape, _ = onnx_input(model, where, self.inits)
         self.env[in_name] = _Raw(in_name)
         for k, n in enumerate(model.graph.node):
             raw = n.name or f"{n.op_type.lower()}_{k}"
@@ -955,14 +959,14 @@ def _ops(model) -> tuple[bool, bool]:
 def from_qdq(path, *, require_exact: bool = True) -> QuantizedNetwork:
     """The golden network of an ONNX QDQ model (``QuantizeLinear`` / ``DequantizeLinear``, power-of-two scales,
     zero points 0). Raises :class:`QuantizedImportError` naming the node or tensor it cannot map exactly."""
-    model, where = _load(path, "qdq")
+    model, where = read_onnx(path, "qdq")
     return _Converter(model, where, "qdq", require_exact).run()
 
 
 def from_qonnx(path, *, require_exact: bool = True) -> QuantizedNetwork:
     """The golden network of a QONNX model (``Quant`` nodes of ``qonnx.custom_op.general``, e.g. a Brevitas
     export with fixed-point quantizers). Raises :class:`QuantizedImportError` naming what it cannot map exactly."""
-    model, where = _load(path, "qonnx")
+    model, where = read_onnx(path, "qonnx")
     return _Converter(model, where, "qonnx", require_exact).run()
 
 
@@ -972,7 +976,7 @@ def import_quantized_onnx(path, *, require_exact: bool = True) -> QuantizedNetwo
     A model with neither is a float model: a ``ValueError`` says to quantize it with
     ``systolic quantize FILE.onnx METHOD``.
     """
-    model, where = _load(path, "auto")
+    model, where = read_onnx(path, "auto")
     qonnx, qdq = _ops(model)
     if qonnx and qdq:
         raise QuantizedImportError(f"{where}: the model mixes QONNX Quant nodes and QuantizeLinear / "

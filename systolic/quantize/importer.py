@@ -44,11 +44,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..golden.limits import MAX_LAYERS, MAX_MODEL_ELEMENTS, MAX_NAME_CHARS, MAX_PADDING
+from ..golden.limits import MAX_LAYERS, MAX_NAME_CHARS, MAX_PADDING
 from .graph import GraphNet, Node
 
 __all__ = ["UnsupportedModelError", "from_torch", "from_onnx", "from_python", "import_model", "is_import_spec",
-           "TORCH_SUPPORTED", "ONNX_SUPPORTED", "MAX_ONNX_BYTES"]
+           "load_onnx", "TORCH_SUPPORTED", "ONNX_SUPPORTED"]
 
 #: What :func:`from_torch` accepts (for messages and docs).
 TORCH_SUPPORTED = ("Conv2d", "Linear", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "Hardtanh(0, x)",
@@ -57,10 +57,6 @@ TORCH_SUPPORTED = ("Conv2d", "Linear", "BatchNorm2d", "BatchNorm1d", "ReLU", "Re
 #: ONNX operators :func:`from_onnx` accepts.
 ONNX_SUPPORTED = ("Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool",
                   "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Constant")
-#: Largest ONNX file read (checked before parsing).
-MAX_ONNX_BYTES = 1 << 30
-#: Lowest ONNX opset accepted.
-MIN_OPSET = 13
 
 
 class UnsupportedModelError(ValueError):
@@ -466,79 +462,25 @@ def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _check_initializer(t, where):
-    """Refuse external data and declared sizes above the limit before any array is made."""
-    import onnx
-
-    if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data:
-        raise UnsupportedModelError(f"{where}: tensor {t.name!r} keeps its data in an external file; "
-                                    "save the model with its weights inside (onnx.save(..., save_as_external_data="
-                                    "False))")
-    n = 1
-    for d in t.dims:
-        if d < 0:
-            raise UnsupportedModelError(f"{where}: tensor {t.name!r} declares a negative dimension {list(t.dims)}")
-        n *= int(d)
-    if n > MAX_MODEL_ELEMENTS:
-        raise UnsupportedModelError(f"{where}: tensor {t.name!r} declares {n} elements {list(t.dims)}, above the "
-                                    f"limit of {MAX_MODEL_ELEMENTS} (MAX_MODEL_ELEMENTS)")
-    if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                           onnx.TensorProto.INT64, onnx.TensorProto.INT32):
-        raise UnsupportedModelError(f"{where}: tensor {t.name!r} has data type "
-                                    f"{onnx.TensorProto.DataType.Name(t.data_type)}; a float model has float "
-                                    "weights (and int64 shapes)")
-    if t.raw_data:
-        size = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-        if len(t.raw_data) != n * size:
-            raise UnsupportedModelError(f"{where}: tensor {t.name!r} holds {len(t.raw_data)} bytes, its shape "
-                                        f"{list(t.dims)} needs {n * size}")
-
-
 def load_onnx(path):
-    """Read and check an ONNX file: size, parse, opset, the checker; ``(model, where)``."""
-    import onnx
+    """Read and check an ONNX file (the same reader as the quantized import: size, parse, opset >= 13,
+    every tensor's declared size and bytes, no external data, no subgraphs, the checker); ``(model, where)``."""
+    from ..golden.onnx_import import QuantizedImportError, read_onnx
 
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise ValueError(f"{where}: no such ONNX file")
-    size = path.stat().st_size
-    if size > MAX_ONNX_BYTES:
-        raise UnsupportedModelError(f"{where}: {size} bytes, above the limit of {MAX_ONNX_BYTES} (MAX_ONNX_BYTES)")
     try:
-        model = onnx.load_model_from_string(path.read_bytes())
-    except Exception as exc:            # protobuf's DecodeError and friends
-        raise UnsupportedModelError(f"{where}: not an ONNX model ({type(exc).__name__}: {exc})") from None
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
-        raise UnsupportedModelError(f"{where}: opset {opset}; opset {MIN_OPSET} or later is supported "
-                                    "(onnx.version_converter can upgrade it)")
-    for t in model.graph.initializer:
-        _check_initializer(t, where)
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise UnsupportedModelError(f"{where}: the ONNX checker refuses the model: {str(exc).splitlines()[0]}") \
-            from None
-    return model, where
+        return read_onnx(path)
+    except QuantizedImportError as exc:
+        raise UnsupportedModelError(str(exc)) from None
 
 
 def _input_shape(model, where, inits) -> tuple:
-    graph_inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(graph_inputs) != 1:
-        raise UnsupportedModelError(f"{where}: the graph has {len(graph_inputs)} inputs; one is supported")
-    inp = graph_inputs[0]
-    dims = inp.type.tensor_type.shape.dim
-    if len(dims) not in (2, 4):
-        raise UnsupportedModelError(f"{where}: input {inp.name!r} has {len(dims)} dimensions; (N, C, H, W) or "
-                                    "(N, features) is supported")
-    shape = []
-    for i, d in enumerate(dims[1:], 1):
-        if not d.HasField("dim_value") or d.dim_value < 1:
-            raise UnsupportedModelError(f"{where}: input {inp.name!r} has a dynamic dimension {i} "
-                                        f"({d.dim_param or '?'}); only the batch may be dynamic")
-        shape.append(int(d.dim_value))
-    return inp.name, (shape[1], shape[2], shape[0]) if len(shape) == 3 else (shape[0],)
+    from ..golden.onnx_import import QuantizedImportError, onnx_input
+
+    try:
+        name, shape, _ = onnx_input(model, where, inits)
+    except QuantizedImportError as exc:
+        raise UnsupportedModelError(str(exc)) from None
+    return name, shape
 
 
 class _OnnxNode:
