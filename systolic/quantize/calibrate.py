@@ -3,7 +3,7 @@
 Every function takes samples ``x`` of one tensor and returns a threshold
 ``t > 0``; :func:`pow2_frac_bits` turns a threshold into the fractional bits of
 the power-of-two scale ``s = 2**ceil(log2 t) / 2**(b - signed)`` (TQT's rule,
-docs/quantization.md). Methods follow reference/QUANTIZATION.md:
+docs/quantization.md). Methods follow docs/quantization.md:
 
 * ``max``: ``t = max|x|``;
 * ``percentile``: the p-th percentile of ``|x|`` (default 99.99);

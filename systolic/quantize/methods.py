@@ -5,7 +5,7 @@
 :class:`~systolic.quantize.data.Dataset`), folds batch norm,
 calibrates / retrains with the chosen method, rounds FAT / LSQ scales to
 powers of two, converts to the golden :class:`~systolic.golden.QuantizedNetwork`
-and measures test accuracy on it. Methods (reference/QUANTIZATION.md):
+and measures test accuracy on it. Methods (docs/quantization.md):
 
 =============  =====================================================================
 ``max``        post-training; thresholds ``max|x|`` (weights and activations)

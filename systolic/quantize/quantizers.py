@@ -9,7 +9,7 @@ exactly the golden integer times ``2**-f``.
 * :class:`FixedQuantizer` -- a frozen power-of-two scale (calibration baselines,
   the network input, SQ / multipoint activations); straight-through gradient.
 * :class:`TQTQuantizer` -- trained ``l = log2 t``; :class:`TQTFunction` implements
-  the published gradients (reference/QUANTIZATION.md):
+  the published gradients (docs/quantization.md):
   ``dq/dx = 1 if n <= r <= p else 0`` and
   ``dq/dl = s ln2 (r - x/s | n | p)`` with ``r = round(x/s)``.
 * :class:`FATQuantizer` -- ``t' = alpha * max`` with alpha clipped to [0.5, 1.3];

@@ -1,4 +1,4 @@
-"""TQT's forward and gradients against the formulas of reference/QUANTIZATION.md.
+"""TQT's forward and gradients against the formulas of docs/quantization.md.
 
 r = round(x/s), s = 2**ceil(l) / 2**(b - signed):
   dq/dx = 1 if n <= r <= p else 0
