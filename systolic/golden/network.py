@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from .layers import LAYER_KINDS, Conv2D, Dense, Layer
-from .limits import (MAX_ARCHIVE_DIRECTORY_BYTES, MAX_ARCHIVE_MEMBERS, MAX_LAYERS, MAX_MANIFEST_BYTES, MAX_MODEL_ELEMENTS, MAX_RUN_ELEMENTS, MAX_TENSOR_ELEMENTS,
+from .limits import (MAX_LAYERS, MAX_MANIFEST_BYTES, MAX_MODEL_ELEMENTS, MAX_RUN_ELEMENTS, MAX_TENSOR_ELEMENTS,
                      check_elements, loads_json, short_repr)
 from .ops import check_acc_range
 from .qtypes import QType, check_rounding
 from .primitives import quantize
 
-__all__ = ["QuantizedNetwork", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save", "archive_directory"]
+__all__ = ["QuantizedNetwork", "ModelFormatError", "FORMAT_NAME", "FORMAT_VERSION", "load", "save", "archive_directory", "check_archive_limits"]
 
 FORMAT_NAME = "systolic-qnet"
 FORMAT_VERSION = 1
@@ -522,6 +522,21 @@ def archive_directory(fh) -> tuple[int, int] | None:
     return int.from_bytes(rec[32:40], "little"), int.from_bytes(rec[40:48], "little")
 
 
+def check_archive_limits(fh, path, error=ModelFormatError) -> None:
+    """Raise *error* naming *path* when the zip's directory lists more than :data:`MAX_ARCHIVE_MEMBERS`
+    members or is larger than :data:`MAX_ARCHIVE_DIRECTORY_BYTES` (read from the end record, before any
+    member is opened). Shared by the model loader and the data loader."""
+    from . import limits     # read at call time: the limits are module settings
+
+    members, directory = archive_directory(fh) or (0, 0)
+    if members > limits.MAX_ARCHIVE_MEMBERS:
+        raise error(f"{path}: the archive lists {members} members, above the limit of "
+                    f"{limits.MAX_ARCHIVE_MEMBERS} (MAX_ARCHIVE_MEMBERS)")
+    if directory > limits.MAX_ARCHIVE_DIRECTORY_BYTES:
+        raise error(f"{path}: the archive's directory is {directory} bytes, above the limit of "
+                    f"{limits.MAX_ARCHIVE_DIRECTORY_BYTES} bytes (MAX_ARCHIVE_DIRECTORY_BYTES)")
+
+
 def load(path) -> QuantizedNetwork:
     """Read a model file written by :func:`save`; never unpickles, checks everything.
 
@@ -546,13 +561,7 @@ def load(path) -> QuantizedNetwork:
         if not zipfile.is_zipfile(fh):
             raise ModelFormatError(f"{path}: not a systolic model file (not a complete .npz archive: "
                                    "truncated, or another format)")
-        members, directory = archive_directory(fh) or (0, 0)
-        if members > MAX_ARCHIVE_MEMBERS:
-            raise ModelFormatError(f"{path}: the archive lists {members} members, above the limit of "
-                                   f"{MAX_ARCHIVE_MEMBERS} (MAX_ARCHIVE_MEMBERS)")
-        if directory > MAX_ARCHIVE_DIRECTORY_BYTES:
-            raise ModelFormatError(f"{path}: the archive's directory is {directory} bytes, above the limit of "
-                                   f"{MAX_ARCHIVE_DIRECTORY_BYTES} bytes (MAX_ARCHIVE_DIRECTORY_BYTES)")
+        check_archive_limits(fh, path, ModelFormatError)
         fh.seek(0)
         try:
             zf = zipfile.ZipFile(fh)

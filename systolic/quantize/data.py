@@ -396,8 +396,7 @@ def load_npz(path) -> Dataset:
     data is read; then values (finite, labels ``0 .. MAX_CLASSES - 1``). Every error is a ``ValueError``
     naming the file and the array.
     """
-    from ..golden.limits import MAX_ARCHIVE_DIRECTORY_BYTES, MAX_ARCHIVE_MEMBERS
-    from ..golden.network import archive_directory
+    from ..golden.network import check_archive_limits
 
     path = Path(path)
     if not path.is_file():
@@ -406,13 +405,7 @@ def load_npz(path) -> Dataset:
         if not zipfile.is_zipfile(fh):
             raise ValueError(f"{path}: not an .npz archive (truncated, a .npy or pickle file, or another "
                              f"format); {_FORMAT_HINT}")
-        members, directory = archive_directory(fh) or (0, 0)
-        if members > MAX_ARCHIVE_MEMBERS:
-            raise ValueError(f"{path}: the archive lists {members} members, above the limit of "
-                             f"{MAX_ARCHIVE_MEMBERS} (MAX_ARCHIVE_MEMBERS)")
-        if directory > MAX_ARCHIVE_DIRECTORY_BYTES:
-            raise ValueError(f"{path}: the archive's directory is {directory} bytes, above the limit of "
-                             f"{MAX_ARCHIVE_DIRECTORY_BYTES} bytes (MAX_ARCHIVE_DIRECTORY_BYTES)")
+        check_archive_limits(fh, path, ValueError)
         fh.seek(0)
         try:
             npz = np.load(fh, allow_pickle=False)
