@@ -31,8 +31,8 @@ from .primitives import INT64_MAX, MAX_SHIFT, add_exact, as_int_array, round_div
 from .qtypes import MAX_FRAC, QType
 
 __all__ = [
-    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten",
-    "LAYER_KINDS", "im2col", "conv_output_size", "bound_gemm",
+    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten", "BlockFloat",
+    "LAYER_KINDS", "im2col", "conv_output_size", "bound_gemm", "MAX_BFP_BLOCK", "BFP_MANTISSA_BITS",
 ]
 
 
@@ -784,6 +784,80 @@ class Concat(Layer):
         return {"out_type": self.out_type.to_json()}
 
 
+#: Limits of :class:`BlockFloat`: channels per block, mantissa bits.
+MAX_BFP_BLOCK = 65536
+BFP_MANTISSA_BITS = (2, 16)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockFloat(Layer):
+    """Block floating point on the integer grid of the input type ``T`` (docs/numerics.md, "Block floating
+    point"): the channels (the last axis) are cut into blocks of ``block`` consecutive channels (the last
+    block may be shorter); per block, sample and position one exponent is shared.
+
+    ``amax = max |x|`` over the block; ``e`` = the smallest ``e >= 0`` with ``amax >> e <= mmax``, where
+    ``mmax = 2**(m-1) - 1`` for a signed ``T`` and ``2**m - 1`` for an unsigned one (``m = mantissa_bits``);
+    ``mant = sat_m(round_shift(x, e))`` with the network's rounding, saturated to ``m`` bits signed or
+    unsigned like ``T``; ``y = sat_T(mant << e)``. The output type is ``T``: the values are exactly the block
+    floating-point values, on ``T``'s grid.
+    """
+
+    kind: ClassVar[str] = "bfp"
+    block: int = None
+    mantissa_bits: int = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        lo_m, hi_m = BFP_MANTISSA_BITS
+        for field, v, lo, hi in (("block", self.block, 1, MAX_BFP_BLOCK),
+                                 ("mantissa_bits", self.mantissa_bits, lo_m, hi_m)):
+            if not _is_int(v):
+                raise TypeError(f"layer {self.name!r}: {field} must be an int, not {short_repr(v)}")
+            if not lo <= int(v) <= hi:
+                raise ValueError(f"layer {self.name!r}: {field} must be between {lo} and {hi}, not {int(v)}")
+            object.__setattr__(self, field, int(v))
+
+    def mantissa_max(self, in_type: QType) -> int:
+        """``mmax``: the largest mantissa, ``2**(m-1) - 1`` (signed ``T``) or ``2**m - 1`` (unsigned)."""
+        return QType.range_of(self.mantissa_bits, in_type.signed)[1]
+
+    def exponents(self, x: np.ndarray, in_type: QType) -> np.ndarray:
+        """The shared exponent ``e`` of every block: shape ``x.shape[:-1] + (blocks,)``."""
+        x = as_int_array(x, "x")
+        c = x.shape[-1]
+        starts = np.arange(0, c, self.block)
+        if x.size == 0:
+            return np.zeros(x.shape[:-1] + (starts.size,), dtype=np.int64)
+        amax = np.maximum.reduceat(np.abs(x), starts, axis=-1)   # |x| <= 2**32: exact in int64
+        mmax = self.mantissa_max(in_type)
+        # e counts the j >= 0 with (amax >> j) > mmax: they are 0 .. e-1 (amax >> j falls as j grows).
+        return sum(((amax >> j) > mmax).astype(np.int64) for j in range(in_type.bits + 1))
+
+    def forward(self, xs, in_types, rounding):
+        x, t = xs[0], in_types[0]
+        c = x.shape[-1]
+        sizes = np.diff(np.append(np.arange(0, c, self.block), c))
+        e = np.repeat(self.exponents(x, t), sizes, axis=-1)
+        mant = saturate(round_shift(x, e, rounding), self.mantissa_bits, t.signed)
+        return saturate(round_shift(mant, -e), t.bits, t.signed)
+
+    def out_shape(self, in_shapes):
+        (s,) = in_shapes
+        if len(s) < 1:
+            raise ValueError(f"layer {self.name!r}: a bfp layer needs a channel axis, got per-sample shape {s}")
+        return s
+
+    def work_tensors(self, in_shapes):
+        (s,) = in_shapes
+        return [("exponents and mantissas", tuple(s)), ("output", tuple(s))]
+
+    def check_arithmetic(self, in_types):
+        """Nothing to refuse: ``|x| <= 2**32``, ``e <= bits <= 32`` and ``|mant << e| < 2**49`` fit int64."""
+
+    def params(self):
+        return {"block": self.block, "mantissa_bits": self.mantissa_bits}
+
+
 @dataclass(frozen=True, eq=False)
 class Flatten(Layer):
     """``(N, H, W, C)`` -> ``(N, H*W*C)`` in HWC order."""
@@ -798,5 +872,5 @@ class Flatten(Layer):
 
 
 LAYER_KINDS: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten, Concat)
+    cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Flatten, Concat, BlockFloat)
 }

@@ -315,6 +315,7 @@ _PARAMS = {
     "add": {"out_type": ("qtype", True), "relu": ("bool", False), "out_max": ("int", False)},
     "concat": {"out_type": ("qtype", True)},
     "flatten": {},
+    "bfp": {"block": ("int", True), "mantissa_bits": ("int", True)},
 }
 _GEMM_ARRAYS = ("weight", "bias", "w_frac", "extra_weights", "extra_shifts")
 #: Arrays each layer kind may name; the first of a non-empty tuple is required.

@@ -110,6 +110,12 @@ def check_exportable(net: QuantizedNetwork) -> None:
         )
     _check_act(net.input_type, "the network input")
     for layer in net.layers:
+        if layer.kind == "bfp":
+            raise _err(
+                f"layer {layer.name!r} is a block floating-point ('bfp') layer, which has no ONNX equivalent: "
+                "ONNX has no operator for an exponent shared by a block of channels and chosen per sample and "
+                "position from the block's largest magnitude (save the network in the golden .npz format)"
+            )
         if layer.kind not in SUPPORTED_LAYERS:
             raise _err(
                 f"layer {layer.name!r} is a {layer.kind!r} layer, which has no exporter; "
