@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..golden.limits import MAX_CONFIG_BYTES, loads_json, short_repr
+from ..golden.pe_weights import PE_KINDS
 from ..golden.qtypes import ROUNDING_MODES, QType
 from .isa import INSTR_BYTES
 from .machine import SizeDerived
 
-__all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "SYSTEM_MAX_BITS", "LANE_SHIFT_BITS",
-           "LANE_MIN_ACC_BITS"]
+__all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "PE_KINDS", "SYSTEM_MAX_BITS",
+           "LANE_SHIFT_BITS", "LANE_MIN_ACC_BITS"]
 
 #: Supported dataflows: weight-stationary and output-stationary.
 DATAFLOWS = ("ws", "os")
@@ -71,6 +72,10 @@ class AcceleratorConfig(SizeDerived):
         number of output rows (M) and ``cols`` the output channels (N).
     dataflow : {"ws", "os"}
         Weight-stationary or output-stationary.
+    pe : {"multiplier", "shift"}
+        Processing element: multiply-accumulate, or shift-accumulate for power-of-two weights (``0`` and
+        ``+-2**e``, ``e <= w_bits - 2``, stored as sign / nonzero / exponent words:
+        :mod:`systolic.golden.pe_weights`); needs ``w_signed``. Same latency and results.
     in_bits, w_bits : int
         Activation / weight widths, 2..16.
     in_signed, w_signed : bool
@@ -106,6 +111,7 @@ class AcceleratorConfig(SizeDerived):
     rows: int = 8
     cols: int = 8
     dataflow: str = "ws"
+    pe: str = "multiplier"
     in_bits: int = 8
     in_signed: bool = True
     w_bits: int = 8
@@ -125,6 +131,7 @@ class AcceleratorConfig(SizeDerived):
         _check_int("rows", self.rows, 1, 64)
         _check_int("cols", self.cols, 1, 64)
         _check_choice("dataflow", self.dataflow, DATAFLOWS)
+        _check_choice("pe", self.pe, PE_KINDS)
         _check_int("in_bits", self.in_bits, 2, 16)
         _check_bool("in_signed", self.in_signed)
         _check_int("w_bits", self.w_bits, 2, 16)
@@ -147,6 +154,8 @@ class AcceleratorConfig(SizeDerived):
             )
         if self.out_bits > self.acc_bits:
             raise ValueError(f"out_bits must be at most acc_bits ({self.acc_bits}), not {self.out_bits}")
+        if self.pe == "shift" and not self.w_signed:
+            raise ValueError("pe 'shift' needs w_signed=True: its weights are 0 and +-2**e, the word has a sign bit")
 
     # -- derived widths ---------------------------------------------------------------------------
 
@@ -210,18 +219,21 @@ class AcceleratorConfig(SizeDerived):
         Example: ``systolic_ws_8x8_i8s_w8s_a32_o8s_he``: dataflow, rows x cols,
         input / weight / accumulator / output widths (``s`` signed, ``u``
         unsigned), rounding (``he`` half_even, ``hu`` half_up); a ``_pt`` suffix
-        marks a per-tensor shift and ``_sN`` a shift field other than 6 bits.
-        Memory sizes do not change the datapath and are not part of the name.
+        marks a per-tensor shift, ``_sN`` a shift field other than 6 bits and
+        ``_shiftpe`` the shift PE (the default multiplier PE adds nothing, so
+        names of existing configs stay). Memory sizes do not change the
+        datapath and are not part of the name.
         """
         def t(bits, signed):
             return f"{bits}{'s' if signed else 'u'}"
 
         pt = "" if self.per_channel_shift else "_pt"
         sh = "" if self.shift_bits == 6 else f"_s{self.shift_bits}"
+        pe = "" if self.pe == "multiplier" else f"_{self.pe}pe"
         return (
             f"systolic_{self.dataflow}_{self.rows}x{self.cols}_i{t(self.in_bits, self.in_signed)}"
             f"_w{t(self.w_bits, self.w_signed)}_a{self.acc_bits}_o{t(self.out_bits, self.out_signed)}"
-            f"_{_ROUNDING_TAG[self.rounding]}{pt}{sh}"
+            f"_{_ROUNDING_TAG[self.rounding]}{pt}{sh}{pe}"
         )
 
     # -- the system's geometry ------------------------------------------------------------------
@@ -253,10 +265,14 @@ class AcceleratorConfig(SizeDerived):
         A LOAD's ``unsigned`` flag decides per transfer whether bytes are signed
         or unsigned (ReLU outputs are unsigned), so scratchpad elements and the
         array operands are ``bits + 1`` wide signed values, which hold both.
+        A shift PE's weight operand is its ``w_bits``-bit word instead (bits,
+        not a number: the array takes the low ``w_bits`` bits of the scratchpad
+        element, whichever way the byte was loaded). The partial sums are as
+        wide for both PE kinds.
         """
         a, w = self.in_bits + 1, self.w_bits + 1
-        return self.replace(in_bits=a, in_signed=True, w_bits=w, w_signed=True,
-                            acc_bits=max(self.acc_bits, a + w))
+        return self.replace(in_bits=a, in_signed=True, w_bits=w if self.pe == "multiplier" else self.w_bits,
+                            w_signed=True, acc_bits=max(self.acc_bits, a + w))
 
     @property
     def lane_config(self) -> "AcceleratorConfig":
@@ -298,7 +314,12 @@ class AcceleratorConfig(SizeDerived):
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``pe`` only when it is not the default ``"multiplier"``, so the JSON of
+        every config without the option (saved files, build keys, sweep caches) stays as it was."""
+        d = dataclasses.asdict(self)
+        if self.pe == "multiplier":
+            del d["pe"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..golden.pe_weights import PE_KINDS
 from ..golden.qtypes import check_rounding
 from .isa import loadq_bytes
 from .latency import Latencies
@@ -35,7 +36,8 @@ class MachineSpec(SizeDerived):
     of one GEMM row each); scratchpad W holds ``w_lines`` lines of ``cols``
     weights (one K row of an N-chunk); the accumulator buffer holds
     ``acc_lines`` lines of ``cols`` signed ``acc_bits`` values. Activations,
-    weights and outputs travel as one byte per element.
+    weights and outputs travel as one byte per element; with ``pe="shift"``
+    a weight byte holds the shift weight word (:mod:`systolic.golden.pe_weights`).
     """
 
     rows: int
@@ -49,9 +51,12 @@ class MachineSpec(SizeDerived):
     acc_bits: int = 32
     rounding: str = "half_even"
     dram_bytes: int = 1 << 24
+    pe: str = "multiplier"
 
     def __post_init__(self):
         check_rounding(self.rounding)
+        if self.pe not in PE_KINDS:
+            raise ValueError(f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
         for name in ("rows", "cols", "a_lines", "w_lines", "acc_lines", "dram_bytes"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -70,5 +75,5 @@ class MachineSpec(SizeDerived):
             rows=cfg.rows, cols=cfg.cols,
             a_lines=cfg.a_lines, w_lines=cfg.w_lines, acc_lines=cfg.acc_lines,
             in_bits=cfg.in_bits, w_bits=cfg.w_bits, out_bits=cfg.out_bits, acc_bits=cfg.acc_bits,
-            rounding=cfg.rounding, dram_bytes=dram_bytes,
+            rounding=cfg.rounding, dram_bytes=dram_bytes, pe=cfg.pe,
         )

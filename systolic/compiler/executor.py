@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..golden.ops import requantize
+from ..golden.pe_weights import word_weights
 from ..golden.primitives import MAX_SHIFT
 from ..golden.qtypes import QType
 from ..arch.isa import BIAS_BYTES, Instr, Opcode, Target
@@ -159,7 +160,9 @@ class Executor:
         self._lines(i, ins, "scratchpad A", a["a"], m, self.spec.a_lines)
         self._lines(i, ins, "scratchpad W", a["w"], r, self.spec.w_lines)
         self._lines(i, ins, "accumulator", a["acc"], m, self.spec.acc_lines)
-        psum = self.spad_a[a["a"]:a["a"] + m] @ self.spad_w[a["w"]:a["w"] + r]
+        # The PE's weight: the scratchpad element itself, or (shift PE) the weight its low w_bits bits encode.
+        w = word_weights(self.spad_w[a["w"]:a["w"] + r], self.spec.w_bits, self.spec.pe)
+        psum = self.spad_a[a["a"]:a["a"] + m] @ w
         val = np.left_shift(psum, a["shift"])
         dst = slice(a["acc"], a["acc"] + m)
         new = self.acc[dst] + val if a["accumulate"] else val

@@ -12,14 +12,21 @@ __all__ = [
     "round_shift", "round_div", "saturate", "quantize", "dequantize", "MAX_SHIFT",
 ]
 
+from .pe_weights import (PE_KINDS, shift_weight_values, is_shift_weight, encode_shift_weights,
+                         decode_shift_words, round_to_shift_weights)
+
+__all__ += ["PE_KINDS", "shift_weight_values", "is_shift_weight", "encode_shift_weights", "decode_shift_words",
+            "round_to_shift_weights"]
+
 from .ops import matmul, requantize, AccumulatorOverflowError, check_acc_range
 
 __all__ += ["matmul", "requantize", "AccumulatorOverflowError", "check_acc_range"]
 
-from .layers import Layer, Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Concat, Flatten, LAYER_KINDS, im2col
+from .layers import Layer, Dense, Conv2D, MaxPool2D, AvgPool2D, Add, Concat, Flatten, BlockFloat, LAYER_KINDS, im2col
 from .network import QuantizedNetwork, ModelFormatError, FORMAT_VERSION, load, save
 
 __all__ += [
-    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten", "LAYER_KINDS", "im2col",
+    "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Add", "Concat", "Flatten", "BlockFloat", "LAYER_KINDS",
+    "im2col",
     "QuantizedNetwork", "ModelFormatError", "FORMAT_VERSION", "load", "save",
 ]

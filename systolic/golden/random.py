@@ -7,6 +7,7 @@ bit-exactness test needs to exercise rounding and saturation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,9 +15,10 @@ import numpy as np
 from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 from .limits import check_elements, short_repr
 from .network import QuantizedNetwork
+from .pe_weights import round_to_shift_weights
 from .qtypes import QType
 
-__all__ = ["random_network", "random_input", "NETWORK_KINDS"]
+__all__ = ["random_network", "random_shift_network", "random_input", "NETWORK_KINDS"]
 
 NETWORK_KINDS = ("mlp", "cnn", "resnet")
 
@@ -126,6 +128,23 @@ def random_network(seed: int | np.random.Generator = 0, kind: str = "cnn", bits:
     src = add(_gemm_layer(Dense, rng, "fc", src, types[src], (hw * hw * cl, n_cls), bits,
                           relu=False, signed_out=True, per_channel=per_channel))
     return QuantizedNetwork(in_type, shape, layers, rounding, {"random": kind})
+
+
+def random_shift_network(seed: int | np.random.Generator = 0, kind: str = "cnn", bits: int = 8,
+                         **kw) -> QuantizedNetwork:
+    """:func:`random_network` with every weight point of its Dense / Conv2D layers rounded to a shift PE
+    weight, ``0`` or ``+-2**e`` (:func:`~systolic.golden.pe_weights.round_to_shift_weights` at the layer's
+    weight width): a network an accelerator with ``pe="shift"`` runs."""
+    net = random_network(seed, kind, bits, **kw)
+    layers = []
+    for layer in net.layers:
+        if isinstance(layer, (Dense, Conv2D)):
+            extra = layer.extra_weights
+            layer = dataclasses.replace(
+                layer, weight=round_to_shift_weights(layer.weight, layer.w_type.bits),
+                extra_weights=None if extra is None else round_to_shift_weights(extra, layer.w_type.bits))
+        layers.append(layer)
+    return dataclasses.replace(net, layers=tuple(layers), meta={**net.meta, "weights": "shift"})
 
 
 def _channels(layers, types, src, default):

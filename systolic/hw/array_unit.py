@@ -17,7 +17,7 @@ latencies in :mod:`systolic.arch.latency`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Signal, signed
+from amaranth.hdl import Cat, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -78,7 +78,8 @@ class ArrayUnit(wiring.Component):
         super().__init__({
             "matmul": In(stream.Signature(MATMUL_LAYOUT)),
             "a": Out(LineReadSignature(depth=memory_depth(config.a_lines), shape=signed(acfg.in_bits), width=R)),
-            "w": Out(LineReadSignature(depth=memory_depth(config.w_lines), shape=signed(acfg.w_bits), width=C)),
+            "w": Out(LineReadSignature(depth=memory_depth(config.w_lines), shape=signed(config.w_bits + 1),
+                                       width=C)),
             "upd": Out(AccUpdateSignature(depth=memory_depth(config.acc_lines), cols=C, psum_bits=acfg.acc_bits)),
             "clear": In(1), "busy": Out(1), "idx": Out(32),
             "readers": Out(data.ArrayLayout(READER_LAYOUT, self.READERS)),
@@ -98,12 +99,16 @@ def read_weight_tile(m, w_port, k, base, tile):
     ``k`` is captured into ``tile[k]`` in step ``k + 1`` (``SCRATCHPAD_READ``
     later), so the tile is complete after step ``rows`` (``rows + 1`` steps:
     :attr:`~systolic.arch.latency.Latencies.weight_tile_read`). *k* advances by one.
+    Each element keeps the array's weight width: all of the ``w_bits + 1`` bit
+    scratchpad element, or its low ``w_bits`` bits, the word of a shift PE.
     """
-    rows = len(tile)
+    rows, data = len(tile), w_port.data
+    bits = len(tile[0]) // len(data)
+    row = data.as_value() if bits == len(data[0]) else Cat(data[n][:bits] for n in range(len(data)))
     with m.If(k < rows):
         m.d.comb += [w_port.en.eq(1), w_port.addr.eq(base + k)]
     with m.If(k > 0):
-        m.d.sync += tile[k - 1].eq(w_port.data.as_value())
+        m.d.sync += tile[k - 1].eq(row)
     m.d.sync += k.eq(k + 1)
 
 

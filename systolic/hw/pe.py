@@ -1,15 +1,23 @@
-"""Processing elements: one integer multiply-accumulate per cycle."""
+"""Processing elements: one integer multiply-accumulate per cycle.
+
+The sum ``acc + a * w`` is formed by :func:`pe_mac`, per ``config.pe``: with a multiplier, or for the
+shift PE with a shifter that decodes the stored weight word (sign, nonzero flag, exponent:
+:mod:`systolic.golden.pe_weights`) and adds ``+-(a << e)`` or 0. Both are combinational in the MAC's
+cycle, so both PE kinds have the same latency and the same registers.
+"""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..golden.pe_weights import shift_exponent_bits
 from .params import require_config
 
-__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "PES", "operand_shapes"]
+__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "PES", "MACS", "operand_shapes",
+           "pe_mac"]
 
 
 def operand_shapes(cfg: AcceleratorConfig):
@@ -19,12 +27,38 @@ def operand_shapes(cfg: AcceleratorConfig):
     return a, w, signed(cfg.acc_bits)
 
 
+def _mac_multiply(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
+    return acc + a * w
+
+
+def _mac_shift(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
+    """``acc + a * decode(w)`` without a multiplier: the word's bits are sign ``w[W-1]``, nonzero ``w[W-2]``
+    and exponent ``w[:eb]`` (``W = w_bits``). A negative weight adds ``~(a << e) + 1``: the ``+ 1`` is the
+    accumulator adder's carry-in (Yosys merges it), so no negation of its own; a zero weight adds 0."""
+    W, bits = cfg.w_bits, w.as_unsigned()
+    sign, nonzero, e = bits[W - 1], bits[W - 2], bits[:shift_exponent_bits(W)]
+    mag = a << e        # signed, len(a) + 2**eb - 1 bits: exact for every exponent field
+    flip = mag ^ sign.replicate(len(mag)).as_signed()
+    return acc + Mux(nonzero, flip, 0) + (nonzero & sign)
+
+
+#: PE kind -> ``(acc, a, w, config) -> acc + a * w``: the one place where the two PE kinds differ.
+MACS = {"multiplier": _mac_multiply, "shift": _mac_shift}
+
+
+def pe_mac(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
+    """``acc + a * w`` exactly, for an activation and a stored weight word, formed as ``cfg.pe`` does."""
+    return MACS[cfg.pe](acc, a, w, cfg)
+
+
 class WSProcessingElement(wiring.Component):
     """Weight-stationary PE with a double-buffered weight register.
 
     The activation enters from the left and leaves to the right one cycle
     later; the partial sum enters from above and leaves below one cycle later
-    as ``psum_in + a_in * w``. ``w`` is the *active* weight register. A
+    as ``psum_in + a_in * w`` (:func:`pe_mac`: a multiply, or a shift of
+    the weight word's exponent for ``config.pe == "shift"``). ``w`` is the
+    *active* weight register. A
     *shadow* register is written through ``load``/``load_data`` at any time
     (also while computing); the ``swap_in`` flag travelling with an activation
     makes that activation, and all later ones, use the shadow value (it is
@@ -76,7 +110,7 @@ class WSProcessingElement(wiring.Component):
                 active.eq(w_eff),
                 self.a_out.eq(self.a_in),
                 self.swap_out.eq(self.swap_in),
-                self.psum_out.eq(self.psum_in + self.a_in * w_eff),
+                self.psum_out.eq(pe_mac(self.psum_in, self.a_in, w_eff, self.config)),
             ]
         with m.If(self.load):
             m.d.sync += shadow.eq(self.load_data)
@@ -88,7 +122,8 @@ class OSProcessingElement(wiring.Component):
 
     Activations (with the ``first``/``last`` flags) flow right, weights flow
     down, both with 1 cycle latency. Each ``en`` cycle the PE computes
-    ``acc = (first ? 0 : acc) + a_in * w_in``. When ``last`` arrives the final
+    ``acc = (first ? 0 : acc) + a_in * w_in`` (:func:`pe_mac`; the shift
+    PE passes the weight word down and decodes it). When ``last`` arrives the final
     sum is captured in the drain register ``d`` (so the accumulator is free
     for the next tile at once); ``shift`` moves ``d_in`` (the drain register of
     the PE above) into ``d``, forming a per-column drain chain.
@@ -131,7 +166,7 @@ class OSProcessingElement(wiring.Component):
         _, _, acc_shape = operand_shapes(self.config)
         acc = Signal(acc_shape)
         total = Signal(acc_shape)
-        m.d.comb += total.eq(Mux(self.first_in, 0, acc) + self.a_in * self.w_in)
+        m.d.comb += total.eq(pe_mac(Mux(self.first_in, 0, acc), self.a_in, self.w_in, self.config))
         with m.If(self.en):
             m.d.sync += [
                 acc.eq(total),
@@ -150,7 +185,8 @@ class OSProcessingElement(wiring.Component):
 
 
 def ProcessingElement(*, config: AcceleratorConfig) -> wiring.Component:
-    """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement`."""
+    """The PE of ``config.dataflow``: :class:`WSProcessingElement` or :class:`OSProcessingElement` (each
+    with the product of ``config.pe``)."""
     return PES[require_config(config).dataflow](config=config)
 
 

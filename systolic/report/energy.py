@@ -9,7 +9,9 @@ user-overridable). Modelling choices, stated so they can be argued with:
 
 * a MAC is one ``in_bits x w_bits`` multiply, scaled from the 8-bit figure by
   ``(in_bits * w_bits) / 64`` (array multipliers grow with the product of
-  widths), plus one ``acc_bits`` add scaled from the 32-bit figure;
+  widths), plus one ``acc_bits`` add scaled from the 32-bit figure; with the
+  shift PE (``pe="shift"``) the multiply is one ``in_bits``-wide shift, scaled
+  linearly in width from the 32-bit shifter figure (:data:`PE_PRODUCT_PJ`);
 * PE register movement per MAC: weight-stationary moves an activation and a
   partial sum between neighbours (``in_bits + acc_bits`` register bits);
   output-stationary moves an activation and a weight and updates the local
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 from .energy_table import EnergyTable
 
-__all__ = ["EnergyBreakdown", "estimate_energy", "COMPONENTS"]
+__all__ = ["EnergyBreakdown", "estimate_energy", "COMPONENTS", "PE_PRODUCT_PJ"]
 
 COMPONENTS = ("mac", "pe_registers", "spad_a", "spad_w", "accumulator", "requantizer", "dram", "control")
 
@@ -39,6 +41,13 @@ COMPONENTS = ("mac", "pe_registers", "spad_a", "spad_w", "accumulator", "requant
 PE_MOVED_BITS = {
     "ws": lambda c: c.in_bits + c.acc_bits,
     "os": lambda c: c.in_bits + c.w_bits + c.acc_bits,
+}
+
+#: Energy (pJ) of the product of one MAC, per PE kind (``config.pe``), from table *t*: a multiplier grows
+#: with the product of the operand widths, a shifter of the activation roughly with its width.
+PE_PRODUCT_PJ = {
+    "multiplier": lambda c, t: t["mac_int8_mul"] * (c.in_bits * c.w_bits) / 64,
+    "shift": lambda c, t: t["shifter_32"] * c.in_bits / 32,
 }
 
 
@@ -90,7 +99,7 @@ def estimate_energy(counters, config, table: EnergyTable | None = None, *, cycle
     t = table or EnergyTable()
     c = config
     macs = _get(counters, "macs")
-    mul = t["mac_int8_mul"] * (c.in_bits * c.w_bits) / 64
+    mul = PE_PRODUCT_PJ[c.pe](c, t)
     add = t["add_int32"] * c.acc_bits / 32
     moved_bits = PE_MOVED_BITS[c.dataflow](c)
     a_line, w_line, acc_line = c.rows * c.in_bits, c.cols * c.w_bits, c.cols * c.acc_bits

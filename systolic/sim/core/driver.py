@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...golden import MAX_SHIFT, QType, check_acc_range
+from ...golden.pe_weights import weight_words
 from ...golden.primitives import as_int_array
 from ...arch.config import AcceleratorConfig
 from ...arch.ports import pack, unpack
@@ -172,9 +173,12 @@ def gemm_schedule(cfg: AcceleratorConfig, a, w, bias=None, shift=0, relu=False):
     steps the weight tile and all M rows of ``a``, partial sums through the
     ``psum`` lanes, only the last block's ``y`` kept; output-stationary, per
     block of ``rows`` output rows the K reduction steps, drained bottom row
-    first.
+    first. The weights go in as the words the PE stores (``config.pe``:
+    :func:`systolic.golden.pe_weights.weight_words`; a shift PE refuses a
+    weight that is not 0 or +-2**e).
     """
     a, w, bias, shift = check_gemm_args(cfg, a, w, bias, shift)
+    words = weight_words(w, cfg.w_bits, cfg.pe)
     M = a.shape[0]
     N = w.shape[1]
     C = cfg.cols
@@ -188,7 +192,7 @@ def gemm_schedule(cfg: AcceleratorConfig, a, w, bias=None, shift=0, relu=False):
             s[:nb] = shift[n0:n1]
         else:
             s = np.array([shift[0]], np.int64)
-        yield from PASSES[cfg.dataflow](cfg, a, w, n0, n1, b, s, bool(relu), out)
+        yield from PASSES[cfg.dataflow](cfg, a, words, n0, n1, b, s, bool(relu), out)
     return out
 
 
