@@ -147,6 +147,8 @@ class ImagesRun:
             if r.gemm:
                 r.gemm = (int(round(r.gemm[0] * scale)), *r.gemm[1:])
                 r.useful_macs = int(round(r.useful_macs * scale))
+            if r.cost:      # per program run, like the MACs: scaled from the compiled batch to the images
+                r.cost = {k: int(round(v * scale)) for k, v in r.cost.items()}
         return recs
 
 

@@ -24,6 +24,11 @@ K-split (weight reuse): when a large K leaves tiles of fewer rows than a weight-
 stream (``2R + C + 1``), tiles get more rows, K is cut into groups (double-buffered in A across groups, so A
 loads then overwrite lines that MATMULs since the last STORE read, after the interlock lets them) and N into
 groups with one accumulator region per chunk; A is re-read per N group (``_ksplit_plan``, ``_ksplit_program``).
+
+Zero weight tiles (docs/isa.md): in every schedule a weight tile whose values are all zero is neither stored,
+loaded nor run (``_WeightTiles``); the first MATMUL that runs for an N chunk overwrites its accumulator region,
+and an N chunk with no non-zero tile runs one zero tile. ``AccelStep`` reports the array MACs and weight bytes
+this costs against a one-point layer of the same shape. A block floating-point (bfp) layer is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 from ..golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from ..golden.network import QuantizedNetwork
 from ..golden.ops import check_acc_range
+from ..golden.pe_weights import first_non_shift_weight, shift_weight_rule, weight_words
 from ..golden.qtypes import QType
 from ..arch.isa import Instr, Opcode, Target
 from ..arch.machine import MachineSpec
@@ -63,10 +69,19 @@ class Region:
 
 @dataclass
 class AccelStep:
+    """One accelerated layer: its program and what it costs (docs/isa.md, "Zero weight tiles").
+
+    The ``one_point_*`` figures are those of a plain one-point layer of the same GEMM shape (only a dense
+    ``weight``, no zero tile): against them a multipoint or DSConv layer shows its extra cost."""
+
     layer: str
     program: list
-    macs: int       #: useful multiply-accumulates (all points), without tile padding
+    macs: int       #: useful multiply-accumulates (all points), without tile padding; zero weight tiles skipped
     gemm: tuple     #: (M, K, N)
+    array_macs: int = 0             #: MACs the array issues: rows x cols x m per MATMUL (the ``macs`` counter)
+    weight_bytes: int = 0           #: weight bytes the program loads from DRAM into scratchpad W
+    one_point_array_macs: int = 0   #: ``array_macs`` of a one-point layer of this shape
+    one_point_weight_bytes: int = 0  #: ``weight_bytes`` of a one-point layer of this shape
 
 
 @dataclass
@@ -122,6 +137,65 @@ def _bytes(v: np.ndarray) -> np.ndarray:
     return (np.asarray(v, dtype=np.int64) & 0xFF).astype(np.uint8)
 
 
+class _WeightTiles:
+    """Which weight tiles of a layer run (docs/isa.md, "Zero weight tiles"), where they are and where they go.
+
+    Tile ``(p, j, i)`` (point, N chunk, K chunk; *tiles* is ``(P, nc, kc, R, C)``) runs, and is stored in DRAM
+    and loaded, only if it has a non-zero element: an all-zero tile adds nothing to the accumulator. An N chunk
+    whose tiles are all zero still runs tile ``(0, j, 0)`` (stored like the others), so that its accumulator
+    region holds defined values (zeros) before its STORE. The tiles that run are stored contiguously from
+    :attr:`addr` in ``(p, j, i)`` order; with every tile in scratchpad W, tile number ``n`` of that order lives
+    in lines ``[n*R, (n+1)*R)``."""
+
+    def __init__(self, tiles: np.ndarray, R: int, C: int):
+        self.R, self.C = R, C
+        nonzero = tiles.reshape(*tiles.shape[:3], -1).any(axis=-1)
+        self.nonzero = nonzero
+        self.keep = nonzero.copy()
+        self.keep[0, ~nonzero.any(axis=(0, 2)), 0] = True
+        self.P, self.nc, self.kc = self.keep.shape
+        self.index = np.cumsum(self.keep.ravel()).reshape(self.keep.shape) - 1
+        self.count = int(self.keep.sum())
+        self.addr = 0
+
+    def order(self, j: int, ks: range | None = None, points: range | None = None) -> list:
+        """The ``(p, i)`` of N chunk *j*'s tiles that run, points then K chunks (within *points* / *ks*)."""
+        ps = range(self.P) if points is None else points
+        ks = range(self.kc) if ks is None else ks
+        return [(p, i) for p in ps for i in ks if self.keep[p, j, i]]
+
+    def first(self, j: int) -> tuple:
+        """``(p, i)`` of N chunk *j*'s first MATMUL: the one that overwrites its accumulator region."""
+        return self.order(j)[0]
+
+    def home(self, p: int, j: int, i: int) -> int:
+        """The tile's own first scratchpad W line when every tile that runs fits scratchpad W."""
+        return int(self.index[p, j, i]) * self.R
+
+    def load(self, p: int, j: int, i: int, line: int) -> Instr:
+        """The LOAD of tile ``(p, j, i)`` into scratchpad W lines ``[line, line + R)``."""
+        dram = self.addr + int(self.index[p, j, i]) * self.R * self.C
+        return Instr(Opcode.LOAD, dict(target=Target.W, lines=self.R, spad=line, elems=self.C, dram=dram,
+                                       stride=self.C))
+
+
+def _costs(prog: list, spec: MachineSpec, M: int, kc: int, nc: int, mt: int) -> dict:
+    """The accounting fields of :class:`AccelStep` for *prog*, and those of a one-point layer of the same shape.
+
+    The one-point layer (a dense ``weight`` only) runs every tile once per M row: ``R*C*kc*nc*M`` array MACs
+    in either schedule; its weights are loaded once when its ``nc*kc`` tiles fit scratchpad W, else once per M
+    tile of the schedule the compiler would choose for it (plain or K-split)."""
+    R, C = spec.rows, spec.cols
+    preload = nc * kc * R <= spec.w_lines
+    ks = _ksplit_plan(spec, M, kc, nc, 1, mt, preload)
+    m_tiles = math.ceil(M / (ks[0] if ks is not None else mt))
+    return dict(array_macs=sum(R * C * i.args["m"] for i in prog if i.op == Opcode.MATMUL),
+                weight_bytes=sum(i.args["lines"] * i.args["elems"] for i in prog
+                                 if i.op == Opcode.LOAD and i.args["target"] == Target.W),
+                one_point_array_macs=R * C * kc * nc * M,
+                one_point_weight_bytes=R * C * kc * nc * (1 if preload else m_tiles))
+
+
 def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str | None:
     """Why *layer* cannot run on the accelerator, or None if it can."""
     if not isinstance(layer, (Dense, Conv2D)):
@@ -160,12 +234,30 @@ def _prove(layer, in_t: QType, spec: MachineSpec):
     check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r} (with bias)")
 
 
+def _check_pe_weights(layer, spec: MachineSpec):
+    """A shift PE stores every weight point the layer sends to the array: each must be 0 or +-2**e."""
+    if spec.pe != "shift":
+        return
+    for p, (e, _) in enumerate(layer.points):
+        bad = first_non_shift_weight(e, spec.w_bits)
+        if bad is not None:
+            where = "weight" if p == 0 else f"extra_weights[{p - 1}]"
+            raise CompileError(f"layer {layer.name!r}: {where}[{', '.join(map(str, bad[0]))}] is {bad[1]}, which "
+                               f"the shift PE cannot take: it takes {shift_weight_rule(spec.w_bits)}")
+
+
 def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) -> CompiledNetwork:
     """Compile *net* for *spec* at a fixed *batch* size."""
     if not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be a positive int, not {batch!r}")
     if net.rounding != spec.rounding:
         raise CompileError(f"the network uses {net.rounding} rounding but the accelerator implements {spec.rounding}")
+    for layer in net.layers:      # before the DRAM image is allocated
+        if layer.kind == "bfp":
+            raise CompileError(
+                f"layer {layer.name!r}: block floating-point (bfp) activations cannot be compiled: the exponent "
+                "varies per pixel and block of channels while a MATMUL has one shift per instruction, and the "
+                "array's input type is fixed-point")
     dram = _Dram(spec.dram_bytes)
     regions = {}
 
@@ -191,6 +283,7 @@ def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) ->
             continue
         in_t = net.in_types(layer)[0]
         _prove(layer, in_t, spec)
+        _check_pe_weights(layer, spec)
         steps.append(_lower_gemm(layer, net, spec, dram, regions[layer.inputs[0]], out, in_t))
     return CompiledNetwork(net, spec, batch, steps, regions, dram.buf)
 
@@ -213,18 +306,17 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     if double:
         mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
 
-    # Weights: tile (p, j, i) is R lines of C bytes, zero padded, contiguous.
+    # Weights: tile (p, j, i) is R lines of C bytes, zero padded; the tiles that run (not all zero, see
+    # _WeightTiles) are stored contiguously.
     tiles = np.zeros((P, nc, kc, R, C), dtype=np.int64)
     for p, (e, _) in enumerate(points):
         ep = np.zeros((kc * R, nc * C), dtype=np.int64)
         ep[:K, :N] = e.reshape(K, N)
         tiles[p] = ep.reshape(kc, R, nc, C).transpose(2, 0, 1, 3)
-    w_addr = dram.alloc(tiles.size, f"layer {layer.name!r} weights")
-    dram.put(w_addr, _bytes(tiles.ravel()))
-    tile_bytes = R * C
-
-    def tile_addr(p, j, i):
-        return w_addr + ((p * nc + j) * kc + i) * tile_bytes
+    wt = _WeightTiles(tiles, R, C)
+    tiles = tiles[wt.keep]
+    wt.addr = w_addr = dram.alloc(tiles.size, f"layer {layer.name!r} weights")
+    dram.put(w_addr, _bytes(weight_words(tiles.ravel(), spec.w_bits, spec.pe)))  # the PE's words
 
     # Requantizer parameters per N chunk: C int32 biases, then C int8 shifts.
     shift = layer.shift(in_t)
@@ -240,44 +332,48 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
 
     unsigned_in = not in_t.signed
     out_t = layer.out_type
-    preload = P * nc * kc * R <= spec.w_lines
-    ks = _ksplit_plan(spec, M, kc, nc, P, mt, preload)
+    preload = wt.count * R <= spec.w_lines
+    # Useful MACs: the unpadded part of every non-zero tile (M * K * N * P when no tile is zero).
+    k_len = np.minimum(R, K - R * np.arange(kc))
+    n_len = np.minimum(C, N - C * np.arange(nc))
+    macs = M * int((wt.nonzero * n_len[None, :, None] * k_len[None, None, :]).sum())
+
+    def step(prog):
+        return AccelStep(layer.name, prog, macs=macs, gemm=(M, K, N), **_costs(prog, spec, M, kc, nc, mt))
+
+    # The schedule's cost estimate counts MATMULs in points: the tiles that run, as a fraction of one point's.
+    ks = _ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
     if ks is not None:
-        prog = _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in, preload,
-                               tile_addr, q_addr, *ks)
-        return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
+        return step(_ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload,
+                                    q_addr, *ks))
     T = len(range(0, M, mt))
 
     def a_base(t):
         return (t % 2) * kc * mt if double else 0
 
+    used = wt.keep.any(axis=(0, 1))  # K chunks some MATMUL reads (a dense layer loads only those)
+
+    def a_chunk(t, i):
+        """Dense tile t's K chunk i: one strided LOAD into its A buffer."""
+        m0, e = t * mt, min(R, K - i * R)
+        return Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
+                                       lines=min(mt, M - m0), spad=a_base(t) + i * mt, elems=e, offset=0,
+                                       dram=src.addr + m0 * K + i * R, stride=K))
+
     def a_loads(t):
-        """Tile t's activation loads into its A buffer (dense: one strided LOAD per K chunk)."""
+        """Tile t's activation loads into its A buffer (dense: one strided LOAD per K chunk that runs)."""
         m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
         if conv:
             return _gather_conv(layer, src, m0, rows, mt, kc, R, unsigned_in, dst, base)
-        loads = []
-        for i in range(kc):
-            e = min(R, K - i * R)
-            loads.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
-                                                 lines=rows, spad=base + i * mt, elems=e, offset=0,
-                                                 dram=src.addr + m0 * K + i * R, stride=K)))
-        return loads
-
-    def w_load(p, j, i, line):
-        return Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=line, elems=C, dram=tile_addr(p, j, i),
-                                       stride=C))
-
-    def w_home(p, j, i):  # the tile's own lines when every tile fits scratchpad W
-        return ((p * nc + j) * kc + i) * R
+        return [a_chunk(t, i) for i in range(kc) if used[i]]
 
     # Weights: if every tile fits scratchpad W, each is loaded once, in tile 0: N chunk 0 just in time, chunk j+1
     # spread over the MATMULs of chunk j. Otherwise each is loaded before its MATMUL, alternating between two
     # halves when two tiles fit, so that a load does not overwrite the tile the previous MATMUL reads.
     w_alt = not preload and spec.w_lines >= 2 * R
-    order = [(p, i) for p in range(P) for i in range(kc)]  # the MATMULs of one N chunk
-    Q = nc * len(order)                                     # the MATMULs of one M tile
+    orders = [wt.order(j) for j in range(nc)]   # the MATMULs of each N chunk: the tiles that run
+    Q = sum(map(len, orders))                    # the MATMULs of one M tile
     n_w = 0
     prog = []
     for t in range(T):
@@ -289,22 +385,24 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
             prog += cur  # zero-fill, then the gathers
         nxt = a_loads(t + 1) if double and t + 1 < T else []
         q = sent = 0
-        for j in range(nc):
+        loaded = set()  # dense K chunks of cur loaded so far
+        for j, order in enumerate(orders):
             w_next = []
             if preload and t == 0 and j + 1 < nc:
-                w_next = [w_load(p, j + 1, i, w_home(p, j + 1, i)) for p, i in order]
+                w_next = [wt.load(p, j + 1, i, wt.home(p, j + 1, i)) for p, i in orders[j + 1]]
             w_sent = 0
             for k, (p, i) in enumerate(order):
-                if cur and not conv and j == 0 and p == 0:
-                    prog.append(cur[i])  # K chunk i just before its first MATMUL
+                if cur and not conv and i not in loaded:
+                    prog.append(a_chunk(t, i))  # K chunk i just before its first MATMUL
+                    loaded.add(i)
                 if preload:
-                    w_line = w_home(p, j, i)
+                    w_line = wt.home(p, j, i)
                     if t == 0 and j == 0:
-                        prog.append(w_load(p, j, i, w_line))
+                        prog.append(wt.load(p, j, i, w_line))
                 else:
                     w_line = (n_w % 2) * R if w_alt else 0
                     n_w += 1
-                    prog.append(w_load(p, j, i, w_line))
+                    prog.append(wt.load(p, j, i, w_line))
                 prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(k > 0), shift=points[p][1], m=rows,
                                                      a=base + i * mt, w=w_line, acc=0)))
                 q += 1
@@ -321,7 +419,7 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                                                 stride=N)))
     prog.append(Instr(Opcode.FENCE))
     prog.append(Instr(Opcode.HALT))
-    return AccelStep(layer.name, prog, macs=M * K * N * P, gemm=(M, K, N))
+    return step(prog)
 
 
 def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0,
@@ -421,29 +519,40 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
     return best[1:]
 
 
-def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in, preload, tile_addr, q_addr,
+def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload, q_addr,
                     mt2, kg, ng):
-    """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group, the
-    group's A loads (the next unit's spread between this unit's MATMULs, into the other half of A), then for
-    each N chunk of the group its MATMULs over the group's K chunks; after the last unit of an N group each
-    chunk's LOADQ and STORE. Every N chunk sees its MATMULs in the plain schedule's order (points, then K
-    chunks), so its partial sums are the ones the accumulator proof covers."""
+    """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group that has a
+    weight tile to run (*wt*, a :class:`_WeightTiles`), the group's A loads (the next unit's spread between
+    this unit's MATMULs, into the other half of A), then for each N chunk of the group its MATMULs over the
+    group's K chunks; after the last unit of an N group each chunk's LOADQ and STORE. Every N chunk sees its
+    MATMULs in the plain schedule's order (points, then K chunks; the first overwrites), so its partial sums are
+    the ones the accumulator proof covers."""
     R, C = spec.rows, spec.cols
     points = layer.points
     out_t = layer.out_type
     T2, G, H = math.ceil(M / mt2), math.ceil(nc / ng), math.ceil(kc / kg)
     size = mt2 * kg
-    units = [(t, g, p, h) for t in range(T2) for g in range(G) for p in range(P) for h in range(H)]
+
+    def chunks(g):
+        return range(g * ng, min(nc, (g + 1) * ng))
+
+    def ks(h):
+        return range(h * kg, min(kc, (h + 1) * kg))
+
+    units = [(t, g, p, h) for t in range(T2) for g in range(G) for p in range(wt.P) for h in range(H)
+             if wt.keep[p, chunks(g).start:chunks(g).stop, ks(h).start:ks(h).stop].any()]
 
     def a_loads(u):
-        t, _, _, h = units[u]
+        t, g, p, h = units[u]
         m0, base = t * mt2, (u % 2) * size
         rows = min(mt2, M - m0)
-        i0, i1 = h * kg, min(kc, (h + 1) * kg)
+        i0, i1 = ks(h).start, ks(h).stop
         if conv:
             return _gather_conv(layer, src, m0, rows, mt2, kc, R, unsigned_in, dst, base, (i0, i1))
         loads = []
         for i in range(i0, i1):
+            if not wt.keep[p, chunks(g).start:chunks(g).stop, i].any():
+                continue  # no MATMUL of the unit reads K chunk i
             e = min(R, K - i * R)
             loads.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
                                                  lines=rows, spad=base + (i - i0) * mt2, elems=e, offset=0,
@@ -451,35 +560,33 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, P, conv, unsigned_in
         return loads
 
     w_alt = not preload and spec.w_lines >= 2 * R
+    firsts = [wt.first(j) for j in range(nc)]
     n_w = 0
     prog = a_loads(0)
     for u, (t, g, p, h) in enumerate(units):
         m0, base = t * mt2, (u % 2) * size
         rows = min(mt2, M - m0)
-        js = range(g * ng, min(nc, (g + 1) * ng))
-        i0, i1 = h * kg, min(kc, (h + 1) * kg)
+        js = chunks(g)
+        i0 = ks(h).start
         nxt = a_loads(u + 1) if u + 1 < len(units) else []
-        Q = len(js) * (i1 - i0)
+        run = [(jl, j, i) for jl, j in enumerate(js) for _, i in wt.order(j, ks(h), range(p, p + 1))]
         q = sent = 0
-        for jl, j in enumerate(js):
-            for i in range(i0, i1):
-                if preload:
-                    w_line = ((p * nc + j) * kc + i) * R
-                    if t == 0:
-                        prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=w_line, elems=C,
-                                                            dram=tile_addr(p, j, i), stride=C)))
-                else:
-                    w_line = (n_w % 2) * R if w_alt else 0
-                    n_w += 1
-                    prog.append(Instr(Opcode.LOAD, dict(target=Target.W, lines=R, spad=w_line, elems=C,
-                                                        dram=tile_addr(p, j, i), stride=C)))
-                prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(p > 0 or i > 0), shift=points[p][1], m=rows,
-                                                     a=base + (i - i0) * mt2, w=w_line, acc=jl * mt2)))
-                q += 1
-                upto = -(-q * len(nxt) // Q)
-                prog += nxt[sent:upto]
-                sent = upto
-        if p == P - 1 and h == H - 1:
+        for jl, j, i in run:
+            if preload:
+                w_line = wt.home(p, j, i)
+                if t == 0:
+                    prog.append(wt.load(p, j, i, w_line))
+            else:
+                w_line = (n_w % 2) * R if w_alt else 0
+                n_w += 1
+                prog.append(wt.load(p, j, i, w_line))
+            prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(firsts[j] != (p, i)), shift=points[p][1],
+                                                 m=rows, a=base + (i - i0) * mt2, w=w_line, acc=jl * mt2)))
+            q += 1
+            upto = -(-q * len(nxt) // len(run))
+            prog += nxt[sent:upto]
+            sent = upto
+        if u + 1 == len(units) or units[u + 1][:2] != (t, g):   # the N group's last unit
             for jl, j in enumerate(js):
                 prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
                 prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),

@@ -44,16 +44,24 @@ def _cmd(args) -> int:
     t = rep["totals"]
     print(f"{args.model} on {args.config}, {rep['run']['images']} images "
           f"(counts: {rep['counts_source']}, cycles: {rep['cycles_source']})")
-    print(f"{'layer':<10}{'ran on':<14}{'cycles':>10}{'compute':>9}{'stall':>8}{'util':>7}{'ideal':>7}{'nJ':>10}")
+    print(f"{'layer':<10}{'ran on':<14}{'cycles':>10}{'compute':>9}{'stall':>8}{'util':>7}{'ideal':>7}{'nJ':>10}"
+          f"{'MACs/1pt':>10}{'W/1pt':>7}")
     for l in rep["layers"]:
         if l["placement"] == "accelerator":
             c = l["cycles"]
+            v = l.get("vs_one_point") or {}
+            ratios = "".join(f"{x:>{w}.2f}" if x is not None else f"{'-':>{w}}"
+                             for x, w in ((v.get("array_macs"), 10), (v.get("weight_bytes"), 7)))
             print(f"{l['name']:<10}{'accelerator':<14}{c['total']:>10}{c['compute']:>9}{c['stall']:>8}"
-                  f"{l['utilization']:>7.1%}{l['ideal_utilization']:>7.1%}{sum(l['energy_pj'].values()) / 1e3:>10.1f}")
+                  f"{l['utilization']:>7.1%}{l['ideal_utilization']:>7.1%}{sum(l['energy_pj'].values()) / 1e3:>10.1f}"
+                  f"{ratios}")
         else:
             print(f"{l['name']:<10}{l['placement']}")
     print(f"total: {t['cycles']} cycles, utilization {t['utilization']:.1%}, "
           f"dynamic energy {t['dynamic_energy_pj'] / 1e6:.3f} uJ")
+    print(f"array MACs {t['array_macs']} (one point: {t['one_point']['array_macs']}), weight bytes loaded "
+          f"{t['weight_bytes']} (one point: {t['one_point']['weight_bytes']}); MACs/1pt, W/1pt: against a "
+          "one-point layer of the same shape")
     print(f"report written to {args.out}/ (report.md, report.json, cycles.png, energy.png, utilization.png)")
     return 0
 

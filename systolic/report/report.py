@@ -17,10 +17,11 @@ from .energy import COMPONENTS, estimate_energy
 from .energy_table import EnergyTable
 
 __all__ = ["LayerRecord", "build_report", "write_report", "records_from_run", "ideal_utilization",
-           "REPORT_SCHEMA", "REPORT_VERSION"]
+           "REPORT_SCHEMA", "REPORT_VERSION", "COST_KEYS"]
 
 REPORT_SCHEMA = "systolic-report"
-REPORT_VERSION = 2  # 2: cycles split = compute (array busy) / stall (array idle, memory) / other; no dma/control keys
+REPORT_VERSION = 3  # 2: cycles split = compute (array busy) / stall (array idle, memory) / other; no dma/control keys
+#                     3: per layer and in the totals: array_macs, weight_bytes and their one-point figures
 
 
 @dataclass
@@ -29,6 +30,9 @@ class LayerRecord:
 
     ``cycles`` is ``{"total", "compute", "stall", "other"}`` (host layers: None).
     ``gemm`` is ``(M, K, N)`` for accelerated GEMM layers.
+    ``cost`` (accelerated layers) is ``{"array_macs", "weight_bytes", "one_point_array_macs",
+    "one_point_weight_bytes"}``: the MACs the array issues and the weight bytes loaded, and the same for a
+    one-point layer of the same shape (:class:`~systolic.compiler.lower.AccelStep`).
     """
 
     name: str
@@ -38,6 +42,15 @@ class LayerRecord:
     useful_macs: int = 0
     counters: dict = field(default_factory=dict)
     cycles: dict | None = None
+    cost: dict | None = None
+
+
+#: The :attr:`LayerRecord.cost` keys.
+COST_KEYS = ("array_macs", "weight_bytes", "one_point_array_macs", "one_point_weight_bytes")
+
+
+def _ratio(a, b):
+    return a / b if b else None
 
 
 def ideal_utilization(gemm, rows: int, cols: int) -> float:
@@ -53,6 +66,7 @@ def build_report(records, config, *, counts_source: str, cycles_source: str,
     pes = config.rows * config.cols
     layers, totals = [], {c: 0.0 for c in COMPONENTS}
     total_cycles = total_macs = 0
+    cost_totals = dict.fromkeys(COST_KEYS, 0)
     for r in records:
         entry = {"name": r.name, "kind": r.kind, "placement": r.placement}
         if r.placement == "accelerator":
@@ -70,6 +84,15 @@ def build_report(records, config, *, counts_source: str, cycles_source: str,
                 "energy_pj": dict(e.components),
                 "leakage_pj": e.leakage_pj,
             })
+            if r.cost is not None:
+                entry.update({k: r.cost[k] for k in ("array_macs", "weight_bytes")})
+                entry["one_point"] = {"array_macs": r.cost["one_point_array_macs"],
+                                      "weight_bytes": r.cost["one_point_weight_bytes"]}
+                entry["vs_one_point"] = {
+                    "array_macs": _ratio(r.cost["array_macs"], r.cost["one_point_array_macs"]),
+                    "weight_bytes": _ratio(r.cost["weight_bytes"], r.cost["one_point_weight_bytes"])}
+                for k in COST_KEYS:
+                    cost_totals[k] += r.cost[k]
             for k, v in e.components.items():
                 totals[k] += v
             total_cycles += cyc.get("total", 0)
@@ -83,6 +106,9 @@ def build_report(records, config, *, counts_source: str, cycles_source: str,
         "totals": {
             "cycles": total_cycles, "useful_macs": total_macs,
             "utilization": total_macs / (pes * total_cycles) if total_cycles else None,
+            "array_macs": cost_totals["array_macs"], "weight_bytes": cost_totals["weight_bytes"],
+            "one_point": {"array_macs": cost_totals["one_point_array_macs"],
+                          "weight_bytes": cost_totals["one_point_weight_bytes"]},
             "energy_pj": totals, "dynamic_energy_pj": sum(totals.values()),
         },
         "energy_table": table.to_json(),
@@ -98,6 +124,25 @@ def _fmt(v, digits=1):
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _points_table(rep: dict) -> list:
+    """The weight-point cost section of report.md: per accelerated layer, the MACs the array issued and the
+    weight bytes it loaded against a one-point layer of the same shape (multipoint / DSConv cost more)."""
+    acc = [l for l in rep["layers"] if l["placement"] == "accelerator" and "one_point" in l]
+    if not acc:
+        return []
+    out = ["", "## Weight points", "",
+           "Array MACs (rows x cols per MATMUL row, all-zero weight tiles skipped) and weight bytes loaded, "
+           "against a one-point layer of the same shape (docs/isa.md, \"Zero weight tiles\").", "",
+           "| layer | array MACs | one point | ratio | weight bytes | one point | ratio |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for l in acc:
+        v, o = l["vs_one_point"], l["one_point"]
+        out.append(f"| {l['name']} | {_fmt(l['array_macs'])} | {_fmt(o['array_macs'])} | "
+                   f"{_fmt(v['array_macs'], 2)} | {_fmt(l['weight_bytes'])} | {_fmt(o['weight_bytes'])} | "
+                   f"{_fmt(v['weight_bytes'], 2)} |")
+    return out
 
 
 def _markdown(rep: dict) -> str:
@@ -125,6 +170,7 @@ def _markdown(rep: dict) -> str:
                 f"{_fmt(sum(l['energy_pj'].values()) / 1000, 2)} |")
         else:
             lines.append(f"| {l['name']} | {l['kind']} | {l['placement']} | - | - | - | - | - | - | - | - |")
+    lines += _points_table(rep)
     t = rep["totals"]
     lines += ["", "## Totals", "",
               f"- cycles: {_fmt(t['cycles'])}",
@@ -229,7 +275,8 @@ def records_from_run(cn, counters: dict, cycles: dict | None = None) -> list[Lay
             c = counters[step.layer]
             recs.append(LayerRecord(step.layer, layer.kind, placement, gemm=step.gemm, useful_macs=step.macs,
                                     counters=c.to_dict() if hasattr(c, "to_dict") else dict(c),
-                                    cycles=(cycles or {}).get(step.layer)))
+                                    cycles=(cycles or {}).get(step.layer),
+                                    cost={k: getattr(step, k) for k in COST_KEYS}))
         else:
             recs.append(LayerRecord(step.layer, layer.kind, placement))
     return recs

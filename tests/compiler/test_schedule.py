@@ -53,10 +53,22 @@ def check_no_war(prog, spec, weights_fit):
             assert not bad, f"instruction {n} {ins} overwrites lines read by in-flight {bad[0]}"
 
 
-def tile_structure(step, spec, points=1):
-    """Per tile: positions of its MATMULs, and the positions of the A LOADs whose data it reads first."""
+def tiles_that_run(layer, spec):
+    """MATMULs per M tile, counted from the weights: per N chunk its non-zero (point, K chunk) tiles, at least one
+    (docs/isa.md, "Zero weight tiles")."""
+    R, C = spec.rows, spec.cols
+    ws = [e.reshape(-1, layer.out_channels) for e, _ in layer.points]
+    K, N = ws[0].shape
+    return sum(max(1, sum(bool(np.any(w[i:i + R, j:j + C])) for w in ws for i in range(0, K, R)))
+               for j in range(0, N, C))
+
+
+def tile_structure(step, spec, points=1, per_tile=None):
+    """Per tile: positions of its MATMULs, and the positions of the A LOADs whose data it reads first.
+    *per_tile*: MATMULs per M tile (default: every tile of *points* points runs)."""
     M, K, N = step.gemm
-    per_tile = math.ceil(K / spec.rows) * math.ceil(N / spec.cols) * points
+    if per_tile is None:
+        per_tile = math.ceil(K / spec.rows) * math.ceil(N / spec.cols) * points
     prog = step.program
     mm = [n for n, i in enumerate(prog) if i.op == Opcode.MATMUL]
     assert len(mm) % per_tile == 0
@@ -263,7 +275,7 @@ def test_random_networks_schedule_and_results(spec, kind):
                 M, K, N = step.gemm
                 fit = P * math.ceil(N / spec.cols) * math.ceil(K / spec.rows) * spec.rows <= spec.w_lines
                 check_no_war(step.program, spec, fit)
-                tile_structure(step, spec, P)
+                tile_structure(step, spec, per_tile=tiles_that_run(net.layer(step.layer), spec))
         x = random_input(net, batch, seed)
         outs, _ = run_compiled(cn, x)
         gold = net.run(x)
