@@ -22,7 +22,7 @@ from __future__ import annotations
 #: Models of the zoo.
 MODELS = ("digits-mlp", "digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet8", "mnist-mobilenet")
 #: Quantization methods accepted by :func:`systolic.quantize.methods.quantize_model`.
-METHODS = ("max", "percentile", "mse", "klj", "tqt", "fat", "lsq", "sq", "multipoint")
+METHODS = ("max", "percentile", "mse", "klj", "tqt", "fat", "lsq", "sq", "multipoint", "dsconv", "inq")
 #: Accepted bit widths for weights and activations.
 MIN_BITS, MAX_BITS = 2, 8
 

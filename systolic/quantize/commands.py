@@ -78,6 +78,12 @@ def _quantize(args) -> int:
     check_method(args.method)
     check_bits(args.w_bits, "--w-bits")
     check_bits(args.a_bits, "--a-bits")
+    if args.first_last_bits is not None:
+        check_bits(args.first_last_bits, "--first-last-bits")
+    if args.bfp and args.method != "dsconv":
+        raise ValueError(f"--bfp (block-floating-point activations) belongs to the dsconv method, not {args.method}")
+    if not 1 <= args.block <= 4096:
+        raise ValueError(f"--block must be between 1 and 4096, not {args.block}")
     for name in ("epochs", "float_epochs"):
         v = getattr(args, name)
         if v is not None and v < 0:
@@ -102,7 +108,8 @@ def _quantize(args) -> int:
         model = import_model(args.model, ds.network_shapes)
     res = quantize_model(model, args.method, args.w_bits, args.a_bits, seed=args.seed,
                          rounding=args.rounding, epochs=args.epochs, float_epochs=args.float_epochs,
-                         progress=not args.json, data=ds)
+                         progress=not args.json, data=ds, first_last_bits=args.first_last_bits,
+                         block=args.block, bfp=args.bfp)
     res.network.save(args.out)
     s = res.summary()
     s["out"] = str(args.out)
@@ -117,6 +124,10 @@ def _quantize(args) -> int:
     if args.method in ("fat", "lsq"):
         print(f"    fake quant, trained scales (before power-of-two rounding) {100 * res.fakequant_acc:6.2f}%")
     print(f"    integer golden model (power-of-two scales)         {100 * res.golden_acc:6.2f}%")
+    cost = res.extra.get("point_cost")
+    if cost:
+        print(f"  weight points: {100 * cost['macs_ratio']:.1f} % of a one-point network's MACs, "
+              f"{100 * cost['weight_bytes_ratio']:.1f} % of its weight bytes")
     print(f"written to {args.out}")
     return 0
 
@@ -139,7 +150,18 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of float training and retraining (default 0)")
     p.add_argument("--rounding", default="half_even", choices=("half_even", "half_up"),
                    help="rounding mode of fake quant and golden model (default half_even)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="retraining epochs (method default)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="retraining epochs (method default; per stage for sq and inq; dsconv: distillation epochs, "
+                        "default 0 = post-training)")
+    p.add_argument("--first-last-bits", type=int, default=None, metavar="N",
+                   help="first layer's weights and last layer's weights, input and output at N bits (the TQT "
+                        "paper's convention, e.g. 8); default: every layer at --w-bits / --a-bits")
+    p.add_argument("--block", type=int, default=8, metavar="B",
+                   help="dsconv: K elements (im2col order) per kernel shift; the array's rows make one block one "
+                        "MATMUL (default 8)")
+    p.add_argument("--bfp", action="store_true",
+                   help="dsconv: block-floating-point activations (mantissa --a-bits, one exponent per --block "
+                        "channels); golden model only, the accelerator's compiler refuses them")
     p.add_argument("--float-epochs", type=int, default=40, metavar="N", help="float training epochs (default 40)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object, no progress bar")

@@ -13,24 +13,17 @@ a concat's output type comes from its output quantizer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
 from ..golden import QType, QuantizedNetwork
-from ..golden.layers import Add, AvgPool2D, Concat, Conv2D, Dense, Flatten, MaxPool2D
-from .quantizers import MultipointWeightQuantizer, qrange
+from ..golden.layers import Add, AvgPool2D, BlockFloat, Concat, Conv2D, Dense, Flatten, MaxPool2D
+from .quantizers import quantize_int
 
 __all__ = ["to_golden", "quantize_int"]
-
-
-def quantize_int(x, frac: int, bits: int, signed: bool, rounding: str) -> np.ndarray:
-    """``clip(round(x * 2**frac), lo, hi)`` as int64 (the golden ``quantize``, any width)."""
-    s = np.ldexp(np.asarray(x, dtype=np.float64), frac)
-    r = np.rint(s) if rounding == "half_even" else np.floor(s + 0.5)
-    lo, hi = qrange(bits, signed)
-    return np.clip(r, lo, hi).astype(np.int64)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -65,23 +58,16 @@ def to_golden(net, rounding: str | None = None, meta: dict | None = None) -> Qua
                     raise ValueError(f"layer {n.name!r}: quantizer {type(qz).__name__} is not power-of-two; call to_pow2()")
             f_in = types[ins[0]].frac_bits
             out_type = QType(aq.bits, aq.signed, aq.frac_bits())
-            extra = {}
-            if isinstance(wq, MultipointWeightQuantizer):
-                f_w = wq.fracs[-1]
-                pts = [_gemm_layout(_torch_layout(p, m.weight)) for p in wq.points]
-                weight = pts[-1]
-                if len(pts) > 1:
-                    extra = {"extra_weights": np.stack(pts[:-1]),
-                             "extra_shifts": np.array([f_w - f for f in wq.fracs[:-1]], dtype=np.int64)}
-            else:
-                f_w = wq.frac_bits()
-                weight = _gemm_layout(quantize_int(_np(m.weight), f_w, wq.bits, True, rounding))
-            w_type = QType(wq.bits, True, f_w)
+            weight, f_w, extra = _golden_points(wq, m.weight)
+            f_w0 = int(np.max(f_w))
+            w_type = QType(wq.bits, True, f_w0)
             bias = None
             if m.bias is not None:
                 bias = quantize_int(_np(m.bias), f_in + f_w, 32, True, rounding)
             common = dict(name=n.name, inputs=tuple(ins), weight=weight, w_type=w_type, out_type=out_type,
                           bias=bias, relu=n.relu, out_max=_out_max(n, out_type), **extra)
+            if np.ndim(f_w):
+                common["w_frac"] = np.asarray(f_w, dtype=np.int64)
             if n.op == "conv":
                 ph, pw = m.padding
                 pad = tuple(n.padding) if any(n.padding) else (ph, ph, pw, pw)
@@ -91,17 +77,20 @@ def to_golden(net, rounding: str | None = None, meta: dict | None = None) -> Qua
             else:
                 layers.append(Dense(**common))
             types[n.name] = out_type
+            _block_float(net, n, layers, types)
         elif n.op == "add":
             aq = net.aq[n.name]
             out_type = QType(aq.bits, aq.signed, aq.frac_bits())
             layers.append(Add(name=n.name, inputs=tuple(ins), out_type=out_type, relu=n.relu,
                               out_max=_out_max(n, out_type)))
             types[n.name] = out_type
+            _block_float(net, n, layers, types)
         elif n.op == "concat":
             aq = net.aq[n.name]
             out_type = QType(aq.bits, aq.signed, aq.frac_bits())
             layers.append(Concat(name=n.name, inputs=tuple(ins), out_type=out_type))
             types[n.name] = out_type
+            _block_float(net, n, layers, types)
         elif n.op in ("maxpool", "avgpool"):
             cls = MaxPool2D if n.op == "maxpool" else AvgPool2D
             layers.append(cls(name=n.name, inputs=tuple(ins), pool=n.pool, stride=n.stride, padding=tuple(n.padding)))
@@ -110,6 +99,18 @@ def to_golden(net, rounding: str | None = None, meta: dict | None = None) -> Qua
             layers.append(Flatten(name=n.name, inputs=tuple(ins)))
             types[n.name] = types[ins[0]]
     return QuantizedNetwork(types["input"], net.input_shape, layers, rounding, dict(meta or {}))
+
+
+def _block_float(net, node, layers: list, types: dict) -> None:
+    """A node with block-floating-point activations: its layer is renamed ``<name>_fx`` and a golden ``bfp``
+    layer named *node*'s name follows it (so its consumers read the BFP values)."""
+    if node.name not in getattr(net, "bfp", {}):
+        return
+    block, mant = net.bfp[node.name]
+    fx = f"{node.name}_fx"
+    layers[-1] = dataclasses.replace(layers[-1], name=fx)
+    types[fx] = types[node.name]
+    layers.append(BlockFloat(name=node.name, inputs=(fx,), block=block, mantissa_bits=mant))
 
 
 def _out_max(node, out_type) -> int | None:
@@ -121,8 +122,18 @@ def _out_max(node, out_type) -> int | None:
     return max(0, math.floor(math.ldexp(node.clamp, out_type.frac_bits)))
 
 
-def _torch_layout(points_gemm: np.ndarray, weight: torch.Tensor) -> np.ndarray:
-    """Multipoint points are stored in torch layout already; pass through (shape-checked)."""
-    if tuple(points_gemm.shape) != tuple(weight.shape):
-        raise ValueError(f"multipoint points have shape {points_gemm.shape}, weight {tuple(weight.shape)}")
-    return points_gemm
+def _golden_points(wq, weight: torch.Tensor):
+    """``(weight, frac, extra)`` of the golden layer from the weight quantizer's :meth:`export`: the shift-0
+    point in golden layout, its fractional bits (int or per channel) and the extra points with their left
+    shifts (``extra_weights`` / ``extra_shifts``) when there are more."""
+    points, frac = wq.export(weight)
+    if not points or points[0][1] != 0 or any(s <= 0 for _, s in points[1:]):
+        raise ValueError(f"{type(wq).__name__}.export must give the shift-0 point first, then positive shifts")
+    weight = _gemm_layout(points[0][0])
+    extra = {}
+    if len(points) > 1:
+        extra = {"extra_weights": np.stack([_gemm_layout(p) for p, _ in points[1:]]),
+                 "extra_shifts": np.array([s for _, s in points[1:]], dtype=np.int64)}
+    if np.ndim(frac) and np.all(frac == frac[0]):
+        frac = int(frac[0])           # one scale for every channel: per tensor
+    return weight, frac, extra

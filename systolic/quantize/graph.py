@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .dsconv import bfp_quantize
 from .quantizers import Quantizer, round_ste
 
 __all__ = ["Node", "GraphNet", "from_sequential", "fold_batchnorm", "SUPPORTED_TORCH_LAYERS", "OPS", "ACT_OPS"]
@@ -74,6 +75,9 @@ class GraphNet(nn.Module):
         self.wq = nn.ModuleDict()
         self.aq = nn.ModuleDict()
         self.quantized = False
+        #: Block-floating-point activations after the quantizer: node name -> ``(block, mantissa_bits)``
+        #: (DSConv; the golden ``bfp`` layer).
+        self.bfp: dict[str, tuple[int, int]] = {}
 
     # ----------------------------------------------------------------- helpers
     def compute_nodes(self):
@@ -162,6 +166,9 @@ class GraphNet(nn.Module):
                     if n.clamp is not None:      # the largest grid value not above the clamp
                         s_out = scales[n.name].detach()
                         y = torch.minimum(y, torch.floor(n.clamp / s_out) * s_out)
+                    if n.name in self.bfp:
+                        block, mant = self.bfp[n.name]
+                        y = bfp_quantize(y, float(scales[n.name]), aq.bits, aq.signed, block, mant, aq.rounding)
                 else:
                     if n.relu and n.op != "concat":
                         y = F.relu(y)

@@ -36,7 +36,7 @@ from .calibrate import TINY, calibrate, pow2_frac_bits
 __all__ = [
     "rnd", "round_ste", "TQTFunction", "tqt_quantize", "tqt_quantize_ste", "Quantizer", "FixedQuantizer",
     "TQTQuantizer", "FATQuantizer", "LSQQuantizer", "SQWeightQuantizer", "MultipointWeightQuantizer",
-    "multipoint_points",
+    "multipoint_points", "quantize_int", "channel_fracs", "qrange",
 ]
 
 LN2 = math.log(2.0)
@@ -117,6 +117,12 @@ class Quantizer(nn.Module):
     def frac_bits(self) -> int:
         """Fractional bits of the power-of-two scale (what the golden QType gets)."""
         raise NotImplementedError
+
+    def export(self, w: torch.Tensor):
+        """The integer weight points of *w* for the golden layer: ``([(int array, left shift), ...], frac)``
+        in torch layout, the shift-0 point first; ``frac`` is one int or one per output channel."""
+        f = self.frac_bits()
+        return [(quantize_int(w.detach().double().cpu().numpy(), f, self.bits, True, self.rounding), 0)], f
 
     def _fq(self, x, s):
         """Straight-through fake quant at (detached or not) scale *s*."""
@@ -308,79 +314,116 @@ class SQWeightQuantizer(Quantizer):
         return torch.where(mask, q, w)
 
 
+def _round_np(s: np.ndarray, rounding: str) -> np.ndarray:
+    return np.rint(s) if rounding == "half_even" else np.floor(s + 0.5)
+
+
+def quantize_int(x, frac, bits: int, signed: bool, rounding: str) -> np.ndarray:
+    """``clip(round(x * 2**frac), lo, hi)`` as int64 (the golden ``quantize``, any width); *frac* may be an
+    array broadcast against *x* (per-channel or per-element scales)."""
+    s = np.ldexp(np.asarray(x, dtype=np.float64), np.asarray(frac, dtype=np.int64))
+    lo, hi = qrange(bits, signed)
+    return np.clip(_round_np(s, rounding), lo, hi).astype(np.int64)
+
+
+def channel_fracs(w: np.ndarray, bits: int, method: str = "mse", rounding: str = "half_even") -> np.ndarray:
+    """Per-output-channel power-of-two fractional bits of a ``(K, N)`` weight (columns = channels)."""
+    return np.array([pow2_frac_bits(calibrate(w[:, c], method, bits, True, rounding=rounding), bits, True)
+                     for c in range(w.shape[1])], dtype=np.int64)
+
+
 def multipoint_points(w: np.ndarray, x_cols: np.ndarray | None, bits: int, max_points: int = 2,
-                      rounding: str = "half_even", tol: float = 0.01, max_shift: int = 16):
-    """Greedy multipoint approximation with power-of-two point ratios, per tensor.
+                      rounding: str = "half_even", budget: float = 0.5, tol: float = 0.01, max_shift: int = 16):
+    """Multipoint approximation (Liu et al.) with per-channel power-of-two scales and an adaptive number of
+    points per output channel.
 
     Parameters
     ----------
     w : (K, N) float weights (GEMM layout, N output channels).
-    x_cols : (M, K) float calibration inputs of the GEMM, or None.
+    x_cols : (M, K) float calibration inputs of the GEMM, or None (then the weight error stands for the
+        output error).
     bits : width of every point.
+    budget : at most ``budget * N`` extra (channel, point) pairs in the layer: the extra MACs and weight
+        bytes are at most this fraction of a one-point layer's.
+    tol : a channel whose relative output error ``||X (w_c - approx_c)|| / ||X w_c||`` is at most *tol*
+        gets no further point.
 
-    Greedy as in Liu et al.: point i minimises ``||r_{i-1} - a Q(r_{i-1}/a)||^2`` over ``a``; here ``a`` is
-    restricted to powers of two, so the 1-D search is the power-of-two MSE calibration. Point 1 is
-    ``Q(w)`` at that scale (coarse, ``2**-f1``); each further point quantizes the residual at a finer
-    power-of-two scale found the same way, and is kept only
-    in output channels whose relative output error ``||(w - w_approx)^T X|| / ||w^T X||`` is still
-    above *tol* (elsewhere that point is zero). Returns ``(points, fracs)``: integer arrays and
-    their fractional bits, coarse first; ``fracs`` increase.
+    Point 1 of channel ``c`` is ``Q(w_c)`` at the channel's power-of-two MSE scale ``2**-F_c``. Point ``p``
+    quantizes the residual at ``2**-(F_c + d_p)``: the scale is per channel, the ratio ``2**d_p`` between
+    points is one power of two per layer (the accelerator adds a point with one MATMUL shift), ``d_p``
+    chosen by the least output error of the residual. Channels then receive point ``p`` greedily, largest
+    reduction of the squared output error first, while the budget lasts and their error is above *tol*;
+    elsewhere the point is zero. Returns ``(points, base, shifts)``: integer ``(K, N)`` arrays (coarse
+    first), the per-channel ``F`` ``(N,)`` and the per-point ``d_p`` (``shifts[0] == 0``, increasing).
     """
     w = np.asarray(w, dtype=np.float64)
-    f1 = pow2_frac_bits(calibrate(w, "mse", bits, True, rounding=rounding), bits, True)
-    lo, hi = qrange(bits, True)
-
-    def q(v, f):
-        s = np.ldexp(v, f)
-        r = np.rint(s) if rounding == "half_even" else np.floor(s + 0.5)
-        return np.clip(r, lo, hi).astype(np.int64)
-
-    points, fracs = [q(w, f1)], [f1]
-    approx = np.ldexp(points[0].astype(np.float64), -f1)
-    for _ in range(1, max_points):
+    n = w.shape[1]
+    x = np.eye(w.shape[0]) if x_cols is None else np.asarray(x_cols, dtype=np.float64)
+    base = channel_fracs(w, bits, "mse", rounding)
+    points = [quantize_int(w, base[None, :], bits, True, rounding)]
+    shifts = [0]
+    approx = np.ldexp(points[0].astype(np.float64), -base[None, :])
+    ref = np.maximum(np.linalg.norm(x @ w, axis=0), 1e-12)
+    npts = np.ones(n, dtype=np.int64)
+    left = int(np.floor(budget * n))
+    for p in range(1, max_points):
         res = w - approx
-        if not np.any(res):
+        err = np.linalg.norm(x @ res, axis=0)
+        eligible = (npts == p) & (err / ref > tol)
+        if left <= 0 or not eligible.any() or shifts[-1] >= max_shift:
             break
-        if x_cols is not None:
-            ref = np.linalg.norm(x_cols @ w, axis=0)
-            err = np.linalg.norm(x_cols @ res, axis=0) / np.maximum(ref, 1e-12)
-        else:
-            err = np.abs(res).sum(axis=0) / np.maximum(np.abs(w).sum(axis=0), 1e-12)
-        need = err > tol
-        if not need.any():
+        best = None
+        for d in range(shifts[-1] + 1, max_shift + 1):
+            q = quantize_int(res, (base + d)[None, :], bits, True, rounding)
+            after = np.linalg.norm(x @ (res - np.ldexp(q.astype(np.float64), -(base + d)[None, :])), axis=0)
+            total = float(np.sum(after[eligible] ** 2))
+            if best is None or total < best[0]:
+                best = (total, d, q, after)
+        _, d, q, after = best
+        gain = np.where(eligible, err ** 2 - after ** 2, -np.inf)
+        order = [c for c in np.argsort(-gain, kind="stable") if gain[c] > 0][:left]
+        if not order:
             break
-        tr = calibrate(res[:, need], "mse", bits, True, rounding=rounding)
-        f = pow2_frac_bits(tr, bits, True)
-        f = max(f, fracs[-1] + 1)
-        if f - fracs[0] > max_shift:
-            break
-        p = q(res, f) * need[None, :]
-        points.append(p)
-        fracs.append(f)
-        approx = approx + np.ldexp(p.astype(np.float64), -f)
-    return points, fracs
+        chosen = np.zeros(n, dtype=bool)
+        chosen[order] = True
+        left -= len(order)
+        npts[chosen] += 1
+        pt = np.where(chosen[None, :], q, 0)
+        points.append(pt)
+        shifts.append(d)
+        approx = approx + np.ldexp(pt.astype(np.float64), -(base + d)[None, :])
+    return points, base, shifts
 
 
 class MultipointWeightQuantizer(Quantizer):
-    """Frozen multipoint weights: forward returns ``sum_i P_i * 2**-f_i`` (exact in float).
+    """Frozen multipoint weights: forward returns ``sum_p P_p * 2**-(F_c + d_p)`` (exact in float).
 
-    ``points`` and ``fracs`` come from :func:`multipoint_points` (coarse first). The golden layer
-    gets the finest point as ``weight`` (``w_type`` frac = finest f) and the others as
-    ``extra_weights`` with ``extra_shifts = f_finest - f_i``.
+    ``points`` (torch layout, coarse first), ``base`` (``F``, one per output channel) and ``shifts``
+    (``d_p``) come from :func:`multipoint_points`. :meth:`export`: the finest point is the golden
+    ``weight`` at per-channel ``w_frac = F + d_last``, the others its extra points with left shifts
+    ``d_last - d_p``.
     """
 
-    def __init__(self, bits, points, fracs, torch_shape, to_torch, rounding="half_even"):
+    def __init__(self, bits, points, base, shifts, to_torch, rounding="half_even"):
         super().__init__(bits, True, rounding)
         self.points = [np.asarray(p, dtype=np.int64) for p in points]
-        self.fracs = [int(f) for f in fracs]
-        approx = sum(np.ldexp(p.astype(np.float64), -f) for p, f in zip(self.points, self.fracs))
-        self.register_buffer("approx", to_torch(approx).reshape(torch_shape).to(torch.float32))
+        self.base = np.asarray(base, dtype=np.int64)
+        self.shifts = [int(d) for d in shifts]
+        bshape = (-1,) + (1,) * (self.points[0].ndim - 1)
+        approx = sum(np.ldexp(p.astype(np.float64), -(self.base + d).reshape(bshape))
+                     for p, d in zip(self.points, self.shifts))
+        self.register_buffer("approx", to_torch(approx).to(torch.float32))
 
     def frac_bits(self):
-        return self.fracs[-1]
+        return self.base + self.shifts[-1]
 
     def scale(self):
-        return torch.tensor(2.0 ** -self.fracs[-1])
+        return torch.from_numpy(np.ldexp(1.0, -(self.base + self.shifts[-1]))).to(torch.float32)
 
     def forward(self, w):
         return self.approx.to(w.dtype)
+
+    def export(self, w):
+        last = self.shifts[-1]
+        return [(self.points[-1], 0)] + [(p, last - d) for p, d in zip(self.points[:-1], self.shifts[:-1])], \
+            self.base + last

@@ -88,13 +88,15 @@ def fat_loss(yq, yf):
 
 def train_quant(net, data="digits", seed: int = 0, epochs: int = 3, w_lr: float = 1e-4, q_lr: float = 1e-2,
                 batch: int = 24, loss: str = "ce", teacher=None, train_weights: bool = True,
-                after_step=None, before_epoch=None, progress=False, desc="retraining"):
+                after_step=None, before_epoch=None, progress=False, desc="retraining", select_from: int = 0):
     """Fake-quant training with two Adam optimizers (weights, quantizer parameters).
 
     ``loss="ce"``: cross entropy with the labels; ``loss="fat"``: :func:`fat_loss` against the
     float logits of *teacher* (labels unused). The state of the best validation epoch (fake-quant
     accuracy, the epoch-0 state included) is kept. ``after_step(net)`` runs after every step
     (FAT's alpha clipping); ``before_epoch(net, epoch)`` before every epoch (SQ's ratio schedule).
+    Only the states at the end of epochs ``select_from`` and later (0-based) are candidates when it is
+    > 0 (SQ: the last, fully quantized stage; the epoch-0 state is then no candidate either).
     """
     ds = _data(net, data)
     torch.manual_seed(seed)
@@ -109,7 +111,7 @@ def train_quant(net, data="digits", seed: int = 0, epochs: int = 3, w_lr: float 
     if teacher is not None:
         teacher.eval()
     best, best_state = accuracy(net, "val", quant=True, data=ds), copy.deepcopy(net.state_dict())
-    if before_epoch is not None:  # the epoch-0 state is only a candidate where no schedule applies
+    if before_epoch is not None or select_from > 0:  # the epoch-0 state: a candidate only without a schedule
         best = -1.0
     for ep in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
         if before_epoch is not None:
@@ -130,6 +132,8 @@ def train_quant(net, data="digits", seed: int = 0, epochs: int = 3, w_lr: float 
                 o.step()
             if after_step is not None:
                 after_step(net)
+        if ep < select_from:
+            continue
         acc = accuracy(net, "val", quant=True, data=ds)
         if acc >= best:
             best, best_state = acc, copy.deepcopy(net.state_dict())

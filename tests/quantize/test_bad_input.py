@@ -18,7 +18,7 @@ from systolic.quantize.methods import quantize_model  # noqa: E402
 from systolic.quantize.zoo import build, load_shipped, shipped_model_path  # noqa: E402
 
 MODELS_TEXT = "digits-mlp, digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet8, mnist-mobilenet"
-METHODS_TEXT = "max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint"
+METHODS_TEXT = "max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint, dsconv, inq"
 LAYERS_TEXT = ("nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, "
                "nn.Flatten")
 

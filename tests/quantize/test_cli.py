@@ -87,7 +87,7 @@ MODELS_TEXT = "digits-mlp, digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet
 @pytest.mark.parametrize("argv,msg", [
     (["quantize", "digits-vgg", "tqt", "--out", "x.npz"], f"unknown model 'digits-vgg'; supported models: {MODELS_TEXT}"),
     (["quantize", "digits-cnn", "gptq", "--out", "x.npz"],
-     "unknown quantization method 'gptq'; supported methods: max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint"),
+     "unknown quantization method 'gptq'; supported methods: max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint, dsconv, inq"),
     (["quantize", "digits-cnn", "tqt", "--w-bits", "9", "--out", "x.npz"], "--w-bits must be an integer between 2 and 8, not 9"),
     (["quantize", "digits-cnn", "tqt", "--a-bits", "1", "--out", "x.npz"], "--a-bits must be an integer between 2 and 8, not 1"),
     (["quantize", "digits-cnn", "tqt", "--epochs", "-1", "--out", "x.npz"], "--epochs must be non-negative, not -1"),

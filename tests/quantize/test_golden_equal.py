@@ -89,7 +89,8 @@ def test_tqt_fakequant_equals_golden(model, rounding, float_nets):
 
 @pytest.mark.parametrize("method,wb,ab", [("tqt", 4, 4), ("max", 4, 8), ("mse", 8, 4), ("klj", 8, 8),
                                           ("percentile", 8, 8), ("multipoint", 2, 8), ("sq", 2, 8),
-                                          ("fat", 4, 8), ("lsq", 4, 8)])
+                                          ("fat", 4, 8), ("lsq", 4, 8), ("dsconv", 4, 8), ("inq", 4, 8),
+                                          ("multipoint", 4, 4)])
 def test_methods_fakequant_equals_golden(method, wb, ab, float_nets):
     res = quantize_model("digits-cnn", method, wb, ab, seed=0, float_net=float_nets("digits-cnn"), epochs=1)
     correct = assert_identical(res)

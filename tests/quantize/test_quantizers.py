@@ -10,7 +10,7 @@ from tests.requirements import require
 torch = require("torch", "quantize")
 
 from systolic.quantize.quantizers import (FATQuantizer, FixedQuantizer, LSQQuantizer,  # noqa: E402
-                                          SQWeightQuantizer, multipoint_points, rnd)
+                                          SQWeightQuantizer, rnd)
 
 
 def test_rounding_modes_match_golden_on_ties():
@@ -112,16 +112,3 @@ def test_sq_quantizes_the_ratio_of_filters(rounding):
     expect_big = torch.from_numpy(fake_quant_ref(big.double().numpy(), frac, 2, rounding).astype(np.float32))
     assert torch.equal(q(big), expect_big)
     assert q.frac_bits() == frac and float(q.scale()) == 2.0 ** -frac
-
-
-def test_multipoint_points_power_of_two_ratios():
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(27, 6))
-    x = rng.normal(size=(200, 27))
-    pts, fracs = multipoint_points(w, x, 2, max_points=2, tol=0.0)
-    assert len(pts) == 2 and fracs[1] > fracs[0]
-    for p in pts:
-        assert p.min() >= -2 and p.max() <= 1
-    one = np.ldexp(pts[0].astype(float), -fracs[0])
-    two = one + np.ldexp(pts[1].astype(float), -fracs[1])
-    assert np.linalg.norm(x @ (w - two)) < 0.7 * np.linalg.norm(x @ (w - one))

@@ -27,7 +27,7 @@ def _spec(**kw):
     ({"models": ["random:mlp"], "metrics": ["power"]}, ValueError,
      "metrics: unknown value 'power' (known: cycles, energy, accuracy, rtl, synth)"),
     ({"models": ["random:mlp"], "methods": ["tqa"]}, ValueError,
-     "methods: unknown value 'tqa' (known: golden, max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint)"),
+     "methods: unknown value 'tqa' (known: golden, max, percentile, mse, klj, tqt, fat, lsq, sq, multipoint, dsconv, inq)"),
     ({"models": ["random:mlp"], "methods": ["tqt"]}, ValueError,
      "methods tqt quantize a zoo model (train it in float, then quantize): 'random:mlp' is not one of digits-mlp, "
      "digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet8, mnist-mobilenet; list quantized .npz files under "
