@@ -113,8 +113,8 @@ def p_cell(res) -> str:
     if res is None:
         return "–"
     n10, n01, p = res
-    sign = "+" if n10 > n01 else "-" if n01 > n10 else "="
-    return f"{sign}{'<0.001' if p < 1e-3 else f'{p:.3f}'}"
+    mark = "▲" if n10 > n01 else "▼" if n01 > n10 else "="
+    return f"{'<0.001' if p < 1e-3 else f'{p:.3f}'} {mark}"
 
 
 def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, seconds: float) -> None:
@@ -164,19 +164,25 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
            "SQ and INQ 2 per stage)")
         + "; SQ / INQ stages 50 / 75 / 87.5 / 100 %; multipoint: per-channel scales, a second point for at "
         "most half the output channels (by output error); DSConv: post-training (no distillation), blocks "
-        "of 8 x 8 GEMM weights.", "",
+        "of 8 x 8 GEMM weights. INQ's weights (0, ±2^e) run unchanged on the shift PE (`pe: \"shift\"`), "
+        "bit-exactly, so its accuracy there is the INQ row.", "",
     ]
+    missing = [m for m in st["models"] if m not in models]
+    if missing:
+        lines += [f"Not in this table: {', '.join(missing)} (`python scripts/accuracy_table.py --data {data} "
+                  f"--models {' '.join(missing)}` adds them; each (model, seed) is cached under build/accuracy/).", ""]
     for model in models:
         fp = sel(model, "tqt", "w8a8", "float_acc")
-        lines += [f"## {model}", "", f"FP32: **{fmt(fp)}**", "",
+        ms = sorted({r["seed"] for r in results if r["model"] == model})
+        lines += [f"## {model}", "", f"FP32: **{fmt(fp)}** (seeds {', '.join(map(str, ms))})", "",
                   "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for method in METHOD_ORDER:
             lines.append(f"| {method} | " + " | ".join(fmt(sel(model, method, c)) for c in cols) + " |")
             if method in ("fat", "lsq"):
                 cells = [fmt(sel(model, method, c, "fakequant_acc")) for c in cols]
                 lines.append(f"| *{method} before pow2* | " + " | ".join(f"*{c}*" for c in cells) + " |")
-        lines += ["", f"Exact McNemar p-values, {model} (pooled over the seeds; `+`: the row method is right on "
-                  "more of the discordant images, `-`: fewer): against TQT / against max calibration.", "",
+        lines += ["", f"Exact McNemar p-values, {model} (pooled over the seeds; ▲: the row method is right on "
+                  "more of the discordant test images, ▼: on fewer): against TQT / against max calibration.", "",
                   "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for method in METHOD_ORDER:
             cells = [f"{p_cell(pooled(results, model, method, 'tqt', c)) if method != 'tqt' else '·'} / "
