@@ -396,9 +396,10 @@ def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: i
     net = fold_batchnorm(copy.deepcopy(float_net))
     quantize_graph(net, model, method, w_bits, a_bits, seed, rounding, epochs, teacher=teacher, progress=progress,
                    data=ds, first_last_bits=first_last_bits, block=block, bfp=bfp)
-    fq_acc = accuracy(net, "test", quant=True, data=ds)
     extra = {}
-    if method in ("fat", "lsq"):
+    fq_acc = None
+    if method in ("fat", "lsq"):      # the only methods whose fake quant differs from the golden model
+        fq_acc = accuracy(net, "test", quant=True, data=ds)
         extra["fakequant_val_acc"] = accuracy(net, "val", quant=True, data=ds)
         for q in list(net.wq.values()) + list(net.aq.values()):
             q.to_pow2()
@@ -413,4 +414,4 @@ def quantize_model(model, method: str, w_bits: int = 8, a_bits: int = 8, seed: i
     if method in ("multipoint", "dsconv"):
         extra["point_cost"] = point_cost(gnet)
     return QuantResult(model, method, w_bits, a_bits, seed, rounding, float_acc,
-                       fq_acc if method in ("fat", "lsq") else gacc, gacc, gnet, net, extra, pred)
+                       gacc if fq_acc is None else fq_acc, gacc, gnet, net, extra, pred)
