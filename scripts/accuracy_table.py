@@ -196,7 +196,7 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
                   + " (every other method 1.00x).", ""]
     (out / f"{stem}.md").write_text("\n".join(lines))
 
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models) + 1.3, 4.4), squeeze=False)
     for ax, model in zip(axes[0], models):
         width = 0.84 / len(METHOD_ORDER)
         for j, method in enumerate(METHOD_ORDER):
@@ -207,14 +207,14 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
                     xs.append(i + (j - len(METHOD_ORDER) / 2 + 0.5) * width)
                     ms.append(100 * np.mean(v))
                     ss.append(100 * np.std(v))
-            ax.bar(xs, ms, width, yerr=ss, label=method, capsize=1.2)
+            ax.bar(xs, ms, width, yerr=ss, label=method, capsize=1.2, color=plt.cm.tab20(j / 20))
         ax.axhline(100 * np.mean(sel(model, "tqt", "w8a8", "float_acc")), color="k", ls="--", lw=1, label="FP32")
         ax.set_xticks(range(len(cols)), cols, fontsize=8)
         lows = [100 * r["golden_acc"] for r in results if r["model"] == model]
         ax.set_ylim(min(50, 5 * np.floor(min(lows) / 5)), 100)
         ax.set_title(model)
         ax.set_ylabel("test accuracy on golden model (%)")
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / f"{stem}.png", dpi=110)
     plt.close(fig)
