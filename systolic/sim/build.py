@@ -57,6 +57,8 @@ _FORMAT = 2
 _FOLDER = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{16})$")
 #: Prefix of the temporary folders builds are made in.
 _TMP = ".tmp-"
+#: A temporary build folder: ``.tmp-<name>-<key>-<mkdtemp suffix>`` (the suffix has no ``-``).
+_TMP_FOLDER = re.compile(r"^\.tmp-(?P<name>.+)-(?P<key>[0-9a-f]{16})-[A-Za-z0-9_]+$")
 _KEEP_ENV = "SYSTOLIC_SIM_CACHE_KEEP"
 
 
@@ -272,8 +274,10 @@ def cached_build(root: Path, name: str, key: str, build, keep=None) -> tuple[Pat
             if data is not None:
                 return build_dir, {**data["info"], "seconds": data["seconds"]}, True
             _note(f"rebuilding {build_dir.name} ({why})")
-        for stale in root.glob(f"{_TMP}{name}-*"):     # left by a build that died (the lock is ours)
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.glob(f"{_TMP}{name}-*"):     # left by a build of *name* that died (the lock is ours)
+            m = _TMP_FOLDER.match(stale.name)
+            if m and m["name"] == name:                 # not a build of a longer name ("<name>-vcd") under way
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{name}-{key}-", dir=root))
         try:
             os.chmod(tmp, 0o777 & ~_umask())    # mkdtemp makes it private

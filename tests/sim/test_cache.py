@@ -77,6 +77,18 @@ def test_a_build_keeps_only_what_a_run_needs_and_records_it(root, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_stale_temporary_folders_of_the_name_only_are_removed(root):
+    """A build of ``sys-direct`` removes what a dead build of ``sys-direct`` left, never the temporary folder
+    of a ``sys-direct-vcd`` build running under its own lock (a race seen with two test workers)."""
+    root.mkdir(parents=True)
+    dead = root / f".tmp-sys-direct-{KEY2}-ab_c1"
+    other = root / f".tmp-sys-direct-vcd-{KEY1}-xyz9"
+    for d in (dead, other):
+        d.mkdir()
+    cached_build(root, "sys-direct", KEY1, FakeBuild(), keep=KEEP)
+    assert not dead.exists() and other.is_dir()
+
+
 def test_a_failed_build_leaves_nothing_behind(root):
     with pytest.raises(RuntimeError, match="the compiler failed"):
         cached_build(root, "top-direct", KEY1, FakeBuild(fail=True), keep=KEEP)
