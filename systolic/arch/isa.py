@@ -94,6 +94,18 @@ class Instr:
                 raise IsaError(f"{op.name}.{name} must be between 0 and {(1 << width) - 1}, not {val!r}")
         object.__setattr__(self, "args", {k: int(self.args.get(k, 0)) for k in layout})
 
+    @classmethod
+    def trusted(cls, op: Opcode, args: dict) -> "Instr":
+        """An instruction from values the caller has already proved to fit: *op* an :class:`Opcode`, *args* a
+        fresh dict of every field of its layout, in layout order, as Python ints in range. The same object
+        as ``Instr(op, args)``, built without checking each field (the compiler's fast path for programs of
+        millions of instructions; it checks its ranges once per layer)."""
+        ins = object.__new__(cls)
+        d = ins.__dict__
+        d["op"] = op
+        d["args"] = args
+        return ins
+
     def __getattr__(self, name):
         args = self.__dict__.get("args", {})
         if name in args:

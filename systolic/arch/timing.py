@@ -19,13 +19,13 @@ Plain Python and NumPy, no amaranth.
 from __future__ import annotations
 
 import bisect
+import gc
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
 from .latency import DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT
-from .sysmap import CONTROLLER_UNITS
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -120,12 +120,35 @@ class _Busy:
         inside = (k >= 0) & (cycles <= hi[np.maximum(k, 0)])
         return int(len(cycles) - inside.sum())
 
+    def last_before(self, c: int) -> int:
+        """Index of the last interval starting at or before cycle *c* (-1: none). The timeline asks about
+        recent cycles, so the search starts from the end."""
+        los = self.lo
+        k = len(los) - 1
+        if k >= 0 and los[k] > c:
+            k = bisect.bisect_right(los, c) - 1
+        return k
+
     def cover(self, lo: int, hi: int) -> str:
         """``"all"``, ``"none"`` or ``"some"``: how much of cycles ``[lo, hi]`` the intervals cover."""
-        k = bisect.bisect_right(self.lo, hi) - 1      # the last interval starting at or before hi
+        k = self.last_before(hi)                      # the last interval starting at or before hi
         if k < 0 or self.hi[k] < lo:
             return "none"                             # (earlier intervals end before this one starts)
         return "all" if self.lo[k] <= lo and self.hi[k] >= hi else "some"
+
+    def count_idle_span(self, cycles) -> int:
+        """:meth:`count_idle` of a short list of sorted *cycles* (plain Python: the intervals are sorted and
+        disjoint, so the ones that can hold them are the few from :meth:`last_before` of the last one back)."""
+        if not cycles:
+            return 0
+        k = self.last_before(cycles[-1])
+        first = cycles[0]
+        inside = 0
+        while k >= 0 and self.hi[k] >= first:
+            lo, hi = self.lo[k], self.hi[k]
+            inside += sum(1 for c in cycles if lo <= c <= hi)
+            k -= 1
+        return len(cycles) - inside
 
     def total(self, end: int) -> int:
         return sum(min(h, end) - lo + 1 for lo, h in zip(self.lo, self.hi) if lo <= end)
@@ -147,6 +170,17 @@ def _gather(start, n, d, lat, busy: _Busy):
             return end, stall, 0
         if cover == "none":
             return end, stall, stall
+    if n <= MAX_READS:
+        # A short gather (a fetch, a line of a load): the same sets in plain Python.
+        period = max(MAX_READS * q, lat + q)
+        acc = [start + DMA_ISSUE + d + (j % MAX_READS) * q + (j // MAX_READS) * period for j in range(n)]
+        end = acc[-1] + lat
+        work = set(acc)
+        work.update(a + lat for a in acc)
+        stall = end - start - len(work)
+        if not stall:
+            return end, stall, 0
+        return end, stall, busy.count_idle_span([c for c in range(start + 1, end + 1) if c not in work])
     acc = gather_accepts(start, n, d, lat)
     end = int(acc[-1]) + lat
     work = np.union1d(acc, acc + lat)
@@ -188,22 +222,26 @@ class WSTiming(ArrayUnitTiming):
         super().__init__(lat)
         self.last_st = None     # cycle the previous computing MATMUL started feeding
         self.fd_free = 0        # first cycle the feeder can start the next one
+        # The latencies issue() adds, read once (it runs once per MATMUL).
+        self._tile_read, self._push = lat.weight_tile_read, lat.weight_push
+        self._guard, self._writeback = lat.ws_matmul_period - lat.weight_push, lat.ws_writeback
 
     def issue(self, t, m):
-        lat = self.lat
         if m == 0:
-            last = t + lat.weight_tile_read         # reads the tile, computes nothing
+            last = t + self._tile_read              # reads the tile, computes nothing
             self.free = last + 1
             return last, last
-        p0 = t + lat.weight_tile_read + 1           # first push cycle
+        p0 = t + self._tile_read + 1                # first push cycle
         if self.last_st is not None:                # shadow guard after the previous swap
-            p0 = max(p0, self.last_st + lat.ws_matmul_period - lat.weight_push)
-        st = max(p0 + lat.weight_push, self.fd_free)  # feeder takes it (first A read)
+            p0 = max(p0, self.last_st + self._guard)   # (ws_matmul_period - weight_push)
+        st = p0 + self._push                        # feeder takes it (first A read)
+        if self.fd_free > st:
+            st = self.fd_free
         self.free = st + 1
         self.fd_free = st + m
         self.last_st = st
         # The feeder lets go of it the cycle after its last read; the last accumulator write follows.
-        return st + m - 1 + lat.ws_writeback, st + m
+        return st + m - 1 + self._writeback, st + m
 
     def serial(self, m):
         lat = self.lat
@@ -227,65 +265,138 @@ ARRAY_UNIT_TIMING = {"ws": WSTiming, "os": OSTiming}
 
 
 def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> Timeline:
-    """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*.
+    """The cycle-exact :class:`Timeline` of *program* (Instrs, ending with HALT) on *cfg*: the counters of
+    :func:`program_cycles` and an :class:`InstrTiming` per instruction run."""
+    was = gc.isenabled()
+    gc.disable()            # millions of records without cycles: a collection would walk them all again
+    try:
+        return Timeline(*_run(cfg, program, prog_addr, d, latency, True))
+    finally:
+        if was:
+            gc.enable()
 
-    One pass over the program that follows the controller (fetch, decode,
-    interlock, execute) and the array unit (queue slot, then per dataflow)
-    at once; it is one piece because each instruction's start depends on the
-    array unit's state left by the MATMULs before it, and vice versa.
-    """
+
+def program_cycles(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> dict:
+    """The RTL counters of *program* that depend on timing: ``cycles``, ``<unit>_busy``, ``<unit>_stall``,
+    ``bus_reads``, ``bus_writes``, ``idle_mem_stall`` (the counters of :func:`program_timeline`, without
+    building its per-instruction records)."""
+    return _run(cfg, program, prog_addr, d, latency, False)[1]
+
+
+class _Words:
+    """Bus words of the lines of a LOAD / STORE, ``[words(dram + i*stride, elems) for i < lines]`` summed,
+    cached: they depend on ``dram`` and ``stride`` only modulo the bus width, and programs repeat shapes."""
+
+    def __init__(self, bus_bytes: int):
+        self.bb = bus_bytes
+        self.cache = {}
+
+    def lines(self, dram: int, stride: int, elems: int, lines: int) -> int:
+        bb = self.bb
+        key = (dram % bb, stride % bb, elems, lines)
+        n = self.cache.get(key)
+        if n is None:
+            n = self.cache[key] = sum(words(key[0] + i * key[1], elems, bb) for i in range(lines))
+        return n
+
+
+def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tuple:
+    """``(records, counters)`` of *program*: one pass that follows the controller (fetch, decode, interlock,
+    execute) and the array unit (queue slot, then per dataflow) at once; *records* is the list of
+    :class:`InstrTiming` when *record*, else None (the counters alone, for programs of millions of
+    instructions). It is one piece because each instruction's start depends on the array unit's state left by
+    the MATMULs before it, and vice versa; the counters are summed as it goes, in the same integers as the
+    records."""
     R, bb = cfg.rows, cfg.bus_bytes
     unit = ARRAY_UNIT_TIMING[cfg.dataflow](cfg.latencies)
+    issue = unit.issue
     lat = latency
+    q = 1 + d
+    store_pipeline = cfg.latencies.store_pipeline
+    loadq_bytes = cfg.loadq_bytes
+    nwords = _Words(bb).lines
     busy = _Busy()
+    b_lo, b_hi = busy.lo, busy.hi
     idle_mem = 0
-    out = []
+    out = [] if record else None
     q_free = 0              # first cycle the queue slot is free again
     unit_end = -1           # last busy cycle of the array unit so far
-    readers = []            # (a, m, w, last cycle it may read scratchpads)
+    readers = []            # (a, m, w, last cycle it may read scratchpads); ends before f are stale
     f = 0
     total = None
+    # The counters, summed per instruction.
+    ctrl_b = ctrl_s = wait_b = load_b = load_s = loadq_b = loadq_s = store_b = store_s = 0
+    n_reads = n_writes = 0
+    fetches = {}            # fetch words -> (last answer - start, stall cycles) of a fetch gather
+    steady = MAX_READS * q >= lat + q               # gathers are never throttled (see _gather)
+    gather_end = DMA_ISSUE + d + lat                # steady: last answer - start of a one-word gather
+    lat_k, lat_r = divmod(lat, q)
     for j, ins in enumerate(program):
         a = ins.args
         op = ins.op
         pa = prog_addr + INSTR_BYTES * j
-        wf = words(pa, INSTR_BYTES, bb)
-        e, st_f, idle_f = _gather(f, wf, d, lat, busy)
-        idle_mem += idle_f
+        wf = (pa % bb + INSTR_BYTES - 1) // bb + 1           # words(pa, INSTR_BYTES, bb)
+        fe = fetches.get(wf)
+        if fe is None:
+            e, st_f, _ = _gather(0, wf, d, lat, _Busy())
+            fe = fetches[wf] = (e, st_f)
+        e, st_f = fe
+        e += f
+        if st_f:                                    # _gather(f, wf, d, lat, busy)'s idle cycles
+            k = len(b_lo) - 1
+            if k >= 0 and b_lo[k] > e:
+                k = busy.last_before(e)
+            if not steady:
+                idle_mem += _gather(f, wf, d, lat, busy)[-1]
+            elif k < 0 or b_hi[k] < f + 1:
+                idle_mem += st_f                    # the array unit is idle throughout
+            elif b_lo[k] > f + 1 or b_hi[k] < e:
+                idle_mem += _gather(f, wf, d, lat, busy)[-1]
         c = e + DECODE_CYCLES                       # CHECK
-        b = {"ctrl": c - f + 1}
-        s = {"ctrl": st_f}
+        ctrl_b += c - f + 1
+        ctrl_s += st_f
         reads, writes = wf, 0
         # Interlocks.
         x = c
-        if op == Opcode.MATMUL:
-            x = max(c, q_free)
-        elif op == Opcode.LOAD:
+        if op == _MATMUL:
+            if q_free > c:
+                x = q_free
+        elif op == _LOAD:
             lines, spad = a["lines"], a["spad"]
-            for ra, rm, rw, rend in readers:
-                if rend < c or lines == 0:
-                    continue
-                lo, n = (rw, R) if a["target"] == 1 else (ra, rm)
-                if n and spad < lo + n and lo < spad + lines:
-                    x = max(x, rend + 1)
+            if lines:
+                is_w = a["target"] == 1
+                for ra, rm, rw, rend in readers:
+                    if rend < c:
+                        continue
+                    lo, n = (rw, R) if is_w else (ra, rm)
+                    if n and spad < lo + n and lo < spad + lines and rend + 1 > x:
+                        x = rend + 1
         elif op in (Opcode.STORE, Opcode.FENCE, Opcode.HALT):
-            x = max(c, unit_end + 1)
-        if x > c:
-            b["wait"] = x - c
+            if unit_end + 1 > c:
+                x = unit_end + 1
+        wait = x - c
+        wait_b += wait
         arr = None
         end = x
-        if op == Opcode.HALT:
-            total = x + 1
-        elif op == Opcode.MATMUL:
+        st_u = None                                 # the unit's stall, when it has a memory transfer
+        if op == _MATMUL:
             m = a["m"]
-            t = max(x + QUEUE_SLOT, unit.free)      # queue slot -> the array unit
+            t = x + QUEUE_SLOT
+            if unit.free > t:
+                t = unit.free
             q_free = t + 1
-            last, reader_end = unit.issue(t, m)
-            busy.add(x + 1, last)
-            unit_end = max(unit_end, last)
+            last, reader_end = issue(t, m)
+            if b_hi and x + 1 <= b_hi[-1] + 1:          # busy.add(x + 1, last)
+                if last > b_hi[-1]:
+                    b_hi[-1] = last
+            else:
+                b_lo.append(x + 1)
+                b_hi.append(last)
+            if last > unit_end:
+                unit_end = last
             readers.append((a["a"], m, a["w"], reader_end))
             arr = (x + 1, last)
-        elif op == Opcode.LOAD:
+        elif op == _LOAD:
             s0 = x + 1
             lines, elems = a["lines"], a["elems"]
             if lines == 0:
@@ -293,54 +404,78 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             elif elems == 0:
                 end = s0 + lines
             else:
-                nw = sum(words(a["dram"] + i * a["stride"], elems, bb) for i in range(lines))
-                end, st_l, idle_l = _gather(s0, nw, d, lat, busy)
-                s["load"] = st_l
+                nw = nwords(a["dram"], a["stride"], elems, lines)
+                if steady:                          # _gather's closed form, inline
+                    end = s0 + gather_end + (nw - 1) * q
+                    st_u = end - s0 - (nw + nw - ((nw - lat_k if nw > lat_k else 0) if lat_r == 0 else 0))
+                    idle_l = 0
+                    if st_u:
+                        k = len(b_lo) - 1
+                        if k >= 0 and b_lo[k] > end:
+                            k = busy.last_before(end)
+                        if k < 0 or b_hi[k] < s0 + 1:
+                            idle_l = st_u
+                        elif b_lo[k] > s0 + 1 or b_hi[k] < end:
+                            idle_l = _gather(s0, nw, d, lat, busy)[-1]
+                else:
+                    end, st_u, idle_l = _gather(s0, nw, d, lat, busy)
+                load_s += st_u
                 idle_mem += idle_l
                 reads += nw
-            b["load"] = end - x
-        elif op == Opcode.LOADQ:
-            nw = words(a["dram"], cfg.loadq_bytes, bb)
-            end, st_q, idle_q = _gather(x, nw, d, lat, busy)
-            s["loadq"] = st_q
+            load_b += end - x
+        elif op == _HALT:
+            total = x + 1
+        elif op == _LOADQ:
+            nw = words(a["dram"], loadq_bytes, bb)
+            end, st_u, idle_q = _gather(x, nw, d, lat, busy)
+            loadq_s += st_u
+            loadq_b += end - x
             idle_mem += idle_q
             reads += nw
-            b["loadq"] = end - x
-        elif op == Opcode.STORE:
+        elif op == _STORE:
             s0 = x + 1
             end = s0
-            if a["lines"]:
-                ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
-                end = s0 + cfg.latencies.store_pipeline + sum(max(1, w * (1 + d)) for w in ws_)
-                writes = sum(ws_)
-                s["store"] = writes * d
-                idle_mem += writes * d                # the array unit is idle during a STORE
-            b["store"] = end - x
-        out.append(InstrTiming(j, op.name, f, x, end, b, s, reads, writes, arr))
+            lines = a["lines"]
+            if lines:
+                elems = a["elems"]
+                writes = nwords(a["dram"], a["stride"], elems, lines)
+                # max(1, w * (1 + d)) per line: w * (1 + d) when elems > 0 (w >= 1), else 1.
+                end = s0 + store_pipeline + (writes * q if elems > 0 else lines)
+                st_u = writes * d
+                store_s += st_u
+                idle_mem += st_u                      # the array unit is idle during a STORE
+            store_b += end - x
+        n_reads += reads
+        n_writes += writes
+        if record:
+            b = {"ctrl": c - f + 1}
+            s = {"ctrl": st_f}
+            if wait:
+                b["wait"] = wait
+            name = op.name
+            unit_name = _UNIT_OF.get(name)
+            if unit_name is not None and name != "MATMUL":
+                b[unit_name] = end - x
+                if st_u is not None:
+                    s[unit_name] = st_u
+            out.append(InstrTiming(j, name, f, x, end, b, s, reads, writes, arr))
         if total is not None:
             break
         f = end + 1
-        readers = [(ra, rm, rw, rend) for ra, rm, rw, rend in readers if rend >= f]
+        while readers and readers[0][-1] < f:       # (a stale reader further on is skipped by its end)
+            del readers[0]
     if total is None:
         total = f
-    cnt = {"cycles": total, "bus_reads": 0, "bus_writes": 0, "idle_mem_stall": idle_mem}
-    for u in CONTROLLER_UNITS + ("matmul",):
-        cnt[f"{u}_busy"] = cnt[f"{u}_stall"] = 0
-    for it in out:
-        for u, v in it.busy.items():
-            cnt[f"{u}_busy"] += v
-        for u, v in it.stall.items():
-            cnt[f"{u}_stall"] += v
-        cnt["bus_reads"] += it.reads
-        cnt["bus_writes"] += it.writes
-    cnt["matmul_busy"] = busy.total(total - 1)
-    return Timeline(out, cnt)
+    cnt = {"cycles": total, "bus_reads": n_reads, "bus_writes": n_writes, "idle_mem_stall": idle_mem,
+           "ctrl_busy": ctrl_b, "ctrl_stall": ctrl_s, "load_busy": load_b, "load_stall": load_s,
+           "loadq_busy": loadq_b, "loadq_stall": loadq_s, "store_busy": store_b, "store_stall": store_s,
+           "wait_busy": wait_b, "wait_stall": 0, "matmul_busy": busy.total(total - 1), "matmul_stall": 0}
+    return out, cnt
 
 
-def program_cycles(cfg, program, prog_addr: int, d: int = 0, latency: int = 1) -> dict:
-    """The RTL counters of *program* that depend on timing: ``cycles``, ``<unit>_busy``, ``<unit>_stall``,
-    ``bus_reads``, ``bus_writes``, ``idle_mem_stall``."""
-    return program_timeline(cfg, program, prog_addr, d, latency).counters
+_LOAD, _LOADQ, _MATMUL, _STORE, _HALT = Opcode.LOAD, Opcode.LOADQ, Opcode.MATMUL, Opcode.STORE, Opcode.HALT
+#: Opcode name -> the controller unit that executes it (MATMUL: the array unit).
+_UNIT_OF = {"LOAD": "load", "LOADQ": "loadq", "MATMUL": "matmul", "STORE": "store"}
 
 
 def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:

@@ -29,10 +29,18 @@ Zero weight tiles (docs/isa.md): in every schedule a weight tile whose values ar
 loaded nor run (``_WeightTiles``); the first MATMUL that runs for an N chunk overwrites its accumulator region,
 and an N chunk with no non-zero tile runs one zero tile. ``AccelStep`` reports the array MACs and weight bytes
 this costs against a one-point layer of the same shape. A block floating-point (bfp) layer is refused.
+
+Speed (a ResNet-50 at 224x224 is millions of instructions, docs/results/compile_speed.md): the fields of a
+layer's instructions are proved to fit once per layer (``_instr_maker``) instead of checked one by one, the
+conv gathers are built with NumPy (``_ConvGather``), instructions that repeat per M tile are one shared
+(immutable) ``Instr``, and the garbage collector is paused while the objects are made. The programs are
+those of the straightforward code, instruction by instruction (tests/compiler/test_compile_identity.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 from dataclasses import dataclass
 
@@ -145,9 +153,12 @@ class _WeightTiles:
     whose tiles are all zero still runs tile ``(0, j, 0)`` (stored like the others), so that its accumulator
     region holds defined values (zeros) before its STORE. The tiles that run are stored contiguously from
     :attr:`addr` in ``(p, j, i)`` order; with every tile in scratchpad W, tile number ``n`` of that order lives
-    in lines ``[n*R, (n+1)*R)``."""
+    in lines ``[n*R, (n+1)*R)``.
 
-    def __init__(self, tiles: np.ndarray, R: int, C: int):
+    *make* builds an instruction from an opcode and a full argument dict (``Instr`` or ``Instr.trusted``, see
+    :func:`_instr_maker`)."""
+
+    def __init__(self, tiles: np.ndarray, R: int, C: int, make=Instr):
         self.R, self.C = R, C
         nonzero = tiles.reshape(*tiles.shape[:3], -1).any(axis=-1)
         self.nonzero = nonzero
@@ -157,12 +168,17 @@ class _WeightTiles:
         self.index = np.cumsum(self.keep.ravel()).reshape(self.keep.shape) - 1
         self.count = int(self.keep.sum())
         self.addr = 0
+        self.make = make
+        self._keep = self.keep.tolist()      # plain lists: the schedule loops test single tiles
+        self._index = self.index.tolist()
+        self._loads = {}
 
     def order(self, j: int, ks: range | None = None, points: range | None = None) -> list:
         """The ``(p, i)`` of N chunk *j*'s tiles that run, points then K chunks (within *points* / *ks*)."""
         ps = range(self.P) if points is None else points
         ks = range(self.kc) if ks is None else ks
-        return [(p, i) for p in ps for i in ks if self.keep[p, j, i]]
+        keep = self._keep
+        return [(p, i) for p in ps for i in ks if keep[p][j][i]]
 
     def first(self, j: int) -> tuple:
         """``(p, i)`` of N chunk *j*'s first MATMUL: the one that overwrites its accumulator region."""
@@ -170,17 +186,42 @@ class _WeightTiles:
 
     def home(self, p: int, j: int, i: int) -> int:
         """The tile's own first scratchpad W line when every tile that runs fits scratchpad W."""
-        return int(self.index[p, j, i]) * self.R
+        return self._index[p][j][i] * self.R
 
     def load(self, p: int, j: int, i: int, line: int) -> Instr:
-        """The LOAD of tile ``(p, j, i)`` into scratchpad W lines ``[line, line + R)``."""
-        dram = self.addr + int(self.index[p, j, i]) * self.R * self.C
-        return Instr(Opcode.LOAD, dict(target=Target.W, lines=self.R, spad=line, elems=self.C, dram=dram,
-                                       stride=self.C))
+        """The LOAD of tile ``(p, j, i)`` into scratchpad W lines ``[line, line + R)`` (one shared, immutable
+        ``Instr`` per tile and line: a tile reloaded per M tile is the same instruction)."""
+        key = (p, j, i, line)
+        ins = self._loads.get(key)
+        if ins is None:
+            R, C = self.R, self.C
+            ins = self._loads[key] = self.make(_LOAD, {
+                "target": _W, "zero": 0, "unsigned": 0, "lines": R, "spad": line, "elems": C, "offset": 0,
+                "dram": self.addr + self._index[p][j][i] * R * C, "stride": C})
+        return ins
 
 
-def _costs(prog: list, spec: MachineSpec, M: int, kc: int, nc: int, mt: int) -> dict:
-    """The accounting fields of :class:`AccelStep` for *prog*, and those of a one-point layer of the same shape.
+_LOAD, _LOADQ, _MATMUL, _STORE = Opcode.LOAD, Opcode.LOADQ, Opcode.MATMUL, Opcode.STORE
+_A, _W = int(Target.A), int(Target.W)
+
+
+def _instr_maker(spec: MachineSpec, *values: int):
+    """``Instr.trusted`` when every field the lowering of a layer on *spec* emits provably fits its width, else
+    ``Instr`` (which checks each one and raises ``IsaError``, as it always did).
+
+    The fields are bounded by the spec: lines, scratchpad and accumulator lines by ``a_lines``, ``w_lines``,
+    ``acc_lines`` (16-bit fields), element counts and offsets by ``rows`` / ``cols`` (12 bits), DRAM addresses
+    by ``dram_bytes`` (32 bits), the multipoint shift by 31 (checked by ``_host_reason``), flags are 0 or 1;
+    *values* are the layer's strides and other 32-bit values (K, N, the conv gather stride)."""
+    fits = (max(spec.a_lines, spec.w_lines, spec.acc_lines) < 1 << 16 and max(spec.rows, spec.cols) < 1 << 12
+            and spec.dram_bytes <= 1 << 32 and all(0 <= v < 1 << 32 for v in values))
+    return Instr.trusted if fits else Instr
+
+
+def _costs(spec: MachineSpec, M: int, kc: int, nc: int, mt: int, sum_m: int, w_loads: int) -> dict:
+    """The accounting fields of :class:`AccelStep` for a program whose MATMULs' ``m`` add up to *sum_m* and that
+    has *w_loads* weight tile LOADs (``rows`` lines of ``cols`` bytes each), and those of a one-point layer of
+    the same shape.
 
     The one-point layer (a dense ``weight`` only) runs every tile once per M row: ``R*C*kc*nc*M`` array MACs
     in either schedule; its weights are loaded once when its ``nc*kc`` tiles fit scratchpad W, else once per M
@@ -189,9 +230,7 @@ def _costs(prog: list, spec: MachineSpec, M: int, kc: int, nc: int, mt: int) -> 
     preload = nc * kc * R <= spec.w_lines
     ks = _ksplit_plan(spec, M, kc, nc, 1, mt, preload)
     m_tiles = math.ceil(M / (ks[0] if ks is not None else mt))
-    return dict(array_macs=sum(R * C * i.args["m"] for i in prog if i.op == Opcode.MATMUL),
-                weight_bytes=sum(i.args["lines"] * i.args["elems"] for i in prog
-                                 if i.op == Opcode.LOAD and i.args["target"] == Target.W),
+    return dict(array_macs=R * C * sum_m, weight_bytes=w_loads * R * C,
                 one_point_array_macs=R * C * kc * nc * M,
                 one_point_weight_bytes=R * C * kc * nc * (1 if preload else m_tiles))
 
@@ -246,8 +285,26 @@ def _check_pe_weights(layer, spec: MachineSpec):
                                f"the shift PE cannot take: it takes {shift_weight_rule(spec.w_bits)}")
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector: a big layer's program is millions of small objects without
+    cycles, and each collection would walk them all again (more than half of the compile time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) -> CompiledNetwork:
     """Compile *net* for *spec* at a fixed *batch* size."""
+    with _gc_paused():
+        return _compile_network(net, spec, batch)
+
+
+def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int) -> CompiledNetwork:
     if not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be a positive int, not {batch!r}")
     if net.rounding != spec.rounding:
@@ -298,7 +355,8 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     conv = isinstance(layer, Conv2D)
     M = int(np.prod(dst.shape[:-1]))
     if kc > spec.a_lines:
-        raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, only {spec.a_lines} exist")
+        raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, "
+                           f"only {spec.a_lines} exist")
     mt = min(spec.a_lines // kc, spec.acc_lines, M)
     # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
     # tile t+1 is loaded into the other half while tile t's MATMULs run.
@@ -313,7 +371,8 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
         ep = np.zeros((kc * R, nc * C), dtype=np.int64)
         ep[:K, :N] = e.reshape(K, N)
         tiles[p] = ep.reshape(kc, R, nc, C).transpose(2, 0, 1, 3)
-    wt = _WeightTiles(tiles, R, C)
+    make = _instr_maker(spec, K, N, layer.stride[1] * src.shape[-1] if conv else 0)
+    wt = _WeightTiles(tiles, R, C, make)
     tiles = tiles[wt.keep]
     wt.addr = w_addr = dram.alloc(tiles.size, f"layer {layer.name!r} weights")
     dram.put(w_addr, _bytes(weight_words(tiles.ravel(), spec.w_bits, spec.pe)))  # the PE's words
@@ -337,35 +396,55 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     k_len = np.minimum(R, K - R * np.arange(kc))
     n_len = np.minimum(C, N - C * np.arange(nc))
     macs = M * int((wt.nonzero * n_len[None, :, None] * k_len[None, None, :]).sum())
+    gather = _ConvGather(layer, src, dst, R, unsigned_in, make) if conv else None
 
-    def step(prog):
-        return AccelStep(layer.name, prog, macs=macs, gemm=(M, K, N), **_costs(prog, spec, M, kc, nc, mt))
+    def step(built):
+        prog, sum_m, w_loads = built
+        return AccelStep(layer.name, prog, macs=macs, gemm=(M, K, N),
+                         **_costs(spec, M, kc, nc, mt, sum_m, w_loads))
 
     # The schedule's cost estimate counts MATMULs in points: the tiles that run, as a fraction of one point's.
     ks = _ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
     if ks is not None:
-        return step(_ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload,
-                                    q_addr, *ks))
+        return step(_ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload,
+                                    q_addr, make, *ks))
+    return step(_plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr,
+                               make, mt, double))
+
+
+def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr, make, mt,
+                   double):
+    """The plain schedule (module docstring, docs/isa.md): ``(program, sum of the MATMULs' m, weight LOADs)``.
+
+    M tiles of *mt* rows (scratchpad A double-buffered when *double*), per tile and N chunk the MATMULs of the
+    tiles that run, then LOADQ and STORE. *gather* is the layer's :class:`_ConvGather` (None: a dense layer)."""
+    R, C = spec.rows, spec.cols
+    conv = gather is not None
+    out_t = layer.out_type
+    relu, uns_out, bits = int(layer.relu), int(not out_t.signed), int(out_t.bits)
+    ua = int(unsigned_in)
+    src_addr, dst_addr, qb = src.addr, dst.addr, spec.loadq_bytes
+    shifts = [s for _, s in layer.points]
     T = len(range(0, M, mt))
 
     def a_base(t):
         return (t % 2) * kc * mt if double else 0
 
-    used = wt.keep.any(axis=(0, 1))  # K chunks some MATMUL reads (a dense layer loads only those)
+    used = wt.keep.any(axis=(0, 1)).tolist()  # K chunks some MATMUL reads (a dense layer loads only those)
 
     def a_chunk(t, i):
         """Dense tile t's K chunk i: one strided LOAD into its A buffer."""
         m0, e = t * mt, min(R, K - i * R)
-        return Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
-                                       lines=min(mt, M - m0), spad=a_base(t) + i * mt, elems=e, offset=0,
-                                       dram=src.addr + m0 * K + i * R, stride=K))
+        return make(_LOAD, {"target": _A, "zero": int(e < R), "unsigned": ua, "lines": min(mt, M - m0),
+                            "spad": a_base(t) + i * mt, "elems": e, "offset": 0, "dram": src_addr + m0 * K + i * R,
+                            "stride": K})
 
     def a_loads(t):
         """Tile t's activation loads into its A buffer (dense: one strided LOAD per K chunk that runs)."""
         m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
         if conv:
-            return _gather_conv(layer, src, m0, rows, mt, kc, R, unsigned_in, dst, base)
+            return gather.loads(m0, rows, mt, base, 0, kc)
         return [a_chunk(t, i) for i in range(kc) if used[i]]
 
     # Weights: if every tile fits scratchpad W, each is loaded once, in tile 0: N chunk 0 just in time, chunk j+1
@@ -374,8 +453,11 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     w_alt = not preload and spec.w_lines >= 2 * R
     orders = [wt.order(j) for j in range(nc)]   # the MATMULs of each N chunk: the tiles that run
     Q = sum(map(len, orders))                    # the MATMULs of one M tile
+    wload, home = wt.load, wt.home
+    matmuls = {}  # (MATMULs repeat per M tile: one shared, immutable Instr per distinct instruction)
     n_w = 0
     prog = []
+    append = prog.append
     for t in range(T):
         m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
@@ -383,85 +465,126 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
         cur = a_loads(t) if t == 0 or not double else []
         if conv:
             prog += cur  # zero-fill, then the gathers
+        dense_cur = bool(cur) and not conv
         nxt = a_loads(t + 1) if double and t + 1 < T else []
+        n_nxt = len(nxt)
         q = sent = 0
         loaded = set()  # dense K chunks of cur loaded so far
         for j, order in enumerate(orders):
             w_next = []
             if preload and t == 0 and j + 1 < nc:
-                w_next = [wt.load(p, j + 1, i, wt.home(p, j + 1, i)) for p, i in orders[j + 1]]
+                w_next = [wload(p, j + 1, i, home(p, j + 1, i)) for p, i in orders[j + 1]]
+            n_next, n_ord = len(w_next), len(order)
             w_sent = 0
             for k, (p, i) in enumerate(order):
-                if cur and not conv and i not in loaded:
-                    prog.append(a_chunk(t, i))  # K chunk i just before its first MATMUL
+                if dense_cur and i not in loaded:
+                    append(a_chunk(t, i))  # K chunk i just before its first MATMUL
                     loaded.add(i)
                 if preload:
-                    w_line = wt.home(p, j, i)
+                    w_line = home(p, j, i)
                     if t == 0 and j == 0:
-                        prog.append(wt.load(p, j, i, w_line))
+                        append(wload(p, j, i, w_line))
                 else:
                     w_line = (n_w % 2) * R if w_alt else 0
                     n_w += 1
-                    prog.append(wt.load(p, j, i, w_line))
-                prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(k > 0), shift=points[p][1], m=rows,
-                                                     a=base + i * mt, w=w_line, acc=0)))
+                    append(wload(p, j, i, w_line))
+                key = (k > 0, p, rows, base + i * mt, w_line)
+                ins = matmuls.get(key)
+                if ins is None:
+                    ins = matmuls[key] = make(_MATMUL, {"accumulate": int(k > 0), "shift": shifts[p], "m": rows,
+                                                        "a": base + i * mt, "w": w_line, "acc": 0})
+                append(ins)
                 q += 1
-                upto = -(-(k + 1) * len(w_next) // len(order))
-                prog += w_next[w_sent:upto]
-                w_sent = upto
-                upto = -(-q * len(nxt) // Q)
-                prog += nxt[sent:upto]
-                sent = upto
-            prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
-            prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
-                                                bits=out_t.bits, lines=rows, acc=0,
-                                                elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
-                                                stride=N)))
-    prog.append(Instr(Opcode.FENCE))
-    prog.append(Instr(Opcode.HALT))
-    return step(prog)
+                if n_next:
+                    upto = -(-(k + 1) * n_next // n_ord)
+                    prog += w_next[w_sent:upto]
+                    w_sent = upto
+                if n_nxt:
+                    upto = -(-q * n_nxt // Q)
+                    prog += nxt[sent:upto]
+                    sent = upto
+            append(make(_LOADQ, {"dram": q_addr + j * qb}))
+            append(make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": 0,
+                                 "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
+                                 "stride": N}))
+    append(make(Opcode.FENCE, {}))
+    append(make(Opcode.HALT, {}))
+    return prog, Q * M, (wt.count if preload else n_w)
 
 
-def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0,
-                 chunks: tuple | None = None):
-    """im2col by DMA: zero-fill the tile's A buffer (from line *a0*), then one strided load per (output row
-    run, kernel tap, chunk piece). With *chunks* ``(i0, i1)`` only K chunks ``i0 <= i < i1`` are gathered, chunk
-    ``i`` into lines ``a0 + (i - i0) * mt + ...`` (a K group of the K-split schedule)."""
-    i0, i1 = chunks if chunks is not None else (0, kc)
-    _, H, W, Cin = src.shape
-    _, OH, OW, _ = dst.shape
-    kh, kw = layer.kernel
-    sh, sw = layer.stride
-    pt, _, pl, _ = layer.padding
-    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=(i1 - i0) * mt, spad=a0, elems=0))]
-    m = m0
-    while m < m0 + rows:
-        b, rem = divmod(m, OH * OW)
-        oy, ox0 = divmod(rem, OW)
-        run = min(OW - ox0, m0 + rows - m)  # output pixels of this output row inside the tile
-        for ki in range(kh):
-            iy = oy * sh + ki - pt
-            if not 0 <= iy < H:
-                continue
-            for kj in range(kw):
-                # ox in [ox0, ox0 + run) with 0 <= ox*sw + kj - pl < W
-                lo = max(ox0, -(-(pl - kj) // sw))
-                hi = min(ox0 + run, (W - 1 - kj + pl) // sw + 1)
-                if hi <= lo:
-                    continue
-                ix = lo * sw + kj - pl
-                base = (ki * kw + kj) * Cin
-                k = max(base, i0 * R)
-                while k < min(base + Cin, i1 * R):
-                    i = k // R
-                    k_end = min(base + Cin, (i + 1) * R)
-                    prog.append(Instr(Opcode.LOAD, dict(
-                        target=Target.A, unsigned=int(unsigned_in), lines=hi - lo,
-                        spad=a0 + (i - i0) * mt + (m - m0) + (lo - ox0), elems=k_end - k, offset=k - i * R,
-                        dram=src.addr + ((b * H + iy) * W + ix) * Cin + (k - base), stride=sw * Cin)))
-                    k = k_end
-        m += run
-    return prog
+class _ConvGather:
+    """im2col by DMA for one Conv2D layer: per M tile, zero-fill its A buffer, then one strided load per (output
+    row run, kernel tap, chunk piece), built with NumPy over all runs and pieces of the tile at once.
+
+    The pieces of each kernel tap (its ``c_in`` K elements cut at K chunk boundaries) depend only on the K
+    chunks gathered, so they are tabled once per chunk range."""
+
+    def __init__(self, layer: Conv2D, src: Region, dst: Region, R: int, unsigned_in: bool, make=Instr):
+        _, self.H, self.W, self.Cin = src.shape
+        _, self.OH, self.OW, _ = dst.shape
+        self.kh, self.kw = layer.kernel
+        self.sh, self.sw = layer.stride
+        self.pt, _, self.pl, _ = layer.padding
+        self.R, self.ua, self.src_addr, self.make = R, int(unsigned_in), src.addr, make
+        self._pieces = {}
+
+    def pieces(self, i0: int, i1: int) -> tuple:
+        """Per piece of K chunks ``[i0, i1)`` in (ki, kj, K) order: ki, kj, chunk i, first k, end k, tap base,
+        and the tap's output column bounds ``(lo0, hi0)`` (the ox with ``0 <= ox*sw + kj - pl < W``)."""
+        key = (i0, i1)
+        if key not in self._pieces:
+            R, Cin, kw, sw, pl, W = self.R, self.Cin, self.kw, self.sw, self.pl, self.W
+            rows = []
+            for ki in range(self.kh):
+                for kj in range(kw):
+                    base = (ki * kw + kj) * Cin
+                    k = max(base, i0 * R)
+                    while k < min(base + Cin, i1 * R):
+                        i = k // R
+                        k_end = min(base + Cin, (i + 1) * R)
+                        rows.append((ki, kj, i, k, k_end, base, -(-(pl - kj) // sw), (W - 1 - kj + pl) // sw + 1))
+                        k = k_end
+            self._pieces[key] = np.array(rows, dtype=np.int64).reshape(-1, 8).T
+        return self._pieces[key]
+
+    def loads(self, m0, rows, mt, a0, i0, i1) -> list:
+        """The loads of output rows ``[m0, m0 + rows)`` into A lines from *a0*, K chunks ``i0 <= i < i1`` (chunk
+        ``i`` into lines ``a0 + (i - i0) * mt + ...``)."""
+        make = self.make
+        prog = [make(_LOAD, {"target": _A, "zero": 1, "unsigned": 0, "lines": (i1 - i0) * mt, "spad": a0,
+                             "elems": 0, "offset": 0, "dram": 0, "stride": 0})]
+        H, W, Cin, OH, OW = self.H, self.W, self.Cin, self.OH, self.OW
+        sh, sw, pt, pl = self.sh, self.sw, self.pt, self.pl
+        runs = []
+        m = m0
+        while m < m0 + rows:
+            b, rem = divmod(m, OH * OW)
+            oy, ox0 = divmod(rem, OW)
+            run = min(OW - ox0, m0 + rows - m)  # output pixels of this output row inside the tile
+            runs.append((m, b, oy, ox0, run))
+            m += run
+        ki, kj, i, k, k_end, base, lo0, hi0 = self.pieces(i0, i1)
+        if not ki.size:
+            return prog
+        rm, rb, roy, rox0, rrun = (np.array(v, dtype=np.int64) for v in zip(*runs))
+        # Which (run, piece) pairs have in-bounds pixels (run-major, as the loads go), then their fields.
+        iy = roy[:, None] * sh + ki - pt
+        ok = (iy >= 0) & (iy < H) & (np.minimum((rox0 + rrun)[:, None], hi0) > np.maximum(rox0[:, None], lo0))
+        r, q = np.nonzero(ok)
+        ox0 = rox0[r]
+        lo = np.maximum(ox0, lo0[q])
+        hi = np.minimum(ox0 + rrun[r], hi0[q])
+        iq, kq = i[q], k[q]
+        cols = np.empty((r.size, 5), dtype=np.int64)
+        cols[:, 0] = hi - lo
+        cols[:, 1] = a0 + (iq - i0) * mt + (rm[r] - m0) + (lo - ox0)
+        cols[:, 2] = k_end[q] - kq
+        cols[:, 3] = kq - iq * self.R
+        cols[:, 4] = self.src_addr + ((rb[r] * H + iy[r, q]) * W + lo * sw + kj[q] - pl) * Cin + (kq - base[q])
+        ua, st = self.ua, sw * Cin
+        prog += [make(_LOAD, {"target": _A, "zero": 0, "unsigned": ua, "lines": n, "spad": sp, "elems": e,
+                              "offset": o, "dram": d, "stride": st}) for n, sp, e, o, d in cols.tolist()]
+        return prog
 
 
 #: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.
@@ -519,19 +642,23 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
     return best[1:]
 
 
-def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload, q_addr,
+def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr, make,
                     mt2, kg, ng):
     """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group that has a
     weight tile to run (*wt*, a :class:`_WeightTiles`), the group's A loads (the next unit's spread between
     this unit's MATMULs, into the other half of A), then for each N chunk of the group its MATMULs over the
     group's K chunks; after the last unit of an N group each chunk's LOADQ and STORE. Every N chunk sees its
     MATMULs in the plain schedule's order (points, then K chunks; the first overwrites), so its partial sums are
-    the ones the accumulator proof covers."""
+    the ones the accumulator proof covers. Returns ``(program, sum of the MATMULs' m, weight LOADs)``."""
     R, C = spec.rows, spec.cols
-    points = layer.points
+    shifts = [s for _, s in layer.points]
     out_t = layer.out_type
+    relu, uns_out, bits = int(layer.relu), int(not out_t.signed), int(out_t.bits)
+    ua = int(unsigned_in)
+    src_addr, dst_addr, qb = src.addr, dst.addr, spec.loadq_bytes
     T2, G, H = math.ceil(M / mt2), math.ceil(nc / ng), math.ceil(kc / kg)
     size = mt2 * kg
+    keep = wt.keep
 
     def chunks(g):
         return range(g * ng, min(nc, (g + 1) * ng))
@@ -539,60 +666,80 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_i
     def ks(h):
         return range(h * kg, min(kc, (h + 1) * kg))
 
+    # Per (N group, point, K group), which do not depend on the M tile: whether it has a tile to run, its
+    # MATMULs (local chunk, chunk, K chunk), and the K chunks a dense layer loads (those some MATMUL reads).
+    runs, dense_ks = {}, {}
+    for g in range(G):
+        js = chunks(g)
+        for p in range(wt.P):
+            for h in range(H):
+                if keep[p, js.start:js.stop, ks(h).start:ks(h).stop].any():
+                    runs[g, p, h] = [(jl, j, i) for jl, j in enumerate(js)
+                                     for _, i in wt.order(j, ks(h), range(p, p + 1))]
+                    dense_ks[g, p, h] = [i for i in ks(h) if keep[p, js.start:js.stop, i].any()]
     units = [(t, g, p, h) for t in range(T2) for g in range(G) for p in range(wt.P) for h in range(H)
-             if wt.keep[p, chunks(g).start:chunks(g).stop, ks(h).start:ks(h).stop].any()]
+             if (g, p, h) in runs]
 
     def a_loads(u):
         t, g, p, h = units[u]
         m0, base = t * mt2, (u % 2) * size
         rows = min(mt2, M - m0)
         i0, i1 = ks(h).start, ks(h).stop
-        if conv:
-            return _gather_conv(layer, src, m0, rows, mt2, kc, R, unsigned_in, dst, base, (i0, i1))
+        if gather is not None:
+            return gather.loads(m0, rows, mt2, base, i0, i1)
         loads = []
-        for i in range(i0, i1):
-            if not wt.keep[p, chunks(g).start:chunks(g).stop, i].any():
-                continue  # no MATMUL of the unit reads K chunk i
+        for i in dense_ks[g, p, h]:  # (the K chunks no MATMUL of the unit reads are not loaded)
             e = min(R, K - i * R)
-            loads.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=int(e < R), unsigned=int(unsigned_in),
-                                                 lines=rows, spad=base + (i - i0) * mt2, elems=e, offset=0,
-                                                 dram=src.addr + m0 * K + i * R, stride=K)))
+            loads.append(make(_LOAD, {"target": _A, "zero": int(e < R), "unsigned": ua, "lines": rows,
+                                      "spad": base + (i - i0) * mt2, "elems": e, "offset": 0,
+                                      "dram": src_addr + m0 * K + i * R, "stride": K}))
         return loads
 
     w_alt = not preload and spec.w_lines >= 2 * R
     firsts = [wt.first(j) for j in range(nc)]
-    n_w = 0
+    wload, home = wt.load, wt.home
+    matmuls = {}  # (one shared, immutable Instr per distinct MATMUL, as in the plain schedule)
+    n_w = sum_m = 0
     prog = a_loads(0)
+    append = prog.append
+    n_units = len(units)
     for u, (t, g, p, h) in enumerate(units):
         m0, base = t * mt2, (u % 2) * size
         rows = min(mt2, M - m0)
-        js = chunks(g)
         i0 = ks(h).start
-        nxt = a_loads(u + 1) if u + 1 < len(units) else []
-        run = [(jl, j, i) for jl, j in enumerate(js) for _, i in wt.order(j, ks(h), range(p, p + 1))]
+        nxt = a_loads(u + 1) if u + 1 < n_units else []
+        n_nxt = len(nxt)
+        run = runs[g, p, h]
+        n_run = len(run)
+        sum_m += rows * n_run
+        s_p = shifts[p]
         q = sent = 0
         for jl, j, i in run:
             if preload:
-                w_line = wt.home(p, j, i)
+                w_line = home(p, j, i)
                 if t == 0:
-                    prog.append(wt.load(p, j, i, w_line))
+                    append(wload(p, j, i, w_line))
             else:
                 w_line = (n_w % 2) * R if w_alt else 0
                 n_w += 1
-                prog.append(wt.load(p, j, i, w_line))
-            prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(firsts[j] != (p, i)), shift=points[p][1],
-                                                 m=rows, a=base + (i - i0) * mt2, w=w_line, acc=jl * mt2)))
+                append(wload(p, j, i, w_line))
+            key = (j, p, i, rows, base, w_line)
+            ins = matmuls.get(key)
+            if ins is None:
+                ins = matmuls[key] = make(_MATMUL, {"accumulate": int(firsts[j] != (p, i)), "shift": s_p, "m": rows,
+                                                    "a": base + (i - i0) * mt2, "w": w_line, "acc": jl * mt2})
+            append(ins)
             q += 1
-            upto = -(-q * len(nxt) // len(run))
-            prog += nxt[sent:upto]
-            sent = upto
-        if u + 1 == len(units) or units[u + 1][:2] != (t, g):   # the N group's last unit
-            for jl, j in enumerate(js):
-                prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
-                prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
-                                                    bits=out_t.bits, lines=rows, acc=jl * mt2,
-                                                    elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
-                                                    stride=N)))
-    prog.append(Instr(Opcode.FENCE))
-    prog.append(Instr(Opcode.HALT))
-    return prog
+            if n_nxt:
+                upto = -(-q * n_nxt // n_run)
+                prog += nxt[sent:upto]
+                sent = upto
+        if u + 1 == n_units or units[u + 1][:2] != (t, g):   # the N group's last unit
+            for jl, j in enumerate(chunks(g)):
+                append(make(_LOADQ, {"dram": q_addr + j * qb}))
+                append(make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": jl * mt2,
+                                     "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
+                                     "stride": N}))
+    append(make(Opcode.FENCE, {}))
+    append(make(Opcode.HALT, {}))
+    return prog, sum_m, (wt.count if preload else n_w)

@@ -39,10 +39,9 @@ Plain Python, no amaranth, no simulator.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from ..arch.sysmap import CONTROLLER_UNITS, UNITS
-from ..arch.timing import InstrTiming, program_timeline
+from ..arch.timing import InstrTiming, program_cycles, program_timeline
 
 __all__ = ["UNITS", "CONTROLLER_UNITS", "InstrCycles", "ProgramCycles", "predict_program", "predict_network",
            "extra_accept_cycles", "memory_delays"]
@@ -59,13 +58,31 @@ def memory_delays(config, memory=None) -> tuple[int, int]:
     return memory.base_delay(config.bus_bytes), memory.latency
 
 
-@dataclass
 class ProgramCycles:
-    """Predicted counters of one program (up to its HALT)."""
+    """Predicted counters of one program (up to its HALT).
 
-    instructions: list                      #: :class:`InstrCycles` per executed instruction
-    stall_probability: float = 0.0
-    counters: dict = field(default_factory=dict)
+    :attr:`instructions`, the :class:`InstrCycles` per executed instruction, is either given or, with
+    *timeline* (a function returning the program's :class:`~systolic.arch.timing.Timeline`), built the first
+    time it is read: the counters of a program of millions of instructions come without a record each."""
+
+    def __init__(self, instructions: list | None = None, stall_probability: float = 0.0,
+                 counters: dict | None = None, timeline=None):
+        if instructions is None and timeline is None:
+            raise ValueError("ProgramCycles needs its instructions or a timeline to build them from")
+        self._instructions = instructions
+        self._timeline = timeline
+        self.stall_probability = stall_probability
+        self.counters = {} if counters is None else counters
+
+    @property
+    def instructions(self) -> list:
+        """:class:`InstrCycles` per executed instruction (built on first use when not given)."""
+        if self._instructions is None:
+            self._instructions = self._timeline().instructions
+        return self._instructions
+
+    def __repr__(self) -> str:
+        return f"ProgramCycles(cycles={self.counters.get('cycles')}, stall_probability={self.stall_probability})"
 
     @property
     def cycles(self) -> int:
@@ -125,8 +142,8 @@ def predict_program(cfg, program, prog_addr: int, memory=None) -> ProgramCycles:
 
     memory = memory or MemoryModel()
     d, lat = memory_delays(cfg, memory)
-    tl = program_timeline(cfg, program, prog_addr, d, lat)
-    return ProgramCycles(tl.instructions, memory.stall, tl.counters)
+    return ProgramCycles(None, memory.stall, program_cycles(cfg, program, prog_addr, d, lat),
+                         timeline=lambda: program_timeline(cfg, program, prog_addr, d, lat))
 
 
 def predict_network(cn, config, memory=None) -> dict:
