@@ -10,7 +10,7 @@ pooled over the seeds) compare each method with TQT and with max calibration at 
 
 Writes docs/results/accuracy.md, accuracy.json, accuracy.png (MNIST) and accuracy_digits.md / .json / .png
 (digits, the smoke test). Each (model, seed) is cached under build/accuracy/ as it finishes, so an
-interrupted run resumes; --fresh ignores the cache.
+interrupted run resumes (the cache is keyed by the quantization and golden sources); --fresh ignores it.
 
     python scripts/accuracy_table.py                       # MNIST, 5 seeds, then digits, 3 seeds; 2 workers
     python scripts/accuracy_table.py --data digits --seeds 1 --models digits-mlp --out /tmp/acc
@@ -20,6 +20,7 @@ interrupted run resumes; --fresh ignores the cache.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -46,6 +47,16 @@ SETTINGS = {
                "epochs": {}, "columns": ["w8a8", "w4a8", "w4a4", "w2a8"]},
 }
 CACHE = ROOT / "build" / "accuracy"
+
+
+def code_key(data: str) -> str:
+    """A hash of what a cached (model, seed) depends on: the quantization and golden sources and the settings,
+    so a cached result of older code is never reused."""
+    h = hashlib.sha256(json.dumps([SETTINGS[data], COLUMNS, METHOD_ORDER]).encode())
+    for sub in ("quantize", "golden"):
+        for f in sorted((ROOT / "systolic" / sub).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def fmt(vals):
@@ -170,7 +181,8 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
     missing = [m for m in st["models"] if m not in models]
     if missing:
         lines += [f"Not in this table: {', '.join(missing)} (`python scripts/accuracy_table.py --data {data} "
-                  f"--models {' '.join(missing)}` adds them; each (model, seed) is cached under build/accuracy/).", ""]
+                  f"--models {' '.join(missing)}` adds them to this table; each (model, seed) is cached under "
+                  "build/accuracy/).", ""]
     for model in models:
         fp = sel(model, "tqt", "w8a8", "float_acc")
         ms = sorted({r["seed"] for r in results if r["model"] == model})
@@ -224,7 +236,7 @@ def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: boo
     from tqdm import tqdm
 
     cols = SETTINGS[data]["columns"]
-    cache = CACHE / data
+    cache = CACHE / data / code_key(data)
     cache.mkdir(parents=True, exist_ok=True)
     results, todo, seconds = [], [], 0.0
     for model in models:
@@ -247,6 +259,16 @@ def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: boo
             seconds += task["seconds"]
             tqt = [r["golden_acc"] for r in rows if r["method"] == "tqt" and r["column"] == "w4a4"]
             tqdm.write(f"{m} seed {s}: {len(rows)} runs, tqt w4a4 {100 * np.mean(tqt):.2f}")
+    for model in SETTINGS[data]["models"]:     # models run earlier (same code) stay in the table
+        if model in models:
+            continue
+        for seed in seeds:
+            f = cache / f"{model}_s{seed}.json"
+            if f.exists():
+                task = json.loads(f.read_text())
+                results += task["rows"]
+                seconds += task["seconds"]
+    models = [m for m in SETTINGS[data]["models"] if any(r["model"] == m for r in results)]
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in models for s in seeds)}
     results.sort(key=lambda r: (order[(r["model"], r["seed"])], r["column"], r["method"]))
     return results, seconds
