@@ -233,45 +233,31 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
 
 
 def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: bool) -> tuple[list[dict], float]:
+    """Run the (model, seed) tasks of *models* not in the cache (all with *fresh*); the table gets them and
+    every other model of the data set cached for *seeds* by the same code."""
     from tqdm import tqdm
 
     cols = SETTINGS[data]["columns"]
     cache = CACHE / data / code_key(data)
     cache.mkdir(parents=True, exist_ok=True)
-    results, todo, seconds = [], [], 0.0
-    for model in models:
+    tasks = {}
+    for model in SETTINGS[data]["models"]:
         for seed in seeds:
             f = cache / f"{model}_s{seed}.json"
-            if f.exists() and not fresh:
-                task = json.loads(f.read_text())
-                results += task["rows"]
-                seconds += task["seconds"]
-            else:
-                todo.append((model, seed))
+            if f.exists() and not (fresh and model in models):
+                tasks[(model, seed)] = json.loads(f.read_text())
+    todo = [(m, s) for m in models for s in seeds if (m, s) not in tasks]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futs = {pool.submit(run_task, data, m, s, cols): (m, s) for m, s in todo}
         for fut in tqdm(as_completed(futs), total=len(futs), desc=f"accuracy ({data})", unit="model-seed"):
             m, s = futs[fut]
-            task = fut.result()
+            task = tasks[(m, s)] = fut.result()
             (cache / f"{m}_s{s}.json").write_text(json.dumps(task))
-            rows = task["rows"]
-            results += rows
-            seconds += task["seconds"]
-            tqt = [r["golden_acc"] for r in rows if r["method"] == "tqt" and r["column"] == "w4a4"]
-            tqdm.write(f"{m} seed {s}: {len(rows)} runs, tqt w4a4 {100 * np.mean(tqt):.2f}")
-    for model in SETTINGS[data]["models"]:     # models run earlier (same code) stay in the table
-        if model in models:
-            continue
-        for seed in seeds:
-            f = cache / f"{model}_s{seed}.json"
-            if f.exists():
-                task = json.loads(f.read_text())
-                results += task["rows"]
-                seconds += task["seconds"]
-    models = [m for m in SETTINGS[data]["models"] if any(r["model"] == m for r in results)]
-    order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in models for s in seeds)}
-    results.sort(key=lambda r: (order[(r["model"], r["seed"])], r["column"], r["method"]))
-    return results, seconds
+            tqt = [r["golden_acc"] for r in task["rows"] if r["method"] == "tqt" and r["column"] == "w4a4"]
+            tqdm.write(f"{m} seed {s}: {len(task['rows'])} runs, tqt w4a4 {100 * np.mean(tqt):.2f}")
+    order = [(m, s) for m in SETTINGS[data]["models"] for s in seeds if (m, s) in tasks]
+    results = [r for k in order for r in sorted(tasks[k]["rows"], key=lambda r: (r["column"], r["method"]))]
+    return results, sum(tasks[k]["seconds"] for k in order)
 
 
 def main(argv=None) -> int:

@@ -21,18 +21,13 @@ import torch
 
 from ..golden import QType, QuantizedNetwork
 from ..golden.layers import Add, AvgPool2D, BlockFloat, Concat, Conv2D, Dense, Flatten, MaxPool2D
-from .quantizers import quantize_int
+from .quantizers import golden_layout, quantize_int
 
 __all__ = ["to_golden", "quantize_int"]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float64).cpu().numpy()
-
-
-def _gemm_layout(w: np.ndarray) -> np.ndarray:
-    """torch OIHW -> golden HWIO; torch (out, in) -> golden (in, out)."""
-    return w.transpose(2, 3, 1, 0) if w.ndim == 4 else w.T
 
 
 def to_golden(net, rounding: str | None = None, meta: dict | None = None) -> QuantizedNetwork:
@@ -129,10 +124,10 @@ def _golden_points(wq, weight: torch.Tensor):
     points, frac = wq.export(weight)
     if not points or points[0][1] != 0 or any(s <= 0 for _, s in points[1:]):
         raise ValueError(f"{type(wq).__name__}.export must give the shift-0 point first, then positive shifts")
-    weight = _gemm_layout(points[0][0])
+    weight = golden_layout(points[0][0])
     extra = {}
     if len(points) > 1:
-        extra = {"extra_weights": np.stack([_gemm_layout(p) for p, _ in points[1:]]),
+        extra = {"extra_weights": np.stack([golden_layout(p) for p, _ in points[1:]]),
                  "extra_shifts": np.array([s for _, s in points[1:]], dtype=np.int64)}
     if np.ndim(frac) and np.all(frac == frac[0]):
         frac = int(frac[0])           # one scale for every channel: per tensor

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .quantizers import Quantizer, channel_fracs, qrange, quantize_int, rnd
+from .quantizers import Quantizer, channel_fracs, golden_layout, qrange, quantize_int, rnd
 
 __all__ = ["MAX_BLOCK_SHIFT", "dsconv_fit", "gemm_order", "DSConvWeightQuantizer", "bfp_quantize"]
 
@@ -37,9 +37,7 @@ def gemm_order(weight: np.ndarray) -> np.ndarray:
     """A torch weight (``(O, I, kh, kw)`` or ``(O, K)``) as the golden GEMM matrix ``(K, O)``, K in
     ``(kh, kw, c_in)`` order."""
     w = np.asarray(weight)
-    if w.ndim == 4:
-        w = w.transpose(0, 2, 3, 1)
-    return w.reshape(w.shape[0], -1).T
+    return golden_layout(w).reshape(-1, w.shape[0])
 
 
 def _torch_order(gemm: np.ndarray, shape: tuple) -> np.ndarray:

@@ -180,18 +180,21 @@ class GraphNet(nn.Module):
                 if q:
                     scales[n.name] = scales[n.inputs[0]]
                     if n.op == "avgpool":  # golden: requantize the mean to the input's own type
-                        src = self._source_quantizer(n.inputs[0])
+                        s = self.act_source(n.inputs[0])
+                        src = self.qin if s is None else self.aq[s]
                         y = torch.clamp(round_ste(y / scales[n.name], src.rounding), src.lo, src.hi) * scales[n.name]
             vals[n.name] = y
         return vals[self.nodes[-1].name]
 
-    def _source_quantizer(self, name):
+    def act_source(self, name: str) -> str | None:
+        """The quantized node (conv, dense, add, concat) whose output reaches *name* through pools and
+        flattens; None: the network input."""
+        nodes = {n.name: n for n in self.nodes}
         while name != "input":
-            node = next(n for n in self.nodes if n.name == name)
-            if node.op in ACT_OPS:
-                return self.aq[name]
-            name = node.inputs[0]
-        return self.qin
+            if nodes[name].op in ACT_OPS:
+                return name
+            name = nodes[name].inputs[0]
+        return None
 
 
 def fold_batchnorm(net: GraphNet) -> GraphNet:

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from ..golden.pe_weights import shift_max_exponent
 from .calibrate import TINY
 from .quantizers import Quantizer
 
@@ -35,13 +36,13 @@ def inq_frac_bits(w: np.ndarray, bits: int) -> int:
     is the integer ``2**(bits - 2)``."""
     amax = max(float(np.max(np.abs(w))), TINY)
     n1 = math.floor(math.log2(4.0 * amax / 3.0))
-    return (bits - 2) - n1
+    return shift_max_exponent(bits) - n1
 
 
 def inq_levels(w: np.ndarray, frac: int, bits: int) -> np.ndarray:
     """The INQ integer of each weight: ``0`` or ``+-2**e``, ``0 <= e <= bits - 2`` (int64)."""
     x = np.abs(np.ldexp(np.asarray(w, dtype=np.float64), frac))
-    emax = bits - 2
+    emax = shift_max_exponent(bits)
     with np.errstate(divide="ignore"):
         e = np.floor(np.log2(np.where(x > 0, x, 1.0)))
     p = np.ldexp(1.0, e.astype(np.int64))                      # 2**floor(log2 x)

@@ -178,21 +178,10 @@ def layer_bits(net, w_bits: int, a_bits: int, first_last_bits: int | None = None
         first, last = comp[0], comp[-1]
         wb[first.name] = wb[last.name] = first_last_bits
         ab[last.name] = first_last_bits
-        src = _act_source(net, last.inputs[0])
+        src = net.act_source(last.inputs[0])
         if src is not None:
             ab[src] = first_last_bits
     return wb, ab
-
-
-def _act_source(net, name: str) -> str | None:
-    """The quantized node whose output reaches *name* through pools and flattens (None: the input)."""
-    nodes = {n.name: n for n in net.nodes}
-    act = {n.name for n in net.act_nodes()}
-    while name != "input":
-        if name in act:
-            return name
-        name = nodes[name].inputs[0]
-    return None
 
 
 def _act_quantizer(method: str, a: np.ndarray, bits: int, signed: bool, rounding: str):

@@ -36,7 +36,7 @@ from .calibrate import TINY, calibrate, pow2_frac_bits
 __all__ = [
     "rnd", "round_ste", "TQTFunction", "tqt_quantize", "tqt_quantize_ste", "Quantizer", "FixedQuantizer",
     "TQTQuantizer", "FATQuantizer", "LSQQuantizer", "SQWeightQuantizer", "MultipointWeightQuantizer",
-    "multipoint_points", "quantize_int", "channel_fracs", "qrange",
+    "multipoint_points", "golden_layout", "quantize_int", "channel_fracs", "qrange",
 ]
 
 LN2 = math.log(2.0)
@@ -316,6 +316,11 @@ class SQWeightQuantizer(Quantizer):
 
 def _round_np(s: np.ndarray, rounding: str) -> np.ndarray:
     return np.rint(s) if rounding == "half_even" else np.floor(s + 0.5)
+
+
+def golden_layout(w: np.ndarray) -> np.ndarray:
+    """A torch weight in the golden layout: OIHW -> HWIO, ``(out, in)`` -> ``(in, out)``."""
+    return w.transpose(2, 3, 1, 0) if w.ndim == 4 else w.T
 
 
 def quantize_int(x, frac, bits: int, signed: bool, rounding: str) -> np.ndarray:
