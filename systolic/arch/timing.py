@@ -198,9 +198,11 @@ class ArrayUnitTiming:
 
     :attr:`free` is the first cycle the unit can take the next MATMUL from
     the queue slot; :meth:`issue` books one taken in cycle *t* and returns
-    ``(last, reader_end)``: its last busy cycle (the last accumulator write
-    or check) and the last cycle it may read scratchpad lines (the LOAD
-    interlock's bound); :meth:`serial` bounds one MATMUL's cycles when
+    ``(last, a_end, w_end)``: its last busy cycle (the last accumulator
+    write or check), the last cycle it may read scratchpad A lines and the
+    last cycle it may read its W lines (the LOAD interlock's bounds: the
+    weight tile is read into registers right after the MATMUL is taken, so
+    its W lines are free long before its A lines); :meth:`serial` bounds one MATMUL's cycles when
     nothing overlaps (for :func:`cycle_bound`).
     """
 
@@ -208,7 +210,7 @@ class ArrayUnitTiming:
         self.lat = lat
         self.free = 0
 
-    def issue(self, t: int, m: int) -> tuple[int, int]:
+    def issue(self, t: int, m: int) -> tuple[int, int, int]:
         raise NotImplementedError
 
     def serial(self, m: int) -> int:
@@ -230,7 +232,7 @@ class WSTiming(ArrayUnitTiming):
         if m == 0:
             last = t + self._tile_read              # reads the tile, computes nothing
             self.free = last + 1
-            return last, last
+            return last, last, last
         p0 = t + self._tile_read + 1                # first push cycle
         if self.last_st is not None:                # shadow guard after the previous swap
             p0 = max(p0, self.last_st + self._guard)   # (ws_matmul_period - weight_push)
@@ -241,7 +243,7 @@ class WSTiming(ArrayUnitTiming):
         self.fd_free = st + m
         self.last_st = st
         # The feeder lets go of it the cycle after its last read; the last accumulator write follows.
-        return st + m - 1 + self._writeback, st + m
+        return st + m - 1 + self._writeback, st + m, t + self._tile_read
 
     def serial(self, m):
         lat = self.lat
@@ -254,7 +256,7 @@ class OSTiming(ArrayUnitTiming):
     def issue(self, t, m):
         last = t + self.lat.os_matmul(m)
         self.free = last + 1
-        return last, last
+        return last, last, min(last, t + self.lat.weight_tile_read)
 
     def serial(self, m):
         return self.lat.os_matmul(m)
@@ -321,7 +323,8 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
     out = [] if record else None
     q_free = 0              # first cycle the queue slot is free again
     unit_end = -1           # last busy cycle of the array unit so far
-    readers = []            # (a, m, w, last cycle it may read scratchpads); ends before f are stale
+    readers = []            # (a, m, w, last cycle it may read W, ... A: the later); ends before f are stale
+    writers = []            # (acc, m, its last accumulator write): the STORE interlock; ends before f are stale
     f = 0
     total = None
     # The counters, summed per instruction.
@@ -365,13 +368,20 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
             lines, spad = a["lines"], a["spad"]
             if lines:
                 is_w = a["target"] == 1
-                for ra, rm, rw, rend in readers:
+                for ra, rm, rw, w_end, a_end in readers:
+                    rend = w_end if is_w else a_end
                     if rend < c:
                         continue
                     lo, n = (rw, R) if is_w else (ra, rm)
                     if n and spad < lo + n and lo < spad + lines and rend + 1 > x:
                         x = rend + 1
-        elif op in (Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+        elif op == _STORE:
+            lines, acc = a["lines"], a["acc"]
+            if lines:
+                for wa, wm, wend in writers:
+                    if wend >= c and wm and acc < wa + wm and wa < acc + lines and wend + 1 > x:
+                        x = wend + 1
+        elif op in (Opcode.FENCE, Opcode.HALT):
             if unit_end + 1 > c:
                 x = unit_end + 1
         wait = x - c
@@ -385,7 +395,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
             if unit.free > t:
                 t = unit.free
             q_free = t + 1
-            last, reader_end = issue(t, m)
+            last, a_end, w_end = issue(t, m)
             if b_hi and x + 1 <= b_hi[-1] + 1:          # busy.add(x + 1, last)
                 if last > b_hi[-1]:
                     b_hi[-1] = last
@@ -394,7 +404,8 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 b_hi.append(last)
             if last > unit_end:
                 unit_end = last
-            readers.append((a["a"], m, a["w"], reader_end))
+            readers.append((a["a"], m, a["w"], w_end, a_end))
+            writers.append((a["acc"], m, last))
             arr = (x + 1, last)
         elif op == _LOAD:
             s0 = x + 1
@@ -440,10 +451,17 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 elems = a["elems"]
                 writes = nwords(a["dram"], a["stride"], elems, lines)
                 # max(1, w * (1 + d)) per line: w * (1 + d) when elems > 0 (w >= 1), else 1.
-                end = s0 + store_pipeline + (writes * q if elems > 0 else lines)
+                c0 = s0 + store_pipeline
+                end = c0 + (writes * q if elems > 0 else lines)
                 st_u = writes * d
                 store_s += st_u
-                idle_mem += st_u                      # the array unit is idle during a STORE
+                if st_u:                              # word g is requested in c0 + 1 + g q, accepted d later
+                    cover = busy.cover(c0 + 1, end)
+                    if cover == "none":
+                        idle_mem += st_u
+                    elif cover == "some":
+                        g = c0 + 1 + q * np.arange(writes, dtype=np.int64)
+                        idle_mem += busy.count_idle((g[:, None] + np.arange(d)).ravel())
             store_b += end - x
         n_reads += reads
         n_writes += writes
@@ -464,6 +482,8 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
         f = end + 1
         while readers and readers[0][-1] < f:       # (a stale reader further on is skipped by its end)
             del readers[0]
+        while writers and writers[0][-1] < f:
+            del writers[0]
     if total is None:
         total = f
     cnt = {"cycles": total, "bus_reads": n_reads, "bus_writes": n_writes, "idle_mem_stall": idle_mem,

@@ -15,10 +15,13 @@ double-buffered and tile t+1's loads are spread between tile t's MATMULs
 (dense tile 0: each K chunk just before its first MATMUL); weights that all fit
 scratchpad W are loaded once, N chunk j+1's spread between chunk j's MATMULs
 (otherwise alternately into two halves); each N chunk's LOADQ goes right
-before its STORE. No activation load, and no weight load when all weights fit,
-writes lines that a MATMUL issued since the last STORE reads (the hardware's
-interlocks would make it wait); results are those of sequential execution
-either way.
+before its STORE. When two regions of ``mt`` lines fit the accumulator buffer,
+N chunks alternate between them and a chunk's LOADQ and STORE are issued after
+the next chunk's first ``STORE_LAG`` MATMULs, so the STORE (which waits only for
+the MATMULs that write its lines) overlaps the next chunk's computation. No
+activation load, and no weight load when all weights fit, writes lines that a
+MATMUL still in flight reads (the hardware's interlocks would make it wait);
+results are those of sequential execution either way.
 
 K-split (weight reuse): when a large K leaves tiles of fewer rows than a weight-stationary MATMUL needs to
 stream (``2R + C + 1``), tiles get more rows, K is cut into groups (double-buffered in A across groups, so A
@@ -354,10 +357,10 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     P = len(points)
     conv = isinstance(layer, Conv2D)
     M = int(np.prod(dst.shape[:-1]))
-    if kc > spec.a_lines:
+    if kc > spec.a_lines and _ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
         raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, "
-                           f"only {spec.a_lines} exist")
-    mt = min(spec.a_lines // kc, spec.acc_lines, M)
+                           f"only {spec.a_lines} exist, too few to split K")
+    mt = min(spec.a_lines // kc, spec.acc_lines, M)   # (0: K does not fit; the K-split schedule runs it)
     # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
     # tile t+1 is loaded into the other half while tile t's MATMULs run.
     double = mt < M and spec.a_lines // (2 * kc) >= 1
@@ -412,6 +415,10 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                                make, mt, double))
 
 
+#: The plain schedule queues this many MATMULs of the next N chunk before the previous chunk's LOADQ and STORE.
+STORE_LAG = 2
+
+
 def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr, make, mt,
                    double):
     """The plain schedule (module docstring, docs/isa.md): ``(program, sum of the MATMULs' m, weight LOADs)``.
@@ -458,11 +465,20 @@ def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_
     n_w = 0
     prog = []
     append = prog.append
+    # Accumulator double-buffering: N chunks (counted over all tiles) alternate between two regions of mt lines,
+    # and each chunk's LOADQ and STORE wait until the next chunk's first STORE_LAG MATMULs are queued, so the
+    # STORE (which waits only for the MATMULs writing its lines) runs while the array computes the next chunk.
+    acc_double = 2 * mt <= spec.acc_lines
+    pending = []
+    n_chunk = 0
     for t in range(T):
         m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
         # Double-buffered, tile t+1 is loaded while tile t runs; a single buffer is loaded when its tile starts.
         cur = a_loads(t) if t == 0 or not double else []
+        if cur:             # a single A buffer: its loads wait for the array to drain, the last STORE goes first
+            prog += pending
+            pending = []
         if conv:
             prog += cur  # zero-fill, then the gathers
         dense_cur = bool(cur) and not conv
@@ -476,6 +492,8 @@ def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_
                 w_next = [wload(p, j + 1, i, home(p, j + 1, i)) for p, i in orders[j + 1]]
             n_next, n_ord = len(w_next), len(order)
             w_sent = 0
+            acc = (n_chunk % 2) * mt if acc_double else 0
+            n_chunk += 1
             for k, (p, i) in enumerate(order):
                 if dense_cur and i not in loaded:
                     append(a_chunk(t, i))  # K chunk i just before its first MATMUL
@@ -488,33 +506,43 @@ def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_
                     w_line = (n_w % 2) * R if w_alt else 0
                     n_w += 1
                     append(wload(p, j, i, w_line))
-                key = (k > 0, p, rows, base + i * mt, w_line)
+                key = (k > 0, p, rows, base + i * mt, w_line, acc)
                 ins = matmuls.get(key)
                 if ins is None:
                     ins = matmuls[key] = make(_MATMUL, {"accumulate": int(k > 0), "shift": shifts[p], "m": rows,
-                                                        "a": base + i * mt, "w": w_line, "acc": 0})
+                                                        "a": base + i * mt, "w": w_line, "acc": acc})
                 append(ins)
                 q += 1
                 if n_next:
                     upto = -(-(k + 1) * n_next // n_ord)
                     prog += w_next[w_sent:upto]
                     w_sent = upto
-                if n_nxt:
+                if pending and k + 1 == STORE_LAG:
+                    prog += pending
+                    pending = []
+                if n_nxt and not (pending and j == 0):  # (after the previous tile's last STORE, which
+                    # lets its MATMULs, readers of the lines these loads overwrite, finish first)
                     upto = -(-q * n_nxt // Q)
                     prog += nxt[sent:upto]
                     sent = upto
-            append(make(_LOADQ, {"dram": q_addr + j * qb}))
-            append(make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": 0,
-                                 "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
-                                 "stride": N}))
+            prog += pending     # (the previous chunk's, when this one has fewer than STORE_LAG MATMULs)
+            pending = [make(_LOADQ, {"dram": q_addr + j * qb}),
+                       make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": acc,
+                                     "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
+                                     "stride": N})]
+            if not acc_double:
+                prog += pending
+                pending = []
+    prog += pending
     append(make(Opcode.FENCE, {}))
     append(make(Opcode.HALT, {}))
     return prog, Q * M, (wt.count if preload else n_w)
 
 
 class _ConvGather:
-    """im2col by DMA for one Conv2D layer: per M tile, zero-fill its A buffer, then one strided load per (output
-    row run, kernel tap, chunk piece), built with NumPy over all runs and pieces of the tile at once.
+    """im2col by DMA for one Conv2D layer: per M tile, zero-fill the A lines the gathers leave (in part) unwritten
+    (padding), then one strided load per (output row run, kernel tap, chunk piece), built with NumPy over all
+    runs and pieces of the tile at once.
 
     The pieces of each kernel tap (its ``c_in`` K elements cut at K chunk boundaries) depend only on the K
     chunks gathered, so they are tabled once per chunk range."""
@@ -551,8 +579,6 @@ class _ConvGather:
         """The loads of output rows ``[m0, m0 + rows)`` into A lines from *a0*, K chunks ``i0 <= i < i1`` (chunk
         ``i`` into lines ``a0 + (i - i0) * mt + ...``)."""
         make = self.make
-        prog = [make(_LOAD, {"target": _A, "zero": 1, "unsigned": 0, "lines": (i1 - i0) * mt, "spad": a0,
-                             "elems": 0, "offset": 0, "dram": 0, "stride": 0})]
         H, W, Cin, OH, OW = self.H, self.W, self.Cin, self.OH, self.OW
         sh, sw, pt, pl = self.sh, self.sw, self.pt, self.pl
         runs = []
@@ -565,7 +591,7 @@ class _ConvGather:
             m += run
         ki, kj, i, k, k_end, base, lo0, hi0 = self.pieces(i0, i1)
         if not ki.size:
-            return prog
+            return self._zero_fill(np.zeros((0, 5), dtype=np.int64), rows, mt, a0, i0, i1)
         rm, rb, roy, rox0, rrun = (np.array(v, dtype=np.int64) for v in zip(*runs))
         # Which (run, piece) pairs have in-bounds pixels (run-major, as the loads go), then their fields.
         iy = roy[:, None] * sh + ki - pt
@@ -582,9 +608,25 @@ class _ConvGather:
         cols[:, 3] = kq - iq * self.R
         cols[:, 4] = self.src_addr + ((rb[r] * H + iy[r, q]) * W + lo * sw + kj[q] - pl) * Cin + (kq - base[q])
         ua, st = self.ua, sw * Cin
+        prog = self._zero_fill(cols, rows, mt, a0, i0, i1)
         prog += [make(_LOAD, {"target": _A, "zero": 0, "unsigned": ua, "lines": n, "spad": sp, "elems": e,
                               "offset": o, "dram": d, "stride": st}) for n, sp, e, o, d in cols.tolist()]
         return prog
+
+    def _zero_fill(self, cols, rows, mt, a0, i0, i1) -> list:
+        """Zero-fill LOADs (one per run of consecutive lines) for the A lines the MATMULs read (the first *rows*
+        of each chunk's *mt*) that the gathers *cols* (lines, spad, elems, ...) do not write in full: padding
+        taps, the elements of a chunk past K. They go before the gathers, which then overwrite their parts."""
+        L = (i1 - i0) * mt
+        delta = np.zeros(L + 1, dtype=np.int64)     # elements written per line, as a difference array
+        np.add.at(delta, cols[:, 1] - a0, cols[:, 2])
+        np.add.at(delta, cols[:, 1] - a0 + cols[:, 0], -cols[:, 2])
+        need = (np.cumsum(delta[:L]) < self.R) & (np.arange(L) % mt < rows)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], need.view(np.int8), [0]))))
+        make = self.make
+        return [make(_LOAD, {"target": _A, "zero": 1, "unsigned": 0, "lines": hi - lo, "spad": a0 + lo, "elems": 0,
+                             "offset": 0, "dram": 0, "stride": 0})
+                for lo, hi in zip(edges[0::2].tolist(), edges[1::2].tolist())]
 
 
 #: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.
@@ -614,14 +656,17 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
     tile: MATMULs of ``m < 2R + C + 1`` rows, and the weight-stationary array mostly swaps weight tiles. The
     K-split schedule takes ``mt2`` rows per tile, K in groups of ``kg`` chunks (double-buffered in A across
     groups) and N in groups of ``ng`` chunks, each with its own accumulator region of ``mt2`` lines; A is
-    re-read once per N group. Chosen when the rough estimate is clearly lower."""
+    re-read once per N group. Chosen when the rough estimate is clearly lower, and always when one row's K
+    chunks do not fit scratchpad A (``mt == 0``: the plain tiling has no schedule)."""
     R, C = spec.rows, spec.cols
     thr = spec.latencies.ws_matmul_period
     half = spec.a_lines // 2
-    if min(R, C) < 4 or mt >= thr or mt >= M or half < 1 or kc < 2:
+    force = mt == 0
+    if half < 1 or (not force and (min(R, C) < 4 or mt >= thr or mt >= M or kc < 2)):
         return None  # (on arrays under 4x4 a weight swap is a few cycles: the plain schedule stays)
-    T = math.ceil(M / mt)
-    old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
+    if not force:
+        T = math.ceil(M / mt)
+        old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
     best = None
     for G in sorted({math.ceil(nc / ng) for ng in range(1, nc + 1)}):
         ng = math.ceil(nc / G)
@@ -630,14 +675,14 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
             continue
         T2 = math.ceil(M / cap)
         mt2 = math.ceil(M / T2)
-        if mt2 < max(2 * mt, thr):
+        if mt2 < max(2 * mt, thr) and not force:
             continue  # MATMULs that still cannot stream do not pay for re-reading A
         H = math.ceil(kc / (half // mt2))
         kg = math.ceil(kc / H)
         cost = _schedule_cost(spec, mt2, M - (T2 - 1) * mt2, T2, G, ng, kg, H, P, preload, False)
         if best is None or cost < best[0]:
             best = (cost, mt2, kg, ng)
-    if best is None or best[0] >= 0.9 * old:
+    if best is None or (not force and best[0] >= 0.9 * old):
         return None
     return best[1:]
 

@@ -27,7 +27,7 @@ from .accumulator import AccUpdateSignature
 from .params import require_system_config
 from .scratchpad import LineReadSignature, memory_depth
 
-__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_tile"]
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
 #: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
@@ -35,8 +35,12 @@ MATMUL_LAYOUT = data.StructLayout({
     "a": _M["a"][1], "w": _M["w"][1], "acc": _M["acc"][1], "m": _M["m"][1],
     "accum": _M["accumulate"][1], "shift": _M["shift"][1], "idx": 32,
 })
-#: What the interlocks need to know of a MATMUL that may still read scratchpad lines.
-READER_LAYOUT = data.StructLayout({"valid": 1, "a": _M["a"][1], "m": _M["m"][1], "w": _M["w"][1]})
+#: What the interlocks need to know of a MATMUL that may still read scratchpad lines: A lines ``[a, a + m)``
+#: while ``valid``, W lines ``[w, w + rows)`` only while ``w_valid`` (the weight tile is read into registers
+#: first, so its W lines are free long before its A lines).
+READER_LAYOUT = data.StructLayout({"valid": 1, "a": _M["a"][1], "m": _M["m"][1], "w": _M["w"][1], "w_valid": 1})
+#: What the STORE interlock needs to know of a MATMUL that may still write accumulator lines ``[acc, acc + m)``.
+WRITER_LAYOUT = data.StructLayout({"valid": 1, "acc": _M["acc"][1], "m": _M["m"][1]})
 
 
 class ArrayUnit(wiring.Component):
@@ -63,13 +67,19 @@ class ArrayUnit(wiring.Component):
         Program index of the MATMUL whose update the accumulator buffer writes this cycle (the
         accumulator-overflow error names it).
     readers : Out(ArrayLayout(READER_LAYOUT, READERS))
-        MATMULs taken that may still read scratchpad lines (the controller's LOAD interlock).
+        MATMULs taken that may still read scratchpad lines (the controller's LOAD interlock): A lines while
+        ``valid``, W lines while ``w_valid`` (up to and including the cycle of the last tile read).
+    writers : Out(ArrayLayout(WRITER_LAYOUT, WRITERS))
+        MATMULs taken whose accumulator writes are not all done, each valid up to and including the cycle
+        of its last write (the controller's STORE interlock).
     stall : Out(1)
         An operand transfer is held back by the array (the ``matmul_stall`` counter).
     """
 
     #: How many taken MATMULs may read scratchpads at once (length of ``readers``).
     READERS = 1
+    #: How many taken MATMULs may have accumulator writes to come at once (length of ``writers``).
+    WRITERS = 1
 
     def __init__(self, *, config: AcceleratorConfig):
         self.config = require_system_config(config, self)
@@ -83,13 +93,20 @@ class ArrayUnit(wiring.Component):
             "upd": Out(AccUpdateSignature(depth=memory_depth(config.acc_lines), cols=C, psum_bits=acfg.acc_bits)),
             "clear": In(1), "busy": Out(1), "idx": Out(32),
             "readers": Out(data.ArrayLayout(READER_LAYOUT, self.READERS)),
+            "writers": Out(data.ArrayLayout(WRITER_LAYOUT, self.WRITERS)),
             "stall": Out(1),
         })
 
-    def _reader(self, m, n: int, valid, desc):
-        """Publish MATMUL *desc* (a MATMUL_LAYOUT view) as reader *n* while *valid*."""
+    def _reader(self, m, n: int, valid, desc, reads_w):
+        """Publish MATMUL *desc* (a MATMUL_LAYOUT view) as reader *n* while *valid*, of its W lines while
+        *reads_w*."""
         r = self.readers[n]
-        m.d.comb += [r.valid.eq(valid), r.a.eq(desc.a), r.m.eq(desc.m), r.w.eq(desc.w)]
+        m.d.comb += [r.valid.eq(valid), r.a.eq(desc.a), r.m.eq(desc.m), r.w.eq(desc.w), r.w_valid.eq(reads_w)]
+
+    def _writer(self, m, n: int, valid, desc):
+        """Publish MATMUL *desc* (anything with ``acc`` and ``m``) as writer *n* while *valid*."""
+        r = self.writers[n]
+        m.d.comb += [r.valid.eq(valid), r.acc.eq(desc.acc), r.m.eq(desc.m)]
 
 
 def read_weight_tile(m, w_port, k, base, tile):

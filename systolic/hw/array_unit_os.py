@@ -112,5 +112,6 @@ class OSArrayUnit(ArrayUnit):
                 with m.If((outs == expect) & ~array.o.valid & ~upd.busy):
                     m.next = "IDLE"
         m.d.comb += [self.matmul.ready.eq(fsm.ongoing("IDLE")), self.busy.eq(~fsm.ongoing("IDLE"))]
-        self._reader(m, 0, ~fsm.ongoing("IDLE"), cur)
+        self._reader(m, 0, ~fsm.ongoing("IDLE"), cur, fsm.ongoing("MM_W"))
+        self._writer(m, 0, ~fsm.ongoing("IDLE"), cur)      # (busy until its last write is done)
         return m

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data
-from amaranth.lib.fifo import SyncFIFO
 
+from ..arch.latency import ACC_UPDATE
 from .array import SystolicArray
 from .array_unit import MATMUL_LAYOUT, ArrayUnit, read_weight_tile, weight_tile
 
@@ -13,9 +13,8 @@ __all__ = ["WSArrayUnit"]
 
 #: Write-back descriptors in flight: a MATMUL's is pushed when the feeder starts it and popped with its last
 #: result, ``m + R + C - 1`` cycles later. The next start comes at least ``m`` and the one after that at
-#: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: the FIFO never fills and
-#: never holds the feeder back (which the cycle model relies on).
-_WRITEBACK_DEPTH = 4
+#: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: a two-entry queue (``wb0`` the
+#: head) that never fills at a push and never holds the feeder back (which the cycle model relies on).
 _WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name] for name in ("acc", "m", "accum", "shift", "idx")})
 
 
@@ -46,6 +45,7 @@ class WSArrayUnit(ArrayUnit):
     """
 
     READERS = 2
+    WRITERS = 4     # the weight loader's, the two write-back entries, the one whose last write is this cycle
 
     def elaborate(self, platform):
         m = Module()
@@ -92,35 +92,36 @@ class WSArrayUnit(ArrayUnit):
         fd = Signal(MATMUL_LAYOUT)
         fd_valid, i_valid, swap_r = Signal(), Signal(), Signal()
         issued = Signal(17)
-        m.submodules.wbfifo = wbfifo = SyncFIFO(width=_WRITEBACK.size, depth=_WRITEBACK_DEPTH)
+        wb = [Signal(_WRITEBACK, name=f"wb{n}") for n in range(2)]
+        wb_v = [Signal(name=f"wb{n}_valid") for n in range(2)]
+        push, pop = Signal(), Signal()
         fd_more, start_next, adv_f = Signal(), Signal(), Signal()
         m.d.comb += [
             array.i.valid.eq(i_valid), array.i.payload.a.eq(self.a.data), array.i.payload.swap.eq(swap_r),
             adv_f.eq(~i_valid | array.i.ready),
             fd_more.eq(fd_valid & (issued < fd.m)),
-            start_next.eq(~fd_more & wl_valid & wl_done & wbfifo.w_rdy),
+            start_next.eq(~fd_more & wl_valid & wl_done & ~wb_v[1]),
             self.stall.eq(i_valid & ~array.i.ready),
         ]
         wb_in = Signal(_WRITEBACK)
         m.d.comb += [wb_in.acc.eq(wl.acc), wb_in.m.eq(wl.m), wb_in.accum.eq(wl.accum), wb_in.shift.eq(wl.shift),
-                     wb_in.idx.eq(wl.idx), wbfifo.w_data.eq(wb_in)]
+                     wb_in.idx.eq(wl.idx)]
         with m.If(adv_f):
             with m.If(fd_more):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]
                 m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(0)]
             with m.Elif(start_next):
-                m.d.comb += [self.a.en.eq(1), self.a.addr.eq(wl.a), wbfifo.w_en.eq(1)]
+                m.d.comb += [self.a.en.eq(1), self.a.addr.eq(wl.a), push.eq(1)]
                 m.d.sync += [issued.eq(1), i_valid.eq(1), swap_r.eq(1), fd.eq(wl), fd_valid.eq(1),
                              wl_valid.eq(0)]
             with m.Else():
                 m.d.sync += [i_valid.eq(0), fd_valid.eq(0)]
 
         # Write-back: output vectors of the head MATMUL into the accumulator.
-        head = Signal(_WRITEBACK)
+        head = wb[0]
         o_cnt = Signal(17)
         upd = self.upd
         m.d.comb += [
-            head.eq(wbfifo.r_data),
             upd.valid.eq(array.o.valid),
             upd.addr.eq(head.acc + o_cnt),
             upd.accumulate.eq(head.accum),
@@ -131,12 +132,32 @@ class WSArrayUnit(ArrayUnit):
             m.d.sync += self.idx.eq(head.idx)
             with m.If(o_cnt + 1 == head.m):
                 m.d.sync += o_cnt.eq(0)
-                m.d.comb += wbfifo.r_en.eq(1)
+                m.d.comb += pop.eq(1)
             with m.Else():
                 m.d.sync += o_cnt.eq(o_cnt + 1)
+        # The two-entry queue: a pop moves wb1 to the head; a push fills the first free entry after it.
+        with m.If(pop):
+            m.d.sync += [wb[0].eq(wb[1]), wb_v[0].eq(wb_v[1]), wb_v[1].eq(0)]
+            with m.If(push & wb_v[1]):
+                m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
+            with m.Elif(push):
+                m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
+        with m.Elif(push & wb_v[0]):
+            m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
+        with m.Elif(push):
+            m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
+        # The popped MATMUL's last write happens the cycle after the pop (ACC_UPDATE): it stays a writer then.
+        assert ACC_UPDATE == 1, "the write-back's last writer register assumes a one-cycle accumulator update"
+        done_v, done = Signal(), Signal(_WRITEBACK)
+        m.d.sync += done_v.eq(pop)
+        with m.If(pop):
+            m.d.sync += done.eq(head)
         with m.If(self.clear):
-            m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0)]
-        m.d.comb += self.busy.eq(wl_valid | fd_valid | wbfifo.r_rdy | upd.busy)
-        self._reader(m, 0, wl_valid, wl)
-        self._reader(m, 1, fd_valid, fd)
+            m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
+                         done_v.eq(0)]
+        m.d.comb += self.busy.eq(wl_valid | fd_valid | wb_v[0] | upd.busy)
+        self._reader(m, 0, wl_valid, wl, wl_valid & ~wl_push & ~wl_done)   # W: while reading the tile
+        self._reader(m, 1, fd_valid, fd, 0)                                 # (the feeder reads A only)
+        for n, (valid, desc) in enumerate(((wl_valid, wl), (wb_v[0], wb[0]), (wb_v[1], wb[1]), (done_v, done))):
+            self._writer(m, n, valid, desc)
         return m

@@ -13,7 +13,7 @@ from ..arch.isa import BIAS_BYTES, INSTR_BYTES, Opcode
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
-from .array_unit import MATMUL_LAYOUT, READER_LAYOUT
+from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
 from .dma import DmaCommandSignature
 from .params import require_system_config
@@ -60,8 +60,10 @@ class Controller(wiring.Component):
 
     Interlocks (docs/isa.md): a LOAD waits while a queued or taken MATMUL
     (the queue slot and the array unit's ``readers``) may read lines it
-    overwrites; a MATMUL waits for the queue slot; STORE, FENCE and HALT wait
-    until the array unit is idle.
+    overwrites (W lines only until its weight tile is read); a MATMUL waits for the queue slot; a STORE waits while a
+    queued or taken MATMUL (the queue slot and the array unit's ``writers``)
+    may still write lines it reads, and runs beside the others; FENCE and HALT
+    wait until the array unit is idle.
 
     Latency: an instruction is checked
     :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
@@ -75,6 +77,8 @@ class Controller(wiring.Component):
     config : AcceleratorConfig
     readers : int
         Length of the array unit's ``readers`` (``ArrayUnit.READERS``).
+    writers : int
+        Length of the array unit's ``writers`` (``ArrayUnit.WRITERS``).
 
     Members
     -------
@@ -92,6 +96,8 @@ class Controller(wiring.Component):
     matmul : Out(stream.Signature(MATMUL_LAYOUT))
         The queue slot, to the array unit.
     readers : In(ArrayLayout(READER_LAYOUT, readers))
+    writers : In(ArrayLayout(WRITER_LAYOUT, writers))
+        MATMULs taken whose accumulator writes are not done (the STORE interlock).
     unit_busy : In(1)
         The array unit is busy (the queue slot not included).
     overflow : In(1)
@@ -103,7 +109,7 @@ class Controller(wiring.Component):
     events : Out(controller_events(config))
     """
 
-    def __init__(self, *, config: AcceleratorConfig, readers: int):
+    def __init__(self, *, config: AcceleratorConfig, readers: int, writers: int):
         self.config = require_system_config(config, self)
         B = config.dma_buffer_bytes
         super().__init__({
@@ -115,6 +121,7 @@ class Controller(wiring.Component):
             "load_w": Out(LineLoadSignature(depth=memory_depth(config.w_lines), width=config.cols)),
             "matmul": Out(stream.Signature(MATMUL_LAYOUT)),
             "readers": In(data.ArrayLayout(READER_LAYOUT, readers)),
+            "writers": In(data.ArrayLayout(WRITER_LAYOUT, writers)),
             "unit_busy": In(1), "overflow": In(1), "overflow_idx": In(PC_BITS),
             "store": Out(StoreControlSignature(loadq_bytes=config.loadq_bytes)),
             "clear": Out(1),
@@ -127,6 +134,7 @@ class Controller(wiring.Component):
         s = SimpleNamespace(
             ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
+            ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
             chk=chk,
         )
@@ -166,15 +174,22 @@ class Controller(wiring.Component):
         def overlaps(x, n, y, k):
             return (n != 0) & (k != 0) & (x < y + k) & (y < x + n)
 
-        readers = [(s.q_valid, s.q)] + [(r.valid, r) for r in self.readers]
-        conflict = Cat(*(valid & Mux(s.is_w, overlaps(f["spad"], f["lines"], d.w, R),
-                                     overlaps(f["spad"], f["lines"], d.a, d.m)) for valid, d in readers)).any()
+        readers = [(s.q_valid, s.q_valid, s.q)] + [(r.valid, r.w_valid, r) for r in self.readers]
+        conflict = Cat(*(Mux(s.is_w, w_valid & overlaps(f["spad"], f["lines"], d.w, R),
+                             valid & overlaps(f["spad"], f["lines"], d.a, d.m))
+                         for valid, w_valid, d in readers)).any()
+        S = Opcode.STORE
+        st_acc, st_lines = field(s.ins, S, "acc"), field(s.ins, S, "lines")
+        writers = [(s.q_valid, s.q)] + [(w.valid, w) for w in self.writers]
+        pending = Cat(*(valid & overlaps(st_acc, st_lines, d.acc, d.m) for valid, d in writers)).any()
         with m.Switch(s.chk.op):
             with m.Case(Opcode.LOAD):
                 m.d.comb += s.blocked.eq(conflict)
             with m.Case(Opcode.MATMUL):
                 m.d.comb += s.blocked.eq(s.q_valid)
-            with m.Case(Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+            with m.Case(Opcode.STORE):
+                m.d.comb += s.blocked.eq(pending)
+            with m.Case(Opcode.FENCE, Opcode.HALT):
                 m.d.comb += s.blocked.eq(s.unit_busy)
 
     def _datapath(self, m, s):
@@ -254,6 +269,7 @@ class Controller(wiring.Component):
                     next_instr()
                 with m.Case(Opcode.STORE):
                     m.d.comb += self.store.start.eq(1)
+                    m.d.sync += s.ovf_seen.eq(0)
                     m.next = "STORE"
 
         with m.FSM() as fsm:
@@ -343,9 +359,18 @@ class Controller(wiring.Component):
                 with m.If(self.store.out_valid):
                     m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(self.store.out_addr),
                                  dma.n.eq(f["elems"]), dma.off.eq(0)]
+                # MATMULs of other accumulator lines run beside a STORE: an overflow of one is kept and
+                # reported once the STORE is done (its lines are written; the error names the MATMUL).
+                with m.If(self.overflow & ~s.ovf_seen):
+                    m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
                 # The next FETCH starts its gather at once: leave only when the DMA can take it.
                 with m.If(self.store.done & dma.ready):
-                    next_instr()
+                    with m.If(s.ovf_seen):
+                        fail_now(ERR_OVERFLOW, 0, s.ovf_idx)
+                    with m.Elif(self.overflow):
+                        fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
+                    with m.Else():
+                        next_instr()
         return fsm
 
     def _unit_events(self, m, s, fsm):

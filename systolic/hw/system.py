@@ -100,7 +100,7 @@ class Accelerator(wiring.Component):
                                                          psum_bits=cfg.array_config.acc_bits)
         m.submodules.array_unit = unit = array_unit(cfg)
         m.submodules.store = store = StorePipeline(config=cfg)
-        m.submodules.controller = ctrl = Controller(config=cfg, readers=unit.READERS)
+        m.submodules.controller = ctrl = Controller(config=cfg, readers=unit.READERS, writers=unit.WRITERS)
         m.submodules.counters = counters = PerfCounters(names=COUNTERS, event_max=max(R * C, B, 2))
 
         wiring.connect(m, dma.bus, wiring.flipped(self.bus))
@@ -115,7 +115,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, store.acc, accbuf.rd)
         m.d.comb += [
             dma.src.eq(store.bytes),
-            ctrl.readers.eq(unit.readers), ctrl.unit_busy.eq(unit.busy), unit.clear.eq(ctrl.clear),
+            ctrl.readers.eq(unit.readers), ctrl.writers.eq(unit.writers), ctrl.unit_busy.eq(unit.busy), unit.clear.eq(ctrl.clear),
             ctrl.overflow.eq(accbuf.overflow), ctrl.overflow_idx.eq(unit.idx),
             ctrl.start.eq(self.start), ctrl.prog_addr.eq(self.prog_addr), ctrl.prog_len.eq(self.prog_len),
             ctrl.dram_bytes.eq(self.dram_bytes),

@@ -5,8 +5,9 @@ scripts/bench_compile.py --reference times.
 A verbatim copy of ``_lower_gemm`` and its helpers from systolic/compiler/lower.py and of
 ``program_timeline`` from systolic/arch/timing.py at the commit before the fast paths (one ``Instr`` per
 instruction, built and checked one at a time; one pass over ``Instr`` objects for the cycles). Only the imports
-differ: the public classes come from the package. Do not optimise this file: it is the definition the fast
-paths are checked against.
+differ: the public classes come from the package. Later schedule and timing changes are applied here in the same
+plain style (accumulator double-buffering with STOREs beside the next chunk's MATMULs). Do not optimise this
+file: it is the definition the fast paths are checked against.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
 from systolic.arch.timing import ARRAY_UNIT_TIMING, InstrTiming, Timeline, gather_accepts, words
-from systolic.compiler.lower import AccelStep, CompiledNetwork, CompileError, HostStep, Region
+from systolic.compiler.lower import STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region
 from systolic.golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from systolic.golden.network import QuantizedNetwork
 from systolic.golden.ops import check_acc_range
@@ -210,8 +211,9 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     P = len(points)
     conv = isinstance(layer, Conv2D)
     M = int(np.prod(dst.shape[:-1]))
-    if kc > spec.a_lines:
-        raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, only {spec.a_lines} exist")
+    if kc > spec.a_lines and _ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
+        raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, "
+                           f"only {spec.a_lines} exist, too few to split K")
     mt = min(spec.a_lines // kc, spec.acc_lines, M)
     # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
     # tile t+1 is loaded into the other half while tile t's MATMULs run.
@@ -289,11 +291,17 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     Q = sum(map(len, orders))                    # the MATMULs of one M tile
     n_w = 0
     prog = []
+    acc_double = 2 * mt <= spec.acc_lines   # N chunks alternate between two accumulator regions
+    chunk_no = 0
+    pending = []                            # the previous chunk's LOADQ and STORE, issued after STORE_LAG MATMULs
     for t in range(T):
         m0, base = t * mt, a_base(t)
         rows = min(mt, M - m0)
         # Double-buffered, tile t+1 is loaded while tile t runs; a single buffer is loaded when its tile starts.
         cur = a_loads(t) if t == 0 or not double else []
+        if cur:             # a single A buffer: its loads wait for the array to drain, the last STORE goes first
+            prog += pending
+            pending = []
         if conv:
             prog += cur  # zero-fill, then the gathers
         nxt = a_loads(t + 1) if double and t + 1 < T else []
@@ -304,6 +312,8 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
             if preload and t == 0 and j + 1 < nc:
                 w_next = [wt.load(p, j + 1, i, wt.home(p, j + 1, i)) for p, i in orders[j + 1]]
             w_sent = 0
+            acc = (chunk_no % 2) * mt if acc_double else 0
+            chunk_no += 1
             for k, (p, i) in enumerate(order):
                 if cur and not conv and i not in loaded:
                     prog.append(a_chunk(t, i))  # K chunk i just before its first MATMUL
@@ -317,19 +327,28 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                     n_w += 1
                     prog.append(wt.load(p, j, i, w_line))
                 prog.append(Instr(Opcode.MATMUL, dict(accumulate=int(k > 0), shift=points[p][1], m=rows,
-                                                     a=base + i * mt, w=w_line, acc=0)))
+                                                     a=base + i * mt, w=w_line, acc=acc)))
                 q += 1
                 upto = -(-(k + 1) * len(w_next) // len(order))
                 prog += w_next[w_sent:upto]
                 w_sent = upto
-                upto = -(-q * len(nxt) // Q)
-                prog += nxt[sent:upto]
-                sent = upto
-            prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
-            prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
-                                                bits=out_t.bits, lines=rows, acc=0,
+                if k + 1 == STORE_LAG:
+                    prog += pending
+                    pending = []
+                if not (pending and j == 0):
+                    upto = -(-q * len(nxt) // Q)
+                    prog += nxt[sent:upto]
+                    sent = upto
+            prog += pending
+            pending = [Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)),
+                       Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
+                                                bits=out_t.bits, lines=rows, acc=acc,
                                                 elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
-                                                stride=N)))
+                                                stride=N))]
+            if not acc_double:
+                prog += pending
+                pending = []
+    prog += pending
     prog.append(Instr(Opcode.FENCE))
     prog.append(Instr(Opcode.HALT))
     return step(prog)
@@ -337,8 +356,8 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
 
 def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, dst: Region, a0: int = 0,
                  chunks: tuple | None = None):
-    """im2col by DMA: zero-fill the tile's A buffer (from line *a0*), then one strided load per (output row
-    run, kernel tap, chunk piece). With *chunks* ``(i0, i1)`` only K chunks ``i0 <= i < i1`` are gathered, chunk
+    """im2col by DMA: zero-fill the A lines (from line *a0*) the gathers leave (in part) unwritten, then one
+    strided load per (output row run, kernel tap, chunk piece). With *chunks* ``(i0, i1)`` only K chunks ``i0 <= i < i1`` are gathered, chunk
     ``i`` into lines ``a0 + (i - i0) * mt + ...`` (a K group of the K-split schedule)."""
     i0, i1 = chunks if chunks is not None else (0, kc)
     _, H, W, Cin = src.shape
@@ -346,7 +365,7 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
     kh, kw = layer.kernel
     sh, sw = layer.stride
     pt, _, pl, _ = layer.padding
-    prog = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=(i1 - i0) * mt, spad=a0, elems=0))]
+    prog = []
     m = m0
     while m < m0 + rows:
         b, rem = divmod(m, OH * OW)
@@ -374,7 +393,21 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
                         dram=src.addr + ((b * H + iy) * W + ix) * Cin + (k - base), stride=sw * Cin)))
                     k = k_end
         m += run
-    return prog
+    # Zero-fill first, one LOAD per run of lines that a MATMUL reads (the first rows of each chunk's mt) and
+    # the gathers do not write in full.
+    written = [0] * ((i1 - i0) * mt)
+    for ins in prog:
+        for line in range(ins.spad - a0, ins.spad - a0 + ins.lines):
+            written[line] += ins.elems
+    zero = []
+    for line, n in enumerate(written):
+        if n < R and line % mt < rows:
+            if zero and zero[-1].spad + zero[-1].lines == a0 + line:
+                zero[-1] = Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=zero[-1].lines + 1,
+                                                   spad=zero[-1].spad, elems=0))
+            else:
+                zero.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=1, spad=a0 + line, elems=0)))
+    return zero + prog
 
 
 #: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.
@@ -404,14 +437,17 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
     tile: MATMULs of ``m < 2R + C + 1`` rows, and the weight-stationary array mostly swaps weight tiles. The
     K-split schedule takes ``mt2`` rows per tile, K in groups of ``kg`` chunks (double-buffered in A across
     groups) and N in groups of ``ng`` chunks, each with its own accumulator region of ``mt2`` lines; A is
-    re-read once per N group. Chosen when the rough estimate is clearly lower."""
+    re-read once per N group. Chosen when the rough estimate is clearly lower, and always when one row's K
+    chunks do not fit scratchpad A (``mt == 0``: the plain tiling has no schedule)."""
     R, C = spec.rows, spec.cols
     thr = spec.latencies.ws_matmul_period
     half = spec.a_lines // 2
-    if min(R, C) < 4 or mt >= thr or mt >= M or half < 1 or kc < 2:
+    force = mt == 0
+    if half < 1 or (not force and (min(R, C) < 4 or mt >= thr or mt >= M or kc < 2)):
         return None  # (on arrays under 4x4 a weight swap is a few cycles: the plain schedule stays)
-    T = math.ceil(M / mt)
-    old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
+    if not force:
+        T = math.ceil(M / mt)
+        old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
     best = None
     for G in sorted({math.ceil(nc / ng) for ng in range(1, nc + 1)}):
         ng = math.ceil(nc / G)
@@ -420,14 +456,14 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
             continue
         T2 = math.ceil(M / cap)
         mt2 = math.ceil(M / T2)
-        if mt2 < max(2 * mt, thr):
+        if mt2 < max(2 * mt, thr) and not force:
             continue  # MATMULs that still cannot stream do not pay for re-reading A
         H = math.ceil(kc / (half // mt2))
         kg = math.ceil(kc / H)
         cost = _schedule_cost(spec, mt2, M - (T2 - 1) * mt2, T2, G, ng, kg, H, P, preload, False)
         if best is None or cost < best[0]:
             best = (cost, mt2, kg, ng)
-    if best is None or best[0] >= 0.9 * old:
+    if best is None or (not force and best[0] >= 0.9 * old):
         return None
     return best[1:]
 
@@ -590,7 +626,8 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
     out = []
     q_free = 0              # first cycle the queue slot is free again
     unit_end = -1           # last busy cycle of the array unit so far
-    readers = []            # (a, m, w, last cycle it may read scratchpads)
+    readers = []            # (a, m, w, last cycle it may read A, last cycle it may read W)
+    writers = []            # (acc, m, last accumulator write)
     f = 0
     total = None
     for j, ins in enumerate(program):
@@ -610,13 +647,18 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             x = max(c, q_free)
         elif op == Opcode.LOAD:
             lines, spad = a["lines"], a["spad"]
-            for ra, rm, rw, rend in readers:
+            for ra, rm, rw, a_end, w_end in readers:
+                rend = w_end if a["target"] == 1 else a_end
                 if rend < c or lines == 0:
                     continue
                 lo, n = (rw, R) if a["target"] == 1 else (ra, rm)
                 if n and spad < lo + n and lo < spad + lines:
                     x = max(x, rend + 1)
-        elif op in (Opcode.STORE, Opcode.FENCE, Opcode.HALT):
+        elif op == Opcode.STORE:
+            for wa, wm, wend in writers:
+                if a["lines"] and wm and a["acc"] < wa + wm and wa < a["acc"] + a["lines"]:
+                    x = max(x, wend + 1)
+        elif op in (Opcode.FENCE, Opcode.HALT):
             x = max(c, unit_end + 1)
         if x > c:
             b["wait"] = x - c
@@ -628,10 +670,11 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             m = a["m"]
             t = max(x + QUEUE_SLOT, unit.free)      # queue slot -> the array unit
             q_free = t + 1
-            last, reader_end = unit.issue(t, m)
+            last, a_end, w_end = unit.issue(t, m)
             busy.add(x + 1, last)
             unit_end = max(unit_end, last)
-            readers.append((a["a"], m, a["w"], reader_end))
+            readers.append((a["a"], m, a["w"], a_end, w_end))
+            writers.append((a["acc"], m, last))
             arr = (x + 1, last)
         elif op == Opcode.LOAD:
             s0 = x + 1
@@ -659,16 +702,24 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
-                end = s0 + cfg.latencies.store_pipeline + sum(max(1, w * (1 + d)) for w in ws_)
+                c_i = s0 + cfg.latencies.store_pipeline
+                stall = []                            # a word requested in cycle r is accepted in r + d
+                for w in ws_:
+                    for g in range(w):
+                        r = c_i + 1 + g * (1 + d)
+                        stall += range(r, r + d)
+                    c_i += max(1, w * (1 + d))
+                end = c_i
                 writes = sum(ws_)
                 s["store"] = writes * d
-                idle_mem += writes * d                # the array unit is idle during a STORE
+                idle_mem += busy.count_idle(np.array(stall, dtype=np.int64))
             b["store"] = end - x
         out.append(InstrTiming(j, op.name, f, x, end, b, s, reads, writes, arr))
         if total is not None:
             break
         f = end + 1
-        readers = [(ra, rm, rw, rend) for ra, rm, rw, rend in readers if rend >= f]
+        readers = [r for r in readers if max(r[3], r[4]) >= f]
+        writers = [(wa, wm, wend) for wa, wm, wend in writers if wend >= f]
     if total is None:
         total = f
     cnt = {"cycles": total, "bus_reads": 0, "bus_writes": 0, "idle_mem_stall": idle_mem}

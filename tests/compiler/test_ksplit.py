@@ -163,7 +163,12 @@ def test_ksplit_is_faster(monkeypatch, preset, make):
 def test_plain_schedule_kept_when_tiles_stream():
     # GEMM 256x512x128 on 16x16: plain mt 64 >= 2R + C + 1 = 49.
     cn = compile_network(_dense(np.random.default_rng(0), 512, 128), SPECS["large"], batch=256)
-    assert {i.acc for i in cn.steps[0].program if i.op == Opcode.MATMUL} == {0}
+    prog = cn.steps[0].program
+    # Plain: every MATMUL has m = mt = 64 rows, and the 8 N chunks of each of the 4 M tiles alternate between
+    # two accumulator regions of 64 lines (the K-split schedule would give each chunk of a group its region).
+    assert {i.m for i in prog if i.op == Opcode.MATMUL} == {64}
+    stores = [i.acc for i in prog if i.op == Opcode.STORE]
+    assert stores == [0, 64] * 16
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -173,3 +178,28 @@ def test_shipped_models_equal_golden(model, preset):
     batch = 16
     cn = compile_network(net, MachineSpec.from_config(PRESETS[preset]), batch=batch)
     _run(cn, net, batch, 9)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_k_larger_than_scratchpad_a_is_split(kind):
+    """One row's K chunks need more lines than scratchpad A has (the plain tiling has no tile at all): the
+    K-split schedule runs the layer, equal to golden, every access inside its memory."""
+    spec = dataclasses.replace(SPECS["default"], a_lines=16)
+    rng = np.random.default_rng(7)
+    net = _dense(rng, 300, 20) if kind == "dense" else _conv(rng, 5, 20, 12, 3, 1, 1)
+    K = net.layers[0].gemm_weight().shape[0]
+    assert math.ceil(K / spec.rows) > spec.a_lines
+    cn = compile_network(net, spec, batch=3)
+    (step,) = cn.steps
+    for ins in step.program:
+        if ins.op == Opcode.LOAD and ins.target == 0:
+            assert ins.spad + ins.lines <= spec.a_lines
+        if ins.op == Opcode.MATMUL:
+            assert ins.a + ins.m <= spec.a_lines and ins.acc + ins.m <= spec.acc_lines
+    _run(cn, net, 3, 4)
+
+
+def test_k_that_cannot_be_split_is_refused():
+    spec = dataclasses.replace(SPECS["default"], a_lines=1)
+    with pytest.raises(lower.CompileError, match="K=300 needs 38 scratchpad A lines per row, only 1 exist"):
+        compile_network(_dense(np.random.default_rng(0), 300, 20), spec, batch=2)

@@ -38,7 +38,7 @@ def _run(cfg, descs, seed=0, idle=0.0, max_cycles=5000):
     A = rng.integers(lo_a, -lo_a, (cfg.a_lines, cfg.rows))
     W = rng.integers(-(1 << cfg.w_bits), 1 << cfg.w_bits, (cfg.w_lines, cfg.cols))
     gaps = random.Random(seed)
-    trace = {"taken": [], "updates": [], "busy": [], "reads": [], "readers": [], "A": A, "W": W}
+    trace = {"taken": [], "updates": [], "busy": [], "reads": [], "readers": [], "writers": [], "A": A, "W": W}
 
     async def bench(ctx):
         pending = list(descs)
@@ -69,8 +69,10 @@ def _run(cfg, descs, seed=0, idle=0.0, max_cycles=5000):
                 pending.pop(0)
             a_req = ctx.get(dut.a.addr) if ctx.get(dut.a.en) else None
             w_req = ctx.get(dut.w.addr) if ctx.get(dut.w.en) else None
-            readers = [(ctx.get(r.a), ctx.get(r.m), ctx.get(r.w)) for r in dut.readers if ctx.get(r.valid)]
+            readers = [(ctx.get(r.a) if ctx.get(r.valid) else None, ctx.get(r.m),
+                        ctx.get(r.w) if ctx.get(r.w_valid) else None) for r in dut.readers]
             trace["readers"].append(readers)
+            trace["writers"].append([(ctx.get(r.acc), ctx.get(r.m)) for r in dut.writers if ctx.get(r.valid)])
             if a_req is not None:
                 trace["reads"].append((cycle, "a", a_req))
             if w_req is not None:
@@ -132,7 +134,8 @@ def test_updates_equal_the_model_with_stream_stalls(name):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_reads_stay_inside_the_published_readers(name):
-    """The interlock's contract: every scratchpad line read belongs to a MATMUL published in ``readers``."""
+    """The LOAD interlock's contract: every scratchpad line read belongs to a MATMUL published in ``readers``
+    (A lines while ``valid``, W lines while ``w_valid``)."""
     cfg = CONFIGS[name]
     rng = np.random.default_rng(5 + len(name))
     descs = _random_descs(cfg, rng, 8)
@@ -141,9 +144,24 @@ def test_reads_stay_inside_the_published_readers(name):
     for cycle, port, line in tr["reads"]:
         pub = tr["readers"][cycle]
         if port == "a":
-            assert any(a <= line < a + m for a, m, _ in pub), (cycle, line, pub)
+            assert any(a is not None and a <= line < a + m for a, m, _ in pub), (cycle, line, pub)
         else:
-            assert any(w <= line < w + cfg.rows for _, _, w in pub), (cycle, line, pub)
+            assert any(w is not None and w <= line < w + cfg.rows for _, _, w in pub), (cycle, line, pub)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_writes_stay_inside_the_published_writers(name):
+    """The STORE interlock's contract: an accumulator update presented in cycle c (written in c + ACC_UPDATE)
+    belongs to a MATMUL published in ``writers`` in both cycles."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(11 + len(name))
+    descs = _random_descs(cfg, rng, 8)
+    tr = _run(cfg, descs, seed=3, idle=0.3)
+    assert tr["updates"]
+    for cycle, line, *_ in tr["updates"]:
+        for c in (cycle, cycle + ACC_UPDATE):
+            pub = tr["writers"][c] if c < len(tr["writers"]) else []
+            assert any(acc <= line < acc + m for acc, m in pub), (c, line, pub)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -3,13 +3,15 @@
 The DMA model answers gathers line by line after random delays and keeps
 ``ready`` low while a gather or a scatter is in progress; the array-unit
 model takes MATMULs from the queue slot when it likes (random ``ready``),
-keeps each busy for a random time and publishes it as a reader meanwhile;
+keeps each busy for a random time and publishes it as a reader and a
+writer meanwhile;
 the STORE-pipeline model hands out one line per advance after its pipeline
 depth. The controller must produce, in program order, exactly the side
 effects docs/isa.md defines (LOAD line writes, MATMUL descriptors, LOADQ
 parameter loads, STORE commands and their scatters), respect the interlocks
 (no LOAD line written while a MATMUL that reads it is queued or running;
-STORE, FENCE and HALT only with the array unit idle), and stop with the
+no STORE started while a MATMUL that writes its lines is; FENCE and HALT
+only with the array unit idle), and stop with the
 executor's error for a bad program.
 """
 
@@ -92,7 +94,7 @@ def _expected(prog, mem):
 
 def _run(prog, mem, seed):
     """Run *prog* on the controller with behavioural neighbours; returns (effects, status, checks)."""
-    dut = Controller(config=CFG, readers=2)
+    dut = Controller(config=CFG, readers=2, writers=2)
     rng = random.Random(seed)
     blob = encode_program(prog)
     prog_addr = -(-DRAM // 16) * 16
@@ -100,7 +102,7 @@ def _run(prog, mem, seed):
     image[:DRAM] = mem
     image[prog_addr:] = np.frombuffer(blob, np.uint8)
     B = CFG.dma_buffer_bytes
-    effects, checks = [], {"interlocked_loads": 0, "held": 0, "taken_late": 0}
+    effects, checks = [], {"interlocked_loads": 0, "held": 0, "taken_late": 0, "stores_beside": 0}
     status = {}
 
     async def bench(ctx):
@@ -112,7 +114,8 @@ def _run(prog, mem, seed):
         ctx.set(dut.start, 0)
         lines_due = []              # (cycle, bytes) of the gather in progress
         dma_busy_until = -1         # a scatter keeps the DMA busy until then
-        inflight = []               # (a, m, w, cycle it finishes) of MATMULs the unit took
+        inflight = []               # (a, m, w, cycle it finishes, acc) of MATMULs the unit took
+        seen = -1                   # program index of the last MATMUL seen in the queue slot
         store = None                # [cmd, advances, lines out]
         for cycle in range(20000):
             # ---- inputs of this cycle (the models' state)
@@ -128,8 +131,14 @@ def _run(prog, mem, seed):
             for k, r in enumerate(dut.readers):
                 d = inflight[k] if k < len(inflight) else None
                 ctx.set(r.valid, int(d is not None))
+                ctx.set(r.w_valid, int(d is not None))
                 if d is not None:
                     ctx.set(r.a, d[0]), ctx.set(r.m, d[1]), ctx.set(r.w, d[2])
+            for k, r in enumerate(dut.writers):
+                d = inflight[k] if k < len(inflight) else None
+                ctx.set(r.valid, int(d is not None))
+                if d is not None:
+                    ctx.set(r.acc, d[4]), ctx.set(r.m, d[1])
             ctx.set(dut.unit_busy, int(bool(inflight)))
             unit_ready = len(inflight) < 2 and rng.random() < 0.5      # random stalls on the MATMUL stream
             ctx.set(dut.matmul.ready, int(unit_ready))
@@ -164,19 +173,27 @@ def _run(prog, mem, seed):
                     checks["interlocked_loads"] += bool(inflight or queued)
                 else:
                     ctx.set(port.bad, 0)
-            if ctx.get(dut.matmul.valid) and unit_ready:
+            if ctx.get(dut.matmul.valid):
                 p = dut.matmul.payload
                 d = tuple(ctx.get(getattr(p, k)) for k in ("a", "w", "acc", "m", "accum", "shift", "idx"))
-                effects.append(("matmul", *d))
-                inflight.append((d[0], d[3], d[1], cycle + 1 + rng.randint(1, 25)))
+                if d[-1] != seen:       # (in program order: a STORE may start while it waits in the slot)
+                    effects.append(("matmul", *d))
+                    seen = d[-1]
+                if unit_ready:
+                    inflight.append((d[0], d[3], d[1], cycle + 1 + rng.randint(1, 25), d[2]))
             if ctx.get(dut.matmul.valid) and not unit_ready:
                 checks["taken_late"] += 1
             if ctx.get(dut.store.params_load):
                 effects.append(("loadq", tuple(ctx.get(dut.store.params[p]) for p in range(CFG.loadq_bytes))))
             if ctx.get(dut.store.start):
-                assert not inflight and not ctx.get(dut.matmul.valid), "STORE started with the array unit busy"
                 cmd = {k: ctx.get(getattr(dut.store.cmd, k)) for k in ("lines", "acc", "elems", "bits", "unsigned",
                                                                        "relu", "dram", "stride")}
+                queued = [(ctx.get(dut.matmul.payload.acc), ctx.get(dut.matmul.payload.m))] \
+                    if ctx.get(dut.matmul.valid) else []
+                for acc, m in [(d[4], d[1]) for d in inflight] + queued:
+                    assert not (m and cmd["lines"] and acc < cmd["acc"] + cmd["lines"] and cmd["acc"] < acc + m), \
+                        ("STORE started while a MATMUL writes its lines", cycle, cmd, acc, m)
+                checks["stores_beside"] += bool(inflight or queued)
                 effects.append(("store", cmd["lines"], cmd["acc"], cmd["elems"], cmd["bits"], cmd["unsigned"],
                                 cmd["relu"]))
                 store = [cmd, 0, 0]
@@ -238,9 +255,9 @@ def test_side_effects_in_program_order_with_interlocks(seed):
 
 
 def test_interlock_stalls_and_errors_are_exercised():
-    """Across the seeds: LOADs ran while MATMULs were in flight, the MATMUL stream was held back, and some
-    programs stopped with an error."""
-    interlocked = errors = late = 0
+    """Across the seeds: LOADs ran while MATMULs were in flight, STOREs beside MATMULs of other lines, the
+    MATMUL stream was held back, and some programs stopped with an error."""
+    interlocked = errors = late = beside = 0
     for seed in range(6):
         rng = np.random.default_rng(seed)
         mem = rng.integers(0, 63, DRAM).astype(np.uint8)
@@ -249,8 +266,9 @@ def test_interlock_stalls_and_errors_are_exercised():
         effects, status, checks = _run(prog, mem, seed)
         interlocked += checks["interlocked_loads"]
         late += checks["taken_late"]
+        beside += checks["stores_beside"]
         errors += status["error"] != 0
-    assert interlocked > 5 and late > 5 and 1 <= errors <= 5
+    assert interlocked > 5 and late > 5 and beside > 2 and 1 <= errors <= 5
 
 
 def test_decode_takes_the_named_cycles():

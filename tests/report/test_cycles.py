@@ -71,8 +71,10 @@ def test_interlocks_hold_only_conflicting_loads():
     mm = Instr(Opcode.MATMUL, dict(m=32, a=0, w=0, acc=0))
     free = Instr(Opcode.LOAD, dict(target=Target.A, lines=4, spad=32, elems=4, dram=0, stride=4))
     clash = Instr(Opcode.LOAD, dict(target=Target.A, lines=4, spad=30, elems=4, dram=0, stride=4))
-    w_clash = Instr(Opcode.LOAD, dict(target=Target.W, lines=1, spad=3, elems=4, dram=0))
-    for load, held in ((free, False), (clash, True), (w_clash, True)):
+    # W line 3 of the MATMUL's tile: read into registers in the first rows + 1 cycles after the unit takes it,
+    # long before the LOAD is decoded, so the LOAD is not held.
+    w_late = Instr(Opcode.LOAD, dict(target=Target.W, lines=1, spad=3, elems=4, dram=0))
+    for load, held in ((free, False), (clash, True), (w_late, False)):
         p = predict_program(cfg, [mm, load, Instr(Opcode.HALT)], 0)
         m_i, l_i, h_i = p.instructions
         lo, hi = m_i.array
@@ -82,10 +84,27 @@ def test_interlocks_hold_only_conflicting_loads():
         else:
             assert l_i.start < hi and l_i.end < hi              # entirely behind the MATMUL
         assert h_i.start == max(hi + 1, h_i.start)              # HALT waits for the array unit
-    # STORE waits for the array unit to be idle.
-    st = Instr(Opcode.STORE, dict(lines=1, elems=4, bits=8, dram=0))
+    # A STORE of lines the MATMUL writes waits for its last write; one of other lines runs beside it.
+    st = Instr(Opcode.STORE, dict(lines=1, acc=31, elems=4, bits=8, dram=0))
     p = predict_program(cfg, [mm, st, Instr(Opcode.HALT)], 0)
     assert p.instructions[1].start == p.instructions[0].array[1] + 1
+    st = Instr(Opcode.STORE, dict(lines=1, acc=32, elems=4, bits=8, dram=0))
+    p = predict_program(cfg, [mm, st, Instr(Opcode.HALT)], 0)
+    assert p.instructions[1].busy.get("wait", 0) == 0 and p.instructions[1].end < p.instructions[0].array[1]
+
+
+def test_weight_load_waits_only_while_the_tile_is_read():
+    """A LOAD into the W lines of a MATMUL still in the queue slot waits until the weight loader has read
+    the tile (weight_tile_read cycles after taking it), not until the MATMUL's operands are fed."""
+    cfg = AcceleratorConfig(rows=4, cols=4, spad_a_bytes=256, spad_w_bytes=256, acc_entries=64, bus_bytes=4)
+    # Two long MATMULs occupy the feeder and the weight loader, so mm waits in the queue slot, tile unread.
+    busy = [Instr(Opcode.MATMUL, dict(m=40, a=0, w=w, acc=0)) for w in (4, 8)]
+    mm = Instr(Opcode.MATMUL, dict(m=8, a=40, w=0, acc=40))
+    w_load = Instr(Opcode.LOAD, dict(target=Target.W, lines=1, spad=2, elems=4, dram=0))
+    p = predict_program(cfg, [*busy, mm, w_load, Instr(Opcode.HALT)], 0)
+    _, _, m_i, l_i, _ = p.instructions
+    assert l_i.busy.get("wait", 0) > 0                          # held: the tile is not read yet
+    assert l_i.start < m_i.array[1] - 8                          # but released long before mm's last write
 
 
 def test_extra_accept_cycles_follow_the_memory_model():
