@@ -37,7 +37,7 @@ def _cmd(args) -> int:
         print(f"  accuracy: RTL {100 * r['accuracy_rtl']:.2f}%, golden {100 * r['accuracy_golden']:.2f}%")
     print(f"  cycles: {r['cycles']} ({r['cycles_per_image']:.0f} per image; analytic model "
           f"{r['cycles_predicted']})")
-    host = [f"{k} ({v[6:]})" for k, v in r["placement"].items() if v != "accelerator"]
+    host = [f"{h['layer']} ({h['reason']})" for h in r["host_layers"]]
     print(f"  on the accelerator: {', '.join(k for k, v in r['placement'].items() if v == 'accelerator')}")
     print(f"  on the host: {'; '.join(host) or 'none'}")
     print(f"  time: {r['seconds']:.1f} s (build {r['build_seconds']:.1f} s, simulation {r['simulation_seconds']:.1f} s)")

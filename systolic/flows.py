@@ -328,7 +328,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
                        **{k: v for k, v in c.rtl.items() if k.endswith(("_busy", "_stall"))}})
     out = {
         "config": config.to_dict(), "model": model, "images": total, "batch": run.batch, "backend": backend,
-        "memory": memory.to_dict(), "placement": run.compiled.placement,
+        "memory": memory.to_dict(), "placement": run.compiled.placement, "host_layers": run.compiled.host_layers,
         "mismatches": sum(run.mismatches.values()), "compared_elements": run.compared,
         "cycles": run.total_cycles, "cycles_per_image": run.total_cycles / total,
         "process_seconds": run.seconds, "rtl_seconds": run.sim_seconds, "build_seconds": build_s,
@@ -394,7 +394,7 @@ def demo(model: str = "digits-cnn", config: str = "default", images=None, out="d
                             if labels is not None else None),
         "cycles": run.total_cycles, "cycles_per_image": run.total_cycles / run.images,
         "cycles_predicted": run.predicted_cycles,
-        "placement": run.compiled.placement,
+        "placement": run.compiled.placement, "host_layers": run.compiled.host_layers,
         "memory": memory.to_dict(), "verilog": str(verilog),
         "build_seconds": round(build_s, 2), "simulation_seconds": round(run.sim_seconds, 2),
         "seconds": round(time.perf_counter() - t_start, 2),

@@ -19,6 +19,11 @@ def test_demo_json_is_bit_exact_and_writes_a_report(tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema"] == "systolic-report" and rep["counts_source"] == "rtl"
     assert {l["placement"] for l in rep["layers"]} >= {"accelerator"}
+    # host_layers: every layer placed on the host but the flatten (a no-op), with the placement's reason.
+    kinds = {l["name"]: l["kind"] for l in rep["layers"]}
+    on_host = [n for n, p in r["placement"].items() if p != "accelerator" and kinds[n] != "flatten"]
+    assert [h["layer"] for h in r["host_layers"]] == on_host and rep["host_layers"] == r["host_layers"]
+    assert all(r["placement"][h["layer"]] == "host: " + h["reason"] for h in r["host_layers"])
     for name in ("report.md", "cycles.png", "energy.png", "utilization.png", "demo.json"):
         assert (out / name).stat().st_size > 0
     assert list((out / "verilog").glob("*.v"))

@@ -116,6 +116,13 @@ class CompiledNetwork:
         return {s.layer: "accelerator" if isinstance(s, AccelStep) else f"host: {s.reason}" for s in self.steps}
 
     @property
+    def host_layers(self) -> list:
+        """``[{"layer": name, "reason": why}]`` of the layers that run on the host golden model between programs
+        (empty when the accelerator runs every layer; a flatten, a no-op on NHWC memory, is not one)."""
+        return [{"layer": s.layer, "reason": s.reason} for s in self.steps
+                if isinstance(s, HostStep) and not isinstance(self.net.layer(s.layer), Flatten)]
+
+    @property
     def instructions(self) -> int:
         return sum(len(s.program) for s in self.steps if isinstance(s, AccelStep))
 

@@ -20,8 +20,9 @@ __all__ = ["LayerRecord", "build_report", "write_report", "records_from_run", "i
            "REPORT_SCHEMA", "REPORT_VERSION", "COST_KEYS"]
 
 REPORT_SCHEMA = "systolic-report"
-REPORT_VERSION = 3  # 2: cycles split = compute (array busy) / stall (array idle, memory) / other; no dma/control keys
+REPORT_VERSION = 4  # 2: cycles split = compute (array busy) / stall (array idle, memory) / other; no dma/control keys
 #                     3: per layer and in the totals: array_macs, weight_bytes and their one-point figures
+#                     4: host_layers (the layers the host runs, with the reason)
 
 
 @dataclass
@@ -103,6 +104,9 @@ def build_report(records, config, *, counts_source: str, cycles_source: str,
         "config": json.loads(config.to_json()) if hasattr(config, "to_json") else None,
         "counts_source": counts_source, "cycles_source": cycles_source,
         "layers": layers,
+        # The layers the host golden model runs between programs (a flatten, a no-op on NHWC memory, is not one).
+        "host_layers": [{"layer": l["name"], "reason": l["placement"].removeprefix("host: ")} for l in layers
+                        if l["placement"] != "accelerator" and l["kind"] != "flatten"],
         "totals": {
             "cycles": total_cycles, "useful_macs": total_macs,
             "utilization": total_macs / (pes * total_cycles) if total_cycles else None,

@@ -58,6 +58,12 @@ def test_placement_says_where_each_layer_ran():
     p = cn.placement
     assert p["conv1"] == "accelerator" and p["add1"] == "host: add layers run on the host"
     assert p["flat"].startswith("host: flatten")
+    # host_layers: the layers the host runs, with the placement's reason; the flatten (a no-op) is not one.
+    host = [n for n, v in p.items() if v != "accelerator" and n != "flat"]
+    assert "add1" in host and [h["layer"] for h in cn.host_layers] == host
+    assert all(p[h["layer"]] == "host: " + h["reason"] for h in cn.host_layers)
+    mlp = compile_network(random_network(3, "mlp", 8), SPECS[3])
+    assert all(v == "accelerator" for v in mlp.placement.values()) and mlp.host_layers == []
 
 
 def test_accumulator_proof_refuses_with_layer_and_bound():

@@ -20,7 +20,7 @@ def test_report_from_cycle_model(tmp_path, capsys):
     assert rep["totals"]["cycles"] == sum(l["cycles"]["total"] for l in acc)
     assert all(0 < l["utilization"] <= l["ideal_utilization"] <= 1 for l in acc)
     saved = json.loads((out / "report.json").read_text())
-    assert saved["schema"] == "systolic-report" and saved["version"] == 3
+    assert saved["schema"] == "systolic-report" and saved["version"] == 4
     assert "| component | energy (nJ) | share |" in (out / "report.md").read_text()
     for png in ("cycles.png", "energy.png", "utilization.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
