@@ -26,10 +26,13 @@ Columns:
   on memory (``idle_mem_stall``).
 
 Scratchpads scale with the array as the presets do (4x4: ``small``, 8x8:
-``default``, 16x16: ``large``, with the dataflow swapped). The last line is
-a one-line summary.
+``default``, 16x16: ``large``, with the dataflow swapped). Then a one-line
+summary of the utilization goals (:data:`GOALS`), each with its lowest row.
 
-    python scripts/bench_cycles.py [--quick] [--json out.json] [--check-rtl]
+    python scripts/bench_cycles.py [--quick] [--json out.json] [--check-rtl] [--compare before.json]
+
+``--compare`` adds a Markdown table of every row's cycles and utilization
+against an earlier ``--json`` run (docs/results/cycles.md keeps one).
 
 ``--check-rtl`` first runs the digits shapes on the Verilated RTL (4x4 os =
 ``small``, 8x8 ws = ``default``; builds cached) and checks that the RTL's
@@ -102,8 +105,10 @@ def matmuls(shape, cfg) -> int:
     _, batch, M, K, N = one_layer(shape, weights=False)
     spec = MachineSpec.from_config(cfg)
     kc = math.ceil(K / cfg.rows)
-    if kc > spec.a_lines:
-        return None   # the compiler refuses: one GEMM row does not fit scratchpad A
+    if kc > spec.a_lines:     # the K-split schedule: rows in halves of scratchpad A (an estimate)
+        if spec.a_lines < 2:
+            return None       # the compiler refuses: too few lines to split K
+        return math.ceil(M / min(spec.a_lines // 2, spec.acc_lines, M)) * math.ceil(N / cfg.cols) * kc
     mt = min(spec.a_lines // kc, spec.acc_lines, M)
     if mt < M and spec.a_lines // (2 * kc) >= 1:   # the compiler double-buffers scratchpad A
         mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
@@ -152,6 +157,55 @@ def bench(shape, cfg, memory):
             "mem_stall": c["idle_mem_stall"] / p.cycles, "instructions": len(p.instructions)}
 
 
+#: Utilization goals (the GEMM on 16x16 WS; every ResNet-18 conv on 8x8 and 16x16 WS; the large layers on 16x16 OS).
+GOALS = {"gemm": 0.95, "r18 ws": 0.90, "large os": 0.90}
+
+
+def summary(rows, seconds) -> str:
+    """The one-line summary: the utilization goals, each with its worst row and whether it is met."""
+    def goal(label, sel, target):
+        if not sel:
+            return None
+        worst = min(sel, key=lambda r: r["util"])
+        return (f"{label} >= {100 * target:.0f}%: {'met' if worst['util'] >= target else 'NOT met'} (lowest "
+                f"{100 * worst['util']:.1f}%, {worst['shape'].split()[0] + ' ' + worst['shape'].split()[1]} "
+                f"{worst['dataflow']} {worst['array']})")
+    parts = [
+        goal("GEMM 256x512x128 16x16 ws", [r for r in rows if r["shape"] == "gemm 256x512x128"
+                                          and r["dataflow"] == "ws" and r["array"] == "16x16"], GOALS["gemm"]),
+        goal("ResNet-18 convs 8x8/16x16 ws", [r for r in rows if r["shape"].startswith("r18") and r["dataflow"] == "ws"
+                                             and r["array"] in ("8x8", "16x16")], GOALS["r18 ws"]),
+        goal("large layers 16x16 os", [r for r in rows if r["dataflow"] == "os" and r["array"] == "16x16"
+                                       and r["M"] * r["K"] * r["N"] >= 1 << 24], GOALS["large os"]),
+    ]
+    return f"summary: {len(rows)} runs in {seconds:.1f} s; " + "; ".join(p for p in parts if p)
+
+
+def _load_rows(path) -> list:
+    with open(path) as f:
+        rows = json.load(f).get("rows")
+    if not isinstance(rows, list):
+        raise SystemExit(f"{path}: not a bench_cycles --json file (no list of rows)")
+    return rows
+
+
+def compare(before: list, after: list) -> str:
+    """A Markdown table: cycles and utilization of every row before and after (rows keyed by shape, dataflow,
+    array; a row missing on one side shows as skipped)."""
+    def key(r):
+        return r["shape"], r["dataflow"], r["array"]
+
+    old = {key(r): r for r in before}
+    out = ["| shape | df | array | cycles before | cycles after | util before | util after |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in after:
+        b = old.get(key(r))
+        cb, ub = (f"{b['cycles']:,}", f"{100 * b['util']:.1f}%") if b else ("skipped", "–")
+        out.append(f"| {r['shape']} | {r['dataflow']} | {r['array']} | {cb} | {r['cycles']:,} | {ub} | "
+                   f"{100 * r['util']:.1f}% |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only the small shapes and the 256x512x128 GEMM")
@@ -160,6 +214,8 @@ def main(argv=None):
                     help="skip a run whose program has more MATMULs than this (default: no limit; every row "
                          "compiles in seconds since the compiler's fast paths)")
     ap.add_argument("--check-rtl", action="store_true", help="first check the model against the RTL (digits shapes)")
+    ap.add_argument("--compare", metavar="BEFORE.json",
+                    help="also print a Markdown before/after table of every row against an earlier --json run")
     args = ap.parse_args(argv)
     memory = MemoryModel()
     if args.check_rtl:
@@ -189,16 +245,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"memory": memory.to_dict(), "rows": rows}, f, indent=1)
-    key = next((r for r in rows if r["shape"] == "gemm 256x512x128" and r["dataflow"] == "ws"
-                and r["array"] == "16x16"), None)
-    big = [r for r in rows if r["array"] == "16x16" and r["M"] * r["K"] * r["N"] >= 1 << 24]
-    mean_big = sum(r["util"] for r in big) / len(big) if big else float("nan")
-    summary = (f"summary: {len(rows)} runs in {time.perf_counter() - t0:.1f} s; "
-               + (f"GEMM 256x512x128 on 16x16 ws: {key['cycles']} cycles, util {100 * key['util']:.1f}%, "
-                  f"{key['x_ideal']:.2f}x ideal (target util >= 85%: {'met' if key['util'] >= 0.85 else 'NOT met'}); "
-                  if key else "")
-               + f"mean util of large layers on 16x16: {100 * mean_big:.1f}%")
-    print(summary)
+    print(summary(rows, time.perf_counter() - t0))
+    if args.compare:
+        print(compare(_load_rows(args.compare), rows))
     return 0
 
 
