@@ -623,17 +623,25 @@ class _ConvGather:
     def _zero_fill(self, cols, rows, mt, a0, i0, i1) -> list:
         """Zero-fill LOADs (one per run of consecutive lines) for the A lines the MATMULs read (the first *rows*
         of each chunk's *mt*) that the gathers *cols* (lines, spad, elems, ...) do not write in full: padding
-        taps, the elements of a chunk past K. They go before the gathers, which then overwrite their parts."""
+        taps, the elements of a chunk past K; runs fewer than ``_FETCH`` lines apart are one LOAD of at most *rows*
+        lines. They go before the gathers, which then overwrite their parts."""
         L = (i1 - i0) * mt
         delta = np.zeros(L + 1, dtype=np.int64)     # elements written per line, as a difference array
         np.add.at(delta, cols[:, 1] - a0, cols[:, 2])
         np.add.at(delta, cols[:, 1] - a0 + cols[:, 0], -cols[:, 2])
         need = (np.cumsum(delta[:L]) < self.R) & (np.arange(L) % mt < rows)
         edges = np.flatnonzero(np.diff(np.concatenate(([0], need.view(np.int8), [0]))))
+        # Runs closer than one instruction's fetch are one LOAD (zeroing a line costs a cycle, a LOAD ~_FETCH),
+        # up to *rows* lines (about one MATMUL's work: a longer LOAD holds the controller while the array drains).
+        runs = []
+        for b, e in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+            if runs and b - runs[-1][1] < _FETCH and e - runs[-1][0] <= rows:
+                runs[-1][1] = e
+            else:
+                runs.append([b, e])
         make = self.make
-        return [make(_LOAD, {"target": _A, "zero": 1, "unsigned": 0, "lines": hi - lo, "spad": a0 + lo, "elems": 0,
-                             "offset": 0, "dram": 0, "stride": 0})
-                for lo, hi in zip(edges[0::2].tolist(), edges[1::2].tolist())]
+        return [make(_LOAD, {"target": _A, "zero": 1, "unsigned": 0, "lines": e - b, "spad": a0 + b, "elems": 0,
+                             "offset": 0, "dram": 0, "stride": 0}) for b, e in runs]
 
 
 #: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.

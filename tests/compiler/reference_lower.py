@@ -394,19 +394,26 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
                     k = k_end
         m += run
     # Zero-fill first, one LOAD per run of lines that a MATMUL reads (the first rows of each chunk's mt) and
-    # the gathers do not write in full.
+    # the gathers do not write in full; runs fewer than _FETCH lines apart are one LOAD of at most `rows` lines.
     written = [0] * ((i1 - i0) * mt)
     for ins in prog:
         for line in range(ins.spad - a0, ins.spad - a0 + ins.lines):
             written[line] += ins.elems
-    zero = []
+    runs = []                               # [first, end) of each run of lines to clear
     for line, n in enumerate(written):
         if n < R and line % mt < rows:
-            if zero and zero[-1].spad + zero[-1].lines == a0 + line:
-                zero[-1] = Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=zero[-1].lines + 1,
-                                                   spad=zero[-1].spad, elems=0))
+            if runs and runs[-1][1] == line:
+                runs[-1][1] = line + 1
             else:
-                zero.append(Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=1, spad=a0 + line, elems=0)))
+                runs.append([line, line + 1])
+    merged = []
+    for first, end in runs:
+        if merged and first - merged[-1][1] < _FETCH and end - merged[-1][0] <= rows:
+            merged[-1][1] = end
+        else:
+            merged.append([first, end])
+    zero = [Instr(Opcode.LOAD, dict(target=Target.A, zero=1, lines=end - first, spad=a0 + first, elems=0))
+            for first, end in merged]
     return zero + prog
 
 
