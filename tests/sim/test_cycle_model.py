@@ -101,7 +101,7 @@ def test_ksplit_layers_on_rtl(shape):
 
 
 @pytest.mark.slow
-@pytest.mark.long      # a 16x16 build and a 69,000-cycle layer; scripts/bench_cycles.py --check-rtl also runs it
+@pytest.mark.long      # a 16x16 build and a 69,000-cycle layer
 def test_key_layer_prediction_equals_rtl():
     """GEMM 256x512x128 on 16x16 WS: the overlapped schedule the bench reports (STOREs beside the next N
     chunk's MATMULs), cycle for cycle on the RTL, at the issue's 95 % utilization."""
