@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
-           "DECODE_CYCLES", "QUEUE_SLOT", "DONE_CHECK", "Latencies"]
+           "DECODE_CYCLES", "QUEUE_SLOT", "Latencies"]
 
 #: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
 #: read port: the line addressed in cycle t is on the port in cycle t + 1.
@@ -44,8 +44,6 @@ DMA_ISSUE = 1
 DECODE_CYCLES = 2
 #: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
 QUEUE_SLOT = 1
-#: An array unit finishes a MATMUL with one cycle that checks every result has been written.
-DONE_CHECK = 1
 
 
 @dataclass(frozen=True)
@@ -104,23 +102,24 @@ class Latencies:
         return SCRATCHPAD_READ + self.array + ACC_UPDATE
 
     @property
-    def os_chunk(self) -> int:
-        """Output-stationary: cycles per chunk of ``rows`` output rows: read and transpose the rows' operand
-        lines (:attr:`weight_tile_read` cycles for ``rows`` lines), then ``rows`` reduction steps."""
-        return self.weight_tile_read + self.rows
+    def os_fill(self) -> int:
+        """Output-stationary: from the first read of a chunk's ``rows`` operand lines (one per cycle into a
+        transpose bank, the last captured :data:`SCRATCHPAD_READ` later) to the first cycle it can be stepped."""
+        return self.rows + SCRATCHPAD_READ
 
     @property
-    def os_drain(self) -> int:
-        """Output-stationary: from a MATMUL's last reduction step to its last busy cycle: the array's latency,
-        ``rows`` result vectors, the accumulator write and the final check."""
-        return self.array + self.rows - 1 + ACC_UPDATE + DONE_CHECK
+    def os_writeback(self) -> int:
+        """Output-stationary: from a chunk's last reduction step to its last accumulator write: the array's
+        latency, ``rows`` result vectors (bottom row first), the accumulator update."""
+        return self.array + self.rows - 1 + ACC_UPDATE
 
     def os_matmul(self, m: int) -> int:
-        """Cycles the output-stationary array unit spends on one MATMUL of *m* rows after taking it from the
-        queue slot: the weight tile, ``ceil(m / rows)`` chunks, the drain (``m == 0``: the tile and the check)."""
+        """Cycles from taking an output-stationary MATMUL of *m* rows to its last accumulator write when nothing
+        else is in the unit: the first chunk's fill, ``ceil(m / rows)`` chunks of ``rows`` steps each (the next
+        chunk is read while one is stepped), the write-back (``m == 0``: taken and dropped, 0 cycles)."""
         if m == 0:
-            return self.weight_tile_read + DONE_CHECK
-        return self.weight_tile_read + math.ceil(m / self.rows) * self.os_chunk + self.os_drain
+            return 0
+        return 1 + self.os_fill + math.ceil(m / self.rows) * self.rows - 1 + self.os_writeback
 
     # -- the STORE pipeline ------------------------------------------------------------------------
     @property

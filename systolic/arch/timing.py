@@ -229,10 +229,9 @@ class WSTiming(ArrayUnitTiming):
         self._guard, self._writeback = lat.ws_matmul_period - lat.weight_push, lat.ws_writeback
 
     def issue(self, t, m):
-        if m == 0:
-            last = t + self._tile_read              # reads the tile, computes nothing
-            self.free = last + 1
-            return last, last, last
+        if m == 0:                                  # taken and dropped: no reads, no writes
+            self.free = t + 1
+            return t, t, t
         p0 = t + self._tile_read + 1                # first push cycle
         if self.last_st is not None:                # shadow guard after the previous swap
             p0 = max(p0, self.last_st + self._guard)   # (ws_matmul_period - weight_push)
@@ -251,12 +250,57 @@ class WSTiming(ArrayUnitTiming):
 
 
 class OSTiming(ArrayUnitTiming):
-    """Output-stationary (``hw.array_unit_os``): one MATMUL at a time."""
+    """Output-stationary (``hw.array_unit_os``): a fetcher and a stepper stream chunks of ``rows`` output rows
+    through two transpose banks.
+
+    Chunk ``c`` of a MATMUL is read in cycles ``f .. f + R - 1`` into the next transpose bank (its weight tile
+    beside chunk 0), stepped in ``s .. s + R - 1`` with ``s >= f + os_fill`` and ``s`` at least ``R`` after
+    the previous chunk's first step; a bank can be read into again from the last step of the chunk in it.
+    Once two chunks step ``R`` apart, every later one does (each is read just in time, ``f = s - os_fill``),
+    so :meth:`issue` jumps to the end of a long MATMUL.
+    """
+
+    def __init__(self, lat):
+        super().__init__(lat)
+        self._R, self._fill, self._writeback = lat.rows, lat.os_fill, lat.os_writeback
+        self.bank_free = [0, 0]     # first cycle each transpose bank can be read into
+        self.bank = 0               # the bank the next chunk goes to
+        self.step_free = 0          # first cycle the stepper can start a chunk
 
     def issue(self, t, m):
-        last = t + self.lat.os_matmul(m)
-        self.free = last + 1
-        return last, last, min(last, t + self.lat.weight_tile_read)
+        if m == 0:                  # taken and dropped: no reads, no writes
+            self.free = t + 1
+            return t, t, t
+        R, fill = self._R, self._fill
+        bank_free, b = self.bank_free, self.bank
+        n = -(-m // R)
+        f = t + 1                   # the fetcher's first read
+        s = None
+        for c in range(n):
+            if bank_free[b] > f:
+                f = bank_free[b]
+            if c == 0:
+                w_end = f + R - 1
+            s_prev, s = s, max(f + fill, self.step_free)
+            self.step_free = s + R
+            bank_free[b] = s + R - 1
+            if s_prev is not None and s == s_prev + R and c + 1 < n:     # steady: jump to the last chunk
+                rest = n - 1 - c
+                s += rest * R
+                b ^= rest & 1                       # the last chunk's bank
+                bank_free[b] = s + R - 1
+                bank_free[b ^ 1] = s - 1            # the one before it stepped R earlier
+                self.step_free = s + R
+                f = s - fill
+                b ^= 1
+                break
+            b ^= 1
+            if c + 1 < n:
+                f += R
+        self.bank = b
+        a_end = f + R - 1            # the last read; the fetcher takes the next MATMUL in that cycle
+        self.free = a_end
+        return s + R - 1 + self._writeback, a_end, w_end
 
     def serial(self, m):
         return self.lat.os_matmul(m)

@@ -172,7 +172,7 @@ class Executor:
         self.acc[dst] = new
         self.counters.macs += m * r * self.spec.cols
         self.counters.spad_a_reads += m
-        self.counters.spad_w_reads += r
+        self.counters.spad_w_reads += r if m else 0      # (m == 0: the array unit drops it unread)
         self.counters.acc_writes += m
         self.counters.acc_reads += m if a["accumulate"] else 0
 

@@ -27,7 +27,8 @@ from .accumulator import AccUpdateSignature
 from .params import require_system_config
 from .scratchpad import LineReadSignature, memory_depth
 
-__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_tile"]
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_row",
+           "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
 #: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
@@ -116,23 +117,32 @@ def read_weight_tile(m, w_port, k, base, tile):
     ``k`` is captured into ``tile[k]`` in step ``k + 1`` (``SCRATCHPAD_READ``
     later), so the tile is complete after step ``rows`` (``rows + 1`` steps:
     :attr:`~systolic.arch.latency.Latencies.weight_tile_read`). *k* advances by one.
-    Each element keeps the array's weight width: all of the ``w_bits + 1`` bit
-    scratchpad element, or its low ``w_bits`` bits, the word of a shift PE.
     """
-    rows, data = len(tile), w_port.data
-    bits = len(tile[0]) // len(data)
-    row = data.as_value() if bits == len(data[0]) else Cat(data[n][:bits] for n in range(len(data)))
+    rows = len(tile)
     with m.If(k < rows):
         m.d.comb += [w_port.en.eq(1), w_port.addr.eq(base + k)]
     with m.If(k > 0):
-        m.d.sync += tile[k - 1].eq(row)
+        m.d.sync += tile[k - 1].eq(_row(w_port, len(tile[0])))
     m.d.sync += k.eq(k + 1)
 
 
-def weight_tile(cfg: AcceleratorConfig):
+def weight_row(cfg: AcceleratorConfig, w_port):
+    """The weight line on scratchpad W's read port as one row of the weight registers of :func:`weight_tile`:
+    each element keeps the array's weight width, all of the ``w_bits + 1`` bit scratchpad element, or its low
+    ``w_bits`` bits, the word of a shift PE."""
+    return _row(w_port, cfg.cols * cfg.array_config.w_bits)
+
+
+def _row(w_port, width: int):
+    data = w_port.data
+    bits = width // len(data)
+    return data.as_value() if bits == len(data[0]) else Cat(data[n][:bits] for n in range(len(data)))
+
+
+def weight_tile(cfg: AcceleratorConfig, prefix: str = "wt"):
     """Registers for one weight tile: ``rows`` signals of ``cols`` packed weights (an Array, indexable by a
-    signal)."""
+    signal), named *prefix* and the row."""
     from amaranth.hdl import Array
 
     bits = cfg.array_config.w_bits
-    return Array(Signal(cfg.cols * bits, name=f"wt{r}") for r in range(cfg.rows))
+    return Array(Signal(cfg.cols * bits, name=f"{prefix}{r}") for r in range(cfg.rows))

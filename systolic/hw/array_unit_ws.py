@@ -41,7 +41,7 @@ class WSArrayUnit(ArrayUnit):
     * cols`` MACs) per cycle; consecutive MATMULs start at least
     :attr:`~systolic.arch.latency.Latencies.ws_matmul_period` (``2R + C + 1``)
     cycles apart, so a MATMUL of ``m`` rows streams at full rate when ``m`` is
-    at least that. ``m == 0`` reads the tile and computes nothing.
+    at least that. ``m == 0`` is taken and dropped (no reads, no writes).
     """
 
     READERS = 2
@@ -70,16 +70,12 @@ class WSArrayUnit(ArrayUnit):
         wl_valid, wl_push, wl_done = Signal(), Signal(), Signal()
         wl_k = Signal(range(R + 2))
         m.d.comb += self.matmul.ready.eq(~wl_valid)
-        with m.If(self.matmul.valid & ~wl_valid):
+        with m.If(self.matmul.valid & ~wl_valid & (self.matmul.payload.m != 0)):     # m == 0: dropped
             m.d.sync += [wl.eq(self.matmul.payload), wl_valid.eq(1), wl_k.eq(0), wl_push.eq(0), wl_done.eq(0)]
         with m.If(wl_valid & ~wl_push & ~wl_done):
             read_weight_tile(m, self.w, wl_k, wl.w, wt)
             with m.If(wl_k == R):
-                m.d.sync += wl_k.eq(0)
-                with m.If(wl.m == 0):
-                    m.d.sync += wl_valid.eq(0)      # m == 0: nothing to compute
-                with m.Else():
-                    m.d.sync += wl_push.eq(1)
+                m.d.sync += [wl_k.eq(0), wl_push.eq(1)]
         with m.If(wl_valid & wl_push):
             m.d.comb += [array.w.valid.eq(1), array.w.payload.w.eq(wt[wl_k])]
             with m.If(array.w.ready):

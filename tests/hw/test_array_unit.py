@@ -175,10 +175,13 @@ def test_one_matmul_takes_the_named_latencies(name, m):
     assert t == 0
     busy = [c for c, b in enumerate(tr["busy"]) if b]
     last = busy[-1] if busy else t
-    if cfg.dataflow == "os":
+    if m == 0:                      # taken and dropped
+        assert last == t and not tr["reads"] and not tr["updates"]
+    elif cfg.dataflow == "os":
         assert last == t + lat.os_matmul(m)
-    elif m == 0:
-        assert last == t + lat.weight_tile_read
+        first_read = t + 1
+        assert min(c for c, p, _ in tr["reads"] if p == "a") == first_read
+        assert max(c for c, p, _ in tr["reads"] if p == "w") == first_read + cfg.rows - 1
     else:
         first_read = t + lat.weight_tile_read + 1 + lat.weight_push
         assert min(c for c, p, _ in tr["reads"] if p == "a") == first_read
@@ -199,6 +202,28 @@ def test_ws_matmuls_stream_at_the_period():
         assert len(starts) == 4, (m, starts)
         assert np.diff(starts).tolist() == [max(m, P)] * 3
         assert SCRATCHPAD_READ == 1
+
+
+@pytest.mark.parametrize("name", ["os", "os4"])
+def test_os_chunks_stream_across_matmuls(name):
+    """Back-to-back OS MATMULs of any m: one chunk of R rows every R cycles, across MATMULs, so the last write
+    of the stream is the first chunk's fill, R cycles per chunk and the write-back after the first read; the
+    cycle model (OSTiming) gives the same last cycle."""
+    from systolic.arch.timing import OSTiming
+
+    cfg = CONFIGS[name]
+    lat, R = cfg.latencies, cfg.rows
+    ms = [1, R, 2 * R + 1, 2, 3 * R]
+    descs = [dict(a=0, w=0, acc=0, m=m, accum=1, shift=0, idx=i) for i, m in enumerate(ms)]
+    tr = _run(cfg, descs)
+    chunks = sum(-(-m // R) for m in ms)
+    first_read = min(c for c, p, _ in tr["reads"])
+    last = max(c for c, b in enumerate(tr["busy"]) if b)
+    assert first_read == tr["taken"][0] + 1
+    assert last == first_read + lat.os_fill + chunks * R - 1 + lat.os_writeback
+    timing = OSTiming(lat)
+    ends = [timing.issue(t, m)[0] for t, m in zip(tr["taken"], ms)]
+    assert ends[-1] == last and ends == sorted(ends)
 
 
 def test_table_and_errors():

@@ -10,6 +10,8 @@ is checked the same way. With random stalls the RTL is later than the
 prediction by at most the random extra accept cycles (the stated error).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -102,24 +104,27 @@ def test_ksplit_layers_on_rtl(shape):
 
 @pytest.mark.slow
 @pytest.mark.long      # a 16x16 build and a 69,000-cycle layer
-def test_key_layer_prediction_equals_rtl():
-    """GEMM 256x512x128 on 16x16 WS: the overlapped schedule the bench reports (STOREs beside the next N
-    chunk's MATMULs), cycle for cycle on the RTL, at the issue's 95 % utilization."""
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_key_layer_prediction_equals_rtl(dataflow):
+    """GEMM 256x512x128 on 16x16, both dataflows: the overlapped schedule the bench reports (STOREs beside the
+    next N chunk's MATMULs; OS chunks streamed across MATMULs), cycle for cycle on the RTL, at 95 %
+    utilization."""
     bench = _bench()
-    cfg = PRESETS["large"]
+    cfg = dataclasses.replace(PRESETS["large"], dataflow=dataflow)
     cn, (M, K, N) = bench.compiled(bench.SHAPES["gemm 256x512x128"], cfg)
     c = _layer_on_rtl(cn, cfg, np.random.default_rng(0).integers(-128, 128, size=(M, K)))
     assert M * K * N / (c.rtl["cycles"] * cfg.rows * cfg.cols) >= 0.95
 
 
 @pytest.mark.slow
-@pytest.mark.long      # the 16x16 build of the key layer's test
-def test_conv_layer_on_16x16_rtl():
-    """A 3x3 conv 16x16x32 -> 32 (batch 2) on 16x16 WS: A double-buffered over 5 tiles, weights preloaded,
-    STOREs beside MATMULs; model == RTL counters, outputs == golden."""
+@pytest.mark.long      # the 16x16 builds of the key layer's test
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_conv_layer_on_16x16_rtl(dataflow):
+    """A 3x3 conv 16x16x32 -> 32 (batch 2) on 16x16, both dataflows: A double-buffered over several tiles,
+    weights preloaded, STOREs beside MATMULs; model == RTL counters, outputs == golden."""
     from tests.compiler.test_schedule import _conv_net
 
-    cfg = PRESETS["large"]
+    cfg = dataclasses.replace(PRESETS["large"], dataflow=dataflow)
     net = _conv_net(np.random.default_rng(16), 16, 32, 32, 3, 1, 1)
     cn = compile_network(net, MachineSpec.from_config(cfg, dram_bytes=DRAM_BYTES), batch=2)
     prog = cn.steps[0].program
