@@ -22,13 +22,11 @@ from ..golden.limits import MAX_CONFIG_BYTES, loads_json, short_repr
 from ..golden.pe_weights import PE_KINDS
 from ..golden.qtypes import ROUNDING_MODES, QType
 from .isa import INSTR_BYTES
-from .machine import SizeDerived
+from .machine import DATAFLOWS, SizeDerived
 
 __all__ = ["AcceleratorConfig", "PRESETS", "load_config", "DATAFLOWS", "PE_KINDS", "SYSTEM_MAX_BITS",
            "LANE_SHIFT_BITS", "LANE_MIN_ACC_BITS"]
 
-#: Supported dataflows: weight-stationary and output-stationary.
-DATAFLOWS = ("ws", "os")
 #: Widest operand / output type of the system: every element travels as one byte.
 SYSTEM_MAX_BITS = 8
 #: Shift width of the system's requantizer lanes: the ISA's int8 shift clamped into -64..63 (exact, see

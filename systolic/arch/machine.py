@@ -9,7 +9,10 @@ from ..golden.qtypes import check_rounding
 from .isa import loadq_bytes
 from .latency import Latencies
 
-__all__ = ["MachineSpec", "SizeDerived"]
+__all__ = ["DATAFLOWS", "MachineSpec", "SizeDerived"]
+
+#: The array dataflows: weight-stationary, output-stationary (docs/architecture.md).
+DATAFLOWS = ("ws", "os")
 
 
 class SizeDerived:
@@ -38,6 +41,8 @@ class MachineSpec(SizeDerived):
     ``acc_lines`` lines of ``cols`` signed ``acc_bits`` values. Activations,
     weights and outputs travel as one byte per element; with ``pe="shift"``
     a weight byte holds the shift weight word (:mod:`systolic.golden.pe_weights`).
+    ``dataflow`` only guides the compiler's tiling (a program runs on either
+    dataflow with the same results).
     """
 
     rows: int
@@ -52,9 +57,12 @@ class MachineSpec(SizeDerived):
     rounding: str = "half_even"
     dram_bytes: int = 1 << 24
     pe: str = "multiplier"
+    dataflow: str = "ws"
 
     def __post_init__(self):
         check_rounding(self.rounding)
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
         if self.pe not in PE_KINDS:
             raise ValueError(f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
         for name in ("rows", "cols", "a_lines", "w_lines", "acc_lines", "dram_bytes"):
@@ -75,5 +83,5 @@ class MachineSpec(SizeDerived):
             rows=cfg.rows, cols=cfg.cols,
             a_lines=cfg.a_lines, w_lines=cfg.w_lines, acc_lines=cfg.acc_lines,
             in_bits=cfg.in_bits, w_bits=cfg.w_bits, out_bits=cfg.out_bits, acc_bits=cfg.acc_bits,
-            rounding=cfg.rounding, dram_bytes=dram_bytes, pe=cfg.pe,
+            rounding=cfg.rounding, dram_bytes=dram_bytes, pe=cfg.pe, dataflow=cfg.dataflow,
         )

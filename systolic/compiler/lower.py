@@ -26,7 +26,7 @@ results are those of sequential execution either way.
 K-split (weight reuse): when a large K leaves tiles of fewer rows than a weight-stationary MATMUL needs to
 stream (``2R + C + 1``), tiles get more rows, K is cut into groups (double-buffered in A across groups, so A
 loads then overwrite lines that MATMULs since the last STORE read, after the interlock lets them) and N into
-groups with one accumulator region per chunk; A is re-read per N group (``_ksplit_plan``, ``_ksplit_program``).
+groups with one accumulator region per chunk; A is re-read per N group (``ksplit_plan``, ``_ksplit_program``).
 
 Zero weight tiles (docs/isa.md): in every schedule a weight tile whose values are all zero is neither stored,
 loaded nor run (``_WeightTiles``); the first MATMUL that runs for an N chunk overwrites its accumulator region,
@@ -238,8 +238,8 @@ def _costs(spec: MachineSpec, M: int, kc: int, nc: int, mt: int, sum_m: int, w_l
     tile of the schedule the compiler would choose for it (plain or K-split)."""
     R, C = spec.rows, spec.cols
     preload = nc * kc * R <= spec.w_lines
-    ks = _ksplit_plan(spec, M, kc, nc, 1, mt, preload)
-    m_tiles = math.ceil(M / (ks[0] if ks is not None else mt))
+    ks = ksplit_plan(spec, M, kc, nc, 1, mt, preload)
+    m_tiles = math.ceil(M / (ks[0] if ks is not None else whole_chunks(spec, mt, M)))
     return dict(array_macs=R * C * sum_m, weight_bytes=w_loads * R * C,
                 one_point_array_macs=R * C * kc * nc * M,
                 one_point_weight_bytes=R * C * kc * nc * (1 if preload else m_tiles))
@@ -364,15 +364,10 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     P = len(points)
     conv = isinstance(layer, Conv2D)
     M = int(np.prod(dst.shape[:-1]))
-    if kc > spec.a_lines and _ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
+    if kc > spec.a_lines and ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
         raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, "
                            f"only {spec.a_lines} exist, too few to split K")
-    mt = min(spec.a_lines // kc, spec.acc_lines, M)   # (0: K does not fit; the K-split schedule runs it)
-    # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
-    # tile t+1 is loaded into the other half while tile t's MATMULs run.
-    double = mt < M and spec.a_lines // (2 * kc) >= 1
-    if double:
-        mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
+    mt, double = plain_tiling(spec, M, kc)
 
     # Weights: tile (p, j, i) is R lines of C bytes, zero padded; the tiles that run (not all zero, see
     # _WeightTiles) are stored contiguously.
@@ -414,12 +409,12 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                          **_costs(spec, M, kc, nc, mt, sum_m, w_loads))
 
     # The schedule's cost estimate counts MATMULs in points: the tiles that run, as a fraction of one point's.
-    ks = _ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
+    ks = ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
     if ks is not None:
         return step(_ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload,
                                     q_addr, make, *ks))
     return step(_plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr,
-                               make, mt, double))
+                               make, whole_chunks(spec, mt, M), double))
 
 
 #: The plain schedule queues this many MATMULs of the next N chunk before the previous chunk's LOADQ and STORE.
@@ -648,6 +643,31 @@ class _ConvGather:
 _FETCH, _A_LINE = 8, 2
 
 
+def plain_tiling(spec: MachineSpec, M: int, kc: int) -> tuple[int, bool]:
+    """``(mt, double)`` of the plain schedule: M tiles of ``mt`` rows, each with all *kc* K chunks in
+    scratchpad A (``mt == 0``: one row's K chunks do not fit; the K-split schedule runs the layer).
+
+    A is double-buffered when M takes more than one tile: tile t reads lines ``[(t%2)*kc*mt,
+    (t%2+1)*kc*mt)`` and tile t+1 is loaded into the other half while tile t's MATMULs run. The schedule
+    is chosen (:func:`ksplit_plan`) on this ``mt``; the plain program then runs tiles of
+    :func:`whole_chunks` rows."""
+    mt = min(spec.a_lines // kc, spec.acc_lines, M)
+    double = mt < M and spec.a_lines // (2 * kc) >= 1
+    if double:
+        mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
+    return mt, double
+
+
+def whole_chunks(spec: MachineSpec, mt: int, M: int) -> int:
+    """The rows per M tile of the plain schedule: *mt*, or on an output-stationary array, which runs a
+    MATMUL in chunks of ``rows`` rows (a partial one as a whole one), *mt* cut to whole chunks when that
+    leaves at least two."""
+    R = spec.rows
+    if spec.dataflow == "os" and 2 * R <= mt < M:
+        return mt - mt % R
+    return mt
+
+
 def _schedule_cost(spec, mt, m_last, tiles, groups, ng, kg, units_per_group, P, preload, conv):
     """A rough cycle estimate of a tiling: per unit of MATMULs, the array's time (a weight-stationary MATMUL
     streams ``max(m, 2R + C + 1)`` cycles) against the controller's (fetches, weight and A loads), plus the
@@ -664,7 +684,7 @@ def _schedule_cost(spec, mt, m_last, tiles, groups, ng, kg, units_per_group, P, 
     return total
 
 
-def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
+def ksplit_plan(spec, M, kc, nc, P, mt, preload):
     """``(mt2, kg, ng)`` for the K-split schedule, or None to keep the plain one.
 
     The plain tiling gives a tile's K chunks all of (half of) scratchpad A, so a large K leaves few rows per
@@ -692,6 +712,9 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
         mt2 = math.ceil(M / T2)
         if mt2 < max(2 * mt, thr) and not force:
             continue  # MATMULs that still cannot stream do not pay for re-reading A
+        if spec.dataflow == "os" and R * math.ceil(mt2 / R) <= cap:     # whole chunks (see whole_chunks)
+            mt2 = R * math.ceil(mt2 / R)
+            T2 = math.ceil(M / mt2)
         H = math.ceil(kc / (half // mt2))
         kg = math.ceil(kc / H)
         cost = _schedule_cost(spec, mt2, M - (T2 - 1) * mt2, T2, G, ng, kg, H, P, preload, False)
@@ -704,7 +727,7 @@ def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
 
 def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr, make,
                     mt2, kg, ng):
-    """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group that has a
+    """The K-split schedule (see :func:`ksplit_plan`): for each M tile, N group, point and K group that has a
     weight tile to run (*wt*, a :class:`_WeightTiles`), the group's A loads (the next unit's spread between
     this unit's MATMULs, into the other half of A), then for each N chunk of the group its MATMULs over the
     group's K chunks; after the last unit of an N group each chunk's LOADQ and STORE. Every N chunk sees its

@@ -23,7 +23,8 @@ from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
 from systolic.arch.timing import ARRAY_UNIT_TIMING, InstrTiming, Timeline, gather_accepts, words
-from systolic.compiler.lower import STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region
+from systolic.compiler.lower import (STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region, ksplit_plan,
+                                     plain_tiling, whole_chunks)
 from systolic.golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from systolic.golden.network import QuantizedNetwork
 from systolic.golden.ops import check_acc_range
@@ -101,8 +102,8 @@ def _costs(prog: list, spec: MachineSpec, M: int, kc: int, nc: int, mt: int) -> 
     tile of the schedule the compiler would choose for it (plain or K-split)."""
     R, C = spec.rows, spec.cols
     preload = nc * kc * R <= spec.w_lines
-    ks = _ksplit_plan(spec, M, kc, nc, 1, mt, preload)
-    m_tiles = math.ceil(M / (ks[0] if ks is not None else mt))
+    ks = ksplit_plan(spec, M, kc, nc, 1, mt, preload)
+    m_tiles = math.ceil(M / (ks[0] if ks is not None else whole_chunks(spec, mt, M)))
     return dict(array_macs=sum(R * C * i.args["m"] for i in prog if i.op == Opcode.MATMUL),
                 weight_bytes=sum(i.args["lines"] * i.args["elems"] for i in prog
                                  if i.op == Opcode.LOAD and i.args["target"] == Target.W),
@@ -211,15 +212,10 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     P = len(points)
     conv = isinstance(layer, Conv2D)
     M = int(np.prod(dst.shape[:-1]))
-    if kc > spec.a_lines and _ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
+    if kc > spec.a_lines and ksplit_plan(spec, M, kc, nc, 1, 0, False) is None:
         raise CompileError(f"layer {layer.name!r}: K={K} needs {kc} scratchpad A lines per row, "
                            f"only {spec.a_lines} exist, too few to split K")
-    mt = min(spec.a_lines // kc, spec.acc_lines, M)
-    # Double-buffer A when M takes more than one tile: tile t reads lines [(t%2)*kc*mt, (t%2+1)*kc*mt) and
-    # tile t+1 is loaded into the other half while tile t's MATMULs run.
-    double = mt < M and spec.a_lines // (2 * kc) >= 1
-    if double:
-        mt = min(spec.a_lines // (2 * kc), spec.acc_lines, M)
+    mt, double = plain_tiling(spec, M, kc)     # (the tiling choice is shared; the programs are compared)
 
     # Weights: tile (p, j, i) is R lines of C bytes, zero padded; the tiles that run (not all zero, see
     # _WeightTiles) are stored contiguously.
@@ -257,10 +253,11 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
         return AccelStep(layer.name, prog, macs=macs, gemm=(M, K, N), **_costs(prog, spec, M, kc, nc, mt))
 
     # The schedule's cost estimate counts MATMULs in points: the tiles that run, as a fraction of one point's.
-    ks = _ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
+    ks = ksplit_plan(spec, M, kc, nc, wt.count / (nc * kc), mt, preload)
     if ks is not None:
         return step(_ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload,
                                     q_addr, *ks))
+    mt = whole_chunks(spec, mt, M)
     T = len(range(0, M, mt))
 
     def a_base(t):
@@ -417,67 +414,13 @@ def _gather_conv(layer: Conv2D, src: Region, m0, rows, mt, kc, R, unsigned_in, d
     return zero + prog
 
 
-#: Rough controller costs (cycles) for choosing a schedule: one instruction's fetch and decode, one A line.
-_FETCH, _A_LINE = 8, 2
-
-
-def _schedule_cost(spec, mt, m_last, tiles, groups, ng, kg, units_per_group, P, preload, conv):
-    """A rough cycle estimate of a tiling: per unit of MATMULs, the array's time (a weight-stationary MATMUL
-    streams ``max(m, 2R + C + 1)`` cycles) against the controller's (fetches, weight and A loads), plus the
-    STOREs, which wait for the array."""
-    R = spec.rows
-    thr = spec.latencies.ws_matmul_period
-    w_cost = 0 if preload else R + _FETCH + 3
-    total = 0
-    for m, n_tiles in ((mt, tiles - 1), (m_last, 1)):
-        arr = ng * kg * max(m, thr)
-        ctrl = ng * kg * (_FETCH + w_cost) + m * kg * _A_LINE + _FETCH * (kg * (3 if conv else 1) + 1)
-        per_tile = groups * (units_per_group * P * max(arr, ctrl) + ng * (m + 3 * _FETCH))
-        total += n_tiles * per_tile
-    return total
-
-
-def _ksplit_plan(spec, M, kc, nc, P, mt, preload):
-    """``(mt2, kg, ng)`` for the K-split schedule, or None to keep the plain one.
-
-    The plain tiling gives a tile's K chunks all of (half of) scratchpad A, so a large K leaves few rows per
-    tile: MATMULs of ``m < 2R + C + 1`` rows, and the weight-stationary array mostly swaps weight tiles. The
-    K-split schedule takes ``mt2`` rows per tile, K in groups of ``kg`` chunks (double-buffered in A across
-    groups) and N in groups of ``ng`` chunks, each with its own accumulator region of ``mt2`` lines; A is
-    re-read once per N group. Chosen when the rough estimate is clearly lower, and always when one row's K
-    chunks do not fit scratchpad A (``mt == 0``: the plain tiling has no schedule)."""
-    R, C = spec.rows, spec.cols
-    thr = spec.latencies.ws_matmul_period
-    half = spec.a_lines // 2
-    force = mt == 0
-    if half < 1 or (not force and (min(R, C) < 4 or mt >= thr or mt >= M or kc < 2)):
-        return None  # (on arrays under 4x4 a weight swap is a few cycles: the plain schedule stays)
-    if not force:
-        T = math.ceil(M / mt)
-        old = _schedule_cost(spec, mt, M - (T - 1) * mt, T, nc, 1, kc, 1, P, preload, False)
-    best = None
-    for G in sorted({math.ceil(nc / ng) for ng in range(1, nc + 1)}):
-        ng = math.ceil(nc / G)
-        cap = min(M, spec.acc_lines // ng, half)
-        if cap < 1:
-            continue
-        T2 = math.ceil(M / cap)
-        mt2 = math.ceil(M / T2)
-        if mt2 < max(2 * mt, thr) and not force:
-            continue  # MATMULs that still cannot stream do not pay for re-reading A
-        H = math.ceil(kc / (half // mt2))
-        kg = math.ceil(kc / H)
-        cost = _schedule_cost(spec, mt2, M - (T2 - 1) * mt2, T2, G, ng, kg, H, P, preload, False)
-        if best is None or cost < best[0]:
-            best = (cost, mt2, kg, ng)
-    if best is None or (not force and best[0] >= 0.9 * old):
-        return None
-    return best[1:]
+#: One instruction's fetch and decode (cycles), as the compiler's schedule estimate has it.
+_FETCH = 8
 
 
 def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_in, preload, q_addr,
                     mt2, kg, ng):
-    """The K-split schedule (see :func:`_ksplit_plan`): for each M tile, N group, point and K group that has a
+    """The K-split schedule (see :func:`ksplit_plan`): for each M tile, N group, point and K group that has a
     weight tile to run (*wt*, a :class:`_WeightTiles`), the group's A loads (the next unit's spread between
     this unit's MATMULs, into the other half of A), then for each N chunk of the group its MATMULs over the
     group's K chunks; after the last unit of an N group each chunk's LOADQ and STORE. Every N chunk sees its

@@ -133,7 +133,7 @@ def test_weights_preloaded_when_they_fit():
 
 
 def _plain(monkeypatch):
-    monkeypatch.setattr(lower, "_ksplit_plan", lambda *a: None)
+    monkeypatch.setattr(lower, "ksplit_plan", lambda *a: None)
 
 
 @pytest.mark.parametrize("preset,make", [

@@ -5,6 +5,7 @@ lines it writes; STORE waits for the array to be idle. These tests check the str
 off (loads for future MATMULs go to lines no in-flight MATMUL reads) and that results stay those of the golden model.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -266,6 +267,35 @@ def test_single_buffer_when_two_tiles_do_not_fit():
     check_no_war(prog, spec, weights_fit=False)
     x = random_input(net, 3, 2)
     assert np.array_equal(run_compiled(cn, x)[0]["fc"], net(x))
+
+
+def test_output_stationary_tiles_are_whole_chunks():
+    """On an output-stationary array a MATMUL runs in chunks of `rows` rows: the plain schedule cuts its M
+    tiles to whole chunks (while at least two remain), the K-split schedule rounds its tile up to whole chunks;
+    the weight-stationary tiling of the same machine is unchanged and both compute the layer."""
+    from systolic.compiler.lower import ksplit_plan, plain_tiling, whole_chunks
+
+    rng = np.random.default_rng(7)
+    net = _dense_net(rng, 40, 32, 8)                 # K = 32: kc = 8 on 4 rows
+    ws = MachineSpec(rows=4, cols=4, a_lines=224, w_lines=64, acc_lines=64)   # 224 / (2 * 8) = 14 rows
+    os_ = dataclasses.replace(ws, dataflow="os")
+    m_of = {}
+    for spec in (ws, os_):
+        cn = compile_network(net, spec, batch=40)
+        m_of[spec.dataflow] = sorted({i.m for i in cn.steps[0].program if i.op == Opcode.MATMUL})
+        x = random_input(net, 40, 3)
+        assert np.array_equal(run_compiled(cn, x)[0]["fc"], net(x))
+    assert m_of["ws"] == [12, 14] and m_of["os"] == [4, 12]   # 40 rows: 14+14+12 / 12+12+12+4
+    assert whole_chunks(os_, 7, 40) == 7 and whole_chunks(os_, 14, 14) == 14   # under two chunks / all of M
+    # K-split (ResNet-18 conv3 on the large preset): whole chunks when they fit the accumulator region.
+    large = MachineSpec.from_config(PRESETS["large"])
+    for df in ("ws", "os"):
+        spec = dataclasses.replace(large, dataflow=df)
+        mt, _ = plain_tiling(spec, 784, 72)
+        mt2, kg, ng = ksplit_plan(spec, 784, 72, 8, 1, mt, False)
+        assert mt2 * ng <= spec.acc_lines and (mt2 % spec.rows == 0) == (df == "os")
+    with pytest.raises(ValueError, match="dataflow must be one of ws, os, not 'xs'"):
+        dataclasses.replace(ws, dataflow="xs")
 
 
 SCHEDULE_SPECS = list(PRESET_SPECS.values()) + [
