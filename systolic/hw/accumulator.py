@@ -7,7 +7,7 @@ STORE pipeline reads lines out of it through a second port.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -105,11 +105,15 @@ class AccumulatorBuffer(wiring.Component):
         st_rd = mem.read_port()
         m.d.comb += [st_rd.addr.eq(self.rd.addr), st_rd.en.eq(self.rd.en), self.rd.data.eq(st_rd.data)]
 
-        vw = self.psum_bits + (1 << SHIFT_BITS) - 1
+        # Stage 1 forms v = psum << shift in A + 2 bits, with `huge` when v does not fit them: then every result
+        # leaves the A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum
+        # mod 2**A, is the same as with v in full. The add after the memory read is A + 3 bits wide.
+        NW, P = A + 2, self.psum_bits
         s1_valid = Signal()
         s1_acc = Signal()
         s1_addr = Signal.like(upd.addr)
-        s1_val = [Signal(signed(vw), name=f"s1_val{c}") for c in range(C)]
+        s1_val = [Signal(signed(NW), name=f"s1_val{c}") for c in range(C)]
+        s1_huge = [Signal(name=f"s1_huge{c}") for c in range(C)]
         rd_old = Signal()
         m.d.comb += [
             upd_rd.addr.eq(upd.addr),
@@ -119,15 +123,25 @@ class AccumulatorBuffer(wiring.Component):
         ]
         m.d.sync += [s1_valid.eq(upd.valid), s1_acc.eq(upd.accumulate), s1_addr.eq(upd.addr)]
         for c in range(C):
-            m.d.sync += s1_val[c].eq(upd.psum[c] << upd.shift)
+            p = upd.psum[c]
+            # same[j]: bits j .. P-1 of psum all equal its sign; psum << s fits NW bits iff same[NW-1-s]
+            # (always when NW - s > P; only psum == 0 when s >= NW).
+            same = [Const(1, 1)] * (P + 1)
+            for j in reversed(range(P)):
+                sj = Signal(name=f"same{c}_{j}")
+                m.d.comb += sj.eq(same[j + 1] & (p[j] == p[P - 1]))
+                same[j] = sj
+            fits = [same[NW - 1 - sh] if 0 <= NW - 1 - sh < P else Const(int(NW - 1 - sh >= P), 1) | (p == 0)
+                    for sh in range(1 << SHIFT_BITS)]
+            m.d.sync += [s1_val[c].eq((p << upd.shift)[:NW].as_signed()), s1_huge[c].eq(~Array(fits)[upd.shift])]
 
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
         ovf = []
         for c in range(C):
-            new = Signal(signed(vw + 1), name=f"new{c}")
+            new = Signal(signed(NW + 1), name=f"new{c}")
             m.d.comb += new.eq(Mux(s1_acc, upd_rd.data[c] + s1_val[c], s1_val[c]))
             o = Signal(name=f"ovf{c}")
-            m.d.comb += [o.eq((new < lo) | (new > hi)), wr.data[c].eq(new)]
+            m.d.comb += [o.eq(s1_huge[c] | (new < lo) | (new > hi)), wr.data[c].eq(new)]
             ovf.append(o)
         m.d.comb += [
             wr.addr.eq(s1_addr), wr.en.eq(s1_valid), self.ev_write.eq(s1_valid),

@@ -14,6 +14,16 @@ COLS, LINES, ACC, PSUM = 3, 6, 20, 22
 
 
 def test_updates_and_reads_equal_the_model():
+    _check(500, edges=False)
+
+
+def test_shifted_values_at_the_width_edges():
+    """Accumulate-with-shift where ``psum << shift`` is just inside or just outside ``acc_bits + 2`` bits (the
+    width the buffer forms it in): overflow flag and stored value (the sum mod 2**acc_bits) as the model."""
+    _check(1500, edges=True)
+
+
+def _check(n, edges):
     dut = AccumulatorBuffer(cols=COLS, lines=LINES, acc_bits=ACC, psum_bits=PSUM)
     rng = np.random.default_rng(1)
     gaps = random.Random(2)
@@ -27,7 +37,9 @@ def test_updates_and_reads_equal_the_model():
     async def bench(ctx):
         pending = None          # (line, expected value, overflow) of the update being written
         last_line = None
-        for _ in range(500):
+        edge_vals = sorted({v for k in range(PSUM) for v in (1 << k, (1 << k) - 1, -(1 << k), 1 - (1 << k))
+                            if -(1 << (PSUM - 1)) <= v < 1 << (PSUM - 1)})
+        for _ in range(n):
             upd = gaps.random() < 0.7
             line = last_line if (last_line is not None and gaps.random() < 0.3) else int(rng.integers(0, LINES))
             psum = rng.integers(-(1 << 12), 1 << 12, COLS)
@@ -35,6 +47,11 @@ def test_updates_and_reads_equal_the_model():
                 psum[0] = (1 << (PSUM - 1)) - 1                  # overflows once shifted or accumulated
             accumulate = bool(rng.integers(0, 2))
             shift = int(rng.choice([0, 0, 1, 5, (1 << SHIFT_BITS) - 1])) if accumulate else int(rng.integers(0, 3))
+            if edges:       # |psum << shift| around 2**(ACC + 1), the old values anywhere in range
+                psum = rng.choice(edge_vals, COLS)
+                shift = int(rng.integers(0, ACC + 4)) if rng.random() < 0.9 else int(rng.integers(0, 1 << SHIFT_BITS))
+                if not accumulate and rng.random() < 0.5:
+                    psum, shift = rng.integers(lo, hi + 1, COLS), 0     # a random in-range value to add to
             read_line = int(rng.integers(0, LINES))
             ctx.set(dut.upd.valid, int(upd))
             ctx.set(dut.upd.addr, line)
