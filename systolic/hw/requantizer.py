@@ -38,15 +38,20 @@ class RequantLane(wiring.Component):
     - ``shift == 0``: identity;
     - ``shift < 0``: exact left shift by ``-shift``, which then saturates (a
       shift by more than ``out_bits`` saturates any non-zero value, so the
-      shifter is only ``out_bits`` wide);
+      shift is clamped to ``-out_bits``);
     - optional ReLU, then saturation to the ``out_bits`` signed/unsigned range.
 
     ``acc + bias`` is computed in ``acc_bits + 1`` bits, so it never wraps.
+    Both shift directions are one arithmetic right shift of ``x << (out_bits
+    + 1)``, of which only the rounding bit and ``out_bits + 1`` value bits
+    are kept: whether the value fits those bits (else it saturates by its
+    sign) and the sticky bit are masked tests of ``x``, the masks decoded
+    from the shift in stage 1 (one thermometer).
 
     Latency: :data:`~systolic.arch.latency.REQUANT_STAGES` (3) ``en``
-    cycles: add, shift/round, ReLU/saturate (the three stages written out
-    below; tests/hw/test_requantizer.py measures them). Throughput: 1 element
-    per cycle.
+    cycles: add and shift decode; shift, sticky and fit; round, ReLU and
+    saturate (written out below; tests/hw/test_requantizer.py measures them).
+    Throughput: 1 element per cycle.
 
     Members
     -------
@@ -72,54 +77,57 @@ class RequantLane(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        W = cfg.acc_bits + 1
+        W = cfg.acc_bits + 1            # x = acc + bias never wraps
+        L = cfg.out_bits                # a left shift by more saturates any non-zero value: k is clamped to -L
+        G = cfg.out_bits + 1            # the shifted value is kept in G bits: [lo, hi] fits (signed or not)
         lo, hi = cfg.out_range
 
-        # Stage 1: bias add, one bit wider than the accumulator.
+        # Stage 1: bias add; from the shift k, the right-shift amount s = max(k, -L) + L of x << (L + 1) and
+        # two masks of x's bits out of one thermometer (bit i set for i >= s): the sticky bits, below the
+        # rounding bit (j < s - L - 1, i.e. j < k - 1), and the bits that must all equal the sign for the
+        # shifted value to fit G bits (j >= s, i.e. j >= max(k, -L) + G - 1).
+        k = self.shift
+        kmax = 2 ** (cfg.shift_bits - 1) - 1
+        s = Signal(range(kmax + L + 1))
+        m.d.comb += s.eq(Mux(k < -L, 0, k + L))
+        therm = Signal(W + L + 1)
+        m.d.comb += therm.eq(Const((1 << (W + L + 1)) - 1, W + L + 1) << s)
+        assert G - 1 == L, "top_mask = therm[:W] needs the fit threshold max(k, -L) + G - 1 to be s"
         x = Signal(signed(W))
-        k1 = Signal(signed(cfg.shift_bits))
+        s1 = Signal.like(s)
+        sticky_mask, top_mask = Signal(W), Signal(W)
         relu1 = Signal()
         with m.If(self.en):
-            m.d.sync += [x.eq(self.acc + self.bias), k1.eq(self.shift), relu1.eq(self.relu)]
+            m.d.sync += [x.eq(self.acc + self.bias), s1.eq(s), relu1.eq(self.relu),
+                         sticky_mask.eq(~therm[L + 1:]), top_mask.eq(therm[:W])]
 
-        # Stage 2: rounding right shift or saturating left shift.
-        kmax = 2 ** (cfg.shift_bits - 1)
-        mag = Signal(range(kmax + 1))          # |k|
-        m.d.comb += mag.eq(Mux(k1 < 0, -k1, k1))
-        km1 = Signal(range(kmax))              # k - 1 for k > 0
-        m.d.comb += km1.eq(mag - 1)
-        q = Signal(signed(W))
-        m.d.comb += q.eq(x >> mag)
-        half = Signal()                        # bit k-1 of x (sign-extended)
-        m.d.comb += half.eq((x >> km1)[0])
-        below = Signal(W)                      # mask of the bits under the rounding bit
-        m.d.comb += below.eq((Const(1, 1) << km1) - 1)
-        sticky = Signal()
-        m.d.comb += sticky.eq((x.as_unsigned() & below) != 0)
+        # Stage 2: one arithmetic right shift of x << (L + 1) by s gives the rounding bit (bit 0) and the value
+        # (G bits above it): x >> k for k > 0, x << -k for k <= 0 (rounding bit 0 then).
+        xl = Signal(signed(W + L + 1))
+        m.d.comb += xl.eq(x << (L + 1))
+        t = Signal(G + 1)
+        m.d.comb += t.eq(xl >> s1)
+        tq = Signal(signed(G))
+        half, sticky, fits, neg, relu2 = Signal(), Signal(), Signal(), Signal(), Signal()
+        with m.If(self.en):
+            m.d.sync += [tq.eq(t[1:]), half.eq(t[0]), sticky.eq((x.as_unsigned() & sticky_mask).any()),
+                         fits.eq(~((x.as_unsigned() ^ x[W - 1].replicate(W)) & top_mask).any()),
+                         neg.eq(x[W - 1]), relu2.eq(relu1)]
+
+        # Stage 3: round, ReLU, saturation (a value that did not fit G bits saturates by its sign).
         up = Signal()
         if cfg.rounding == "half_up":
             m.d.comb += up.eq(half)
         else:
-            m.d.comb += up.eq(half & (sticky | q[0]))
-        # Left shift: beyond out_bits every non-zero value saturates anyway.
-        lsh = Signal(range(cfg.out_bits + 1))
-        m.d.comb += lsh.eq(Mux(mag > cfg.out_bits, cfg.out_bits, mag))
-        z = Signal(signed(W + cfg.out_bits))
-        relu2 = Signal()
+            m.d.comb += up.eq(half & (sticky | tq[0]))
+        r = Signal(signed(G + 1))
+        m.d.comb += r.eq(tq + up)
         with m.If(self.en):
-            m.d.sync += relu2.eq(relu1)
-            with m.If(k1 > 0):
-                m.d.sync += z.eq(q + up)
-            with m.Elif(k1 < 0):
-                m.d.sync += z.eq(x << lsh)
-            with m.Else():
-                m.d.sync += z.eq(x)
-
-        # Stage 3: ReLU, then saturation.
-        r = Signal.like(z)
-        m.d.comb += r.eq(Mux(relu2 & (z < 0), 0, z))
-        with m.If(self.en):
-            with m.If(r > hi):
+            with m.If(~fits):
+                m.d.sync += self.y.eq(Mux(neg, Mux(relu2, max(lo, 0), lo), hi))
+            with m.Elif(relu2 & (r < 0)):
+                m.d.sync += self.y.eq(max(lo, 0))
+            with m.Elif(r > hi):
                 m.d.sync += self.y.eq(hi)
             with m.Elif(r < lo):
                 m.d.sync += self.y.eq(lo)

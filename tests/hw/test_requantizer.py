@@ -38,6 +38,14 @@ def _cases(cfg, rng):
                     x = q * (1 << k) + half + d  # tie at d == 0, q even and odd
                     if lo <= x <= hi:
                         out.append((x, 0, k))
+        # Results far past the output range: 2**(out_bits + 1) and its neighbours, scaled by the shift (where a
+        # datapath kept a few bits wider than the output would wrap instead of saturating).
+        big = 1 << (cfg.out_bits + 1)
+        for q in (big - 1, big, big + 1, -big - 1, -big, -big + 1, 2 * big, -2 * big):
+            for d in (-1, 0, 1):
+                x = q * (1 << k) + d if k >= 0 else q >> -k
+                if lo <= x <= hi:
+                    out.append((x, 0, k))
         for x in (0, 1, -1, ohi, ohi + 1, olo, olo - 1, hi, lo, ohi >> 1, -(ohi >> 1)):
             if lo <= x <= hi:
                 out.append((x, 0, k))
