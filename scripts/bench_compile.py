@@ -1,7 +1,7 @@
 """Compile time and cycle-model time of a whole ResNet-50 (224x224, batch 1) on the 8x8 and 16x16 presets.
 
-The network is a golden :class:`~systolic.golden.network.QuantizedNetwork` of ResNet-50's shapes with seeded
-random int8 weights (torchvision layout, v1.5: the stride on the 3x3 conv of a bottleneck): every convolution
+The network is the zoo's ``resnet50-imagenet`` (:func:`systolic.models.imagenet.resnet50`): ResNet-50's shapes
+with seeded random int8 weights (torchvision layout, v1.5: the stride on the 3x3 conv of a bottleneck): every convolution
 with its batch norm folded is a Conv2D with bias (ReLU where the network has one), residual adds are Add
 layers, the stem's 3x3/2 max pool and the global 7x7 average pool run on the host, the classifier is a Dense
 layer. Cycles do not depend on the weight values, so random ones time the real thing.
@@ -38,75 +38,13 @@ from systolic.arch.config import PRESETS
 from systolic.arch.memory import MemoryModel
 from systolic.compiler import MachineSpec, Opcode, compile_network
 from systolic.compiler.lower import AccelStep
-from systolic.golden.layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
-from systolic.golden.network import QuantizedNetwork
-from systolic.golden.qtypes import QType
+from systolic.models.imagenet import resnet50
 from systolic.report.cycles import predict_network
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: ResNet-50 stages: (bottleneck width, output channels, blocks, stride of the first block).
-STAGES = ((64, 256, 3, 1), (128, 512, 4, 2), (256, 1024, 6, 2), (512, 2048, 3, 2))
 #: DRAM of the compiled network: weights (~25 M bytes, tile padded) and every activation at batch 1.
 DRAM_BYTES = 1 << 26
-#: Fractional bits of every activation.
-FRAC = 4
-
-
-def resnet50(seed: int = 0, hw: int = 224, classes: int = 1000) -> QuantizedNetwork:
-    """ResNet-50 of *hw* x *hw* x 3 inputs with seeded random int8 weights and biases (batch norm folded)."""
-    rng = np.random.default_rng(seed)
-    in_t = QType(8, True, FRAC)
-    layers = []
-    types = {"input": in_t}
-    shapes = {"input": (hw, hw, 3)}
-
-    def conv(name, src, cout, k, stride, relu):
-        h, w, cin = shapes[src]
-        pad = k // 2
-        # Shift so that a typical accumulator (sqrt(K) * 64 * 32) lands in the output's upper half.
-        shift = max(0, int(np.log2(np.sqrt(k * k * cin) * 64 * 32 / 64)))
-        out_t = QType(8, not relu, FRAC)      # every activation at FRAC bits: the weight carries the shift
-        layer = Conv2D(name=name, inputs=(src,), weight=rng.integers(-127, 128, (k, k, cin, cout)),
-                       w_type=QType(8, True, shift + FRAC - types[src].frac_bits),
-                       out_type=out_t, bias=rng.integers(-1 << 12, 1 << 12, cout), relu=relu,
-                       stride=stride, padding=pad)
-        layers.append(layer)
-        types[name] = out_t
-        oh = (h + 2 * pad - k) // stride + 1
-        ow = (w + 2 * pad - k) // stride + 1
-        shapes[name] = (oh, ow, cout)
-        return name
-
-    def add(name, a, b):
-        f = min(types[a].frac_bits, types[b].frac_bits)
-        out_t = QType(8, False, f)
-        layers.append(Add(name=name, inputs=(a, b), out_type=out_t, relu=True))
-        types[name], shapes[name] = out_t, shapes[a]
-        return name
-
-    src = conv("conv1", "input", 64, 7, 2, True)
-    layers.append(MaxPool2D(name="pool1", inputs=(src,), pool=3, stride=2, padding=1))
-    h, w, c = shapes[src]
-    types["pool1"], shapes["pool1"] = types[src], ((h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1, c)
-    src = "pool1"
-    for s, (width, cout, blocks, stride) in enumerate(STAGES, start=2):
-        for b in range(blocks):
-            st = stride if b == 0 else 1
-            name = f"layer{s}.{b}"
-            x = conv(f"{name}.conv1", src, width, 1, 1, True)
-            x = conv(f"{name}.conv2", x, width, 3, st, True)
-            x = conv(f"{name}.conv3", x, cout, 1, 1, False)
-            skip = conv(f"{name}.down", src, cout, 1, st, False) if b == 0 else src
-            src = add(f"{name}.add", skip, x)
-    h, w, c = shapes[src]
-    layers.append(AvgPool2D(name="avgpool", inputs=(src,), pool=(h, w)))
-    layers.append(Flatten(name="flat", inputs=("avgpool",)))
-    fc = Dense(name="fc", inputs=("flat",), weight=rng.integers(-127, 128, (c, classes)), w_type=QType(8, True, 10),
-               out_type=QType(8, True, FRAC),
-               bias=rng.integers(-1 << 12, 1 << 12, classes), relu=False)
-    layers.append(fc)
-    return QuantizedNetwork(in_t, (hw, hw, 3), layers, "half_even", {"model": "resnet50", "random": seed})
 
 
 def load_reference():

@@ -36,7 +36,8 @@ SOURCES = ("rtl", "model")
 def resolve_model(spec: str, seed: int = 0):
     """``(network, kind)`` for *spec*: a shipped model name (``"shipped"``), a ``.npz`` file or an
     already-quantized ``.onnx`` file (QONNX or QDQ; ``"file"``) or ``random:<mlp|cnn|resnet>``
-    (``"random"``, an 8-bit random network from *seed*)."""
+    (``"random"``, an 8-bit random network from *seed*) or an ImageNet-shaped zoo name such as
+    ``resnet50-imagenet`` (``"random"``: random weights from *seed*, :mod:`systolic.models.imagenet`)."""
     from .golden import load
 
     if not isinstance(spec, str):
@@ -56,10 +57,13 @@ def resolve_model(spec: str, seed: int = 0):
     if path.suffix == ".npz" or path.exists():
         return load(path), "file"
     from .models import SHIPPED, load_shipped
+    from .models.imagenet import IMAGENET, imagenet_network
 
+    if spec in IMAGENET:
+        return imagenet_network(spec, seed), "random"
     if spec not in SHIPPED:
         raise ValueError(f"unknown model {spec!r}: give a .npz file, random:<mlp|cnn|resnet> or one of "
-                         f"{', '.join(SHIPPED)}")
+                         f"{', '.join(SHIPPED + tuple(IMAGENET))}")
     return load_shipped(spec), "shipped"
 
 
@@ -153,7 +157,7 @@ class ImagesRun:
 
 
 def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None = None, memory=None,
-               batch: int = 32, dram_bytes: int = 1 << 18, progress: bool = True, check: bool = True,
+               batch: int = 32, dram_bytes: int | None = None, progress: bool = True, check: bool = True,
                cache_dir=None, waves=None, compiled=None) -> ImagesRun:
     """Run *net* on the images *x_int* on accelerator *config*, *batch* images per compiled program.
 
@@ -184,6 +188,9 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         raise ValueError("the cycle model is exact only without random stalls; use source='rtl' for stall > 0")
     x = net.check_input(x_int)
     n = x.shape[0]
+    nb0 = min(batch, n)         # checked before the runner opens; *compiled*: done already by the caller
+    compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes)}
+    dram_bytes = compiled[nb0].spec.dram_bytes      # (every batch gets the first one's DRAM size)
     spec = MachineSpec.from_config(config, dram_bytes=dram_bytes)
     if source == "rtl":
         from .sim.system import backend_name, open_backend
@@ -200,8 +207,6 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         def open_runner():
             return _Closing(ExecutorRunner(spec))
     outs, counters, cycles, mismatches = {}, {}, {}, {}
-    nb0 = min(batch, n)         # checked before the runner opens; *compiled*: done already by the caller
-    compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes)}
     run_s, sim_s, compared, first_mismatch = 0.0, 0.0, 0, None
     bar = tqdm(total=n, desc=desc, unit="image", disable=not progress)
     t0 = time.perf_counter()
@@ -260,8 +265,15 @@ def _first_mismatch(name, differ, run, want, lo: int, nb: int, batch_index: int)
             "program_cycles": counters.cycles if counters is not None else None}
 
 
-def compile_checked(net, config, batch: int, dram_bytes: int = 1 << 18):
+#: The smallest DRAM a run gets when its size is left to the network (``dram_bytes=None``).
+MIN_DRAM_BYTES = 1 << 18
+
+
+def compile_checked(net, config, batch: int, dram_bytes: int | None = None):
     """*net* compiled for *config* at *batch*: the cheap checks of a run, made before any simulator build.
+
+    ``dram_bytes=None``: the DRAM is sized to the network (at least :data:`MIN_DRAM_BYTES`, a power of
+    two; ``cn.spec.dram_bytes`` says how much), else exactly *dram_bytes*.
 
     Raises the compiler's errors (an accumulator that could overflow, a layer too large for the
     scratchpads, a rounding mismatch) and a ``ValueError`` when no layer would run on the accelerator
@@ -270,7 +282,8 @@ def compile_checked(net, config, batch: int, dram_bytes: int = 1 << 18):
     from .arch.machine import MachineSpec
     from .compiler import compile_network
 
-    cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes), batch=batch)
+    cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes or MIN_DRAM_BYTES),
+                         batch=batch, fit_dram=dram_bytes is None)
     if all(p != "accelerator" for p in cn.placement.values()):
         why = "; ".join(f"{layer}: {p.removeprefix('host: ')}" for layer, p in cn.placement.items())
         raise ValueError(f"no layer of the network runs on the accelerator {config.name} ({why})")
@@ -291,7 +304,7 @@ class _Closing:
 
 
 def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: int = 0,
-             dram_bytes: int = 1 << 18, batch: int | None = None, backend: str | None = None,
+             dram_bytes: int | None = None, batch: int | None = None, backend: str | None = None,
              progress: bool = False, cache_dir=None, waves=None, data=None) -> dict:
     """Run *images* inputs of *model* on the RTL of *config*; a JSON-ready summary (``systolic simulate``).
 
@@ -312,6 +325,7 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     x, labels = load_inputs(net, images, seed, kind, data)
     total = int(x.shape[0])
     cn = compile_checked(net, config, min(batch or total, total), dram_bytes)    # the cheap checks, before the build
+    dram_bytes = cn.spec.dram_bytes
     check_waves(waves, backend, net, config, dram_bytes)
     t0 = time.perf_counter()
     build_backend(backend, config, cache_dir, waves)

@@ -43,6 +43,7 @@ those of the straightforward code, instruction by instruction (tests/compiler/te
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 from dataclasses import dataclass
@@ -135,14 +136,22 @@ class CompiledNetwork:
 
 
 class _Dram:
-    def __init__(self, size):
-        self.buf = np.zeros(size, dtype=np.uint8)
+    """The DRAM image being laid out: *size* bytes, or with *fit* as many as the network needs (the buffer
+    grows with the allocations, up to the 32-bit address space)."""
+
+    def __init__(self, size: int, fit: bool = False):
+        self.size = (1 << 32) if fit else size
+        self.buf = np.zeros(size if not fit else min(size, 1 << 20), dtype=np.uint8)
         self.top = 0
 
     def alloc(self, nbytes: int, what: str, align: int = 16) -> int:
         addr = -(-self.top // align) * align
+        if addr + nbytes > self.size:
+            raise CompileError(f"{what}: DRAM of {self.size} bytes is full ({addr + nbytes} needed)")
         if addr + nbytes > self.buf.size:
-            raise CompileError(f"{what}: DRAM of {self.buf.size} bytes is full ({addr + nbytes} needed)")
+            grown = np.zeros(max(2 * self.buf.size, addr + nbytes), dtype=np.uint8)
+            grown[:self.buf.size] = self.buf
+            self.buf = grown
         self.top = addr + nbytes
         return addr
 
@@ -308,13 +317,18 @@ def _gc_paused():
             gc.enable()
 
 
-def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) -> CompiledNetwork:
-    """Compile *net* for *spec* at a fixed *batch* size."""
+def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1, *,
+                    fit_dram: bool = False) -> CompiledNetwork:
+    """Compile *net* for *spec* at a fixed *batch* size.
+
+    With *fit_dram*, ``spec.dram_bytes`` is a lower bound: the DRAM is sized to what the network needs at
+    this batch (weights, parameters and every tensor), rounded up to a power of two, and the result's
+    ``spec`` has that size (a simulator or executor then gets a memory of it)."""
     with _gc_paused():
-        return _compile_network(net, spec, batch)
+        return _compile_network(net, spec, batch, fit_dram)
 
 
-def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int) -> CompiledNetwork:
+def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int, fit_dram: bool = False) -> CompiledNetwork:
     if not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be a positive int, not {batch!r}")
     if net.rounding != spec.rounding:
@@ -325,7 +339,7 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int) -> Co
                 f"layer {layer.name!r}: block floating-point (bfp) activations cannot be compiled: the exponent "
                 "varies per pixel and block of channels while a MATMUL has one shift per instruction, and the "
                 "array's input type is fixed-point")
-    dram = _Dram(spec.dram_bytes)
+    dram = _Dram(spec.dram_bytes, fit=fit_dram)
     regions = {}
 
     def region(name):
@@ -352,6 +366,10 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int) -> Co
         _prove(layer, in_t, spec)
         _check_pe_weights(layer, spec)
         steps.append(_lower_gemm(layer, net, spec, dram, regions[layer.inputs[0]], out, in_t))
+    if fit_dram:        # (nothing in the programs depends on the DRAM size: only the memory it gets)
+        size = max(spec.dram_bytes, 1 << max(0, dram.top - 1).bit_length())
+        spec = dataclasses.replace(spec, dram_bytes=size)
+        dram.buf = np.concatenate([dram.buf[:size], np.zeros(max(0, size - dram.buf.size), dtype=np.uint8)])
     return CompiledNetwork(net, spec, batch, steps, regions, dram.buf)
 
 

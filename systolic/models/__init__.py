@@ -6,6 +6,11 @@ trained on the scikit-learn digits data, ``mnist-lenet5``, ``mnist-resnet8`` and
 ``scripts/train_models.py``; each
 ``.npz`` is a golden-model file (:func:`systolic.golden.load`) whose ``meta``
 records the model name, method, bit widths, float and integer test accuracy.
+
+``resnet18-imagenet``, ``resnet50-imagenet`` and ``mobilenetv2-imagenet``
+(:mod:`systolic.models.imagenet`) are not files: they are generated on use
+from a seed, with random weights (for cycles, traffic, energy and
+bit-exactness at ImageNet shapes; no accuracy is claimed for them).
 """
 
 from __future__ import annotations

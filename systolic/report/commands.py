@@ -39,7 +39,7 @@ def _cmd(args) -> int:
                       table=table, progress=not args.json, backend=args.backend)
     if args.json:
         print(json.dumps({k: rep[k] for k in ("schema", "version", "counts_source", "cycles_source", "totals",
-                                               "layers", "run", "files")}))
+                                               "host_layers", "layers", "run", "files")}))
         return 0
     t = rep["totals"]
     print(f"{args.model} on {args.config}, {rep['run']['images']} images "
@@ -73,7 +73,9 @@ def register(sub) -> None:
                                    "executor's event counts and the analytic cycle model (equal to the RTL "
                                    "without random stalls); --source rtl simulates the RTL.")
     p.add_argument("--model", default="digits-cnn",
-                   help="shipped model name, .npz file or random:mlp|cnn|resnet (default: %(default)s)")
+                   help="shipped model name, .npz file, random:mlp|cnn|resnet or an ImageNet-shaped network with "
+                        "random weights: resnet18-imagenet, resnet50-imagenet, mobilenetv2-imagenet "
+                        "(default: %(default)s)")
     p.add_argument("--config", default="default", help="preset name or config JSON (default: %(default)s)")
     p.add_argument("--images", type=int, default=32, help="digits test images (default: %(default)s)")
     p.add_argument("--source", choices=("model", "rtl"), default="model", help="where counts and cycles come from")
