@@ -1,8 +1,8 @@
 """Compile time and cycle-model time of a whole ResNet-50 (224x224, batch 1) on the 8x8 and 16x16 presets.
 
-The network is the zoo's ``resnet50-imagenet`` (:func:`systolic.models.imagenet.resnet50`): ResNet-50's shapes
-with seeded random int8 weights (torchvision layout, v1.5: the stride on the 3x3 conv of a bottleneck): every convolution
-with its batch norm folded is a Conv2D with bias (ReLU where the network has one), residual adds are Add
+The network is the zoo's ``resnet50-imagenet`` (:func:`systolic.models.imagenet.resnet50`): ResNet-50's
+shapes with seeded random int8 weights (torchvision layout, v1.5: the stride on the 3x3 conv of a bottleneck):
+every convolution with its batch norm folded is a Conv2D with bias (ReLU where the network has one), residual adds are Add
 layers, the stem's 3x3/2 max pool and the global 7x7 average pool run on the host, the classifier is a Dense
 layer. Cycles do not depend on the weight values, so random ones time the real thing.
 

@@ -23,12 +23,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import FIELDS, Opcode
+from ..arch.latency import ACC_UPDATE
 from .accumulator import AccUpdateSignature
 from .params import require_system_config
 from .scratchpad import LineReadSignature, memory_depth
 
-__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "read_weight_tile", "weight_row",
-           "weight_tile"]
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "last_writer", "read_weight_tile",
+           "weight_row", "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
 #: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
@@ -108,6 +109,18 @@ class ArrayUnit(wiring.Component):
         """Publish MATMUL *desc* (anything with ``acc`` and ``m``) as writer *n* while *valid*."""
         r = self.writers[n]
         m.d.comb += [r.valid.eq(valid), r.acc.eq(desc.acc), r.m.eq(desc.m)]
+
+
+def last_writer(m, pop, desc, layout):
+    """``(valid, desc)`` registers of the entry a write-back popped (*pop*) with its last result, whose
+    accumulator write happens the cycle after (:data:`~systolic.arch.latency.ACC_UPDATE`): it stays a
+    writer for that cycle."""
+    assert ACC_UPDATE == 1, "the write-back's last writer register assumes a one-cycle accumulator update"
+    done_v, done = Signal(name="done_valid"), Signal(layout, name="done")
+    m.d.sync += done_v.eq(pop)
+    with m.If(pop):
+        m.d.sync += done.eq(desc)
+    return done_v, done
 
 
 def read_weight_tile(m, w_port, k, base, tile):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data
 
-from ..arch.latency import ACC_UPDATE, SCRATCHPAD_READ
+from ..arch.latency import SCRATCHPAD_READ
 from .array import SystolicArray
-from .array_unit import MATMUL_LAYOUT, ArrayUnit, weight_row, weight_tile
+from .array_unit import MATMUL_LAYOUT, ArrayUnit, last_writer, weight_row, weight_tile
 
 __all__ = ["OSArrayUnit"]
 
@@ -169,17 +169,12 @@ class OSArrayUnit(ArrayUnit):
         with m.If(step_last & array.i.ready):
             m.d.sync += [wbq[tail].eq(smeta), wbv[tail].eq(1),
                          tail.eq(Mux(tail == D - 1, 0, tail + 1))]
-        # The popped chunk's last write happens the cycle after the pop (ACC_UPDATE): it stays a writer then.
-        assert ACC_UPDATE == 1, "the write-back's last writer register assumes a one-cycle accumulator update"
-        done_v, done = Signal(), Signal(_CHUNK)
-        m.d.sync += done_v.eq(pop)
-        with m.If(pop):
-            m.d.sync += done.eq(hd)
+        done_v, done = last_writer(m, pop, hd, _CHUNK)
 
         with m.If(self.clear):
-            m.d.sync += [fv.eq(0), frd.eq(0), rd_cap.eq(0), *(v.eq(0) for v in (*occ, *full, *wbv)), rd_a.eq(0), rd_w.eq(0),
-                         head.eq(0), tail.eq(0), o_row.eq(R - 1), sb.eq(0), sk.eq(0), tb.eq(0),
-                         wbi.eq(0), done_v.eq(0)]
+            m.d.sync += [fv.eq(0), frd.eq(0), rd_cap.eq(0), rd_a.eq(0), rd_w.eq(0),
+                         *(v.eq(0) for v in (*occ, *full, *wbv)), head.eq(0), tail.eq(0), o_row.eq(R - 1),
+                         sb.eq(0), sk.eq(0), tb.eq(0), wbi.eq(0), done_v.eq(0)]
         m.d.comb += self.busy.eq(fv | occ[0] | occ[1] | Cat(*wbv).any() | upd.busy)
         self._reader(m, 0, fv, fd, fv & (fchunk == 0))
         self._writer(m, 0, fv, fd)

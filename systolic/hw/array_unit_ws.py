@@ -5,9 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data
 
-from ..arch.latency import ACC_UPDATE
 from .array import SystolicArray
-from .array_unit import MATMUL_LAYOUT, ArrayUnit, read_weight_tile, weight_tile
+from .array_unit import MATMUL_LAYOUT, ArrayUnit, last_writer, read_weight_tile, weight_tile
 
 __all__ = ["WSArrayUnit"]
 
@@ -142,12 +141,7 @@ class WSArrayUnit(ArrayUnit):
             m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
         with m.Elif(push):
             m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
-        # The popped MATMUL's last write happens the cycle after the pop (ACC_UPDATE): it stays a writer then.
-        assert ACC_UPDATE == 1, "the write-back's last writer register assumes a one-cycle accumulator update"
-        done_v, done = Signal(), Signal(_WRITEBACK)
-        m.d.sync += done_v.eq(pop)
-        with m.If(pop):
-            m.d.sync += done.eq(head)
+        done_v, done = last_writer(m, pop, head, _WRITEBACK)
         with m.If(self.clear):
             m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
                          done_v.eq(0)]
