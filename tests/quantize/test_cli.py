@@ -92,7 +92,8 @@ MODELS_TEXT = "digits-mlp, digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet
     (["quantize", "digits-cnn", "tqt", "--a-bits", "1", "--out", "x.npz"], "--a-bits must be an integer between 2 and 8, not 1"),
     (["quantize", "digits-cnn", "tqt", "--epochs", "-1", "--out", "x.npz"], "--epochs must be non-negative, not -1"),
     (["eval", "digits-vgg"],
-     f"unknown model 'digits-vgg': give a .npz file, random:<mlp|cnn|resnet> or one of {MODELS_TEXT}"),
+     f"unknown model 'digits-vgg': give a .npz file, random:<mlp|cnn|resnet> or one of {MODELS_TEXT}, "
+     "resnet18-imagenet, resnet50-imagenet, mobilenetv2-imagenet"),
     (["eval", "digits-cnn", "--images", "0"], "images must be a positive integer, not 0"),
     (["eval", "missing.npz"], "missing.npz: no such model file"),
 ])
