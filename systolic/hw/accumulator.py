@@ -131,7 +131,7 @@ class AccumulatorBuffer(wiring.Component):
                 sj = Signal(name=f"same{c}_{j}")
                 m.d.comb += sj.eq(same[j + 1] & (p[j] == p[P - 1]))
                 same[j] = sj
-            fits = [same[NW - 1 - sh] if 0 <= NW - 1 - sh < P else Const(int(NW - 1 - sh >= P), 1) | (p == 0)
+            fits = [Const(1, 1) if NW - 1 - sh >= P else same[NW - 1 - sh] if NW - 1 - sh >= 0 else p == 0
                     for sh in range(1 << SHIFT_BITS)]
             m.d.sync += [s1_val[c].eq((p << upd.shift)[:NW].as_signed()), s1_huge[c].eq(~Array(fits)[upd.shift])]
 
