@@ -2,7 +2,11 @@
 
 Dense and Conv2D layers (conv as im2col GEMM, gathered by the DMA straight
 from the NHWC tensor in DRAM) run on the accelerator; every other layer runs
-on the host golden model between programs. ``CompiledNetwork.placement`` and
+on the host golden model between programs. A grouped (or depthwise) Conv2D runs
+as the dense convolution over all its input channels with the block-diagonal
+weight (``block_diagonal_weight``, ``ungrouped``; docs/isa.md, "Grouped and
+depthwise convolution"): its zeros add nothing, and its all-zero tiles are
+skipped like any other. ``CompiledNetwork.placement`` and
 every report say which layer ran where, and why a layer stayed on the host.
 
 Tiling (docs/isa.md): K in chunks of ``rows`` (scratchpad A lines), N in
@@ -88,7 +92,9 @@ class AccelStep:
 
     layer: str
     program: list
-    macs: int       #: useful multiply-accumulates (all points), without tile padding; zero weight tiles skipped
+    #: useful multiply-accumulates (all points), without tile padding; zero weight tiles skipped; of a grouped
+    #: conv only the taps inside a group (``M*kh*kw*(c_in/G)*c_out`` per point), not the block-diagonal zeros
+    macs: int
     gemm: tuple     #: (M, K, N)
     array_macs: int = 0             #: MACs the array issues: rows x cols x m per MATMUL (the ``macs`` counter)
     weight_bytes: int = 0           #: weight bytes the program loads from DRAM into scratchpad W
@@ -258,9 +264,6 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     """Why *layer* cannot run on the accelerator, or None if it can."""
     if not isinstance(layer, (Dense, Conv2D)):
         return f"{layer.kind} layers run on the host"
-    if getattr(layer, "groups", 1) != 1:
-        # The lowering runs one GEMM over all input channels; a grouped weight would be read as dense.
-        return f"grouped convolution (groups={layer.groups}) runs on the host"
     out_max = getattr(layer, "out_max", None)
     if out_max is not None and out_max < layer.out_type.hi:
         # The requantizers have ReLU and saturation but no upper clamp (a clamp at or above the type's
@@ -281,6 +284,31 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     return None
 
 
+def block_diagonal_weight(e: np.ndarray, groups: int) -> np.ndarray:
+    """The dense ``(kh, kw, c_in, c_out)`` int64 weight of a Conv2D weight point *e* ``(kh, kw, c_in/G, c_out)``
+    of *groups* ``= G`` (golden ``Conv2D``): zero where input channel and output channel are in different groups,
+    so the dense convolution over all ``c_in`` channels gives the grouped one's accumulator exactly."""
+    kh, kw, cig, cout = e.shape
+    cog = cout // groups
+    dense = np.zeros((kh, kw, groups, cig, groups, cog), dtype=np.int64)
+    g = np.arange(groups)
+    # (advanced indices split by slices: the group axis comes first) group g's block <- its output channels
+    dense[:, :, g, :, g, :] = np.asarray(e, dtype=np.int64).reshape(kh, kw, cig, groups, cog).transpose(3, 0, 1, 2, 4)
+    return dense.reshape(kh, kw, groups * cig, cout)
+
+
+def ungrouped(layer: Layer) -> Layer:
+    """*layer* itself, or for a grouped Conv2D the ungrouped one with every weight point (``weight`` and
+    ``extra_weights``) made block diagonal (:func:`block_diagonal_weight`): the layer the lowering runs."""
+    G = getattr(layer, "groups", 1)
+    if G == 1:
+        return layer
+    extra = layer.extra_weights
+    if extra is not None:
+        extra = np.stack([block_diagonal_weight(e, G) for e in extra])
+    return dataclasses.replace(layer, weight=block_diagonal_weight(layer.weight, G), extra_weights=extra, groups=1)
+
+
 def _prove(layer, in_t: QType, spec: MachineSpec):
     """Every partial sum the hardware forms fits the accumulator: prefixes of the passes, with and without bias."""
     w = np.zeros_like(layer.gemm_weight())
@@ -293,7 +321,9 @@ def _prove(layer, in_t: QType, spec: MachineSpec):
 
 
 def _check_pe_weights(layer, spec: MachineSpec):
-    """A shift PE stores every weight point the layer sends to the array: each must be 0 or +-2**e."""
+    """A shift PE stores every weight point the layer sends to the array: each must be 0 or +-2**e. (Of a
+    grouped conv, the points as given: the block-diagonal ones add only zeros, which the PE takes, and the
+    message's index is then the one of the layer's own weight.)"""
     if spec.pe != "shift":
         return
     for p, (e, _) in enumerate(layer.points):
@@ -363,9 +393,11 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int, fit_d
             steps.append(HostStep(layer.name, reason))
             continue
         in_t = net.in_types(layer)[0]
-        _prove(layer, in_t, spec)
+        dense = ungrouped(layer)        # a grouped conv runs as the dense one with block-diagonal weights
+        _prove(dense, in_t, spec)
         _check_pe_weights(layer, spec)
-        steps.append(_lower_gemm(layer, net, spec, dram, regions[layer.inputs[0]], out, in_t))
+        steps.append(_lower_gemm(dense, net, spec, dram, regions[layer.inputs[0]], out, in_t,
+                                 getattr(layer, "groups", 1)))
     if fit_dram:        # (nothing in the programs depends on the DRAM size: only the memory it gets)
         size = max(spec.dram_bytes, 1 << max(0, dram.top - 1).bit_length())
         spec = dataclasses.replace(spec, dram_bytes=size)
@@ -373,7 +405,8 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int, fit_d
     return CompiledNetwork(net, spec, batch, steps, regions, dram.buf)
 
 
-def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -> AccelStep:
+def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType, groups: int = 1) -> AccelStep:
+    """The step of an ungrouped *layer* (a grouped conv's :func:`ungrouped` one, of *groups* for the MACs)."""
     R, C = spec.rows, spec.cols
     wk = layer.gemm_weight()
     K, N = wk.shape
@@ -415,10 +448,9 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     unsigned_in = not in_t.signed
     out_t = layer.out_type
     preload = wt.count * R <= spec.w_lines
-    # Useful MACs: the unpadded part of every non-zero tile (M * K * N * P when no tile is zero).
-    k_len = np.minimum(R, K - R * np.arange(kc))
-    n_len = np.minimum(C, N - C * np.arange(nc))
-    macs = M * int((wt.nonzero * n_len[None, :, None] * k_len[None, None, :]).sum())
+    # Useful MACs: per non-zero tile, its unpadded (k, n) whose input and output channels share a group (all of
+    # them when ungrouped): M * K * N * P when no tile is zero, M * kh*kw*(c_in/G) * c_out * P when grouped.
+    macs = M * int((wt.nonzero * _group_taps(K, N, R, C, groups, src.shape[-1] if conv else K)[None]).sum())
     gather = _ConvGather(layer, src, dst, R, unsigned_in, make) if conv else None
 
     def step(built):
@@ -433,6 +465,16 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
                                     q_addr, make, *ks))
     return step(_plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_in, preload, q_addr,
                                make, whole_chunks(spec, mt, M), double))
+
+
+def _group_taps(K: int, N: int, R: int, C: int, groups: int, cin: int) -> np.ndarray:
+    """``(nc, kc)``: per weight tile, how many of its ``(k, n)`` inside ``K x N`` join an input channel
+    (``k % cin``, K in ``(kh, kw, c_in)`` order) and an output channel of the same group of *groups*."""
+    kg = (np.arange(K) % cin) // (cin // groups)
+    ng = np.arange(N) // (N // groups)
+    hk = np.bincount(np.arange(K) // R * groups + kg, minlength=-(-K // R) * groups).reshape(-1, groups)
+    hn = np.bincount(np.arange(N) // C * groups + ng, minlength=-(-N // C) * groups).reshape(-1, groups)
+    return hn @ hk.T
 
 
 #: The plain schedule queues this many MATMULs of the next N chunk before the previous chunk's LOADQ and STORE.

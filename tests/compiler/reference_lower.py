@@ -6,8 +6,9 @@ A verbatim copy of ``_lower_gemm`` and its helpers from systolic/compiler/lower.
 ``program_timeline`` from systolic/arch/timing.py at the commit before the fast paths (one ``Instr`` per
 instruction, built and checked one at a time; one pass over ``Instr`` objects for the cycles). Only the imports
 differ: the public classes come from the package. Later schedule and timing changes are applied here in the same
-plain style (accumulator double-buffering with STOREs beside the next chunk's MATMULs). Do not optimise this
-file: it is the definition the fast paths are checked against.
+plain style (accumulator double-buffering with STOREs beside the next chunk's MATMULs; a grouped conv lowered as
+the dense one with block-diagonal weights, the package's public ``ungrouped``, its useful MACs counted from a
+block-diagonal mask). Do not optimise this file: it is the definition the fast paths are checked against.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
 from systolic.arch.timing import ARRAY_UNIT_TIMING, InstrTiming, Timeline, gather_accepts, words
-from systolic.compiler.lower import (STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region, ksplit_plan,
-                                     plain_tiling, whole_chunks)
+from systolic.compiler.lower import (STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region,
+                                     block_diagonal_weight, ksplit_plan, plain_tiling, ungrouped, whole_chunks)
 from systolic.golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from systolic.golden.network import QuantizedNetwork
 from systolic.golden.ops import check_acc_range
@@ -115,9 +116,6 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     """Why *layer* cannot run on the accelerator, or None if it can."""
     if not isinstance(layer, (Dense, Conv2D)):
         return f"{layer.kind} layers run on the host"
-    if getattr(layer, "groups", 1) != 1:
-        # The lowering runs one GEMM over all input channels; a grouped weight would be read as dense.
-        return f"grouped convolution (groups={layer.groups}) runs on the host"
     out_max = getattr(layer, "out_max", None)
     if out_max is not None and out_max < layer.out_type.hi:
         # The requantizers have ReLU and saturation but no upper clamp (a clamp at or above the type's
@@ -197,13 +195,14 @@ def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) ->
             steps.append(HostStep(layer.name, reason))
             continue
         in_t = net.in_types(layer)[0]
-        _prove(layer, in_t, spec)
+        dense = ungrouped(layer)
+        _prove(dense, in_t, spec)
         _check_pe_weights(layer, spec)
-        steps.append(_lower_gemm(layer, net, spec, dram, regions[layer.inputs[0]], out, in_t))
+        steps.append(_lower_gemm(dense, net, spec, dram, regions[layer.inputs[0]], out, in_t, layer))
     return CompiledNetwork(net, spec, batch, steps, regions, dram.buf)
 
 
-def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -> AccelStep:
+def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType, given=None) -> AccelStep:
     R, C = spec.rows, spec.cols
     wk = layer.gemm_weight()
     K, N = wk.shape
@@ -244,10 +243,20 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType) -
     unsigned_in = not in_t.signed
     out_t = layer.out_type
     preload = wt.count * R <= spec.w_lines
-    # Useful MACs: the unpadded part of every non-zero tile (M * K * N * P when no tile is zero).
-    k_len = np.minimum(R, K - R * np.arange(kc))
-    n_len = np.minimum(C, N - C * np.arange(nc))
-    macs = M * int((wt.nonzero * n_len[None, :, None] * k_len[None, None, :]).sum())
+    # Useful MACs: the unpadded part of every non-zero tile (M * K * N * P when no tile is zero); of a grouped
+    # conv (*given*, the layer as given) only the (k, n) inside a group: the non-zeros of the block-diagonal ones.
+    useful = np.zeros((kc * R, nc * C), dtype=np.int64)
+    if getattr(given, "groups", 1) > 1:
+        useful[:K, :N] = block_diagonal_weight(np.ones_like(given.weight), given.groups).reshape(K, N)
+    else:
+        useful[:K, :N] = 1
+    per_tile = useful.reshape(kc, R, nc, C).sum(axis=(1, 3)).T
+    macs = 0
+    for p in range(P):
+        for j in range(nc):
+            for i in range(kc):
+                if wt.nonzero[p, j, i]:
+                    macs += M * int(per_tile[j, i])
 
     def step(prog):
         return AccelStep(layer.name, prog, macs=macs, gemm=(M, K, N), **_costs(prog, spec, M, kc, nc, mt))

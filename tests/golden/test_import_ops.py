@@ -506,13 +506,13 @@ def _import_features_net():
         Conv2D(name="stem", inputs=("input",), weight=rng.integers(-60, 60, (3, 3, 3, 8)), w_type=w8, out_type=u,
                bias=rng.integers(-200, 200, 8), relu=True, padding=1),                            # accelerator
         Conv2D(name="dw", inputs=("stem",), weight=rng.integers(-60, 60, (3, 3, 1, 8)), w_type=w8, out_type=u,
-               relu=True, out_max=6 << 4, padding=1, groups=8),                                  # grouped: host
+               relu=True, out_max=6 << 4, padding=1, groups=8),                                  # clamp: host
         Conv2D(name="pw", inputs=("dw",), weight=rng.integers(-60, 60, (1, 1, 8, 8)), w_type=w8, out_type=u,
                relu=True, out_max=6 << 4),                                                        # clamp: host
         Conv2D(name="pw_sat", inputs=("dw",), weight=rng.integers(-60, 60, (1, 1, 8, 4)), w_type=w8,
                out_type=QType(8, False, 5), relu=True, out_max=6 << 6),                           # 384 > 255: accelerator
         Conv2D(name="grp", inputs=("stem",), weight=rng.integers(-60, 60, (3, 3, 4, 4)), w_type=w8,
-               out_type=QType(8, True, 3), padding=1, groups=2),                                  # grouped: host
+               out_type=QType(8, True, 3), padding=1, groups=2),                                  # accelerator
         Concat(name="cat", inputs=("pw", "pw_sat", "grp"), out_type=QType(8, True, 3)),          # host
         MaxPool2D(name="mp", inputs=("cat",), pool=3, stride=2, padding=1),                       # host
         AvgPool2D(name="gap", inputs=("mp",), pool=(4, 4)),
@@ -539,10 +539,10 @@ def test_compiled_network_with_every_new_feature_runs_bit_exactly():
     cn = compile_network(net, MachineSpec(rows=4, cols=4, a_lines=256, w_lines=256, acc_lines=64), batch=3)
     assert cn.placement == {
         "stem": "accelerator",
-        "dw": "host: grouped convolution (groups=8) runs on the host",
+        "dw": "host: the upper clamp out_max=96 (ReLU6 / Clip) runs on the host: the requantizers have none",
         "pw": "host: the upper clamp out_max=96 (ReLU6 / Clip) runs on the host: the requantizers have none",
         "pw_sat": "accelerator",
-        "grp": "host: grouped convolution (groups=2) runs on the host",
+        "grp": "accelerator",
         "cat": "host: concat layers run on the host",
         "mp": "host: maxpool2d layers run on the host",
         "gap": "host: avgpool2d layers run on the host",
@@ -570,4 +570,4 @@ def test_flows_run_images_on_the_model_is_bit_exact():
     x = random_input(net, 5, 2)
     run = run_images(net, PRESETS["small"], x, source="model", progress=False, batch=3)
     assert run.bit_exact and run.compared == sum(v.size for v in net.run(x).values())
-    assert {k for k, p in run.compiled.placement.items() if p == "accelerator"} == {"stem", "pw_sat", "fc2"}
+    assert {k for k, p in run.compiled.placement.items() if p == "accelerator"} == {"stem", "pw_sat", "grp", "fc2"}
