@@ -49,13 +49,31 @@ SETTINGS = {
 CACHE = ROOT / "build" / "accuracy"
 
 
+#: The modules an accuracy run imports; the cache key hashes their quantization and golden-model sources.
+TASK_MODULES = ("systolic.quantize.data", "systolic.quantize.methods", "systolic.quantize.zoo")
+
+
+def task_sources() -> list[Path]:
+    """The source files under systolic/quantize and systolic/golden that an accuracy run imports (found in a
+    fresh interpreter, so what this script itself imports does not count)."""
+    import subprocess
+
+    code = ("import importlib, json, sys\n"
+            f"for m in {TASK_MODULES!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(getattr(m, '__file__', None) or '' for n, m in sys.modules.items()\n"
+            "                        if n.startswith(('systolic.quantize', 'systolic.golden')))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return [Path(f) for f in json.loads(out.stdout) if f]
+
+
 def code_key(data: str) -> str:
-    """A hash of what a cached (model, seed) depends on: the quantization and golden sources and the settings,
-    so a cached result of older code is never reused."""
+    """A hash of what a cached (model, seed) depends on: the quantization and golden-model sources an accuracy
+    run imports (:func:`task_sources`) and the settings, so a cached result of older code is never reused
+    (and a change to a module the runs do not import, such as the random-network generator, keeps it)."""
     h = hashlib.sha256(json.dumps([SETTINGS[data], COLUMNS, METHOD_ORDER]).encode())
-    for sub in ("quantize", "golden"):
-        for f in sorted((ROOT / "systolic" / sub).glob("*.py")):
-            h.update(f.name.encode() + f.read_bytes())
+    for f in sorted(task_sources(), key=lambda f: f.relative_to(ROOT).as_posix()):
+        h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Opcode", "Target", "Instr", "FIELDS", "encode", "decode", "encode_program", "decode_program",
+__all__ = ["Opcode", "Target", "VecOp", "Instr", "FIELDS", "encode", "decode", "encode_program", "decode_program",
            "IsaError", "INSTR_BYTES", "BIAS_BYTES", "SHIFT_BYTES", "loadq_bytes"]
 
 #: Bytes of one instruction.
@@ -40,11 +40,21 @@ class Opcode(IntEnum):
     MATMUL = 3    # acc[acc+i] (+)= (A[a+i] @ W[w : w+rows]) << shift, i < m
     STORE = 4     # requantize acc lines -> DRAM (2-D strided)
     FENCE = 5     # wait until every earlier instruction has finished
+    VEC = 6       # acc[acc+i][c] = op(acc[acc+i][c], DRAM byte << shift): the vector unit (pooling, residual add)
+    DIV = 7       # acc[acc+i][c] = 4*floor(a/d) + rounding bits, a = acc[acc+i][c]: average pools of any area
 
 
 class Target(IntEnum):
     A = 0
     W = 1
+
+
+class VecOp(IntEnum):
+    """The ``op`` of a VEC instruction: how a DRAM value ``v << shift`` combines with an accumulator element."""
+
+    SET = 0       # acc = v << shift
+    ADD = 1       # acc += v << shift
+    MAX = 2       # acc = max(acc, v << shift)
 
 
 #: Field layout per opcode: name -> (lsb, width) in the 128-bit word. Bits [3:0] are the opcode.
@@ -56,7 +66,7 @@ FIELDS: dict[Opcode, dict[str, tuple[int, int]]] = {
         "lines": (8, 16), "spad": (24, 16), "elems": (40, 12), "offset": (52, 12),
         "dram": (64, 32), "stride": (96, 32),
     },
-    Opcode.LOADQ: {"dram": (64, 32)},
+    Opcode.LOADQ: {"clamp": (4, 1), "out_max": (16, 16), "dram": (64, 32)},
     Opcode.MATMUL: {
         "accumulate": (4, 1), "shift": (5, 5),
         "m": (16, 16), "a": (32, 16), "w": (48, 16), "acc": (64, 16),
@@ -64,6 +74,12 @@ FIELDS: dict[Opcode, dict[str, tuple[int, int]]] = {
     Opcode.STORE: {
         "relu": (4, 1), "unsigned": (5, 1),
         "lines": (8, 16), "acc": (24, 16), "elems": (40, 12), "bits": (52, 6),
+        "dram": (64, 32), "stride": (96, 32),
+    },
+    Opcode.DIV: {"lines": (8, 16), "acc": (24, 16), "elems": (40, 12), "divisor": (64, 16)},
+    Opcode.VEC: {
+        "op": (4, 2), "unsigned": (6, 1),
+        "lines": (8, 16), "acc": (24, 16), "elems": (40, 12), "shift": (52, 5),
         "dram": (64, 32), "stride": (96, 32),
     },
 }

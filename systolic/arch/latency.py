@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
-           "DECODE_CYCLES", "QUEUE_SLOT", "Latencies"]
+           "DECODE_CYCLES", "QUEUE_SLOT", "Latencies", "div_line"]
 
 #: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
 #: read port: the line addressed in cycle t is on the port in cycle t + 1.
@@ -44,6 +44,14 @@ DMA_ISSUE = 1
 DECODE_CYCLES = 2
 #: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
 QUEUE_SLOT = 1
+
+
+
+def div_line(acc_bits: int) -> int:
+    """DIV: cycles per accumulator line in the controller's divider: the line's read (its data
+    :data:`ACC_READ` later), ``acc_bits`` quotient steps, the write into the update pipeline
+    (``hw.controller.Controller``: DIV / DIV_STEP / DIV_WRITE)."""
+    return ACC_READ + acc_bits + 1
 
 
 @dataclass(frozen=True)

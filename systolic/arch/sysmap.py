@@ -16,20 +16,20 @@ __all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS
 COUNTER_BITS = 64
 
 #: Units whose busy / stall cycles are counted. The controller is in exactly
-#: one of ``ctrl`` (fetch, decode, check), ``load``, ``loadq``, ``store`` and
-#: ``wait`` (held by an interlock until the array unit is done with what the
+#: one of ``ctrl`` (fetch, decode, check), ``load``, ``loadq``, ``store``,
+#: ``vec`` (the vector unit) and ``wait`` (held by an interlock until the array unit is done with what the
 #: instruction touches) every cycle of a run, so ``cycles`` is the sum of
 #: their ``_busy``; ``matmul_busy`` counts the cycles the array unit is busy,
 #: which overlap them.
-UNITS = ("ctrl", "load", "loadq", "matmul", "store", "wait")
+UNITS = ("ctrl", "load", "loadq", "matmul", "store", "vec", "wait")
 #: Units of the controller (every cycle of a run is in exactly one of them).
-CONTROLLER_UNITS = ("ctrl", "load", "loadq", "store", "wait")
+CONTROLLER_UNITS = ("ctrl", "load", "loadq", "store", "vec", "wait")
 
 #: Counters shared with :class:`systolic.compiler.executor.Counters` (same events).
 EXECUTOR_COUNTERS = (
     "instructions", "macs", "dram_bytes_read", "dram_bytes_written",
     "spad_a_reads", "spad_a_writes", "spad_w_reads", "spad_w_writes",
-    "acc_reads", "acc_writes", "requant_ops",
+    "acc_reads", "acc_writes", "requant_ops", "vec_ops", "div_ops",
 )
 
 #: Every counter, in the order of the ``counters`` port (counter ``i`` is bits
@@ -65,12 +65,14 @@ ERRORS = {
     10: "value out of the {vbits}-bit {un}signed range",
     11: "accumulator overflow: a value leaves the {acc_bits}-bit range",
     12: "requantizer lane {arg}: shift outside [-{max_shift}, {max_shift}]",
+    13: "bad vector op {arg}",
+    14: "divisor {arg} is not odd",
 }
 
 assert max(ERRORS) < 1 << ERROR_CODE_BITS
 
 ERR_BAD_OPCODE, ERR_NO_HALT, ERR_DRAM, ERR_SPAD_A, ERR_SPAD_W, ERR_ACC, ERR_LINE, ERR_BITS, ERR_ELEMS, \
-    ERR_VALUE, ERR_OVERFLOW, ERR_SHIFT = range(1, 13)
+    ERR_VALUE, ERR_OVERFLOW, ERR_SHIFT, ERR_VEC_OP, ERR_DIVISOR = range(1, 15)
 
 
 def error_reason(code: int, arg: int, spec, dram_bytes: int, instr=None) -> str:
@@ -94,9 +96,10 @@ def unpack_counters(word: int) -> dict:
 
 
 #: Byte address width of the FPGA top's CSR port.
-CSR_ADDR_BITS = 8
+CSR_ADDR_BITS = 9
 #: First CSR byte address of the performance counters (8 bytes each, :data:`COUNTERS` order).
 CSR_COUNTERS = 0x20
+assert CSR_COUNTERS + COUNTER_BITS // 8 * len(COUNTERS) <= 1 << CSR_ADDR_BITS
 
 
 def csr_map() -> dict[str, tuple[int, int, str]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
-from .latency import DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT
+from .latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, div_line
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -71,7 +71,7 @@ class InstrTiming:
     @property
     def unit(self) -> str:
         """The unit that executes it (``ctrl`` for HALT / FENCE, ``matmul`` for MATMUL)."""
-        return {"LOAD": "load", "LOADQ": "loadq", "MATMUL": "matmul", "STORE": "store"}.get(self.op, "ctrl")
+        return _UNIT_OF.get(self.op, "ctrl")
 
     @property
     def cycles(self) -> int:
@@ -372,7 +372,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
     f = 0
     total = None
     # The counters, summed per instruction.
-    ctrl_b = ctrl_s = wait_b = load_b = load_s = loadq_b = loadq_s = store_b = store_s = 0
+    ctrl_b = ctrl_s = wait_b = load_b = load_s = loadq_b = loadq_s = store_b = store_s = vec_b = vec_s = 0
     n_reads = n_writes = 0
     fetches = {}            # fetch words -> (last answer - start, stall cycles) of a fetch gather
     steady = MAX_READS * q >= lat + q               # gathers are never throttled (see _gather)
@@ -425,7 +425,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 for wa, wm, wend in writers:
                     if wend >= c and wm and acc < wa + wm and wa < acc + lines and wend + 1 > x:
                         x = wend + 1
-        elif op in (Opcode.FENCE, Opcode.HALT):
+        elif op in (Opcode.FENCE, Opcode.HALT, _VEC, _DIV):
             if unit_end + 1 > c:
                 x = unit_end + 1
         wait = x - c
@@ -451,10 +451,10 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
             readers.append((a["a"], m, a["w"], w_end, a_end))
             writers.append((a["acc"], m, last))
             arr = (x + 1, last)
-        elif op == _LOAD:
+        elif op == _LOAD or op == _VEC:
             s0 = x + 1
             lines, elems = a["lines"], a["elems"]
-            if lines == 0:
+            if lines == 0 or (elems == 0 and op == _VEC):
                 end = s0
             elif elems == 0:
                 end = s0 + lines
@@ -474,12 +474,23 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                             idle_l = _gather(s0, nw, d, lat, busy)[-1]
                 else:
                     end, st_u, idle_l = _gather(s0, nw, d, lat, busy)
-                load_s += st_u
                 idle_mem += idle_l
                 reads += nw
-            load_b += end - x
+                if op == _VEC:          # the last line's accumulator update is written (and checked) after it
+                    end += ACC_UPDATE
+            if op == _LOAD:
+                load_s += st_u or 0
+                load_b += end - x
+            else:
+                vec_s += st_u or 0
+                vec_b += end - x
         elif op == _HALT:
             total = x + 1
+        elif op == _DIV:
+            end = x + 1
+            if a["lines"] and a["elems"]:
+                end += a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
+            vec_b += end - x
         elif op == _LOADQ:
             nw = words(a["dram"], loadq_bytes, bb)
             end, st_u, idle_q = _gather(x, nw, d, lat, busy)
@@ -533,13 +544,15 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
     cnt = {"cycles": total, "bus_reads": n_reads, "bus_writes": n_writes, "idle_mem_stall": idle_mem,
            "ctrl_busy": ctrl_b, "ctrl_stall": ctrl_s, "load_busy": load_b, "load_stall": load_s,
            "loadq_busy": loadq_b, "loadq_stall": loadq_s, "store_busy": store_b, "store_stall": store_s,
+           "vec_busy": vec_b, "vec_stall": vec_s,
            "wait_busy": wait_b, "wait_stall": 0, "matmul_busy": busy.total(total - 1), "matmul_stall": 0}
     return out, cnt
 
 
-_LOAD, _LOADQ, _MATMUL, _STORE, _HALT = Opcode.LOAD, Opcode.LOADQ, Opcode.MATMUL, Opcode.STORE, Opcode.HALT
+_LOAD, _LOADQ, _MATMUL, _STORE, _HALT, _VEC, _DIV = (Opcode.LOAD, Opcode.LOADQ, Opcode.MATMUL, Opcode.STORE,
+                                                      Opcode.HALT, Opcode.VEC, Opcode.DIV)
 #: Opcode name -> the controller unit that executes it (MATMUL: the array unit).
-_UNIT_OF = {"LOAD": "load", "LOADQ": "loadq", "MATMUL": "matmul", "STORE": "store"}
+_UNIT_OF = {"LOAD": "load", "LOADQ": "loadq", "MATMUL": "matmul", "STORE": "store", "VEC": "vec", "DIV": "vec"}
 
 
 def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
@@ -564,14 +577,16 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
     for ins in program:
         a, op = ins.args, ins.op
         total += fetch
-        if op == Opcode.LOAD:
-            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+        if op == Opcode.LOAD or op == Opcode.VEC:
+            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd) + ACC_UPDATE
         elif op == Opcode.LOADQ:
             total += start + (-(-cfg.loadq_bytes // bb) + 1) * rd
         elif op == Opcode.STORE:
             total += start + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
         elif op == Opcode.MATMUL:
             total += start + QUEUE_SLOT + unit.serial(a["m"])
+        elif op == Opcode.DIV:
+            total += start + a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
         elif op == Opcode.HALT:
             break
     return total + 1

@@ -17,7 +17,7 @@ from ..golden.ops import requantize
 from ..golden.pe_weights import word_weights
 from ..golden.primitives import MAX_SHIFT
 from ..golden.qtypes import QType
-from ..arch.isa import BIAS_BYTES, Instr, Opcode, Target
+from ..arch.isa import BIAS_BYTES, Instr, Opcode, Target, VecOp
 from ..arch.machine import MachineSpec
 
 __all__ = ["Executor", "ProgramError", "Counters"]
@@ -38,7 +38,8 @@ class Counters:
     Scratchpad and accumulator counts are in lines (one access of a whole
     ``rows`` / ``cols`` wide line); ``macs`` counts the array's
     multiply-accumulates including zero padding of partial tiles;
-    ``requant_ops`` counts elements through the requantizer lanes.
+    ``requant_ops`` counts elements through the requantizer lanes, ``vec_ops`` elements combined by the
+    vector unit (VEC), ``div_ops`` elements divided (DIV).
     """
 
     instructions: int = 0
@@ -52,6 +53,8 @@ class Counters:
     acc_reads: int = 0
     acc_writes: int = 0
     requant_ops: int = 0
+    vec_ops: int = 0
+    div_ops: int = 0
     by_opcode: dict = field(default_factory=dict)
 
     def __iadd__(self, other: "Counters") -> "Counters":
@@ -86,6 +89,7 @@ class Executor:
         self.acc = np.zeros((spec.acc_lines, spec.cols), dtype=np.int64)
         self.bias = np.zeros(spec.cols, dtype=np.int64)
         self.shift = np.zeros(spec.cols, dtype=np.int64)
+        self.out_max = None         # the LOADQ's upper clamp of the STOREs (None: no clamp)
         self.counters = Counters()
 
     # ------------------------------------------------------------------ checks
@@ -152,7 +156,57 @@ class Executor:
             raise ProgramError(i, ins, f"requantizer lane {bad[0]}: shift outside [-{MAX_SHIFT}, {MAX_SHIFT}]")
         self.bias = raw[:BIAS_BYTES * c].view("<i4").astype(np.int64)
         self.shift = shift
+        self.out_max = ins.args["out_max"] if ins.args["clamp"] else None
         self.counters.dram_bytes_read += n
+
+    def _check_acc(self, i, ins, new):
+        lo, hi = QType.range_of(self.spec.acc_bits, True)
+        if new.size and (new.min() < lo or new.max() > hi):
+            raise ProgramError(i, ins, f"accumulator overflow: a value leaves the {self.spec.acc_bits}-bit range")
+
+    def _op_vec(self, i, ins):
+        a = ins.args
+        if a["op"] not in VecOp._value2member_map_:
+            raise ProgramError(i, ins, f"bad vector op {a['op']}")
+        self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
+        if a["elems"] > self.spec.cols:
+            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        self._dram_range(i, ins, a["dram"], a["lines"], a["stride"], a["elems"])
+        if not (a["lines"] and a["elems"]):
+            return
+        e = a["elems"]
+        idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(e)[None, :]
+        v = np.left_shift(_to_signed_bytes(self.dram[idx], bool(a["unsigned"])), a["shift"])
+        dst = (slice(a["acc"], a["acc"] + a["lines"]), slice(0, e))
+        old = self.acc[dst]
+        new = {VecOp.SET: v, VecOp.ADD: old + v, VecOp.MAX: np.maximum(old, v)}[VecOp(a["op"])]
+        self._check_acc(i, ins, new)
+        self.acc[dst] = new
+        self.counters.dram_bytes_read += new.size
+        # (a SET of whole lines does not read them)
+        self.counters.acc_reads += a["lines"] if (a["op"] != VecOp.SET or e < self.spec.cols) else 0
+        self.counters.acc_writes += a["lines"]
+        self.counters.vec_ops += new.size
+
+    def _op_div(self, i, ins):
+        a = ins.args
+        d = a["divisor"]
+        if d % 2 == 0:
+            raise ProgramError(i, ins, f"divisor {d} is not odd")
+        self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
+        if a["elems"] > self.spec.cols:
+            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        if not (a["lines"] and a["elems"]):
+            return
+        dst = (slice(a["acc"], a["acc"] + a["lines"]), slice(0, a["elems"]))
+        q, r = np.divmod(self.acc[dst], d)            # floor division: 0 <= r < d
+        new = 4 * q + 2 * (2 * r >= d) + (r != 0)
+        self._check_acc(i, ins, new)
+        self.acc[dst] = new
+        # The divider reads each line; the update pipeline reads it again when it keeps lanes (elems < cols).
+        self.counters.acc_reads += a["lines"] * (2 if a["elems"] < self.spec.cols else 1)
+        self.counters.acc_writes += a["lines"]
+        self.counters.div_ops += new.size
 
     def _op_matmul(self, i, ins):
         a = ins.args
@@ -166,9 +220,7 @@ class Executor:
         val = np.left_shift(psum, a["shift"])
         dst = slice(a["acc"], a["acc"] + m)
         new = self.acc[dst] + val if a["accumulate"] else val
-        lo, hi = QType.range_of(self.spec.acc_bits, True)
-        if new.size and (new.min() < lo or new.max() > hi):
-            raise ProgramError(i, ins, f"accumulator overflow: a value leaves the {self.spec.acc_bits}-bit range")
+        self._check_acc(i, ins, new)
         self.acc[dst] = new
         self.counters.macs += m * r * self.spec.cols
         self.counters.spad_a_reads += m
@@ -187,7 +239,8 @@ class Executor:
         e = a["elems"]
         acc = self.acc[a["acc"]:a["acc"] + a["lines"], :e]
         out_t = QType(a["bits"], not a["unsigned"], 0)
-        y = requantize(acc, self.bias[:e], self.shift[:e], out_t, bool(a["relu"]), self.spec.rounding)
+        y = requantize(acc, self.bias[:e], self.shift[:e], out_t, bool(a["relu"]), self.spec.rounding,
+                       self.out_max)
         idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(e)[None, :]
         self.dram[idx] = (y & 0xFF).astype(np.uint8)
         self.counters.dram_bytes_written += y.size

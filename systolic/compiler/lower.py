@@ -59,53 +59,12 @@ from ..golden.network import QuantizedNetwork
 from ..golden.ops import check_acc_range
 from ..golden.pe_weights import first_non_shift_weight, shift_weight_rule, weight_words
 from ..golden.qtypes import QType
-from ..arch.isa import Instr, Opcode, Target
+from ..arch.isa import FIELDS, Instr, Opcode, Target
 from ..arch.machine import MachineSpec
+from .lower_vector import VECTOR_LAYERS, lower_vector, vector_reason
+from .steps import AccelStep, CompileError, HostStep, Region, loadq_clamp
 
 __all__ = ["compile_network", "CompiledNetwork", "Region", "AccelStep", "HostStep", "CompileError"]
-
-
-class CompileError(ValueError):
-    """The network cannot be compiled for this accelerator; the message says which layer and why."""
-
-
-@dataclass(frozen=True)
-class Region:
-    """A tensor in DRAM: ``shape`` one byte per element (two's complement when signed)."""
-
-    name: str
-    addr: int
-    shape: tuple
-    qtype: QType | None = None
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape))
-
-
-@dataclass
-class AccelStep:
-    """One accelerated layer: its program and what it costs (docs/isa.md, "Zero weight tiles").
-
-    The ``one_point_*`` figures are those of a plain one-point layer of the same GEMM shape (only a dense
-    ``weight``, no zero tile): against them a multipoint or DSConv layer shows its extra cost."""
-
-    layer: str
-    program: list
-    #: useful multiply-accumulates (all points), without tile padding; zero weight tiles skipped; of a grouped
-    #: conv only the taps inside a group (``M*kh*kw*(c_in/G)*c_out`` per point), not the block-diagonal zeros
-    macs: int
-    gemm: tuple     #: (M, K, N)
-    array_macs: int = 0             #: MACs the array issues: rows x cols x m per MATMUL (the ``macs`` counter)
-    weight_bytes: int = 0           #: weight bytes the program loads from DRAM into scratchpad W
-    one_point_array_macs: int = 0   #: ``array_macs`` of a one-point layer of this shape
-    one_point_weight_bytes: int = 0  #: ``weight_bytes`` of a one-point layer of this shape
-
-
-@dataclass
-class HostStep:
-    layer: str
-    reason: str
 
 
 @dataclass
@@ -265,10 +224,9 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     if not isinstance(layer, (Dense, Conv2D)):
         return f"{layer.kind} layers run on the host"
     out_max = getattr(layer, "out_max", None)
-    if out_max is not None and out_max < layer.out_type.hi:
-        # The requantizers have ReLU and saturation but no upper clamp (a clamp at or above the type's
-        # maximum is one that saturation already applies).
-        return f"the upper clamp out_max={out_max} (ReLU6 / Clip) runs on the host: the requantizers have none"
+    if out_max is not None and out_max >= 1 << FIELDS[Opcode.LOADQ]["out_max"][1]:
+        # The STORE's upper clamp (ReLU6 / Clip) is the LOADQ's 16-bit out_max field.
+        return f"the upper clamp out_max={out_max} does not fit the LOADQ's clamp field"
     in_t = net.in_types(layer)[0]
     if in_t.bits > spec.in_bits:
         return f"input is {in_t.bits}-bit, the array takes {spec.in_bits}"
@@ -388,7 +346,14 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int, fit_d
             steps.append(HostStep(layer.name, "flatten is a no-op on NHWC memory"))
             continue
         out = region(layer.name)
-        reason = _host_reason(layer, net, spec)
+        if isinstance(layer, VECTOR_LAYERS):
+            reason = vector_reason(layer, net.in_types(layer), spec)
+            if reason is None:
+                steps.append(lower_vector(layer, net.in_types(layer), spec, dram,
+                                          [regions[i] for i in layer.inputs], out))
+                continue
+        else:
+            reason = _host_reason(layer, net, spec)
         if reason is not None:
             steps.append(HostStep(layer.name, reason))
             continue
@@ -446,7 +411,6 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType, g
         dram.put(q_addr + j * spec.loadq_bytes, b.tobytes() + s.tobytes())
 
     unsigned_in = not in_t.signed
-    out_t = layer.out_type
     preload = wt.count * R <= spec.w_lines
     # Useful MACs: per non-zero tile, its unpadded (k, n) whose input and output channels share a group (all of
     # them when ungrouped): M * K * N * P when no tile is zero, M * kh*kw*(c_in/G) * c_out * P when grouped.
@@ -491,6 +455,7 @@ def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_
     conv = gather is not None
     out_t = layer.out_type
     relu, uns_out, bits = int(layer.relu), int(not out_t.signed), int(out_t.bits)
+    clamp = loadq_clamp(layer)
     ua = int(unsigned_in)
     src_addr, dst_addr, qb = src.addr, dst.addr, spec.loadq_bytes
     shifts = [s for _, s in layer.points]
@@ -588,7 +553,7 @@ def _plain_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned_
                     prog += nxt[sent:upto]
                     sent = upto
             prog += pending     # (the previous chunk's, when this one has fewer than STORE_LAG MATMULs)
-            pending = [make(_LOADQ, {"dram": q_addr + j * qb}),
+            pending = [make(_LOADQ, {**clamp, "dram": q_addr + j * qb}),
                        make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": acc,
                                      "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
                                      "stride": N})]
@@ -797,6 +762,7 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned
     shifts = [s for _, s in layer.points]
     out_t = layer.out_type
     relu, uns_out, bits = int(layer.relu), int(not out_t.signed), int(out_t.bits)
+    clamp = loadq_clamp(layer)
     ua = int(unsigned_in)
     src_addr, dst_addr, qb = src.addr, dst.addr, spec.loadq_bytes
     T2, G, H = math.ceil(M / mt2), math.ceil(nc / ng), math.ceil(kc / kg)
@@ -879,7 +845,7 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, gather, unsigned
                 sent = upto
         if u + 1 == n_units or units[u + 1][:2] != (t, g):   # the N group's last unit
             for jl, j in enumerate(chunks(g)):
-                append(make(_LOADQ, {"dram": q_addr + j * qb}))
+                append(make(_LOADQ, {**clamp, "dram": q_addr + j * qb}))
                 append(make(_STORE, {"relu": relu, "unsigned": uns_out, "lines": rows, "acc": jl * mt2,
                                      "elems": min(C, N - j * C), "bits": bits, "dram": dst_addr + m0 * N + j * C,
                                      "stride": N}))

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .layers import Add, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, conv_output_size
 from .limits import check_elements, short_repr
 from .network import QuantizedNetwork
 from .pe_weights import round_to_shift_weights
@@ -20,7 +20,7 @@ from .qtypes import QType
 
 __all__ = ["random_network", "random_shift_network", "random_input", "NETWORK_KINDS"]
 
-NETWORK_KINDS = ("mlp", "cnn", "resnet")
+NETWORK_KINDS = ("mlp", "cnn", "resnet", "mixed")
 
 
 def _weights(rng, shape, w_type: QType):
@@ -63,7 +63,11 @@ def _gemm_layer(cls, rng, name, src, in_type, weight_shape, bits, relu, signed_o
 def random_network(seed: int | np.random.Generator = 0, kind: str = "cnn", bits: int = 8,
                    rounding: str = "half_even", per_channel: bool = False,
                    input_hw: int = 8, channels: int = 3) -> QuantizedNetwork:
-    """A random valid network of *kind* ``mlp``, ``cnn`` or ``resnet`` with *bits*-bit tensors."""
+    """A random valid network of *kind* ``mlp``, ``cnn``, ``resnet`` or ``mixed`` with *bits*-bit tensors.
+
+    ``mixed`` mixes every layer type the accelerator runs: a convolution, a depthwise one with an upper clamp
+    (ReLU6-like), a pointwise one and a residual add, a grouped strided one, a padded max-pool, a global
+    average pool (its area often not a power of two) and a dense layer."""
     if kind not in NETWORK_KINDS:
         raise ValueError(f"kind must be one of {', '.join(NETWORK_KINDS)}, not {kind!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -96,6 +100,9 @@ def random_network(seed: int | np.random.Generator = 0, kind: str = "cnn", bits:
                           relu=True, signed_out=True, per_channel=per_channel,
                           stride=1, padding=int(rng.integers(0, 2))))
     hw = input_hw if layers[-1].padding[0] else input_hw - 2
+    if kind == "mixed":
+        return _mixed(rng, add, types, src, hw, c1, bits, per_channel, QuantizedNetwork, in_type, shape, layers,
+                      rounding)
     if kind == "resnet":
         skip = src
         mid = add(_gemm_layer(Conv2D, rng, "conv2", src, types[src], (3, 3, c1, c1), bits,
@@ -145,6 +152,32 @@ def random_shift_network(seed: int | np.random.Generator = 0, kind: str = "cnn",
                 extra_weights=None if extra is None else round_to_shift_weights(extra, layer.w_type.bits))
         layers.append(layer)
     return dataclasses.replace(net, layers=tuple(layers), meta={**net.meta, "weights": "shift"})
+
+
+def _mixed(rng, add, types, src, hw, c1, bits, per_channel, net_cls, in_type, shape, layers, rounding):
+    """The rest of a ``mixed`` network after its first convolution (*c1* channels, *hw* x *hw*)."""
+    kw = dict(bits=bits, signed_out=True, per_channel=per_channel)
+    skip = src
+    dw = add(_gemm_layer(Conv2D, rng, "dw", src, types[src], (3, 3, 1, c1), relu=True, stride=1, padding=1,
+                         groups=c1, out_max=int(rng.integers(1 << (bits - 2), (1 << bits) - 1)), **kw))
+    pw = add(_gemm_layer(Conv2D, rng, "pw", dw, types[dw], (1, 1, c1, c1), relu=False, stride=1, padding=0, **kw))
+    fa, fb = types[skip].frac_bits, types[pw].frac_bits
+    src = add(Add(name="add1", inputs=(skip, pw), out_type=QType(bits, False, min(fa, fb) + int(rng.integers(-1, 1))),
+                  relu=True))
+    g = 2 if c1 % 2 == 0 else 1
+    c2 = g * int(rng.integers(1, 5))
+    src = add(_gemm_layer(Conv2D, rng, "gconv", src, types[src], (3, 3, c1 // g, c2), relu=True, stride=2, padding=1,
+                          groups=g, **kw))
+    hw = conv_output_size(hw, 3, 2, 1, 1)
+    if hw >= 2:
+        src = add(MaxPool2D(name="pool1", inputs=(src,), pool=3, stride=2, padding=1))
+        hw = conv_output_size(hw, 3, 2, 1, 1)
+    t = types[src]
+    out_t = t.with_frac(t.frac_bits + int(rng.integers(0, 3)))
+    src = add(AvgPool2D(name="gap", inputs=(src,), pool=hw, out_type=out_t))
+    src = add(Flatten(name="flat", inputs=(src,)))
+    src = add(_gemm_layer(Dense, rng, "fc", src, types[src], (c2, int(rng.integers(3, 11))), relu=False, **kw))
+    return net_cls(in_type, shape, layers, rounding, {"random": "mixed"})
 
 
 def _channels(layers, types, src, default):

@@ -8,7 +8,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import FIELDS, INSTR_BYTES, Opcode, Target
-from ..arch.sysmap import ERR_ACC, ERR_BITS, ERR_DRAM, ERR_ELEMS, ERR_LINE, ERR_SPAD_A, ERR_SPAD_W, ERROR_CODE_BITS
+from ..arch.isa import VecOp
+from ..arch.sysmap import (ERR_ACC, ERR_BITS, ERR_DIVISOR, ERR_DRAM, ERR_ELEMS, ERR_LINE, ERR_SPAD_A, ERR_SPAD_W,
+                           ERR_VEC_OP, ERROR_CODE_BITS)
 
 from .params import require_system_config
 
@@ -67,7 +69,11 @@ class InstrChecker(wiring.Component):
         ins = self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         m.d.comb += [self.op.eq(ins[:OPCODE_BITS]), self.bad_opcode.eq(self.op > max(Opcode))]
-        # LOAD and STORE share the positions of lines / dram / stride / elems.
+        # LOAD, STORE and VEC share the positions of lines / dram / stride / elems (and STORE and VEC of acc).
+        assert all(FIELDS[op][n] == FIELDS[L][n] for op in (S, Opcode.VEC)
+                   for n in ("lines", "elems", "dram", "stride"))
+        assert FIELDS[S]["acc"] == FIELDS[Opcode.VEC]["acc"]
+        assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
         span = Signal(50)       # (lines - 1) * stride
         with m.If(self.decode):
@@ -110,6 +116,24 @@ class InstrChecker(wiring.Component):
                     fail(ERR_ACC, acc + lines - 1)
                 with m.Elif((bits < 1) | (bits > cfg.out_bits)):
                     fail(ERR_BITS)
+                with m.Elif(elems > cfg.cols):
+                    fail(ERR_ELEMS)
+                with m.Elif(dram_bad):
+                    fail(ERR_DRAM, dram_end - 1)
+            with m.Case(Opcode.DIV):
+                acc, divisor = field(ins, Opcode.DIV, "acc"), field(ins, Opcode.DIV, "divisor")
+                with m.If(~divisor[0]):
+                    fail(ERR_DIVISOR, divisor)
+                with m.Elif(acc + lines > cfg.acc_lines):
+                    fail(ERR_ACC, acc + lines - 1)
+                with m.Elif(elems > cfg.cols):
+                    fail(ERR_ELEMS)
+            with m.Case(Opcode.VEC):
+                acc, op = field(ins, S, "acc"), field(ins, Opcode.VEC, "op")
+                with m.If(op > max(VecOp)):
+                    fail(ERR_VEC_OP, op)
+                with m.Elif(acc + lines > cfg.acc_lines):
+                    fail(ERR_ACC, acc + lines - 1)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
                 with m.Elif(dram_bad):

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
-from ..arch.isa import BIAS_BYTES, INSTR_BYTES, Opcode
+from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
+from ..arch.isa import VecOp
+from .accumulator import AccVecSignature
+from .divider import LineDivider, div_result_bits
 from ..golden.primitives import MAX_SHIFT
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
 from .dma import DmaCommandSignature
 from .params import require_system_config
-from .scratchpad import LineLoadSignature, memory_depth
+from .scratchpad import LineLoadSignature, LineReadSignature, memory_depth
 from .store import StoreControlSignature
 
 __all__ = ["Controller", "controller_events", "UNIT_STATES"]
@@ -29,6 +32,7 @@ UNIT_STATES = {
     "load": ("LOAD", "LOAD_ZERO", "LOAD_WAIT"),
     "loadq": ("LOADQ_WAIT",),
     "store": ("STORE",),
+    "vec": ("VEC", "VEC_WAIT", "VEC_DRAIN", "DIV", "DIV_STEP", "DIV_WRITE"),
     "wait": ("HOLD", "ERR_WAIT"),
 }
 assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} == set(UNITS)
@@ -37,7 +41,8 @@ assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
     """The events the controller reports each cycle (counter name -> width)."""
     ev = {"cycles": 1, "instructions": 1, "dram_bytes_read": range(config.dma_buffer_bytes + 1),
-          "fetch_bytes": range(INSTR_BYTES + 1), "matmul_busy": 1, "idle_mem_stall": 1}
+          "fetch_bytes": range(INSTR_BYTES + 1), "matmul_busy": 1, "idle_mem_stall": 1,
+          "vec_ops": range(config.cols + 1), "div_ops": range(config.cols + 1)}
     for u in CONTROLLER_UNITS:
         ev[f"{u}_busy"] = ev[f"{u}_stall"] = 1
     return data.StructLayout(ev)
@@ -51,7 +56,12 @@ class Controller(wiring.Component):
     :class:`~systolic.hw.checker.InstrChecker`'s error, then the interlock),
     HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
     lines one per cycle, or a DMA gather, each line written the cycle it
-    arrives), LOADQ_WAIT (the parameter block into the STORE pipeline's
+    arrives), VEC (a DMA gather like LOAD's, each line into the accumulator
+    buffer's update pipeline the cycle it arrives; VEC_WAIT, then VEC_DRAIN
+    while the last line is written), DIV (per line: its read, DIV_STEP while
+    the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
+    quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
+    LOADQ_WAIT (the parameter block into the STORE pipeline's
     registers), STORE (the :class:`~systolic.hw.store.StorePipeline` runs, its
     lines go to the DMA's scatter), MATMUL (into the queue slot, at once),
     FENCE and HALT (once the array unit is idle). An error stops the run in
@@ -62,8 +72,9 @@ class Controller(wiring.Component):
     (the queue slot and the array unit's ``readers``) may read lines it
     overwrites (W lines only until its weight tile is read); a MATMUL waits for the queue slot; a STORE waits while a
     queued or taken MATMUL (the queue slot and the array unit's ``writers``)
-    may still write lines it reads, and runs beside the others; FENCE and HALT
-    wait until the array unit is idle.
+    may still write lines it reads, and runs beside the others; FENCE, HALT,
+    VEC and DIV wait until the array unit is idle (their lines use the
+    accumulator buffer's update pipeline).
 
     Latency: an instruction is checked
     :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
@@ -104,6 +115,10 @@ class Controller(wiring.Component):
     overflow_idx : In(32)
         The accumulator buffer's overflow and the index of the MATMUL it belongs to.
     store : Out(StoreControlSignature(...))
+    vec : Out(AccVecSignature(...))
+        VEC and DIV lines into the accumulator buffer.
+    acc_rd : Out(LineReadSignature(...))
+        DIV's reads of accumulator lines (the STORE pipeline's read port, never used by both at once).
     clear : Out(1)
         Start of a run (counters and the array unit clear).
     events : Out(controller_events(config))
@@ -124,6 +139,10 @@ class Controller(wiring.Component):
             "writers": In(data.ArrayLayout(WRITER_LAYOUT, writers)),
             "unit_busy": In(1), "overflow": In(1), "overflow_idx": In(PC_BITS),
             "store": Out(StoreControlSignature(loadq_bytes=config.loadq_bytes)),
+            "vec": Out(AccVecSignature(depth=memory_depth(config.acc_lines), cols=config.cols,
+                                       bits=div_result_bits(config.acc_bits))),
+            "acc_rd": Out(LineReadSignature(depth=memory_depth(config.acc_lines), shape=signed(config.acc_bits),
+                                            width=config.cols)),
             "clear": Out(1),
             "events": Out(controller_events(config)),
         })
@@ -131,12 +150,13 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.checker = chk = InstrChecker(config=self.config)
+        m.submodules.divider = div = LineDivider(cols=self.config.cols, acc_bits=self.config.acc_bits)
         s = SimpleNamespace(
             ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
-            chk=chk,
+            chk=chk, div=div, k=Signal(range(self.config.acc_bits + 1)),     # k: DIV_STEP's cycle
         )
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
         L = Opcode.LOAD
@@ -189,7 +209,7 @@ class Controller(wiring.Component):
                 m.d.comb += s.blocked.eq(s.q_valid)
             with m.Case(Opcode.STORE):
                 m.d.comb += s.blocked.eq(pending)
-            with m.Case(Opcode.FENCE, Opcode.HALT):
+            with m.Case(Opcode.FENCE, Opcode.HALT, Opcode.VEC, Opcode.DIV):
                 m.d.comb += s.blocked.eq(s.unit_busy)
 
     def _datapath(self, m, s):
@@ -204,11 +224,32 @@ class Controller(wiring.Component):
         s.bad_value = self.load_a.bad | self.load_w.bad
         with m.If(s.write_line):
             m.d.comb += self.events.dram_bytes_read.eq(f["elems"])
+        # VEC lines (the DMA's line bytes, read as the instruction's signed / unsigned values) and DIV results.
+        V, D = Opcode.VEC, Opcode.DIV
+        assert FIELDS[V]["acc"] == FIELDS[D]["acc"] and FIELDS[V]["elems"] == FIELDS[D]["elems"]
+        vec, div = self.vec, s.div
+        s.vec_line, s.div_write = Signal(), Signal()
+        line = self.dma.line
+        m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins, V, "acc") + s.i),
+                     vec.op.eq(Mux(s.div_write, VecOp.SET, field(s.ins, V, "op"))),
+                     vec.shift.eq(Mux(s.div_write, 0, field(s.ins, V, "shift"))),
+                     vec.elems.eq(field(s.ins, V, "elems")),
+                     div.divisor.eq(field(s.ins, D, "divisor")), div.line.eq(self.acc_rd.data),
+                     self.acc_rd.addr.eq(field(s.ins, D, "acc") + s.i + s.div_write)]
+        for c in range(self.config.cols):
+            byte = Mux(field(s.ins, V, "unsigned"), line[c].as_unsigned(), line[c].as_signed())
+            m.d.comb += vec.vals[c].eq(Mux(s.div_write, div.y[c], byte))
+        with m.If(s.vec_line):
+            m.d.comb += [self.events.dram_bytes_read.eq(f["elems"]), self.events.vec_ops.eq(f["elems"])]
+        with m.If(s.div_write):
+            m.d.comb += self.events.div_ops.eq(f["elems"])
         S = Opcode.STORE
         st = self.store
         for name in st.cmd.shape().members:
             m.d.comb += getattr(st.cmd, name).eq(field(s.ins, S, name))
         m.d.comb += st.params.eq(self.dma.line.as_value()[:len(st.params.as_value())])
+        m.d.comb += [st.clamp.eq(field(s.ins, Opcode.LOADQ, "clamp")),
+                     st.out_max.eq(field(s.ins, Opcode.LOADQ, "out_max"))]
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
         # the first lane outside it (lowest index wins: assigned last).
         C = self.config.cols
@@ -242,6 +283,11 @@ class Controller(wiring.Component):
             with m.If(self.overflow):
                 fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
 
+        def vec_overflow():
+            # Last in its state: a VEC line's update left the accumulator range (it runs alone, so it is its own).
+            with m.If(self.overflow):
+                fail_now(ERR_OVERFLOW, 0, s.pc)
+
         def gather(addr, n, off=0, lines=1, stride=0):
             m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(addr), dma.n.eq(n), dma.off.eq(off),
                          dma.lines.eq(lines), dma.stride.eq(stride)]
@@ -261,6 +307,12 @@ class Controller(wiring.Component):
                 with m.Case(Opcode.LOAD):
                     m.d.sync += s.i.eq(0)
                     m.next = "LOAD"
+                with m.Case(Opcode.VEC):
+                    m.d.sync += s.i.eq(0)
+                    m.next = "VEC"
+                with m.Case(Opcode.DIV):
+                    m.d.sync += s.i.eq(0)
+                    m.next = "DIV"
                 with m.Case(Opcode.LOADQ):
                     gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
                     m.next = "LOADQ_WAIT"
@@ -345,6 +397,47 @@ class Controller(wiring.Component):
                         with m.If(s.i + 1 == f["lines"]):
                             next_instr()
                 check_overflow()
+            with m.State("VEC"):
+                with m.If((f["lines"] == 0) | (f["elems"] == 0)):
+                    next_instr()
+                with m.Else():
+                    gather(f["dram"], f["elems"], 0, f["lines"], f["stride"])
+                    m.next = "VEC_WAIT"
+            with m.State("VEC_WAIT"):
+                # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
+                with m.If(dma.line_valid):
+                    m.d.comb += s.vec_line.eq(1)
+                    m.d.sync += s.i.eq(s.i + 1)
+                    with m.If(s.i + 1 == f["lines"]):
+                        m.next = "VEC_DRAIN"
+                vec_overflow()
+            with m.State("VEC_DRAIN"):
+                # The last line is written (ACC_UPDATE); the array unit is idle, so an overflow is this VEC's.
+                next_instr()
+                vec_overflow()
+            with m.State("DIV"):
+                with m.If((f["lines"] == 0) | (f["elems"] == 0)):
+                    next_instr()
+                with m.Else():
+                    m.d.comb += self.acc_rd.en.eq(1)            # line 0
+                    m.d.sync += s.k.eq(0)
+                    m.next = "DIV_STEP"
+            with m.State("DIV_STEP"):
+                # The line arrives (ACC_READ) and is loaded; then one quotient bit per cycle, acc_bits of them.
+                m.d.comb += [s.div.load.eq(s.k == 0), s.div.step.eq(s.k != 0)]
+                m.d.sync += s.k.eq(s.k + 1)
+                with m.If(s.k == self.config.acc_bits):
+                    m.next = "DIV_WRITE"
+                vec_overflow()
+            with m.State("DIV_WRITE"):
+                m.d.comb += s.div_write.eq(1)
+                m.d.sync += s.i.eq(s.i + 1)
+                with m.If(s.i + 1 == f["lines"]):
+                    m.next = "VEC_DRAIN"
+                with m.Else():
+                    m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1
+                    m.d.sync += s.k.eq(0)
+                    m.next = "DIV_STEP"
             with m.State("LOADQ_WAIT"):
                 with m.If(dma.line_valid):
                     with m.If(s.bad_shift):

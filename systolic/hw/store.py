@@ -17,6 +17,8 @@ __all__ = ["STORE_LAYOUT", "StoreControlSignature", "StorePipeline"]
 _S = FIELDS[Opcode.STORE]
 #: The STORE instruction's fields, as the pipeline takes them.
 STORE_LAYOUT = data.StructLayout({name: width for name, (_, width) in _S.items()})
+#: Width of the LOADQ's upper clamp.
+OUT_MAX_BITS = FIELDS[Opcode.LOADQ]["out_max"][1]
 #: Width of a line's DRAM address: the 32-bit address plus a carry (ranges are checked before a STORE runs).
 OUT_ADDR_BITS = 33
 
@@ -34,6 +36,9 @@ class StoreControlSignature(wiring.Signature):
     params_load : Out(1)
         Write the lanes' bias and shift registers from ``params`` (LOADQ).
     params : Out(ArrayLayout(8, loadq_bytes))
+    clamp : Out(1)
+    out_max : Out(16)
+        The LOADQ's upper clamp (``clamp``, ``out_max``), registered with the parameters.
     out_valid : In(1)
         A line's bytes go to the scatter engine this cycle, to ``out_addr``.
     out_addr : In(33)
@@ -46,6 +51,7 @@ class StoreControlSignature(wiring.Signature):
         super().__init__({
             "start": Out(1), "adv": Out(1), "cmd": Out(STORE_LAYOUT),
             "params_load": Out(1), "params": Out(data.ArrayLayout(8, loadq_bytes)),
+            "clamp": Out(1), "out_max": Out(OUT_MAX_BITS),
             "out_valid": In(1), "out_addr": In(OUT_ADDR_BITS), "done": In(1),
         })
 
@@ -65,7 +71,8 @@ class StorePipeline(wiring.Component):
     :class:`~systolic.hw.requantizer.RequantLane` (the system's lane config:
     int32 bias, the int8 shift clamped to the lanes' 7 bits, saturation to
     ``out_bits + 1`` signed), saturates to the STORE's ``bits`` signed or
-    ``unsigned`` range, and ``ctl.out_valid`` hands line ``i`` to the scatter
+    ``unsigned`` range (and to at most ``out_max`` when the last LOADQ set
+    ``clamp``), and ``ctl.out_valid`` hands line ``i`` to the scatter
     (``bytes`` at ``ctl.out_addr = dram + i * stride``, ``elems`` of them);
     ``ctl.done`` once every line has gone. The lanes' ``bias`` and ``shift``
     are the registers ``ctl.params_load`` writes from a LOADQ parameter block.
@@ -111,7 +118,9 @@ class StorePipeline(wiring.Component):
         # Requantizer parameters (LOADQ): an int32 bias per lane, then an int8 shift per lane.
         bias = [Signal(signed(8 * BIAS_BYTES), name=f"bias{c}") for c in range(C)]
         shift = [Signal(signed(8), name=f"shift{c}") for c in range(C)]
+        clamp, out_max = Signal(), Signal(OUT_MAX_BITS)
         with m.If(ctl.params_load):
+            m.d.sync += [clamp.eq(ctl.clamp), out_max.eq(ctl.out_max)]
             for c in range(C):
                 m.d.sync += [bias[c].eq(Cat(*(ctl.params[BIAS_BYTES * c + b] for b in range(BIAS_BYTES)))),
                              shift[c].eq(ctl.params[BIAS_BYTES * C + c])]
@@ -130,13 +139,15 @@ class StorePipeline(wiring.Component):
             m.d.comb += sh.eq(Mux(shift[c] > hi_sh, hi_sh, Mux(shift[c] < lo_sh, lo_sh, shift[c])))
             m.d.comb += [lane.en.eq(adv), lane.acc.eq(self.acc.data[c]), lane.bias.eq(bias[c]),
                          lane.shift.eq(sh), lane.relu.eq(cmd.relu)]
-        # The STORE's own range, applied after the lanes' wider one.
-        sat_lo, sat_hi = Signal(signed(10)), Signal(signed(10))
+        # The STORE's own range, applied after the lanes' wider one, and the LOADQ's clamp: out_max >= 0 >= the
+        # low end, so min(max(y, lo), hi, out_max) is the golden sat(min(y, out_max)).
+        sat_lo, type_hi, sat_hi = Signal(signed(10)), Signal(signed(10)), Signal(signed(10))
         bits_m1 = Signal(6)
         m.d.comb += [
             bits_m1.eq(cmd.bits - 1),
             sat_lo.eq(Mux(cmd.unsigned, 0, -(Const(1, 10) << bits_m1))),
-            sat_hi.eq(Mux(cmd.unsigned, (Const(1, 10) << cmd.bits) - 1, (Const(1, 10) << bits_m1) - 1)),
+            type_hi.eq(Mux(cmd.unsigned, (Const(1, 10) << cmd.bits) - 1, (Const(1, 10) << bits_m1) - 1)),
+            sat_hi.eq(Mux(clamp & (out_max < type_hi), out_max, type_hi)),
         ]
 
         with m.If(adv):

@@ -111,8 +111,12 @@ class Accelerator(wiring.Component):
         wiring.connect(m, unit.a, spad_a.read)
         wiring.connect(m, unit.w, spad_w.read)
         wiring.connect(m, unit.upd, accbuf.upd)
+        wiring.connect(m, ctrl.vec, accbuf.vec)
         wiring.connect(m, ctrl.store, store.ctl)
-        wiring.connect(m, store.acc, accbuf.rd)
+        # The accumulator's read port: the STORE pipeline's, or DIV's (the controller runs one at a time).
+        m.d.comb += [accbuf.rd.en.eq(store.acc.en | ctrl.acc_rd.en),
+                     accbuf.rd.addr.eq(Mux(ctrl.acc_rd.en, ctrl.acc_rd.addr, store.acc.addr)),
+                     store.acc.data.eq(accbuf.rd.data), ctrl.acc_rd.data.eq(accbuf.rd.data)]
         m.d.comb += [
             dma.src.eq(store.bytes),
             ctrl.readers.eq(unit.readers), ctrl.writers.eq(unit.writers), ctrl.unit_busy.eq(unit.busy), unit.clear.eq(ctrl.clear),
@@ -128,11 +132,11 @@ class Accelerator(wiring.Component):
         ev = ctrl.events
         events = {
             "cycles": ev.cycles, "instructions": ev.instructions,
-            "macs": Mux(accbuf.ev_write, R * C, 0),
+            "macs": Mux(accbuf.ev_write & ~accbuf.ev_vec_write, R * C, 0), "vec_ops": ev.vec_ops, "div_ops": ev.div_ops,
             "dram_bytes_read": ev.dram_bytes_read, "dram_bytes_written": store.ev_elems,
             "spad_a_reads": spad_a.ev_read, "spad_a_writes": spad_a.ev_write,
             "spad_w_reads": spad_w.ev_read, "spad_w_writes": spad_w.ev_write,
-            "acc_reads": accbuf.ev_read + store.ev_acc_read, "acc_writes": accbuf.ev_write,
+            "acc_reads": accbuf.ev_read + store.ev_acc_read + ctrl.acc_rd.en, "acc_writes": accbuf.ev_write,
             "requant_ops": store.ev_elems, "fetch_bytes": ev.fetch_bytes,
             "bus_reads": dma.words_read, "bus_writes": dma.words_written,
             "matmul_busy": ev.matmul_busy, "matmul_stall": unit.stall, "idle_mem_stall": ev.idle_mem_stall,

@@ -19,6 +19,9 @@ user-overridable). Modelling choices, stated so they can be argued with:
 * scratchpad and accumulator accesses are one line wide, priced by the CACTI
   points interpolated to the memory's size and scaled to the line width;
 * a requantize is one 32-bit add (bias) and one 32-bit shift per element;
+* the vector unit: a VEC element is one 32-bit shift and one 32-bit add (or
+  compare); a DIV element is ``acc_bits`` subtract-and-compare steps of the
+  divisor's width plus one, each priced as a 32-bit add scaled by width;
 * DRAM energy is per bit moved (LPDDR4 by default), not node-scaled;
 * control: one 128-bit instruction register write per instruction;
 * leakage: the table's ``leakage_pj_per_pe_cycle`` times PEs times cycles,
@@ -29,11 +32,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..arch.isa import FIELDS, Opcode
 from .energy_table import EnergyTable
 
 __all__ = ["EnergyBreakdown", "estimate_energy", "COMPONENTS", "PE_PRODUCT_PJ"]
 
-COMPONENTS = ("mac", "pe_registers", "spad_a", "spad_w", "accumulator", "requantizer", "dram", "control")
+COMPONENTS = ("mac", "pe_registers", "spad_a", "spad_w", "accumulator", "requantizer", "vector", "dram",
+              "control")
+
+#: Width of one DIV step's subtract-and-compare: the divisor's bits plus one.
+DIV_STEP_BITS = FIELDS[Opcode.DIV]["divisor"][1] + 1
 
 #: Register bits each PE moves per MAC, per dataflow: weight-stationary PEs
 #: pass on the activation and the partial sum (the weight stays); output-
@@ -114,6 +122,8 @@ def estimate_energy(counters, config, table: EnergyTable | None = None, *, cycle
         "accumulator": _get(counters, "acc_reads") * t.sram_access_pj(acc_bytes, acc_line, False)
         + _get(counters, "acc_writes") * t.sram_access_pj(acc_bytes, acc_line, True),
         "requantizer": _get(counters, "requant_ops") * (t["adder_32"] + t["shifter_32"]),
+        "vector": _get(counters, "vec_ops") * (t["adder_32"] + t["shifter_32"])
+        + _get(counters, "div_ops") * c.acc_bits * t["adder_32"] * (DIV_STEP_BITS / 32),
         "dram": (_get(counters, "dram_bytes_read") + _get(counters, "dram_bytes_written")) * 8
         * t[f"dram_{dram}_bit"],
         "control": _get(counters, "instructions") * 128 * t["register_bit"],

@@ -19,13 +19,15 @@ import math
 import numpy as np
 
 from systolic.arch.isa import INSTR_BYTES, Instr, Opcode, Target
-from systolic.arch.latency import DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT
+from systolic.arch.latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, div_line
 from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
 from systolic.arch.timing import ARRAY_UNIT_TIMING, InstrTiming, Timeline, gather_accepts, words
+from systolic.compiler.lower_vector import VECTOR_LAYERS, lower_vector, vector_reason
 from systolic.compiler.lower import (STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region,
                                      block_diagonal_weight, ksplit_plan, plain_tiling, ungrouped, whole_chunks)
+from systolic.compiler.steps import loadq_clamp
 from systolic.golden.layers import Conv2D, Dense, Flatten, Layer, bound_gemm
 from systolic.golden.network import QuantizedNetwork
 from systolic.golden.ops import check_acc_range
@@ -117,10 +119,8 @@ def _host_reason(layer: Layer, net: QuantizedNetwork, spec: MachineSpec) -> str 
     if not isinstance(layer, (Dense, Conv2D)):
         return f"{layer.kind} layers run on the host"
     out_max = getattr(layer, "out_max", None)
-    if out_max is not None and out_max < layer.out_type.hi:
-        # The requantizers have ReLU and saturation but no upper clamp (a clamp at or above the type's
-        # maximum is one that saturation already applies).
-        return f"the upper clamp out_max={out_max} (ReLU6 / Clip) runs on the host: the requantizers have none"
+    if out_max is not None and out_max >= 1 << 16:
+        return f"the upper clamp out_max={out_max} does not fit the LOADQ's clamp field"
     in_t = net.in_types(layer)[0]
     if in_t.bits > spec.in_bits:
         return f"input is {in_t.bits}-bit, the array takes {spec.in_bits}"
@@ -190,7 +190,15 @@ def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) ->
             steps.append(HostStep(layer.name, "flatten is a no-op on NHWC memory"))
             continue
         out = region(layer.name)
-        reason = _host_reason(layer, net, spec)
+        if isinstance(layer, VECTOR_LAYERS):
+            # Pooling and adds: the vector unit's lowering (no fast path to check against).
+            reason = vector_reason(layer, net.in_types(layer), spec)
+            if reason is None:
+                steps.append(lower_vector(layer, net.in_types(layer), spec, dram,
+                                          [regions[i] for i in layer.inputs], out))
+                continue
+        else:
+            reason = _host_reason(layer, net, spec)
         if reason is not None:
             steps.append(HostStep(layer.name, reason))
             continue
@@ -346,7 +354,7 @@ def _lower_gemm(layer, net, spec, dram, src: Region, dst: Region, in_t: QType, g
                     prog += nxt[sent:upto]
                     sent = upto
             prog += pending
-            pending = [Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)),
+            pending = [Instr(Opcode.LOADQ, dict(**loadq_clamp(layer), dram=q_addr + j * spec.loadq_bytes)),
                        Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
                                                 bits=out_t.bits, lines=rows, acc=acc,
                                                 elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
@@ -496,7 +504,7 @@ def _ksplit_program(layer, spec, src, dst, M, K, N, kc, nc, wt, conv, unsigned_i
             sent = upto
         if u + 1 == len(units) or units[u + 1][:2] != (t, g):   # the N group's last unit
             for jl, j in enumerate(js):
-                prog.append(Instr(Opcode.LOADQ, dict(dram=q_addr + j * spec.loadq_bytes)))
+                prog.append(Instr(Opcode.LOADQ, dict(**loadq_clamp(layer), dram=q_addr + j * spec.loadq_bytes)))
                 prog.append(Instr(Opcode.STORE, dict(relu=int(layer.relu), unsigned=int(not out_t.signed),
                                                     bits=out_t.bits, lines=rows, acc=jl * mt2,
                                                     elems=min(C, N - j * C), dram=dst.addr + m0 * N + j * C,
@@ -617,7 +625,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             for wa, wm, wend in writers:
                 if a["lines"] and wm and a["acc"] < wa + wm and wa < a["acc"] + a["lines"]:
                     x = max(x, wend + 1)
-        elif op in (Opcode.FENCE, Opcode.HALT):
+        elif op in (Opcode.FENCE, Opcode.HALT, Opcode.VEC, Opcode.DIV):
             x = max(c, unit_end + 1)
         if x > c:
             b["wait"] = x - c
@@ -649,6 +657,24 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
                 idle_mem += idle_l
                 reads += nw
             b["load"] = end - x
+        elif op == Opcode.VEC:
+            # A gather like LOAD's, each line into the accumulator's update pipeline; the last one is written
+            # ACC_UPDATE after its last word.
+            s0 = x + 1
+            end = s0
+            if a["lines"] and a["elems"]:
+                nw = sum(words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"]))
+                end, st_v, idle_v = _gather(s0, nw, d, lat, busy)
+                end += ACC_UPDATE
+                s["vec"] = st_v
+                idle_mem += idle_v
+                reads += nw
+            b["vec"] = end - x
+        elif op == Opcode.DIV:
+            end = x + 1
+            if a["lines"] and a["elems"]:
+                end += a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
+            b["vec"] = end - x
         elif op == Opcode.LOADQ:
             nw = words(a["dram"], cfg.loadq_bytes, bb)
             end, st_q, idle_q = _gather(x, nw, d, lat, busy)

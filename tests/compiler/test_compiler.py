@@ -1,5 +1,7 @@
 """Compiler + NumPy executor against the golden model (exact equality), ISA encoding, bad programs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -56,11 +58,18 @@ def test_placement_says_where_each_layer_ran():
     net = random_network(3, "resnet", 8)
     cn = compile_network(net, SPECS[3])
     p = cn.placement
-    assert p["conv1"] == "accelerator" and p["add1"] == "host: add layers run on the host"
+    assert p["conv1"] == p["add1"] == "accelerator" and cn.host_layers == []
     assert p["flat"].startswith("host: flatten")
     # host_layers: the layers the host runs, with the placement's reason; the flatten (a no-op) is not one.
+    # An add whose operand needs an alignment shift beyond VEC's 31 stays on the host.
+    a, c = net.layer("add1").inputs
+    far = dataclasses.replace(net.layer(c), out_type=net.layer(c).out_type.with_frac(net.qtype(a).frac_bits + 40))
+    net = dataclasses.replace(net, layers=tuple(far if layer.name == c else layer for layer in net.layers))
+    cn = compile_network(net, SPECS[3])
+    p = cn.placement
     host = [n for n, v in p.items() if v != "accelerator" and n != "flat"]
-    assert "add1" in host and [h["layer"] for h in cn.host_layers] == host
+    assert host == ["add1"] and [h["layer"] for h in cn.host_layers] == host
+    assert p["add1"] == "host: an operand's alignment shift 40 is above the VEC shift's 31"
     assert all(p[h["layer"]] == "host: " + h["reason"] for h in cn.host_layers)
     mlp = compile_network(random_network(3, "mlp", 8), SPECS[3])
     assert all(v == "accelerator" for v in mlp.placement.values()) and mlp.host_layers == []

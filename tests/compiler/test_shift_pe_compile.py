@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from systolic.arch.config import PRESETS, AcceleratorConfig
+from systolic.arch.sysmap import EXECUTOR_COUNTERS
 from systolic.compiler import CompileError, MachineSpec, Opcode, Target, compile_network, run_compiled
 from systolic.golden import Dense, QType, QuantizedNetwork
 from systolic.golden.pe_weights import decode_shift_words, encode_shift_weights, shift_weight_values
@@ -125,9 +126,7 @@ def test_config_name_json_and_derived_configs(tmp_path):
 
 
 def test_energy_of_a_shift_mac():
-    counters = {k: 0 for k in ("spad_a_reads", "spad_a_writes", "spad_w_reads", "spad_w_writes", "acc_reads",
-                               "acc_writes", "requant_ops", "dram_bytes_read", "dram_bytes_written",
-                               "instructions")}
+    counters = {k: 0 for k in EXECUTOR_COUNTERS}
     counters["macs"] = 1000
     mult = estimate_energy(counters, AcceleratorConfig())
     shift = estimate_energy(counters, AcceleratorConfig(pe="shift"))

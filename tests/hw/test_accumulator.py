@@ -91,3 +91,95 @@ def _check(n, edges):
     sim.run()
     assert min(seen.values()) >= 5, seen
     assert ACC_UPDATE == ACC_READ == 1
+
+
+def test_vector_lines_equal_the_model():
+    """VEC / DIV lines on the ``vec`` port, between array updates: SET / ADD / MAX of ``vals << shift`` on the
+    first ``elems`` lanes (the others keep their value), huge shifted values (a huge negative one never wins a
+    MAX and does not overflow), overflow flagged in the cycle the line is written, and the old line read
+    unless the line is a SET of every lane."""
+    dut = AccumulatorBuffer(cols=COLS, lines=LINES, acc_bits=ACC, psum_bits=PSUM)
+    vbits = ACC + 2
+    rng = np.random.default_rng(4)
+    model = np.zeros((LINES, COLS), np.int64)
+    lo, hi = -(1 << (ACC - 1)), (1 << (ACC - 1)) - 1
+    nw_lo, nw_hi = -(1 << (ACC + 1)), (1 << (ACC + 1)) - 1
+    seen = {"set": 0, "add": 0, "max": 0, "keep": 0, "overflow": 0, "huge_neg_max": 0, "array": 0}
+
+    def wrap(v):
+        return ((v - lo) % (1 << ACC)) + lo
+
+    async def bench(ctx):
+        pending = None
+        for _ in range(1500):
+            # The line presented last cycle is written now (ACC_UPDATE = 1): its flags; the update port is
+            # transparent, so this cycle's line is computed from the model after that write.
+            assert ctx.get(dut.overflow) == int(pending is not None and pending[2])
+            assert ctx.get(dut.ev_vec_write) == int(pending is not None and pending[3])
+            assert ctx.get(dut.upd.busy) == int(pending is not None and not pending[3])
+            if pending is not None:
+                model[pending[0]] = pending[1]
+            kind = rng.choice(["vec", "vec", "array", "idle"])
+            line = int(rng.integers(0, LINES))
+            ctx.set(dut.upd.valid, 0)
+            ctx.set(dut.vec.valid, 0)
+            new = None
+            if kind == "vec":
+                op = int(rng.integers(0, 3))
+                elems = int(rng.choice([0, 1, COLS, COLS]))
+                wide = rng.random() < 0.3
+                vals = rng.integers(-(1 << (vbits - 1)), 1 << (vbits - 1), COLS) if wide else \
+                    rng.integers(-256, 256, COLS)
+                shift = int(rng.choice([0, 0, 3, ACC - 8, ACC, (1 << SHIFT_BITS) - 1]))
+                ctx.set(dut.vec.valid, 1)
+                ctx.set(dut.vec.addr, line)
+                ctx.set(dut.vec.op, op)
+                ctx.set(dut.vec.shift, shift)
+                ctx.set(dut.vec.elems, elems)
+                for c in range(COLS):
+                    ctx.set(dut.vec.vals[c], int(vals[c]))
+                assert ctx.get(dut.ev_read) == int(op != 0 or elems < COLS)
+                new, ovf = model[line].copy(), False
+                for c in range(elems):
+                    v, old = int(vals[c]) << shift, int(model[line, c])
+                    huge = not nw_lo <= v <= nw_hi
+                    if op == 2:
+                        r = old if (huge or old > v) else v
+                        ovf |= (huge and v > 0) or not lo <= r <= hi
+                        seen["huge_neg_max"] += huge and v < 0
+                    else:
+                        r = v if op == 0 else old + v
+                        ovf |= not lo <= r <= hi
+                    new[c] = wrap(r)
+                seen[["set", "add", "max"][op]] += 1
+                seen["keep"] += elems < COLS
+                seen["overflow"] += ovf
+            elif kind == "array":
+                psum = rng.integers(-(1 << 12), 1 << 12, COLS)
+                ctx.set(dut.upd.valid, 1)
+                ctx.set(dut.upd.addr, line)
+                ctx.set(dut.upd.accumulate, 1)
+                ctx.set(dut.upd.shift, 0)
+                for c in range(COLS):
+                    ctx.set(dut.upd.psum[c], int(psum[c]))
+                r = model[line] + psum
+                new, ovf = np.array([wrap(int(v)) for v in r]), bool(((r < lo) | (r > hi)).any())
+                seen["array"] += 1
+            pending = None if new is None else (line, new, ovf, kind == "vec")
+            await ctx.tick()
+        ctx.set(dut.vec.valid, 0)
+        ctx.set(dut.upd.valid, 0)
+        if pending is not None:
+            model[pending[0]] = pending[1]
+        await ctx.tick()
+        for ln in range(LINES):
+            ctx.set(dut.rd.en, 1)
+            ctx.set(dut.rd.addr, ln)
+            await ctx.tick()
+            assert [ctx.get(dut.rd.data[c]) for c in range(COLS)] == model[ln].tolist(), ln
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert min(seen.values()) >= 5, seen

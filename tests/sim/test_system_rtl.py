@@ -14,7 +14,7 @@ import pytest
 
 from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError, Target, compile_network, \
     run_compiled
-from systolic.arch.isa import encode_program
+from systolic.arch.isa import VecOp, encode_program
 from systolic.compiler.lower import AccelStep
 from systolic.golden.random import NETWORK_KINDS, random_input, random_network
 from systolic.arch.config import PRESETS
@@ -149,6 +149,19 @@ BAD_PROGRAMS = {
                  Instr(Opcode.LOAD, dict(target=Target.W, lines=1, elems=1, dram=1)),
                  Instr(Opcode.MATMUL, dict(m=1, shift=17)),
                  Instr(Opcode.MATMUL, dict(m=1, shift=17, accumulate=1))],
+    # The vector unit: a pooling window past the data window or past the accumulator, a bad op, a shift
+    # that overflows the accumulator (127 << 31 > 2**31 - 1), an even divisor, a DIV result out of range.
+    "vec_dram": [Instr(Opcode.VEC, dict(op=VecOp.MAX, lines=2, elems=4, dram=250, stride=4))],
+    "vec_acc": [Instr(Opcode.VEC, dict(op=VecOp.SET, lines=2, acc=SMALL.acc_entries - 1, elems=4))],
+    "vec_elems": [Instr(Opcode.VEC, dict(op=VecOp.ADD, lines=1, elems=5))],
+    "vec_op": [Instr(Opcode.FENCE), Instr(Opcode.VEC, dict(op=3, lines=1, elems=1))],
+    "vec_shift": [Instr(Opcode.VEC, dict(op=VecOp.SET, lines=1, elems=2, shift=24)),
+                  Instr(Opcode.VEC, dict(op=VecOp.ADD, lines=1, elems=2, shift=31))],
+    "vec_max_shift": [Instr(Opcode.VEC, dict(op=VecOp.MAX, lines=1, elems=1, shift=31))],
+    "div_even": [Instr(Opcode.DIV, dict(lines=1, elems=4, divisor=6))],
+    "div_acc": [Instr(Opcode.DIV, dict(lines=3, acc=SMALL.acc_entries - 2, elems=4, divisor=3))],
+    "div_overflow": [Instr(Opcode.VEC, dict(op=VecOp.SET, lines=1, elems=1, shift=23)),      # 127 << 23
+                     Instr(Opcode.DIV, dict(lines=1, elems=1, divisor=1))],               # 4 * that
 }
 
 

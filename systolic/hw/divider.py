@@ -1,0 +1,70 @@
+"""The vector unit's divider: a line of accumulators divided by an odd constant, one quotient bit per cycle."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.isa import FIELDS, Opcode
+
+__all__ = ["LineDivider", "DIVISOR_BITS", "div_result_bits"]
+
+#: Width of the DIV instruction's divisor.
+DIVISOR_BITS = FIELDS[Opcode.DIV]["divisor"][1]
+
+
+def div_result_bits(acc_bits: int) -> int:
+    """Width of a DIV result ``4 * floor(a / d) + 2 * [2r >= d] + [r != 0]`` of an ``acc_bits`` value ``a``."""
+    return acc_bits + 2
+
+
+class LineDivider(wiring.Component):
+    """``cols`` restoring dividers in parallel: ``y = 4 * floor(a / d) + 2 * [2r >= d] + [r != 0]``
+    (``r = a - d * floor(a / d)``, ``0 <= r < d``) for each signed ``acc_bits`` lane ``a`` of ``line`` and the
+    odd ``divisor`` ``d`` (docs/isa.md, DIV).
+
+    ``load`` takes ``line`` and ``divisor``; each of the next ``acc_bits`` cycles with ``step`` forms one
+    quotient bit; then ``y`` holds the results (until the next ``load``). Each lane divides ``u = a + d *
+    2**(acc_bits - 1)`` (never negative, below ``d * 2**acc_bits``: its quotient has ``acc_bits`` bits and its
+    top bits ``u >> acc_bits`` are already below ``d``), whose quotient is ``floor(a / d) + 2**(acc_bits - 1)``
+    with the same remainder.
+
+    Members
+    -------
+    load, step : In(1)
+    line : In(ArrayLayout(signed(acc_bits), cols))
+    divisor : In(DIVISOR_BITS)
+    y : Out(ArrayLayout(signed(acc_bits + 2), cols))
+    """
+
+    def __init__(self, *, cols: int, acc_bits: int):
+        self.cols, self.acc_bits = cols, acc_bits
+        super().__init__({
+            "load": In(1), "step": In(1),
+            "line": In(data.ArrayLayout(signed(acc_bits), cols)), "divisor": In(DIVISOR_BITS),
+            "y": Out(data.ArrayLayout(signed(div_result_bits(acc_bits)), cols)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        A, D = self.acc_bits, DIVISOR_BITS
+        d = Signal(D)
+        with m.If(self.load):
+            m.d.sync += d.eq(self.divisor)
+        for c in range(self.cols):
+            rem = Signal(D, name=f"rem{c}")          # the partial remainder, always below d
+            low = Signal(A, name=f"low{c}")          # the dividend's bits still to bring down, top first
+            q = Signal(A, name=f"q{c}")
+            u = Signal(unsigned(A + D), name=f"u{c}")
+            m.d.comb += u.eq(self.line[c] + (self.divisor << (A - 1)))
+            t = Signal(D + 1, name=f"t{c}")
+            ge = Signal(name=f"ge{c}")
+            m.d.comb += [t.eq(Cat(low[A - 1], rem)), ge.eq(t >= d)]
+            with m.If(self.load):
+                m.d.sync += [rem.eq(u[A:]), low.eq(u[:A]), q.eq(0)]
+            with m.Elif(self.step):
+                m.d.sync += [rem.eq(Mux(ge, t - d, t)), low.eq(low << 1), q.eq(Cat(ge, q[:-1]))]
+            # floor(a / d) = q - 2**(A - 1): q with its top bit flipped, read as signed.
+            m.d.comb += self.y[c].eq(Cat((rem != 0), (rem << 1) >= d, q[:A - 1], ~q[A - 1]).as_signed())
+        return m
