@@ -61,7 +61,7 @@ from ..golden.pe_weights import first_non_shift_weight, shift_weight_rule, weigh
 from ..golden.qtypes import QType
 from ..arch.isa import FIELDS, Instr, Opcode, Target
 from ..arch.machine import MachineSpec
-from .lower_vector import VECTOR_LAYERS, lower_vector, vector_reason
+from .lower_vector import VECTOR_LAYERS, vector_step
 from .steps import AccelStep, CompileError, HostStep, Region, loadq_clamp
 
 __all__ = ["compile_network", "CompiledNetwork", "Region", "AccelStep", "HostStep", "CompileError"]
@@ -347,13 +347,9 @@ def _compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int, fit_d
             continue
         out = region(layer.name)
         if isinstance(layer, VECTOR_LAYERS):
-            reason = vector_reason(layer, net.in_types(layer), spec)
-            if reason is None:
-                steps.append(lower_vector(layer, net.in_types(layer), spec, dram,
-                                          [regions[i] for i in layer.inputs], out))
-                continue
-        else:
-            reason = _host_reason(layer, net, spec)
+            steps.append(vector_step(layer, net, spec, dram, regions, out))
+            continue
+        reason = _host_reason(layer, net, spec)
         if reason is not None:
             steps.append(HostStep(layer.name, reason))
             continue

@@ -37,9 +37,9 @@ from ..golden.layers import Add, AvgPool2D, Concat, Layer, MaxPool2D
 from ..golden.ops import check_acc_range
 from ..golden.primitives import MAX_SHIFT
 from ..golden.qtypes import QType
-from .steps import AccelStep, Region, loadq_clamp
+from .steps import AccelStep, HostStep, Region, loadq_clamp
 
-__all__ = ["VECTOR_LAYERS", "vector_reason", "lower_vector"]
+__all__ = ["VECTOR_LAYERS", "vector_reason", "lower_vector", "vector_step"]
 
 #: The layer types the vector unit runs.
 VECTOR_LAYERS = (MaxPool2D, AvgPool2D, Add, Concat)
@@ -99,6 +99,15 @@ def vector_reason(layer: Layer, in_types: list[QType], spec: MachineSpec) -> str
     if out_max is not None and out_max >= 1 << FIELDS[Opcode.LOADQ]["out_max"][1]:
         return f"the upper clamp out_max={out_max} does not fit the LOADQ's clamp field"
     return None
+
+
+def vector_step(layer: Layer, net, spec: MachineSpec, dram, regions: dict, dst: Region) -> AccelStep | HostStep:
+    """*layer* (a :data:`VECTOR_LAYERS` one of *net*) on the vector unit, or on the host with the reason."""
+    in_types = net.in_types(layer)
+    reason = vector_reason(layer, in_types, spec)
+    if reason is not None:
+        return HostStep(layer.name, reason)
+    return lower_vector(layer, in_types, spec, dram, [regions[i] for i in layer.inputs], dst)
 
 
 def _runs(touched: np.ndarray, lo: int, hi: int):

@@ -52,9 +52,11 @@ def _cmd(args) -> int:
             v = l.get("vs_one_point") or {}
             ratios = "".join(f"{x:>{w}.2f}" if x is not None else f"{'-':>{w}}"
                              for x, w in ((v.get("array_macs"), 10), (v.get("weight_bytes"), 7)))
+            # (a vector-unit layer, pooling or add, has no GEMM: no ideal utilization)
+            util = "".join(f"{x:>7.1%}" if x is not None else f"{'-':>7}"
+                           for x in (l["utilization"], l["ideal_utilization"]))
             print(f"{l['name']:<10}{'accelerator':<14}{c['total']:>10}{c['compute']:>9}{c['stall']:>8}"
-                  f"{l['utilization']:>7.1%}{l['ideal_utilization']:>7.1%}{sum(l['energy_pj'].values()) / 1e3:>10.1f}"
-                  f"{ratios}")
+                  f"{util}{sum(l['energy_pj'].values()) / 1e3:>10.1f}{ratios}")
         else:
             print(f"{l['name']:<10}{l['placement']}")
     print(f"total: {t['cycles']} cycles, utilization {t['utilization']:.1%}, "

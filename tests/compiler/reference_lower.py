@@ -24,7 +24,7 @@ from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
 from systolic.arch.timing import ARRAY_UNIT_TIMING, InstrTiming, Timeline, gather_accepts, words
-from systolic.compiler.lower_vector import VECTOR_LAYERS, lower_vector, vector_reason
+from systolic.compiler.lower_vector import VECTOR_LAYERS, vector_step
 from systolic.compiler.lower import (STORE_LAG, AccelStep, CompiledNetwork, CompileError, HostStep, Region,
                                      block_diagonal_weight, ksplit_plan, plain_tiling, ungrouped, whole_chunks)
 from systolic.compiler.steps import loadq_clamp
@@ -192,13 +192,9 @@ def compile_network(net: QuantizedNetwork, spec: MachineSpec, batch: int = 1) ->
         out = region(layer.name)
         if isinstance(layer, VECTOR_LAYERS):
             # Pooling and adds: the vector unit's lowering (no fast path to check against).
-            reason = vector_reason(layer, net.in_types(layer), spec)
-            if reason is None:
-                steps.append(lower_vector(layer, net.in_types(layer), spec, dram,
-                                          [regions[i] for i in layer.inputs], out))
-                continue
-        else:
-            reason = _host_reason(layer, net, spec)
+            steps.append(vector_step(layer, net, spec, dram, regions, out))
+            continue
+        reason = _host_reason(layer, net, spec)
         if reason is not None:
             steps.append(HostStep(layer.name, reason))
             continue
