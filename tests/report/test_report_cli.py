@@ -36,3 +36,16 @@ def test_report_energy_table_override_and_errors(tmp_path, capsys):
     table.write_text(json.dumps({"entries": {"warp_drive": 1}}))
     assert main(["report", "--images", "2", "--out", str(tmp_path / "r"), "--energy-table", str(table)]) == 1
     assert "unknown energy entry 'warp_drive'" in capsys.readouterr().err
+
+
+def test_report_console_of_a_network_with_vector_layers(tmp_path, capsys):
+    """digits-cnn's max-pools run on the vector unit: no GEMM, so no ideal utilization ('-' on the console), and
+    their cycles and energy count in the totals."""
+    assert main(["report", "--model", "digits-cnn", "--images", "2", "--out", str(tmp_path / "r")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    pools = [ln.split() for ln in lines if ln.split()[:1] in (["l3"], ["l7"])]
+    assert len(pools) == 2 and all(p[1] == "accelerator" and p[6] == "-" and int(p[2]) > 0 for p in pools)
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    pool = {l["name"]: l for l in rep["layers"]}["l3"]
+    assert pool["ideal_utilization"] is None and pool["energy_pj"]["vector"] > 0
+    assert rep["totals"]["cycles"] == sum(l["cycles"]["total"] for l in rep["layers"] if l["placement"] == "accelerator")
