@@ -138,8 +138,9 @@ def test_fpga_top_runs_compiled_layer_to_halt():
     (step,) = cn.steps
     assert isinstance(step, AccelStep)
     program = step.program
-    # The program uses every opcode (so the run covers every unit).
-    assert {i.op for i in program} == set(Opcode)
+    # The program uses every opcode but the vector unit's (so the run covers every other unit; VEC and DIV run
+    # on the same Accelerator in tests/sim/test_vector_rtl.py).
+    assert {i.op for i in program} == set(Opcode) - {Opcode.VEC, Opcode.DIV}
     dram = cn.image.copy()
     write_region(dram, cn.regions["input"], x)
     ref = dram.copy()
