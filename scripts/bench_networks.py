@@ -10,9 +10,9 @@ sized to the network; memory ``MemoryModel()``. Per run: compile
 (:func:`systolic.flows.compile_checked`), the cycle model (:func:`systolic.report.cycles.predict_network`,
 equal to the RTL counters), one image on the executor (:func:`systolic.compiler.run_compiled`: its event
 counts give the energy, its outputs are compared with the golden model's), then the report of
-``systolic report`` (:func:`systolic.report.report.build_report`). Layers the accelerator does not run yet
-(pooling, residual adds, depthwise convolutions) run on the host: they are listed, their work is not in
-the cycles or the energy.
+``systolic report`` (:func:`systolic.report.report.build_report`). Every layer of these networks runs on
+the accelerator (pooling and residual adds on the vector unit, depthwise convolutions on the array); a layer
+that did not would be listed as a host layer, its work in neither the cycles nor the energy.
 
     python scripts/bench_networks.py [--networks resnet18-imagenet,...] [--arrays 8,16] [--dataflows ws,os]
                                      [--md docs/results/imagenet.md] [--json OUT.json] [--reports DIR]
@@ -73,6 +73,13 @@ def run(name: str, net, size: int, dataflow: str, memory: MemoryModel, reports: 
             "compile_s": t_compile, "model_s": t_model, "executor_s": t_exec, "golden_equal": exact}
 
 
+def _host_cell(r) -> str:
+    """The host-layers cell: ``none``, or the count and the kinds."""
+    if not r["host_layers"]:
+        return "none"
+    return f"{r['host_layers']} ({', '.join(f'{k} x{n}' for k, n in r['host_kinds'].items())})"
+
+
 def _host_kinds(net, host_layers) -> dict:
     """How many host layers of each kind (a grouped convolution counted as ``depthwise conv``)."""
     kinds = {}
@@ -97,8 +104,10 @@ def markdown(rows, memory, seconds) -> str:
            "accuracy is claimed**; cycles, traffic and energy do not depend on the weight values. Cycles from the "
            "cycle model (equal to the RTL counters), energy from the executor's event counts and the sourced 45 nm "
            "table (dynamic only). Utilization = useful MACs / (cycles x PEs) of the layers the accelerator runs. "
-           "Layers it does not run yet (max pool, global average pool, residual adds, MobileNetV2's depthwise "
-           "convolutions) run on the host: their count is listed, their work is in neither the cycles nor the "
+           "Every layer runs on the accelerator: convolutions and the classifier on the array (MobileNetV2's "
+           "depthwise convolutions as block-diagonal dense ones, so at most 1/rows of the array does useful work "
+           "on them, docs/isa.md), max pool, global average pool and residual adds on the vector unit (VEC, DIV). "
+           "A layer that did not would be counted under host layers, its work in neither the cycles nor the "
            "energy. Times: one run each on a shared 2-core machine (they vary by about +-30 %).", "",
            f"Memory: `{memory!r}`. Machine: {platform.machine()}, Python {platform.python_version()}; "
            f"{len(rows)} runs in {seconds:.0f} s.", "",
@@ -112,7 +121,7 @@ def markdown(rows, memory, seconds) -> str:
         out.append(f"| {r['network']} | {r['array']} | {r['dataflow']} | {r['cycles']:,} | {r['macs']:,} | "
                    f"{100 * r['utilization']:.1f}% | {r['energy_uj']:,.0f} | {r['instructions']:,} | "
                    f"{r['dram_bytes'] >> 20} MiB | {r['compile_s']:.1f} | {r['model_s']:.1f} | {r['executor_s']:.1f} | "
-                   f"{r['host_layers']} ({', '.join(f'{k} x{n}' for k, n in r['host_kinds'].items())}) | "
+                   f"{_host_cell(r)} | "
                    f"{'yes' if r['golden_equal'] else 'NO'} |")
     return "\n".join(out) + "\n"
 
