@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 
@@ -32,8 +33,10 @@ def _units(cfg) -> dict:
     from systolic.hw.store import StorePipeline
 
     unit = array_unit(cfg)
+    readers, writers = unit.READERS, unit.WRITERS
+    del unit                                # (built for its READERS / WRITERS only, never elaborated)
     out = {
-        "controller": lambda: Controller(config=cfg, readers=unit.READERS, writers=unit.WRITERS),
+        "controller": lambda: Controller(config=cfg, readers=readers, writers=writers),
         "accumulator": lambda: AccumulatorBuffer(cols=cfg.cols, lines=cfg.acc_lines, acc_bits=cfg.acc_bits,
                                                  psum_bits=cfg.array_config.acc_bits),
         "store": lambda: StorePipeline(config=cfg),
@@ -71,8 +74,11 @@ def main(argv=None) -> int:
     ap.add_argument("--units", nargs="*", help="units to synthesize (default: all this version has)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
+    from amaranth.hdl import UnusedElaboratable
+
     from systolic.arch.config import load_config
 
+    warnings.simplefilter("ignore", UnusedElaboratable)    # the array unit built for its READERS / WRITERS
     cfg = load_config(args.config)
     units = _units(cfg)
     names = args.units or list(units)

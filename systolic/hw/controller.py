@@ -9,15 +9,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
-from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode
+from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
-from ..arch.isa import VecOp
-from .accumulator import AccVecSignature
-from .divider import LineDivider, div_result_bits
 from ..golden.primitives import MAX_SHIFT
+from .accumulator import AccVecSignature
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
+from .divider import LineDivider, div_result_bits
 from .dma import DmaCommandSignature
 from .params import require_system_config
 from .scratchpad import LineLoadSignature, LineReadSignature, memory_depth
@@ -152,7 +151,7 @@ class Controller(wiring.Component):
         m.submodules.checker = chk = InstrChecker(config=self.config)
         m.submodules.divider = div = LineDivider(cols=self.config.cols, acc_bits=self.config.acc_bits)
         s = SimpleNamespace(
-            ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD
+            ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD / VEC / DIV
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),

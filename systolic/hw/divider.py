@@ -56,15 +56,21 @@ class LineDivider(wiring.Component):
             rem = Signal(D, name=f"rem{c}")          # the partial remainder, always below d
             low = Signal(A, name=f"low{c}")          # the dividend's bits still to bring down, top first
             q = Signal(A, name=f"q{c}")
+            # u = a + d * 2**(A - 1): a's low A - 1 bits, then its sign bit (as -1 or 0) plus d.
             u = Signal(unsigned(A + D), name=f"u{c}")
-            m.d.comb += u.eq(self.line[c] + (self.divisor << (A - 1)))
+            a = self.line[c]
+            m.d.comb += u.eq(Cat(a[:A - 1], a[A - 1:].as_signed() + self.divisor))
+            # Each compare with d is the sign of one subtraction, whose difference is the next remainder.
             t = Signal(D + 1, name=f"t{c}")
+            diff = Signal(signed(D + 2), name=f"diff{c}")
             ge = Signal(name=f"ge{c}")
-            m.d.comb += [t.eq(Cat(low[A - 1], rem)), ge.eq(t >= d)]
+            m.d.comb += [t.eq(Cat(low[A - 1], rem)), diff.eq(t - d), ge.eq(~diff[-1])]
             with m.If(self.load):
                 m.d.sync += [rem.eq(u[A:]), low.eq(u[:A]), q.eq(0)]
             with m.Elif(self.step):
-                m.d.sync += [rem.eq(Mux(ge, t - d, t)), low.eq(low << 1), q.eq(Cat(ge, q[:-1]))]
+                m.d.sync += [rem.eq(Mux(ge, diff[:D], t[:D])), low.eq(low << 1), q.eq(Cat(ge, q[:-1]))]
+            half = Signal(signed(D + 2), name=f"half{c}")      # 2r - d: 2r >= d when not negative
+            m.d.comb += half.eq((rem << 1) - d)
             # floor(a / d) = q - 2**(A - 1): q with its top bit flipped, read as signed.
-            m.d.comb += self.y[c].eq(Cat((rem != 0), (rem << 1) >= d, q[:A - 1], ~q[A - 1]).as_signed())
+            m.d.comb += self.y[c].eq(Cat((rem != 0), ~half[-1], q[:A - 1], ~q[A - 1]).as_signed())
         return m
