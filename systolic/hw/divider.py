@@ -25,7 +25,8 @@ class LineDivider(wiring.Component):
     odd ``divisor`` ``d`` (docs/isa.md, DIV).
 
     ``load`` takes ``line`` and ``divisor``; each of the next ``acc_bits`` cycles with ``step`` forms one
-    quotient bit; then ``y`` holds the results (until the next ``load``). Each lane divides ``u = a + d *
+    quotient bit (and the rounding bits of the remainder so far); then ``y`` holds the results (until the
+    next ``load``). Each lane divides ``u = a + d *
     2**(acc_bits - 1)`` (never negative, below ``d * 2**acc_bits``: its quotient has ``acc_bits`` bits and its
     top bits ``u >> acc_bits`` are already below ``d``), whose quotient is ``floor(a / d) + 2**(acc_bits - 1)``
     with the same remainder.
@@ -65,12 +66,18 @@ class LineDivider(wiring.Component):
             diff = Signal(signed(D + 2), name=f"diff{c}")
             ge = Signal(name=f"ge{c}")
             m.d.comb += [t.eq(Cat(low[A - 1], rem)), diff.eq(t - d), ge.eq(~diff[-1])]
+            # The rounding bits of the new remainder r are registered with it: [r != 0] and [2r >= d] (the sign
+            # of 2r - d). (Formed from the registered remainder instead, they trip Yosys 0.70's ABC9 in the
+            # system top: docs/fpga.md.)
+            new = Signal(D, name=f"new{c}")
+            half = Signal(signed(D + 2), name=f"half{c}")
+            nz, hb = Signal(name=f"nz{c}"), Signal(name=f"hb{c}")
+            m.d.comb += [new.eq(Mux(ge, diff[:D], t[:D])), half.eq((new << 1) - d)]
             with m.If(self.load):
-                m.d.sync += [rem.eq(u[A:]), low.eq(u[:A]), q.eq(0)]
+                m.d.sync += [rem.eq(u[A:]), low.eq(u[:A]), q.eq(0), nz.eq(0), hb.eq(0)]
             with m.Elif(self.step):
-                m.d.sync += [rem.eq(Mux(ge, diff[:D], t[:D])), low.eq(low << 1), q.eq(Cat(ge, q[:-1]))]
-            half = Signal(signed(D + 2), name=f"half{c}")      # 2r - d: 2r >= d when not negative
-            m.d.comb += half.eq((rem << 1) - d)
+                m.d.sync += [rem.eq(new), low.eq(low << 1), q.eq(Cat(ge, q[:-1])), nz.eq(new != 0),
+                             hb.eq(~half[-1])]
             # floor(a / d) = q - 2**(A - 1): q with its top bit flipped, read as signed.
-            m.d.comb += self.y[c].eq(Cat((rem != 0), ~half[-1], q[:A - 1], ~q[A - 1]).as_signed())
+            m.d.comb += self.y[c].eq(Cat(nz, hb, q[:A - 1], ~q[A - 1]).as_signed())
         return m
