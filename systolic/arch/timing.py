@@ -578,7 +578,9 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         a, op = ins.args, ins.op
         total += fetch
         if op == Opcode.LOAD or op == Opcode.VEC:
-            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd) + ACC_UPDATE
+            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+            if op == Opcode.VEC:
+                total += ACC_UPDATE         # the last line's accumulator write
         elif op == Opcode.LOADQ:
             total += start + (-(-cfg.loadq_bytes // bb) + 1) * rd
         elif op == Opcode.STORE:

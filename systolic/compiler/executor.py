@@ -76,6 +76,11 @@ def _to_signed_bytes(raw: np.ndarray, unsigned: bool) -> np.ndarray:
     return v if unsigned else np.where(v >= 128, v - 256, v)
 
 
+def _dram_index(a: dict) -> np.ndarray:
+    """``(lines, elems)`` DRAM addresses of a 2-D transfer's fields: ``dram + i*stride + c``."""
+    return a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(a["elems"])[None, :]
+
+
 class Executor:
     """The architectural state of one accelerator and a NumPy interpreter of its ISA."""
 
@@ -99,6 +104,10 @@ class Executor:
         end = start + (lines - 1) * stride + elems
         if end > self.dram.size:
             raise ProgramError(i, ins, f"DRAM address {end - 1} is past the end of memory ({self.dram.size} bytes)")
+
+    def _lanes(self, i, ins, elems):
+        if elems > self.spec.cols:
+            raise ProgramError(i, ins, f"elems {elems} exceeds the {self.spec.cols} requantizer lanes")
 
     def _lines(self, i, ins, what, start, count, cap):
         if start + count > cap:
@@ -133,7 +142,7 @@ class Executor:
         if a["zero"]:
             spad[rows] = 0
         if a["elems"]:
-            idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(a["elems"])[None, :]
+            idx = _dram_index(a)
             vals = _to_signed_bytes(self.dram[idx], bool(a["unsigned"]))
             lo, hi = QType.range_of(bits, not a["unsigned"])
             if vals.size and (vals.min() < lo or vals.max() > hi):
@@ -169,13 +178,12 @@ class Executor:
         if a["op"] not in VecOp._value2member_map_:
             raise ProgramError(i, ins, f"bad vector op {a['op']}")
         self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
-        if a["elems"] > self.spec.cols:
-            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        self._lanes(i, ins, a["elems"])
         self._dram_range(i, ins, a["dram"], a["lines"], a["stride"], a["elems"])
         if not (a["lines"] and a["elems"]):
             return
         e = a["elems"]
-        idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(e)[None, :]
+        idx = _dram_index(a)
         v = np.left_shift(_to_signed_bytes(self.dram[idx], bool(a["unsigned"])), a["shift"])
         dst = (slice(a["acc"], a["acc"] + a["lines"]), slice(0, e))
         old = self.acc[dst]
@@ -194,8 +202,7 @@ class Executor:
         if d % 2 == 0:
             raise ProgramError(i, ins, f"divisor {d} is not odd")
         self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
-        if a["elems"] > self.spec.cols:
-            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        self._lanes(i, ins, a["elems"])
         if not (a["lines"] and a["elems"]):
             return
         dst = (slice(a["acc"], a["acc"] + a["lines"]), slice(0, a["elems"]))
@@ -233,15 +240,14 @@ class Executor:
         self._lines(i, ins, "accumulator", a["acc"], a["lines"], self.spec.acc_lines)
         if not 1 <= a["bits"] <= self.spec.out_bits:
             raise ProgramError(i, ins, f"output bits must be between 1 and {self.spec.out_bits}, not {a['bits']}")
-        if a["elems"] > self.spec.cols:
-            raise ProgramError(i, ins, f"elems {a['elems']} exceeds the {self.spec.cols} requantizer lanes")
+        self._lanes(i, ins, a["elems"])
         self._dram_range(i, ins, a["dram"], a["lines"], a["stride"], a["elems"])
         e = a["elems"]
         acc = self.acc[a["acc"]:a["acc"] + a["lines"], :e]
         out_t = QType(a["bits"], not a["unsigned"], 0)
         y = requantize(acc, self.bias[:e], self.shift[:e], out_t, bool(a["relu"]), self.spec.rounding,
                        self.out_max)
-        idx = a["dram"] + a["stride"] * np.arange(a["lines"])[:, None] + np.arange(e)[None, :]
+        idx = _dram_index(a)
         self.dram[idx] = (y & 0xFF).astype(np.uint8)
         self.counters.dram_bytes_written += y.size
         self.counters.acc_reads += a["lines"]

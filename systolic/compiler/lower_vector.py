@@ -27,8 +27,6 @@ a layer that does not fit stays on the host, with the reason.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..arch.isa import FIELDS, Instr, Opcode, VecOp
@@ -130,8 +128,6 @@ def lower_vector(layer: Layer, in_types: list[QType], spec: MachineSpec, dram, s
     check_acc_range(lo, hi, spec.acc_bits, f"layer {layer.name!r}")        # (vector_reason said it fits)
     relu = int(getattr(layer, "relu", False))
     ch = dst.shape[-1]
-    M = int(np.prod(dst.shape[:-1]))
-    mt = min(spec.acc_lines, M)
     store = dict(relu=relu, unsigned=int(not out_t.signed), bits=out_t.bits, stride=ch)
     uns = [int(not t.signed) for t in in_types]
     shift_blocks = {}
@@ -148,20 +144,16 @@ def lower_vector(layer: Layer, in_types: list[QType], spec: MachineSpec, dram, s
         prog = _concat(layer, in_types, spec, srcs, dst, store, uns, loadq)
         return AccelStep(layer.name, prog + [Instr(Opcode.FENCE), Instr(Opcode.HALT)], macs=0, gemm=None)
     prog = [loadq(k)]
-    for m0 in range(0, M, mt):
-        lines = min(mt, M - m0)
-        for j in range(math.ceil(ch / C)):
-            e = min(C, ch - j * C)
-            if isinstance(layer, Add):
-                for src, op, sh, u in zip(srcs, (VecOp.SET, VecOp.ADD), shifts, uns):
-                    prog.append(Instr(Opcode.VEC, dict(op=op, unsigned=u, lines=lines, acc=0, elems=e, shift=sh,
-                                                       dram=src.addr + m0 * ch + j * C, stride=ch)))
-            else:
-                prog += _pool_vecs(layer, srcs[0], dst, m0, lines, j * C, e, uns[0], shifts[0])
-                if _divisor(layer) > 1:
-                    prog.append(Instr(Opcode.DIV, dict(lines=lines, acc=0, elems=e, divisor=_divisor(layer))))
-            prog.append(Instr(Opcode.STORE, dict(store, lines=lines, acc=0, elems=e,
-                                                 dram=dst.addr + m0 * ch + j * C)))
+    for m0, lines, c0, e in _tiles(spec, dst, ch):
+        if isinstance(layer, Add):
+            for src, op, sh, u in zip(srcs, (VecOp.SET, VecOp.ADD), shifts, uns):
+                prog.append(Instr(Opcode.VEC, dict(op=op, unsigned=u, lines=lines, acc=0, elems=e, shift=sh,
+                                                   dram=src.addr + m0 * ch + c0, stride=ch)))
+        else:
+            prog += _pool_vecs(layer, srcs[0], dst, m0, lines, c0, e, uns[0], shifts[0])
+            if _divisor(layer) > 1:
+                prog.append(Instr(Opcode.DIV, dict(lines=lines, acc=0, elems=e, divisor=_divisor(layer))))
+        prog.append(Instr(Opcode.STORE, dict(store, lines=lines, acc=0, elems=e, dram=dst.addr + m0 * ch + c0)))
     prog += [Instr(Opcode.FENCE), Instr(Opcode.HALT)]
     return AccelStep(layer.name, prog, macs=0, gemm=None)
 
@@ -170,24 +162,27 @@ def _concat(layer: Concat, in_types, spec: MachineSpec, srcs: list[Region], dst:
             loadq) -> list:
     """Per operand: its LOADQ, then per tile and lane chunk of its channels a VEC SET and a STORE into its
     channels of the output."""
-    C = spec.cols
     ch = dst.shape[-1]
-    M = int(np.prod(dst.shape[:-1]))
-    mt = min(spec.acc_lines, M)
     prog, off = [], 0
     for src, k, u in zip(srcs, layer.shifts(in_types), uns):
         ci = src.shape[-1]
         prog.append(loadq(k))
-        for m0 in range(0, M, mt):
-            lines = min(mt, M - m0)
-            for j in range(math.ceil(ci / C)):
-                e = min(C, ci - j * C)
-                prog += [Instr(Opcode.VEC, dict(op=VecOp.SET, unsigned=u, lines=lines, acc=0, elems=e, shift=0,
-                                                dram=src.addr + m0 * ci + j * C, stride=ci)),
-                         Instr(Opcode.STORE, dict(store, lines=lines, acc=0, elems=e,
-                                                  dram=dst.addr + m0 * ch + off + j * C))]
+        for m0, lines, c0, e in _tiles(spec, dst, ci):
+            prog += [Instr(Opcode.VEC, dict(op=VecOp.SET, unsigned=u, lines=lines, acc=0, elems=e, shift=0,
+                                            dram=src.addr + m0 * ci + c0, stride=ci)),
+                     Instr(Opcode.STORE, dict(store, lines=lines, acc=0, elems=e, dram=dst.addr + m0 * ch + off + c0))]
         off += ci
     return prog
+
+
+def _tiles(spec: MachineSpec, dst: Region, channels: int):
+    """``(first pixel, pixels, first channel, channels)`` of each tile: the output's pixels in tiles of at most
+    ``acc_lines`` accumulator lines, *channels* in chunks of ``cols`` lanes."""
+    M = int(np.prod(dst.shape[:-1]))
+    mt = min(spec.acc_lines, M)
+    for m0 in range(0, M, mt):
+        for c0 in range(0, channels, spec.cols):
+            yield m0, min(mt, M - m0), c0, min(spec.cols, channels - c0)
 
 
 def _pool_vecs(layer: MaxPool2D, src: Region, dst: Region, m0: int, lines: int, c0: int, elems: int,
