@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SOURCES", "resolve_model", "load_inputs", "ImagesRun", "run_images", "compile_checked", "split_cycles", "simulate", "demo"]
+__all__ = ["SOURCES", "resolve_model", "load_inputs", "select_layers", "ImagesRun", "run_images", "compile_checked",
+           "split_cycles", "simulate", "demo"]
 
 #: Where counts and cycles come from.
 SOURCES = ("rtl", "model")
@@ -96,6 +97,25 @@ def load_inputs(net, images, seed: int = 0, kind: str = "file", data=None):
     return random_input(net, images, seed), None
 
 
+def select_layers(net, patterns) -> list[str]:
+    """The layers of *net* that *patterns* name (layer names or shell patterns such as ``layer3.*``; a string
+    is split at commas), in network order; a ``ValueError`` names a pattern that matches no layer."""
+    from fnmatch import fnmatchcase
+
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    patterns = [p.strip() for p in patterns if p.strip()]
+    if not patterns:
+        raise ValueError("no layer named: give layer names or patterns, separated by commas")
+    names = [l.name for l in net.layers]
+    unmatched = [p for p in patterns if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers; systolic inspect lists them)"
+                                         if len(names) > 12 else "")
+        raise ValueError(f"no layer matches {', '.join(map(repr, unmatched))}; the layers are {shown}")
+    return [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
+
+
 def split_cycles(busy: dict) -> dict:
     """A run's ``cycles`` split into compute (array unit busy), stall (array idle while the controller waits
     on the memory port) and other (array idle otherwise: DMA transfers, fetch/decode, STORE, start-up)."""
@@ -158,7 +178,7 @@ class ImagesRun:
 
 def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None = None, memory=None,
                batch: int = 32, dram_bytes: int | None = None, progress: bool = True, check: bool = True,
-               cache_dir=None, waves=None, compiled=None) -> ImagesRun:
+               cache_dir=None, waves=None, compiled=None, layers=None) -> ImagesRun:
     """Run *net* on the images *x_int* on accelerator *config*, *batch* images per compiled program.
 
     ``source="rtl"``: every program on an RTL backend (:data:`systolic.sim.system.BACKENDS`), the
@@ -166,7 +186,9 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
     cycle model gives the cycles (equal to the RTL's without random stalls). With *check*, every
     tensor of every batch is compared with the golden model (:attr:`ImagesRun.mismatches`). *waves*: a
     :class:`systolic.sim.backend.Waves` for the RTL backend (a waveform file). *compiled*: the
-    :func:`compile_checked` result for the first batch, when the caller made it already.
+    :func:`compile_checked` result for the first batch, when the caller made it already. *layers*: run only
+    these layers (names), each on its golden inputs (:func:`systolic.compiler.run.run_network`); only they
+    are compared and counted.
     """
     from tqdm import tqdm
 
@@ -187,9 +209,12 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
     if source == "model" and memory.stall:
         raise ValueError("the cycle model is exact only without random stalls; use source='rtl' for stall > 0")
     x = net.check_input(x_int)
+    if layers is not None:
+        layers = select_layers(net, layers)
+        check = True
     n = x.shape[0]
     nb0 = min(batch, n)         # checked before the runner opens; *compiled*: done already by the caller
-    compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes)}
+    compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes, layers)}
     dram_bytes = compiled[nb0].spec.dram_bytes      # (every batch gets the first one's DRAM size)
     spec = MachineSpec.from_config(config, dram_bytes=dram_bytes)
     if source == "rtl":
@@ -218,7 +243,13 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
             if nb not in compiled:
                 compiled[nb] = compile_checked(net, config, nb, dram_bytes)
             cn = compiled[nb]
-            run = run_network(cn, xb, runner)
+            gold = net.run(xb) if check else None
+            steps = [st.layer for st in cn.steps if layers is None or st.layer in layers]
+
+            def show(layer, _counters, steps=steps):
+                bar.set_postfix_str(f"{steps.index(layer) + 1}/{len(steps)} layers done ({layer})")
+
+            run = run_network(cn, xb, runner, progress=show if progress else None, only=layers, golden=gold)
             run_s += run.seconds
             sim_s += sum(run.sim_seconds.values())
             predicted = {k: p.counters for k, p in predict_network(cn, config, memory).items()}
@@ -237,8 +268,8 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
                 else:
                     cycles[name] = split
             if check:
-                gold = net.run(xb)
-                for name, want in gold.items():
+                for name in run.outputs:
+                    want = gold[name]
                     differ = run.outputs[name] != want
                     bad = int(np.count_nonzero(differ))
                     mismatches[name] = mismatches.get(name, 0) + bad
@@ -269,24 +300,26 @@ def _first_mismatch(name, differ, run, want, lo: int, nb: int, batch_index: int)
 MIN_DRAM_BYTES = 1 << 18
 
 
-def compile_checked(net, config, batch: int, dram_bytes: int | None = None):
+def compile_checked(net, config, batch: int, dram_bytes: int | None = None, layers=None):
     """*net* compiled for *config* at *batch*: the cheap checks of a run, made before any simulator build.
 
     ``dram_bytes=None``: the DRAM is sized to the network (at least :data:`MIN_DRAM_BYTES`, a power of
     two; ``cn.spec.dram_bytes`` says how much), else exactly *dram_bytes*.
 
     Raises the compiler's errors (an accumulator that could overflow, a layer too large for the
-    scratchpads, a rounding mismatch) and a ``ValueError`` when no layer would run on the accelerator
-    (every one on the host: the run would measure nothing).
+    scratchpads, a rounding mismatch) and a ``ValueError`` when no layer (of *layers*, names, if given) would
+    run on the accelerator (every one on the host: the run would measure nothing).
     """
     from .arch.machine import MachineSpec
     from .compiler import compile_network
 
     cn = compile_network(net, MachineSpec.from_config(config, dram_bytes=dram_bytes or MIN_DRAM_BYTES),
                          batch=batch, fit_dram=dram_bytes is None)
-    if all(p != "accelerator" for p in cn.placement.values()):
-        why = "; ".join(f"{layer}: {p.removeprefix('host: ')}" for layer, p in cn.placement.items())
-        raise ValueError(f"no layer of the network runs on the accelerator {config.name} ({why})")
+    chosen = {k: v for k, v in cn.placement.items() if layers is None or k in layers}
+    if all(p != "accelerator" for p in chosen.values()):
+        why = "; ".join(f"{layer}: {p.removeprefix('host: ')}" for layer, p in chosen.items())
+        which = "of the network" if layers is None else "of those chosen"
+        raise ValueError(f"no layer {which} runs on the accelerator {config.name} ({why})")
     return cn
 
 
@@ -305,12 +338,13 @@ class _Closing:
 
 def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: int = 0,
              dram_bytes: int | None = None, batch: int | None = None, backend: str | None = None,
-             progress: bool = False, cache_dir=None, waves=None, data=None) -> dict:
+             progress: bool = False, cache_dir=None, waves=None, data=None, layers=None) -> dict:
     """Run *images* inputs of *model* on the RTL of *config*; a JSON-ready summary (``systolic simulate``).
 
     Inputs from :func:`load_inputs` (``images="all"``: the whole test split of *data*). With *batch*, the
     images run in batches of that size (one compiled program per batch; the counters add up); accuracy on
-    the RTL and on the golden model is reported when labels exist.
+    the RTL and on the golden model is reported when labels exist. *layers* (names or shell patterns, see
+    :func:`select_layers`): run only those layers on the RTL, each on its golden inputs.
     """
     from .arch.config import load_config
     from .arch.memory import MemoryModel
@@ -322,35 +356,40 @@ def simulate(config, model: str = "digits-cnn", images=32, memory=None, seed: in
     memory = memory or MemoryModel()
     backend = backend_name(backend)
     net, kind = resolve_model(model, seed)
+    if layers is not None:
+        layers = select_layers(net, layers)
     x, labels = load_inputs(net, images, seed, kind, data)
     total = int(x.shape[0])
-    cn = compile_checked(net, config, min(batch or total, total), dram_bytes)    # the cheap checks, before the build
+    cn = compile_checked(net, config, min(batch or total, total), dram_bytes, layers)   # cheap checks, before the build
     dram_bytes = cn.spec.dram_bytes
     check_waves(waves, backend, net, config, dram_bytes)
     t0 = time.perf_counter()
     build_backend(backend, config, cache_dir, waves)
     build_s = time.perf_counter() - t0
-    run = run_images(net, config, x, source="rtl", backend=backend, memory=memory, batch=total if batch is None else batch,
-                     dram_bytes=dram_bytes, progress=progress, cache_dir=cache_dir, waves=waves, compiled=cn)
+    run = run_images(net, config, x, source="rtl", backend=backend, memory=memory,
+                     batch=total if batch is None else batch, dram_bytes=dram_bytes, progress=progress,
+                     cache_dir=cache_dir, waves=waves, compiled=cn, layers=layers)
     peak = config.rows * config.cols
-    layers = []
+    records = []
     for name, c in run.counters.items():
-        layers.append({"layer": name, "cycles": c.cycles, "macs": c.macs,
-                       "utilization": c.macs / (peak * c.cycles) if c.cycles else 0.0,
-                       "dram_bytes_read": c.dram_bytes_read, "dram_bytes_written": c.dram_bytes_written,
-                       "instructions": c.instructions, "mismatches": run.mismatches[name],
-                       **{k: v for k, v in c.rtl.items() if k.endswith(("_busy", "_stall"))}})
+        records.append({"layer": name, "cycles": c.cycles, "macs": c.macs,
+                        "utilization": c.macs / (peak * c.cycles) if c.cycles else 0.0,
+                        "dram_bytes_read": c.dram_bytes_read, "dram_bytes_written": c.dram_bytes_written,
+                        "instructions": c.instructions, "mismatches": run.mismatches[name],
+                        **{k: v for k, v in c.rtl.items() if k.endswith(("_busy", "_stall"))}})
     out = {
         "config": config.to_dict(), "model": model, "images": total, "batch": run.batch, "backend": backend,
         "memory": memory.to_dict(), "placement": run.compiled.placement, "host_layers": run.compiled.host_layers,
         "mismatches": sum(run.mismatches.values()), "compared_elements": run.compared,
         "cycles": run.total_cycles, "cycles_per_image": run.total_cycles / total,
-        "process_seconds": run.seconds, "rtl_seconds": run.sim_seconds, "build_seconds": build_s,
+        "cycles_predicted": run.predicted_cycles, "process_seconds": run.seconds, "rtl_seconds": run.sim_seconds,
+        "build_seconds": build_s,
         "images_per_second": total / run.seconds if run.seconds else 0.0,
         "cycles_per_second": run.total_cycles / run.sim_seconds if run.sim_seconds else 0.0,
-        "layers": layers, "first_mismatch": run.first_mismatch, "waves": str(waves.path) if waves else None,
+        "layers_run": layers, "layers": records, "first_mismatch": run.first_mismatch,
+        "waves": str(waves.path) if waves else None,
     }
-    if labels is not None:
+    if labels is not None and layers is None:
         gold = net(x)
         out["accuracy_rtl"] = run.accuracy(labels)
         out["accuracy_golden"] = float(np.mean(gold.reshape(total, -1).argmax(axis=1) == labels))

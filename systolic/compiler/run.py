@@ -49,10 +49,12 @@ def run_host_step(cn: CompiledNetwork, dram: np.ndarray, layer_name: str) -> Non
         write_region(dram, cn.regions[layer.name], y)
 
 
-def read_outputs(cn: CompiledNetwork, dram: np.ndarray) -> "OrderedDict[str, np.ndarray]":
-    """Every tensor of the network (``input`` and each layer), as :meth:`QuantizedNetwork.run` returns them."""
+def read_outputs(cn: CompiledNetwork, dram: np.ndarray, only=None) -> "OrderedDict[str, np.ndarray]":
+    """Every tensor of the network (``input`` and each layer; with *only*, ``input`` and those layers), as
+    :meth:`QuantizedNetwork.run` returns them."""
     return OrderedDict((name, read_region(dram, cn.regions[name]))
-                       for name in ["input"] + [l.name for l in cn.net.layers])
+                       for name in ["input"] + [l.name for l in cn.net.layers]
+                       if only is None or name == "input" or name in only)
 
 
 class ProgramRunner:
@@ -117,22 +119,39 @@ class NetworkRun:
         return sum(getattr(c, "cycles", 0) for c in self.counters.values())
 
 
-def run_network(cn: CompiledNetwork, x_int, runner: ProgramRunner, progress=None) -> NetworkRun:
+def run_network(cn: CompiledNetwork, x_int, runner: ProgramRunner, progress=None, only=None,
+                golden=None) -> NetworkRun:
     """Run compiled network *cn* on input *x_int* (its batch) with every program on *runner*.
 
     Host layers run on the golden model on the runner's own memory between
     programs. A program error stops the loop: the runner's ``ProgramError``
     (naming the layer) propagates. *progress*, if given, is called as
     ``progress(layer, counters)`` after each program.
+
+    *only*: run just the layers of this collection of names, each on its inputs as the golden model
+    computes them (*golden*: the golden model's tensors of this batch, ``cn.net.run(x_int)``), written into
+    memory just before the layer runs; every other layer is skipped, and the outputs are ``input`` and
+    these layers.
     """
     x = cn.check_input(x_int)
+    if only is not None:
+        only = set(only)
+        unknown = sorted(only - set(cn.regions) - {"input"})
+        if unknown:
+            raise ValueError(f"no layer named {', '.join(map(repr, unknown))} in the network")
+        if golden is None:
+            raise ValueError("running only some layers needs the golden tensors of the batch (golden=...)")
     t0 = time.perf_counter()
-    blobs = {s.layer: encode_program(s.program) for s in cn.steps if isinstance(s, AccelStep)}
+    steps = [s for s in cn.steps if only is None or s.layer in only]
+    blobs = {s.layer: encode_program(s.program) for s in steps if isinstance(s, AccelStep)}
     data = runner.memory(cn.image.size, max([len(b) for b in blobs.values()] + [0]))
     data[:] = cn.image
     write_region(data, cn.regions["input"], x)
     counters, sim_seconds = OrderedDict(), {}
-    for step in cn.steps:
+    for step in steps:
+        if only is not None:
+            for name in cn.net.layer(step.layer).inputs:
+                write_region(data, cn.regions[name], golden[name])
         if isinstance(step, AccelStep):
             t1 = time.perf_counter()
             counters[step.layer] = runner.run(step.program, blobs[step.layer], layer=step.layer)
@@ -141,7 +160,7 @@ def run_network(cn: CompiledNetwork, x_int, runner: ProgramRunner, progress=None
                 progress(step.layer, counters[step.layer])
         else:
             run_host_step(cn, data, step.layer)
-    return NetworkRun(read_outputs(cn, data), counters, time.perf_counter() - t0, sim_seconds)
+    return NetworkRun(read_outputs(cn, data, only), counters, time.perf_counter() - t0, sim_seconds)
 
 
 def run_compiled(cn: CompiledNetwork, x_int, accel=None):

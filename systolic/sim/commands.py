@@ -90,13 +90,17 @@ def _simulate(args) -> int:
                          seed=args.seed)
     images = args.images if args.images == "all" else int(args.images)
     out = simulate(args.config, args.model, images, memory, args.seed, batch=args.batch, backend=args.backend,
-                   progress=args.progress, waves=waves, data=args.data)
+                   progress=args.progress, waves=waves, data=args.data, layers=args.layers)
     if args.json == "-":            # the JSON alone on stdout
         print(json.dumps(out))
         return 0 if out["mismatches"] == 0 else 1
     print(f"{out['model']} on {args.config}: {out['images']} images, {out['cycles']} cycles "
           f"({out['cycles_per_image']:.0f} per image), mismatches vs golden: {out['mismatches']} "
           f"of {out['compared_elements']} elements")
+    same = "equal" if out["cycles_predicted"] == out["cycles"] else "differ: random stalls" if args.stall else "DIFFER"
+    print(f"cycle model: {out['cycles_predicted']} cycles ({same})")
+    if out["layers_run"] is not None:
+        print(f"only {len(out['layers_run'])} layers ran, each on its golden inputs: {', '.join(out['layers_run'])}")
     if "accuracy_rtl" in out:
         print(f"accuracy: RTL {out['accuracy_rtl']:.2%}, golden {out['accuracy_golden']:.2%} "
               f"({out['prediction_mismatches']} predictions differ)")
@@ -105,7 +109,7 @@ def _simulate(args) -> int:
         print(f"{r['layer']:<14}{r['cycles']:>10}{r['macs']:>12}{r['utilization']:>7.1%}"
               f"{r['dram_bytes_read']:>9}{r['dram_bytes_written']:>10}{r['mismatches']:>7}")
     for layer, where in out["placement"].items():
-        if where != "accelerator":
+        if where != "accelerator" and (out["layers_run"] is None or layer in out["layers_run"]):
             print(f"  {layer}: {where}")
     print(f"simulation ({out['backend']}, batches of {out['batch']}): {out['images_per_second']:.2f} images/s, "
           f"{out['cycles_per_second']:.0f} cycles/s (process {out['process_seconds']:.1f} s)")
@@ -151,5 +155,9 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, metavar="D",
                    help="data set of the images: digits, mnist or a .npz data file (default: by the model's "
                         "input shape; random inputs for random models)")
+    p.add_argument("--layers", default=None, metavar="NAMES",
+                   help="run only these layers on the RTL, each on its inputs as the golden model computes "
+                        "them: names or shell patterns separated by commas, e.g. 'layer3.*,fc' (default: "
+                        "the whole network; systolic inspect lists the names)")
     add_waves_arguments(p)
     p.set_defaults(func=_simulate)
