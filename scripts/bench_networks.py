@@ -16,10 +16,17 @@ that did not would be listed as a host layer, its work in neither the cycles nor
 
     python scripts/bench_networks.py [--networks resnet18-imagenet,...] [--arrays 8,16] [--dataflows ws,os]
                                      [--md docs/results/imagenet.md] [--json OUT.json] [--reports DIR]
+                                     [--rtl resnet50-imagenet:16:ws,...]
 
 It prints one row per run as it goes and asserts nothing about time. ``--md`` writes the table as Markdown
 (docs/results/imagenet.md); ``--reports DIR`` writes each run's report (report.md, report.json, plots of
 per-layer cycles, utilization and energy by component) into ``DIR/<network>-<array>-<dataflow>/``.
+
+``--rtl NETWORK:ARRAY:DATAFLOW,...`` also runs one image of each on the accelerator RTL (the direct Verilator
+driver): ``systolic simulate --images 1`` in a child process, after the simulator is built here (its build
+time as recorded in the build cache), so the child's peak resident memory (``wait4``) is that of compiling,
+the golden model and the RTL run of that image, every layer compared with the golden model and the RTL
+cycles with the cycle model.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,6 +83,66 @@ def run(name: str, net, size: int, dataflow: str, memory: MemoryModel, reports: 
             "compile_s": t_compile, "model_s": t_model, "executor_s": t_exec, "golden_equal": exact}
 
 
+def rtl_run(name: str, size: int, dataflow: str) -> dict:
+    """One image of network *name* on the *size* x *size* RTL: the simulator built here (or found in the
+    cache; its build time as recorded then), then ``systolic simulate`` in a child process whose peak RSS
+    ``os.wait4`` gives."""
+    from systolic.sim.build import MARKER
+    from systolic.sim.direct import build_direct
+
+    cfg = dataclasses.replace(PRESETS[ARRAYS[size]], dataflow=dataflow)
+    build_s = json.loads((build_direct(cfg) / MARKER).read_text())["seconds"]   # as recorded when it was built
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "out.json"
+        cfg_file.write_text(json.dumps(cfg.to_dict()))
+        t = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "systolic", "simulate", "--config", str(cfg_file),
+                                  "--model", name, "--images", "1", "--no-progress", "--json", str(out)],
+                                 stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if not out.exists():
+            raise SystemExit(f"systolic simulate of {name} on {size}x{size} {dataflow} failed "
+                             f"(exit {child.returncode}) before writing its summary")
+        o = json.loads(out.read_text())
+    return {"network": name, "array": f"{size}x{size}", "dataflow": dataflow, "mismatches": o["mismatches"],
+            "compared": o["compared_elements"], "cycles": o["cycles"], "cycles_model": o["cycles_predicted"],
+            "host_layers": len(o["host_layers"]), "build_s": build_s, "wall_s": wall, "rtl_s": o["rtl_seconds"],
+            "cycles_per_s": o["cycles_per_second"], "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _rtl_line(r) -> str:
+    return (f"RTL {r['network']:22s} {r['array']:>5s} {r['dataflow']:3s} {r['cycles']:>12,} cycles "
+            f"(model {'equal' if r['cycles'] == r['cycles_model'] else 'DIFFERS'}), {r['mismatches']} mismatches of "
+            f"{r['compared']:,}; build {r['build_s']:.0f} s, wall {r['wall_s']:.0f} s (RTL {r['rtl_s']:.0f} s, "
+            f"{r['cycles_per_s']:,.0f} cycles/s), peak RSS {r['peak_rss_mib']:,.0f} MiB")
+
+
+def _rtl_markdown(rows) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "## On the RTL", "",
+           "One image of each on the accelerator RTL (the direct Verilator driver, `systolic simulate --images 1` "
+           "in a child process), every tensor of every layer compared with the golden model; RTL cycles are the "
+           "hardware's counters, compared with the cycle model's total. Build: Verilating and compiling the "
+           "system (once per config, cached after; the time recorded when it was built). Wall: the child process "
+           "from start to exit (compile, golden model, RTL run, checks); RTL: the time inside accelerator "
+           "programs. Peak RSS: the child's maximum resident memory (`wait4`), the build excluded (done before "
+           "it). The `--layers` option of `systolic simulate` runs a subset of the layers, each on its golden "
+           "inputs.", "",
+           "| network | array | dataflow | mismatches / compared | RTL cycles | cycle model | build (s) | "
+           "wall (s) | RTL (s) | cycles/s | peak RSS (MiB) | host layers |",
+           "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        model = "equal" if r["cycles"] == r["cycles_model"] else f"{r['cycles_model']:,} (differs)"
+        out.append(f"| {r['network']} | {r['array']} | {r['dataflow']} | {r['mismatches']} / {r['compared']:,} | "
+                   f"{r['cycles']:,} | {model} | "
+                   f"{r['build_s']:.0f} | {r['wall_s']:.0f} | {r['rtl_s']:.0f} | {r['cycles_per_s']:,.0f} | "
+                   f"{r['peak_rss_mib']:,.0f} | {r['host_layers'] or 'none'} |")
+    return out
+
+
 def _host_cell(r) -> str:
     """The host-layers cell: ``none``, or the count and the kinds."""
     if not r["host_layers"]:
@@ -96,7 +166,7 @@ def _line(r) -> str:
             f"{r['executor_s']:7.1f} s host {r['host_layers']:3d} {'equal' if r['golden_equal'] else 'DIFFER'}")
 
 
-def markdown(rows, memory, seconds) -> str:
+def markdown(rows, memory, seconds, rtl_rows=()) -> str:
     out = ["# ImageNet-shaped networks: cycles, utilization, energy (`scripts/bench_networks.py`)", "",
            "Regenerated by `python scripts/bench_networks.py --md docs/results/imagenet.md`; do not edit by hand.",
            "",
@@ -123,7 +193,7 @@ def markdown(rows, memory, seconds) -> str:
                    f"{r['dram_bytes'] >> 20} MiB | {r['compile_s']:.1f} | {r['model_s']:.1f} | {r['executor_s']:.1f} | "
                    f"{_host_cell(r)} | "
                    f"{'yes' if r['golden_equal'] else 'NO'} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _rtl_markdown(rtl_rows)) + "\n"
 
 
 def main(argv=None) -> int:
@@ -134,6 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--md", help="write the table as Markdown here")
     ap.add_argument("--json", help="write the rows as JSON here")
     ap.add_argument("--reports", help="write each run's report directory under this folder")
+    ap.add_argument("--rtl", default="", metavar="NETWORK:ARRAY:DATAFLOW,...",
+                    help="also run one image of each of these on the RTL, e.g. resnet50-imagenet:16:ws")
     args = ap.parse_args(argv)
     names = [n for n in args.networks.split(",") if n]
     unknown = [n for n in names if n not in IMAGENET]
@@ -145,6 +217,14 @@ def main(argv=None) -> int:
     dataflows = [d for d in args.dataflows.split(",") if d]
     if any(d not in ("ws", "os") for d in dataflows):
         ap.error("--dataflows takes ws, os")
+    rtl = []
+    for spec in filter(None, args.rtl.split(",")):
+        parts = spec.split(":")
+        if (len(parts) != 3 or parts[0] not in IMAGENET or parts[1] not in {str(a) for a in ARRAYS}
+                or parts[2] not in ("ws", "os")):
+            ap.error(f"--rtl takes NETWORK:ARRAY:DATAFLOW with a network of {', '.join(IMAGENET)}, an array of "
+                     f"{', '.join(map(str, ARRAYS))} and ws or os, not {spec!r}")
+        rtl.append((parts[0], int(parts[1]), parts[2]))
     memory = MemoryModel()
     reports = Path(args.reports) if args.reports else None
     rows, t0 = [], time.perf_counter()
@@ -156,13 +236,20 @@ def main(argv=None) -> int:
                 print(_line(r), flush=True)
                 rows.append(r)
     seconds = time.perf_counter() - t0
+    rtl_rows = []
+    for name, size, df in rtl:
+        r = rtl_run(name, size, df)
+        print(_rtl_line(r), flush=True)
+        rtl_rows.append(r)
     if args.md:
-        Path(args.md).write_text(markdown(rows, memory, seconds))
+        Path(args.md).write_text(markdown(rows, memory, seconds, rtl_rows))
         print(f"wrote {args.md}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"memory": repr(memory), "seconds": seconds, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"memory": repr(memory), "seconds": seconds, "rows": rows,
+                                               "rtl": rtl_rows}, indent=1))
         print(f"wrote {args.json}")
-    return 0 if all(r["golden_equal"] for r in rows) else 1
+    ok = all(r["golden_equal"] for r in rows) and all(r["mismatches"] == 0 for r in rtl_rows)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
