@@ -62,10 +62,11 @@ def register(sub) -> None:
     p.set_defaults(func=_synth)
 
     e = sub.add_parser(
-        "export-fpga", help="write Verilog + a FuseSoC .core for vendor flows (Vivado, Quartus, ...)",
+        "export-fpga", help="write Verilog, a FuseSoC .core and a C header for vendor flows (Vivado, Quartus, ...)",
         description="Write the Verilog of the FPGA top (module <config name>_fpga; <config name>_core_bank / "
-                    "_array_bank for --top core / array) and a FuseSoC CAPI2 .core file describing it; see "
-                    "docs/fpga.md for Vivado / Quartus projects.")
+                    "_array_bank for --top core / array), a FuseSoC CAPI2 .core file describing it and, for the "
+                    "system top, the C header <config name>_csr.h of its CSR map for a host driver; prints the "
+                    "paths written. See docs/fpga.md for Vivado / Quartus projects and the header.")
     e.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name or JSON config file (default: %(default)s)")
     e.add_argument("--top", choices=("system", "core", "array"), default="system",

@@ -1,4 +1,5 @@
-"""Export for vendor flows: the FPGA top's Verilog plus a FuseSoC CAPI2 ``.core`` file."""
+"""Export for vendor flows: the FPGA top's Verilog, a FuseSoC CAPI2 ``.core`` file and, for the system top,
+the C header of its CSR map (:mod:`systolic.fpga.header`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..arch.config import load_config
+from .header import csr_header_text
 from .wrappers import TOPS, top_module_name
 
 __all__ = ["export_fusesoc", "fusesoc_core_text"]
@@ -18,7 +20,9 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
 
     Targets: ``default`` (the file set and the top module, for any tool),
     ``lint`` (Verilator lint), ``synth`` (Yosys + nextpnr on the ECP5-85 via
-    FuseSoC's ``trellis`` flow).
+    FuseSoC's ``trellis`` flow). For the system top, file set ``sw`` lists
+    ``<config name>_csr.h`` (``cSource``, ``is_include_file``) for the host
+    software; no target uses it.
     """
     from .. import __version__
 
@@ -46,6 +50,11 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
         "  config:",
         "    files:",
         f"      - {config.name}.json: {{file_type: user, copyto: {config.name}.json}}",
+        *([
+            "  sw:",
+            "    files:",
+            f"      - {config.name}_csr.h: {{file_type: cSource, is_include_file: true}}",
+        ] if top == "system" else []),
         "",
         "targets:",
         "  default: &default",
@@ -73,9 +82,13 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
 
 
 def export_fusesoc(config, out_dir, *, top: str = "system", vlnv: str | None = None) -> list[Path]:
-    """Write ``<top module>.v``, ``<config name>.json`` and ``<config name>.core`` into *out_dir*.
+    """Write ``<top module>.v``, ``<config name>.json``, ``<config name>.core`` and, for the system top,
+    ``<config name>_csr.h`` into *out_dir*.
 
-    Returns the three paths. The Verilog has one top module,
+    Returns their paths in that order. The C header is
+    :func:`~systolic.fpga.header.csr_header_text` (the CSR map, counters,
+    error codes and access helpers for a driver); the other tops have no
+    CSR map to describe and get none. The Verilog has one top module,
     :func:`~systolic.fpga.wrappers.top_module_name` (``<config name>_fpga``
     for the system; ports in docs/fpga.md); every other module name is
     prefixed with it, so exports of different configs can share one project.
@@ -84,9 +97,15 @@ def export_fusesoc(config, out_dir, *, top: str = "system", vlnv: str | None = N
 
     config = load_config(config)
     text = fusesoc_core_text(config, top=top, vlnv=vlnv)
+    header_text = csr_header_text(config) if top == "system" else None
     out = Path(out_dir)
     vpath = write_top_verilog(config, top, out)
     cpath = config.save(out / f"{config.name}.json")
     core = out / f"{config.name}.core"
     core.write_text(text)
-    return [vpath, cpath, core]
+    paths = [vpath, cpath, core]
+    if header_text is not None:
+        header = out / f"{config.name}_csr.h"
+        header.write_text(header_text)
+        paths.append(header)
+    return paths

@@ -37,7 +37,8 @@ def test_core_file_custom_vlnv_and_errors():
 
 def test_export_writes_verilog_config_and_core(tmp_path):
     paths = export_fusesoc(TINY, tmp_path)
-    assert [p.name for p in paths] == [f"{TOP_NAME}.v", f"{TINY.name}.json", f"{TINY.name}.core"]
+    assert [p.name for p in paths] == [f"{TOP_NAME}.v", f"{TINY.name}.json", f"{TINY.name}.core",
+                                       f"{TINY.name}_csr.h"]
     v = paths[0].read_text()
     header = re.search(rf"^module {TOP_NAME}\((.*?)\);", v, re.M).group(1)
     ports = {p.strip() for p in header.split(",")}

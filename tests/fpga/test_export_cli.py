@@ -80,6 +80,8 @@ def test_cli_export_fpga_writes_verilog_config_and_core(top, tmp_path, capsys):
     assert main(argv) == 0
     module = MODULES[top]
     names = [f"{module}.v", f"{CONFIG_NAME}.json", f"{CONFIG_NAME}.core"]
+    if top == "system":
+        names.append(f"{CONFIG_NAME}_csr.h")      # the C header of the CSR map (tests/fpga/test_csr_header.py)
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [str(out / n) for n in names]
     assert captured.err == ""
