@@ -114,6 +114,8 @@ def csr_map() -> dict[str, tuple[int, int, str]]:
         "prog_len": (0x08, 4, "RW: number of instructions"),
         "dram_bytes": (0x0C, 4, "RW: size of the data window [0, dram_bytes)"),
         "err_index": (0x10, 4, "R: index of the failing instruction"),
+        "bus_status": (0x14, 4, "R: bit 0 a read, bit 1 a write answered with an AXI error (AXI top; cleared by "
+                                "start; 0 on the native-port top)"),
         "err_arg": (0x18, 8, "R: offending value of the error"),
     }
     for i, name in enumerate(COUNTERS):

@@ -27,10 +27,11 @@ def register(sub) -> None:
                        description="Generate the Verilog of one top for one accelerator config: core (the "
                                    "systolic array + shift-requantize units behind streams), system (the whole "
                                    "accelerator: controller, DMA, scratchpads, array unit, accumulator, STORE "
-                                   "pipeline, counters) or fpga (the system with a byte-wide CSR port). The "
+                                   "pipeline, counters), fpga (the system with a byte-wide CSR port) or axi (the "
+                                   "system with an AXI4 memory master, an AXI4-Lite CSR slave and an interrupt). The "
                                    "module is named after the config and the top, e.g. "
                                    "systolic_ws_8x8_i8s_w8s_a32_o8s_he_system.")
-    p.add_argument("--top", choices=("core", "system", "fpga"), default="core",
+    p.add_argument("--top", choices=("core", "system", "fpga", "axi"), default="core",
                    help="which top (default: %(default)s)")
     p.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name (tiny, small, default, large) or JSON config file "

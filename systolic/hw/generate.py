@@ -7,7 +7,9 @@ Tops (:data:`TOPS`):
 - ``system``: :class:`~systolic.hw.system.Accelerator`, the whole accelerator
   behind its memory port and CSR-like host ports (what the simulators run);
 - ``fpga``: :class:`~systolic.hw.fpga_top.FpgaTop`, the accelerator with the
-  memory port and a byte-wide CSR port, for synthesis and vendor flows.
+  memory port and a byte-wide CSR port, for synthesis and vendor flows;
+- ``axi``: :class:`~systolic.hw.axi.AxiTop`, the accelerator with an AXI4
+  memory master, an AXI4-Lite CSR slave and an interrupt.
 
 Every generated module is named :func:`module_name`: the config's name
 (``systolic_ws_8x8_i8s_w8s_a32_o8s_he``: dataflow, size, widths, rounding)
@@ -33,6 +35,7 @@ TOPS = {
     "core": "systolic.hw.core:GemmCore",
     "system": "systolic.hw.system:Accelerator",
     "fpga": "systolic.hw.fpga_top:FpgaTop",
+    "axi": "systolic.hw.axi:AxiTop",
 }
 
 _PKG = Path(__file__).resolve().parent.parent
