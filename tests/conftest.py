@@ -26,6 +26,7 @@ NEEDED_MODULES = {
     "xdist": "dev",
     "distributed": "sweep",
     "qonnx": "qonnx",
+    "cocotbext.axi": "axi",
 }
 #: Programs on PATH the suite needs, and how to get each.
 NEEDED_TOOLS = {
@@ -35,10 +36,17 @@ NEEDED_TOOLS = {
 }
 
 
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:         # a dotted name whose parent package is missing
+        return False
+
+
 def missing_requirements() -> list[str]:
     """One line per missing module or tool, naming how to install it."""
     out = [f"Python module {m!r} (install the {extra} extra: pip install -e '.[{extra}]')"
-           for m, extra in NEEDED_MODULES.items() if importlib.util.find_spec(m) is None]
+           for m, extra in NEEDED_MODULES.items() if not _findable(m)]
     out += [f"program {t!r} ({how})" for t, how in NEEDED_TOOLS.items() if shutil.which(t) is None]
     return out
 

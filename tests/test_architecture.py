@@ -22,7 +22,7 @@ LAYERS = {
     "report": {"golden", "arch", "compiler"},
     "quantize": {"golden", "models"},
     "models": {"golden", "quantize"},
-    "fpga": {"golden", "arch", "hw", "sim"},
+    "fpga": {"golden", "arch", "compiler", "hw", "sim"},
     "flows": {"golden", "arch", "compiler", "hw", "sim", "report", "quantize", "models"},
     "sweep": {"golden", "arch", "compiler", "hw", "sim", "report", "quantize", "models", "fpga", "flows"},
     "cli": {"*"},
