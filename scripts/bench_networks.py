@@ -24,7 +24,7 @@ per-layer cycles, utilization and energy by component) into ``DIR/<network>-<arr
 
 ``--rtl NETWORK:ARRAY:DATAFLOW,...`` also runs one image of each on the accelerator RTL (the direct Verilator
 driver): ``systolic simulate --images 1`` in a child process, after the simulator is built here (its build
-time as recorded in the build cache), so the child's peak resident memory (``wait4``) is that of compiling,
+time as recorded in the build cache), so the child's peak resident memory (its ``VmHWM``) is that of compiling,
 the golden model and the RTL run of that image, every layer compared with the golden model and the RTL
 cycles with the cycle model.
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -83,10 +82,25 @@ def run(name: str, net, size: int, dataflow: str, memory: MemoryModel, reports: 
             "compile_s": t_compile, "model_s": t_model, "executor_s": t_exec, "golden_equal": exact}
 
 
+#: A child process running ``systolic <args>`` that writes its peak resident memory (``VmHWM`` of
+#: /proc/self/status, KiB) to the file named by its first argument when the command returns. Not ``wait4``'s
+#: ``ru_maxrss``: that high-water mark survives ``exec``, so a child of this (large) process would report
+#: this process's size.
+_PEAK_RSS = """
+import sys
+from systolic.cli import main
+code = main(sys.argv[2:])
+status = open("/proc/self/status").read()
+kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+open(sys.argv[1], "w").write(kib)
+sys.exit(code)
+"""
+
+
 def rtl_run(name: str, size: int, dataflow: str) -> dict:
     """One image of network *name* on the *size* x *size* RTL: the simulator built here (or found in the
-    cache; its build time as recorded then), then ``systolic simulate`` in a child process whose peak RSS
-    ``os.wait4`` gives."""
+    cache; its build time as recorded then), then ``systolic simulate`` in a child process that reports its
+    peak RSS (:data:`_PEAK_RSS`)."""
     from systolic.sim.build import MARKER
     from systolic.sim.direct import build_direct
 
@@ -95,21 +109,21 @@ def rtl_run(name: str, size: int, dataflow: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file, out = Path(tmp) / "config.json", Path(tmp) / "out.json"
         cfg_file.write_text(json.dumps(cfg.to_dict()))
+        hwm = Path(tmp) / "vmhwm"
         t = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "systolic", "simulate", "--config", str(cfg_file),
-                                  "--model", name, "--images", "1", "--no-progress", "--json", str(out)],
-                                 stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.call([sys.executable, "-c", _PEAK_RSS, str(hwm), "simulate", "--config", str(cfg_file),
+                                "--model", name, "--images", "1", "--no-progress", "--json", str(out)],
+                               stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t
-        if not out.exists():
-            raise SystemExit(f"systolic simulate of {name} on {size}x{size} {dataflow} failed "
-                             f"(exit {child.returncode}) before writing its summary")
+        if not out.exists() or not hwm.exists():
+            raise SystemExit(f"systolic simulate of {name} on {size}x{size} {dataflow} failed (exit {code}) "
+                             f"before writing its summary")
         o = json.loads(out.read_text())
+        peak_kib = int(hwm.read_text())
     return {"network": name, "array": f"{size}x{size}", "dataflow": dataflow, "mismatches": o["mismatches"],
             "compared": o["compared_elements"], "cycles": o["cycles"], "cycles_model": o["cycles_predicted"],
             "host_layers": len(o["host_layers"]), "build_s": build_s, "wall_s": wall, "rtl_s": o["rtl_seconds"],
-            "cycles_per_s": o["cycles_per_second"], "peak_rss_mib": usage.ru_maxrss / 1024}
+            "cycles_per_s": o["cycles_per_second"], "peak_rss_mib": peak_kib / 1024}
 
 
 def _rtl_line(r) -> str:
@@ -128,7 +142,7 @@ def _rtl_markdown(rows) -> list[str]:
            "hardware's counters, compared with the cycle model's total. Build: Verilating and compiling the "
            "system (once per config, cached after; the time recorded when it was built). Wall: the child process "
            "from start to exit (compile, golden model, RTL run, checks); RTL: the time inside accelerator "
-           "programs. Peak RSS: the child's maximum resident memory (`wait4`), the build excluded (done before "
+           "programs. Peak RSS: the child's maximum resident memory (`VmHWM`), the build excluded (done before "
            "it). The `--layers` option of `systolic simulate` runs a subset of the layers, each on its golden "
            "inputs.", "",
            "| network | array | dataflow | mismatches / compared | RTL cycles | cycle model | build (s) | "
