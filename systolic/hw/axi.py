@@ -6,13 +6,13 @@ Ports are flat and named as AXI tools expect (``m_axi_awvalid``, ``s_axil_rdata`
 rules a master or slave must keep: a ``VALID`` once raised stays high with its payload unchanged until its
 ``READY``; no ``VALID`` waits for a ``READY``.
 
-**Memory (AXI4 master, :class:`AxiMemBridge`).** Each request of the accelerator's memory port becomes one
-single-beat AXI transaction (``AxLEN = 0``, ``AxSIZE = log2(bus_bytes)``, ``AxBURST = INCR``, ID 0): data width
-``8 * bus_bytes`` bits, 32-bit addresses, reads pipelined (up to :data:`~systolic.arch.latency.MAX_READS` in
-flight, answered in order since they share one ID), ``RREADY`` and ``BREADY`` always high (the accelerator
-takes every answer). The memory port's order is kept across AXI's independent read and write channels: a read
-waits until every earlier write has its ``B`` response, a write until every earlier read has its data, so a
-read always sees the writes before it. An ``RRESP`` / ``BRESP`` of SLVERR or DECERR sets a sticky bit of
+**Memory (AXI4 master, :class:`AxiMemBridge`).** Runs of requests of the accelerator's memory port to
+consecutive words become INCR bursts (``AxSIZE = log2(bus_bytes)``, up to :data:`MAX_BURST` beats, never
+across a 4 KiB page, ID 0): data width ``8 * bus_bytes`` bits, 32-bit addresses, read beats answered in order
+(one ID), ``RREADY`` and ``BREADY`` always high (the accelerator takes every answer). The memory port's order
+is kept across AXI's independent read and write channels: a read burst waits until every earlier write has
+its ``B`` response, a write burst until every earlier read beat has come back, so a read always sees the
+writes before it. An ``RRESP`` / ``BRESP`` of SLVERR or DECERR sets a sticky bit of
 ``bus_status`` (cleared by ``start``) and raises ``irq``; the data of such a read is used as it came.
 
 **CSRs (AXI4-Lite slave, :class:`AxiLiteCsr`).** The register map of :func:`systolic.arch.sysmap.csr_map`
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
@@ -48,8 +49,11 @@ AXI_ADDR_BITS = 32
 AXIL_DATA_BITS = 32
 #: ``bus_status`` bits: a read answered with an error, a write answered with an error.
 BUS_STATUS_BITS = {"read_error": 0, "write_error": 1}
-#: Writes the bridge lets wait for their ``B`` response at once (it stops taking writes at this count).
+#: Write bursts the bridge lets wait for their ``B`` response at once (it starts no write burst past this).
 MAX_WRITES = 15
+#: Beats per burst at most (AXI4 INCR allows 256; read bursts are also bounded by the accelerator's
+#: :data:`~systolic.arch.latency.MAX_READS` reads in flight).
+MAX_BURST = 16
 
 
 def _flat(prefix: str, master_side: dict, flip: bool) -> dict:
@@ -87,11 +91,17 @@ def axi_lite_members(prefix: str, addr_bits: int, data_bits: int = AXIL_DATA_BIT
 
 
 class AxiMemBridge(wiring.Component):
-    """The accelerator's memory port (``mem``, the target side) as an AXI4 master (``m_axi_*``).
+    """The accelerator's memory port (``mem``, the target side) as an AXI4 master (``m_axi_*``) with bursts.
 
-    One request is held at a time (``mem.req_ready`` is high when the slot is free or empties in the same
-    cycle), so a request costs at least one cycle, as on the native port; see the module docstring for the
-    ordering and error rules. ``read_error`` / ``write_error`` pulse for one cycle with an erroneous answer.
+    Consecutive requests of one kind to consecutive words are gathered into one INCR burst: the bridge takes
+    them one per cycle (``mem.req_ready``) while each continues the burst (same kind, the next word, the same
+    4 KiB page, at most :data:`MAX_BURST` beats) and closes the burst in the first cycle that brings no
+    request or one that does not continue it. A read burst then goes out on AR (its beats answer on R, in
+    order, one ``mem.resp_valid`` each); a write burst's data, held in a FIFO as it came, goes out on W
+    beside its AW. Until the burst is out no new request is taken. A read burst starts only when every
+    earlier write has its ``B``, a write burst only when every earlier read beat has come back, so the
+    port's order holds across AXI's independent channels. ``read_error`` / ``write_error`` pulse for one
+    cycle with a SLVERR or DECERR answer.
     """
 
     def __init__(self, bus_bytes: int):
@@ -102,47 +112,58 @@ class AxiMemBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         mem, B = self.mem, self.bus_bytes
-        full, write = Signal(), Signal()
-        addr, wdata, wstrb = Signal(AXI_ADDR_BITS), Signal(8 * B), Signal(B)
-        aw_done, w_done = Signal(), Signal()
-        reads = Signal(range(MAX_READS + 2))        # AR accepted, R not yet seen
-        writes = Signal(range(MAX_WRITES + 1))      # AW accepted, B not yet seen
         g = {n.removeprefix("m_axi_"): getattr(self, n) for n in dir(self) if n.startswith("m_axi_")}
+        m.submodules.wq = wq = SyncFIFOBuffered(width=9 * B, depth=MAX_BURST)
 
-        issue_read = full & ~write & (writes == 0) & (reads < MAX_READS + 1)
-        issue_write = full & write & (reads == 0) & (writes < MAX_WRITES)
+        collecting, sending, write = Signal(), Signal(), Signal()
+        base, nxt = Signal(AXI_ADDR_BITS), Signal(AXI_ADDR_BITS)
+        beats = Signal(range(MAX_BURST + 1))
+        aw_done, w_done, w_sent = Signal(), Signal(), Signal(range(MAX_BURST + 1))
+        reads = Signal(range(MAX_READS + MAX_BURST + 1))   # read beats asked for on AR, not yet back on R
+        writes = Signal(range(MAX_WRITES + 1))     # write bursts out on AW, not yet answered on B
+
+        req = mem.req_valid
+        starts = ~collecting & ~sending & req & Mux(mem.req_write, (reads == 0) & (writes < MAX_WRITES),
+                                                    writes == 0)
+        continues = (collecting & req & (mem.req_write == write) & (mem.req_addr == nxt) & (beats < MAX_BURST)
+                     & (mem.req_addr[12:] == base[12:]))
+        take = (starts | continues) & (~mem.req_write | wq.w_rdy)
+        size = B.bit_length() - 1
         ar_hs = g["arvalid"] & g["arready"]
         aw_hs = g["awvalid"] & g["awready"]
         w_hs = g["wvalid"] & g["wready"]
-        write_done = issue_write & (aw_done | aw_hs) & (w_done | w_hs)
-        drained = ar_hs | write_done
-        size = B.bit_length() - 1
+        w_last = w_sent == beats - 1
+        write_out = sending & write & (aw_done | aw_hs) & (w_done | (w_hs & w_last))
         m.d.comb += [
-            g["arvalid"].eq(issue_read), g["awvalid"].eq(issue_write & ~aw_done),
-            g["wvalid"].eq(issue_write & ~w_done),
-            g["araddr"].eq(addr), g["awaddr"].eq(addr), g["wdata"].eq(wdata), g["wstrb"].eq(wstrb),
-            g["wlast"].eq(1), g["arlen"].eq(0), g["awlen"].eq(0), g["arsize"].eq(size), g["awsize"].eq(size),
-            g["arburst"].eq(1), g["awburst"].eq(1), g["arid"].eq(0), g["awid"].eq(0),
+            mem.req_ready.eq(take),
+            wq.w_en.eq(take & mem.req_write), wq.w_data.eq(Cat(mem.req_wdata, mem.req_wstrb)),
+            g["arvalid"].eq(sending & ~write), g["awvalid"].eq(sending & write & ~aw_done),
+            g["wvalid"].eq(sending & write & wq.r_rdy),
+            g["araddr"].eq(base), g["awaddr"].eq(base), g["arlen"].eq(beats - 1), g["awlen"].eq(beats - 1),
+            g["wdata"].eq(wq.r_data[:8 * B]), g["wstrb"].eq(wq.r_data[8 * B:]), g["wlast"].eq(w_last),
+            wq.r_en.eq(w_hs),
+            g["arsize"].eq(size), g["awsize"].eq(size), g["arburst"].eq(1), g["awburst"].eq(1),
+            g["arid"].eq(0), g["awid"].eq(0),
             g["arcache"].eq(0b0011), g["awcache"].eq(0b0011),      # normal non-cacheable bufferable
             g["rready"].eq(1), g["bready"].eq(1),
-            mem.req_ready.eq(~full | drained),
             mem.resp_valid.eq(g["rvalid"]), mem.resp_data.eq(g["rdata"]),
             self.read_error.eq(g["rvalid"] & g["rresp"][1]),          # SLVERR or DECERR
             self.write_error.eq(g["bvalid"] & g["bresp"][1]),
         ]
-        with m.If(write_done):
-            m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-        with m.Else():
-            with m.If(aw_hs):
-                m.d.sync += aw_done.eq(1)
-            with m.If(w_hs):
-                m.d.sync += w_done.eq(1)
-        with m.If(mem.req_valid & mem.req_ready):
-            m.d.sync += [full.eq(1), write.eq(mem.req_write), addr.eq(mem.req_addr), wdata.eq(mem.req_wdata),
-                         wstrb.eq(mem.req_wstrb)]
-        with m.Elif(drained):
-            m.d.sync += full.eq(0)
-        m.d.sync += [reads.eq(reads + ar_hs - g["rvalid"]), writes.eq(writes + aw_hs - g["bvalid"])]
+        with m.If(take):
+            m.d.sync += [collecting.eq(1), nxt.eq(mem.req_addr + B), beats.eq(beats + 1)]
+            with m.If(starts):
+                m.d.sync += [base.eq(mem.req_addr), write.eq(mem.req_write), beats.eq(1)]
+        with m.Elif(collecting):                        # no request continues the burst: send it
+            m.d.sync += [collecting.eq(0), sending.eq(1), aw_done.eq(0), w_done.eq(0), w_sent.eq(0)]
+        with m.If(w_hs):
+            m.d.sync += [w_sent.eq(w_sent + 1), w_done.eq(w_last)]
+        with m.If(aw_hs):
+            m.d.sync += aw_done.eq(1)
+        with m.If(ar_hs | write_out):
+            m.d.sync += [sending.eq(0), beats.eq(0)]
+        m.d.sync += [reads.eq(reads + Mux(ar_hs, beats, 0) - g["rvalid"]),
+                     writes.eq(writes + write_out - g["bvalid"])]
         return m
 
 

@@ -1,7 +1,8 @@
 """The AXI pieces of the AXI top in amaranth.sim, against models written here.
 
-- ``AxiMemBridge``: random reads and writes to a few addresses on the accelerator's side, an AXI slave here
-  that takes its time on every channel and applies a write only when it answers on B. Every read must return
+- ``AxiMemBridge``: runs of reads and writes to overlapping addresses on the accelerator's side, an AXI slave
+  here that takes its time on every channel and lets a write land at a random time before its B (so a read
+  issued too early, or a write issued before earlier reads are answered, returns the wrong data). Every read must return
   what the accelerator's in-order port promises (the writes before it, none after), and the master must keep
   the AXI handshake rules (a VALID stays up with its payload until READY).
 - ``AxiLiteCsr``: address before data, data before address, byte strobes, read-back, the start pulse,
@@ -14,56 +15,76 @@ import pytest
 from amaranth.sim import Simulator
 
 from systolic.arch.sysmap import csr_map
-from systolic.hw.axi import AxiLiteCsr, AxiMemBridge
+from systolic.arch.latency import MAX_READS
+from systolic.hw.axi import MAX_BURST, AxiLiteCsr, AxiMemBridge
 
 BB = 4
 
 
-def _bridge_run(seed: int, n_requests: int = 300):
+def _requests(rng, n_runs: int):
+    """Runs of requests as the DMA makes them: one kind, consecutive words, 1 to 24 long, some across a 4 KiB
+    page; the addresses overlap between runs, so reads meet recent writes."""
+    reqs = []
+    for _ in range(n_runs):
+        write = rng.random() < 0.5
+        start = rng.choice([0, 64, 128, 4096 - 8 * BB, 8192 - 3 * BB]) + BB * rng.randint(0, 6)
+        for k in range(rng.randint(1, 24)):
+            reqs.append((write, start + BB * k, rng.getrandbits(8 * BB), rng.getrandbits(BB) or 1))
+    return reqs
+
+
+def _bridge_run(seed: int, n_runs: int = 100):
     rng = random.Random(seed)
     dut = AxiMemBridge(BB)
-    addrs = [0, 4, 8, 12]
-    reqs = [(rng.random() < 0.5, rng.choice(addrs), rng.getrandbits(32), rng.getrandbits(BB) or 1)
-            for _ in range(n_requests)]
-    seen = {"reads": [], "violations": [], "cycles": 0}
+    reqs = _requests(rng, n_runs)
+    seen = {"reads": [], "violations": [], "bursts": {"ar": [], "aw": []}}
+
+    def merge(old, data, strb):
+        mask = sum(0xFF << (8 * b) for b in range(BB) if strb >> b & 1)
+        return (old & ~mask) | (data & mask)
 
     async def bench(ctx):
-        ref = dict.fromkeys(addrs, 0)          # the in-order port's memory: a write counts when accepted
-        expect = []                            # read answers in order
-        slave = dict.fromkeys(addrs, 0)        # what the AXI slave holds: a write counts when B is sent
-        r_queue, b_queue, aw_q, w_q = [], [], [], []
-        held = {}                              # channel -> payload while VALID without READY
-        i, cycle = 0, 0
-        while i < len(reqs) or expect:
+        ref, slave = {}, {}                  # the in-order port's memory; the AXI slave's
+        expect = []                          # read answers, in order
+        r_beats = []                         # (due cycle, address, last)
+        aw_q, w_beats, b_queue = [], [], []
+        held = {}                            # channel -> payload while VALID without READY
+        i, cycle, tail = 0, 0, 100           # tail: cycles after the last answer, for the last writes to go out
+        while i < len(reqs) or expect or tail:
             cycle += 1
-            assert cycle < 20_000, "the bridge stopped making progress"
-            # The accelerator's side: request i shown until taken.
-            if i < len(reqs):
+            tail -= i == len(reqs) and not expect
+            assert cycle < 50_000, "the bridge stopped making progress"
+            # The accelerator's side: request i shown until taken, at most MAX_READS reads unanswered.
+            show = i < len(reqs) and (reqs[i][0] or len(expect) < MAX_READS)
+            ctx.set(dut.mem.req_valid, show)
+            if show:
                 write, addr, data, strb = reqs[i]
-                ctx.set(dut.mem.req_valid, 1)
                 ctx.set(dut.mem.req_write, write)
                 ctx.set(dut.mem.req_addr, addr)
                 ctx.set(dut.mem.req_wdata, data)
                 ctx.set(dut.mem.req_wstrb, strb)
-            else:
-                ctx.set(dut.mem.req_valid, 0)
-            # The slave's side: random readiness, answers when due.
+            # The slave: random readiness; R beats when due; a write applied when its B goes out.
             for ch in ("ar", "aw", "w"):
                 ctx.set(getattr(dut, f"m_axi_{ch}ready"), rng.random() < 0.6)
-            r_due = bool(r_queue) and r_queue[0][0] <= cycle
+            r_due = bool(r_beats) and r_beats[0][0] <= cycle
             ctx.set(dut.m_axi_rvalid, r_due)
-            ctx.set(dut.m_axi_rdata, slave[r_queue[0][1]] if r_due else 0)
+            ctx.set(dut.m_axi_rdata, slave.get(r_beats[0][1], 0) if r_due else 0)
+            ctx.set(dut.m_axi_rlast, r_due and r_beats[0][2])
             ctx.set(dut.m_axi_rresp, 0)
-            b_due = bool(b_queue) and b_queue[0][0] <= cycle
+            for entry in b_queue:             # a write lands in the slave's memory some time before its B
+                if entry[0] <= cycle and entry[2]:
+                    for addr, data, strb in entry[2]:
+                        slave[addr] = merge(slave.get(addr, 0), data, strb)
+                    entry[2] = []
+            b_due = bool(b_queue) and b_queue[0][1] <= cycle
             ctx.set(dut.m_axi_bvalid, b_due)
             ctx.set(dut.m_axi_bresp, 0)
             if b_due:
-                _, addr, data, strb = b_queue.pop(0)
-                old = slave[addr]
-                mask = sum(0xFF << (8 * b) for b in range(BB) if strb >> b & 1)
-                slave[addr] = (old & ~mask) | (data & mask)
+                b_queue.pop(0)
             # Handshake rules: a VALID without READY last cycle must still be up with the same payload.
-            for ch, payload in (("ar", ("araddr",)), ("aw", ("awaddr",)), ("w", ("wdata", "wstrb"))):
+            chans = (("ar", ("araddr", "arlen", "arsize", "arburst")), ("aw", ("awaddr", "awlen", "awsize", "awburst")),
+                     ("w", ("wdata", "wstrb", "wlast")))
+            for ch, payload in chans:
                 valid = ctx.get(getattr(dut, f"m_axi_{ch}valid"))
                 now = tuple(ctx.get(getattr(dut, f"m_axi_{p}")) for p in payload)
                 if ch in held and (not valid or now != held[ch]):
@@ -74,29 +95,40 @@ def _bridge_run(seed: int, n_requests: int = 300):
                     held[ch] = now
                 if valid and ready:
                     if ch == "ar":
-                        r_queue.append((cycle + rng.randint(1, 12), now[0]))
+                        addr, n = now[0], now[1] + 1
+                        seen["bursts"]["ar"].append((addr, n, now[2], now[3]))
+                        due = cycle + (rng.randint(1, 3) if rng.random() < 0.5 else rng.randint(12, 30))
+                        for k in range(n):
+                            r_beats.append((due + k + (rng.random() < 0.3), addr + BB * k, k == n - 1))
                     elif ch == "aw":
-                        aw_q.append(now[0])
+                        aw_q.append(now)
+                        seen["bursts"]["aw"].append((now[0], now[1] + 1, now[2], now[3]))
                     else:
-                        w_q.append(now)
-            while aw_q and w_q:               # the write is answered (and applied) at a random later time
-                a, (d, s) = aw_q.pop(0), w_q.pop(0)
-                b_queue.append((cycle + rng.randint(1, 15), a, d, s))
+                        w_beats.append(now)
+            # A burst's writes are answered (and applied) once its AW and all its W beats are in.
+            while aw_q and len(w_beats) >= aw_q[0][1] + 1:
+                addr, length = aw_q[0][0], aw_q.pop(0)[1] + 1
+                beats, w_beats[:] = w_beats[:length], w_beats[length:]
+                if [b[2] for b in beats] != [0] * (length - 1) + [1]:
+                    seen["violations"].append((cycle, "wlast"))
+                # Same ID: writes land and are answered in order (AXI's ordering for one ID).
+                lands = max(cycle + (rng.randint(0, 2) if rng.random() < 0.5 else rng.randint(10, 30)),
+                            b_queue[-1][0] if b_queue else 0)
+                b_queue.append([lands, lands + rng.randint(1, 4), [(addr + BB * k, d, s) for k, (d, s, _) in
+                                                                     enumerate(beats)]])
             if r_due:
-                r_queue.pop(0)
-            # The accelerator's side: an accepted request, an answered read.
+                r_beats.pop(0)
+            # The accelerator's side: an answered read, an accepted request.
             if ctx.get(dut.mem.resp_valid):
                 seen["reads"].append((ctx.get(dut.mem.resp_data), expect.pop(0)))
-            if i < len(reqs) and ctx.get(dut.mem.req_ready):
+            if show and ctx.get(dut.mem.req_ready):
                 write, addr, data, strb = reqs[i]
                 if write:
-                    mask = sum(0xFF << (8 * b) for b in range(BB) if strb >> b & 1)
-                    ref[addr] = (ref[addr] & ~mask) | (data & mask)
+                    ref[addr] = merge(ref.get(addr, 0), data, strb)
                 else:
-                    expect.append(ref[addr])
+                    expect.append(ref.get(addr, 0))
                 i += 1
             await ctx.tick()
-        seen["cycles"] = cycle
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -109,13 +141,17 @@ def _bridge_run(seed: int, n_requests: int = 300):
 def test_bridge_keeps_the_ports_order_and_the_axi_rules(seed):
     reqs, seen = _bridge_run(seed)
     n_reads = sum(1 for r in reqs if not r[0])
-    assert len(seen["reads"]) == n_reads > 100
+    assert len(seen["reads"]) == n_reads > 200
     bad = [(k, got, want) for k, (got, want) in enumerate(seen["reads"]) if got != want]
     assert not bad, f"reads that do not see exactly the writes before them: {bad[:5]}"
     assert seen["violations"] == []
-    # Reads and writes interleave: the test exercised the fences both ways.
-    switches = sum(1 for a, b in zip(reqs, reqs[1:]) if a[0] != b[0])
-    assert switches > 100
+    for ch in ("ar", "aw"):
+        bursts = seen["bursts"][ch]
+        # Every request went out in exactly one beat of a burst; bursts are INCR of bus words in one page.
+        assert sum(n for _, n, _, _ in bursts) == sum(1 for r in reqs if r[0] == (ch == "aw"))
+        assert all(size == BB.bit_length() - 1 and burst == 1 for _, _, size, burst in bursts)
+        assert all(1 <= n <= MAX_BURST and addr // 4096 == (addr + BB * n - 1) // 4096 for addr, n, _, _ in bursts)
+        assert max(n for _, n, _, _ in bursts) >= 8, f"{ch}: no long burst formed"
 
 
 def test_bridge_flags_error_responses():
