@@ -47,9 +47,10 @@ def register(sub) -> None:
     p.add_argument("--target", choices=("ecp5", "ice40"), default="ecp5", help="FPGA family (default: %(default)s)")
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="ECP5: LFE5U-85F-6-CABGA381 (default); iCE40: hx8k-ct256 (default), up5k-sg48, ...")
-    p.add_argument("--top", choices=("system", "core", "array"), default="system",
-                   help="system: whole accelerator, memory port + byte CSR port; core / array: the datapath "
-                        "behind a register-bank harness (default: %(default)s)")
+    p.add_argument("--top", choices=("system", "axi", "core", "array"), default="system",
+                   help="system: whole accelerator, memory port + byte CSR port; axi: whole accelerator, AXI4 "
+                        "master + AXI4-Lite slave; core / array: the datapath behind a register-bank harness "
+                        "(default: %(default)s)")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock constraint for nextpnr (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
@@ -63,13 +64,14 @@ def register(sub) -> None:
 
     e = sub.add_parser(
         "export-fpga", help="write Verilog, a FuseSoC .core and a C header for vendor flows (Vivado, Quartus, ...)",
-        description="Write the Verilog of the FPGA top (module <config name>_fpga; <config name>_core_bank / "
-                    "_array_bank for --top core / array), a FuseSoC CAPI2 .core file describing it and, for the "
-                    "system top, the C header <config name>_csr.h of its CSR map for a host driver; prints the "
-                    "paths written. See docs/fpga.md for Vivado / Quartus projects and the header.")
+        description="Write the Verilog of the FPGA top (module <config name>_fpga; <config name>_axi for --top "
+                    "axi; <config name>_core_bank / _array_bank for --top core / array), a FuseSoC CAPI2 .core "
+                    "file describing it and, for the system and axi tops, the C header <config name>_csr.h of "
+                    "their CSR map for a host driver; prints the paths written. See docs/fpga.md for Vivado / "
+                    "Quartus projects and the header.")
     e.add_argument("--config", default="default", metavar="CONFIG",
                    help="preset name or JSON config file (default: %(default)s)")
-    e.add_argument("--top", choices=("system", "core", "array"), default="system",
+    e.add_argument("--top", choices=("system", "axi", "core", "array"), default="system",
                    help="which top (default: %(default)s)")
     e.add_argument("--vlnv", default=None, metavar="VLNV",
                    help="FuseSoC name vendor:library:name:version (default: systolic:accel:<config name>:0.1.0)")

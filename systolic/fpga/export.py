@@ -20,7 +20,7 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
 
     Targets: ``default`` (the file set and the top module, for any tool),
     ``lint`` (Verilator lint), ``synth`` (Yosys + nextpnr on the ECP5-85 via
-    FuseSoC's ``trellis`` flow). For the system top, file set ``sw`` lists
+    FuseSoC's ``trellis`` flow). For the system and axi tops, file set ``sw`` lists
     ``<config name>_csr.h`` (``cSource``, ``is_include_file``) for the host
     software; no target uses it.
     """
@@ -54,7 +54,7 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
             "  sw:",
             "    files:",
             f"      - {config.name}_csr.h: {{file_type: cSource, is_include_file: true}}",
-        ] if top == "system" else []),
+        ] if top in ("system", "axi") else []),
         "",
         "targets:",
         "  default: &default",
@@ -82,8 +82,8 @@ def fusesoc_core_text(config, *, top: str = "system", vlnv: str | None = None) -
 
 
 def export_fusesoc(config, out_dir, *, top: str = "system", vlnv: str | None = None) -> list[Path]:
-    """Write ``<top module>.v``, ``<config name>.json``, ``<config name>.core`` and, for the system top,
-    ``<config name>_csr.h`` into *out_dir*.
+    """Write ``<top module>.v``, ``<config name>.json``, ``<config name>.core`` and, for the system and axi
+    tops, ``<config name>_csr.h`` into *out_dir*.
 
     Returns their paths in that order. The C header is
     :func:`~systolic.fpga.header.csr_header_text` (the CSR map, counters,
@@ -97,7 +97,7 @@ def export_fusesoc(config, out_dir, *, top: str = "system", vlnv: str | None = N
 
     config = load_config(config)
     text = fusesoc_core_text(config, top=top, vlnv=vlnv)
-    header_text = csr_header_text(config) if top == "system" else None
+    header_text = csr_header_text(config, top=top) if top in ("system", "axi") else None
     out = Path(out_dir)
     vpath = write_top_verilog(config, top, out)
     cpath = config.save(out / f"{config.name}.json")

@@ -29,13 +29,13 @@ from ..hw.generate import module_name
 __all__ = ["RegisterBankTop", "make_top", "top_module_name", "TOPS"]
 
 #: Kinds of top ``make_top`` builds.
-TOPS = ("system", "core", "array")
+TOPS = ("system", "axi", "core", "array")
 
 
 def top_module_name(config, top: str) -> str:
     """The Verilog module name of the ``--top`` wrapper of *config*."""
     _check(top)
-    return module_name(config, "fpga" if top == "system" else f"{top}_bank")
+    return module_name(config, {"system": "fpga", "axi": "axi"}.get(top, f"{top}_bank"))
 
 
 def _check(top):
@@ -97,13 +97,17 @@ class RegisterBankTop(wiring.Component):
 
 
 def make_top(config, top: str = "system"):
-    """The elaboratable placed and routed for ``--top``: ``system``, ``core`` or ``array``."""
+    """The elaboratable placed and routed for ``--top``: ``system``, ``axi``, ``core`` or ``array``."""
     config = load_config(config)
     _check(top)
     if top == "system":
         from ..hw.fpga_top import FpgaTop
 
         return FpgaTop(config=config)
+    if top == "axi":
+        from ..hw.axi import AxiTop
+
+        return AxiTop(config=config)
     if top == "core":
         from ..hw.core import GemmCore
 

@@ -31,7 +31,7 @@ def test_core_file_custom_vlnv_and_errors():
     assert "name: acme:npu:gemm:2.0" in fusesoc_core_text(TINY, vlnv="acme:npu:gemm:2.0").splitlines()
     with pytest.raises(ValueError, match=r"^vlnv must look like vendor:library:name:version, not 'bad name'$"):
         fusesoc_core_text(TINY, vlnv="bad name")
-    with pytest.raises(ValueError, match=r"^top must be one of system, core, array, not 'soc'$"):
+    with pytest.raises(ValueError, match=r"^top must be one of system, axi, core, array, not 'soc'$"):
         fusesoc_core_text(TINY, top="soc")
 
 
@@ -46,6 +46,27 @@ def test_export_writes_verilog_config_and_core(tmp_path):
             "bus__req_ready", "bus__req_addr", "bus__req_write", "bus__req_wdata", "bus__req_wstrb",
             "bus__resp_valid", "bus__resp_data"} == ports
     assert AcceleratorConfig.load(paths[1]) == TINY
+
+
+def test_export_of_the_axi_top(tmp_path):
+    paths = export_fusesoc(TINY, tmp_path, top="axi")
+    name = f"{TINY.name}_axi"
+    assert top_module_name(TINY, "axi") == name
+    assert [p.name for p in paths] == [f"{name}.v", f"{TINY.name}.json", f"{TINY.name}.core", f"{TINY.name}_csr.h"]
+    ports = {p.strip() for p in re.search(rf"^module {name}\((.*?)\);", paths[0].read_text(), re.M | re.S)
+             .group(1).split(",")}
+    axi4 = {f"m_axi_{c}{s}" for c in ("aw", "ar") for s in ("valid", "ready", "id", "addr", "len", "size", "burst",
+                                                            "lock", "cache", "prot")}
+    axi4 |= {f"m_axi_{s}" for s in ("wvalid", "wready", "wdata", "wstrb", "wlast", "bvalid", "bready", "bid", "bresp",
+                                    "rvalid", "rready", "rid", "rdata", "rresp", "rlast")}
+    lite = {f"s_axil_{c}{s}" for c in ("aw", "ar") for s in ("valid", "ready", "addr", "prot")}
+    lite |= {f"s_axil_{s}" for s in ("wvalid", "wready", "wdata", "wstrb", "bvalid", "bready", "bresp", "rvalid",
+                                     "rready", "rdata", "rresp")}
+    assert ports == axi4 | lite | {"clk", "rst", "irq"}
+    core = paths[2].read_text().splitlines()
+    assert f"    toplevel: {name}" in core
+    assert f"      - {TINY.name}_csr.h: {{file_type: cSource, is_include_file: true}}" in core
+    assert "AXI top (`systolic export-fpga --top axi`)" in paths[3].read_text()
 
 
 def test_csr_map_fits_the_csr_address_space():

@@ -146,7 +146,7 @@ def test_cli_export_fpga_bad_choice_exits_2(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == ("systolic export-fpga: error: argument --top: invalid choice: 'soc' "
-                                    "(choose from 'system', 'core', 'array')")
+                                    "(choose from 'system', 'axi', 'core', 'array')")
     assert err.startswith("usage: systolic export-fpga ")
     assert not (tmp_path / "x").exists()
 

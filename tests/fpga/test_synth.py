@@ -105,7 +105,7 @@ def test_parse_device():
 
 
 def test_bad_top_and_freq():
-    with pytest.raises(ValueError, match=r"^top must be one of system, core, array, not 'pe'$"):
+    with pytest.raises(ValueError, match=r"^top must be one of system, axi, core, array, not 'pe'$"):
         synth(ONE, top="pe")
     for bad in (0, float("inf"), 2001):
         with pytest.raises(ValueError) as info:
