@@ -27,6 +27,8 @@ NEEDED_MODULES = {
     "distributed": "sweep",
     "qonnx": "qonnx",
     "cocotbext.axi": "axi",
+    "amaranth_boards": "board",
+    "serial": "board",
 }
 #: Programs on PATH the suite needs, and how to get each.
 NEEDED_TOOLS = {

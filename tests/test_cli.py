@@ -25,7 +25,7 @@ def _readme_commands():
 
 def test_help_lists_commands(capsys):
     documented = _readme_commands()
-    assert len(documented) == 12 and "demo" in documented and "export-fpga" in documented
+    assert len(documented) == 13 and "demo" in documented and "export-fpga" in documented
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0

@@ -93,9 +93,9 @@ class AxiAcceleratorTB:
         and the counters. Raises :class:`~systolic.fpga.driver.AcceleratorError` on an accelerator or bus
         error."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
-        prog_addr = self.driver.load(image, encode_program(program))
+        prog_addr = await self.driver.load(image, encode_program(program))
         await self.driver.run(prog_addr, len(program), image.size, wait=self.wait_irq)
-        return self.driver.read_memory(image.size), await self.driver.counters()
+        return await self.driver.read_memory(image.size), await self.driver.counters()
 
     async def run_network(self, cn, x) -> tuple[dict, dict]:
         """Run compiled network *cn* (:func:`systolic.compiler.compile_network`) on input *x* (its batch):

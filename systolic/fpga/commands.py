@@ -1,4 +1,4 @@
-"""FPGA commands: ``synth`` and ``export-fpga``."""
+"""FPGA commands: ``synth``, ``export-fpga`` and ``board``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,26 @@ def _export(args) -> int:
     files = export_fusesoc(args.config, args.out, top=args.top, vlnv=args.vlnv)
     for path in files:
         print(path)
+    return 0
+
+
+def _board(args) -> int:
+    import json
+
+    from .board import build_board
+
+    if not args.json:
+        print(f"[board] {args.board}: Yosys, nextpnr, ecppack in {args.out} (minutes)", file=sys.stderr, flush=True)
+    result = build_board(args.board, args.config, args.out, baud=args.baud, mem_bytes=args.mem_bytes,
+                         seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        fmax = f", post-route Fmax {result['fmax_mhz']:.1f} MHz" if result["fmax_mhz"] else ""
+        print(f"{result['bitstream']}: {result['bytes']:,} bytes, {result['config']} on {result['board']} at "
+              f"{result['clk_hz'] / 1e6:g} MHz{fmax}, {result['mem_bytes']:,} bytes of block RAM, UART "
+              f"{result['baud']} baud; built in {result['seconds']:.0f} s. Programming it is up to you "
+              f"(e.g. openFPGALoader -b ulx3s {result['bitstream']}).")
     return 0
 
 
@@ -77,3 +97,23 @@ def register(sub) -> None:
                    help="FuseSoC name vendor:library:name:version (default: systolic:accel:<config name>:0.1.0)")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     e.set_defaults(func=_export)
+
+    from .boards import BOARDS
+
+    b = sub.add_parser(
+        "board", help="build a bitstream for a real board: the accelerator, block RAM and a UART host link",
+        description="Elaborate the accelerator for a board of amaranth-boards with on-chip memory and a serial "
+                    "link to the host (docs/fpga.md, \"A real board\"), then run Yosys, nextpnr and ecppack "
+                    "(YoWASP builds) to DIR/top.bit. Nothing is programmed. Boards: "
+                    + "; ".join(f"{k}: {v[1]}" for k, v in BOARDS.items()) + ".")
+    b.add_argument("board", choices=tuple(BOARDS), help="the board")
+    b.add_argument("--config", default="tiny", metavar="CONFIG",
+                   help="preset name or JSON config file (default: %(default)s, which places and routes in "
+                        "minutes)")
+    b.add_argument("--out", default="build/board", metavar="DIR", help="build folder (default: %(default)s)")
+    b.add_argument("--baud", type=int, default=115_200, help="serial line rate (default: %(default)s)")
+    b.add_argument("--mem-bytes", type=int, default=1 << 16, metavar="N",
+                   help="on-chip memory for data and programs (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.set_defaults(func=_board)

@@ -6,20 +6,22 @@ The driver speaks to two things the host provides:
   map's byte addresses (:func:`systolic.arch.sysmap.csr_map`), 32-bit words as the AXI4-Lite slave of the
   ``axi`` top serves them; 64-bit registers are read as two words, low first;
 - *memory*: an object with ``write(addr, data: bytes)`` and ``read(addr, n) -> bytes`` on the memory the
-  accelerator's AXI master reaches (a cocotbext-axi ``AxiRam`` has both).
+  accelerator reaches, plain or ``async`` methods (a cocotbext-axi ``AxiRam`` has plain ones, the serial
+  link to a board, :class:`systolic.fpga.uart_link.UartLink`, async ones).
 
 Every method that touches a register is a coroutine, so the same driver runs inside a cocotb testbench
 (:class:`systolic.fpga.axi_tb.AxiAcceleratorTB` uses it) and on a real host: wrap a memory-mapped register
 window in ``async`` methods and call ``asyncio.run(driver.run_program(...))``. No cocotb import here.
 
     drv = AcceleratorDriver(regs, mem)
-    prog_addr = drv.load(image, encode_program(program))      # data at 0, the program after it
+    prog_addr = await drv.load(image, encode_program(program))    # data at 0, the program after it
     status = await drv.run(prog_addr, len(program), image.size, wait=lambda: RisingEdge(dut.irq))
     counters = await drv.counters()
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,11 @@ class RunStatus:
             what = [w for b, w in ((1, "a read"), (2, "a write")) if self.bus_status & b]
             return f"the memory bus answered {' and '.join(what)} with an AXI error"
         return "done" if self.done else ("busy" if self.busy else "idle")
+
+
+async def _maybe(result):
+    """*result*, awaited if it is awaitable (memory methods may be plain or async)."""
+    return await result if inspect.isawaitable(result) else result
 
 
 class AcceleratorError(RuntimeError):
@@ -101,17 +108,17 @@ class AcceleratorDriver:
         return self.map[name]
 
     # ---------------------------------------------------------------- a run
-    def load(self, image: np.ndarray, blob: bytes) -> int:
+    async def load(self, image: np.ndarray, blob: bytes) -> int:
         """Write the data *image* at address 0 and the encoded program *blob* after it; its address."""
         if self.memory is None:
             raise ValueError("this driver has no memory to load into")
         full, prog_addr = place_program(image, blob)
-        self.memory.write(0, full.tobytes())
+        await _maybe(self.memory.write(0, full.tobytes()))
         return prog_addr
 
-    def read_memory(self, n: int, addr: int = 0) -> np.ndarray:
+    async def read_memory(self, n: int, addr: int = 0) -> np.ndarray:
         """*n* bytes of the memory at *addr* as uint8."""
-        return np.frombuffer(self.memory.read(addr, n), dtype=np.uint8).copy()
+        return np.frombuffer(await _maybe(self.memory.read(addr, n)), dtype=np.uint8).copy()
 
     async def start(self, prog_addr: int, prog_len: int, dram_bytes: int) -> None:
         """Set the program and the data window, then start."""
