@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SOURCES", "resolve_model", "load_inputs", "select_layers", "ImagesRun", "run_images", "compile_checked",
-           "split_cycles", "simulate", "demo"]
+__all__ = ["SOURCES", "resolve_model", "load_inputs", "select_layers", "largest_batch", "ImagesRun", "run_images",
+           "compile_checked", "split_cycles", "simulate", "demo"]
 
 #: Where counts and cycles come from.
 SOURCES = ("rtl", "model")
@@ -114,6 +114,20 @@ def select_layers(net, patterns) -> list[str]:
                                          if len(names) > 12 else "")
         raise ValueError(f"no layer matches {', '.join(map(repr, unmatched))}; the layers are {shown}")
     return [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
+
+
+def largest_batch(net, upto: int) -> int:
+    """The largest batch, at most *upto*, whose golden run fits the golden model's size limits
+    (:meth:`~systolic.golden.network.QuantizedNetwork.check_batch`); at least 1. Nothing is allocated."""
+    lo, hi = 1, max(1, int(upto))
+    while lo < hi:                     # the largest b in [lo, hi] that fits; 1 is taken to fit
+        mid = (lo + hi + 1) // 2
+        try:
+            net.check_batch(mid)
+            lo = mid
+        except ValueError:
+            hi = mid - 1
+    return lo
 
 
 def split_cycles(busy: dict) -> dict:
@@ -214,6 +228,12 @@ def run_images(net, config, x_int, *, source: str = "rtl", backend: str | None =
         check = True
     n = x.shape[0]
     nb0 = min(batch, n)         # checked before the runner opens; *compiled*: done already by the caller
+    if check:
+        try:
+            net.check_batch(nb0)       # before compiling: a batch the golden check cannot hold fails at once
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the largest batch of this network the golden check holds is "
+                             f"{largest_batch(net, nb0)} (run the images in batches of that size)") from None
     compiled = {nb0: compiled if compiled is not None else compile_checked(net, config, nb0, dram_bytes, layers)}
     dram_bytes = compiled[nb0].spec.dram_bytes      # (every batch gets the first one's DRAM size)
     spec = MachineSpec.from_config(config, dram_bytes=dram_bytes)

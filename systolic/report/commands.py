@@ -5,17 +5,26 @@ from __future__ import annotations
 import json
 
 
-def make_report(model: str, config: str, images: int, out, *, source: str = "model", memory=None,
+#: Images of a report when none are asked for: of the model's data set; one for random inputs.
+DEFAULT_IMAGES = {"data": 32, "random": 1}
+
+
+def make_report(model: str, config: str, images: int | None, out, *, source: str = "model", memory=None,
                 table=None, progress: bool = True, backend: str | None = None) -> dict:
-    """Profile *model* on *config* over *images* inputs and write a report directory; the report dict."""
+    """Profile *model* on *config* over *images* inputs (``None``: :data:`DEFAULT_IMAGES`) and write a report
+    directory; the report dict. The images run in batches of up to 32, fewer when the golden check of a
+    batch would exceed its size limits (an ImageNet-shaped network)."""
     from ..arch.config import load_config
-    from ..flows import load_inputs, resolve_model, run_images
+    from ..flows import largest_batch, load_inputs, resolve_model, run_images
     from .report import build_report, write_report
 
     cfg = load_config(config)
     net, kind = resolve_model(model)
+    if images is None:
+        images = DEFAULT_IMAGES["random" if kind == "random" else "data"]
     x, _ = load_inputs(net, images, kind=kind)
-    run = run_images(net, cfg, x, source=source, backend=backend, memory=memory, progress=progress)
+    batch = largest_batch(net, min(32, len(x)))
+    run = run_images(net, cfg, x, source=source, backend=backend, memory=memory, progress=progress, batch=batch)
     counts = "rtl" if source == "rtl" else "executor"
     cycles = "rtl" if source == "rtl" else "cycle-model"
     rep = build_report(run.records(), cfg, counts_source=counts, cycles_source=cycles, table=table, extra={
@@ -79,7 +88,9 @@ def register(sub) -> None:
                         "random weights: resnet18-imagenet, resnet50-imagenet, mobilenetv2-imagenet "
                         "(default: %(default)s)")
     p.add_argument("--config", default="default", help="preset name or config JSON (default: %(default)s)")
-    p.add_argument("--images", type=int, default=32, help="digits test images (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None,
+                   help="test images of the model's data set (default: 32), or random inputs for a model without "
+                        "one (default: 1; random:... and the ImageNet-shaped networks)")
     p.add_argument("--source", choices=("model", "rtl"), default="model", help="where counts and cycles come from")
     p.add_argument("--backend", choices=("direct", "cocotb", "amaranth"), default=None,
                    help="RTL backend with --source rtl (default: direct)")
