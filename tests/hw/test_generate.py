@@ -32,9 +32,10 @@ def test_generate_and_lint(cfg, tmp_path):
 
 
 def test_every_top_one_naming_scheme(tmp_path):
-    """core, system and fpga: <config name>_<top>.v holding module <config name>_<top>, submodules prefixed."""
+    """core, system, fpga and axi: <config name>_<top>.v holding module <config name>_<top>, submodules
+    prefixed."""
     cfg = AcceleratorConfig.preset("tiny")
-    assert tuple(TOPS) == ("core", "system", "fpga")
+    assert tuple(TOPS) == ("core", "system", "fpga", "axi")
     for top in TOPS:
         path = generate_verilog(cfg, tmp_path, top=top)
         name = f"{cfg.name}_{top}"
@@ -44,7 +45,11 @@ def test_every_top_one_naming_scheme(tmp_path):
     ports = re.search(rf"^module {cfg.name}_fpga\((.*?)\);", (tmp_path / f"{cfg.name}_fpga.v").read_text(),
                       re.M | re.S).group(1)
     assert {"csr_addr", "csr_rdata", "irq", "bus__req_valid"} <= {p.strip() for p in ports.split(",")}
-    with pytest.raises(ValueError, match="top must be one of core, system, fpga, not 'soc'"):
+    ports = re.search(rf"^module {cfg.name}_axi\((.*?)\);", (tmp_path / f"{cfg.name}_axi.v").read_text(),
+                      re.M | re.S).group(1)
+    assert {"m_axi_arvalid", "m_axi_rdata", "s_axil_awaddr", "s_axil_rdata", "irq"} <= {p.strip() for p in
+                                                                                         ports.split(",")}
+    with pytest.raises(ValueError, match="top must be one of core, system, fpga, axi, not 'soc'"):
         generate_verilog(cfg, tmp_path, top="soc")
 
 
