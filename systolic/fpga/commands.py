@@ -10,7 +10,12 @@ def _synth(args) -> int:
     from ..arch.config import load_config
     from .synth import ToolError, synth
 
-    config = load_config(args.config)
+    ice40 = args.target == "ice40"
+    if ice40 and (args.config is None or args.top is None) and not args.json:
+        print("[synth] iCE40 defaults: the tiny config's core (the whole accelerator needs more logic cells "
+              "than any iCE40 has; docs/fpga.md)", file=sys.stderr, flush=True)
+    config = load_config(args.config if args.config is not None else ("tiny" if ice40 else "default"))
+    args.top = args.top if args.top is not None else ("core" if ice40 else "system")
 
     def progress(msg):
         if not args.json:
@@ -62,15 +67,16 @@ def register(sub) -> None:
         description="Generate the Verilog of a narrow-bus top (docs/fpga.md), synthesize it with Yosys and "
                     "place and route it with nextpnr (YoWASP builds), then report LUTs, FFs, DSPs, block "
                     "RAMs, I/O, Fmax and the critical path.")
-    p.add_argument("--config", default="default", metavar="CONFIG",
-                   help="preset name (tiny, small, default, large) or JSON config file (default: %(default)s)")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="preset name (tiny, small, default, large) or JSON config file (default: default on ECP5, "
+                        "tiny on iCE40)")
     p.add_argument("--target", choices=("ecp5", "ice40"), default="ecp5", help="FPGA family (default: %(default)s)")
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="ECP5: LFE5U-85F-6-CABGA381 (default); iCE40: hx8k-ct256 (default), up5k-sg48, ...")
-    p.add_argument("--top", choices=("system", "axi", "core", "array"), default="system",
+    p.add_argument("--top", choices=("system", "axi", "core", "array"), default=None,
                    help="system: whole accelerator, memory port + byte CSR port; axi: whole accelerator, AXI4 "
                         "master + AXI4-Lite slave; core / array: the datapath behind a register-bank harness "
-                        "(default: %(default)s)")
+                        "(default: system on ECP5, core on iCE40)")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock constraint for nextpnr (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")

@@ -170,3 +170,30 @@ def test_cli_export_fpga_help_names_the_real_module(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "<config name>_fpga" in text
     assert "systolic_fpga_top" not in text       # no module of that name is ever written
+
+
+@pytest.mark.parametrize("argv, config, top, note", [
+    (["--target", "ice40"], "tiny", "core", True),                  # the defaults that fit an iCE40
+    (["--target", "ice40", "--top", "array"], "tiny", "array", True),
+    (["--target", "ice40", "--config", "small", "--top", "system"], "small", "system", False),
+    ([], "default", "system", False),                                # ECP5: the whole default accelerator
+])
+def test_cli_synth_defaults_per_target(argv, config, top, note, monkeypatch, capsys):
+    import systolic.fpga.synth as synth_module
+    from systolic.arch.config import AcceleratorConfig
+
+    seen = {}
+
+    class Result:
+        def to_text(self):
+            return "ok"
+
+    def fake_synth(cfg, **kwargs):
+        seen.update(config=cfg, **kwargs)
+        return Result()
+
+    monkeypatch.setattr(synth_module, "synth", fake_synth)
+    assert main(["synth", *argv, "--no-pnr"]) == 0
+    assert seen["config"] == AcceleratorConfig.preset(config) and seen["top"] == top
+    assert seen["target"] == ("ice40" if "ice40" in argv else "ecp5")
+    assert ("iCE40 defaults: the tiny config's core" in capsys.readouterr().err) == note
