@@ -29,9 +29,10 @@ __all__ = ["SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_R
 SCRATCHPAD_READ = 1
 #: The accumulator buffer's STORE read port: the line addressed in cycle t is on the port in cycle t + 1.
 ACC_READ = 1
-#: The accumulator buffer writes an update this many cycles after it is presented (the old line is read
-#: in between when accumulating); ``hw.accumulator.AccumulatorBuffer``.
-ACC_UPDATE = 1
+#: The accumulator buffer writes an update, and flags its overflow, this many cycles after it is presented:
+#: the old line is read, registered, combined with the update, and the result written from a register
+#: (``hw.accumulator.AccumulatorBuffer``; no cycle runs from a memory read through an adder into the write).
+ACC_UPDATE = 3
 #: Pipeline stages of one requantizer lane: bias add; rounding shift or saturating left shift; ReLU and
 #: saturation (``hw.requantizer.RequantLane``).
 REQUANT_STAGES = 3

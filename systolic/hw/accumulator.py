@@ -106,11 +106,15 @@ class AccumulatorBuffer(wiring.Component):
     range (the stored value then wraps). The old line is read only when
     accumulating and for a VEC line.
 
-    Latency: the line is written :data:`~systolic.arch.latency.ACC_UPDATE`
-    (1) cycle after the update is presented (``upd.busy`` is high meanwhile).
-    Throughput: one update per cycle, to any lines (an update of the line
-    written in the same cycle sees the new value). ``rd`` is an independent
-    read port (:data:`~systolic.arch.latency.ACC_READ` = 1 cycle).
+    Latency: the line is written, and its overflow flagged,
+    :data:`~systolic.arch.latency.ACC_UPDATE` (3) cycles after the update is
+    presented (``upd.busy`` is high meanwhile): the old line's read, a
+    register after the memory, the operation, the write. Throughput: one
+    update per cycle, to any lines: an update reads the old line from the
+    updates still in flight (forwarding) where the memory has not got them
+    yet, so back-to-back updates of one line accumulate. ``rd`` is an
+    independent read port (:data:`~systolic.arch.latency.ACC_READ` = 1
+    cycle).
 
     Members
     -------
@@ -145,26 +149,33 @@ class AccumulatorBuffer(wiring.Component):
         lay = data.ArrayLayout(signed(A), C)
         m.submodules.mem = mem = Memory(shape=lay, depth=memory_depth(self.lines), init=[])
         wr = mem.write_port()
-        # Transparent: an update of the line written in the same cycle reads the new value,
-        # so back-to-back updates of one line (consecutive MATMULs) accumulate correctly.
-        upd_rd = mem.read_port(transparent_for=(wr,))
+        upd_rd = mem.read_port(transparent_for=())
         st_rd = mem.read_port()
         m.d.comb += [st_rd.addr.eq(self.rd.addr), st_rd.en.eq(self.rd.en), self.rd.data.eq(st_rd.data)]
 
-        # Stage 1 forms v = psum << shift in A + 2 bits, with `huge` when v does not fit them: then every result
-        # leaves the A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum
-        # mod 2**A, is the same as with v in full. The add after the memory read is A + 3 bits wide.
+        # Four stages, one update per cycle (ACC_UPDATE = 3 cycles from presenting an update to its write):
+        #   0: the old line is addressed; v = psum << shift is formed;
+        #   1: the old line comes out of the memory into a register;
+        #   2: old (forwarded from the updates written since its read, newest first) op v -> new, registered;
+        #   3: new is written, and its overflow flagged.
+        # Stage 0 forms v in A + 2 bits, with `huge` when v does not fit them: then every result leaves the
+        # A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum mod 2**A,
+        # is the same as with v in full. The result is formed in A + 3 bits.
+        assert ACC_UPDATE == 3, "the stages below are ACC_UPDATE's"
         NW, P = A + 2, max(self.psum_bits, div_result_bits(A))
         vec = self.vec
-        s1_valid = Signal()
-        s1_op = Signal(2)           # VecOp: an array update is SET (overwrite) or ADD (accumulate)
-        s1_vec = Signal()
-        s1_addr = Signal.like(upd.addr)
-        s1_val = [Signal(signed(NW), name=f"s1_val{c}") for c in range(C)]
-        s1_huge = [Signal(name=f"s1_huge{c}") for c in range(C)]
-        s1_neg = [Signal(name=f"s1_neg{c}") for c in range(C)]
-        s1_keep = [Signal(name=f"s1_keep{c}") for c in range(C)]
-        valid, addr, shift, rd_old = Signal(), Signal.like(upd.addr), Signal(SHIFT_BITS), Signal()
+        addr_shape = upd.addr.shape()
+
+        def stage(n):
+            return {"valid": Signal(name=f"s{n}_valid"), "vec": Signal(name=f"s{n}_vec"),
+                    "addr": Signal(addr_shape, name=f"s{n}_addr"), "op": Signal(2, name=f"s{n}_op"),
+                    "val": [Signal(signed(NW), name=f"s{n}_val{c}") for c in range(C)],
+                    "huge": [Signal(name=f"s{n}_huge{c}") for c in range(C)],
+                    "neg": [Signal(name=f"s{n}_neg{c}") for c in range(C)],
+                    "keep": [Signal(name=f"s{n}_keep{c}") for c in range(C)]}
+
+        s1, s2 = stage(1), stage(2)
+        valid, addr, shift, rd_old = Signal(), Signal(addr_shape), Signal(SHIFT_BITS), Signal()
         m.d.comb += [
             valid.eq(upd.valid | vec.valid),
             addr.eq(Mux(vec.valid, vec.addr, upd.addr)),
@@ -174,8 +185,8 @@ class AccumulatorBuffer(wiring.Component):
             upd_rd.en.eq(rd_old),
             self.ev_read.eq(rd_old),
         ]
-        m.d.sync += [s1_valid.eq(valid), s1_addr.eq(addr), s1_vec.eq(vec.valid),
-                     s1_op.eq(Mux(vec.valid, vec.op, Mux(upd.accumulate, VecOp.ADD, VecOp.SET)))]
+        m.d.sync += [s1["valid"].eq(valid), s1["addr"].eq(addr), s1["vec"].eq(vec.valid),
+                     s1["op"].eq(Mux(vec.valid, vec.op, Mux(upd.accumulate, VecOp.ADD, VecOp.SET)))]
         for c in range(C):
             p = Signal(signed(P), name=f"src{c}")
             m.d.comb += p.eq(Mux(vec.valid, vec.vals[c], upd.psum[c]))
@@ -188,29 +199,69 @@ class AccumulatorBuffer(wiring.Component):
                 same[j] = sj
             fits = [Const(1, 1) if NW - 1 - sh >= P else same[NW - 1 - sh] if NW - 1 - sh >= 0 else p == 0
                     for sh in range(1 << SHIFT_BITS)]
-            m.d.sync += [s1_val[c].eq((p << shift)[:NW].as_signed()), s1_huge[c].eq(~Array(fits)[shift]),
-                         s1_neg[c].eq(p[P - 1]), s1_keep[c].eq(vec.valid & (c >= vec.elems))]
+            m.d.sync += [s1["val"][c].eq((p << shift)[:NW].as_signed()), s1["huge"][c].eq(~Array(fits)[shift]),
+                         s1["neg"][c].eq(p[P - 1]), s1["keep"][c].eq(vec.valid & (c >= vec.elems))]
 
-        lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
-        ovf = []
+        # Stage 1 -> 2: the old line into a register, the stage's fields along; which in-flight write the old
+        # line must come from instead (decided here, from registered addresses, so stage 2 only selects).
+        old_q = Signal(lay)
+        m.d.sync += old_q.eq(upd_rd.data)
+        for key in ("valid", "vec", "addr", "op"):
+            m.d.sync += s2[key].eq(s1[key])
+        for key in ("val", "huge", "neg", "keep"):
+            m.d.sync += [s2[key][c].eq(s1[key][c]) for c in range(C)]
+        # Writes the memory read of stage 2's line missed: stage 3's (written now, from stage 2 last cycle)
+        # and the two written in the two cycles before (w1, w2).
+        s3_valid, s3_vec, s3_addr = Signal(), Signal(), Signal(addr_shape)
+        s3_new = [Signal(signed(NW + 1), name=f"s3_new{c}") for c in range(C)]
+        s3_big = [Signal(name=f"s3_big{c}") for c in range(C)]
+        s3_line = Signal(lay)
+        w1_valid, w1_addr, w1_line = Signal(), Signal(addr_shape), Signal(lay)
+        w2_valid, w2_addr, w2_line = Signal(), Signal(addr_shape), Signal(lay)
+        fwd3, fwd1, fwd2 = Signal(), Signal(), Signal()
+        m.d.sync += [fwd3.eq(s2["valid"] & (s2["addr"] == s1["addr"])),
+                     fwd1.eq(s3_valid & (s3_addr == s1["addr"])),
+                     fwd2.eq(w1_valid & (w1_addr == s1["addr"]))]
+        old = Signal(lay)
+        with m.If(fwd3):
+            m.d.comb += old.eq(s3_line)
+        with m.Elif(fwd1):
+            m.d.comb += old.eq(w1_line)
+        with m.Elif(fwd2):
+            m.d.comb += old.eq(w2_line)
+        with m.Else():
+            m.d.comb += old.eq(old_q)
+
+        # Stage 2: the operation; a kept lane (VEC, c >= elems) keeps its old value and never overflows.
+        m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]
         for c in range(C):
-            old, v = upd_rd.data[c], s1_val[c]
+            o, v, huge = old[c], s2["val"][c], s2["huge"][c]
             new = Signal(signed(NW + 1), name=f"new{c}")
             big = Signal(name=f"big{c}")        # the true value is beyond every accumulator value
-            with m.Switch(s1_op):
+            with m.Switch(s2["op"]):
                 with m.Case(VecOp.ADD):
-                    m.d.comb += [new.eq(old + v), big.eq(s1_huge[c])]
+                    m.d.comb += [new.eq(o + v), big.eq(huge)]
                 with m.Case(VecOp.MAX):
                     # A huge negative value never wins; a huge positive one is the (overflowing) result.
-                    m.d.comb += [new.eq(Mux(s1_huge[c] | (old > v), old, v)), big.eq(s1_huge[c] & ~s1_neg[c])]
+                    m.d.comb += [new.eq(Mux(huge | (o > v), o, v)), big.eq(huge & ~s2["neg"][c])]
                 with m.Default():
-                    m.d.comb += [new.eq(v), big.eq(s1_huge[c])]
+                    m.d.comb += [new.eq(v), big.eq(huge)]
+            m.d.sync += [s3_new[c].eq(Mux(s2["keep"][c], o, new)), s3_big[c].eq(~s2["keep"][c] & big)]
+
+        # Stage 3: the write, and the overflow: new fits A bits iff its bits A-1 .. A+2 all equal its sign
+        # (a 4-bit test, not two compares).
+        ovf = []
+        for c in range(C):
+            top = s3_new[c][A - 1:]
             o = Signal(name=f"ovf{c}")
-            m.d.comb += [o.eq(~s1_keep[c] & (big | (new < lo) | (new > hi))),
-                         wr.data[c].eq(Mux(s1_keep[c], old, new))]
+            m.d.comb += [o.eq(s3_big[c] | ~(top.all() | ~top.any())), s3_line[c].eq(s3_new[c][:A].as_signed())]
             ovf.append(o)
+        m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line),
+                     w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_line.eq(w1_line)]
         m.d.comb += [
-            wr.addr.eq(s1_addr), wr.en.eq(s1_valid), self.ev_write.eq(s1_valid), self.ev_vec_write.eq(s1_vec),
-            upd.busy.eq(s1_valid & ~s1_vec), self.overflow.eq(s1_valid & Cat(*ovf).any()),
+            wr.addr.eq(s3_addr), wr.en.eq(s3_valid), wr.data.eq(s3_line),
+            self.ev_write.eq(s3_valid), self.ev_vec_write.eq(s3_vec),
+            upd.busy.eq((s1["valid"] & ~s1["vec"]) | (s2["valid"] & ~s2["vec"]) | (s3_valid & ~s3_vec)),
+            self.overflow.eq(s3_valid & Cat(*ovf).any()),
         ]
         return m

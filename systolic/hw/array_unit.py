@@ -28,8 +28,8 @@ from .accumulator import AccUpdateSignature
 from .params import require_system_config
 from .scratchpad import LineReadSignature, memory_depth
 
-__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "last_writer", "read_weight_tile",
-           "weight_row", "weight_tile"]
+__all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "last_writer", "written_idx",
+           "read_weight_tile", "weight_row", "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
 #: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
@@ -112,15 +112,31 @@ class ArrayUnit(wiring.Component):
 
 
 def last_writer(m, pop, desc, layout):
-    """``(valid, desc)`` registers of the entry a write-back popped (*pop*) with its last result, whose
-    accumulator write happens the cycle after (:data:`~systolic.arch.latency.ACC_UPDATE`): it stays a
-    writer for that cycle."""
-    assert ACC_UPDATE == 1, "the write-back's last writer register assumes a one-cycle accumulator update"
-    done_v, done = Signal(name="done_valid"), Signal(layout, name="done")
-    m.d.sync += done_v.eq(pop)
-    with m.If(pop):
-        m.d.sync += done.eq(desc)
-    return done_v, done
+    """``[(valid, desc), ...]``: :data:`~systolic.arch.latency.ACC_UPDATE` registers of the entries a
+    write-back popped (*pop*) with their last result, one per cycle since: the accumulator writes a result
+    that many cycles after it is presented, so an entry stays a writer until its last write is done."""
+    chain = []
+    prev_v, prev = pop, desc
+    for n in range(ACC_UPDATE):
+        v, d = Signal(name=f"done{n}_valid"), Signal(layout, name=f"done{n}")
+        m.d.sync += [v.eq(prev_v), d.eq(prev)]
+        chain.append((v, d))
+        prev_v, prev = v, d
+    return chain
+
+
+def written_idx(m, present, idx, out):
+    """Drive *out* (the unit's ``idx``) with the program index of the MATMUL whose result the accumulator
+    writes this cycle: *idx* of the result presented (*present*) :data:`~systolic.arch.latency.ACC_UPDATE`
+    cycles before."""
+    r = Signal(len(out), name="idx_presented")
+    with m.If(present):
+        m.d.sync += r.eq(idx)
+    for n in range(ACC_UPDATE - 1):
+        nxt = Signal(len(out), name=f"idx_stage{n}")
+        m.d.sync += nxt.eq(r)
+        r = nxt
+    m.d.comb += out.eq(r)
 
 
 def read_weight_tile(m, w_port, k, base, tile):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data
 
-from ..arch.latency import SCRATCHPAD_READ
+from ..arch.latency import ACC_UPDATE, SCRATCHPAD_READ
 from .array import SystolicArray
-from .array_unit import MATMUL_LAYOUT, ArrayUnit, last_writer, weight_row, weight_tile
+from .array_unit import MATMUL_LAYOUT, ArrayUnit, last_writer, weight_row, weight_tile, written_idx
 
 __all__ = ["OSArrayUnit"]
 
@@ -56,9 +56,9 @@ class OSArrayUnit(ArrayUnit):
 
     @property
     def WRITERS(self):  # noqa: N802 (the interface's name)
-        """The fetcher's MATMUL, the two banks' chunks, the write-back queue, the chunk whose last write is
-        this cycle."""
-        return 4 + writeback_depth(self.config)
+        """The fetcher's MATMUL, the two banks' chunks, the write-back queue, the chunks whose last write is
+        still in the accumulator."""
+        return 3 + writeback_depth(self.config) + ACC_UPDATE
 
     def elaborate(self, platform):
         m = Module()
@@ -160,8 +160,9 @@ class OSArrayUnit(ArrayUnit):
             upd.psum.eq(array.o.payload),
         ]
         pop = Signal()
+        written_idx(m, array.o.valid, hd.idx, self.idx)
         with m.If(array.o.valid):
-            m.d.sync += [self.idx.eq(hd.idx), o_row.eq(o_row - 1)]
+            m.d.sync += o_row.eq(o_row - 1)
             with m.If(o_row == 0):
                 m.d.comb += pop.eq(1)
                 m.d.sync += [o_row.eq(R - 1), head.eq(Mux(head == D - 1, 0, head + 1)),
@@ -169,12 +170,12 @@ class OSArrayUnit(ArrayUnit):
         with m.If(step_last & array.i.ready):
             m.d.sync += [wbq[tail].eq(smeta), wbv[tail].eq(1),
                          tail.eq(Mux(tail == D - 1, 0, tail + 1))]
-        done_v, done = last_writer(m, pop, hd, _CHUNK)
+        done = last_writer(m, pop, hd, _CHUNK)
 
         with m.If(self.clear):
             m.d.sync += [fv.eq(0), frd.eq(0), rd_cap.eq(0), rd_a.eq(0), rd_w.eq(0),
                          *(v.eq(0) for v in (*occ, *full, *wbv)), head.eq(0), tail.eq(0), o_row.eq(R - 1),
-                         sb.eq(0), sk.eq(0), tb.eq(0), wbi.eq(0), done_v.eq(0)]
+                         sb.eq(0), sk.eq(0), tb.eq(0), wbi.eq(0), *(v.eq(0) for v, _ in done)]
         m.d.comb += self.busy.eq(fv | occ[0] | occ[1] | Cat(*wbv).any() | upd.busy)
         self._reader(m, 0, fv, fd, fv & (fchunk == 0))
         self._writer(m, 0, fv, fd)
@@ -182,5 +183,6 @@ class OSArrayUnit(ArrayUnit):
             self._writer(m, 1 + b, occ[b], meta[b])
         for n in range(D):
             self._writer(m, 3 + n, wbv[n], wbq[n])
-        self._writer(m, 3 + D, done_v, done)
+        for n, (valid, desc) in enumerate(done):
+            self._writer(m, 3 + D + n, valid, desc)
         return m

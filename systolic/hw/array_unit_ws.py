@@ -5,8 +5,10 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal
 from amaranth.lib import data
 
+from ..arch.latency import ACC_UPDATE
 from .array import SystolicArray
-from .array_unit import MATMUL_LAYOUT, ArrayUnit, last_writer, read_weight_tile, weight_tile
+from .array_unit import (MATMUL_LAYOUT, ArrayUnit, last_writer, read_weight_tile, weight_tile,
+                         written_idx)
 
 __all__ = ["WSArrayUnit"]
 
@@ -44,7 +46,8 @@ class WSArrayUnit(ArrayUnit):
     """
 
     READERS = 2
-    WRITERS = 4     # the weight loader's, the two write-back entries, the one whose last write is this cycle
+    #: The weight loader's, the two write-back entries, those whose last write is still in the accumulator.
+    WRITERS = 3 + ACC_UPDATE
 
     def elaborate(self, platform):
         m = Module()
@@ -123,8 +126,8 @@ class WSArrayUnit(ArrayUnit):
             upd.shift.eq(head.shift),
             upd.psum.eq(array.o.payload),
         ]
+        written_idx(m, array.o.valid, head.idx, self.idx)
         with m.If(array.o.valid):
-            m.d.sync += self.idx.eq(head.idx)
             with m.If(o_cnt + 1 == head.m):
                 m.d.sync += o_cnt.eq(0)
                 m.d.comb += pop.eq(1)
@@ -141,13 +144,13 @@ class WSArrayUnit(ArrayUnit):
             m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
         with m.Elif(push):
             m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
-        done_v, done = last_writer(m, pop, head, _WRITEBACK)
+        done = last_writer(m, pop, head, _WRITEBACK)
         with m.If(self.clear):
             m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
-                         done_v.eq(0)]
+                         *(v.eq(0) for v, _ in done)]
         m.d.comb += self.busy.eq(wl_valid | fd_valid | wb_v[0] | upd.busy)
         self._reader(m, 0, wl_valid, wl, wl_valid & ~wl_push & ~wl_done)   # W: while reading the tile
         self._reader(m, 1, fd_valid, fd, 0)                                 # (the feeder reads A only)
-        for n, (valid, desc) in enumerate(((wl_valid, wl), (wb_v[0], wb[0]), (wb_v[1], wb[1]), (done_v, done))):
+        for n, (valid, desc) in enumerate(((wl_valid, wl), (wb_v[0], wb[0]), (wb_v[1], wb[1]), *done)):
             self._writer(m, n, valid, desc)
         return m

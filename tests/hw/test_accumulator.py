@@ -3,6 +3,7 @@ accumulate-with-shift, back-to-back to one line) with idle cycles between, reads
 overflow flagged in the cycle the line is written."""
 
 import random
+from collections import deque
 
 import numpy as np
 from amaranth.sim import Simulator
@@ -35,7 +36,11 @@ def _check(n, edges):
         return ((v - lo) % (1 << ACC)) + lo
 
     async def bench(ctx):
-        pending = None          # (line, expected value, overflow) of the update being written
+        # (line, expected value, overflow) of the updates presented in the last ACC_UPDATE cycles, oldest first:
+        # the oldest is written now. `model` is what each update sees (every earlier update), `mem` what the
+        # read port sees (the updates written).
+        pipe = deque([None] * ACC_UPDATE)
+        mem = model.copy()
         last_line = None
         edge_vals = sorted({v for k in range(PSUM) for v in (1 << k, (1 << k) - 1, -(1 << k), 1 - (1 << k))
                             if -(1 << (PSUM - 1)) <= v < 1 << (PSUM - 1)})
@@ -62,24 +67,28 @@ def _check(n, edges):
             ctx.set(dut.rd.en, 1)
             ctx.set(dut.rd.addr, read_line)
             assert ctx.get(dut.ev_read) == int(upd and accumulate)
-            # The update presented last cycle is written now (ACC_UPDATE = 1): busy, and its overflow.
-            assert ctx.get(dut.upd.busy) == int(pending is not None)
+            # The update presented ACC_UPDATE cycles ago is written now, with its overflow; busy while any
+            # presented update is not written.
+            pending = pipe.popleft()
+            assert ctx.get(dut.upd.busy) == int(pending is not None or any(e is not None for e in pipe))
             assert ctx.get(dut.overflow) == int(pending is not None and pending[2])
             assert ctx.get(dut.ev_write) == int(pending is not None)
             # The read port is not transparent: a line written in this cycle reads as it was (ACC_READ = 1).
-            expected_read = model[read_line].copy()
+            expected_read = mem[read_line].copy()
             if pending is not None:
-                model[pending[0]] = pending[1]      # an accumulate below sees it (transparent update port)
-            pending = None
+                mem[pending[0]] = pending[1]
+            entry = None
             if upd:
                 new = (model[line] if accumulate else 0) + (psum.astype(object) << shift)
                 ovf = any(not lo <= int(v) <= hi for v in new)
                 # After the write the line holds the value mod 2**acc_bits (the error stops the run).
-                pending = (line, np.array([wrap(int(v)) for v in new], np.int64), ovf)
+                entry = (line, np.array([wrap(int(v)) for v in new], np.int64), ovf)
+                model[line] = entry[1]  # the next update of this line sees it, however soon (forwarding)
                 seen["acc"] += accumulate
                 seen["shifted"] += accumulate and shift > 0
                 seen["same_line"] += line == last_line
                 seen["overflow"] += ovf
+            pipe.append(entry)
             last_line = line if upd else None
             await ctx.tick()
             assert [ctx.get(dut.rd.data[c]) for c in range(COLS)] == expected_read.tolist()
@@ -90,7 +99,7 @@ def _check(n, edges):
     sim.add_testbench(bench)
     sim.run()
     assert min(seen.values()) >= 5, seen
-    assert ACC_UPDATE == ACC_READ == 1
+    assert ACC_READ == 1
 
 
 def test_vector_lines_equal_the_model():
@@ -110,15 +119,14 @@ def test_vector_lines_equal_the_model():
         return ((v - lo) % (1 << ACC)) + lo
 
     async def bench(ctx):
-        pending = None
+        pipe = deque([None] * ACC_UPDATE)       # the lines presented in the last ACC_UPDATE cycles
         for _ in range(1500):
-            # The line presented last cycle is written now (ACC_UPDATE = 1): its flags; the update port is
-            # transparent, so this cycle's line is computed from the model after that write.
+            # The line presented ACC_UPDATE cycles ago is written now: its flags. Each line is computed from
+            # every earlier one (`model`), written or not.
+            pending = pipe.popleft()
             assert ctx.get(dut.overflow) == int(pending is not None and pending[2])
             assert ctx.get(dut.ev_vec_write) == int(pending is not None and pending[3])
-            assert ctx.get(dut.upd.busy) == int(pending is not None and not pending[3])
-            if pending is not None:
-                model[pending[0]] = pending[1]
+            assert ctx.get(dut.upd.busy) == int(any(e is not None and not e[3] for e in (pending, *pipe)))
             kind = rng.choice(["vec", "vec", "array", "idle"])
             line = int(rng.integers(0, LINES))
             ctx.set(dut.upd.valid, 0)
@@ -165,13 +173,14 @@ def test_vector_lines_equal_the_model():
                 r = model[line] + psum
                 new, ovf = np.array([wrap(int(v)) for v in r]), bool(((r < lo) | (r > hi)).any())
                 seen["array"] += 1
-            pending = None if new is None else (line, new, ovf, kind == "vec")
+            pipe.append(None if new is None else (line, new, ovf, kind == "vec"))
+            if new is not None:
+                model[line] = new
             await ctx.tick()
         ctx.set(dut.vec.valid, 0)
         ctx.set(dut.upd.valid, 0)
-        if pending is not None:
-            model[pending[0]] = pending[1]
-        await ctx.tick()
+        for _ in range(ACC_UPDATE):
+            await ctx.tick()
         for ln in range(LINES):
             ctx.set(dut.rd.en, 1)
             ctx.set(dut.rd.addr, ln)

@@ -43,9 +43,11 @@ def _run(cfg, descs, seed=0, idle=0.0, max_cycles=5000):
     async def bench(ctx):
         pending = list(descs)
         a_req = w_req = None
-        upd_last = False
+        hist = [False] * ACC_UPDATE     # upd.valid in the last ACC_UPDATE cycles, oldest first
         wait = 0
         for cycle in range(max_cycles):
+            if hist[0]:     # the update presented ACC_UPDATE cycles ago is written now: the index its overflow names
+                trace["updates"][-1 - sum(hist[1:])][5] = ctx.get(dut.idx)
             # Inputs of this cycle: read data of last cycle's requests, accumulator busy, the next MATMUL.
             if a_req is not None:
                 for r in range(cfg.rows):
@@ -53,7 +55,7 @@ def _run(cfg, descs, seed=0, idle=0.0, max_cycles=5000):
             if w_req is not None:
                 for c in range(cfg.cols):
                     ctx.set(dut.w.data[c], int(W[w_req, c]))
-            ctx.set(dut.upd.busy, int(upd_last))
+            ctx.set(dut.upd.busy, int(any(hist)))      # the accumulator's busy: an update not yet written
             if pending and wait == 0 and idle and gaps.random() < idle:
                 wait = gaps.randint(1, 6)            # random idle cycles on the stream
             offer = bool(pending) and wait == 0
@@ -78,15 +80,14 @@ def _run(cfg, descs, seed=0, idle=0.0, max_cycles=5000):
             if w_req is not None:
                 trace["reads"].append((cycle, "w", w_req))
             upd_last = bool(ctx.get(dut.upd.valid))
+            hist = hist[1:] + [upd_last]
             if upd_last:
                 psum = tuple(ctx.get(dut.upd.psum[c]) for c in range(cfg.cols))
                 trace["updates"].append([cycle, ctx.get(dut.upd.addr), psum, ctx.get(dut.upd.accumulate),
                                          ctx.get(dut.upd.shift), None])
             trace["busy"].append(bool(ctx.get(dut.busy)))
             await ctx.tick()
-            if upd_last:
-                trace["updates"][-1][5] = ctx.get(dut.idx)   # the index the accumulator's overflow would name
-            if not pending and not ctx.get(dut.busy) and not upd_last and cycle > 2:
+            if not pending and not ctx.get(dut.busy) and not any(hist) and cycle > 2:
                 trace["cycles"] = cycle + 1
                 return
         raise AssertionError("the unit did not finish")
@@ -152,14 +153,14 @@ def test_reads_stay_inside_the_published_readers(name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_writes_stay_inside_the_published_writers(name):
     """The STORE interlock's contract: an accumulator update presented in cycle c (written in c + ACC_UPDATE)
-    belongs to a MATMUL published in ``writers`` in both cycles."""
+    belongs to a MATMUL published in ``writers`` in every cycle from c to c + ACC_UPDATE."""
     cfg = CONFIGS[name]
     rng = np.random.default_rng(11 + len(name))
     descs = _random_descs(cfg, rng, 8)
     tr = _run(cfg, descs, seed=3, idle=0.3)
     assert tr["updates"]
     for cycle, line, *_ in tr["updates"]:
-        for c in (cycle, cycle + ACC_UPDATE):
+        for c in range(cycle, cycle + ACC_UPDATE + 1):
             pub = tr["writers"][c] if c < len(tr["writers"]) else []
             assert any(acc <= line < acc + m for acc, m in pub), (c, line, pub)
 

@@ -11,6 +11,7 @@ from systolic.arch.isa import encode_program
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
+from systolic.arch.latency import ACC_UPDATE
 from systolic.hw.accumulator import AccumulatorBuffer
 from systolic.hw.system import Accelerator
 from systolic.arch.timing import program_cycles, program_timeline
@@ -34,7 +35,8 @@ def test_accumulator_buffer_overwrite_accumulate_shift_and_overflow():
             reads = ctx.get(dut.ev_read)
             await ctx.tick()
             ctx.set(dut.upd.valid, 0)
-            ovf = ctx.get(dut.overflow)
+            await ctx.tick().repeat(ACC_UPDATE - 1)
+            ovf = ctx.get(dut.overflow)         # flagged in the cycle the line is written
             await ctx.tick()
             return reads, ovf
 

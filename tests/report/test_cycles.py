@@ -83,7 +83,7 @@ def test_interlocks_hold_only_conflicting_loads():
         lo, hi = m_i.array
         assert (l_i.busy.get("wait", 0) > 0) == held
         if held:
-            assert l_i.start > hi - cfg.rows - cfg.cols - 1     # after the last A read of the MATMUL
+            assert l_i.start > hi - cfg.latencies.ws_writeback  # after the last A read of the MATMUL
         else:
             assert l_i.start < hi and l_i.end < hi              # entirely behind the MATMUL
         assert h_i.start == max(hi + 1, h_i.start)              # HALT waits for the array unit
