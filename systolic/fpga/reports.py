@@ -171,8 +171,8 @@ def critical_path(report: dict) -> dict | None:
     if via:
         summary += " via " + " -> ".join(via)
     return {"from": start, "to": end, "clock": p.get("from", ""), "delay_ns": round(total, 3),
-            "logic_ns": round(total - routing, 3), "routing_ns": round(routing, 3), "logic_levels": levels, "carry_hops": carry,
-            "through": through, "summary": summary}
+            "logic_ns": round(total - routing, 3), "routing_ns": round(routing, 3), "logic_levels": levels,
+            "carry_hops": carry, "through": through, "summary": summary}
 
 
 def _short(path: str) -> str:
