@@ -210,8 +210,9 @@ class AccumulatorBuffer(wiring.Component):
             m.d.sync += s2[key].eq(s1[key])
         for key in ("val", "huge", "neg", "keep"):
             m.d.sync += [s2[key][c].eq(s1[key][c]) for c in range(C)]
-        # Writes the memory read of stage 2's line missed: stage 3's (written now, from stage 2 last cycle)
-        # and the two written in the two cycles before (w1, w2).
+        # The writes an update's memory read (in stage 0) missed, when it is in stage 2: the line in stage 3
+        # (written now) and the lines written one and two cycles ago (w1; w2, written in the very cycle of the
+        # read, which the read port does not see).
         s3_valid, s3_vec, s3_addr = Signal(), Signal(), Signal(addr_shape)
         s3_new = [Signal(signed(NW + 1), name=f"s3_new{c}") for c in range(C)]
         s3_big = [Signal(name=f"s3_big{c}") for c in range(C)]
