@@ -10,10 +10,29 @@ from __future__ import annotations
 from ..golden.primitives import MAX_SHIFT
 
 __all__ = ["COUNTERS", "EXECUTOR_COUNTERS", "UNITS", "CONTROLLER_UNITS", "ERRORS", "error_reason", "COUNTER_BITS",
-           "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters", "csr_map", "CSR_ADDR_BITS"]
+           "CYCLE_COUNTER_BITS", "counter_width", "ERROR_CODE_BITS", "ERROR_ARG_BITS", "PC_BITS", "unpack_counters",
+           "csr_map", "CSR_ADDR_BITS", "CSR_READ_LATENCY"]
 
-#: Width of every performance counter.
+#: Width of a counter's slot in the ``counters`` port and in the CSR map (8 bytes). The counters themselves
+#: are narrower (:func:`counter_width`); the bits above read 0.
 COUNTER_BITS = 64
+#: Width of the ``cycles`` counter. Every counter stops when ``cycles`` reaches ``2**CYCLE_COUNTER_BITS - 1``
+#: (32.6 days of running at 100 MHz), so a counter that reads that many cycles is saturated, and no counter
+#: ever wraps around.
+CYCLE_COUNTER_BITS = 48
+
+
+def counter_width(event_max: int) -> int:
+    """Bits of a counter whose event adds at most *event_max* per cycle: enough for ``2**CYCLE_COUNTER_BITS - 1``
+    cycles of the largest event, so that it cannot wrap before ``cycles`` saturates."""
+    if not isinstance(event_max, int) or event_max < 1:
+        raise ValueError(f"event_max must be a positive integer, not {event_max!r}")
+    width = (((1 << CYCLE_COUNTER_BITS) - 1) * event_max).bit_length()
+    if width > COUNTER_BITS:
+        raise ValueError(f"a counter of events up to {event_max} per cycle needs {width} bits, more than its "
+                         f"{COUNTER_BITS}-bit slot")
+    return width
+
 
 #: Units whose busy / stall cycles are counted. The controller is in exactly
 #: one of ``ctrl`` (fetch, decode, check), ``load``, ``loadq``, ``store``,
@@ -33,7 +52,7 @@ EXECUTOR_COUNTERS = (
 )
 
 #: Every counter, in the order of the ``counters`` port (counter ``i`` is bits
-#: ``[64*i, 64*i+64)``).
+#: ``[64*i, 64*i+64)``). The first, ``cycles``, counts the cycles of a run.
 COUNTERS = ("cycles",) + EXECUTOR_COUNTERS + (
     "fetch_bytes",        # instruction bytes fetched (not in dram_bytes_read)
     "bus_reads",          # read requests (bus words) on the memory port
@@ -97,6 +116,9 @@ def unpack_counters(word: int) -> dict:
 
 #: Byte address width of the FPGA top's CSR port.
 CSR_ADDR_BITS = 9
+#: Cycles from ``csr_addr`` to its byte on ``csr_rdata`` on the FPGA top's CSR port: the 8-byte word, then the
+#: byte, each registered (one wide multiplexer into a single byte register does not route well).
+CSR_READ_LATENCY = 2
 #: First CSR byte address of the performance counters (8 bytes each, :data:`COUNTERS` order).
 CSR_COUNTERS = 0x20
 assert CSR_COUNTERS + COUNTER_BITS // 8 * len(COUNTERS) <= 1 << CSR_ADDR_BITS

@@ -37,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import load_config
-from ..arch.sysmap import CSR_ADDR_BITS
+from ..arch.sysmap import CSR_ADDR_BITS, CSR_READ_LATENCY
 from ..hw.fpga_top import FpgaTop
 from ..sim.verilator import patched_environ
 from .boards import BOARDS, CMD_CSR_READ, CMD_CSR_WRITE, CMD_MEM_READ, CMD_MEM_WRITE
@@ -113,7 +113,8 @@ class UartBridge(wiring.Component):
     """The command protocol of the module docstring, from received bytes to CSR and memory accesses.
 
     Members: ``rx_data`` / ``rx_valid`` in, ``tx_data`` / ``tx_valid`` / ``tx_ready`` to the transmitter;
-    the CSR port (``csr_addr``, ``csr_we``, ``csr_wdata`` out, ``csr_rdata`` in, one-cycle read latency);
+    the CSR port (``csr_addr``, ``csr_we``, ``csr_wdata`` out, ``csr_rdata`` in,
+    :data:`~systolic.arch.sysmap.CSR_READ_LATENCY` cycles of read latency);
     one memory byte port (``mem_addr``, ``mem_we``, ``mem_wdata``, ``mem_re`` out, ``mem_rdata`` in one
     cycle after ``mem_re``).
     """
@@ -132,6 +133,7 @@ class UartBridge(wiring.Component):
         length = Signal(16)
         addr = Signal(32)
         byte = Signal(8)
+        wait = Signal(range(CSR_READ_LATENCY))
         m.d.sync += [self.csr_we.eq(0), self.mem_we.eq(0), self.mem_re.eq(0)]
         m.d.comb += [self.csr_addr.eq(field[:CSR_ADDR_BITS])]
         need = Mux(cmd == CMD_CSR_WRITE, 2, Mux(cmd == CMD_CSR_READ, 2, 6))
@@ -154,6 +156,7 @@ class UartBridge(wiring.Component):
                         with m.Case(CMD_CSR_WRITE, CMD_MEM_WRITE):
                             m.next = "DATA"
                         with m.Case(CMD_CSR_READ):
+                            m.d.sync += wait.eq(CSR_READ_LATENCY - 1)
                             m.next = "CSR_READ"
                         with m.Default():
                             m.next = "MEM_READ"
@@ -171,9 +174,12 @@ class UartBridge(wiring.Component):
                     m.next = "ACK"
             with m.State("ACK"):
                 send(cmd, "IDLE")
-            with m.State("CSR_READ"):                        # csr_addr was set a cycle ago: rdata is valid
-                m.d.sync += byte.eq(self.csr_rdata)
-                m.next = "SEND"
+            with m.State("CSR_READ"):                        # csr_addr has been set for CSR_READ_LATENCY
+                with m.If(wait == 0):                        # cycles when wait is 0: rdata is its byte
+                    m.d.sync += byte.eq(self.csr_rdata)
+                    m.next = "SEND"
+                with m.Else():
+                    m.d.sync += wait.eq(wait - 1)
             with m.State("MEM_READ"):
                 with m.If(length == 0):
                     m.next = "IDLE"

@@ -100,10 +100,10 @@ def csr_header_text(config, *, prefix: str = "systolic", top: str = "system") ->
     Macros (``SYSTOLIC_`` for the default *prefix*; every number is unsigned):
 
     - config: ``_CONFIG_NAME``, ``_VERSION`` (strings), ``_ROWS``, ``_COLS``, ``_BUS_BYTES``;
-    - CSR map: ``_CSR_ADDR_BITS``; ``_CSR_<REGISTER>`` (byte address) and ``_CSR_<REGISTER>_BYTES`` of every
+    - CSR map: ``_CSR_ADDR_BITS``, ``_CSR_READ_LATENCY``; ``_CSR_<REGISTER>`` (byte address) and ``_CSR_<REGISTER>_BYTES`` of every
       register of :func:`~systolic.arch.sysmap.csr_map` but the counters;
     - ``ctrl``: ``_CTRL_<FIELD>_SHIFT`` / ``_MASK`` for ``START`` (written), ``BUSY``, ``DONE``, ``ERROR``;
-    - counters: ``_COUNTER_BITS``, ``_COUNTER_BYTES``, ``_NUM_COUNTERS``, ``_COUNTERS_BASE`` and
+    - counters: ``_COUNTER_BITS``, ``_CYCLE_COUNTER_BITS``, ``_COUNTER_BYTES``, ``_NUM_COUNTERS``, ``_COUNTERS_BASE`` and
       ``_COUNTER_<NAME>``, the byte address of register ``counter_<name>``;
     - errors: ``_ERROR_CODE_BITS``, ``_NUM_ERROR_CODES``, ``_ERR_<NAME>`` (the code of sysmap's ``ERR_<NAME>``).
 
@@ -162,6 +162,8 @@ def csr_header_text(config, *, prefix: str = "systolic", top: str = "system") ->
         "",
         "/* CSR map: byte address and size of each register (multi-byte registers are little-endian) */",
         define(f"{p}_CSR_ADDR_BITS", f"{sysmap.CSR_ADDR_BITS}u"),
+        "/* Cycles from csr_addr to its byte on csr_rdata (the system top's byte-wide CSR port) */",
+        define(f"{p}_CSR_READ_LATENCY", f"{sysmap.CSR_READ_LATENCY}u"),
     ]
     for name, (addr, nbytes, access) in regs.items():
         if not name.startswith("counter_"):
@@ -178,6 +180,8 @@ def csr_header_text(config, *, prefix: str = "systolic", top: str = "system") ->
 
     lines += ["", "/* Performance counters (registers counter_<name>): byte address */",
               define(f"{p}_COUNTER_BITS", f"{sysmap.COUNTER_BITS}u"),
+              "/* Every counter stops when cycles reaches 2^CYCLE_COUNTER_BITS - 1 (none wraps around) */",
+              define(f"{p}_CYCLE_COUNTER_BITS", f"{sysmap.CYCLE_COUNTER_BITS}u"),
               define(f"{p}_COUNTER_BYTES", f"{counter_bytes}u"),
               define(f"{p}_NUM_COUNTERS", f"{len(counters)}u"),
               define(f"{p}_COUNTERS_BASE", f"0x{sysmap.CSR_COUNTERS:02X}u")]

@@ -49,7 +49,7 @@ class RegisterBankTop(wiring.Component):
     Every input port bit of *inner* comes from a write register (the inputs,
     concatenated in signature order, LSB first, are bytes ``0 .. n_in-1`` of
     the write space); every output bit is readable (bytes ``0 .. n_out-1`` of
-    the read space, registered). Pins: ``clk``, ``rst`` and the CSR port's
+    the read space, registered: one cycle of read latency). Pins: ``clk``, ``rst`` and the CSR port's
     17 + ``addr_bits`` (``csr_addr``, ``csr_we``, ``csr_wdata``, ``csr_rdata``).
 
     Parameters

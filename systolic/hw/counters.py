@@ -1,20 +1,25 @@
-"""The performance counters: one wide counter per event, cleared at the start of a run."""
+"""The performance counters: one counter per event, each as wide as it needs, cleared at the start of a run."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.sysmap import COUNTER_BITS
+from ..arch.sysmap import COUNTER_BITS, CYCLE_COUNTER_BITS, counter_width
 from .params import refuse
 
 __all__ = ["PerfCounters"]
 
 
 class PerfCounters(wiring.Component):
-    """``len(names)`` counters of :data:`~systolic.arch.sysmap.COUNTER_BITS` bits; counter ``i`` adds
-    ``events[i]`` every cycle.
+    """One counter per entry of *event_max*; counter ``i`` adds ``events[i]`` every cycle.
+
+    The first counter is the clock (it counts cycles: its event is 0 or 1) and is
+    :data:`~systolic.arch.sysmap.CYCLE_COUNTER_BITS` wide. Once it reaches its largest value every counter
+    stops, so the clock reads ``2**CYCLE_COUNTER_BITS - 1`` when the counters saturated. Every other counter
+    is :func:`~systolic.arch.sysmap.counter_width` of its event's largest value wide, so none wraps around
+    before that; its bits above that width in the ``counters`` port read 0.
 
     Latency: an event shows in its counter one cycle later; ``clear`` zeroes
     every counter one cycle later (the events of that cycle are dropped).
@@ -22,26 +27,33 @@ class PerfCounters(wiring.Component):
 
     Parameters
     ----------
-    names : tuple of str
-        The counters, in the order of the ``counters`` port
-        (:data:`systolic.arch.sysmap.COUNTERS`).
-    event_max : int
-        The largest value one event adds in one cycle.
+    event_max : dict of str to int
+        Counter name -> the largest value its event adds in one cycle, in the order of the ``counters`` port
+        (:data:`systolic.arch.sysmap.COUNTERS`); the first is the clock, with 1.
 
     Members
     -------
-    events : In(ArrayLayout(range(event_max + 1), len(names)))
+    events : In(ArrayLayout(range(max(event_max.values()) + 1), len(event_max)))
     clear : In(1)
-    counters : Out(ArrayLayout(unsigned(COUNTER_BITS), len(names)))
+    counters : Out(ArrayLayout(unsigned(COUNTER_BITS), len(event_max)))
     """
 
-    def __init__(self, *, names, event_max: int):
-        names = tuple(names)
-        if not names or len(set(names)) != len(names):
-            refuse(self, ValueError(f"names must be distinct counter names, not {names!r}"))
+    def __init__(self, *, event_max: dict):
+        names = tuple(event_max)
+        if not names:
+            refuse(self, ValueError("event_max names no counter"))
+        if event_max[names[0]] != 1:
+            refuse(self, ValueError(f"the first counter, {names[0]!r}, is the clock: its event_max must be 1, "
+                                    f"not {event_max[names[0]]!r}"))
+        try:
+            self.widths = {name: counter_width(v) for name, v in event_max.items()}
+        except ValueError as e:
+            refuse(self, e)
         self.names = names
+        #: The counters themselves (the ``counters`` port zero-extends them).
+        self.regs = [Signal(self.widths[name], name=f"count_{name}") for name in names]
         super().__init__({
-            "events": In(data.ArrayLayout(range(event_max + 1), len(names))),
+            "events": In(data.ArrayLayout(range(max(event_max.values()) + 1), len(names))),
             "clear": In(1),
             "counters": Out(data.ArrayLayout(unsigned(COUNTER_BITS), len(names))),
         })
@@ -51,9 +63,13 @@ class PerfCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for i in range(len(self.names)):
+        regs = self.regs
+        assert len(regs[0]) == CYCLE_COUNTER_BITS
+        saturated = regs[0] == (1 << CYCLE_COUNTER_BITS) - 1
+        for i, reg in enumerate(regs):
+            m.d.comb += self.counters[i].eq(reg)
             with m.If(self.clear):
-                m.d.sync += self.counters[i].eq(0)
-            with m.Else():
-                m.d.sync += self.counters[i].eq(self.counters[i] + self.events[i])
+                m.d.sync += reg.eq(0)
+            with m.Elif(~saturated):
+                m.d.sync += reg.eq(reg + self.events[i])
         return m

@@ -18,7 +18,8 @@ __all__ = ["FpgaTop", "csr_members"]
 
 def csr_members(addr_bits: int = CSR_ADDR_BITS) -> dict:
     """The byte-wide CSR port: ``csr_addr`` (byte address), ``csr_we`` with ``csr_wdata`` (written on the
-    clock edge), ``csr_rdata`` (the byte at ``csr_addr``, one cycle later)."""
+    clock edge), ``csr_rdata`` (the byte at ``csr_addr``, registered: some cycles later, which the top
+    documents)."""
     return {"csr_addr": In(addr_bits), "csr_we": In(1), "csr_wdata": In(8), "csr_rdata": Out(8)}
 
 
@@ -27,15 +28,17 @@ class FpgaTop(wiring.Component):
 
     Ports: ``bus__*`` (the accelerator's memory port,
     :class:`~systolic.hw.dma.MemPortSignature`, ``8 * bus_bytes`` data bits),
-    ``csr_addr[7:0]``, ``csr_we``, ``csr_wdata[7:0]``, ``csr_rdata[7:0]``
-    (registered, 1 cycle read latency), ``irq`` (= done or error, level).
+    ``csr_addr[8:0]``, ``csr_we``, ``csr_wdata[7:0]``, ``csr_rdata[7:0]``
+    (registered, :data:`~systolic.arch.sysmap.CSR_READ_LATENCY` cycles of read latency), ``irq`` (= done or
+    error, level).
     Pins: ``36 + 17 * bus_bytes`` for the memory port, 26 for CSR and irq,
     plus ``clk`` and ``rst``: 200 for ``bus_bytes = 8``. The register map is
     :func:`systolic.arch.sysmap.csr_map` (docs/fpga.md).
 
     Latency: a CSR write takes effect at the clock edge (``start`` reaches
-    the accelerator one cycle later); a read returns the byte one cycle after
-    its address.
+    the accelerator one cycle later); a read returns the byte
+    ``CSR_READ_LATENCY`` (2) cycles after its address (the address is sampled at every clock edge, so a new
+    address every cycle gives a new byte every cycle).
 
     Parameters
     ----------
@@ -67,7 +70,8 @@ class FpgaTop(wiring.Component):
                         m.d.sync += sig[8 * b:8 * b + 8].eq(self.csr_wdata)
         m.d.comb += [acc.start.eq(start), self.irq.eq(acc.done | (acc.error != 0))]
 
-        # Read side: one byte per address, registered so the mux tree is its own stage.
+        # Read side, CSR_READ_LATENCY = 2: the 8-byte word of csr_addr into a register, then its byte. One
+        # multiplexer of every byte into csr_rdata was the most congested net of the placed design.
         sources = {
             "ctrl": Cat(acc.busy, acc.done, Const(0, 2), acc.error),
             "prog_addr": rw["prog_addr"], "prog_len": rw["prog_len"], "dram_bytes": rw["dram_bytes"],
@@ -75,12 +79,18 @@ class FpgaTop(wiring.Component):
         }
         for i, name in enumerate(COUNTERS):
             sources[f"counter_{name}"] = acc.counters[i]
-        with m.Switch(self.csr_addr):
-            for name, value in sources.items():
-                base, nbytes, _ = regs[name]
-                for b in range(nbytes):
-                    with m.Case(base + b):
-                        m.d.sync += self.csr_rdata.eq(Value.cast(value)[8 * b:8 * b + 8])
+        byte_at = {}
+        for name, value in sources.items():
+            base, nbytes, _ = regs[name]
+            for b in range(nbytes):
+                byte_at[base + b] = Value.cast(value)[8 * b:8 * b + 8]
+        word, byte_sel = Signal(64), Signal(3)
+        m.d.sync += byte_sel.eq(self.csr_addr[:3])
+        with m.Switch(self.csr_addr[3:]):
+            for w in sorted({a // 8 for a in byte_at}):
+                with m.Case(w):
+                    m.d.sync += word.eq(Cat(byte_at.get(8 * w + b, Const(0, 8)) for b in range(8)))
             with m.Default():
-                m.d.sync += self.csr_rdata.eq(0)
+                m.d.sync += word.eq(0)
+        m.d.sync += self.csr_rdata.eq(word.word_select(byte_sel, 8))
         return m

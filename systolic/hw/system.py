@@ -27,7 +27,7 @@ HALT; ``error`` holds the error code (:data:`systolic.arch.sysmap.ERRORS`),
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,7 +75,8 @@ class Accelerator(wiring.Component):
     err_arg : Out(64)
         The offending value (address, line, opcode), see the error table.
     counters : Out(data.ArrayLayout(unsigned(64), len(COUNTERS)))
-        Performance counters, cleared by ``start``.
+        Performance counters, cleared by ``start``, each as wide as it needs
+        (:class:`~systolic.hw.counters.PerfCounters`: all stop when ``cycles`` reaches ``2**48 - 1``).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -101,7 +102,6 @@ class Accelerator(wiring.Component):
         m.submodules.array_unit = unit = array_unit(cfg)
         m.submodules.store = store = StorePipeline(config=cfg)
         m.submodules.controller = ctrl = Controller(config=cfg, readers=unit.READERS, writers=unit.WRITERS)
-        m.submodules.counters = counters = PerfCounters(names=COUNTERS, event_max=max(R * C, B, 2))
 
         wiring.connect(m, dma.bus, wiring.flipped(self.bus))
         wiring.connect(m, ctrl.dma, dma.cmd)
@@ -125,7 +125,6 @@ class Accelerator(wiring.Component):
             ctrl.dram_bytes.eq(self.dram_bytes),
             self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
             self.err_index.eq(ctrl.err_index), self.err_arg.eq(ctrl.err_arg),
-            counters.clear.eq(ctrl.clear), self.counters.eq(counters.counters),
         ]
 
         # Each counter's event (definitions: docs/isa.md, "Counters").
@@ -145,6 +144,10 @@ class Accelerator(wiring.Component):
             for k in ("busy", "stall"):
                 events[f"{u}_{k}"] = getattr(ev, f"{u}_{k}")
         assert set(events) == set(COUNTERS), set(COUNTERS) ^ set(events)
+        # Each counter as wide as its event's largest value needs (the event's width bounds it).
+        event_max = {name: (1 << len(Value.cast(events[name]))) - 1 for name in COUNTERS}
+        m.submodules.counters = counters = PerfCounters(event_max=event_max)
+        m.d.comb += [counters.clear.eq(ctrl.clear), self.counters.eq(counters.counters)]
         for name, value in events.items():
             m.d.comb += counters.events[counters.index(name)].eq(value)
         return m

@@ -57,6 +57,7 @@ def _expected(config, p="SYSTOLIC"):
     """(numeric macros, string macros) the header must define, from sysmap and the config."""
     ints = {f"{p}_ROWS": config.rows, f"{p}_COLS": config.cols, f"{p}_BUS_BYTES": config.bus_bytes,
             f"{p}_CSR_ADDR_BITS": sysmap.CSR_ADDR_BITS, f"{p}_COUNTER_BITS": sysmap.COUNTER_BITS,
+            f"{p}_CSR_READ_LATENCY": sysmap.CSR_READ_LATENCY, f"{p}_CYCLE_COUNTER_BITS": sysmap.CYCLE_COUNTER_BITS,
             f"{p}_NUM_COUNTERS": len(sysmap.COUNTERS), f"{p}_COUNTERS_BASE": sysmap.CSR_COUNTERS,
             f"{p}_ERROR_CODE_BITS": sysmap.ERROR_CODE_BITS, f"{p}_NUM_ERROR_CODES": 2 ** sysmap.ERROR_CODE_BITS}
     counter_bytes = set()

@@ -18,7 +18,8 @@ from amaranth.sim import Simulator
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.isa import encode_program
 from systolic.arch.memory import MemoryModel, place_program
-from systolic.arch.sysmap import COUNTERS, EXECUTOR_COUNTERS, csr_map, error_reason, unpack_counters
+from systolic.arch.sysmap import (COUNTERS, CSR_READ_LATENCY, EXECUTOR_COUNTERS, csr_map, error_reason,
+                                  unpack_counters)
 from systolic.arch.timing import program_cycles
 from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError, Target, compile_network
 from systolic.compiler.lower import AccelStep
@@ -70,7 +71,8 @@ def _run_top(cfg, dram, program, mem=MEM):
             value = 0
             for b in range(nbytes):
                 ctx.set(dut.csr_addr, base + b)
-                await tick()                              # 1-cycle read latency
+                for _ in range(CSR_READ_LATENCY):
+                    await tick()
                 value |= ctx.get(dut.csr_rdata) << (8 * b)
             return value
 
@@ -83,12 +85,16 @@ def _run_top(cfg, dram, program, mem=MEM):
         await write_byte(REGS["ctrl"][0], 0x01)          # start
         # Poll ctrl every cycle until irq: run-length list of the ctrl bytes seen, irq on every cycle.
         ctx.set(dut.csr_addr, REGS["ctrl"][0])
-        ctrl_runs, irq_while_busy, cycles = [], 0, 0
+        # The byte read after a tick is ctrl as it was CSR_READ_LATENCY cycles earlier: compare it with irq then.
+        ctrl_runs, irq_while_busy, cycles, irqs = [], 0, 0, []
         while True:
-            irq = ctx.get(dut.irq)
+            irqs.append(ctx.get(dut.irq))
             await tick()
             cycles += 1
             assert cycles < LIMIT, "no irq within the cycle limit"
+            if len(irqs) < CSR_READ_LATENCY:
+                continue                                  # no byte of the polled address yet
+            irq = irqs[-CSR_READ_LATENCY]
             value = ctx.get(dut.csr_rdata)
             if ctrl_runs and ctrl_runs[-1][0] == value:
                 ctrl_runs[-1][1] += 1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from systolic.arch.sysmap import COUNTER_BITS
+from systolic.arch.sysmap import COUNTER_BITS, CYCLE_COUNTER_BITS, counter_width
 from systolic.golden import QType
 from systolic.hw.counters import PerfCounters
 from systolic.hw.scratchpad import Scratchpad
@@ -86,7 +86,7 @@ def test_scratchpad_parameter_errors():
 
 def test_counters_add_events_and_clear():
     names = ("a", "b", "c")
-    dut = PerfCounters(names=names, event_max=17)
+    dut = PerfCounters(event_max={"a": 1, "b": 17, "c": 17})
     rng = np.random.default_rng(4)
     model = np.zeros(3, np.int64)
     cleared = 0
@@ -95,6 +95,7 @@ def test_counters_add_events_and_clear():
         nonlocal cleared
         for _ in range(300):
             ev = rng.integers(0, 18, 3)
+            ev[0] = rng.integers(0, 2)
             clear = rng.random() < 0.05
             for i, v in enumerate(ev):
                 ctx.set(dut.events[i], int(v))
@@ -111,6 +112,44 @@ def test_counters_add_events_and_clear():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert cleared and model.max() > 0 and dut.index("c") == 2 and COUNTER_BITS == 64
-    with pytest.raises(ValueError, match="names must be distinct counter names"):
-        PerfCounters(names=("a", "a"), event_max=1)
+    assert cleared and model.max() > 0 and dut.index("c") == 2 and dut.names == names
+
+
+def test_counters_sized_to_need_and_saturate():
+    """Each counter holds 2**48 - 1 cycles of its largest event; at that many cycles every counter stops."""
+    top = (1 << CYCLE_COUNTER_BITS) - 1
+    dut = PerfCounters(event_max={"cycles": 1, "bit": 1, "byte": 255, "three": 3})
+    assert [len(r) for r in dut.regs] == [48, 48, 56, 50] and CYCLE_COUNTER_BITS == 48 and COUNTER_BITS == 64
+    seen = []
+
+    async def bench(ctx):
+        # Start just below the limit: the largest values each counter can reach by then.
+        for reg, value in zip(dut.regs, (top - 2, top - 2, 255 * (top - 2), 3 * (top - 2))):
+            ctx.set(reg, value)
+        for i, v in enumerate((1, 1, 255, 3)):
+            ctx.set(dut.events[i], v)
+        for _ in range(4):
+            await ctx.tick()
+            seen.append([ctx.get(dut.counters[i]) for i in range(4)])
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        seen.append([ctx.get(dut.counters[i]) for i in range(4)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # Two more cycles reach the limit, then nothing moves (no wrap-around); clear still zeroes.
+    full = [top, top, 255 * top, 3 * top]
+    assert seen == [[top - 1, top - 1, 255 * (top - 1), 3 * (top - 1)], full, full, full, [0, 0, 0, 0]]
+
+
+def test_counter_parameter_errors():
+    with pytest.raises(ValueError, match="the first counter, 'a', is the clock: its event_max must be 1, not 2"):
+        PerfCounters(event_max={"a": 2})
+    with pytest.raises(ValueError, match="event_max names no counter"):
+        PerfCounters(event_max={})
+    with pytest.raises(ValueError, match="needs 65 bits, more than its 64-bit slot"):
+        PerfCounters(event_max={"cycles": 1, "wide": (1 << 16) + 1})
+    with pytest.raises(ValueError, match="event_max must be a positive integer, not 0"):
+        counter_width(0)
