@@ -66,8 +66,9 @@ class SystolicArray(wiring.Component):
     - weight load: ``rows`` cycles, hidden behind computation by the double buffer.
 
     Output-stationary (``dataflow="os"``): each ``i`` transfer carries one
-    reduction step ``(a[0:rows] = A[:, k], w[0:cols] = W[k, :])``; ``first``
-    marks ``k = 0`` and ``last`` ``k = K-1`` of a tile. PE ``(r, n)``
+    reduction step ``(a[0:rows] = A[:, k], w[0:cols] = W[k, :])``; ``last``
+    marks ``k = K-1`` of a tile, and the next step starts the next tile (each
+    PE's accumulator is zeroed as it captures ``last``). PE ``(r, n)``
     accumulates ``sum_k A[r, k] W[k, n]``. After ``last`` the tile is drained
     down the columns as ``rows`` ``o`` vectors, **bottom row first**
     (``r = rows-1, ..., 0``), while the next tile already accumulates.
@@ -199,20 +200,18 @@ class SystolicArray(wiring.Component):
 
         # A bubble must add nothing to the accumulators: zero its activation.
         a_shape, _, _ = operand_shapes(cfg)
-        first, last = Signal(), Signal()
-        m.d.comb += [first.eq(take & self.i.payload.first), last.eq(take & self.i.payload.last)]
+        last = Signal()
+        m.d.comb += last.eq(take & self.i.payload.last)
         for r in range(R):
             a_r = Signal(a_shape, name=f"a_in{r}")
             m.d.comb += a_r.eq(Mux(take, self.i.payload.a[r], 0))
             m.d.comb += [
                 pes[r][0].a_in.eq(_delay(m, en, a_r, r, f"skew_a{r}")),
-                pes[r][0].first_in.eq(_delay(m, en, first, r, f"skew_first{r}")),
                 pes[r][0].last_in.eq(_delay(m, en, last, r, f"skew_last{r}")),
             ]
             for n in range(1, C):
                 m.d.comb += [
                     pes[r][n].a_in.eq(pes[r][n - 1].a_out),
-                    pes[r][n].first_in.eq(pes[r][n - 1].first_out),
                     pes[r][n].last_in.eq(pes[r][n - 1].last_out),
                 ]
         busy_last = None

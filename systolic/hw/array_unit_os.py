@@ -39,7 +39,7 @@ class OSArrayUnit(ArrayUnit):
       the last step of the chunk in it; the fetcher takes the next MATMUL in
       the cycle of its last read. ``m == 0`` is taken and dropped.
     - **stepper**: feeds a full bank to the array as ``rows`` reduction steps
-      (``first`` / ``last`` mark the tile), chunk after chunk, while the array
+      (``last`` marks the tile's end), chunk after chunk, while the array
       drains the previous ones;
     - **write-back**: the drained rows (bottom first) update their
       accumulator lines, rows past ``m`` are discarded (a short queue of
@@ -83,7 +83,7 @@ class OSArrayUnit(ArrayUnit):
         smeta = meta[sb]
         m.d.comb += [step.eq(full[sb]), step_last.eq(step & (sk == R - 1)),
                      array.i.valid.eq(step), self.stall.eq(step & ~array.i.ready),
-                     array.i.payload.first.eq(sk == 0), array.i.payload.last.eq(sk == R - 1),
+                     array.i.payload.last.eq(sk == R - 1),
                      array.i.payload.w.eq(Mux(smeta.wb, wt[1][sk], wt[0][sk]))]
         for r in range(R):
             row = Mux(sb, at[1][r], at[0][r])

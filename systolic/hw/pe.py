@@ -120,13 +120,15 @@ class WSProcessingElement(wiring.Component):
 class OSProcessingElement(wiring.Component):
     """Output-stationary PE with a local accumulator and a drain register.
 
-    Activations (with the ``first``/``last`` flags) flow right, weights flow
-    down, both with 1 cycle latency. Each ``en`` cycle the PE computes
-    ``acc = (first ? 0 : acc) + a_in * w_in`` (:func:`pe_mac`; the shift
-    PE passes the weight word down and decodes it). When ``last`` arrives the final
-    sum is captured in the drain register ``d`` (so the accumulator is free
-    for the next tile at once); ``shift`` moves ``d_in`` (the drain register of
-    the PE above) into ``d``, forming a per-column drain chain.
+    Activations (with the ``last`` flag) flow right, weights flow down, both
+    with 1 cycle latency. Each ``en`` cycle the PE computes
+    ``total = acc + a_in * w_in`` (:func:`pe_mac`; the shift PE passes the
+    weight word down and decodes it). When ``last`` arrives, ``total`` is
+    captured in the drain register ``d`` and the accumulator is zeroed (its
+    flip-flops' synchronous reset), so the next tile starts from 0 in the very
+    next cycle; a tile is the steps from one ``last`` (or the start) to the
+    next. ``shift`` moves ``d_in`` (the drain register of the PE above) into
+    ``d``, forming a per-column drain chain.
 
     Latency: 1 cycle per hop; a tile's result is in ``d`` one cycle after its
     ``last`` operand pair arrived. Throughput: 1 MAC per cycle.
@@ -139,14 +141,14 @@ class OSProcessingElement(wiring.Component):
     -------
     en : In(1)
         Clock enable.
-    a_in, w_in, first_in, last_in : In
-        Operands and tile flags from the left (a, flags) and from above (w).
+    a_in, w_in, last_in : In
+        Operands and the tile's end flag from the left (a, flag) and from above (w).
     shift : In(1)
         Drain-chain shift (``d <= d_in``), only with ``en``.
     d_in : In(signed(acc_bits))
         Drain register of the PE above (0 for the top row).
-    a_out, w_out, first_out, last_out, d_out : Out
-        Registered operands/flags to the neighbours, and ``d``.
+    a_out, w_out, last_out, d_out : Out
+        Registered operands / flag to the neighbours, and ``d``.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -155,9 +157,9 @@ class OSProcessingElement(wiring.Component):
         a, w, acc = operand_shapes(config)
         super().__init__({
             "en": In(1),
-            "a_in": In(a), "w_in": In(w), "first_in": In(1), "last_in": In(1),
+            "a_in": In(a), "w_in": In(w), "last_in": In(1),
             "shift": In(1), "d_in": In(acc),
-            "a_out": Out(a), "w_out": Out(w), "first_out": Out(1), "last_out": Out(1),
+            "a_out": Out(a), "w_out": Out(w), "last_out": Out(1),
             "d_out": Out(acc),
         })
 
@@ -166,13 +168,17 @@ class OSProcessingElement(wiring.Component):
         _, _, acc_shape = operand_shapes(self.config)
         acc = Signal(acc_shape)
         total = Signal(acc_shape)
-        m.d.comb += total.eq(pe_mac(Mux(self.first_in, 0, acc), self.a_in, self.w_in, self.config))
+        m.d.comb += total.eq(pe_mac(acc, self.a_in, self.w_in, self.config))
+        # Reset over enable (the reset is en & last), which the flip-flops' own synchronous reset implements;
+        # an enable over the reset would cost a multiplexer per bit.
+        with m.If(self.en & self.last_in):
+            m.d.sync += acc.eq(0)
+        with m.Elif(self.en):
+            m.d.sync += acc.eq(total)
         with m.If(self.en):
             m.d.sync += [
-                acc.eq(total),
                 self.a_out.eq(self.a_in),
                 self.w_out.eq(self.w_in),
-                self.first_out.eq(self.first_in),
                 self.last_out.eq(self.last_in),
             ]
             # Capture wins over shift; the array's input control spaces tiles so

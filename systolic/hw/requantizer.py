@@ -86,10 +86,12 @@ class RequantLane(wiring.Component):
         # two masks of x's bits out of one thermometer (bit i set for i >= s): the sticky bits, below the
         # rounding bit (j < s - L - 1, i.e. j < k - 1), and the bits that must all equal the sign for the
         # shifted value to fit G bits (j >= s, i.e. j >= max(k, -L) + G - 1).
+        # A right shift by more than W + 1 gives what W + 1 gives (the value is all sign, the rounding bit is
+        # the sign, the sticky bits are all of x's bits), so k is clamped to W + 1 as well: a shorter shifter.
         k = self.shift
-        kmax = 2 ** (cfg.shift_bits - 1) - 1
+        kmax = min(2 ** (cfg.shift_bits - 1) - 1, W)
         s = Signal(range(kmax + L + 1))
-        m.d.comb += s.eq(Mux(k < -L, 0, k + L))
+        m.d.comb += s.eq(Mux(k < -L, 0, Mux(k > kmax, kmax + L, k + L)))
         therm = Signal(W + L + 1)
         m.d.comb += therm.eq(Const((1 << (W + L + 1)) - 1, W + L + 1) << s)
         assert G - 1 == L, "top_mask = therm[:W] needs the fit threshold max(k, -L) + G - 1 to be s"
@@ -122,11 +124,13 @@ class RequantLane(wiring.Component):
             m.d.comb += up.eq(half & (sticky | tq[0]))
         r = Signal(signed(G + 1))
         m.d.comb += r.eq(tq + up)
+        # ReLU of a negative x is 0 whatever the shift (rounding a negative value gives at most 0), and 0 is in
+        # every output range.
         with m.If(self.en):
-            with m.If(~fits):
-                m.d.sync += self.y.eq(Mux(neg, Mux(relu2, max(lo, 0), lo), hi))
-            with m.Elif(relu2 & (r < 0)):
-                m.d.sync += self.y.eq(max(lo, 0))
+            with m.If(relu2 & neg):
+                m.d.sync += self.y.eq(0)
+            with m.Elif(~fits):
+                m.d.sync += self.y.eq(Mux(neg, lo, hi))
             with m.Elif(r > hi):
                 m.d.sync += self.y.eq(hi)
             with m.Elif(r < lo):

@@ -81,7 +81,7 @@ def test_os_array_back_to_back_tiles(rows, cols, idle, stall):
     ks = [rows + 2, 1, max(rows - 1, 1), rows, 3]
     a = [rng.integers(-128, 128, (rows, k)) for k in ks]
     w = [rng.integers(-128, 128, (k, cols)) for k in ks]
-    i_words = [pack(cfg, "i", a=a[t][:, k], w=w[t][k], first=int(k == 0), last=int(k == ks[t] - 1))
+    i_words = [pack(cfg, "i", a=a[t][:, k], w=w[t][k], last=int(k == ks[t] - 1))
                for t in range(len(ks)) for k in range(ks[t])]
     p = Pass([], i_words, rows * len(ks), None, None, False)
     out, cycles, _ = _drive(SystolicArray(config=cfg), cfg, p, idle=idle, stall=stall, seed=cols)
@@ -110,7 +110,7 @@ def test_latency_and_throughput(dataflow):
     else:
         K = 6
         i_words = [pack(cfg, "i", a=rng.integers(-8, 8, R), w=rng.integers(-8, 8, C),
-                        first=int(k == 0), last=int(k == K - 1)) for k in range(K)]
+                        last=int(k == K - 1)) for k in range(K)]
         p = Pass([], i_words, R, np.zeros(C), np.zeros(C), False)
         out, cycles, first = _drive(core, cfg, p)
         assert first == K - 1 + core.latency

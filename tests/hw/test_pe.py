@@ -104,15 +104,13 @@ def test_os_pe_accumulate_capture_and_drain():
         for k, (a, w) in enumerate(pairs):
             ctx.set(dut.a_in, a)
             ctx.set(dut.w_in, w)
-            ctx.set(dut.first_in, k == 0)
             ctx.set(dut.last_in, k == len(pairs) - 1)
             await ctx.tick()
             assert ctx.get(dut.a_out) == a and ctx.get(dut.w_out) == w
         expect = sum(a * w for a, w in pairs)
         assert ctx.get(dut.d_out) == expect
         assert ctx.get(dut.last_out) == 1
-        # Next tile starts at once (first resets the accumulator); d holds until shifted.
-        ctx.set(dut.first_in, 1)
+        # Next tile starts at once (last zeroed the accumulator); d holds until shifted.
         ctx.set(dut.last_in, 0)
         ctx.set(dut.a_in, 2)
         ctx.set(dut.w_in, 2)
@@ -120,7 +118,6 @@ def test_os_pe_accumulate_capture_and_drain():
         await ctx.tick()
         assert ctx.get(dut.d_out) == expect
         ctx.set(dut.shift, 1)
-        ctx.set(dut.first_in, 0)
         ctx.set(dut.last_in, 1)  # capture wins over shift
         await ctx.tick()
         assert ctx.get(dut.d_out) == 2 * 2 + 2 * 2
@@ -133,3 +130,30 @@ def test_os_pe_accumulate_capture_and_drain():
         assert ctx.get(dut.d_out) == 77
 
     _run(dut, bench)
+
+
+def test_os_pe_stalled_last_neither_zeroes_nor_captures():
+    """``last`` during a stall (``en`` low) must not zero the accumulator (its reset is ``en & last``)."""
+    cfg = AcceleratorConfig(dataflow="os", in_bits=8, w_bits=8)
+    dut = OSProcessingElement(config=cfg)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        ctx.set(dut.a_in, 3)
+        ctx.set(dut.w_in, 3)
+        await ctx.tick()                      # acc = 9
+        ctx.set(dut.en, 0)
+        ctx.set(dut.last_in, 1)
+        await ctx.tick()                      # stalled: nothing changes
+        seen.append(ctx.get(dut.d_out))
+        ctx.set(dut.en, 1)
+        ctx.set(dut.a_in, 1)
+        ctx.set(dut.w_in, 1)
+        await ctx.tick()                      # d = 9 + 1, acc zeroed
+        seen.append(ctx.get(dut.d_out))
+        await ctx.tick()                      # a one-step tile: d = 0 + 1
+        seen.append(ctx.get(dut.d_out))
+
+    _run(dut, bench)
+    assert seen == [0, 10, 1]

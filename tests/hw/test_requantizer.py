@@ -53,6 +53,10 @@ def _cases(cfg, rng):
             out.append((int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)), k))
     # acc + bias beyond the accumulator range: the adder is one bit wider.
     out += [(hi, hi, 1), (lo, lo, 1), (hi, hi, 0), (lo, lo, slo), (hi, 1, shi)]
+    # Around the lane's clamp of right shifts at W = acc_bits + 1 (the most negative x = lo + lo has rounding
+    # bit 0 at k = W - 1, the sign at k >= W).
+    W = cfg.acc_bits + 1
+    out += [(a, b, k) for k in (W - 1, W, W + 1) if 0 < k <= shi for a, b in ((lo, lo), (lo, 0), (-1, 0), (lo, -1))]
     return [c for c in out if _in_golden_domain(*c)]
 
 

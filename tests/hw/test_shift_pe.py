@@ -59,12 +59,11 @@ def _product_ws(cfg, cases):
 
 
 def _product_os(cfg, cases):
-    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``first`` and ``last``)."""
+    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``last``)."""
     dut, got = OSProcessingElement(config=cfg), []
 
     async def bench(ctx):
         ctx.set(dut.en, 1)
-        ctx.set(dut.first_in, 1)
         ctx.set(dut.last_in, 1)
         for a, word in cases:
             ctx.set(dut.a_in, a)

@@ -155,7 +155,7 @@ def _os_passes(cfg, a, w, n0, n1, b, s, relu, out):
             av[: m1 - m0] = a[m0:m1, k]
             wv = np.zeros(C, np.int64)
             wv[:nb] = w[k, n0:n1]
-            i_words.append(pack(cfg, "i", a=av, w=wv, first=int(k == 0), last=int(k == K - 1)))
+            i_words.append(pack(cfg, "i", a=av, w=wv, last=int(k == K - 1)))
         outs = yield Pass([], i_words, R, b, s, relu)
         ys = np.array([unpack(cfg, "o", o)["y"] for o in outs], np.int64)[::-1]
         out[m0:m1, n0:n1] = ys[: m1 - m0, :nb]
