@@ -23,7 +23,8 @@ def _synth(args) -> int:
 
     try:
         result = synth(config, target=args.target, device=args.device, top=args.top, out_dir=args.out,
-                       freq_mhz=args.freq, seed=args.seed, timeout_s=args.timeout, pnr=not args.no_pnr,
+                       freq_mhz=args.freq, seed=args.seed, placer=args.placer, timeout_s=args.timeout,
+                       pnr=not args.no_pnr,
                        progress=progress)
     except ToolError as exc:
         print(f"systolic: error: {exc}", file=sys.stderr)
@@ -62,6 +63,8 @@ def _board(args) -> int:
 
 
 def register(sub) -> None:
+    from .synth import PLACERS
+
     p = sub.add_parser(
         "synth", help="synthesize, place and route on an ECP5 / iCE40 (resources, Fmax)",
         description="Generate the Verilog of a narrow-bus top (docs/fpga.md), synthesize it with Yosys and "
@@ -80,6 +83,9 @@ def register(sub) -> None:
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="clock constraint for nextpnr (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default: %(default)s)")
+    p.add_argument("--placer", choices=PLACERS, default=None,
+                   help="nextpnr placer (default: static on ECP5, where heap's placement of the system top does not "
+                        "route, heap on iCE40)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                    help="per-tool time limit in seconds (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR",

@@ -31,7 +31,8 @@ from ..arch.config import load_config
 from . import reports
 from .wrappers import TOPS, top_module_name
 
-__all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "parse_device", "nextpnr_args",
+__all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "PLACERS", "DEFAULT_PLACERS",
+           "parse_device", "nextpnr_args",
            "tool_path", "tool_versions", "collect"]
 
 #: FPGA families.
@@ -49,6 +50,13 @@ MAX_FREQ_MHZ = 2000.0
 MAX_TIMEOUT_S = 86400.0
 #: Extra nextpnr arguments (router2 copes with the system's congested last nets far faster than router1).
 _NEXTPNR_EXTRA = ("--router", "router2")
+#: nextpnr placers :func:`synth` offers.
+PLACERS = ("static", "heap")
+#: The placer per target when none is given. ECP5: nextpnr's electrostatic placer ``static``; after the
+#: default ``heap`` placer, router2 did not converge on the 8x8 WS system top (2,167 overused wires after 20
+#: iterations; more at other seeds), after ``static`` it routed in 53 iterations (docs/fpga.md). iCE40: ``heap``,
+#: which places and routes the ``tiny`` core there.
+DEFAULT_PLACERS = {"ecp5": "static", "ice40": "heap"}
 
 
 class ToolError(RuntimeError):
@@ -79,7 +87,8 @@ class SynthResult:
     ``yosys_counts`` are the same four counts from Yosys before packing (the
     only ones with ``pnr=False``; ECP5 LUTs there are ``LUT4 + 2 * CCU2C``).
     ``per_module`` holds the cost of one PE / one requantizer lane
-    synthesized alone (``{"pe": {"count", "each", "total"}, "lane": ...}``).
+    synthesized alone (``{"pe": {"count", "each", "total"}, "lane": ...}``). ``placer`` and ``seed`` are
+    nextpnr's (None without place and route).
     """
 
     config: dict
@@ -104,6 +113,8 @@ class SynthResult:
     tools: dict = field(default_factory=dict)
     out_dir: str = ""
     routed: bool = False
+    placer: str | None = None
+    seed: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +145,8 @@ class SynthResult:
         ]
         if self.fmax_mhz is not None:
             met = "met" if self.timing_met else "MISSED"
-            lines.append(f"  Fmax   {self.fmax_mhz:.1f} MHz (constraint {self.freq_mhz:g} MHz: {met})")
+            how = f", placer {self.placer}, seed {self.seed}" if self.placer else ""
+            lines.append(f"  Fmax   {self.fmax_mhz:.1f} MHz (constraint {self.freq_mhz:g} MHz: {met}{how})")
         elif not self.routed:
             lines.append("  Fmax   - (synthesis only, not placed and routed)")
         if self.critical_path:
@@ -288,13 +300,15 @@ def parse_device(target: str, device: str | None) -> dict:
 
 
 def nextpnr_args(target: str, dev: dict, *, netlist: str, freq_mhz: float, seed: int, report: str,
-                 log: str) -> list:
+                 log: str, placer: str | None = None) -> list:
     """Arguments of a nextpnr run of *netlist* on device *dev* (:func:`parse_device`): clock constraint,
-    placer seed, the JSON report with detailed timing, a missed constraint not an error, pins unconstrained,
-    router2, the log file."""
+    placer (default :data:`DEFAULT_PLACERS` of *target*) and its seed, the JSON report with detailed timing, a
+    missed constraint not an error, pins unconstrained, router2, the log file."""
     allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
-    return ["--json", netlist, *dev["args"], "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report", report,
-            "--detailed-timing-report", "--timing-allow-fail", allow, *_NEXTPNR_EXTRA, "--log", log, "-q"]
+    placer = DEFAULT_PLACERS[target] if placer is None else placer
+    return ["--json", netlist, *dev["args"], "--freq", f"{freq_mhz:g}", "--placer", placer, "--seed", str(seed),
+            "--report", report, "--detailed-timing-report", "--timing-allow-fail", allow, *_NEXTPNR_EXTRA,
+            "--log", log, "-q"]
 
 
 def _synth_cmd(target: str, dev: dict, top: str) -> str:
@@ -397,8 +411,8 @@ def collect(config, *, target: str, device: str | None = None, top: str = "syste
 
 
 def synth(config, *, target: str = "ecp5", device: str | None = None, top: str = "system",
-          out_dir=None, freq_mhz: float = 100.0, seed: int = 1, timeout_s: float = 1800.0,
-          pnr: bool = True, progress=None) -> SynthResult:
+          out_dir=None, freq_mhz: float = 100.0, seed: int = 1, placer: str | None = None,
+          timeout_s: float = 1800.0, pnr: bool = True, progress=None) -> SynthResult:
     """Synthesize (and by default place and route) one accelerator config.
 
     Parameters
@@ -416,6 +430,8 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
         flow (``--timing-allow-fail``), they show as ``timing_met = False``.
     seed : int
         nextpnr placer seed (results are reproducible for one seed).
+    placer : {"static", "heap"}, optional
+        nextpnr's placer; default :data:`DEFAULT_PLACERS` of *target* (``static`` on ECP5).
     timeout_s : float
         Per-tool wall-clock limit.
     pnr : bool
@@ -441,6 +457,10 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
                          f"not {timeout_s!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 31:
         raise ValueError(f"seed must be an int between 0 and 2**31 - 1, not {seed!r}")
+    if placer is None:
+        placer = DEFAULT_PLACERS[target]
+    elif placer not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     out = Path(out_dir) if out_dir is not None else Path("build/fpga") / f"{config.name}-{top}-{target}"
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: None)
@@ -474,11 +494,13 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
                                   log=out / "yosys.stdout.log", timeout_s=timeout_s)
         keyfile.write_text(key)
     if pnr:
-        say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz)")
+        say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz, placer {placer}, seed {seed})")
         args = nextpnr_args(target, dev, netlist="netlist.json", freq_mhz=freq_mhz, seed=seed,
-                            report="report.json", log="nextpnr.log")
+                            report="report.json", log="nextpnr.log", placer=placer)
         secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
     result = collect(config, target=target, device=device, top=top, out_dir=out, freq_mhz=freq_mhz, routed=pnr)
     result.seconds = {k: round(v, 1) for k, v in secs.items()}
+    if pnr:
+        result.placer, result.seed = placer, seed
     (out / "result.json").write_text(result.to_json() + "\n")
     return result

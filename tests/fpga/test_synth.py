@@ -6,7 +6,8 @@ import json
 import pytest
 
 from systolic.fpga import commands
-from systolic.fpga.synth import DEFAULT_DEVICES, SynthResult, ToolError, parse_device, synth, tool_path
+from systolic.fpga.synth import (DEFAULT_DEVICES, DEFAULT_PLACERS, SynthResult, ToolError, nextpnr_args, parse_device,
+                                 synth, tool_path)
 from systolic.arch.config import AcceleratorConfig
 
 ONE = AcceleratorConfig(rows=1, cols=1, dataflow="ws", spad_a_bytes=64, spad_w_bytes=64, acc_entries=4,
@@ -23,6 +24,7 @@ def ice40_run(tmp_path_factory):
 def test_ice40_array_1x1(ice40_run):
     out, r = ice40_run
     assert r.routed and r.device == "up5k-sg48" and r.top == "array"
+    assert (r.placer, r.seed) == ("heap", 1)          # iCE40's default placer
     assert r.dsps == 1                       # the 8x8 multiply in one SB_MAC16
     assert r.per_module["pe"]["count"] == 1 and r.per_module["pe"]["each"]["dsps"] == 1
     assert 0 < r.luts < 400 and r.ffs > 60 and r.brams == 0
@@ -113,6 +115,22 @@ def test_bad_top_and_freq():
         assert str(info.value) == f"freq_mhz must be a number above 0 and at most 2000 MHz, not {bad!r}"
     with pytest.raises(ValueError, match=r"^timeout_s must be a number of seconds above 0 and at most 86400, not 0$"):
         synth(ONE, timeout_s=0)
+    with pytest.raises(ValueError, match=r"^placer must be one of static, heap, not 'sa'$"):
+        synth(ONE, placer="sa")
+
+
+def test_nextpnr_args_placer():
+    """The placer given, else the target's default (static on ECP5, heap on iCE40), right before its seed."""
+    def placer_and_seed(target, **kw):
+        args = nextpnr_args(target, parse_device(target, None), netlist="n.json", freq_mhz=100, seed=7,
+                            report="r.json", log="l.txt", **kw)
+        i = args.index("--placer")
+        return args[i + 1], args[i + 2:i + 4]
+
+    assert DEFAULT_PLACERS == {"ecp5": "static", "ice40": "heap"}
+    assert placer_and_seed("ecp5") == ("static", ["--seed", "7"])
+    assert placer_and_seed("ice40") == ("heap", ["--seed", "7"])
+    assert placer_and_seed("ecp5", placer="heap") == ("heap", ["--seed", "7"])
 
 
 @pytest.mark.slow
@@ -127,6 +145,7 @@ def test_cli_synth_ecp5_tiny_core(tmp_path, capsys):
                  "--timeout", "900"]) == 0
     r = SynthResult.from_dict(json.loads(capsys.readouterr().out))
     assert (r.target, r.device, r.top, r.routed) == ("ecp5", "LFE5U-85F-6-CABGA381", "core", True)
+    assert (r.placer, r.seed) == ("static", 1)
     assert r.config_name == "systolic_ws_2x2_i8s_w8s_a32_o8s_he"
     assert r.luts > 0 and r.ffs > 0 and r.brams == 0
     assert r.dsps == 4                                     # one 8x8 multiply (MULT18X18D) per PE, 2x2 PEs
