@@ -62,8 +62,9 @@ class Controller(wiring.Component):
     the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
     quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
     LOADQ_WAIT (the parameter block into the STORE pipeline's
-    registers), STORE (the :class:`~systolic.hw.store.StorePipeline` runs, its
-    lines go to the DMA's scatter), MATMUL (into the queue slot, at once),
+    registers, one cycle after it arrives, from ``dma_buf``), STORE (the
+    :class:`~systolic.hw.store.StorePipeline` runs, its lines go to the
+    DMA's scatter), MATMUL (into the queue slot, at once),
     FENCE and HALT (once the array unit is idle). An error stops the run in
     ERR_WAIT once the array unit is idle, so an accumulator overflow of an
     earlier MATMUL is reported first (precise errors).
@@ -102,6 +103,10 @@ class Controller(wiring.Component):
         The host interface (see :class:`~systolic.hw.system.Accelerator`).
     dma : Out(DmaCommandSignature(...))
         Fetches, LOAD and LOADQ gathers, STORE scatters.
+    dma_buf : In(ArrayLayout(8, dma_buffer_bytes))
+        The DMA's registered buffer (``Dma.buf``): a gathered line one cycle after ``dma.line_valid``. A LOADQ's
+        parameter block is written into the STORE pipeline from it, one cycle after the block arrived (checked
+        the cycle it arrives), so no cycle runs from a memory response into the lanes' parameter registers.
     load_a, load_w : Out(LineLoadSignature(...))
         LOAD line writes into scratchpads A and W.
     matmul : Out(stream.Signature(MATMUL_LAYOUT))
@@ -132,6 +137,7 @@ class Controller(wiring.Component):
             "busy": Out(1), "done": Out(1), "error": Out(ERROR_CODE_BITS), "err_index": Out(PC_BITS),
             "err_arg": Out(ERROR_ARG_BITS),
             "dma": Out(DmaCommandSignature(buf_bytes=B, src_bytes=config.cols)),
+            "dma_buf": In(data.ArrayLayout(8, B)),
             "load_a": Out(LineLoadSignature(depth=memory_depth(config.a_lines), width=config.rows)),
             "load_w": Out(LineLoadSignature(depth=memory_depth(config.w_lines), width=config.cols)),
             "matmul": Out(stream.Signature(MATMUL_LAYOUT)),
@@ -156,6 +162,7 @@ class Controller(wiring.Component):
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
+            params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
@@ -247,7 +254,8 @@ class Controller(wiring.Component):
         st = self.store
         for name in st.cmd.shape().members:
             m.d.comb += getattr(st.cmd, name).eq(field(s.ins, S, name))
-        m.d.comb += st.params.eq(self.dma.line.as_value()[:len(st.params.as_value())])
+        m.d.comb += [st.params.eq(self.dma_buf.as_value()[:len(st.params.as_value())]),
+                     st.params_load.eq(s.params_load)]
         m.d.comb += [st.clamp.eq(field(s.ins, Opcode.LOADQ, "clamp")),
                      st.out_max.eq(field(s.ins, Opcode.LOADQ, "out_max"))]
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
@@ -257,7 +265,7 @@ class Controller(wiring.Component):
         for c in reversed(range(C)):
             # The byte as two's complement: in range when it is at most MAX_SHIFT or at least
             # 256 - MAX_SHIFT (compared unsigned: a signed compare here trips Yosys's synth_ecp5).
-            b = st.params[BIAS_BYTES * C + c]
+            b = self.dma.line[BIAS_BYTES * C + c]
             with m.If((b > MAX_SHIFT) & (b < 256 - MAX_SHIFT)):
                 m.d.comb += [s.bad_shift.eq(1), s.bad_lane.eq(c)]
         s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
@@ -324,6 +332,7 @@ class Controller(wiring.Component):
                     m.d.sync += s.ovf_seen.eq(0)
                     m.next = "STORE"
 
+        m.d.sync += s.params_load.eq(0)                     # a one-cycle pulse (LOADQ_WAIT sets it)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -448,8 +457,8 @@ class Controller(wiring.Component):
                     with m.If(s.bad_shift):
                         fail(ERR_SHIFT, s.bad_lane)
                     with m.Else():
-                        m.d.comb += [self.events.dram_bytes_read.eq(self.config.loadq_bytes),
-                                     self.store.params_load.eq(1)]
+                        m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
+                        m.d.sync += s.params_load.eq(1)
                         next_instr()
                 check_overflow()
             with m.State("STORE"):

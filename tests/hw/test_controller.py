@@ -113,6 +113,7 @@ def _run(prog, mem, seed):
         await ctx.tick()
         ctx.set(dut.start, 0)
         lines_due = []              # (cycle, bytes) of the gather in progress
+        dma_buf = [0] * B           # the DMA's registered buffer: the last line gathered
         dma_busy_until = -1         # a scatter keeps the DMA busy until then
         inflight = []               # (a, m, w, cycle it finishes, acc) of MATMULs the unit took
         seen = -1                   # program index of the last MATMUL seen in the queue slot
@@ -124,6 +125,7 @@ def _run(prog, mem, seed):
             line = lines_due.pop(0)[1] if line_valid else [0] * B
             for p in range(B):
                 ctx.set(dut.dma.line[p], line[p])
+                ctx.set(dut.dma_buf[p], dma_buf[p])          # the DMA's buffer: the last line, a cycle later
             ctx.set(dut.dma.line_valid, int(line_valid))
             dma_ready = not lines_due and cycle > dma_busy_until
             ctx.set(dut.dma.ready, int(dma_ready))
@@ -219,6 +221,8 @@ def _run(prog, mem, seed):
                 status.update(done=ctx.get(dut.done), error=ctx.get(dut.error), index=ctx.get(dut.err_index),
                               arg=ctx.get(dut.err_arg), cycles=cycle)
                 return
+            if line_valid:
+                dma_buf = list(line)
             await ctx.tick()
         raise AssertionError("the controller did not finish")
 
