@@ -100,11 +100,11 @@ def csr_header_text(config, *, prefix: str = "systolic", top: str = "system") ->
     Macros (``SYSTOLIC_`` for the default *prefix*; every number is unsigned):
 
     - config: ``_CONFIG_NAME``, ``_VERSION`` (strings), ``_ROWS``, ``_COLS``, ``_BUS_BYTES``;
-    - CSR map: ``_CSR_ADDR_BITS``, ``_CSR_READ_LATENCY``; ``_CSR_<REGISTER>`` (byte address) and ``_CSR_<REGISTER>_BYTES`` of every
-      register of :func:`~systolic.arch.sysmap.csr_map` but the counters;
+    - CSR map: ``_CSR_ADDR_BITS``, ``_CSR_READ_LATENCY``; ``_CSR_<REGISTER>`` (byte address) and
+      ``_CSR_<REGISTER>_BYTES`` of every register of :func:`~systolic.arch.sysmap.csr_map` but the counters;
     - ``ctrl``: ``_CTRL_<FIELD>_SHIFT`` / ``_MASK`` for ``START`` (written), ``BUSY``, ``DONE``, ``ERROR``;
-    - counters: ``_COUNTER_BITS``, ``_CYCLE_COUNTER_BITS``, ``_COUNTER_BYTES``, ``_NUM_COUNTERS``, ``_COUNTERS_BASE`` and
-      ``_COUNTER_<NAME>``, the byte address of register ``counter_<name>``;
+    - counters: ``_COUNTER_BITS``, ``_CYCLE_COUNTER_BITS``, ``_COUNTER_BYTES``, ``_NUM_COUNTERS``,
+      ``_COUNTERS_BASE`` and ``_COUNTER_<NAME>``, the byte address of register ``counter_<name>``;
     - errors: ``_ERROR_CODE_BITS``, ``_NUM_ERROR_CODES``, ``_ERR_<NAME>`` (the code of sysmap's ``ERR_<NAME>``).
 
     Tables: ``<prefix>_counter_name[]`` (the :data:`~systolic.arch.sysmap.COUNTERS` order) and
