@@ -35,8 +35,7 @@ def _ws_inputs(cfg: AcceleratorConfig, a: Field) -> dict:
 
 
 def _os_inputs(cfg: AcceleratorConfig, a: Field) -> dict:
-    return {"i": [a, Field("w", cfg.cols, cfg.w_bits, cfg.w_signed),
-                  Field("last", 0, 1, False)]}
+    return {"i": [a, Field("w", cfg.cols, cfg.w_bits, cfg.w_signed), Field("last", 0, 1, False)]}
 
 
 #: Dataflow -> the core's input streams and their fields (weight-stationary loads weights on their own

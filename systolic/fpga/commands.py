@@ -24,8 +24,7 @@ def _synth(args) -> int:
     try:
         result = synth(config, target=args.target, device=args.device, top=args.top, out_dir=args.out,
                        freq_mhz=args.freq, seed=args.seed, placer=args.placer, timeout_s=args.timeout,
-                       pnr=not args.no_pnr,
-                       progress=progress)
+                       pnr=not args.no_pnr, progress=progress)
     except ToolError as exc:
         print(f"systolic: error: {exc}", file=sys.stderr)
         return 1

@@ -32,8 +32,7 @@ from . import reports
 from .wrappers import TOPS, top_module_name
 
 __all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "PLACERS", "DEFAULT_PLACERS",
-           "parse_device", "nextpnr_args",
-           "tool_path", "tool_versions", "collect"]
+           "parse_device", "nextpnr_args", "tool_path", "tool_versions", "collect"]
 
 #: FPGA families.
 TARGETS = ("ecp5", "ice40")

@@ -86,8 +86,9 @@ class RequantLane(wiring.Component):
         # two masks of x's bits out of one thermometer (bit i set for i >= s): the sticky bits, below the
         # rounding bit (j < s - L - 1, i.e. j < k - 1), and the bits that must all equal the sign for the
         # shifted value to fit G bits (j >= s, i.e. j >= max(k, -L) + G - 1).
-        # A right shift by more than W + 1 gives what W + 1 gives (the value is all sign, the rounding bit is
-        # the sign, the sticky bits are all of x's bits), so k is clamped to W + 1 as well: a shorter shifter.
+        # Every right shift by W or more gives 0 (the shifted value is all sign and the rounding bit is the sign,
+        # so a negative x rounds up to 0 in both modes), so k is clamped to W: a shorter shifter when the shift
+        # field reaches past it.
         k = self.shift
         kmax = min(2 ** (cfg.shift_bits - 1) - 1, W)
         s = Signal(range(kmax + L + 1))

@@ -76,7 +76,8 @@ class Accelerator(wiring.Component):
         The offending value (address, line, opcode), see the error table.
     counters : Out(data.ArrayLayout(unsigned(64), len(COUNTERS)))
         Performance counters, cleared by ``start``, each as wide as it needs
-        (:class:`~systolic.hw.counters.PerfCounters`: all stop when ``cycles`` reaches ``2**48 - 1``).
+        (:class:`~systolic.hw.counters.PerfCounters`: all stop when ``cycles`` reaches
+        ``2**CYCLE_COUNTER_BITS - 1``).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
