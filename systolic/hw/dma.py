@@ -240,12 +240,7 @@ class Dma(wiring.Component):
             ]
         r_accept = Signal()
         end_line = Signal()
-        m.d.comb += [
-            r_accept.eq(r_req & bus.req_ready & ~w_busy),
-            end_line.eq(r_word == r_last),
-            meta.w_en.eq(r_accept),
-            meta.w_data.eq(Cat(r_cur, end_line)),
-        ]
+        m.d.comb += [r_accept.eq(r_req & bus.req_ready & ~w_busy), end_line.eq(r_word == r_last)]
         with m.If(r_accept):
             with m.If(end_line):
                 with m.If(r_lines == 1):
@@ -259,19 +254,44 @@ class Dma(wiring.Component):
                 m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb)]
         m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
 
-        # Gather response side: byte lane j of the word goes to buffer position j + cur.
-        cur = Signal(signed(cw))
-        m.d.comb += [cur.eq(meta.r_data[:cw]), meta.r_en.eq(bus.resp_valid),
-                     cmd.line_valid.eq(bus.resp_valid & meta.r_data[cw])]
+        # Gather response side: byte lane j of a word goes to buffer position j + cur (its request's `cur`).
+        # The reads in flight wait in `meta` as (cur, last word of a line); the next response's entry is held
+        # decoded in registers (the head): per buffer position, whether the word carries it (`h_hit`) and from
+        # which byte lane (`h_sel`). A response then only selects bytes: no arithmetic between the memory's
+        # data and `line`. The head is refilled, the cycle it is used or while empty, from `meta` or, when
+        # `meta` is empty, straight from the request accepted in that cycle (so a read can be answered the
+        # cycle after it is accepted, as with a plain FIFO).
+        lsel = max(1, lg)
+        h_end = Signal()
+        h_hit = Signal(self.buf_bytes)
+        h_sel = [Signal(lsel, name=f"h_sel{p}") for p in range(self.buf_bytes)]
+        h_valid = Signal()
+        refill = Signal()
+        bypass = Signal()
+        m.d.comb += [
+            refill.eq(~h_valid | bus.resp_valid),
+            bypass.eq(refill & ~meta.r_rdy & r_accept),
+            meta.w_en.eq(r_accept & ~bypass),
+            meta.w_data.eq(Cat(r_cur, end_line)),
+            meta.r_en.eq(refill),
+            cmd.line_valid.eq(bus.resp_valid & h_end),
+        ]
+        nxt_cur = Signal(signed(cw))
+        m.d.comb += nxt_cur.eq(Mux(meta.r_rdy, meta.r_data[:cw], r_cur))
+        lo, hi = r_off, r_off + r_n          # the current gather's run (set when it is taken)
+        with m.If(refill):
+            m.d.sync += [h_valid.eq(meta.r_rdy | r_accept), h_end.eq(Mux(meta.r_rdy, meta.r_data[cw], end_line))]
+            for p in range(self.buf_bytes):
+                rel = Signal(signed(cw), name=f"rel{p}")
+                m.d.comb += rel.eq(p - nxt_cur)
+                m.d.sync += [h_hit[p].eq((rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
+                             h_sel[p].eq(rel.as_unsigned()[:lsel])]
         lanes = Array(bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
-        lo, hi = r_off, r_off + r_n
         for p in range(self.buf_bytes):
-            rel = Signal(signed(cw), name=f"rel{p}")
             hit = Signal(name=f"hit{p}")
             m.d.comb += [
-                rel.eq(p - cur),
-                hit.eq(bus.resp_valid & (rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
-                cmd.line[p].eq(Mux(hit, lanes[rel.as_unsigned()[:max(1, lg)]], self.buf[p])),
+                hit.eq(bus.resp_valid & h_hit[p]),
+                cmd.line[p].eq(Mux(hit, lanes[h_sel[p]], self.buf[p])),
             ]
             with m.If(hit):
                 m.d.sync += self.buf[p].eq(cmd.line[p])
