@@ -11,6 +11,8 @@ pooled over the seeds) compare each method with TQT and with max calibration at 
 Writes docs/results/accuracy.md, accuracy.json, accuracy.png (MNIST) and accuracy_digits.md / .json / .png
 (digits, the smoke test). Each (model, seed) is cached under build/accuracy/ as it finishes, so an
 interrupted run resumes (the cache is keyed by the quantization and golden sources); --fresh ignores it.
+The json files keep that key and each task's time, so a table written by the same code seeds the cache of a
+fresh checkout: a long table can be completed a few (model, seed) tasks at a time.
 
     python scripts/accuracy_table.py                       # MNIST, 5 seeds, then digits, 3 seeds; 2 workers
     python scripts/accuracy_table.py --data digits --seeds 1 --models digits-mlp --out /tmp/acc
@@ -146,7 +148,32 @@ def p_cell(res) -> str:
     return f"{'<0.001' if p < 1e-3 else f'{p:.3f}'} {mark}"
 
 
-def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, seconds: float) -> None:
+def results_file(data: str, out: Path) -> Path:
+    return out / ("accuracy.json" if data == "mnist" else "accuracy_digits.json")
+
+
+def seed_cache(data: str, out: Path, key: str, cache: Path) -> list[tuple[str, int]]:
+    """Write the (model, seed) tasks of a results file written by the same code (its ``code_key`` is *key*)
+    into *cache*, where they are missing; returns the tasks written."""
+    f = results_file(data, out)
+    if not f.exists():
+        return []
+    d = json.loads(f.read_text())
+    if d.get("code_key") != key:
+        return []
+    seeded = []
+    for task, seconds in d.get("task_seconds", {}).items():
+        model, seed = task.rsplit("_s", 1)
+        dst = cache / f"{task}.json"
+        rows = [r for r in d["results"] if r["model"] == model and r["seed"] == int(seed)]
+        if not dst.exists() and rows:
+            dst.write_text(json.dumps({"seconds": seconds, "rows": rows}))
+            seeded.append((model, int(seed)))
+    return seeded
+
+
+def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, seconds: float,
+                  key: str | None = None, task_seconds: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,6 +185,7 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
     stem = "accuracy" if data == "mnist" else "accuracy_digits"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps({"data": data, "seeds": seeds, "seconds": round(seconds, 1),
+                                                  "code_key": key, "task_seconds": task_seconds or {},
                                                   "results": results}, indent=1) + "\n")
 
     def sel(model, method=None, col=None, key="golden_acc"):
@@ -197,10 +225,16 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
         "bit-exactly, so its accuracy there is the INQ row.", "",
     ]
     missing = [m for m in st["models"] if m not in models]
-    if missing:
-        lines += [f"Not in this table: {', '.join(missing)} (`python scripts/accuracy_table.py --data {data} "
-                  f"--models {' '.join(missing)}` adds them to this table; each (model, seed) is cached under "
-                  "build/accuracy/).", ""]
+    partial = {m: sorted({r["seed"] for r in results if r["model"] == m}) for m in models}
+    partial = {m: have for m, have in partial.items() if len(have) < len(seeds)}
+    if missing or partial:
+        todo = missing + list(partial)
+        lines += ["**Incomplete.** " + "; ".join([f"not in this table: {', '.join(missing)}"] * bool(missing)
+                                                 + [f"{m}: seeds {', '.join(map(str, have))} of {len(seeds)}"
+                                                    for m, have in partial.items()])
+                  + f" (`python scripts/accuracy_table.py --data {data} --models {' '.join(todo)}` adds the rest; "
+                  "each (model, seed) is cached under build/accuracy/ as it finishes, and a results file written "
+                  "by the same code seeds that cache).", ""]
     for model in models:
         fp = sel(model, "tqt", "w8a8", "float_acc")
         ms = sorted({r["seed"] for r in results if r["model"] == model})
@@ -250,14 +284,21 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
     plt.close(fig)
 
 
-def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: bool) -> tuple[list[dict], float]:
+def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: bool,
+        out: Path) -> tuple[list[dict], float, str, dict]:
     """Run the (model, seed) tasks of *models* not in the cache (all with *fresh*); the table gets them and
-    every other model of the data set cached for *seeds* by the same code."""
+    every other model of the data set cached for *seeds* by the same code (the cache first takes the tasks of
+    *out*'s results file when the same code wrote it). Returns the rows, their compute time, the code key and
+    each task's time."""
     from tqdm import tqdm
 
     cols = SETTINGS[data]["columns"]
-    cache = CACHE / data / code_key(data)
+    key = code_key(data)
+    cache = CACHE / data / key
     cache.mkdir(parents=True, exist_ok=True)
+    seeded = seed_cache(data, out, key, cache)
+    if seeded:
+        print(f"{results_file(data, out)} was written by this code: {len(seeded)} (model, seed) tasks reused")
     tasks = {}
     for model in SETTINGS[data]["models"]:
         for seed in seeds:
@@ -275,7 +316,8 @@ def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: boo
             tqdm.write(f"{m} seed {s}: {len(task['rows'])} runs, tqt w4a4 {100 * np.mean(tqt):.2f}")
     order = [(m, s) for m in SETTINGS[data]["models"] for s in seeds if (m, s) in tasks]
     results = [r for k in order for r in sorted(tasks[k]["rows"], key=lambda r: (r["column"], r["method"]))]
-    return results, sum(tasks[k]["seconds"] for k in order)
+    task_seconds = {f"{m}_s{s}": round(tasks[(m, s)]["seconds"], 1) for m, s in order}
+    return results, sum(tasks[k]["seconds"] for k in order), key, task_seconds
 
 
 def main(argv=None) -> int:
@@ -291,17 +333,17 @@ def main(argv=None) -> int:
     for data in (("mnist", "digits") if args.data == "both" else (args.data,)):
         st = SETTINGS[data]
         if args.render:
-            f = Path(args.out) / ("accuracy.json" if data == "mnist" else "accuracy_digits.json")
-            d = json.loads(f.read_text())
-            write_outputs(data, d["results"], d["seeds"], Path(args.out), d.get("seconds", 0.0))
+            d = json.loads(results_file(data, Path(args.out)).read_text())
+            write_outputs(data, d["results"], d["seeds"], Path(args.out), d.get("seconds", 0.0),
+                          d.get("code_key"), d.get("task_seconds"))
             continue
         models = args.models or st["models"]
         bad = [m for m in models if m not in st["models"]]
         if bad:
             p.error(f"--models {' '.join(bad)}: not a {data} model ({', '.join(st['models'])})")
         seeds = list(range(args.seeds if args.seeds is not None else st["seeds"]))
-        results, seconds = run(data, models, seeds, args.workers, args.fresh)
-        write_outputs(data, results, seeds, Path(args.out), seconds)
+        results, seconds, key, task_seconds = run(data, models, seeds, args.workers, args.fresh, Path(args.out))
+        write_outputs(data, results, seeds, Path(args.out), seconds, key, task_seconds)
         print(f"wrote {data} tables to {args.out} ({len(results)} runs, {seconds / 60:.1f} min)")
     return 0
 
