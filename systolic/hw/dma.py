@@ -166,7 +166,7 @@ class Dma(wiring.Component):
         r_lines = Signal(LINES_BITS)     # lines left, the current one included
         r_laddr = Signal(34)             # DRAM address of the current line
         r_word = Signal(34)              # address of the next word to request
-        r_last = Signal(34)              # address of the current line's last word
+        r_wleft = Signal(range(nmax // bb + 2))     # words of the current line left after the next one
         r_cur = Signal(signed(cw))
         r_n = Signal.like(cmd.n)
         r_off = Signal.like(cmd.off)
@@ -214,13 +214,16 @@ class Dma(wiring.Component):
 
         take = Signal()
         m.d.comb += take.eq(cmd.start & cmd.ready)
-        last_word = Signal(34)
-        m.d.comb += last_word.eq(aligned(cmd.addr + cmd.n - 1))
+
+        def words_after_first(a, n):
+            # Words of a run of n >= 1 bytes at a, minus 1: from the low address bits only (no wide add).
+            return (a[:lg] + n - 1) >> lg if lg else n - 1
+
         with m.If(take & cmd.write):
             m.d.sync += [
                 w_busy.eq(cmd.n != 0),
                 w_word.eq(aligned(cmd.addr)),
-                w_left.eq(((last_word - aligned(cmd.addr)) >> lg) + 1),
+                w_left.eq(words_after_first(cmd.addr, cmd.n) + 1),
                 w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
                 w_lo.eq(cmd.off), w_hi.eq(cmd.off + cmd.n),
             ]
@@ -235,23 +238,24 @@ class Dma(wiring.Component):
         with m.If(take & ~cmd.write):
             m.d.sync += [
                 r_act.eq(1), r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
-                r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)), r_last.eq(last_word),
+                r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)),
+                r_wleft.eq(words_after_first(cmd.addr, cmd.n)),
                 r_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
             ]
         r_accept = Signal()
         end_line = Signal()
-        m.d.comb += [r_accept.eq(r_req & bus.req_ready & ~w_busy), end_line.eq(r_word == r_last)]
+        m.d.comb += [r_accept.eq(r_req & bus.req_ready & ~w_busy), end_line.eq(r_wleft == 0)]
         with m.If(r_accept):
             with m.If(end_line):
                 with m.If(r_lines == 1):
                     m.d.sync += r_act.eq(0)
                 m.d.sync += [
                     r_lines.eq(r_lines - 1), r_laddr.eq(next_laddr), r_word.eq(aligned(next_laddr)),
-                    r_last.eq(aligned(next_laddr + r_n - 1)),
+                    r_wleft.eq(words_after_first(next_laddr, r_n)),
                     r_cur.eq(r_off - next_laddr[:lg] if lg else r_off),
                 ]
             with m.Else():
-                m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb)]
+                m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb), r_wleft.eq(r_wleft - 1)]
         m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
 
         # Gather response side: byte lane j of a word goes to buffer position j + cur (its request's `cur`).
