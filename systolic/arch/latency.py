@@ -21,9 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
+__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
            "DECODE_CYCLES", "QUEUE_SLOT", "Latencies", "div_line"]
 
+#: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
+#: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES, so the route into and out of
+#: the multiplier and the add are in different cycles. Every PE of a column lags alike, so the array's
+#: latency grows by this much, once.
+PRODUCT_STAGES = 1
 #: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
 #: read port: the line addressed in cycle t is on the port in cycle t + 1.
 SCRATCHPAD_READ = 1
@@ -75,8 +80,9 @@ class Latencies:
     @property
     def array(self) -> int:
         """From an operand transfer (WS) / the ``last`` transfer of a tile (OS) to its first output vector:
-        ``rows`` hops down a column, ``cols - 1`` of de-skew (``hw.array.SystolicArray.latency``)."""
-        return self.rows + self.cols - 1
+        ``rows`` hops down a column, ``cols - 1`` of de-skew, the PEs' :data:`PRODUCT_STAGES`
+        (``hw.array.SystolicArray.latency``)."""
+        return self.rows + self.cols - 1 + PRODUCT_STAGES
 
     @property
     def weight_refill(self) -> int:

@@ -219,19 +219,28 @@ class AccumulatorBuffer(wiring.Component):
         s3_line = Signal(lay)
         w1_valid, w1_addr, w1_line = Signal(), Signal(addr_shape), Signal(lay)
         w2_valid, w2_addr, w2_line = Signal(), Signal(addr_shape), Signal(lay)
-        fwd3, fwd1, fwd2 = Signal(), Signal(), Signal()
-        m.d.sync += [fwd3.eq(s2["valid"] & (s2["addr"] == s1["addr"])),
-                     fwd1.eq(s3_valid & (s3_addr == s1["addr"])),
-                     fwd2.eq(w1_valid & (w1_addr == s1["addr"]))]
+        # One copy of the forward selects per lane: one register driving all cols * acc_bits multiplexer bits
+        # was the buffer's critical path. Each lane's copy is also low where the lane does not read its old
+        # value (a SET that is not kept), which keeps the copies distinct (Yosys merges identical registers).
+        uses_old = [Signal(name=f"uses_old{c}") for c in range(C)]
+        fwd3 = [Signal(name=f"fwd3_{c}") for c in range(C)]
+        fwd1 = [Signal(name=f"fwd1_{c}") for c in range(C)]
+        fwd2 = [Signal(name=f"fwd2_{c}") for c in range(C)]
+        for c in range(C):
+            m.d.comb += uses_old[c].eq((s1["op"] != VecOp.SET) | s1["keep"][c])
+            m.d.sync += [fwd3[c].eq(uses_old[c] & s2["valid"] & (s2["addr"] == s1["addr"])),
+                         fwd1[c].eq(uses_old[c] & s3_valid & (s3_addr == s1["addr"])),
+                         fwd2[c].eq(uses_old[c] & w1_valid & (w1_addr == s1["addr"]))]
         old = Signal(lay)
-        with m.If(fwd3):
-            m.d.comb += old.eq(s3_line)
-        with m.Elif(fwd1):
-            m.d.comb += old.eq(w1_line)
-        with m.Elif(fwd2):
-            m.d.comb += old.eq(w2_line)
-        with m.Else():
-            m.d.comb += old.eq(old_q)
+        for c in range(C):
+            with m.If(fwd3[c]):
+                m.d.comb += old[c].eq(s3_line[c])
+            with m.Elif(fwd1[c]):
+                m.d.comb += old[c].eq(w1_line[c])
+            with m.Elif(fwd2[c]):
+                m.d.comb += old[c].eq(w2_line[c])
+            with m.Else():
+                m.d.comb += old[c].eq(old_q[c])
 
         # Stage 2: the operation; a kept lane (VEC, c >= elems) keeps its old value and never overflows.
         m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]

@@ -7,9 +7,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..arch.latency import PRODUCT_STAGES
 from ..arch.ports import payload_fields, streams
 from .params import require_config
-from .pe import OSProcessingElement, WSProcessingElement, operand_shapes
+from .pe import OSProcessingElement, WSProcessingElement, delay, operand_shapes
 
 __all__ = ["SystolicArray", "array_layouts", "field_layout"]
 
@@ -32,16 +33,6 @@ def array_layouts(cfg: AcceleratorConfig) -> dict:
     return out
 
 
-def _delay(m, en, value, depth, name):
-    """*value* delayed by *depth* ``en``-gated registers (depth 0: the value itself)."""
-    for d in range(depth):
-        reg = Signal.like(value, name=f"{name}_d{d}")
-        with m.If(en):
-            m.d.sync += reg.eq(value)
-        value = reg
-    return value
-
-
 class SystolicArray(wiring.Component):
     """``rows x cols`` PEs; callers see aligned vectors in and aligned vectors out.
 
@@ -49,7 +40,8 @@ class SystolicArray(wiring.Component):
     (``en``) whenever its output register is empty or being read
     (``en = ~o.valid | o.ready``); an input cycle without a transfer enters a
     bubble. Input skew (row ``k`` delayed ``k`` cycles, column ``n`` delayed
-    ``n``) and output de-skew (column ``n`` delayed ``cols-1-n``) are
+    ``n``, its partial sums ``n + PRODUCT_STAGES`` to meet the PEs' registered
+    products) and output de-skew (column ``n`` delayed ``cols-1-n``) are
     ``en``-gated registers inside, so every stream payload is one aligned
     vector.
 
@@ -61,7 +53,8 @@ class SystolicArray(wiring.Component):
     array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
     one ``o`` vector ``psum[n] + sum_k a[k] * W[k, n]`` (mod ``2**acc_bits``).
 
-    - latency ``i`` -> ``o``: ``rows + cols - 1`` cycles;
+    - latency ``i`` -> ``o``: ``rows + cols - 1 + PRODUCT_STAGES`` cycles
+      (:attr:`latency`);
     - throughput: 1 vector per cycle, ``rows * cols`` MACs per cycle;
     - weight load: ``rows`` cycles, hidden behind computation by the double buffer.
 
@@ -74,7 +67,8 @@ class SystolicArray(wiring.Component):
     (``r = rows-1, ..., 0``), while the next tile already accumulates.
 
     - latency from the ``last`` transfer to the first ``o`` vector:
-      ``rows + cols - 1`` cycles; ``rows`` vectors follow on consecutive cycles;
+      ``rows + cols - 1 + PRODUCT_STAGES`` cycles (:attr:`latency`); ``rows``
+      vectors follow on consecutive cycles;
     - throughput: 1 reduction step per cycle when ``K >= rows``; a ``last``
       transfer is held back until ``rows`` cycles after the previous one, so
       tiles with ``K < rows`` run at ``K / rows`` of the peak.
@@ -157,21 +151,21 @@ class SystolicArray(wiring.Component):
         swap = Signal()
         m.d.comb += swap.eq(take & self.i.payload.swap)
         for k in range(R):
-            a_k = _delay(m, en, self.i.payload.a[k], k, f"skew_a{k}")
-            s_k = _delay(m, en, swap, k, f"skew_swap{k}")
+            a_k = delay(m, en, self.i.payload.a[k], k, f"skew_a{k}")
+            s_k = delay(m, en, swap, k, f"skew_swap{k}")
             m.d.comb += [pes[k][0].a_in.eq(a_k), pes[k][0].swap_in.eq(s_k)]
             for n in range(1, C):
                 m.d.comb += [pes[k][n].a_in.eq(pes[k][n - 1].a_out),
                              pes[k][n].swap_in.eq(pes[k][n - 1].swap_out)]
         for n in range(C):
-            m.d.comb += pes[0][n].psum_in.eq(_delay(m, en, self.i.payload.psum[n], n, f"skew_p{n}"))
+            m.d.comb += pes[0][n].psum_in.eq(delay(m, en, self.i.payload.psum[n], n + PRODUCT_STAGES, f"skew_p{n}"))
             for k in range(1, R):
                 m.d.comb += pes[k][n].psum_in.eq(pes[k - 1][n].psum_out)
             # De-skew: column n finishes n cycles before the last column.
             m.d.comb += self.o.payload[n].eq(
-                _delay(m, en, pes[R - 1][n].psum_out, C - 1 - n, f"deskew{n}"))
+                delay(m, en, pes[R - 1][n].psum_out, C - 1 - n, f"deskew{n}"))
 
-        m.d.comb += self.o.valid.eq(_delay(m, en, take, R + C - 1, "valid"))
+        m.d.comb += self.o.valid.eq(delay(m, en, take, self.latency, "valid"))
 
     def _elaborate_os(self, m, en):
         cfg = self.config
@@ -206,8 +200,8 @@ class SystolicArray(wiring.Component):
             a_r = Signal(a_shape, name=f"a_in{r}")
             m.d.comb += a_r.eq(Mux(take, self.i.payload.a[r], 0))
             m.d.comb += [
-                pes[r][0].a_in.eq(_delay(m, en, a_r, r, f"skew_a{r}")),
-                pes[r][0].last_in.eq(_delay(m, en, last, r, f"skew_last{r}")),
+                pes[r][0].a_in.eq(delay(m, en, a_r, r, f"skew_a{r}")),
+                pes[r][0].last_in.eq(delay(m, en, last, r, f"skew_last{r}")),
             ]
             for n in range(1, C):
                 m.d.comb += [
@@ -216,18 +210,19 @@ class SystolicArray(wiring.Component):
                 ]
         busy_last = None
         for n in range(C):
-            m.d.comb += pes[0][n].w_in.eq(_delay(m, en, self.i.payload.w[n], n, f"skew_w{n}"))
+            m.d.comb += pes[0][n].w_in.eq(delay(m, en, self.i.payload.w[n], n, f"skew_w{n}"))
             for r in range(1, R):
                 m.d.comb += [pes[r][n].w_in.eq(pes[r - 1][n].w_out),
                              pes[r][n].d_in.eq(pes[r - 1][n].d_out)]
             m.d.comb += pes[0][n].d_in.eq(0)
-            # Column drain: starts the cycle after `last` passed the bottom PE and
-            # pops one row per cycle, bottom first. Step s shifts only rows > s,
-            # so rows that have been read are free for the next tile's capture.
+            # Column drain: starts the cycle after the bottom PE captured its tile (`last` passed it
+            # PRODUCT_STAGES cycles earlier, beside its product) and pops one row per cycle, bottom first.
+            # Step s shifts only rows > s, so rows that have been read are free for the next tile's capture.
             busy = Signal(name=f"drain_busy{n}")
             step = Signal(range(max(R, 2)), name=f"drain_step{n}")
+            captured = delay(m, en, pes[R - 1][n].last_in, PRODUCT_STAGES, f"captured{n}")
             with m.If(en):
-                with m.If(pes[R - 1][n].last_in):
+                with m.If(captured):
                     m.d.sync += [busy.eq(1), step.eq(0)]
                 with m.Elif(busy):
                     m.d.sync += step.eq(step + 1)
@@ -236,7 +231,7 @@ class SystolicArray(wiring.Component):
             for r in range(1, R):
                 m.d.comb += pes[r][n].shift.eq(busy & (step < r))
             m.d.comb += self.o.payload[n].eq(
-                _delay(m, en, pes[R - 1][n].d_out, C - 1 - n, f"deskew{n}"))
+                delay(m, en, pes[R - 1][n].d_out, C - 1 - n, f"deskew{n}"))
             busy_last = busy
         # The last column needs no de-skew, so its drain state is the output valid.
         m.d.comb += self.o.valid.eq(busy_last)

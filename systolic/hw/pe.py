@@ -1,23 +1,26 @@
-"""Processing elements: one integer multiply-accumulate per cycle.
+"""Processing elements: one integer multiply-accumulate per cycle, the product registered before the add.
 
-The sum ``acc + a * w`` is formed by :func:`pe_mac`, per ``config.pe``: with a multiplier, or for the
+The product ``a * w`` is formed by :func:`pe_product`, per ``config.pe``: with a multiplier, or for the
 shift PE with a shifter that decodes the stored weight word (sign, nonzero flag, exponent:
-:mod:`systolic.golden.pe_weights`) and adds ``+-(a << e)`` or 0. Both are combinational in the MAC's
-cycle, so both PE kinds have the same latency and the same registers.
+:mod:`systolic.golden.pe_weights`) into ``+-(a << e)`` or 0. Both PE kinds register the product
+(:data:`~systolic.arch.latency.PRODUCT_STAGES` registers) and add it to the partial sum in the next cycle, so
+the route into and out of the multiplier and the add are in different cycles; both have the same latency
+and the same registers.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..arch.latency import PRODUCT_STAGES
 from ..golden.pe_weights import shift_exponent_bits
 from .params import require_config
 
-__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "PES", "MACS", "operand_shapes",
-           "pe_mac"]
+__all__ = ["ProcessingElement", "WSProcessingElement", "OSProcessingElement", "PES", "PRODUCTS", "operand_shapes",
+           "pe_product", "delay"]
 
 
 def operand_shapes(cfg: AcceleratorConfig):
@@ -27,46 +30,70 @@ def operand_shapes(cfg: AcceleratorConfig):
     return a, w, signed(cfg.acc_bits)
 
 
-def _mac_multiply(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
-    return acc + a * w
+def delay(m: Module, en: Value, value: Value, depth: int, name: str) -> Value:
+    """*value* delayed by *depth* ``en``-gated registers (depth 0: the value itself)."""
+    for d in range(depth):
+        reg = Signal.like(value, name=f"{name}_d{d}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
-def _mac_shift(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
-    """``acc + a * decode(w)`` without a multiplier: the word's bits are sign ``w[W-1]``, nonzero ``w[W-2]``
-    and exponent ``w[:eb]`` (``W = w_bits``). A negative weight adds ``~(a << e) + 1``: the ``+ 1`` is the
-    accumulator adder's carry-in (Yosys merges it), so no negation of its own; a zero weight adds 0."""
+def _product_multiply(a: Value, w: Value, cfg: AcceleratorConfig) -> tuple[Value, Value]:
+    return a * w, Const(0, 1)
+
+
+def _product_shift(a: Value, w: Value, cfg: AcceleratorConfig) -> tuple[Value, Value]:
+    """``a * decode(w)`` without a multiplier: the word's bits are sign ``w[W-1]``, nonzero ``w[W-2]``
+    and exponent ``w[:eb]`` (``W = w_bits``). A negative weight gives ``~(a << e)`` and a carry of 1, which
+    the partial-sum adder takes as its carry-in (Yosys merges it), so no negation of its own; a zero weight
+    gives 0."""
     W, bits = cfg.w_bits, w.as_unsigned()
     sign, nonzero, e = bits[W - 1], bits[W - 2], bits[:shift_exponent_bits(W)]
     mag = a << e        # signed, len(a) + 2**eb - 1 bits: exact for every exponent field
     flip = mag ^ sign.replicate(len(mag)).as_signed()
-    return acc + Mux(nonzero, flip, 0) + (nonzero & sign)
+    return Mux(nonzero, flip, 0), nonzero & sign
 
 
-#: PE kind -> ``(acc, a, w, config) -> acc + a * w``: the one place where the two PE kinds differ.
-MACS = {"multiplier": _mac_multiply, "shift": _mac_shift}
+#: PE kind -> ``(a, w, config) -> (p, c)`` with ``a * w == p + c``: the one place where the two PE kinds differ.
+PRODUCTS = {"multiplier": _product_multiply, "shift": _product_shift}
 
 
-def pe_mac(acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
-    """``acc + a * w`` exactly, for an activation and a stored weight word, formed as ``cfg.pe`` does."""
-    return MACS[cfg.pe](acc, a, w, cfg)
+def pe_product(a: Value, w: Value, cfg: AcceleratorConfig) -> tuple[Value, Value]:
+    """``(p, c)`` with ``p + c == a * w`` exactly, for an activation and a stored weight word, formed as
+    ``cfg.pe`` does (``c`` is one bit, the adder's carry-in)."""
+    return PRODUCTS[cfg.pe](a, w, cfg)
+
+
+def _mac(m: Module, en: Value, acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
+    """``acc + a * w``, the product (:func:`pe_product`) through :data:`PRODUCT_STAGES` ``en``-gated
+    registers: ``acc + p + c``, written so that the adder takes ``c`` as its carry-in."""
+    p, c = pe_product(a, w, cfg)
+    p = delay(m, en, Value.cast(p), PRODUCT_STAGES, "prod")
+    c = delay(m, en, Value.cast(c), PRODUCT_STAGES, "carry")
+    return acc + p + c
 
 
 class WSProcessingElement(wiring.Component):
     """Weight-stationary PE with a double-buffered weight register.
 
     The activation enters from the left and leaves to the right one cycle
-    later; the partial sum enters from above and leaves below one cycle later
-    as ``psum_in + a_in * w`` (:func:`pe_mac`: a multiply, or a shift of
-    the weight word's exponent for ``config.pe == "shift"``). ``w`` is the
-    *active* weight register. A
+    later. Its product with ``w`` (:func:`pe_product`: a multiply, or a shift
+    of the weight word's exponent for ``config.pe == "shift"``) is registered
+    (:data:`~systolic.arch.latency.PRODUCT_STAGES`); the partial sum enters
+    from above one cycle after the activation and leaves below one cycle later
+    as ``psum_in + a * w``. ``w`` is the *active* weight register. A
     *shadow* register is written through ``load``/``load_data`` at any time
     (also while computing); the ``swap_in`` flag travelling with an activation
     makes that activation, and all later ones, use the shadow value (it is
     copied into the active register in the same cycle). ``swap_out`` passes
     the flag on to the right neighbour together with the activation.
 
-    Latency: 1 cycle (``en`` cycles) from ``a_in``/``psum_in`` to
-    ``a_out``/``psum_out``. Throughput: 1 MAC per cycle while ``en`` is high.
+    Latency (``en`` cycles): 1 from ``a_in`` to ``a_out``, ``1 + PRODUCT_STAGES``
+    from ``a_in`` to the ``psum_out`` that includes its product, 1 from
+    ``psum_in`` to ``psum_out``. Throughput: 1 MAC per cycle while ``en`` is
+    high.
 
     Parameters
     ----------
@@ -105,12 +132,13 @@ class WSProcessingElement(wiring.Component):
         # the flagged activation already uses the new weight.
         w_eff = Signal(w_shape)
         m.d.comb += w_eff.eq(Mux(self.swap_in, shadow, active))
+        psum = _mac(m, self.en, self.psum_in, self.a_in, w_eff, self.config)
         with m.If(self.en):
             m.d.sync += [
                 active.eq(w_eff),
                 self.a_out.eq(self.a_in),
                 self.swap_out.eq(self.swap_in),
-                self.psum_out.eq(pe_mac(self.psum_in, self.a_in, w_eff, self.config)),
+                self.psum_out.eq(psum),
             ]
         with m.If(self.load):
             m.d.sync += shadow.eq(self.load_data)
@@ -121,17 +149,18 @@ class OSProcessingElement(wiring.Component):
     """Output-stationary PE with a local accumulator and a drain register.
 
     Activations (with the ``last`` flag) flow right, weights flow down, both
-    with 1 cycle latency. Each ``en`` cycle the PE computes
-    ``total = acc + a_in * w_in`` (:func:`pe_mac`; the shift PE passes the
-    weight word down and decodes it). When ``last`` arrives, ``total`` is
-    captured in the drain register ``d`` and the accumulator is zeroed (its
-    flip-flops' synchronous reset), so the next tile starts from 0 in the very
-    next cycle; a tile is the steps from one ``last`` (or the start) to the
-    next. ``shift`` moves ``d_in`` (the drain register of the PE above) into
+    with 1 cycle latency. The product ``a_in * w_in`` (:func:`pe_product`; the
+    shift PE passes the weight word down and decodes it) is registered
+    (:data:`~systolic.arch.latency.PRODUCT_STAGES`), and so is ``last`` beside
+    it; each ``en`` cycle the PE computes ``total = acc + product``. When the
+    registered ``last`` comes, ``total`` is captured in the drain register
+    ``d`` and the accumulator is zeroed (its flip-flops' synchronous reset),
+    so the next tile starts from 0 in the very next cycle; a tile is the steps
+    from one ``last`` (or the start) to the next. ``shift`` moves ``d_in`` (the drain register of the PE above) into
     ``d``, forming a per-column drain chain.
 
-    Latency: 1 cycle per hop; a tile's result is in ``d`` one cycle after its
-    ``last`` operand pair arrived. Throughput: 1 MAC per cycle.
+    Latency: 1 cycle per hop; a tile's result is in ``d`` ``1 + PRODUCT_STAGES``
+    cycles after its ``last`` operand pair arrived. Throughput: 1 MAC per cycle.
 
     Parameters
     ----------
@@ -168,10 +197,11 @@ class OSProcessingElement(wiring.Component):
         _, _, acc_shape = operand_shapes(self.config)
         acc = Signal(acc_shape)
         total = Signal(acc_shape)
-        m.d.comb += total.eq(pe_mac(acc, self.a_in, self.w_in, self.config))
+        m.d.comb += total.eq(_mac(m, self.en, acc, self.a_in, self.w_in, self.config))
+        last = delay(m, self.en, self.last_in, PRODUCT_STAGES, "last")     # beside its product
         # Reset over enable (the reset is en & last), which the flip-flops' own synchronous reset implements;
         # an enable over the reset would cost a multiplexer per bit.
-        with m.If(self.en & self.last_in):
+        with m.If(self.en & last):
             m.d.sync += acc.eq(0)
         with m.Elif(self.en):
             m.d.sync += acc.eq(total)
@@ -183,7 +213,7 @@ class OSProcessingElement(wiring.Component):
             ]
             # Capture wins over shift; the array's input control spaces tiles so
             # that a capture never hits a drain register that still holds data.
-            with m.If(self.last_in):
+            with m.If(last):
                 m.d.sync += self.d_out.eq(total)
             with m.Elif(self.shift):
                 m.d.sync += self.d_out.eq(self.d_in)

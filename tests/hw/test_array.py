@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from systolic.hw.array import SystolicArray
 from systolic.arch.config import AcceleratorConfig
+from systolic.arch.latency import PRODUCT_STAGES, REQUANT_STAGES
 from systolic.hw.core import GemmCore
 from systolic.arch.ports import pack, unpack
 from systolic.sim.core.amaranth_sim import apply_drive
@@ -92,11 +93,12 @@ def test_os_array_back_to_back_tiles(rows, cols, idle, stall):
 
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_latency_and_throughput(dataflow):
-    """No idle, no back-pressure: latency rows + cols - 1 (+3 in the core), 1 vector/cycle."""
+    """No idle, no back-pressure: latency rows + cols - 1 + the PE's product stage (+ the requantizer's stages
+    in the core), 1 vector/cycle."""
     R, C, M = 3, 4, 20
     cfg = AcceleratorConfig(rows=R, cols=C, dataflow=dataflow)
     core = GemmCore(config=cfg)
-    assert core.latency == R + C - 1 + 3
+    assert core.latency == R + C - 1 + PRODUCT_STAGES + REQUANT_STAGES
     rng = np.random.default_rng(0)
     if dataflow == "ws":
         wt = rng.integers(-8, 8, (R, C))

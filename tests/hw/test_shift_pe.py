@@ -37,7 +37,8 @@ def _activations(cfg):
 
 
 def _product_ws(cfg, cases):
-    """``psum_out - psum_in`` of a WS PE for each ``(a, word)``: load the word, swap it in with ``a``."""
+    """``psum_out - psum_in`` of a WS PE for each ``(a, word)``: load the word, swap it in with ``a``, give
+    the partial sum the next cycle (the product is registered)."""
     dut, got = WSProcessingElement(config=cfg), []
 
     async def bench(ctx):
@@ -50,6 +51,8 @@ def _product_ws(cfg, cases):
             ctx.set(dut.load, 0)
             ctx.set(dut.swap_in, 1)
             ctx.set(dut.a_in, a)
+            await ctx.tick()
+            ctx.set(dut.swap_in, 0)
             ctx.set(dut.psum_in, 5)
             await ctx.tick()
             got.append(ctx.get(dut.psum_out) - 5)
@@ -59,18 +62,22 @@ def _product_ws(cfg, cases):
 
 
 def _product_os(cfg, cases):
-    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``last``)."""
+    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``last``): captured one cycle
+    after the pair arrives (the product is registered), while the next pair arrives."""
     dut, got = OSProcessingElement(config=cfg), []
 
     async def bench(ctx):
         ctx.set(dut.en, 1)
         ctx.set(dut.last_in, 1)
-        for a, word in cases:
+        for i, (a, word) in enumerate(cases):
             ctx.set(dut.a_in, a)
             ctx.set(dut.w_in, word)
             await ctx.tick()
-            got.append(ctx.get(dut.d_out))
+            if i:
+                got.append(ctx.get(dut.d_out))
             assert ctx.get(dut.w_out) == word        # the word moves down unchanged
+        await ctx.tick()
+        got.append(ctx.get(dut.d_out))
 
     _run(dut, bench)
     return got
