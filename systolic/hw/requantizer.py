@@ -125,6 +125,14 @@ class RequantLane(wiring.Component):
             m.d.comb += up.eq(half & (sticky | tq[0]))
         r = Signal(signed(G + 1))
         m.d.comb += r.eq(tq + up)
+        # Saturation: r > hi / r < lo, or the same from tq: tq >= hi gives hi (r is hi or more) and tq < lo gives
+        # lo (r is lo at most), whatever up. Both are exact in both modes; which maps smaller differs (one lane
+        # alone, Yosys synth_ecp5, default system config): half_up 410 LUTs with r, 382 with tq; half_even
+        # 400 with r, 514 with tq.
+        if cfg.rounding == "half_up":
+            above, below = tq >= hi, tq < lo
+        else:
+            above, below = r > hi, r < lo
         # ReLU of a negative x is 0 whatever the shift (rounding a negative value gives at most 0), and 0 is in
         # every output range.
         with m.If(self.en):
@@ -132,9 +140,9 @@ class RequantLane(wiring.Component):
                 m.d.sync += self.y.eq(0)
             with m.Elif(~fits):
                 m.d.sync += self.y.eq(Mux(neg, lo, hi))
-            with m.Elif(r > hi):
+            with m.Elif(above):
                 m.d.sync += self.y.eq(hi)
-            with m.Elif(r < lo):
+            with m.Elif(below):
                 m.d.sync += self.y.eq(lo)
             with m.Else():
                 m.d.sync += self.y.eq(r)
