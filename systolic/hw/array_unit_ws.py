@@ -13,7 +13,7 @@ from .array_unit import (MATMUL_LAYOUT, ArrayUnit, last_writer, read_weight_tile
 __all__ = ["WSArrayUnit"]
 
 #: Write-back descriptors in flight: a MATMUL's is pushed when the feeder starts it and popped with its last
-#: result, ``m + R + C - 1`` cycles later. The next start comes at least ``m`` and the one after that at
+#: result, ``m + array`` (``m + R + C``) cycles later. The next start comes at least ``m`` and the one after that at
 #: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: a two-entry queue (``wb0`` the
 #: head) that never fills at a push and never holds the feeder back (which the cycle model relies on).
 _WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name] for name in ("acc", "m", "accum", "shift", "idx")})

@@ -25,7 +25,7 @@ class GemmCore(wiring.Component):
     ``w__payload``, ``o__payload``).
 
     Latency (cycles from the transfer that completes a result to its ``o``
-    vector, no back-pressure): ``rows + cols - 1 + REQUANT_STAGES`` (:attr:`latency`).
+    vector, no back-pressure): ``rows + cols - 1 + PRODUCT_STAGES + REQUANT_STAGES`` (:attr:`latency`).
     Throughput: ``rows * cols`` MACs per cycle; one ``o`` vector per cycle
     (weight-stationary: one per ``i`` vector; output-stationary: ``rows`` per
     tile of ``K >= rows`` steps).
