@@ -17,6 +17,7 @@ fresh checkout: a long table can be completed a few (model, seed) tasks at a tim
     python scripts/accuracy_table.py                       # MNIST, 5 seeds, then digits, 3 seeds; 2 workers
     python scripts/accuracy_table.py --data digits --seeds 1 --models digits-mlp --out /tmp/acc
     python scripts/accuracy_table.py --render              # re-render md/png from the json files
+    python scripts/accuracy_table.py --data mnist --cached-only   # the table of the cached tasks, none run
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
 
 
 def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: bool,
-        out: Path) -> tuple[list[dict], float, str, dict]:
+        out: Path, cached_only: bool = False) -> tuple[list[dict], float, str, dict]:
     """Run the (model, seed) tasks of *models* not in the cache (all with *fresh*); the table gets them and
     every other model of the data set cached for *seeds* by the same code (the cache first takes the tasks of
     *out*'s results file when the same code wrote it). Returns the rows, their compute time, the code key and
@@ -305,7 +306,7 @@ def run(data: str, models: list[str], seeds: list[int], workers: int, fresh: boo
             f = cache / f"{model}_s{seed}.json"
             if f.exists() and not (fresh and model in models):
                 tasks[(model, seed)] = json.loads(f.read_text())
-    todo = [(m, s) for m in models for s in seeds if (m, s) not in tasks]
+    todo = [] if cached_only else [(m, s) for m in models for s in seeds if (m, s) not in tasks]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futs = {pool.submit(run_task, data, m, s, cols): (m, s) for m, s in todo}
         for fut in tqdm(as_completed(futs), total=len(futs), desc=f"accuracy ({data})", unit="model-seed"):
@@ -329,6 +330,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--fresh", action="store_true", help="ignore the per-(model, seed) cache in build/accuracy")
     p.add_argument("--render", action="store_true", help="only re-render md/png from OUT/accuracy*.json")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run no task: write the tables of the (model, seed) tasks cached by the current code")
     args = p.parse_args(argv)
     for data in (("mnist", "digits") if args.data == "both" else (args.data,)):
         st = SETTINGS[data]
@@ -342,7 +345,10 @@ def main(argv=None) -> int:
         if bad:
             p.error(f"--models {' '.join(bad)}: not a {data} model ({', '.join(st['models'])})")
         seeds = list(range(args.seeds if args.seeds is not None else st["seeds"]))
-        results, seconds, key, task_seconds = run(data, models, seeds, args.workers, args.fresh, Path(args.out))
+        results, seconds, key, task_seconds = run(data, models, seeds, args.workers, args.fresh, Path(args.out),
+                                                  args.cached_only)
+        if not results:
+            p.error(f"no {data} results: nothing cached by this code" if args.cached_only else f"no {data} results")
         write_outputs(data, results, seeds, Path(args.out), seconds, key, task_seconds)
         print(f"wrote {data} tables to {args.out} ({len(results)} runs, {seconds / 60:.1f} min)")
     return 0

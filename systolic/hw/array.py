@@ -49,8 +49,9 @@ class SystolicArray(wiring.Component):
     Stream ``w`` takes ``rows`` transfers of weight rows ``W[0, :]`` ..
     ``W[rows-1, :]`` into the shadow registers; an ``i`` transfer with
     ``swap=1`` (held back until the shadow is full) switches to them, and the
-    shadow may be refilled ``weight_refill`` = ``rows + cols`` cycles after the swap transfer (:attr:`systolic.arch.latency.Latencies.weight_refill`), while the
-    array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
+    shadow may be refilled ``weight_refill`` = ``rows + cols`` cycles after the
+    swap transfer (:attr:`systolic.arch.latency.Latencies.weight_refill`),
+    while the array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
     one ``o`` vector ``psum[n] + sum_k a[k] * W[k, n]`` (mod ``2**acc_bits``).
 
     - latency ``i`` -> ``o``: ``rows + cols - 1 + PRODUCT_STAGES`` cycles

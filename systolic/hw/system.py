@@ -120,7 +120,8 @@ class Accelerator(wiring.Component):
                      store.acc.data.eq(accbuf.rd.data), ctrl.acc_rd.data.eq(accbuf.rd.data)]
         m.d.comb += [
             dma.src.eq(store.bytes), ctrl.dma_buf.eq(dma.buf),
-            ctrl.readers.eq(unit.readers), ctrl.writers.eq(unit.writers), ctrl.unit_busy.eq(unit.busy), unit.clear.eq(ctrl.clear),
+            ctrl.readers.eq(unit.readers), ctrl.writers.eq(unit.writers), ctrl.unit_busy.eq(unit.busy),
+            unit.clear.eq(ctrl.clear),
             ctrl.overflow.eq(accbuf.overflow), ctrl.overflow_idx.eq(unit.idx),
             ctrl.start.eq(self.start), ctrl.prog_addr.eq(self.prog_addr), ctrl.prog_len.eq(self.prog_len),
             ctrl.dram_bytes.eq(self.dram_bytes),
