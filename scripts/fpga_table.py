@@ -18,10 +18,13 @@ the system (9-bit activation; 9-bit weight or the 8-bit shift word). fpga.md is 
 
 Each point is cached by the sweep under build/fpga_table/ by its config, flow options and the hash of the
 generator's sources (the design hash), so a rerun only redoes what changed, and an interrupted run resumes.
-The markdown keeps the notes written below its generated part (after the marker line).
+The markdown keeps the notes written below its generated part (after the marker line). Besides fpga.md and
+fpga.json it draws fpga.png (LUTs, DSPs, block RAMs and Fmax against the array size, per dataflow) and gives
+each placed and routed config's latency per image of the shipped models, in microseconds at its Fmax, from
+the RTL cycles per image of system_rtl.json (scripts/system_table.py) where that file has the config.
 
 Usage: python scripts/fpga_table.py [--sizes 2,4,8,16] [--pnr key|all|none] [--seeds 1,2,3] [--workers N]
-                                    [--out docs/results] [--pe]
+                                    [--out docs/results] [--pe] [--render]
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ def _f(x, nd=1):
     return "-" if x in (None, "") else f"{float(x):.{nd}f}"
 
 
-def merge(synth_rows, pnr_runs) -> list[dict]:
-    """One row per config: the Yosys counts, and the worst seed's place and route when there was one."""
+def merge(synth_rows, pnr_runs, seeds=()) -> list[dict]:
+    """One row per config: the Yosys counts, and the worst seed's place and route when there was one (its
+    ``fmax_mhz``, ``routed`` and packed LUTs also at the row's top level; ``pnr.fmax_by_seed`` has every seed's)."""
     out = []
     for r in synth_rows:
         row = dict(r)
@@ -106,9 +110,79 @@ def merge(synth_rows, pnr_runs) -> list[dict]:
             ok = [p for p in routed if p["status"] == "ok" and p["fmax_mhz"] is not None]
             worst = min(ok, key=lambda p: p["fmax_mhz"]) if len(ok) == len(routed) else None
             row["pnr"] = {"seeds": len(routed), "worst": worst,
+                          "fmax_by_seed": {str(sd): p.get("fmax_mhz") for sd, p in zip(seeds, routed)},
                           "failed": [p["error"] for p in routed if p not in ok]}
+            if worst:
+                row.update(fmax_mhz=worst["fmax_mhz"], routed=True, luts_packed=worst["luts"])
         out.append(row)
     return out
+
+
+#: system_rtl.json's config names (scripts/system_table.py) -> (rows, dataflow, rounding) of this table.
+SYSTEM_RTL_CONFIGS = {"default": (8, "ws", "half_even")}
+
+
+def latency_lines(rows, system_rtl: Path) -> list[str]:
+    """Latency per image of the shipped models at each routed config's worst-seed Fmax (RTL cycles per image
+    from *system_rtl*, when it has the config)."""
+    routed = {tuple(r[k] for k in _KEY): r for r in rows if r.get("fmax_mhz")}
+    if not routed:
+        return []
+    out = ["", "## Latency per image at the achieved Fmax", ""]
+    if not system_rtl.exists():
+        return out + [f"{system_rtl.name} is missing (`python scripts/system_table.py` writes it)."]
+    rtl = json.loads(system_rtl.read_text())
+    lines = ["| model | array | dataflow | rounding | cycles per image (RTL) | Fmax MHz | latency per image (us) "
+             "| at 100 MHz (us) |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for rr in rtl["rows"]:
+        key = SYSTEM_RTL_CONFIGS.get(rr["config"])
+        r = routed.get(key)
+        if r is None:
+            continue
+        cpi, f = rr["cycles_per_image"], r["fmax_mhz"]
+        lines.append(f"| {rr['model']} | {r['rows']}x{r['cols']} | {r['dataflow'].upper()} | {r['rounding']} "
+                     f"| {cpi:,.1f} | {f:.1f} | {cpi / f:.2f} | {cpi / FREQ_MHZ:.2f} |")
+    if len(lines) == 2:
+        return out + [f"{system_rtl.name} has none of the routed configs."]
+    return out + [f"Cycles per image: the accelerator RTL's counters on {rtl['rows'][0]['images']} digits test "
+                  f"images (docs/results/{system_rtl.name}, `python scripts/system_table.py`, memory latency "
+                  f"{rtl['memory'].get('latency', '?')}); latency = cycles / Fmax (the worst seed's), beside the "
+                  "same cycles at the 100 MHz target.", ""] + lines
+
+
+def plot(out: Path, rows) -> None:
+    """fpga.png: LUTs, DSPs, block RAMs and Fmax against the array size, one line per dataflow (half_even solid,
+    half_up dashed; Fmax only where placed and routed, beside the target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    panels = [("yosys_luts", "LUTs (Yosys)"), ("dsps", "MULT18X18D"), ("brams", "DP16KD (18 Kbit)"),
+              ("fmax_mhz", "Fmax (MHz, worst seed)")]
+    for ax, (key, label) in zip(axes, panels):
+        for df, color in (("ws", "tab:blue"), ("os", "tab:orange")):
+            for rnd, ls in (("half_even", "-"), ("half_up", "--")):
+                pts = sorted((r["rows"], r[key]) for r in ok if r["dataflow"] == df and r["rounding"] == rnd
+                             and r.get(key) is not None)
+                if pts:
+                    ax.plot(*zip(*pts), ls, marker="o", color=color, label=f"{df.upper()} {rnd}")
+        if key == "fmax_mhz":
+            ax.axhline(FREQ_MHZ, color="k", ls=":", lw=1, label="target")
+            ax.set_ylim(0, FREQ_MHZ * 1.1)
+        sizes = sorted({r["rows"] for r in rows})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{n}x{n}" for n in sizes])
+        ax.set_xlabel("array")
+        ax.set_title(label)
+    axes[0].legend(fontsize=7)
+    axes[3].legend(fontsize=7)
+    fig.suptitle(f"8-bit systems on the ECP5-85 ({DEVICE}); missing points: synthesis failed or not placed")
+    fig.tight_layout()
+    fig.savefig(out / "fpga.png", dpi=100)
+    plt.close(fig)
 
 
 def markdown(rows, seeds) -> str:
@@ -166,8 +240,12 @@ def write(out: Path, rows, seeds) -> None:
     notes = ""
     if md.exists() and MARKER in md.read_text():
         notes = md.read_text().split(MARKER, 1)[1]
-    md.write_text(markdown(rows, seeds) + "\n" + MARKER + (notes or "\n"))
-    (out / "fpga.json").write_text(json.dumps(rows, indent=2) + "\n")
+    text = markdown(rows, seeds) + "\n".join(latency_lines(rows, out / "system_rtl.json")) + "\n"
+    text = text.replace("## Rounding cost", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)"
+                        "\n\n## Rounding cost", 1)
+    md.write_text(text + "\n" + MARKER + (notes or "\n"))
+    (out / "fpga.json").write_text(json.dumps({"seeds": list(seeds), "rows": rows}, indent=2) + "\n")
+    plot(out, rows)
 
 
 def summary(rows) -> str:
@@ -196,7 +274,14 @@ def main(argv=None) -> int:
                                                            "a 16x16 system needs a few GiB)")
     ap.add_argument("--work", default=str(ROOT / "build" / "fpga_table"), help="sweep folders (cache)")
     ap.add_argument("--pe", action="store_true", help="only the PE-option table (fpga_pe.md); fpga.md untouched")
+    ap.add_argument("--render", action="store_true", help="only re-render fpga.md / fpga.png from OUT/fpga.json")
     args = ap.parse_args(argv)
+    if args.render:
+        out = Path(args.out)
+        d = json.loads((out / "fpga.json").read_text())
+        write(out, d["rows"], d["seeds"])
+        print(summary(d["rows"]))
+        return 0
     if args.pe:
         rows = run_sweep(parse_spec(pe_spec()), Path(args.work) / "pe", workers=args.workers).rows
         out = Path(args.out)
@@ -212,7 +297,7 @@ def main(argv=None) -> int:
     todo = pnr_configs(sizes, args.pnr)
     pnr = [run_sweep(parse_spec(spec(sizes, todo, seed)), work / f"pnr-seed{seed}", workers=args.workers).rows
            for seed in seeds] if todo else []
-    rows = merge(synth.rows, pnr)
+    rows = merge(synth.rows, pnr, seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write(out, rows, seeds if todo else [])
