@@ -174,7 +174,7 @@ def seed_cache(data: str, out: Path, key: str, cache: Path) -> list[tuple[str, i
 
 
 def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, seconds: float,
-                  key: str | None = None, task_seconds: dict | None = None) -> None:
+                  key: str | None = None, task_seconds: dict | None = None, notes: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,6 +187,7 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps({"data": data, "seeds": seeds, "seconds": round(seconds, 1),
                                                   "code_key": key, "task_seconds": task_seconds or {},
+                                                  "notes": notes or [],
                                                   "results": results}, indent=1) + "\n")
 
     def sel(model, method=None, col=None, key="golden_acc"):
@@ -225,6 +226,8 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
         "of 8 x 8 GEMM weights. INQ's weights (0, ±2^e) run unchanged on the shift PE (`pe: \"shift\"`), "
         "bit-exactly, so its accuracy there is the INQ row.", "",
     ]
+    for note in notes or []:
+        lines += [f"Note: {note}", ""]
     missing = [m for m in st["models"] if m not in models]
     partial = {m: sorted({r["seed"] for r in results if r["model"] == m}) for m in models}
     partial = {m: have for m, have in partial.items() if len(have) < len(seeds)}
@@ -330,6 +333,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--fresh", action="store_true", help="ignore the per-(model, seed) cache in build/accuracy")
     p.add_argument("--render", action="store_true", help="only re-render md/png from OUT/accuracy*.json")
+    p.add_argument("--note", action="append",
+                   help="a note printed under the table's header (kept while the same code writes the table)")
     p.add_argument("--cached-only", action="store_true",
                    help="run no task: write the tables of the (model, seed) tasks cached by the current code")
     args = p.parse_args(argv)
@@ -338,7 +343,7 @@ def main(argv=None) -> int:
         if args.render:
             d = json.loads(results_file(data, Path(args.out)).read_text())
             write_outputs(data, d["results"], d["seeds"], Path(args.out), d.get("seconds", 0.0),
-                          d.get("code_key"), d.get("task_seconds"))
+                          d.get("code_key"), d.get("task_seconds"), d.get("notes"))
             continue
         models = args.models or st["models"]
         bad = [m for m in models if m not in st["models"]]
@@ -349,7 +354,10 @@ def main(argv=None) -> int:
                                                   args.cached_only)
         if not results:
             p.error(f"no {data} results: nothing cached by this code" if args.cached_only else f"no {data} results")
-        write_outputs(data, results, seeds, Path(args.out), seconds, key, task_seconds)
+        f = results_file(data, Path(args.out))
+        old = json.loads(f.read_text()) if f.exists() else {}
+        notes = (old.get("notes", []) if old.get("code_key") == key else []) + (args.note or [])
+        write_outputs(data, results, seeds, Path(args.out), seconds, key, task_seconds, notes)
         print(f"wrote {data} tables to {args.out} ({len(results)} runs, {seconds / 60:.1f} min)")
     return 0
 
