@@ -113,7 +113,7 @@ def merge(synth_rows, pnr_runs, seeds=()) -> list[dict]:
                           "fmax_by_seed": {str(sd): p.get("fmax_mhz") for sd, p in zip(seeds, routed)},
                           "failed": [p["error"] for p in routed if p not in ok]}
             if worst:
-                row.update(fmax_mhz=worst["fmax_mhz"], routed=True, luts_packed=worst["luts"])
+                row.update(fmax_mhz=worst["fmax_mhz"], routed=True, luts_packed=worst.get("luts"))
         out.append(row)
     return out
 

@@ -258,6 +258,15 @@ class Dma(wiring.Component):
                 m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb), r_wleft.eq(r_wleft - 1)]
         m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
 
+        self._gather_response(m, meta, r_accept, r_cur, end_line, r_off, r_n, cw)
+        return m
+
+    def _gather_response(self, m, meta, r_accept, r_cur, end_line, r_off, r_n, cw):
+        """The gather's response side: each answered word's bytes into ``line`` and ``buf``. *meta* holds the
+        ``(cur, last word of a line)`` of the reads in flight; *r_accept*, *r_cur*, *end_line* are the request
+        side's accepted request this cycle and its entry; ``[r_off, r_off + r_n)`` the gather's run."""
+        bb = self.bus_bytes
+        lg = (bb - 1).bit_length()
         # Gather response side: byte lane j of a word goes to buffer position j + cur (its request's `cur`).
         # The reads in flight wait in `meta` as (cur, last word of a line); the next response's entry is held
         # decoded in registers (the head): per buffer position, whether the word carries it (`h_hit`) and from
@@ -273,12 +282,12 @@ class Dma(wiring.Component):
         refill = Signal()
         bypass = Signal()
         m.d.comb += [
-            refill.eq(~h_valid | bus.resp_valid),
+            refill.eq(~h_valid | self.bus.resp_valid),
             bypass.eq(refill & ~meta.r_rdy & r_accept),
             meta.w_en.eq(r_accept & ~bypass),
             meta.w_data.eq(Cat(r_cur, end_line)),
             meta.r_en.eq(refill),
-            cmd.line_valid.eq(bus.resp_valid & h_end),
+            self.cmd.line_valid.eq(self.bus.resp_valid & h_end),
         ]
         nxt_cur = Signal(signed(cw))
         m.d.comb += nxt_cur.eq(Mux(meta.r_rdy, meta.r_data[:cw], r_cur))
@@ -290,13 +299,12 @@ class Dma(wiring.Component):
                 m.d.comb += rel.eq(p - nxt_cur)
                 m.d.sync += [h_hit[p].eq((rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
                              h_sel[p].eq(rel.as_unsigned()[:lsel])]
-        lanes = Array(bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
+        lanes = Array(self.bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
         for p in range(self.buf_bytes):
             hit = Signal(name=f"hit{p}")
             m.d.comb += [
-                hit.eq(bus.resp_valid & h_hit[p]),
-                cmd.line[p].eq(Mux(hit, lanes[h_sel[p]], self.buf[p])),
+                hit.eq(self.bus.resp_valid & h_hit[p]),
+                self.cmd.line[p].eq(Mux(hit, lanes[h_sel[p]], self.buf[p])),
             ]
             with m.If(hit):
-                m.d.sync += self.buf[p].eq(cmd.line[p])
-        return m
+                m.d.sync += self.buf[p].eq(self.cmd.line[p])

@@ -248,8 +248,27 @@ def test_fpga_table_is_a_sweep():
 
     row = {"rows": 8, "cols": 8, "dataflow": "ws", "rounding": "half_even", "status": "ok"}
     seeds = [[{**row, "fmax_mhz": 40.0}], [{**row, "fmax_mhz": 37.5}]]
-    (merged,) = ft.merge([row], seeds)
+    (merged,) = ft.merge([row], seeds, [1, 2])
     assert merged["pnr"]["worst"]["fmax_mhz"] == 37.5 and merged["pnr"]["seeds"] == 2
+    assert merged["fmax_mhz"] == 37.5 and merged["routed"] is True        # the worst seed at the top level
+    assert merged["pnr"]["fmax_by_seed"] == {"1": 40.0, "2": 37.5}
     failed = [[{**row, "fmax_mhz": 40.0}], [{**row, "status": "error", "fmax_mhz": None, "error": "did not route"}]]
-    (merged,) = ft.merge([row], failed)
+    (merged,) = ft.merge([row], failed, [1, 2])
     assert merged["pnr"]["worst"] is None and merged["pnr"]["failed"] == ["did not route"]
+    assert "fmax_mhz" not in merged
+
+
+def test_fpga_table_latency_per_image(tmp_path):
+    """Latency per image = RTL cycles per image (system_rtl.json) / the routed config's worst-seed Fmax."""
+    ft = _fpga_table()
+    rows = [{"rows": 8, "cols": 8, "dataflow": "ws", "rounding": "half_even", "status": "ok", "fmax_mhz": 40.0},
+            {"rows": 4, "cols": 4, "dataflow": "ws", "rounding": "half_even", "status": "ok"}]
+    rtl = tmp_path / "system_rtl.json"
+    rtl.write_text(json.dumps({"memory": {"latency": 2}, "rows": [
+        {"model": "digits-cnn", "config": "default", "images": 32, "cycles_per_image": 3000.0},
+        {"model": "digits-cnn", "config": "small", "images": 32, "cycles_per_image": 5000.0}]}))
+    lines = ft.latency_lines(rows, rtl)
+    table = [ln for ln in lines if ln.startswith("| digits")]
+    assert table == ["| digits-cnn | 8x8 | WS | half_even | 3,000.0 | 40.0 | 75.00 | 30.00 |"]
+    assert ft.latency_lines(rows[1:], rtl) == []                  # nothing routed: no section
+    assert "is missing" in ft.latency_lines(rows, tmp_path / "none.json")[-1]
