@@ -221,7 +221,8 @@ def markdown(rows, seeds) -> str:
             f"| {arr} | {df} | {rnd} | {r['yosys_luts']} | {r['ffs']} | {r['dsps']} | {r['brams']} | {packed} "
             f"| {fmax} | {_f(r['lut_per_pe'], 0)} | {_f(r['ff_per_pe'], 0)} | {_f(r['dsp_per_pe'], 0)} "
             f"| {_f(r['lut_per_lane'], 0)} | {w['critical_path'] if w else '-'} |")
-    out += ["", "## Rounding cost (half_even vs half_up)", "",
+    out += ["", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)", "",
+            "## Rounding cost (half_even vs half_up)", "",
             "| array | dataflow | LUTs half_even | LUTs half_up | total +% | LUT/lane half_even "
             "| LUT/lane half_up | lane +% |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by = {tuple(r[k] for k in _KEY): r for r in rows if r["status"] == "ok"}
@@ -241,8 +242,6 @@ def write(out: Path, rows, seeds) -> None:
     if md.exists() and MARKER in md.read_text():
         notes = md.read_text().split(MARKER, 1)[1]
     text = markdown(rows, seeds) + "\n".join(latency_lines(rows, out / "system_rtl.json")) + "\n"
-    text = text.replace("## Rounding cost", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)"
-                        "\n\n## Rounding cost", 1)
     md.write_text(text + "\n" + MARKER + (notes or "\n"))
     (out / "fpga.json").write_text(json.dumps({"seeds": list(seeds), "rows": rows}, indent=2) + "\n")
     plot(out, rows)
