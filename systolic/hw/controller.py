@@ -462,7 +462,7 @@ class Controller(wiring.Component):
                         next_instr()
                 check_overflow()
             with m.State("STORE"):
-                m.d.comb += self.store.adv.eq(dma.ready)
+                m.d.comb += self.store.ready.eq(dma.ready)
                 with m.If(self.store.out_valid):
                     m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(self.store.out_addr),
                                  dma.n.eq(f["elems"]), dma.off.eq(0)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import LANE_SHIFT_BITS, AcceleratorConfig
@@ -29,9 +30,9 @@ class StoreControlSignature(wiring.Signature):
     Members
     -------
     start : Out(1)
-        Begin STORE ``cmd`` (held while it runs).
-    adv : Out(1)
-        Advance the pipeline this cycle (the scatter engine can take a line).
+        Begin STORE ``cmd`` (one cycle; ``cmd`` is held until ``done``).
+    ready : Out(1)
+        The scatter engine can take a line this cycle.
     cmd : Out(STORE_LAYOUT)
     params_load : Out(1)
         Write the lanes' bias and shift registers from ``params`` (LOADQ).
@@ -49,7 +50,7 @@ class StoreControlSignature(wiring.Signature):
     def __init__(self, *, loadq_bytes: int):
         self.loadq_bytes = loadq_bytes
         super().__init__({
-            "start": Out(1), "adv": Out(1), "cmd": Out(STORE_LAYOUT),
+            "start": Out(1), "ready": Out(1), "cmd": Out(STORE_LAYOUT),
             "params_load": Out(1), "params": Out(data.ArrayLayout(8, loadq_bytes)),
             "clamp": Out(1), "out_max": Out(OUT_MAX_BITS),
             "out_valid": In(1), "out_addr": In(OUT_ADDR_BITS), "done": In(1),
@@ -65,24 +66,33 @@ class StoreControlSignature(wiring.Signature):
 class StorePipeline(wiring.Component):
     """Requantize accumulator lines and hand their bytes to the scatter engine, one line per advance.
 
-    ``ctl.start`` (one cycle) begins a STORE ``ctl.cmd``; the pipeline
-    advances in every cycle with ``ctl.adv`` (the controller runs the STORE and
-    the scatter engine can take a line): it reads accumulator line ``acc + i``, passes it through ``cols``
+    ``ctl.start`` (one cycle) begins a STORE ``ctl.cmd``: the pipeline reads
+    accumulator lines ``acc + i`` one per cycle, passes each through ``cols``
     :class:`~systolic.hw.requantizer.RequantLane` (the system's lane config:
     int32 bias, the int8 shift clamped to the lanes' 7 bits, saturation to
     ``out_bits + 1`` signed), saturates to the STORE's ``bits`` signed or
     ``unsigned`` range (and to at most ``out_max`` when the last LOADQ set
-    ``clamp``), and ``ctl.out_valid`` hands line ``i`` to the scatter
-    (``bytes`` at ``ctl.out_addr = dram + i * stride``, ``elems`` of them);
-    ``ctl.done`` once every line has gone. The lanes' ``bias`` and ``shift``
-    are the registers ``ctl.params_load`` writes from a LOADQ parameter block.
+    ``clamp``), and in a cycle with ``ctl.ready`` ``ctl.out_valid`` hands the
+    next line ``i`` to the scatter (``bytes`` at ``ctl.out_addr = dram + i *
+    stride``, ``elems`` of them); ``ctl.done`` once every line has gone. The
+    lanes' ``bias`` and ``shift`` are the registers ``ctl.params_load`` writes
+    from a LOADQ parameter block.
 
-    Latency: a line's bytes go out
-    :attr:`~systolic.arch.latency.Latencies.store_pipeline` advances after its
-    accumulator read (the read port, then the lanes' stages). Throughput: one
-    line per advance. A STORE of ``lines`` lines (each scattered in ``s_i``
-    cycles, at least 1) takes ``store_pipeline + sum s_i`` cycles after its
-    ``start``, then ``done``.
+    The lanes run every cycle and never wait for the scatter: their lines
+    queue in a FIFO of ``store_pipeline + 1`` lines, and a line is read only
+    while fewer than that many are read and not yet handed out (a count in a
+    register). So ``ctl.ready``, which comes from the memory bus, drives only
+    the hand-out, not the accumulator's read port and the lanes' enables.
+
+    Latency: a line's bytes can go out
+    :attr:`~systolic.arch.latency.Latencies.store_pipeline` cycles after its
+    accumulator read (the read port, then the lanes' stages): in the first
+    cycle from then with ``ctl.ready`` after the line before it went out.
+    The first line is read the cycle after ``start``. Throughput: one line per
+    cycle (the FIFO's depth covers the loop from a hand-out to the read it
+    allows). A STORE of ``lines`` lines (each scattered in ``s_i`` cycles, at
+    least 1, ``ready`` from the start) takes ``store_pipeline + sum s_i``
+    cycles after its ``start``, then ``done``.
 
     Members
     -------
@@ -125,11 +135,22 @@ class StorePipeline(wiring.Component):
                 m.d.sync += [bias[c].eq(Cat(*(ctl.params[BIAS_BYTES * c + b] for b in range(BIAS_BYTES)))),
                              shift[c].eq(ctl.params[BIAS_BYTES * C + c])]
 
-        adv = ctl.adv
-        sv = Signal(lat.store_pipeline)     # valid bits: the accumulator read, then the lane stages
-        i = Signal(17)                      # lines read
+        D = lat.store_pipeline
+        Q = D + 1                           # lines read and not yet handed out, at most (see the docstring)
+        sv = Signal(D)                      # valid bits: the accumulator read, then the lane stages
+        left = Signal(17)                   # lines still to read
+        raddr = Signal.like(self.acc.addr)
+        inflight = Signal(range(Q + 1))     # lines read and not yet handed out
+        room = Signal(init=1)               # registered: inflight < Q
         si = Signal(17)                     # lines handed to the scatter engine
         saddr = Signal(OUT_ADDR_BITS)
+        issue = Signal()
+        m.d.comb += [issue.eq((left != 0) & room),
+                     self.acc.en.eq(issue), self.acc.addr.eq(raddr), self.ev_acc_read.eq(issue)]
+        with m.If(issue):
+            m.d.sync += [left.eq(left - 1), raddr.eq(raddr + 1)]
+        m.d.sync += sv.eq(Cat(issue, sv[:-1]))
+
         lo_sh, hi_sh = -(1 << (LANE_SHIFT_BITS - 1)), (1 << (LANE_SHIFT_BITS - 1)) - 1
         lanes = []
         for c in range(C):
@@ -137,7 +158,7 @@ class StorePipeline(wiring.Component):
             lanes.append(lane)
             sh = Signal(signed(LANE_SHIFT_BITS), name=f"lane_shift{c}")
             m.d.comb += sh.eq(Mux(shift[c] > hi_sh, hi_sh, Mux(shift[c] < lo_sh, lo_sh, shift[c])))
-            m.d.comb += [lane.en.eq(adv), lane.acc.eq(self.acc.data[c]), lane.bias.eq(bias[c]),
+            m.d.comb += [lane.en.eq(1), lane.acc.eq(self.acc.data[c]), lane.bias.eq(bias[c]),
                          lane.shift.eq(sh), lane.relu.eq(cmd.relu)]
         # The STORE's own range, applied after the lanes' wider one, and the LOADQ's clamp: out_max >= 0 >= the
         # low end, so min(max(y, lo), hi, out_max) is the golden sat(min(y, out_max)).
@@ -149,19 +170,30 @@ class StorePipeline(wiring.Component):
             type_hi.eq(Mux(cmd.unsigned, (Const(1, 10) << cmd.bits) - 1, (Const(1, 10) << bits_m1) - 1)),
             sat_hi.eq(Mux(clamp & (out_max < type_hi), out_max, type_hi)),
         ]
+        line = Signal(8 * C)                # the line leaving the lanes, in the STORE's range
+        for c in range(C):
+            y = lanes[c].y
+            m.d.comb += line[8 * c:8 * c + 8].eq(Mux(y < sat_lo, sat_lo, Mux(y > sat_hi, sat_hi, y))[:8])
 
-        with m.If(adv):
-            with m.If(i < cmd.lines):
-                m.d.comb += [self.acc.en.eq(1), self.acc.addr.eq(cmd.acc + i), self.ev_acc_read.eq(1)]
-                m.d.sync += i.eq(i + 1)
-            m.d.sync += sv.eq(Cat(i < cmd.lines, sv[:-1]))
-            with m.If(sv[-1]):
-                for c in range(C):
-                    y = lanes[c].y
-                    m.d.sync += self.bytes[c].eq(Mux(y < sat_lo, sat_lo, Mux(y > sat_hi, sat_hi, y))[:8])
-                m.d.comb += [ctl.out_valid.eq(1), self.ev_elems.eq(cmd.elems)]
-                m.d.sync += [si.eq(si + 1), saddr.eq(saddr + cmd.stride)]
-        with m.If(ctl.start):       # after the advance: a start wins
-            m.d.sync += [i.eq(0), si.eq(0), sv.eq(0), saddr.eq(cmd.dram)]
+        # The queue, with a bypass: a line leaving the lanes goes out at once when the queue is empty.
+        m.submodules.queue = queue = SyncFIFO(width=8 * C, depth=Q)
+        take = Signal()
+        m.d.comb += [
+            take.eq(ctl.ready & (queue.r_rdy | sv[-1])),
+            queue.w_data.eq(line), queue.w_en.eq(sv[-1] & ~(take & ~queue.r_rdy)),
+            queue.r_en.eq(take & queue.r_rdy),
+            ctl.out_valid.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += [self.bytes.as_value().eq(Mux(queue.r_rdy, queue.r_data, line)),
+                         si.eq(si + 1), saddr.eq(saddr + cmd.stride)]
+            m.d.comb += self.ev_elems.eq(cmd.elems)
+        nxt = Signal.like(inflight)
+        m.d.comb += nxt.eq(inflight + issue - take)
+        m.d.sync += [inflight.eq(nxt), room.eq(nxt < Q)]
+        # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
+        # gone out).
+        with m.If(ctl.start):
+            m.d.sync += [left.eq(cmd.lines), raddr.eq(cmd.acc), si.eq(0), saddr.eq(cmd.dram)]
         m.d.comb += [ctl.out_addr.eq(saddr), ctl.done.eq(si == cmd.lines)]
         return m

@@ -5,8 +5,8 @@ The DMA model answers gathers line by line after random delays and keeps
 model takes MATMULs from the queue slot when it likes (random ``ready``),
 keeps each busy for a random time and publishes it as a reader and a
 writer meanwhile;
-the STORE-pipeline model hands out one line per advance after its pipeline
-depth. The controller must produce, in program order, exactly the side
+the STORE-pipeline model reads a line per cycle from the cycle after its
+start and hands each out at the first ``ready`` its pipeline depth later. The controller must produce, in program order, exactly the side
 effects docs/isa.md defines (LOAD line writes, MATMUL descriptors, LOADQ
 parameter loads, STORE commands and their scatters), respect the interlocks
 (no LOAD line written while a MATMUL that reads it is queued or running;
@@ -117,7 +117,7 @@ def _run(prog, mem, seed):
         dma_busy_until = -1         # a scatter keeps the DMA busy until then
         inflight = []               # (a, m, w, cycle it finishes, acc) of MATMULs the unit took
         seen = -1                   # program index of the last MATMUL seen in the queue slot
-        store = None                # [cmd, advances, lines out]
+        store = None                # [cmd, cycles since its start, lines out]
         for cycle in range(20000):
             # ---- inputs of this cycle (the models' state)
             inflight = [d for d in inflight if d[3] > cycle]
@@ -149,7 +149,7 @@ def _run(prog, mem, seed):
             if store is not None:
                 cmd = store[0]
                 ctx.set(dut.store.done, int(store[2] == cmd["lines"]))
-                out_now = bool(ctx.get(dut.store.adv)) and store[1] >= PIPE and store[2] < cmd["lines"]
+                out_now = bool(ctx.get(dut.store.ready)) and store[1] >= PIPE + store[2] and store[2] < cmd["lines"]
                 ctx.set(dut.store.out_valid, int(out_now))
                 ctx.set(dut.store.out_addr, cmd["dram"] + store[2] * cmd["stride"])
             else:
@@ -212,10 +212,9 @@ def _run(prog, mem, seed):
                         buf = [0] * B
                         buf[off:off + n] = image[addr + ln * stride:addr + ln * stride + n].tolist()
                         lines_due.append((t, buf))
-            if store is not None and ctx.get(dut.store.adv):
-                if out_now:
-                    store[2] += 1
-                store[1] += 1
+            if store is not None:
+                store[2] += out_now
+                store[1] += not ctx.get(dut.store.start)
             if not ctx.get(dut.busy) and cycle > 0:
                 assert not inflight or ctx.get(dut.error), "HALT with the array unit busy"
                 status.update(done=ctx.get(dut.done), error=ctx.get(dut.error), index=ctx.get(dut.err_index),

@@ -1,11 +1,13 @@
 """amaranth.sim tests of the STORE pipeline against the golden model's requantize, with random stalls.
 
 The testbench serves the accumulator read port from a NumPy array (data one
-cycle after the address), loads a LOADQ parameter block, and advances the
-pipeline on random cycles (the scatter engine's ``ready``). Model: line
-``i`` goes out as ``golden.requantize(acc[acc + i, :elems], bias, shift,
-(bits, signed), relu, rounding)`` to ``dram + i * stride``, exactly
-``store_pipeline`` advances after its accumulator read.
+cycle after the address), loads a LOADQ parameter block, and raises the
+scatter engine's ``ready`` on random cycles. Model: line ``i`` goes out as
+``golden.requantize(acc[acc + i, :elems], bias, shift, (bits, signed), relu,
+rounding)`` to ``dram + i * stride``; it is read the cycle after ``start`` or
+as soon as fewer than ``store_pipeline + 1`` lines are read and not out, and
+goes out in the first cycle with ``ready`` at least ``store_pipeline``
+cycles after its read.
 """
 
 import random
@@ -25,9 +27,12 @@ def _params(cfg, bias, shift) -> list[int]:
     return list(raw)
 
 
-def _run(cfg, acc, bias, shift, cmds, seed=0, adv_p=1.0):
+def _run(cfg, acc, bias, shift, cmds, seed=0, ready_p=1.0):
+    """Per STORE: the cycles (from its start) and addresses of its reads, and the cycle, address and bytes of each
+    line out; the timing model of the docstring is asserted cycle by cycle."""
     dut = StorePipeline(config=cfg)
     rng = random.Random(seed)
+    pipe = cfg.latencies.store_pipeline
     out = []
 
     async def bench(ctx):
@@ -41,30 +46,35 @@ def _run(cfg, acc, bias, shift, cmds, seed=0, adv_p=1.0):
             for k, v in cmd.items():
                 ctx.set(getattr(ctl.cmd, k), v)
             ctx.set(ctl.start, 1)
-            ctx.set(ctl.adv, 0)
+            ctx.set(ctl.ready, 0)
+            assert not ctx.get(dut.acc.en)
             await ctx.tick()
             ctx.set(ctl.start, 0)
-            req, advances, reads, lines = None, 0, [], []
-            for _ in range(2000):
+            req, reads, lines = None, [], []
+            for cycle in range(1, 2000):
                 if req is not None:
                     for c in range(cfg.cols):
                         ctx.set(dut.acc.data[c], int(acc[req, c]))
-                adv = rng.random() < adv_p
-                ctx.set(ctl.adv, int(adv))
-                if adv and ctx.get(ctl.done):
+                ready = rng.random() < ready_p
+                ctx.set(ctl.ready, int(ready))
+                if ctx.get(ctl.done):
+                    assert len(lines) == cmd["lines"] and not ctx.get(dut.acc.en) and not ctx.get(ctl.out_valid)
                     break
                 req = ctx.get(dut.acc.addr) if ctx.get(dut.acc.en) else None
+                # A read whenever a line is left to read and fewer than pipe + 1 are read and not out.
+                assert (req is not None) == (len(reads) < cmd["lines"] and len(reads) - len(lines) < pipe + 1), \
+                    (cycle, reads, lines)
                 if req is not None:
-                    assert adv
-                    reads.append((advances, req))
+                    reads.append((cycle, req))
+                # A line out whenever ready and a line has been through the pipeline.
+                due = sum(r + pipe <= cycle for r, _ in reads) > len(lines)
                 sent = ctx.get(ctl.out_valid)
+                assert sent == (ready and due), (cycle, reads, lines)
                 addr = ctx.get(ctl.out_addr)
                 elems = ctx.get(dut.ev_elems)
                 await ctx.tick()
                 if sent:
-                    assert adv
-                    lines.append((advances, addr, [ctx.get(dut.bytes[c]) for c in range(elems)]))
-                advances += adv
+                    lines.append((cycle, addr, [ctx.get(dut.bytes[c]) for c in range(elems)]))
             else:
                 raise AssertionError(f"the STORE {cmd} did not finish: {reads} {lines}")
             out.append((reads, lines))
@@ -77,8 +87,8 @@ def _run(cfg, acc, bias, shift, cmds, seed=0, adv_p=1.0):
 
 
 @pytest.mark.parametrize("rounding", ["half_even", "half_up"])
-@pytest.mark.parametrize("adv_p", [1.0, 0.4])
-def test_lines_equal_golden_requantize(rounding, adv_p):
+@pytest.mark.parametrize("ready_p", [1.0, 0.4, 0.15])
+def test_lines_equal_golden_requantize(rounding, ready_p):
     cfg = AcceleratorConfig(rows=2, cols=4, rounding=rounding, acc_entries=16)
     rng = np.random.default_rng(3)
     acc = rng.integers(-2 ** 31, 2 ** 31, (16, 4))
@@ -90,7 +100,7 @@ def test_lines_equal_golden_requantize(rounding, adv_p):
             dict(relu=1, unsigned=1, lines=3, acc=1, elems=3, bits=8, dram=64, stride=4),
             dict(relu=0, unsigned=0, lines=4, acc=8, elems=4, bits=5, dram=0, stride=4),
             dict(relu=0, unsigned=0, lines=0, acc=0, elems=4, bits=8, dram=0, stride=4)]
-    runs = _run(cfg, acc, bias, shift, cmds, seed=9, adv_p=adv_p)
+    runs = _run(cfg, acc, bias, shift, cmds, seed=9, ready_p=ready_p)
     lat = cfg.latencies
     ties = saturated = 0
     for cmd, (reads, lines) in zip(cmds, runs):
@@ -98,8 +108,11 @@ def test_lines_equal_golden_requantize(rounding, adv_p):
         assert [r for _, r in reads] == [cmd["acc"] + i for i in range(n)]
         assert len(lines) == n
         want_t = QType(cmd["bits"], not cmd["unsigned"], 0)
-        for i, (adv, addr, got) in enumerate(lines):
-            assert adv == reads[i][0] + lat.store_pipeline         # store_pipeline advances after its read
+        if ready_p == 1.0:           # the scatter always ready: a line per cycle, from the cycle after start
+            assert [t for t, _ in reads] == [1 + i for i in range(n)]
+            assert [t for t, _, _ in lines] == [1 + i + lat.store_pipeline for i in range(n)]
+        for i, (t, addr, got) in enumerate(lines):
+            assert t >= reads[i][0] + lat.store_pipeline
             assert addr == cmd["dram"] + i * cmd["stride"]
             x = acc[cmd["acc"] + i, :e]
             want = requantize(x, bias[:e], shift[:e], want_t, bool(cmd["relu"]), rounding)
