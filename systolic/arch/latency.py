@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
+__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
            "DECODE_CYCLES", "QUEUE_SLOT", "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
@@ -38,6 +38,9 @@ ACC_READ = 1
 #: the old line is read, registered, combined with the update, and the result written from a register
 #: (``hw.accumulator.AccumulatorBuffer``; no cycle runs from a memory read through an adder into the write).
 ACC_UPDATE = 3
+#: The accumulator buffer registers a VEC / DIV line before its update pipeline: the line is written, and its
+#: overflow flagged, VEC_INPUT + ACC_UPDATE cycles after it is presented (``hw.accumulator.AccVecSignature``).
+VEC_INPUT = 1
 #: Pipeline stages of one requantizer lane: bias add; rounding shift or saturating left shift; ReLU and
 #: saturation (``hw.requantizer.RequantLane``).
 REQUANT_STAGES = 3

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
-from .latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, div_line
+from .latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, VEC_INPUT, div_line
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -477,7 +477,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 idle_mem += idle_l
                 reads += nw
                 if op == _VEC:          # the last line's accumulator update is written (and checked) after it
-                    end += ACC_UPDATE
+                    end += VEC_INPUT + ACC_UPDATE
             if op == _LOAD:
                 load_s += st_u or 0
                 load_b += end - x
@@ -489,7 +489,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
         elif op == _DIV:
             end = x + 1
             if a["lines"] and a["elems"]:
-                end += a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
+                end += a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
             vec_b += end - x
         elif op == _LOADQ:
             nw = words(a["dram"], loadq_bytes, bb)
@@ -580,7 +580,7 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         if op == Opcode.LOAD or op == Opcode.VEC:
             total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
             if op == Opcode.VEC:
-                total += ACC_UPDATE         # the last line's accumulator write
+                total += VEC_INPUT + ACC_UPDATE         # the last line's accumulator write
         elif op == Opcode.LOADQ:
             total += start + (-(-cfg.loadq_bytes // bb) + 1) * rd
         elif op == Opcode.STORE:
@@ -588,7 +588,7 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         elif op == Opcode.MATMUL:
             total += start + QUEUE_SLOT + unit.serial(a["m"])
         elif op == Opcode.DIV:
-            total += start + a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
+            total += start + a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
         elif op == Opcode.HALT:
             break
     return total + 1

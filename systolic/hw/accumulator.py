@@ -9,13 +9,15 @@ lines out of it through a second port.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..arch.isa import FIELDS, Opcode, VecOp
-from ..arch.latency import ACC_READ, ACC_UPDATE
+from ..arch.latency import ACC_READ, ACC_UPDATE, VEC_INPUT
 from .divider import div_result_bits
 from .scratchpad import LineReadSignature, memory_depth
 
@@ -65,8 +67,9 @@ class AccVecSignature(wiring.Signature):
     ``op(acc[addr][c], vals[c] << shift)`` (:class:`~systolic.arch.isa.VecOp`); the other lanes keep their
     value. It reads the old line unless the op is SET of every lane. ``vals`` are ``bits`` wide: a VEC's
     DRAM bytes, or a DIV's results (which may leave the accumulator range: the overflow check sees them).
-    The array unit's updates and these lines never come in the same cycle (VEC and DIV wait until the array
-    unit is idle).
+    The buffer registers the line first: it enters the update pipeline
+    :data:`~systolic.arch.latency.VEC_INPUT` cycles after it is presented. An array unit's update never enters
+    in the same cycle (VEC and DIV wait until the array unit is idle and until their last line is written).
 
     Members
     -------
@@ -101,7 +104,7 @@ class AccumulatorBuffer(wiring.Component):
     ``acc[addr] = psum << shift`` (overwrite) or ``acc[addr] += psum << shift``
     (accumulate; with ``shift > 0`` the accumulate-with-shift of multipoint
     layers). A VEC line ``(addr, vals, op, shift, elems)`` on ``vec`` goes
-    through the same pipeline (:class:`AccVecSignature`). The result is formed
+    through the same pipeline after a register (:class:`AccVecSignature`). The result is formed
     exactly; ``overflow`` pulses when a lane's result leaves the ``acc_bits``
     range (the stored value then wraps). The old line is read only when
     accumulating and for a VEC line.
@@ -109,7 +112,8 @@ class AccumulatorBuffer(wiring.Component):
     Latency: the line is written, and its overflow flagged,
     :data:`~systolic.arch.latency.ACC_UPDATE` (3) cycles after the update is
     presented (``upd.busy`` is high meanwhile): the old line's read, a
-    register after the memory, the operation, the write. Throughput: one
+    register after the memory, the operation, the write. A VEC line is
+    presented :data:`~systolic.arch.latency.VEC_INPUT` cycles earlier. Throughput: one
     update per cycle, to any lines: an update reads the old line from the
     updates still in flight (forwarding) where the memory has not got them
     yet, so back-to-back updates of one line accumulate. ``rd`` is an
@@ -163,7 +167,11 @@ class AccumulatorBuffer(wiring.Component):
         # is the same as with v in full. The result is formed in A + 3 bits.
         assert ACC_UPDATE == 3, "the stages below are ACC_UPDATE's"
         NW, P = A + 2, max(self.psum_bits, div_result_bits(A))
-        vec = self.vec
+        # The VEC line, registered (VEC_INPUT): it comes from the DMA's response logic or the divider.
+        assert VEC_INPUT == 1, "one register below"
+        vec = SimpleNamespace(**{name: Signal(getattr(self.vec, name).shape(), name=f"vec_{name}")
+                                 for name in ("valid", "op", "addr", "vals", "shift", "elems")})
+        m.d.sync += [getattr(vec, name).eq(getattr(self.vec, name)) for name in vars(vec)]
         addr_shape = upd.addr.shape()
 
         def stage(n):

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_UPDATE
+from ..arch.latency import ACC_UPDATE, VEC_INPUT
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -58,7 +58,7 @@ class Controller(wiring.Component):
     lines one per cycle, or a DMA gather, each line written the cycle it
     arrives), VEC (a DMA gather like LOAD's, each line into the accumulator
     buffer's update pipeline the cycle it arrives; VEC_WAIT, then VEC_DRAIN
-    (ACC_UPDATE cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
+    (VEC_INPUT + ACC_UPDATE cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
     the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
     quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
     LOADQ_WAIT (the parameter block into the STORE pipeline's
@@ -163,7 +163,7 @@ class Controller(wiring.Component):
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
-            chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
+            chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
         L = Opcode.LOAD
@@ -422,10 +422,10 @@ class Controller(wiring.Component):
                         m.next = "VEC_DRAIN"
                 vec_overflow()
             with m.State("VEC_DRAIN"):
-                # ACC_UPDATE cycles: then the last line is written; the array unit is idle, so an overflow is
-                # this VEC's.
+                # VEC_INPUT + ACC_UPDATE cycles: then the last line is written; the array unit is idle, so an
+                # overflow is this VEC's.
                 m.d.sync += s.k.eq(s.k + 1)
-                with m.If(s.k == ACC_UPDATE - 1):
+                with m.If(s.k == VEC_INPUT + ACC_UPDATE - 1):
                     next_instr()
                 vec_overflow()
             with m.State("DIV"):

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 from amaranth.sim import Simulator
 
-from systolic.arch.latency import ACC_READ, ACC_UPDATE
+from systolic.arch.latency import ACC_READ, ACC_UPDATE, VEC_INPUT
 from systolic.hw.accumulator import SHIFT_BITS, AccumulatorBuffer
 
 COLS, LINES, ACC, PSUM = 3, 6, 20, 22
@@ -103,7 +103,8 @@ def _check(n, edges):
 
 
 def test_vector_lines_equal_the_model():
-    """VEC / DIV lines on the ``vec`` port, between array updates: SET / ADD / MAX of ``vals << shift`` on the
+    """VEC / DIV lines on the ``vec`` port, between array updates (never one in the cycle after a VEC line, which
+    enters the update pipeline then): SET / ADD / MAX of ``vals << shift`` on the
     first ``elems`` lanes (the others keep their value), huge shifted values (a huge negative one never wins a
     MAX and does not overflow), overflow flagged in the cycle the line is written, and the old line read
     unless the line is a SET of every lane."""
@@ -119,15 +120,19 @@ def test_vector_lines_equal_the_model():
         return ((v - lo) % (1 << ACC)) + lo
 
     async def bench(ctx):
-        pipe = deque([None] * ACC_UPDATE)       # the lines presented in the last ACC_UPDATE cycles
-        for _ in range(1500):
-            # The line presented ACC_UPDATE cycles ago is written now: its flags. Each line is computed from
-            # every earlier one (`model`), written or not.
-            pending = pipe.popleft()
+        # Per cycle: the line written then (line, value, overflow, is a VEC line) and whether the old line is read
+        # then. A VEC line enters the update pipeline VEC_INPUT cycles after it is presented, an array update at
+        # once; both are written ACC_UPDATE cycles after they enter. Each line is computed from every earlier
+        # one (`model`), written or not.
+        due, reads, vec_at = {}, {}, set()
+        for t in range(1500):
+            pending = due.pop(t, None)
             assert ctx.get(dut.overflow) == int(pending is not None and pending[2])
             assert ctx.get(dut.ev_vec_write) == int(pending is not None and pending[3])
-            assert ctx.get(dut.upd.busy) == int(any(e is not None and not e[3] for e in (pending, *pipe)))
-            kind = rng.choice(["vec", "vec", "array", "idle"])
+            assert ctx.get(dut.upd.busy) == int(any(e is not None and not e[3]
+                                                    for e in [pending] + [due.get(t + k) for k in range(1, ACC_UPDATE)]))
+            kinds = ["vec", "vec", "idle"] + ([] if t - VEC_INPUT in vec_at else ["array"])
+            kind = rng.choice(kinds)
             line = int(rng.integers(0, LINES))
             ctx.set(dut.upd.valid, 0)
             ctx.set(dut.vec.valid, 0)
@@ -146,7 +151,8 @@ def test_vector_lines_equal_the_model():
                 ctx.set(dut.vec.elems, elems)
                 for c in range(COLS):
                     ctx.set(dut.vec.vals[c], int(vals[c]))
-                assert ctx.get(dut.ev_read) == int(op != 0 or elems < COLS)
+                reads[t + VEC_INPUT] = op != 0 or elems < COLS
+                vec_at.add(t)
                 new, ovf = model[line].copy(), False
                 for c in range(elems):
                     v, old = int(vals[c]) << shift, int(model[line, c])
@@ -162,6 +168,7 @@ def test_vector_lines_equal_the_model():
                 seen[["set", "add", "max"][op]] += 1
                 seen["keep"] += elems < COLS
                 seen["overflow"] += ovf
+                due[t + VEC_INPUT + ACC_UPDATE] = (line, new, ovf, True)
             elif kind == "array":
                 psum = rng.integers(-(1 << 12), 1 << 12, COLS)
                 ctx.set(dut.upd.valid, 1)
@@ -173,13 +180,15 @@ def test_vector_lines_equal_the_model():
                 r = model[line] + psum
                 new, ovf = np.array([wrap(int(v)) for v in r]), bool(((r < lo) | (r > hi)).any())
                 seen["array"] += 1
-            pipe.append(None if new is None else (line, new, ovf, kind == "vec"))
+                reads[t] = True
+                due[t + ACC_UPDATE] = (line, new, ovf, False)
+            assert ctx.get(dut.ev_read) == int(reads.pop(t, False)), t
             if new is not None:
                 model[line] = new
             await ctx.tick()
         ctx.set(dut.vec.valid, 0)
         ctx.set(dut.upd.valid, 0)
-        for _ in range(ACC_UPDATE):
+        for _ in range(VEC_INPUT + ACC_UPDATE):
             await ctx.tick()
         for ln in range(LINES):
             ctx.set(dut.rd.en, 1)
