@@ -32,17 +32,25 @@ __all__ = ["MATMUL_LAYOUT", "READER_LAYOUT", "WRITER_LAYOUT", "ArrayUnit", "last
            "read_weight_tile", "weight_row", "weight_tile"]
 
 _M = FIELDS[Opcode.MATMUL]
-#: A queued MATMUL: its instruction fields and its index in the program (for a precise overflow error).
+#: Ends of the line ranges a MATMUL reads and writes (``a + m``, ``w + rows``, ``acc + m``), formed once when
+#: it is queued, so that the interlocks compare ranges without an adder.
+_END_BITS = {"a_end": max(_M["a"][1], _M["m"][1]) + 1, "w_end": _M["w"][1] + 1,
+             "acc_end": max(_M["acc"][1], _M["m"][1]) + 1}
+#: A queued MATMUL: its instruction fields, its index in the program (for a precise overflow error) and the
+#: ends of its line ranges.
 MATMUL_LAYOUT = data.StructLayout({
     "a": _M["a"][1], "w": _M["w"][1], "acc": _M["acc"][1], "m": _M["m"][1],
-    "accum": _M["accumulate"][1], "shift": _M["shift"][1], "idx": 32,
+    "accum": _M["accumulate"][1], "shift": _M["shift"][1], "idx": 32, **_END_BITS,
 })
-#: What the interlocks need to know of a MATMUL that may still read scratchpad lines: A lines ``[a, a + m)``
-#: while ``valid``, W lines ``[w, w + rows)`` only while ``w_valid`` (the weight tile is read into registers
-#: first, so its W lines are free long before its A lines).
-READER_LAYOUT = data.StructLayout({"valid": 1, "a": _M["a"][1], "m": _M["m"][1], "w": _M["w"][1], "w_valid": 1})
-#: What the STORE interlock needs to know of a MATMUL that may still write accumulator lines ``[acc, acc + m)``.
-WRITER_LAYOUT = data.StructLayout({"valid": 1, "acc": _M["acc"][1], "m": _M["m"][1]})
+#: What the interlocks need to know of a MATMUL that may still read scratchpad lines: A lines ``[a, a_end)``
+#: (``a_end = a + m``) while ``valid``, W lines ``[w, w_end)`` (``w_end = w + rows``) only while ``w_valid``
+#: (the weight tile is read into registers first, so its W lines are free long before its A lines).
+READER_LAYOUT = data.StructLayout({"valid": 1, "a": _M["a"][1], "m": _M["m"][1], "w": _M["w"][1], "w_valid": 1,
+                                   "a_end": _END_BITS["a_end"], "w_end": _END_BITS["w_end"]})
+#: What the STORE interlock needs to know of a MATMUL that may still write accumulator lines ``[acc, acc_end)``
+#: (``acc_end = acc + m``).
+WRITER_LAYOUT = data.StructLayout({"valid": 1, "acc": _M["acc"][1], "m": _M["m"][1],
+                                   "acc_end": _END_BITS["acc_end"]})
 
 
 class ArrayUnit(wiring.Component):
@@ -103,12 +111,13 @@ class ArrayUnit(wiring.Component):
         """Publish MATMUL *desc* (a MATMUL_LAYOUT view) as reader *n* while *valid*, of its W lines while
         *reads_w*."""
         r = self.readers[n]
-        m.d.comb += [r.valid.eq(valid), r.a.eq(desc.a), r.m.eq(desc.m), r.w.eq(desc.w), r.w_valid.eq(reads_w)]
+        m.d.comb += [r.valid.eq(valid), r.a.eq(desc.a), r.m.eq(desc.m), r.w.eq(desc.w), r.w_valid.eq(reads_w),
+                     r.a_end.eq(desc.a_end), r.w_end.eq(desc.w_end)]
 
     def _writer(self, m, n: int, valid, desc):
-        """Publish MATMUL *desc* (anything with ``acc`` and ``m``) as writer *n* while *valid*."""
+        """Publish MATMUL *desc* (anything with ``acc``, ``m`` and ``acc_end``) as writer *n* while *valid*."""
         r = self.writers[n]
-        m.d.comb += [r.valid.eq(valid), r.acc.eq(desc.acc), r.m.eq(desc.m)]
+        m.d.comb += [r.valid.eq(valid), r.acc.eq(desc.acc), r.m.eq(desc.m), r.acc_end.eq(desc.acc_end)]
 
 
 def last_writer(m, pop, desc, layout):

@@ -18,6 +18,7 @@ __all__ = ["OSArrayUnit"]
 _CHUNK = data.StructLayout({
     "acc": MATMUL_LAYOUT.members["acc"], "m": MATMUL_LAYOUT.members["m"], "row": MATMUL_LAYOUT.members["m"],
     "accum": 1, "shift": MATMUL_LAYOUT.members["shift"], "idx": 32, "wb": 1,
+    "acc_end": MATMUL_LAYOUT.members["acc_end"],
 })
 
 
@@ -128,7 +129,7 @@ class OSArrayUnit(ArrayUnit):
         with m.If(start):
             cm = Signal(_CHUNK)
             m.d.comb += [cm.acc.eq(fd.acc), cm.m.eq(fd.m), cm.row.eq(fchunk), cm.accum.eq(fd.accum),
-                         cm.shift.eq(fd.shift), cm.idx.eq(fd.idx), cm.wb.eq(wbi)]
+                         cm.shift.eq(fd.shift), cm.idx.eq(fd.idx), cm.wb.eq(wbi), cm.acc_end.eq(fd.acc_end)]
             m.d.sync += [meta[tb].eq(cm), occ[tb].eq(1)]
         with m.If(self.matmul.valid & self.matmul.ready & (self.matmul.payload.m != 0)):
             m.d.sync += [fd.eq(self.matmul.payload), fv.eq(1), frd.eq(0), fk.eq(0), fchunk.eq(0)]

@@ -16,7 +16,8 @@ __all__ = ["WSArrayUnit"]
 #: result, ``m + array`` (``m + R + C``) cycles later. The next start comes at least ``m`` and the one after that at
 #: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: a two-entry queue (``wb0`` the
 #: head) that never fills at a push and never holds the feeder back (which the cycle model relies on).
-_WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name] for name in ("acc", "m", "accum", "shift", "idx")})
+_WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name]
+                                 for name in ("acc", "m", "accum", "shift", "idx", "acc_end")})
 
 
 class WSArrayUnit(ArrayUnit):
@@ -103,7 +104,7 @@ class WSArrayUnit(ArrayUnit):
         ]
         wb_in = Signal(_WRITEBACK)
         m.d.comb += [wb_in.acc.eq(wl.acc), wb_in.m.eq(wl.m), wb_in.accum.eq(wl.accum), wb_in.shift.eq(wl.shift),
-                     wb_in.idx.eq(wl.idx)]
+                     wb_in.idx.eq(wl.idx), wb_in.acc_end.eq(wl.acc_end)]
         with m.If(adv_f):
             with m.If(fd_more):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]

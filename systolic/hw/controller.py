@@ -184,9 +184,10 @@ class Controller(wiring.Component):
         m.d.comb += [self.matmul.valid.eq(s.q_valid), self.matmul.payload.eq(q),
                      s.unit_busy.eq(s.q_valid | self.unit_busy)]
         with m.If(s.enqueue):
-            m.d.sync += [q.a.eq(field(s.ins, M, "a")), q.w.eq(field(s.ins, M, "w")), q.acc.eq(field(s.ins, M, "acc")),
-                         q.m.eq(field(s.ins, M, "m")), q.accum.eq(field(s.ins, M, "accumulate")),
-                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc), s.q_valid.eq(1)]
+            a, w, acc, mm = (field(s.ins, M, n) for n in ("a", "w", "acc", "m"))
+            m.d.sync += [q.a.eq(a), q.w.eq(w), q.acc.eq(acc), q.m.eq(mm), q.accum.eq(field(s.ins, M, "accumulate")),
+                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc), s.q_valid.eq(1),
+                         q.a_end.eq(a + mm), q.w_end.eq(w + self.config.rows), q.acc_end.eq(acc + mm)]
         with m.If(self.matmul.valid & self.matmul.ready):
             m.d.sync += s.q_valid.eq(0)
         with m.If(self.clear):
@@ -197,18 +198,27 @@ class Controller(wiring.Component):
         """``blocked``: the decoded instruction must wait for the array unit (see the class docstring)."""
         R = self.config.rows
         f = s.f
-
-        def overlaps(x, n, y, k):
-            return (n != 0) & (k != 0) & (x < y + k) & (y < x + n)
-
-        readers = [(s.q_valid, s.q_valid, s.q)] + [(r.valid, r.w_valid, r) for r in self.readers]
-        conflict = Cat(*(Mux(s.is_w, w_valid & overlaps(f["spad"], f["lines"], d.w, R),
-                             valid & overlaps(f["spad"], f["lines"], d.a, d.m))
-                         for valid, w_valid, d in readers)).any()
+        # Range ends: the decoded instruction's formed in DECODE (its fields hold from DECODE until it has
+        # executed), the array unit's formed when the MATMUL was queued; so each overlap test is two compares
+        # and no adder.
         S = Opcode.STORE
         st_acc, st_lines = field(s.ins, S, "acc"), field(s.ins, S, "lines")
+        ld_end = Signal(max(len(f["spad"]), len(f["lines"])) + 1)
+        st_end = Signal(max(len(st_acc), len(st_lines)) + 1)
+        with m.If(s.chk.decode):
+            m.d.sync += [ld_end.eq(f["spad"] + f["lines"]), st_end.eq(st_acc + st_lines)]
+
+        def overlaps(x, n, x_end, y, k, y_end):
+            """[x, x_end) (n = its length) and [y, y_end) (length k) share a line."""
+            return (n != 0) & (k != 0) & (x < y_end) & (y < x_end)
+
+        readers = [(s.q_valid, s.q_valid, s.q)] + [(r.valid, r.w_valid, r) for r in self.readers]
+        conflict = Cat(*(Mux(s.is_w, w_valid & overlaps(f["spad"], f["lines"], ld_end, d.w, R, d.w_end),
+                             valid & overlaps(f["spad"], f["lines"], ld_end, d.a, d.m, d.a_end))
+                         for valid, w_valid, d in readers)).any()
         writers = [(s.q_valid, s.q)] + [(w.valid, w) for w in self.writers]
-        pending = Cat(*(valid & overlaps(st_acc, st_lines, d.acc, d.m) for valid, d in writers)).any()
+        pending = Cat(*(valid & overlaps(st_acc, st_lines, st_end, d.acc, d.m, d.acc_end)
+                        for valid, d in writers)).any()
         with m.Switch(s.chk.op):
             with m.Case(Opcode.LOAD):
                 m.d.comb += s.blocked.eq(conflict)

@@ -136,11 +136,12 @@ def _run(prog, mem, seed):
                 ctx.set(r.w_valid, int(d is not None))
                 if d is not None:
                     ctx.set(r.a, d[0]), ctx.set(r.m, d[1]), ctx.set(r.w, d[2])
+                    ctx.set(r.a_end, d[0] + d[1]), ctx.set(r.w_end, d[2] + CFG.rows)     # as the unit forms them
             for k, r in enumerate(dut.writers):
                 d = inflight[k] if k < len(inflight) else None
                 ctx.set(r.valid, int(d is not None))
                 if d is not None:
-                    ctx.set(r.acc, d[4]), ctx.set(r.m, d[1])
+                    ctx.set(r.acc, d[4]), ctx.set(r.m, d[1]), ctx.set(r.acc_end, d[4] + d[1])
             ctx.set(dut.unit_busy, int(bool(inflight)))
             unit_ready = len(inflight) < 2 and rng.random() < 0.5      # random stalls on the MATMUL stream
             ctx.set(dut.matmul.ready, int(unit_ready))
