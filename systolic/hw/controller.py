@@ -198,15 +198,14 @@ class Controller(wiring.Component):
         """``blocked``: the decoded instruction must wait for the array unit (see the class docstring)."""
         R = self.config.rows
         f = s.f
-        # Range ends: the decoded instruction's formed in DECODE (its fields hold from DECODE until it has
-        # executed), the array unit's formed when the MATMUL was queued; so each overlap test is two compares
-        # and no adder.
+        # Range ends: the array unit's formed when the MATMUL was queued, so an overlap test has one adder
+        # (the decoded instruction's end, from the instruction register) and two compares. (Registering that
+        # end in DECODE too made Yosys 0.70 stop with an internal assertion in abc_ops reintegrate.)
         S = Opcode.STORE
         st_acc, st_lines = field(s.ins, S, "acc"), field(s.ins, S, "lines")
         ld_end = Signal(max(len(f["spad"]), len(f["lines"])) + 1)
         st_end = Signal(max(len(st_acc), len(st_lines)) + 1)
-        with m.If(s.chk.decode):
-            m.d.sync += [ld_end.eq(f["spad"] + f["lines"]), st_end.eq(st_acc + st_lines)]
+        m.d.comb += [ld_end.eq(f["spad"] + f["lines"]), st_end.eq(st_acc + st_lines)]
 
         def overlaps(x, n, x_end, y, k, y_end):
             """[x, x_end) (n = its length) and [y, y_end) (length k) share a line."""
