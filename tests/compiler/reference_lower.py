@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from systolic.arch.isa import INSTR_BYTES, Instr, Opcode, Target
-from systolic.arch.latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, div_line
+from systolic.arch.latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, VEC_INPUT, div_line
 from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
@@ -655,13 +655,13 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             b["load"] = end - x
         elif op == Opcode.VEC:
             # A gather like LOAD's, each line into the accumulator's update pipeline; the last one is written
-            # ACC_UPDATE after its last word.
+            # VEC_INPUT + ACC_UPDATE after its last word (the accumulator registers the line, then updates).
             s0 = x + 1
             end = s0
             if a["lines"] and a["elems"]:
                 nw = sum(words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"]))
                 end, st_v, idle_v = _gather(s0, nw, d, lat, busy)
-                end += ACC_UPDATE
+                end += VEC_INPUT + ACC_UPDATE
                 s["vec"] = st_v
                 idle_mem += idle_v
                 reads += nw
@@ -669,7 +669,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         elif op == Opcode.DIV:
             end = x + 1
             if a["lines"] and a["elems"]:
-                end += a["lines"] * div_line(cfg.acc_bits) + ACC_UPDATE
+                end += a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
             b["vec"] = end - x
         elif op == Opcode.LOADQ:
             nw = words(a["dram"], cfg.loadq_bytes, bb)
