@@ -272,3 +272,17 @@ def test_fpga_table_latency_per_image(tmp_path):
     assert table == ["| digits-cnn | 8x8 | WS | half_even | 3,000.0 | 40.0 | 75.00 | 30.00 |"]
     assert ft.latency_lines(rows[1:], rtl) == []                  # nothing routed: no section
     assert "is missing" in ft.latency_lines(rows, tmp_path / "none.json")[-1]
+
+
+def test_fpga_table_notes_kept_by_render(tmp_path):
+    """--note prints under the title and is stored in fpga.json; --render keeps the stored notes and adds new ones."""
+    ft = _fpga_table()
+    row = {"rows": 2, "cols": 2, "dataflow": "ws", "rounding": "half_even", "status": "ok", "yosys_luts": 100,
+           "ffs": 50, "dsps": 4, "brams": 2, "lut_per_pe": 10, "ff_per_pe": 5, "dsp_per_pe": 1, "lut_per_lane": 300}
+    ft.write(tmp_path, [row], [], ["first note"])
+    assert json.loads((tmp_path / "fpga.json").read_text())["notes"] == ["first note"]
+    assert ft.main(["--render", "--out", str(tmp_path), "--note", "second note"]) == 0
+    md = (tmp_path / "fpga.md").read_text()
+    head = md.split("| array |", 1)[0]
+    assert "**Note:** first note" in head and "**Note:** second note" in head
+    assert json.loads((tmp_path / "fpga.json").read_text())["notes"] == ["first note", "second note"]
