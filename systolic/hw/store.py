@@ -64,7 +64,7 @@ class StoreControlSignature(wiring.Signature):
 
 
 class StorePipeline(wiring.Component):
-    """Requantize accumulator lines and hand their bytes to the scatter engine, one line per advance.
+    """Requantize accumulator lines and hand their bytes to the scatter engine, one line per cycle at most.
 
     ``ctl.start`` (one cycle) begins a STORE ``ctl.cmd``: the pipeline reads
     accumulator lines ``acc + i`` one per cycle, passes each through ``cols``
