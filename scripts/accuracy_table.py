@@ -232,9 +232,9 @@ def write_outputs(data: str, results: list[dict], seeds: list[int], out: Path, s
     partial = {m: sorted({r["seed"] for r in results if r["model"] == m}) for m in models}
     partial = {m: have for m, have in partial.items() if len(have) < len(seeds)}
     if missing or partial:
-        todo = missing + list(partial)
+        todo = [m for m in st["models"] if m in missing or m in partial]
         lines += ["**Incomplete.** " + "; ".join([f"not in this table: {', '.join(missing)}"] * bool(missing)
-                                                 + [f"{m}: seeds {', '.join(map(str, have))} of {len(seeds)}"
+                                                 + [f"{m}: {len(have)} of {len(seeds)} seeds ({', '.join(map(str, have))})"
                                                     for m, have in partial.items()])
                   + f" (`python scripts/accuracy_table.py --data {data} --models {' '.join(todo)}` adds the rest; "
                   "each (model, seed) is cached under build/accuracy/ as it finishes, and a results file written "
