@@ -37,6 +37,11 @@ UNIT_STATES = {
 }
 assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} == set(UNITS)
 
+#: The errors the controller finds itself and reports from ERR_WAIT: a state registers only which one
+#: (``pend``); ERR_WAIT forms its code, argument and index from registers that hold still meanwhile
+#: (see ``Controller.pending_error``).
+_PENDING = ("no_halt", "bad_opcode", "check", "value", "shift")
+
 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
     """The events the controller reports each cycle (counter name -> width)."""
@@ -161,7 +166,9 @@ class Controller(wiring.Component):
             ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD / VEC / DIV
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
-            pend_code=Signal(ERROR_CODE_BITS), pend_arg=Signal(ERROR_ARG_BITS), pend_index=Signal(PC_BITS),
+            pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: FETCH moves pc to it
+            pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see pending_error)
+            bad_lane_r=Signal(8),                           # LOADQ_WAIT: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
@@ -183,11 +190,17 @@ class Controller(wiring.Component):
         q = Signal(MATMUL_LAYOUT)
         m.d.comb += [self.matmul.valid.eq(s.q_valid), self.matmul.payload.eq(q),
                      s.unit_busy.eq(s.q_valid | self.unit_busy)]
-        with m.If(s.enqueue):
+        # The slot's fields follow the instruction register while the slot is empty, and hold while it is
+        # full: a MATMUL is enqueued only into an empty slot, so the fields it holds are the ones it was
+        # enqueued with, and the enqueue (which the interlock decides) drives one flip-flop, not the whole
+        # slot's clock enables.
+        with m.If(~s.q_valid):
             a, w, acc, mm = (field(s.ins, M, n) for n in ("a", "w", "acc", "m"))
             m.d.sync += [q.a.eq(a), q.w.eq(w), q.acc.eq(acc), q.m.eq(mm), q.accum.eq(field(s.ins, M, "accumulate")),
-                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc), s.q_valid.eq(1),
+                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc),
                          q.a_end.eq(a + mm), q.w_end.eq(w + self.config.rows), q.acc_end.eq(acc + mm)]
+        with m.If(s.enqueue):
+            m.d.sync += s.q_valid.eq(1)
         with m.If(self.matmul.valid & self.matmul.ready):
             m.d.sync += s.q_valid.eq(0)
         with m.If(self.clear):
@@ -289,10 +302,11 @@ class Controller(wiring.Component):
             m.d.sync += [s.error.eq(code), s.err_arg.eq(arg), s.err_index.eq(index)]
             m.next = "IDLE"
 
-        def fail(code, arg=0, index=None):
+        def fail(cause):
             # Precise errors: the run stops only once the array unit is idle, so an accumulator
-            # overflow of an earlier MATMUL is reported first (ERR_WAIT).
-            m.d.sync += [s.pend_code.eq(code), s.pend_arg.eq(arg), s.pend_index.eq(s.pc if index is None else index)]
+            # overflow of an earlier MATMUL is reported first (ERR_WAIT). Only the cause is registered
+            # here (a few bits); ERR_WAIT forms the code, argument and index (pending_error).
+            m.d.sync += s.pend.eq(_PENDING.index(cause))
             m.next = "ERR_WAIT"
 
         def check_overflow():
@@ -310,7 +324,9 @@ class Controller(wiring.Component):
                          dma.lines.eq(lines), dma.stride.eq(stride)]
 
         def next_instr():
-            m.d.sync += s.pc.eq(s.pc + 1)
+            # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
+            # DMA's) drives one flip-flop, not pc's clock enables.
+            m.d.sync += s.step.eq(1)
             m.next = "FETCH"
 
         def execute():
@@ -322,13 +338,10 @@ class Controller(wiring.Component):
                 with m.Case(Opcode.FENCE):
                     next_instr()
                 with m.Case(Opcode.LOAD):
-                    m.d.sync += s.i.eq(0)
                     m.next = "LOAD"
                 with m.Case(Opcode.VEC):
-                    m.d.sync += s.i.eq(0)
                     m.next = "VEC"
                 with m.Case(Opcode.DIV):
-                    m.d.sync += s.i.eq(0)
                     m.next = "DIV"
                 with m.Case(Opcode.LOADQ):
                     gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
@@ -341,22 +354,27 @@ class Controller(wiring.Component):
                     m.d.sync += s.ovf_seen.eq(0)
                     m.next = "STORE"
 
-        m.d.sync += s.params_load.eq(0)                     # a one-cycle pulse (LOADQ_WAIT sets it)
+        m.d.sync += [s.params_load.eq(0),                   # a one-cycle pulse (LOADQ_WAIT sets it)
+                     s.pc1.eq(s.pc + 1)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
-                    m.d.sync += [s.pc.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0), self.done.eq(0)]
+                    m.d.sync += [s.pc.eq(0), s.step.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
+                                 self.done.eq(0)]
                     m.next = "FETCH"
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
-                    fail_now(s.pend_code, s.pend_arg, s.pend_index)
+                    fail_now(*self.pending_error(m, s))
                 check_overflow()
             with m.State("FETCH"):
-                with m.If(s.pc >= self.prog_len):
-                    fail(ERR_NO_HALT, index=s.pc - 1)
+                pc = Signal(PC_BITS)
+                m.d.comb += pc.eq(Mux(s.step, s.pc1, s.pc))
+                m.d.sync += [s.pc.eq(pc), s.step.eq(0)]
+                with m.If(pc >= self.prog_len):
+                    fail("no_halt")
                 with m.Else():
-                    gather(self.prog_addr + s.pc * INSTR_BYTES, INSTR_BYTES)
+                    gather(self.prog_addr + pc * INSTR_BYTES, INSTR_BYTES)
                     m.next = "FETCH_WAIT"
                 check_overflow()
             with m.State("FETCH_WAIT"):
@@ -367,14 +385,15 @@ class Controller(wiring.Component):
                 check_overflow()
             with m.State("DECODE"):
                 m.d.comb += [self.events.instructions.eq(1), chk.decode.eq(1)]
+                m.d.sync += s.i.eq(0)          # LOAD / VEC / DIV count their lines from here
                 with m.If(chk.bad_opcode):
-                    fail(ERR_BAD_OPCODE, chk.op)
+                    fail("bad_opcode")
                 with m.Else():
                     m.next = "CHECK"
                 check_overflow()
             with m.State("CHECK"):
                 with m.If(chk.error != 0):
-                    fail(chk.error, chk.arg)
+                    fail("check")
                 with m.Elif(s.blocked):
                     m.next = "HOLD"
                 with m.Else():
@@ -409,7 +428,7 @@ class Controller(wiring.Component):
                 with m.If(dma.line_valid):
                     m.d.comb += s.write_line.eq(1)
                     with m.If(s.bad_value):
-                        fail(ERR_VALUE)
+                        fail("value")
                     with m.Else():
                         m.d.sync += s.i.eq(s.i + 1)
                         with m.If(s.i + 1 == f["lines"]):
@@ -462,9 +481,10 @@ class Controller(wiring.Component):
                     m.d.sync += s.k.eq(0)
                     m.next = "DIV_STEP"
             with m.State("LOADQ_WAIT"):
+                m.d.sync += s.bad_lane_r.eq(s.bad_lane)
                 with m.If(dma.line_valid):
                     with m.If(s.bad_shift):
-                        fail(ERR_SHIFT, s.bad_lane)
+                        fail("shift")
                     with m.Else():
                         m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
                         m.d.sync += s.params_load.eq(1)
@@ -488,6 +508,25 @@ class Controller(wiring.Component):
                     with m.Else():
                         next_instr()
         return fsm
+
+    def pending_error(self, m, s):
+        """ERR_WAIT's (code, arg, index) of the error ``pend`` names: from registers that hold still while
+        it waits (the instruction register and the checker's outputs from it, pc, the LOADQ's bad lane)."""
+        code, arg, index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
+        chk = s.chk
+        m.d.comb += index.eq(s.pc)
+        with m.Switch(s.pend):
+            with m.Case(_PENDING.index("no_halt")):
+                m.d.comb += [code.eq(ERR_NO_HALT), index.eq(s.pc - 1)]
+            with m.Case(_PENDING.index("bad_opcode")):
+                m.d.comb += [code.eq(ERR_BAD_OPCODE), arg.eq(chk.op)]
+            with m.Case(_PENDING.index("check")):
+                m.d.comb += [code.eq(chk.error), arg.eq(chk.arg)]
+            with m.Case(_PENDING.index("value")):
+                m.d.comb += code.eq(ERR_VALUE)
+            with m.Case(_PENDING.index("shift")):
+                m.d.comb += [code.eq(ERR_SHIFT), arg.eq(s.bad_lane_r)]
+        return code, arg, index
 
     def _unit_events(self, m, s, fsm):
         """``busy``, and the per-unit busy / stall events: the state groups of :data:`UNIT_STATES`."""

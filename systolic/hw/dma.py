@@ -235,13 +235,18 @@ class Dma(wiring.Component):
         # Gather request side: words of line after line, metadata into `meta`.
         next_laddr = Signal(34)
         m.d.comb += next_laddr.eq(r_laddr + r_stride)
-        with m.If(take & ~cmd.write):
+        # While the gather engine is idle (no request left, no read in flight: nothing reads these), its
+        # registers follow the command inputs, so a taken gather finds them loaded and the take (which the
+        # controller's decisions drive) sets only r_act, not the clock enables of some 200 flip-flops.
+        with m.If(~r_act & (inflight == 0)):
             m.d.sync += [
-                r_act.eq(1), r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
+                r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
                 r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)),
                 r_wleft.eq(words_after_first(cmd.addr, cmd.n)),
                 r_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
             ]
+        with m.If(take & ~cmd.write):
+            m.d.sync += r_act.eq(1)
         r_accept = Signal()
         end_line = Signal()
         m.d.comb += [r_accept.eq(r_req & bus.req_ready & ~w_busy), end_line.eq(r_wleft == 0)]

@@ -144,6 +144,7 @@ class StorePipeline(wiring.Component):
         room = Signal(init=1)               # registered: inflight < Q
         si = Signal(17)                     # lines handed to the scatter engine
         saddr = Signal(OUT_ADDR_BITS)
+        busy = Signal()                     # a STORE has lines not yet handed out
         issue = Signal()
         m.d.comb += [issue.eq((left != 0) & room),
                      self.acc.en.eq(issue), self.acc.addr.eq(raddr), self.ev_acc_read.eq(issue)]
@@ -187,13 +188,19 @@ class StorePipeline(wiring.Component):
         with m.If(take):
             m.d.sync += [self.bytes.as_value().eq(Mux(queue.r_rdy, queue.r_data, line)),
                          si.eq(si + 1), saddr.eq(saddr + cmd.stride)]
+            with m.If(si + 1 == cmd.lines):
+                m.d.sync += busy.eq(0)
             m.d.comb += self.ev_elems.eq(cmd.elems)
         nxt = Signal.like(inflight)
         m.d.comb += nxt.eq(inflight + issue - take)
         m.d.sync += [inflight.eq(nxt), room.eq(nxt < Q)]
         # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
         # gone out).
+        # The wide address registers follow the command while no STORE runs, so ``start`` (which the
+        # controller's interlock drives) does not reach their clock enables.
+        with m.If(~busy):
+            m.d.sync += [raddr.eq(cmd.acc), saddr.eq(cmd.dram)]
         with m.If(ctl.start):
-            m.d.sync += [left.eq(cmd.lines), raddr.eq(cmd.acc), si.eq(0), saddr.eq(cmd.dram)]
+            m.d.sync += [left.eq(cmd.lines), si.eq(0), busy.eq(cmd.lines != 0)]
         m.d.comb += [ctl.out_addr.eq(saddr), ctl.done.eq(si == cmd.lines)]
         return m
