@@ -156,6 +156,34 @@ def test_loadq_shift_outside_the_golden_range_is_an_error(shifts, lane):
     assert res.counters["dram_bytes_read"] == 0 and np.array_equal(dram, ref)   # nothing loaded or stored
 
 
+@pytest.mark.parametrize("case", ["check", "shift", "value", "no_halt"])
+def test_error_found_while_a_matmul_runs_is_reported_after_it(case):
+    """An error the controller finds while the array unit still runs a MATMUL waits in ERR_WAIT until the unit
+    is idle and is then reported with the executor's code, argument and instruction index: ERR_WAIT forms them
+    from registers that hold still while it waits."""
+    cfg = TINY["ws"]
+    spec = MachineSpec.from_config(cfg, dram_bytes=64)
+    dram = np.zeros(64, dtype=np.uint8)
+    dram[32:47] = np.frombuffer(np.array([1, -1, 7], "<i4").tobytes() + np.array([0, 0, 70], np.int8).tobytes(),
+                                np.uint8)
+    dram[48] = 200                              # -56 as int8: outside a 4-bit LOAD's range
+    bad = {"check": Instr(Opcode.LOAD, dict(target=Target.A, lines=3, spad=spec.a_lines - 2, elems=2)),
+           "shift": Instr(Opcode.LOADQ, dict(dram=32)),
+           "value": Instr(Opcode.LOAD, dict(target=Target.A, lines=1, elems=1, dram=48, spad=20))}
+    prog = [Instr(Opcode.MATMUL, dict(m=spec.acc_lines))] + ([bad[case], Instr(Opcode.HALT)] if case in bad else [])
+    if case == "value":
+        cfg = cfg.replace(in_bits=4)
+        spec = MachineSpec.from_config(cfg, dram_bytes=64)
+    with pytest.raises(ProgramError) as want:
+        Executor(spec, dram.copy()).run(prog)
+    res = _error(cfg, prog, dram.copy())
+    assert res.err_index == want.value.index == (0 if case == "no_halt" else 1)
+    assert f"instruction {res.err_index} " in str(want.value)
+    assert error_reason(res.error, res.err_arg, spec, 64, prog[res.err_index]) == want.value.reason
+    if case == "check":
+        assert res.counters["wait_busy"] > 0         # it did wait for the MATMUL
+
+
 def test_load_value_range_error_with_narrow_operands():
     """4-bit activations: a byte outside the 4-bit range is refused, as by the executor."""
     cfg = AcceleratorConfig(rows=2, cols=2, in_bits=4, w_bits=4, out_bits=4, acc_bits=16,
