@@ -39,7 +39,7 @@ assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} 
 
 #: The errors the controller finds itself and reports from ERR_WAIT: a state registers only which one
 #: (``pend``); ERR_WAIT forms its code, argument and index from registers that hold still meanwhile
-#: (see ``Controller.pending_error``).
+#: (see ``Controller._pending_error``).
 _PENDING = ("no_halt", "bad_opcode", "check", "value", "shift")
 
 
@@ -167,7 +167,7 @@ class Controller(wiring.Component):
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: FETCH moves pc to it
-            pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see pending_error)
+            pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
             bad_lane_r=Signal(8),                           # LOADQ_WAIT: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
@@ -305,7 +305,7 @@ class Controller(wiring.Component):
         def fail(cause):
             # Precise errors: the run stops only once the array unit is idle, so an accumulator
             # overflow of an earlier MATMUL is reported first (ERR_WAIT). Only the cause is registered
-            # here (a few bits); ERR_WAIT forms the code, argument and index (pending_error).
+            # here (a few bits); ERR_WAIT forms the code, argument and index (_pending_error).
             m.d.sync += s.pend.eq(_PENDING.index(cause))
             m.next = "ERR_WAIT"
 
@@ -365,7 +365,7 @@ class Controller(wiring.Component):
                     m.next = "FETCH"
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
-                    fail_now(*self.pending_error(m, s))
+                    fail_now(*self._pending_error(m, s))
                 check_overflow()
             with m.State("FETCH"):
                 pc = Signal(PC_BITS)
@@ -509,7 +509,7 @@ class Controller(wiring.Component):
                         next_instr()
         return fsm
 
-    def pending_error(self, m, s):
+    def _pending_error(self, m, s):
         """ERR_WAIT's (code, arg, index) of the error ``pend`` names: from registers that hold still while
         it waits (the instruction register and the checker's outputs from it, pc, the LOADQ's bad lane)."""
         code, arg, index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)

@@ -194,12 +194,12 @@ class StorePipeline(wiring.Component):
         nxt = Signal.like(inflight)
         m.d.comb += nxt.eq(inflight + issue - take)
         m.d.sync += [inflight.eq(nxt), room.eq(nxt < Q)]
-        # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
-        # gone out).
         # The wide address registers follow the command while no STORE runs, so ``start`` (which the
         # controller's interlock drives) does not reach their clock enables.
         with m.If(~busy):
             m.d.sync += [raddr.eq(cmd.acc), saddr.eq(cmd.dram)]
+        # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
+        # gone out).
         with m.If(ctl.start):
             m.d.sync += [left.eq(cmd.lines), si.eq(0), busy.eq(cmd.lines != 0)]
         m.d.comb += [ctl.out_addr.eq(saddr), ctl.done.eq(si == cmd.lines)]
