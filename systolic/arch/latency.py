@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
-           "DECODE_CYCLES", "QUEUE_SLOT", "Latencies", "div_line"]
+           "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "EVENT_REGISTER", "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
 #: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES, so the route into and out of
@@ -51,9 +51,22 @@ DMA_ISSUE = 1
 #: The controller checks an instruction this many cycles after its last byte arrives: one cycle to
 #: decode (and form its DRAM span), one to check it (``hw.controller.Controller``: DECODE, CHECK).
 DECODE_CYCLES = 2
+#: The LOAD and STORE interlocks' overlap tests (an instruction's line range against every MATMUL queued or in
+#: the array unit) are registered (``hw.controller.Controller``): CHECK and HOLD read the test of the cycle
+#: before, so such an instruction goes at the earliest 1 + INTERLOCK_REGISTER cycles after the last cycle of
+#: its conflict (a MATMUL's last read or write of its lines), and no cycle runs from the compares into the DMA's, the scratchpads' and the STORE pipeline's
+#: commands. It is 1 by structure: CHECK reads the test formed in DECODE, the first cycle the instruction
+#: register holds the instruction.
+INTERLOCK_REGISTER = 1
 #: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
 QUEUE_SLOT = 1
 
+#: The performance counters register their events (``hw.counters.PerfCounters``): an event of cycle t is in its
+#: counter in cycle t + 1 + EVENT_REGISTER, so no cycle runs from an event's logic (a gathered line's byte count,
+#: say) into a 48-bit counter's add. The accelerator's status ports (busy, done, error and its index and
+#: argument) lag the controller by as much (``hw.system.Accelerator``), so when the status shows that a run
+#: ended, the counters hold every event of it.
+EVENT_REGISTER = 1
 
 
 def div_line(acc_bits: int) -> int:

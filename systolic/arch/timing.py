@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
-from .latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, VEC_INPUT, div_line
+from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, MAX_READS, QUEUE_SLOT, VEC_INPUT,
+                      div_line)
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -403,7 +404,8 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
         ctrl_b += c - f + 1
         ctrl_s += st_f
         reads, writes = wf, 0
-        # Interlocks.
+        # Interlocks. LOAD's and STORE's tests are registered: they go 1 + INTERLOCK_REGISTER after the last
+        # cycle of a conflict.
         x = c
         if op == _MATMUL:
             if q_free > c:
@@ -414,17 +416,19 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 is_w = a["target"] == 1
                 for ra, rm, rw, w_end, a_end in readers:
                     rend = w_end if is_w else a_end
-                    if rend < c:
+                    rx = rend + 1 + INTERLOCK_REGISTER
+                    if rx <= x:
                         continue
                     lo, n = (rw, R) if is_w else (ra, rm)
-                    if n and spad < lo + n and lo < spad + lines and rend + 1 > x:
-                        x = rend + 1
+                    if n and spad < lo + n and lo < spad + lines:
+                        x = rx
         elif op == _STORE:
             lines, acc = a["lines"], a["acc"]
             if lines:
                 for wa, wm, wend in writers:
-                    if wend >= c and wm and acc < wa + wm and wa < acc + lines and wend + 1 > x:
-                        x = wend + 1
+                    wx = wend + 1 + INTERLOCK_REGISTER
+                    if wx > x and wm and acc < wa + wm and wa < acc + lines:
+                        x = wx
         elif op in (Opcode.FENCE, Opcode.HALT, _VEC, _DIV):
             if unit_end + 1 > c:
                 x = unit_end + 1

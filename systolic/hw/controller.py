@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_UPDATE, VEC_INPUT
+from ..arch.latency import ACC_UPDATE, INTERLOCK_REGISTER, VEC_INPUT
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -80,7 +80,9 @@ class Controller(wiring.Component):
     queued or taken MATMUL (the queue slot and the array unit's ``writers``)
     may still write lines it reads, and runs beside the others; FENCE, HALT,
     VEC and DIV wait until the array unit is idle (their lines use the
-    accumulator buffer's update pipeline).
+    accumulator buffer's update pipeline). The LOAD and STORE overlap tests are
+    registered (:data:`~systolic.arch.latency.INTERLOCK_REGISTER`): CHECK and
+    HOLD act on the test of the cycle before.
 
     Latency: an instruction is checked
     :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
@@ -231,13 +233,19 @@ class Controller(wiring.Component):
         writers = [(s.q_valid, s.q)] + [(w.valid, w) for w in self.writers]
         pending = Cat(*(valid & overlaps(st_acc, st_lines, st_end, d.acc, d.m, d.acc_end)
                         for valid, d in writers)).any()
+        # Both tests are registered (INTERLOCK_REGISTER): CHECK reads the test formed in DECODE, HOLD the one of
+        # the cycle before. A range only shrinks or goes while the instruction waits (no MATMUL is queued
+        # meanwhile), so a test a cycle old may hold an instruction a cycle longer, never let it go early.
+        assert INTERLOCK_REGISTER == 1
+        conflict_r, pending_r = Signal(), Signal()
+        m.d.sync += [conflict_r.eq(conflict), pending_r.eq(pending)]
         with m.Switch(s.chk.op):
             with m.Case(Opcode.LOAD):
-                m.d.comb += s.blocked.eq(conflict)
+                m.d.comb += s.blocked.eq(conflict_r)
             with m.Case(Opcode.MATMUL):
                 m.d.comb += s.blocked.eq(s.q_valid)
             with m.Case(Opcode.STORE):
-                m.d.comb += s.blocked.eq(pending)
+                m.d.comb += s.blocked.eq(pending_r)
             with m.Case(Opcode.FENCE, Opcode.HALT, Opcode.VEC, Opcode.DIV):
                 m.d.comb += s.blocked.eq(s.unit_busy)
 

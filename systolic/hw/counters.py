@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..arch.latency import EVENT_REGISTER
 from ..arch.sysmap import COUNTER_BITS, CYCLE_COUNTER_BITS, counter_width
 from .params import refuse
 
@@ -21,8 +22,9 @@ class PerfCounters(wiring.Component):
     is :func:`~systolic.arch.sysmap.counter_width` of its event's largest value wide, so none wraps around
     before that; its bits above that width in the ``counters`` port read 0.
 
-    Latency: an event shows in its counter one cycle later; ``clear`` zeroes
-    every counter one cycle later (the events of that cycle are dropped).
+    Latency: an event shows in its counter 1 + :data:`~systolic.arch.latency.EVENT_REGISTER` (2) cycles
+    later (the events are registered before the adds); ``clear`` zeroes every counter one cycle later, and
+    the events of its cycle and of the cycles before it that are not counted yet are dropped.
     Throughput: any event, every cycle.
 
     Parameters
@@ -66,10 +68,19 @@ class PerfCounters(wiring.Component):
         regs = self.regs
         assert len(regs[0]) == CYCLE_COUNTER_BITS
         saturated = regs[0] == (1 << CYCLE_COUNTER_BITS) - 1
+        # EVENT_REGISTER stages of registered events; clear empties them with the counters.
+        events = self.events
+        for k in range(EVENT_REGISTER):
+            staged = Signal.like(events, name=f"events_r{k}")
+            with m.If(self.clear):
+                m.d.sync += staged.eq(0)
+            with m.Else():
+                m.d.sync += staged.eq(events)
+            events = staged
         for i, reg in enumerate(regs):
             m.d.comb += self.counters[i].eq(reg)
             with m.If(self.clear):
                 m.d.sync += reg.eq(0)
             with m.Elif(~saturated):
-                m.d.sync += reg.eq(reg + self.events[i])
+                m.d.sync += reg.eq(reg + events[i])
         return m

@@ -27,11 +27,12 @@ HALT; ``error`` holds the error code (:data:`systolic.arch.sysmap.ERRORS`),
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
+from ..arch.latency import EVENT_REGISTER
 from ..arch.sysmap import CONTROLLER_UNITS, COUNTER_BITS, COUNTERS, ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS
 from .accumulator import AccumulatorBuffer
 from .array_units import array_unit
@@ -67,7 +68,10 @@ class Accelerator(wiring.Component):
     dram_bytes : In(32)
         Size of the data window ``[0, dram_bytes)`` that LOAD / LOADQ / STORE may touch.
     busy, done : Out(1)
-        Running; finished at HALT without error (cleared by ``start``).
+        Running; finished at HALT without error (cleared by ``start``). The status ports (these, ``error``,
+        ``err_index``, ``err_arg``) lag the controller by :data:`~systolic.arch.latency.EVENT_REGISTER` cycles,
+        as the counters do, so the counters are final when ``busy`` falls; the cycle after a ``start`` the
+        controller takes, ``busy`` is 1 and the rest 0.
     error : Out(4)
         0, or an error code of :data:`systolic.arch.sysmap.ERRORS` (the run stopped).
     err_index : Out(32)
@@ -125,9 +129,20 @@ class Accelerator(wiring.Component):
             ctrl.overflow.eq(accbuf.overflow), ctrl.overflow_idx.eq(unit.idx),
             ctrl.start.eq(self.start), ctrl.prog_addr.eq(self.prog_addr), ctrl.prog_len.eq(self.prog_len),
             ctrl.dram_bytes.eq(self.dram_bytes),
-            self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
-            self.err_index.eq(ctrl.err_index), self.err_arg.eq(ctrl.err_arg),
         ]
+        # The status lags the controller by EVENT_REGISTER cycles, as the counters do, so the counters are final
+        # when it shows the end of a run; the start the controller takes shows at once (busy, the rest cleared).
+        status = [(self.busy, ctrl.busy), (self.done, ctrl.done), (self.error, ctrl.error),
+                  (self.err_index, ctrl.err_index), (self.err_arg, ctrl.err_arg)]
+        for k in range(EVENT_REGISTER):
+            lagged = [(out, Signal.like(src, name=f"{out.name}_r{k}")) for out, src in status]
+            for (_, src), (_, reg) in zip(status, lagged):
+                m.d.sync += reg.eq(src)
+            status = [(out, reg) for (out, _), (_, reg) in zip(status, lagged)]
+        taken = Signal(EVENT_REGISTER)      # the start taken in each of the last EVENT_REGISTER cycles
+        m.d.sync += taken.eq(Cat(self.start & ~ctrl.busy, taken[:-1]))
+        for out, src in status:
+            m.d.comb += out.eq(Mux(taken.any(), out is self.busy, src))
 
         # Each counter's event (definitions: docs/isa.md, "Counters").
         ev = ctrl.events

@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from systolic.arch.isa import INSTR_BYTES, Instr, Opcode, Target
-from systolic.arch.latency import ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, MAX_READS, QUEUE_SLOT, VEC_INPUT, div_line
+from systolic.arch.latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, MAX_READS, QUEUE_SLOT,
+                                   VEC_INPUT, div_line)
 from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
@@ -612,15 +613,15 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             lines, spad = a["lines"], a["spad"]
             for ra, rm, rw, a_end, w_end in readers:
                 rend = w_end if a["target"] == 1 else a_end
-                if rend < c or lines == 0:
+                if rend + INTERLOCK_REGISTER < c or lines == 0:
                     continue
                 lo, n = (rw, R) if a["target"] == 1 else (ra, rm)
                 if n and spad < lo + n and lo < spad + lines:
-                    x = max(x, rend + 1)
+                    x = max(x, rend + 1 + INTERLOCK_REGISTER)      # the overlap test is registered
         elif op == Opcode.STORE:
             for wa, wm, wend in writers:
                 if a["lines"] and wm and a["acc"] < wa + wm and wa < a["acc"] + a["lines"]:
-                    x = max(x, wend + 1)
+                    x = max(x, wend + 1 + INTERLOCK_REGISTER)
         elif op in (Opcode.FENCE, Opcode.HALT, Opcode.VEC, Opcode.DIV):
             x = max(c, unit_end + 1)
         if x > c:

@@ -262,7 +262,7 @@ def test_interlock_stalls_and_errors_are_exercised():
     """Across the seeds: LOADs ran while MATMULs were in flight, STOREs beside MATMULs of other lines, the
     MATMUL stream was held back, and some programs stopped with an error."""
     interlocked = errors = late = beside = 0
-    for seed in range(6):
+    for seed in range(8):
         rng = np.random.default_rng(seed)
         mem = rng.integers(0, 63, DRAM).astype(np.uint8)
         mem[:64] &= 0x1F

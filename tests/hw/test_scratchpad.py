@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from systolic.arch.latency import EVENT_REGISTER
 from systolic.arch.sysmap import COUNTER_BITS, CYCLE_COUNTER_BITS, counter_width
 from systolic.golden import QType
 from systolic.hw.counters import PerfCounters
@@ -90,10 +91,11 @@ def test_counters_add_events_and_clear():
     rng = np.random.default_rng(4)
     model = np.zeros(3, np.int64)
     cleared = 0
+    history = []                # the events of each cycle since the last clear (None: a clear)
 
     async def bench(ctx):
         nonlocal cleared
-        for _ in range(300):
+        for t in range(300):
             ev = rng.integers(0, 18, 3)
             ev[0] = rng.integers(0, 2)
             clear = rng.random() < 0.05
@@ -101,11 +103,15 @@ def test_counters_add_events_and_clear():
                 ctx.set(dut.events[i], int(v))
             ctx.set(dut.clear, int(clear))
             await ctx.tick()
-            if clear:
-                model[:] = 0
-                cleared += 1
-            else:
-                model[:] += ev
+            # After cycle t's edge the counters hold the events of the cycles after the last clear, up to
+            # t - EVENT_REGISTER (an event of cycle u shows in cycle u + 1 + EVENT_REGISTER).
+            history.append(None if clear else ev)
+            cleared += clear
+            model[:] = 0
+            for u in range(t - EVENT_REGISTER, -1, -1):
+                if any(h is None for h in history[u:]):
+                    break
+                model[:] += history[u]
             assert [ctx.get(dut.counters[i]) for i in range(3)] == model.tolist()
 
     sim = Simulator(dut)
@@ -123,11 +129,13 @@ def test_counters_sized_to_need_and_saturate():
     seen = []
 
     async def bench(ctx):
+        for i, v in enumerate((1, 1, 255, 3)):
+            ctx.set(dut.events[i], v)
+        for _ in range(EVENT_REGISTER):     # the events reach the adds
+            await ctx.tick()
         # Start just below the limit: the largest values each counter can reach by then.
         for reg, value in zip(dut.regs, (top - 2, top - 2, 255 * (top - 2), 3 * (top - 2))):
             ctx.set(reg, value)
-        for i, v in enumerate((1, 1, 255, 3)):
-            ctx.set(dut.events[i], v)
         for _ in range(4):
             await ctx.tick()
             seen.append([ctx.get(dut.counters[i]) for i in range(4)])

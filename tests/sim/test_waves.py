@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from systolic.arch.config import AcceleratorConfig
+from systolic.arch.latency import EVENT_REGISTER
 from systolic.cli import main
 from systolic.hw.generate import module_name
 
@@ -245,15 +246,16 @@ def test_direct_vcd_of_a_cycle_window(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_direct_vcd_of_one_layer(tmp_path):
-    """Only while the fc program runs, in each of the two batches: its cycle counter + 1 edges each
-    (the edge that takes ``start`` is cycle 0; the counter counts from the next one to HALT)."""
+    """Only while the fc program runs, in each of the two batches: its cycle counter + 1 + EVENT_REGISTER
+    edges each (the edge that takes ``start`` is cycle 0; the counter counts from the next one to HALT; ``busy``
+    falls EVENT_REGISTER cycles after the controller stops)."""
     wave = tmp_path / "fc.vcd"
     out = _simulate(tmp_path, "--waves", str(wave), "--waves-layer", "fc", "--batch", "1", model="random:cnn",
                     images="2")
     fc = [r for r in out["layers"] if r["layer"] == "fc"][0]["cycles"]      # both batches
     names, changes = read_vcd(wave)
     rises = rising_edges(names, changes)
-    assert len(rises) == fc + 2
+    assert len(rises) == fc + 2 * (1 + EVENT_REGISTER)
     gaps = [b - a for a, b in zip(rises, rises[1:]) if b - a != PS_PER_CYCLE]
     assert len(gaps) == 1                               # two traced stretches: one per batch
     # With a window inside the layer: cycles 5..24 of each run of the program.
