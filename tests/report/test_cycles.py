@@ -5,6 +5,7 @@ import pytest
 from systolic.compiler import Instr, MachineSpec, Opcode, Target, compile_network
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import PRESETS, AcceleratorConfig
+from systolic.arch.latency import INTERLOCK_REGISTER
 from systolic.arch.timing import MAX_READS, gather_accepts, program_cycles
 from systolic.report.cycles import CONTROLLER_UNITS, extra_accept_cycles, predict_network, predict_program
 from systolic.flows import run_images
@@ -90,7 +91,7 @@ def test_interlocks_hold_only_conflicting_loads():
     # A STORE of lines the MATMUL writes waits for its last write; one of other lines runs beside it.
     st = Instr(Opcode.STORE, dict(lines=1, acc=31, elems=4, bits=8, dram=0))
     p = predict_program(cfg, [mm, st, Instr(Opcode.HALT)], 0)
-    assert p.instructions[1].start == p.instructions[0].array[1] + 1
+    assert p.instructions[1].start == p.instructions[0].array[1] + 1 + INTERLOCK_REGISTER
     st = Instr(Opcode.STORE, dict(lines=1, acc=32, elems=4, bits=8, dram=0))
     p = predict_program(cfg, [mm, st, Instr(Opcode.HALT)], 0)
     assert p.instructions[1].busy.get("wait", 0) == 0 and p.instructions[1].end < p.instructions[0].array[1]
