@@ -496,14 +496,16 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 end += a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
             vec_b += end - x
         elif op == _LOADQ:
+            # LOADQ starts its gather in x + 1 and checks the block the cycle after the last answer.
             nw = words(a["dram"], loadq_bytes, bb)
-            end, st_u, idle_q = _gather(x, nw, d, lat, busy)
+            end, st_u, idle_q = _gather(x + 1, nw, d, lat, busy)
+            end += 1
             loadq_s += st_u
             loadq_b += end - x
             idle_mem += idle_q
             reads += nw
         elif op == _STORE:
-            s0 = x + 1
+            s0 = x + 2                                  # STORE_START in x + 1
             end = s0
             lines = a["lines"]
             if lines:
@@ -582,13 +584,13 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         a, op = ins.args, ins.op
         total += fetch
         if op == Opcode.LOAD or op == Opcode.VEC:
-            total += start + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+            total += start + INTERLOCK_REGISTER + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
             if op == Opcode.VEC:
                 total += VEC_INPUT + ACC_UPDATE         # the last line's accumulator write
         elif op == Opcode.LOADQ:
-            total += start + (-(-cfg.loadq_bytes // bb) + 1) * rd
+            total += start + 2 + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's state, LOADQ_CHECK
         elif op == Opcode.STORE:
-            total += start + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
+            total += start + 1 + INTERLOCK_REGISTER + lat.store_pipeline      # STORE_START + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
         elif op == Opcode.MATMUL:
             total += start + QUEUE_SLOT + unit.serial(a["m"])
         elif op == Opcode.DIV:

@@ -18,7 +18,7 @@ from .accumulator import AccVecSignature
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
 from .checker import INSTR_BITS, InstrChecker, field
 from .divider import LineDivider, div_result_bits
-from .dma import DmaCommandSignature
+from .dma import ADDR_BITS, DmaCommandSignature
 from .params import require_system_config
 from .scratchpad import LineLoadSignature, LineReadSignature, memory_depth
 from .store import StoreControlSignature
@@ -30,8 +30,8 @@ __all__ = ["Controller", "controller_events", "UNIT_STATES"]
 UNIT_STATES = {
     "ctrl": ("FETCH", "FETCH_WAIT", "DECODE", "CHECK"),
     "load": ("LOAD", "LOAD_ZERO", "LOAD_WAIT"),
-    "loadq": ("LOADQ_WAIT",),
-    "store": ("STORE",),
+    "loadq": ("LOADQ", "LOADQ_WAIT", "LOADQ_CHECK"),
+    "store": ("STORE_START", "STORE"),
     "vec": ("VEC", "VEC_WAIT", "VEC_DRAIN", "DIV", "DIV_STEP", "DIV_WRITE"),
     "wait": ("HOLD", "ERR_WAIT"),
 }
@@ -66,10 +66,11 @@ class Controller(wiring.Component):
     (VEC_INPUT + ACC_UPDATE cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
     the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
     quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
-    LOADQ_WAIT (the parameter block into the STORE pipeline's
-    registers, one cycle after it arrives, from ``dma_buf``), STORE (the
-    :class:`~systolic.hw.store.StorePipeline` runs, its lines go to the
-    DMA's scatter), MATMUL (into the queue slot, at once),
+    LOADQ (its gather), LOADQ_WAIT, LOADQ_CHECK (the block's shifts checked
+    from ``dma_buf`` the cycle after it arrives; it goes into the STORE
+    pipeline's registers the cycle after that), STORE_START (the
+    :class:`~systolic.hw.store.StorePipeline` starts), STORE (it runs, its
+    lines go to the DMA's scatter), MATMUL (into the queue slot, at once),
     FENCE and HALT (once the array unit is idle). An error stops the run in
     ERR_WAIT once the array unit is idle, so an accumulator overflow of an
     earlier MATMUL is reported first (precise errors).
@@ -112,8 +113,8 @@ class Controller(wiring.Component):
         Fetches, LOAD and LOADQ gathers, STORE scatters.
     dma_buf : In(ArrayLayout(8, dma_buffer_bytes))
         The DMA's registered buffer (``Dma.buf``): a gathered line one cycle after ``dma.line_valid``. A LOADQ's
-        parameter block is written into the STORE pipeline from it, one cycle after the block arrived (checked
-        the cycle it arrives), so no cycle runs from a memory response into the lanes' parameter registers.
+        parameter block is checked from it one cycle after the block arrived and written into the STORE pipeline
+        from it the cycle after, so no cycle runs from a memory response into the check or the lanes' registers.
     load_a, load_w : Out(LineLoadSignature(...))
         LOAD line writes into scratchpads A and W.
     matmul : Out(stream.Signature(MATMUL_LAYOUT))
@@ -169,8 +170,10 @@ class Controller(wiring.Component):
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: FETCH moves pc to it
+            fa=Signal(ADDR_BITS), fa1=Signal(ADDR_BITS),    # pc's and pc1's fetch addresses, registered
+            past=Signal(), past1=Signal(),                  # pc >= prog_len, pc1 >= prog_len, registered
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
-            bad_lane_r=Signal(8),                           # LOADQ_WAIT: the first bad shift lane, registered
+            bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
@@ -295,7 +298,7 @@ class Controller(wiring.Component):
         for c in reversed(range(C)):
             # The byte as two's complement: in range when it is at most MAX_SHIFT or at least
             # 256 - MAX_SHIFT (compared unsigned: a signed compare here trips Yosys's synth_ecp5).
-            b = self.dma.line[BIAS_BYTES * C + c]
+            b = self.dma_buf[BIAS_BYTES * C + c]
             with m.If((b > MAX_SHIFT) & (b < 256 - MAX_SHIFT)):
                 m.d.comb += [s.bad_shift.eq(1), s.bad_lane.eq(c)]
         s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
@@ -352,37 +355,37 @@ class Controller(wiring.Component):
                 with m.Case(Opcode.DIV):
                     m.next = "DIV"
                 with m.Case(Opcode.LOADQ):
-                    gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
-                    m.next = "LOADQ_WAIT"
+                    m.next = "LOADQ"
                 with m.Case(Opcode.MATMUL):
                     m.d.comb += s.enqueue.eq(1)
                     next_instr()
                 with m.Case(Opcode.STORE):
-                    m.d.comb += self.store.start.eq(1)
                     m.d.sync += s.ovf_seen.eq(0)
-                    m.next = "STORE"
+                    m.next = "STORE_START"
 
-        m.d.sync += [s.params_load.eq(0),                   # a one-cycle pulse (LOADQ_WAIT sets it)
-                     s.pc1.eq(s.pc + 1)]
+        # FETCH's address and its end-of-program test, formed a cycle ahead for pc and pc + 1, so FETCH only
+        # chooses (by step) what goes to the DMA and whether it fails.
+        m.d.sync += [s.params_load.eq(0),                   # a one-cycle pulse (LOADQ_CHECK sets it)
+                     s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
                     m.d.sync += [s.pc.eq(0), s.step.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
-                                 self.done.eq(0)]
+                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0)]
                     m.next = "FETCH"
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
                     fail_now(*self._pending_error(m, s))
                 check_overflow()
             with m.State("FETCH"):
-                pc = Signal(PC_BITS)
-                m.d.comb += pc.eq(Mux(s.step, s.pc1, s.pc))
-                m.d.sync += [s.pc.eq(pc), s.step.eq(0)]
-                with m.If(pc >= self.prog_len):
+                past, fa = Signal(), Signal(ADDR_BITS)
+                m.d.comb += [past.eq(Mux(s.step, s.past1, s.past)), fa.eq(Mux(s.step, s.fa1, s.fa))]
+                m.d.sync += [s.pc.eq(Mux(s.step, s.pc1, s.pc)), s.fa.eq(fa), s.past.eq(past), s.step.eq(0)]
+                with m.If(past):
                     fail("no_halt")
                 with m.Else():
-                    gather(self.prog_addr + pc * INSTR_BYTES, INSTR_BYTES)
+                    gather(fa, INSTR_BYTES)
                     m.next = "FETCH_WAIT"
                 check_overflow()
             with m.State("FETCH_WAIT"):
@@ -488,16 +491,31 @@ class Controller(wiring.Component):
                     m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1
                     m.d.sync += s.k.eq(0)
                     m.next = "DIV_STEP"
-            with m.State("LOADQ_WAIT"):
-                m.d.sync += s.bad_lane_r.eq(s.bad_lane)
-                with m.If(dma.line_valid):
-                    with m.If(s.bad_shift):
-                        fail("shift")
-                    with m.Else():
-                        m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
-                        m.d.sync += s.params_load.eq(1)
-                        next_instr()
+            with m.State("LOADQ"):
+                gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
+                m.next = "LOADQ_WAIT"
                 check_overflow()
+            with m.State("LOADQ_WAIT"):
+                with m.If(dma.line_valid):
+                    m.next = "LOADQ_CHECK"
+                check_overflow()
+            with m.State("LOADQ_CHECK"):
+                # The block, in the DMA's registered buffer since this cycle, is checked here (not the cycle it
+                # arrives) and written into the lanes the next cycle, from the same buffer.
+                m.d.sync += s.bad_lane_r.eq(s.bad_lane)
+                with m.If(s.bad_shift):
+                    fail("shift")
+                with m.Else():
+                    m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
+                    m.d.sync += s.params_load.eq(1)
+                    next_instr()
+                check_overflow()
+            with m.State("STORE_START"):
+                # A state of its own, so the check and the interlock decide a state, not the pipeline's start.
+                m.d.comb += self.store.start.eq(1)
+                with m.If(self.overflow & ~s.ovf_seen):
+                    m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
+                m.next = "STORE"
             with m.State("STORE"):
                 m.d.comb += self.store.ready.eq(dma.ready)
                 with m.If(self.store.out_valid):

@@ -674,13 +674,14 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             b["vec"] = end - x
         elif op == Opcode.LOADQ:
             nw = words(a["dram"], cfg.loadq_bytes, bb)
-            end, st_q, idle_q = _gather(x, nw, d, lat, busy)
+            end, st_q, idle_q = _gather(x + 1, nw, d, lat, busy)    # from LOADQ's state
+            end += 1                                                # LOADQ_CHECK
             s["loadq"] = st_q
             idle_mem += idle_q
             reads += nw
             b["loadq"] = end - x
         elif op == Opcode.STORE:
-            s0 = x + 1
+            s0 = x + 2                                # STORE_START in x + 1
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
