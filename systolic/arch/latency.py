@@ -22,7 +22,8 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
-           "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "EVENT_REGISTER", "Latencies", "div_line"]
+           "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "STORE_START", "LOADQ_CHECK", "EVENT_REGISTER",
+           "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
 #: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES, so the route into and out of
@@ -61,6 +62,12 @@ INTERLOCK_REGISTER = 1
 #: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
 QUEUE_SLOT = 1
 
+#: A STORE starts its pipeline this many cycles after it executes (``hw.controller.Controller``: the state
+#: STORE_START), so the check and the interlock decide a state, not the pipeline's start.
+STORE_START = 1
+#: A LOADQ checks its block's shifts this many cycles after the block arrives, from the DMA's registered buffer
+#: (``hw.controller.Controller``: LOADQ_CHECK), so no cycle runs from a memory response into the check.
+LOADQ_CHECK = 1
 #: The performance counters register their events (``hw.counters.PerfCounters``): an event of cycle t is in its
 #: counter in cycle t + 1 + EVENT_REGISTER, so no cycle runs from an event's logic (a gathered line's byte count,
 #: say) into a 48-bit counter's add. The accelerator's status ports (busy, done, error and its index and

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
-from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, MAX_READS, QUEUE_SLOT, VEC_INPUT,
-                      div_line)
+from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS, QUEUE_SLOT,
+                      STORE_START, VEC_INPUT, div_line)
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -496,16 +496,16 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 end += a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
             vec_b += end - x
         elif op == _LOADQ:
-            # LOADQ starts its gather in x + 1 and checks the block the cycle after the last answer.
+            # LOADQ starts its gather in x + 1 and checks the block LOADQ_CHECK after the last answer.
             nw = words(a["dram"], loadq_bytes, bb)
             end, st_u, idle_q = _gather(x + 1, nw, d, lat, busy)
-            end += 1
+            end += LOADQ_CHECK
             loadq_s += st_u
             loadq_b += end - x
             idle_mem += idle_q
             reads += nw
         elif op == _STORE:
-            s0 = x + 2                                  # STORE_START in x + 1
+            s0 = x + STORE_START + 1                    # the pipeline starts STORE_START after x
             end = s0
             lines = a["lines"]
             if lines:
@@ -588,9 +588,9 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
             if op == Opcode.VEC:
                 total += VEC_INPUT + ACC_UPDATE         # the last line's accumulator write
         elif op == Opcode.LOADQ:
-            total += start + 2 + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's state, LOADQ_CHECK
+            total += start + 1 + LOADQ_CHECK + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's own state
         elif op == Opcode.STORE:
-            total += start + 1 + INTERLOCK_REGISTER + lat.store_pipeline      # STORE_START + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
+            total += start + STORE_START + INTERLOCK_REGISTER + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
         elif op == Opcode.MATMUL:
             total += start + QUEUE_SLOT + unit.serial(a["m"])
         elif op == Opcode.DIV:

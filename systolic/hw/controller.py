@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_UPDATE, INTERLOCK_REGISTER, VEC_INPUT
+from ..arch.latency import ACC_UPDATE, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -499,6 +499,7 @@ class Controller(wiring.Component):
                 with m.If(dma.line_valid):
                     m.next = "LOADQ_CHECK"
                 check_overflow()
+            assert LOADQ_CHECK == 1 and STORE_START == 1, "one state each below"
             with m.State("LOADQ_CHECK"):
                 # The block, in the DMA's registered buffer since this cycle, is checked here (not the cycle it
                 # arrives) and written into the lanes the next cycle, from the same buffer.

@@ -19,8 +19,8 @@ import math
 import numpy as np
 
 from systolic.arch.isa import INSTR_BYTES, Instr, Opcode, Target
-from systolic.arch.latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, MAX_READS, QUEUE_SLOT,
-                                   VEC_INPUT, div_line)
+from systolic.arch.latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS,
+                                   QUEUE_SLOT, STORE_START, VEC_INPUT, div_line)
 from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
@@ -675,13 +675,13 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         elif op == Opcode.LOADQ:
             nw = words(a["dram"], cfg.loadq_bytes, bb)
             end, st_q, idle_q = _gather(x + 1, nw, d, lat, busy)    # from LOADQ's state
-            end += 1                                                # LOADQ_CHECK
+            end += LOADQ_CHECK
             s["loadq"] = st_q
             idle_mem += idle_q
             reads += nw
             b["loadq"] = end - x
         elif op == Opcode.STORE:
-            s0 = x + 2                                # STORE_START in x + 1
+            s0 = x + STORE_START + 1
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
