@@ -55,9 +55,9 @@ DECODE_CYCLES = 2
 #: The LOAD and STORE interlocks' overlap tests (an instruction's line range against every MATMUL queued or in
 #: the array unit) are registered (``hw.controller.Controller``): CHECK and HOLD read the test of the cycle
 #: before, so such an instruction goes at the earliest 1 + INTERLOCK_REGISTER cycles after the last cycle of
-#: its conflict (a MATMUL's last read or write of its lines), and no cycle runs from the compares into the DMA's, the scratchpads' and the STORE pipeline's
-#: commands. It is 1 by structure: CHECK reads the test formed in DECODE, the first cycle the instruction
-#: register holds the instruction.
+#: its conflict (a MATMUL's last read or write of its lines), and no cycle runs from the compares into the
+#: DMA's, the scratchpads' and the STORE pipeline's commands. It is 1 by structure: CHECK reads the test
+#: formed in DECODE, the first cycle the instruction register holds the instruction.
 INTERLOCK_REGISTER = 1
 #: A MATMUL waits this many cycles in the controller's queue slot before an array unit can take it.
 QUEUE_SLOT = 1

@@ -590,7 +590,8 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         elif op == Opcode.LOADQ:
             total += start + 1 + LOADQ_CHECK + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's own state
         elif op == Opcode.STORE:
-            total += start + STORE_START + INTERLOCK_REGISTER + lat.store_pipeline + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr)
+            total += (start + STORE_START + INTERLOCK_REGISTER + lat.store_pipeline
+                      + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr))
         elif op == Opcode.MATMUL:
             total += start + QUEUE_SLOT + unit.serial(a["m"])
         elif op == Opcode.DIV:

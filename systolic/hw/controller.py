@@ -325,6 +325,11 @@ class Controller(wiring.Component):
             with m.If(self.overflow):
                 fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
 
+        def keep_overflow():
+            # Beside a STORE: the first overflow of a MATMUL of other lines is kept, reported once the STORE is done.
+            with m.If(self.overflow & ~s.ovf_seen):
+                m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
+
         def vec_overflow():
             # Last in its state: a VEC line's update left the accumulator range (it runs alone, so it is its own).
             with m.If(self.overflow):
@@ -514,8 +519,7 @@ class Controller(wiring.Component):
             with m.State("STORE_START"):
                 # A state of its own, so the check and the interlock decide a state, not the pipeline's start.
                 m.d.comb += self.store.start.eq(1)
-                with m.If(self.overflow & ~s.ovf_seen):
-                    m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
+                keep_overflow()
                 m.next = "STORE"
             with m.State("STORE"):
                 m.d.comb += self.store.ready.eq(dma.ready)
@@ -524,8 +528,7 @@ class Controller(wiring.Component):
                                  dma.n.eq(f["elems"]), dma.off.eq(0)]
                 # MATMULs of other accumulator lines run beside a STORE: an overflow of one is kept and
                 # reported once the STORE is done (its lines are written; the error names the MATMUL).
-                with m.If(self.overflow & ~s.ovf_seen):
-                    m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
+                keep_overflow()
                 # The next FETCH starts its gather at once: leave only when the DMA can take it.
                 with m.If(self.store.done & dma.ready):
                     with m.If(s.ovf_seen):

@@ -134,14 +134,13 @@ class Accelerator(wiring.Component):
         # when it shows the end of a run; the start the controller takes shows at once (busy, the rest cleared).
         status = [(self.busy, ctrl.busy), (self.done, ctrl.done), (self.error, ctrl.error),
                   (self.err_index, ctrl.err_index), (self.err_arg, ctrl.err_arg)]
-        for k in range(EVENT_REGISTER):
-            lagged = [(out, Signal.like(src, name=f"{out.name}_r{k}")) for out, src in status]
-            for (_, src), (_, reg) in zip(status, lagged):
-                m.d.sync += reg.eq(src)
-            status = [(out, reg) for (out, _), (_, reg) in zip(status, lagged)]
         taken = Signal(EVENT_REGISTER)      # the start taken in each of the last EVENT_REGISTER cycles
         m.d.sync += taken.eq(Cat(self.start & ~ctrl.busy, taken[:-1]))
         for out, src in status:
+            for k in range(EVENT_REGISTER):
+                reg = Signal.like(src, name=f"{out.name}_r{k}")
+                m.d.sync += reg.eq(src)
+                src = reg
             m.d.comb += out.eq(Mux(taken.any(), out is self.busy, src))
 
         # Each counter's event (definitions: docs/isa.md, "Counters").
