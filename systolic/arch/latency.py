@@ -36,9 +36,10 @@ SCRATCHPAD_READ = 1
 #: The accumulator buffer's STORE read port: the line addressed in cycle t is on the port in cycle t + 1.
 ACC_READ = 1
 #: The accumulator buffer writes an update, and flags its overflow, this many cycles after it is presented:
-#: the old line is read, registered, combined with the update, and the result written from a register
-#: (``hw.accumulator.AccumulatorBuffer``; no cycle runs from a memory read through an adder into the write).
-ACC_UPDATE = 3
+#: the update is registered (with a copy of its shift per lane), the old line is read, registered, combined
+#: with the update, and the result written from a register (``hw.accumulator.AccumulatorBuffer``; no cycle
+#: runs from a memory read through an adder into the write, nor from the source select through the shifter).
+ACC_UPDATE = 4
 #: The accumulator buffer registers a VEC / DIV line before its update pipeline: the line is written, and its
 #: overflow flagged, VEC_INPUT + ACC_UPDATE cycles after it is presented (``hw.accumulator.AccVecSignature``).
 VEC_INPUT = 1

@@ -110,9 +110,9 @@ class AccumulatorBuffer(wiring.Component):
     accumulating and for a VEC line.
 
     Latency: the line is written, and its overflow flagged,
-    :data:`~systolic.arch.latency.ACC_UPDATE` (3) cycles after the update is
-    presented (``upd.busy`` is high meanwhile): the old line's read, a
-    register after the memory, the operation, the write. A VEC line is
+    :data:`~systolic.arch.latency.ACC_UPDATE` (4) cycles after the update is
+    presented (``upd.busy`` is high meanwhile): an input register, the old
+    line's read, a register after the memory, the operation, the write. A VEC line is
     presented :data:`~systolic.arch.latency.VEC_INPUT` cycles earlier. Throughput: one
     update per cycle, to any lines: an update reads the old line from the
     updates still in flight (forwarding) where the memory has not got them
@@ -128,7 +128,8 @@ class AccumulatorBuffer(wiring.Component):
     overflow : Out(1)
         In the cycle an update is written: a lane's result left the range.
     ev_read, ev_write : Out(1)
-        An update read / wrote a line this cycle (the counters' ``acc_reads`` / ``acc_writes``).
+        An update that reads its old line is presented / an update writes its line this cycle (the
+        counters' ``acc_reads`` / ``acc_writes``).
     ev_vec_write : Out(1)
         The line written this cycle is a VEC line's (not a MATMUL result: no MACs).
     """
@@ -157,15 +158,17 @@ class AccumulatorBuffer(wiring.Component):
         st_rd = mem.read_port()
         m.d.comb += [st_rd.addr.eq(self.rd.addr), st_rd.en.eq(self.rd.en), self.rd.data.eq(st_rd.data)]
 
-        # Four stages, one update per cycle (ACC_UPDATE = 3 cycles from presenting an update to its write):
+        # Five stages, one update per cycle (ACC_UPDATE = 4 cycles from presenting an update to its write):
+        #   in: the update (or the VEC line) is registered, with per-lane copies of its shift;
         #   0: the old line is addressed; v = psum << shift is formed;
         #   1: the old line comes out of the memory into a register;
-        #   2: old (forwarded from the updates written since its read, newest first) op v -> new, registered;
+        #   2: old (forwarded from the updates written since its read, newest first) op v -> new, registered
+        #      with its overflow test;
         #   3: new is written, and its overflow flagged.
         # Stage 0 forms v in A + 2 bits, with `huge` when v does not fit them: then every result leaves the
         # A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum mod 2**A,
         # is the same as with v in full. The result is formed in A + 3 bits.
-        assert ACC_UPDATE == 3, "the stages below are ACC_UPDATE's"
+        assert ACC_UPDATE == 4, "the stages below are ACC_UPDATE's"
         NW, P = A + 2, max(self.psum_bits, div_result_bits(A))
         # The VEC line, registered (VEC_INPUT): it comes from the DMA's response logic or the divider.
         assert VEC_INPUT == 1, "one register below"
@@ -183,21 +186,34 @@ class AccumulatorBuffer(wiring.Component):
                     "keep": [Signal(name=f"s{n}_keep{c}") for c in range(C)]}
 
         s1, s2 = stage(1), stage(2)
-        valid, addr, shift, rd_old = Signal(), Signal(addr_shape), Signal(SHIFT_BITS), Signal()
+        # Input stage: the source (VEC line or partial sums) chosen and registered, so stage 0 starts from
+        # registers. Each lane has its own copy of the shift (a register driving all cols lanes' shifters was
+        # the buffer's critical path); a kept lane's copy is 0, which keeps the copies distinct (Yosys merges
+        # identical registers) and does not matter (a kept lane keeps its old value).
+        s0_valid, s0_vec, s0_addr, s0_op, s0_rd = Signal(), Signal(), Signal(addr_shape), Signal(2), Signal()
+        s0_p = [Signal(signed(P), name=f"s0_p{c}") for c in range(C)]
+        s0_shift = [Signal(SHIFT_BITS, name=f"s0_shift{c}") for c in range(C)]
+        s0_keep = [Signal(name=f"s0_keep{c}") for c in range(C)]
+        rd_old = Signal()
         m.d.comb += [
-            valid.eq(upd.valid | vec.valid),
-            addr.eq(Mux(vec.valid, vec.addr, upd.addr)),
-            shift.eq(Mux(vec.valid, vec.shift, upd.shift)),
-            upd_rd.addr.eq(addr),
             rd_old.eq((upd.valid & upd.accumulate) | (vec.valid & ((vec.op != VecOp.SET) | (vec.elems < C)))),
-            upd_rd.en.eq(rd_old),
             self.ev_read.eq(rd_old),
         ]
-        m.d.sync += [s1["valid"].eq(valid), s1["addr"].eq(addr), s1["vec"].eq(vec.valid),
-                     s1["op"].eq(Mux(vec.valid, vec.op, Mux(upd.accumulate, VecOp.ADD, VecOp.SET)))]
+        m.d.sync += [
+            s0_valid.eq(upd.valid | vec.valid),
+            s0_vec.eq(vec.valid),
+            s0_addr.eq(Mux(vec.valid, vec.addr, upd.addr)),
+            s0_op.eq(Mux(vec.valid, vec.op, Mux(upd.accumulate, VecOp.ADD, VecOp.SET))),
+            s0_rd.eq(rd_old),
+        ]
         for c in range(C):
-            p = Signal(signed(P), name=f"src{c}")
-            m.d.comb += p.eq(Mux(vec.valid, vec.vals[c], upd.psum[c]))
+            keep = vec.valid & (c >= vec.elems)
+            m.d.sync += [s0_p[c].eq(Mux(vec.valid, vec.vals[c], upd.psum[c])), s0_keep[c].eq(keep),
+                         s0_shift[c].eq(Mux(keep, 0, Mux(vec.valid, vec.shift, upd.shift)))]
+        m.d.comb += [upd_rd.addr.eq(s0_addr), upd_rd.en.eq(s0_rd)]
+        m.d.sync += [s1["valid"].eq(s0_valid), s1["addr"].eq(s0_addr), s1["vec"].eq(s0_vec), s1["op"].eq(s0_op)]
+        for c in range(C):
+            p, shift = s0_p[c], s0_shift[c]
             # same[j]: bits j .. P-1 of p all equal its sign; p << s fits NW bits iff same[NW-1-s]
             # (always when NW - s > P; only p == 0 when s >= NW).
             same = [Const(1, 1)] * (P + 1)
@@ -208,7 +224,7 @@ class AccumulatorBuffer(wiring.Component):
             fits = [Const(1, 1) if NW - 1 - sh >= P else same[NW - 1 - sh] if NW - 1 - sh >= 0 else p == 0
                     for sh in range(1 << SHIFT_BITS)]
             m.d.sync += [s1["val"][c].eq((p << shift)[:NW].as_signed()), s1["huge"][c].eq(~Array(fits)[shift]),
-                         s1["neg"][c].eq(p[P - 1]), s1["keep"][c].eq(vec.valid & (c >= vec.elems))]
+                         s1["neg"][c].eq(p[P - 1]), s1["keep"][c].eq(s0_keep[c])]
 
         # Stage 1 -> 2: the old line into a register, the stage's fields along; which in-flight write the old
         # line must come from instead (decided here, from registered addresses, so stage 2 only selects).
@@ -223,7 +239,7 @@ class AccumulatorBuffer(wiring.Component):
         # read, which the read port does not see).
         s3_valid, s3_vec, s3_addr = Signal(), Signal(), Signal(addr_shape)
         s3_new = [Signal(signed(NW + 1), name=f"s3_new{c}") for c in range(C)]
-        s3_big = [Signal(name=f"s3_big{c}") for c in range(C)]
+        s3_ovf = [Signal(name=f"s3_ovf{c}") for c in range(C)]
         s3_line = Signal(lay)
         w1_valid, w1_addr, w1_line = Signal(), Signal(addr_shape), Signal(lay)
         w2_valid, w2_addr, w2_line = Signal(), Signal(addr_shape), Signal(lay)
@@ -264,22 +280,22 @@ class AccumulatorBuffer(wiring.Component):
                     m.d.comb += [new.eq(Mux(huge | (o > v), o, v)), big.eq(huge & ~s2["neg"][c])]
                 with m.Default():
                     m.d.comb += [new.eq(v), big.eq(huge)]
-            m.d.sync += [s3_new[c].eq(Mux(s2["keep"][c], o, new)), s3_big[c].eq(~s2["keep"][c] & big)]
+            # The lane's overflow, registered with its result: new fits A bits iff its bits A-1 .. A+2 all
+            # equal its sign (a 4-bit test, not two compares), so stage 3 only ORs the lanes' flags.
+            top = new[A - 1:]
+            m.d.sync += [s3_new[c].eq(Mux(s2["keep"][c], o, new)),
+                         s3_ovf[c].eq(~s2["keep"][c] & (big | ~(top.all() | ~top.any())))]
 
-        # Stage 3: the write, and the overflow: new fits A bits iff its bits A-1 .. A+2 all equal its sign
-        # (a 4-bit test, not two compares).
-        ovf = []
+        # Stage 3: the write, and the overflow.
         for c in range(C):
-            top = s3_new[c][A - 1:]
-            o = Signal(name=f"ovf{c}")
-            m.d.comb += [o.eq(s3_big[c] | ~(top.all() | ~top.any())), s3_line[c].eq(s3_new[c][:A].as_signed())]
-            ovf.append(o)
+            m.d.comb += s3_line[c].eq(s3_new[c][:A].as_signed())
         m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line),
                      w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_line.eq(w1_line)]
         m.d.comb += [
             wr.addr.eq(s3_addr), wr.en.eq(s3_valid), wr.data.eq(s3_line),
             self.ev_write.eq(s3_valid), self.ev_vec_write.eq(s3_vec),
-            upd.busy.eq((s1["valid"] & ~s1["vec"]) | (s2["valid"] & ~s2["vec"]) | (s3_valid & ~s3_vec)),
-            self.overflow.eq(s3_valid & Cat(*ovf).any()),
+            upd.busy.eq((s0_valid & ~s0_vec) | (s1["valid"] & ~s1["vec"]) | (s2["valid"] & ~s2["vec"])
+                        | (s3_valid & ~s3_vec)),
+            self.overflow.eq(s3_valid & Cat(*s3_ovf).any()),
         ]
         return m
