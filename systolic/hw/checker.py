@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,13 +31,16 @@ class InstrChecker(wiring.Component):
     """Decodes ``ins`` and finds the first error it would cause, in the order of docs/isa.md (the executor's).
 
     ``op`` is the opcode, ``bad_opcode`` says it is none of the ISA's. In the
-    cycle after ``decode`` (the DRAM span of a 2-D transfer, ``(lines - 1) *
-    stride``, is formed in that cycle, a registered multiply) ``error`` is 0
-    or the code of :data:`systolic.arch.sysmap.ERRORS` the instruction raises
-    against the machine (scratchpad, accumulator and DRAM ranges, line
-    widths, output bits, lanes) and ``arg`` the offending value; the
-    controller checks ``error`` in its CHECK state. Value ranges of LOADed
-    bytes and accumulator overflow are found while executing, not here.
+    cycle after ``decode`` (the tests are formed and registered in the decode
+    cycle, with the DRAM span of a 2-D transfer, ``(lines - 1) * stride``, a
+    registered multiply) ``error`` is 0 or the code of
+    :data:`systolic.arch.sysmap.ERRORS` the instruction raises against the
+    machine (scratchpad, accumulator and DRAM ranges, line widths, output
+    bits, lanes), ``arg`` the offending value and ``fail`` is ``error != 0``
+    (from registers and one compare); the controller checks ``fail`` in its
+    CHECK state. They hold while ``ins`` and ``dram_bytes`` do. Value ranges
+    of LOADed bytes and accumulator overflow are found while executing, not
+    here.
 
     Parameters
     ----------
@@ -54,6 +57,7 @@ class InstrChecker(wiring.Component):
     bad_opcode : Out(1)
     error : Out(ERROR_CODE_BITS)
     arg : Out(64)
+    fail : Out(1)
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -61,6 +65,7 @@ class InstrChecker(wiring.Component):
         super().__init__({
             "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
+            "fail": Out(1),
         })
 
     def elaborate(self, platform):
@@ -75,20 +80,37 @@ class InstrChecker(wiring.Component):
         assert FIELDS[S]["acc"] == FIELDS[Opcode.VEC]["acc"]
         assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
+        # Two cycles. In the decode cycle every test but the DRAM range of a 2-D transfer is formed from the
+        # instruction and registered (the first failing one's code and argument), with the transfer's span
+        # (lines - 1) * stride (a registered multiply) and the room the window leaves after dram + elems. In
+        # the cycle after, the DRAM test is one compare of registers (span > room), the last test of the
+        # instructions that have it; `fail` is an OR of two registers and that compare.
         span = Signal(50)       # (lines - 1) * stride
+        room = Signal(signed(35))   # dram_bytes - (dram + elems): the transfer fits iff span <= room
+        first = Signal(33)          # dram + elems - 1: the last byte of the first line
+        code_r, arg_r = Signal(ERROR_CODE_BITS, name="code_r"), Signal(64, name="arg_r")
+        code, arg = Signal(ERROR_CODE_BITS, name="code"), Signal(64, name="arg")
+        dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
         with m.If(self.decode):
-            m.d.sync += span.eq(Mux(lines == 0, 0, (lines - 1) * stride))
-        dram_end = Signal(51)
-        m.d.comb += dram_end.eq(dram + span + elems)
+            m.d.sync += [span.eq(Mux(lines == 0, 0, (lines - 1) * stride)),
+                         room.eq(self.dram_bytes - dram - elems), first.eq(dram + elems - 1),
+                         code_r.eq(code), arg_r.eq(arg), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
+        dram_bad = Signal()
+        m.d.comb += dram_bad.eq(dram_on & (room[-1] | (span > room.as_unsigned()[:34])))
+        m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
+                     self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
+                     self.arg.eq(Mux(code_r != 0, arg_r, Mux(dram_bad, first + span, 0)))]
         loadq_end = Signal(34)
         m.d.comb += loadq_end.eq(field(ins, Opcode.LOADQ, "dram") + cfg.loadq_bytes)
         is_w = Signal()
         m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
-        dram_bad = Signal()
-        m.d.comb += dram_bad.eq((lines != 0) & (elems != 0) & (dram_end > self.dram_bytes))
 
-        def fail(code, arg=0):
-            m.d.comb += [self.error.eq(code), self.arg.eq(arg)]
+        def fail(c, a=0):
+            m.d.comb += [code.eq(c), arg.eq(a)]
+
+        def then_dram():
+            # The DRAM range, tested the cycle after (dram_bad) when no test before it failed.
+            m.d.comb += uses_dram.eq(1)
 
         with m.Switch(self.op):
             with m.Case(L):
@@ -97,8 +119,8 @@ class InstrChecker(wiring.Component):
                     fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A), spad + lines - 1)
                 with m.Elif(offset + elems > Mux(is_w, cfg.cols, cfg.rows)):
                     fail(ERR_LINE)
-                with m.Elif(dram_bad):
-                    fail(ERR_DRAM, dram_end - 1)
+                with m.Else():
+                    then_dram()
             with m.Case(Opcode.LOADQ):
                 with m.If(loadq_end > self.dram_bytes):
                     fail(ERR_DRAM, loadq_end - 1)
@@ -118,8 +140,8 @@ class InstrChecker(wiring.Component):
                     fail(ERR_BITS)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
-                with m.Elif(dram_bad):
-                    fail(ERR_DRAM, dram_end - 1)
+                with m.Else():
+                    then_dram()
             with m.Case(Opcode.DIV):
                 acc, divisor = field(ins, Opcode.DIV, "acc"), field(ins, Opcode.DIV, "divisor")
                 with m.If(~divisor[0]):
@@ -136,6 +158,6 @@ class InstrChecker(wiring.Component):
                     fail(ERR_ACC, acc + lines - 1)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
-                with m.Elif(dram_bad):
-                    fail(ERR_DRAM, dram_end - 1)
+                with m.Else():
+                    then_dram()
         return m

@@ -178,6 +178,10 @@ class Controller(wiring.Component):
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
+        # The checker's error, registered for ERR_WAIT (always at least a cycle after CHECK; the checker's
+        # inputs hold meanwhile), so no cycle runs from its tests into the error status.
+        s.chk_error, s.chk_arg = Signal(ERROR_CODE_BITS), Signal(64)
+        m.d.sync += [s.chk_error.eq(chk.error), s.chk_arg.eq(chk.arg)]
         L = Opcode.LOAD
         s.f = {n: field(s.ins, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
                                                 "dram", "stride")}
@@ -187,6 +191,10 @@ class Controller(wiring.Component):
         self._datapath(m, s)
         fsm = self._fsm(m, s)
         self._unit_events(m, s, fsm)
+        # The state's signals by their field names in the netlist (timing reports name registers by them).
+        for name, sig in vars(s).items():
+            if isinstance(sig, Signal) and sig.name.startswith("$"):
+                sig.name = name
         return m
 
     def _queue_slot(self, m, s):
@@ -240,7 +248,7 @@ class Controller(wiring.Component):
         # the cycle before. A range only shrinks or goes while the instruction waits (no MATMUL is queued
         # meanwhile), so a test a cycle old may hold an instruction a cycle longer, never let it go early.
         assert INTERLOCK_REGISTER == 1
-        conflict_r, pending_r = Signal(), Signal()
+        conflict_r, pending_r = Signal(name="conflict_r"), Signal(name="pending_r")
         m.d.sync += [conflict_r.eq(conflict), pending_r.eq(pending)]
         with m.Switch(s.chk.op):
             with m.Case(Opcode.LOAD):
@@ -408,7 +416,7 @@ class Controller(wiring.Component):
                     m.next = "CHECK"
                 check_overflow()
             with m.State("CHECK"):
-                with m.If(chk.error != 0):
+                with m.If(chk.fail):
                     fail("check")
                 with m.Elif(s.blocked):
                     m.next = "HOLD"
@@ -541,8 +549,9 @@ class Controller(wiring.Component):
 
     def _pending_error(self, m, s):
         """ERR_WAIT's (code, arg, index) of the error ``pend`` names: from registers that hold still while
-        it waits (the instruction register and the checker's outputs from it, pc, the LOADQ's bad lane)."""
-        code, arg, index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
+        it waits (the checker's error registered in CHECK, the instruction register, pc, the LOADQ's bad lane)."""
+        code = Signal(ERROR_CODE_BITS, name="pend_code")
+        arg, index = Signal(ERROR_ARG_BITS, name="pend_arg"), Signal(PC_BITS, name="pend_index")
         chk = s.chk
         m.d.comb += index.eq(s.pc)
         with m.Switch(s.pend):
@@ -551,7 +560,7 @@ class Controller(wiring.Component):
             with m.Case(_PENDING.index("bad_opcode")):
                 m.d.comb += [code.eq(ERR_BAD_OPCODE), arg.eq(chk.op)]
             with m.Case(_PENDING.index("check")):
-                m.d.comb += [code.eq(chk.error), arg.eq(chk.arg)]
+                m.d.comb += [code.eq(s.chk_error), arg.eq(s.chk_arg)]
             with m.Case(_PENDING.index("value")):
                 m.d.comb += code.eq(ERR_VALUE)
             with m.Case(_PENDING.index("shift")):

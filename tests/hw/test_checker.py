@@ -86,6 +86,8 @@ def _checker_results(words):
             ctx.set(dut.decode, 1)
             await ctx.tick()
             ctx.set(dut.decode, 0)
+            # `fail` (what the controller's CHECK reads) is error != 0, formed apart from it
+            assert ctx.get(dut.fail) == int(ctx.get(dut.error) != 0)
             out.append((ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error), ctx.get(dut.arg)))
 
     sim = Simulator(dut)
