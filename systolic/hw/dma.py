@@ -219,18 +219,22 @@ class Dma(wiring.Component):
             # Words of a run of n >= 1 bytes at a, minus 1: from the low address bits only (no wide add).
             return (a[:lg] + n - 1) >> lg if lg else n - 1
 
-        with m.If(take & cmd.write):
+        # While the scatter engine is idle or finishing (it can take a command then), its registers follow the
+        # command inputs, so a taken scatter finds them loaded and the take (which the controller's decisions
+        # drive) sets only w_busy, not the clock enables of the run's registers.
+        with m.If(~w_busy | w_fin):
             m.d.sync += [
-                w_busy.eq(cmd.n != 0),
                 w_word.eq(aligned(cmd.addr)),
                 w_left.eq(words_after_first(cmd.addr, cmd.n) + 1),
                 w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
                 w_lo.eq(cmd.off), w_hi.eq(cmd.off + cmd.n),
             ]
-        with m.Elif(w_busy & accept):
+        with m.Elif(accept):
             m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1)]
-            with m.If(w_left == 1):
-                m.d.sync += w_busy.eq(0)
+        with m.If(take & cmd.write):
+            m.d.sync += w_busy.eq(cmd.n != 0)
+        with m.Elif(w_fin):
+            m.d.sync += w_busy.eq(0)
 
         # Gather request side: words of line after line, metadata into `meta`.
         next_laddr = Signal(34)
