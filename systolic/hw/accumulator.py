@@ -214,17 +214,9 @@ class AccumulatorBuffer(wiring.Component):
         m.d.sync += [s1["valid"].eq(s0_valid), s1["addr"].eq(s0_addr), s1["vec"].eq(s0_vec), s1["op"].eq(s0_op)]
         for c in range(C):
             p, shift = s0_p[c], s0_shift[c]
-            # same[j]: bits j .. P-1 of p all equal its sign; p << s fits NW bits iff same[NW-1-s]
-            # (always when NW - s > P; only p == 0 when s >= NW).
-            same = [Const(1, 1)] * (P + 1)
-            for j in reversed(range(P)):
-                sj = Signal(name=f"same{c}_{j}")
-                m.d.comb += sj.eq(same[j + 1] & (p[j] == p[P - 1]))
-                same[j] = sj
-            fits = [Const(1, 1) if NW - 1 - sh >= P else same[NW - 1 - sh] if NW - 1 - sh >= 0 else p == 0
-                    for sh in range(1 << SHIFT_BITS)]
-            m.d.sync += [s1["val"][c].eq((p << shift)[:NW].as_signed()), s1["huge"][c].eq(~Array(fits)[shift]),
-                         s1["neg"][c].eq(p[P - 1]), s1["keep"][c].eq(s0_keep[c])]
+            m.d.sync += [s1["val"][c].eq((p << shift)[:NW].as_signed()),
+                         s1["huge"][c].eq(~_shift_fits(m, p, shift, NW, f"{c}_")),
+                         s1["neg"][c].eq(p[-1]), s1["keep"][c].eq(s0_keep[c])]
 
         # Stage 1 -> 2: the old line into a register, the stage's fields along; which in-flight write the old
         # line must come from instead (decided here, from registered addresses, so stage 2 only selects).
@@ -299,3 +291,18 @@ class AccumulatorBuffer(wiring.Component):
             self.overflow.eq(s3_valid & Cat(*s3_ovf).any()),
         ]
         return m
+
+
+def _shift_fits(m, p, shift, nw, prefix):
+    """Whether ``p << shift`` fits ``nw`` signed bits: bits ``nw - 1 - shift`` .. top of *p* all equal its sign."""
+    P = len(p)
+    # same[j]: bits j .. P-1 of p all equal its sign; p << s fits nw bits iff same[nw-1-s]
+    # (always when nw - s > P; only p == 0 when s >= nw).
+    same = [Const(1, 1)] * (P + 1)
+    for j in reversed(range(P)):
+        sj = Signal(name=f"same{prefix}{j}")
+        m.d.comb += sj.eq(same[j + 1] & (p[j] == p[P - 1]))
+        same[j] = sj
+    fits = [Const(1, 1) if nw - 1 - sh >= P else same[nw - 1 - sh] if nw - 1 - sh >= 0 else p == 0
+            for sh in range(1 << len(shift))]
+    return Array(fits)[shift]
