@@ -30,7 +30,9 @@ def field(ins, op: Opcode, name: str):
 class InstrChecker(wiring.Component):
     """Decodes ``ins`` and finds the first error it would cause, in the order of docs/isa.md (the executor's).
 
-    ``op`` is the opcode, ``bad_opcode`` says it is none of the ISA's. In the
+    ``load`` says ``ins_next`` is the instruction ``ins`` holds from the next
+    cycle on (``lines - 1`` is registered then). ``op`` is the opcode,
+    ``bad_opcode`` says it is none of the ISA's. In the
     cycle after ``decode`` (the tests are formed and registered in the decode
     cycle, with the DRAM span of a 2-D transfer, ``(lines - 1) * stride``, a
     registered multiply) ``error`` is 0 or the code of
@@ -50,6 +52,8 @@ class InstrChecker(wiring.Component):
     Members
     -------
     ins : In(128)
+    load : In(1)
+    ins_next : In(128)
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
@@ -63,7 +67,7 @@ class InstrChecker(wiring.Component):
     def __init__(self, *, config: AcceleratorConfig):
         self.config = require_system_config(config, self)
         super().__init__({
-            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
+            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32), "load": In(1), "ins_next": In(INSTR_BITS),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
             "fail": Out(1),
         })
@@ -81,61 +85,76 @@ class InstrChecker(wiring.Component):
         assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
         # Two cycles. In the decode cycle every test but the DRAM range of a 2-D transfer is formed from the
-        # instruction and registered (the first failing one's code and argument), with the transfer's span
-        # (lines - 1) * stride (a registered multiply) and the room the window leaves after dram + elems. In
-        # the cycle after, the DRAM test is one compare of registers (span > room), the last test of the
-        # instructions that have it; `fail` is an OR of two registers and that compare.
+        # instruction and the first failing one's code registered, with the transfer's span (lines - 1) *
+        # stride (a registered multiply) and the room the window leaves after dram + elems. In the cycle after,
+        # the DRAM test is one compare of registers (span > room), the last test of the instructions that have
+        # it; `fail` is an OR of two registers and that compare; the argument is chosen by the registered code
+        # (the instruction register holds still), so no cycle runs from a compare into the argument.
         span = Signal(50)       # (lines - 1) * stride
         room = Signal(signed(35))   # dram_bytes - (dram + elems): the transfer fits iff span <= room
         first = Signal(33)          # dram + elems - 1: the last byte of the first line
-        code_r, arg_r = Signal(ERROR_CODE_BITS, name="code_r"), Signal(64, name="arg_r")
-        code, arg = Signal(ERROR_CODE_BITS, name="code"), Signal(64, name="arg")
+        code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
+        # lines - 1 (0 for no lines) is registered as the instruction is loaded, so the multiply starts from
+        # registers.
+        lines_m1 = Signal(len(lines), name="lines_m1")
+        nxt = field(self.ins_next, L, "lines")
+        with m.If(self.load):
+            m.d.sync += lines_m1.eq(Mux(nxt == 0, 0, nxt - 1))
         with m.If(self.decode):
-            m.d.sync += [span.eq(Mux(lines == 0, 0, (lines - 1) * stride)),
+            m.d.sync += [span.eq(lines_m1 * stride),
                          room.eq(self.dram_bytes - dram - elems), first.eq(dram + elems - 1),
-                         code_r.eq(code), arg_r.eq(arg), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
+                         code_r.eq(code), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
         dram_bad = Signal()
         m.d.comb += dram_bad.eq(dram_on & (room[-1] | (span > room.as_unsigned()[:34])))
+        arg = self._argument(m, code_r)
         m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
                      self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
-                     self.arg.eq(Mux(code_r != 0, arg_r, Mux(dram_bad, first + span, 0)))]
+                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, first + span, 0)))]
+        self._tests(m, code, uses_dram)
+        return m
+
+    def _tests(self, m, code, uses_dram):
+        """Drive *code* with the first failing test's error code (0: none) in docs/isa.md's order, and
+        *uses_dram* when the DRAM range, the last test, is to be made the cycle after."""
+        cfg, ins = self.config, self.ins
+        L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
+        lines, elems = field(ins, L, "lines"), field(ins, L, "elems")
         loadq_end = Signal(34)
         m.d.comb += loadq_end.eq(field(ins, Opcode.LOADQ, "dram") + cfg.loadq_bytes)
         is_w = Signal()
         m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
 
-        def fail(c, a=0):
-            m.d.comb += [code.eq(c), arg.eq(a)]
+        def fail(c):
+            m.d.comb += code.eq(c)
 
         def then_dram():
-            # The DRAM range, tested the cycle after (dram_bad) when no test before it failed.
             m.d.comb += uses_dram.eq(1)
 
         with m.Switch(self.op):
             with m.Case(L):
                 spad, offset = field(ins, L, "spad"), field(ins, L, "offset")
                 with m.If(spad + lines > Mux(is_w, cfg.w_lines, cfg.a_lines)):
-                    fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A), spad + lines - 1)
+                    fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A))
                 with m.Elif(offset + elems > Mux(is_w, cfg.cols, cfg.rows)):
                     fail(ERR_LINE)
                 with m.Else():
                     then_dram()
             with m.Case(Opcode.LOADQ):
                 with m.If(loadq_end > self.dram_bytes):
-                    fail(ERR_DRAM, loadq_end - 1)
+                    fail(ERR_DRAM)
             with m.Case(M):
                 mm, a, w, acc = (field(ins, M, n) for n in ("m", "a", "w", "acc"))
                 with m.If(a + mm > cfg.a_lines):
-                    fail(ERR_SPAD_A, a + mm - 1)
+                    fail(ERR_SPAD_A)
                 with m.Elif(w + cfg.rows > cfg.w_lines):
-                    fail(ERR_SPAD_W, w + cfg.rows - 1)
+                    fail(ERR_SPAD_W)
                 with m.Elif(acc + mm > cfg.acc_lines):
-                    fail(ERR_ACC, acc + mm - 1)
+                    fail(ERR_ACC)
             with m.Case(S):
                 acc, bits = field(ins, S, "acc"), field(ins, S, "bits")
                 with m.If(acc + lines > cfg.acc_lines):
-                    fail(ERR_ACC, acc + lines - 1)
+                    fail(ERR_ACC)
                 with m.Elif((bits < 1) | (bits > cfg.out_bits)):
                     fail(ERR_BITS)
                 with m.Elif(elems > cfg.cols):
@@ -145,19 +164,52 @@ class InstrChecker(wiring.Component):
             with m.Case(Opcode.DIV):
                 acc, divisor = field(ins, Opcode.DIV, "acc"), field(ins, Opcode.DIV, "divisor")
                 with m.If(~divisor[0]):
-                    fail(ERR_DIVISOR, divisor)
+                    fail(ERR_DIVISOR)
                 with m.Elif(acc + lines > cfg.acc_lines):
-                    fail(ERR_ACC, acc + lines - 1)
+                    fail(ERR_ACC)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
             with m.Case(Opcode.VEC):
                 acc, op = field(ins, S, "acc"), field(ins, Opcode.VEC, "op")
                 with m.If(op > max(VecOp)):
-                    fail(ERR_VEC_OP, op)
+                    fail(ERR_VEC_OP)
                 with m.Elif(acc + lines > cfg.acc_lines):
-                    fail(ERR_ACC, acc + lines - 1)
+                    fail(ERR_ACC)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
                 with m.Else():
                     then_dram()
-        return m
+
+    def _argument(self, m, code):
+        """The offending value of error *code* of the instruction (docs/isa.md): the last line or byte past
+        the range, the divisor, the VEC op; 0 for the errors without one (and for the DRAM range of a 2-D
+        transfer, whose argument the caller forms)."""
+        cfg, ins = self.config, self.ins
+        L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
+        arg = Signal(64, name="arg")
+        lines = field(ins, L, "lines")
+        with m.Switch(self.op):
+            with m.Case(L):
+                with m.If((code == ERR_SPAD_A) | (code == ERR_SPAD_W)):
+                    m.d.comb += arg.eq(field(ins, L, "spad") + lines - 1)
+            with m.Case(Opcode.LOADQ):
+                m.d.comb += arg.eq(field(ins, Opcode.LOADQ, "dram") + (cfg.loadq_bytes - 1))
+            with m.Case(M):
+                mm = field(ins, M, "m")
+                with m.Switch(code):
+                    with m.Case(ERR_SPAD_A):
+                        m.d.comb += arg.eq(field(ins, M, "a") + mm - 1)
+                    with m.Case(ERR_SPAD_W):
+                        m.d.comb += arg.eq(field(ins, M, "w") + (cfg.rows - 1))
+                    with m.Case(ERR_ACC):
+                        m.d.comb += arg.eq(field(ins, M, "acc") + mm - 1)
+            with m.Case(S, Opcode.DIV, Opcode.VEC):
+                assert FIELDS[Opcode.DIV]["acc"] == FIELDS[S]["acc"]
+                with m.Switch(code):
+                    with m.Case(ERR_ACC):
+                        m.d.comb += arg.eq(field(ins, S, "acc") + lines - 1)
+                    with m.Case(ERR_DIVISOR):
+                        m.d.comb += arg.eq(field(ins, Opcode.DIV, "divisor"))
+                    with m.Case(ERR_VEC_OP):
+                        m.d.comb += arg.eq(field(ins, Opcode.VEC, "op"))
+        return arg

@@ -82,6 +82,10 @@ def _checker_results(words):
     async def bench(ctx):
         ctx.set(dut.dram_bytes, DRAM)
         for w in words:
+            ctx.set(dut.ins_next, w)          # loaded (FETCH_WAIT), then decoded
+            ctx.set(dut.load, 1)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
             ctx.set(dut.ins, w)
             ctx.set(dut.decode, 1)
             await ctx.tick()
