@@ -177,7 +177,8 @@ class Controller(wiring.Component):
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
-        m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes)]
+        m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes),
+                     chk.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
         # The checker's error, registered for ERR_WAIT (always at least a cycle after CHECK; the checker's
         # inputs hold meanwhile), so no cycle runs from its tests into the error status.
         s.chk_error, s.chk_arg = Signal(ERROR_CODE_BITS), Signal(64)
@@ -403,7 +404,8 @@ class Controller(wiring.Component):
                 check_overflow()
             with m.State("FETCH_WAIT"):
                 with m.If(dma.line_valid):
-                    m.d.sync += s.ins.eq(Cat(*(dma.line[b] for b in range(INSTR_BYTES))))
+                    m.d.sync += s.ins.eq(chk.ins_next)
+                    m.d.comb += chk.load.eq(1)
                     m.d.comb += self.events.fetch_bytes.eq(INSTR_BYTES)
                     m.next = "DECODE"
                 check_overflow()

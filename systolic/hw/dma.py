@@ -170,6 +170,7 @@ class Dma(wiring.Component):
         r_cur = Signal(signed(cw))
         r_n = Signal.like(cmd.n)
         r_off = Signal.like(cmd.off)
+        r_hi = Signal(len(cmd.off) + 1)     # r_off + r_n
         r_stride = Signal(32)
         inflight = Signal(range(MAX_READS + 1))
         m.submodules.meta = meta = SyncFIFO(width=cw + 1, depth=MAX_READS)
@@ -245,6 +246,7 @@ class Dma(wiring.Component):
         with m.If(~r_act & (inflight == 0)):
             m.d.sync += [
                 r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
+                r_hi.eq(cmd.off + cmd.n),
                 r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)),
                 r_wleft.eq(words_after_first(cmd.addr, cmd.n)),
                 r_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
@@ -267,13 +269,13 @@ class Dma(wiring.Component):
                 m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb), r_wleft.eq(r_wleft - 1)]
         m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
 
-        self._gather_response(m, meta, r_accept, r_cur, end_line, r_off, r_n, cw)
+        self._gather_response(m, meta, r_accept, r_cur, end_line, r_off, r_hi, cw)
         return m
 
-    def _gather_response(self, m, meta, r_accept, r_cur, end_line, r_off, r_n, cw):
+    def _gather_response(self, m, meta, r_accept, r_cur, end_line, r_off, r_hi, cw):
         """The gather's response side: each answered word's bytes into ``line`` and ``buf``. *meta* holds the
         ``(cur, last word of a line)`` of the reads in flight; *r_accept*, *r_cur*, *end_line* are the request
-        side's accepted request this cycle and its entry; ``[r_off, r_off + r_n)`` the gather's run."""
+        side's accepted request this cycle and its entry; ``[r_off, r_hi)`` the gather's run."""
         bb = self.bus_bytes
         lg = (bb - 1).bit_length()
         # Gather response side: byte lane j of a word goes to buffer position j + cur (its request's `cur`).
@@ -298,16 +300,20 @@ class Dma(wiring.Component):
             meta.r_en.eq(refill),
             self.cmd.line_valid.eq(self.bus.resp_valid & h_end),
         ]
-        nxt_cur = Signal(signed(cw))
-        m.d.comb += nxt_cur.eq(Mux(meta.r_rdy, meta.r_data[:cw], r_cur))
-        lo, hi = r_off, r_off + r_n          # the current gather's run (set when it is taken)
+        lo, hi = r_off, r_hi                # the current gather's run (registered when it is taken)
+        # Each position is decoded for both candidate entries (the FIFO's head and the request accepted now),
+        # and the FIFO's readiness only chooses between the two at the end.
         with m.If(refill):
             m.d.sync += [h_valid.eq(meta.r_rdy | r_accept), h_end.eq(Mux(meta.r_rdy, meta.r_data[cw], end_line))]
             for p in range(self.buf_bytes):
-                rel = Signal(signed(cw), name=f"rel{p}")
-                m.d.comb += rel.eq(p - nxt_cur)
-                m.d.sync += [h_hit[p].eq((rel >= 0) & (rel < bb) & (p >= lo) & (p < hi)),
-                             h_sel[p].eq(rel.as_unsigned()[:lsel])]
+                dec = []
+                for k, cur in enumerate((meta.r_data[:cw].as_signed(), r_cur)):
+                    rel = Signal(signed(cw), name=f"rel{p}_{k}")
+                    m.d.comb += rel.eq(p - cur)
+                    dec.append(((rel >= 0) & (rel < bb), rel.as_unsigned()[:lsel]))
+                inside = (p >= lo) & (p < hi)
+                m.d.sync += [h_hit[p].eq(Mux(meta.r_rdy, dec[0][0], dec[1][0]) & inside),
+                             h_sel[p].eq(Mux(meta.r_rdy, dec[0][1], dec[1][1]))]
         lanes = Array(self.bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
         for p in range(self.buf_bytes):
             hit = Signal(name=f"hit{p}")
