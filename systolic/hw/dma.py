@@ -170,7 +170,7 @@ class Dma(wiring.Component):
         r_cur = Signal(signed(cw))
         r_n = Signal.like(cmd.n)
         r_off = Signal.like(cmd.off)
-        r_hi = Signal(len(cmd.off) + 1)     # r_off + r_n
+        r_hi = Signal(len(cmd.off) + 1)     # r_off + r_n: the gather's run end
         r_stride = Signal(32)
         inflight = Signal(range(MAX_READS + 1))
         m.submodules.meta = meta = SyncFIFO(width=cw + 1, depth=MAX_READS)
@@ -220,6 +220,9 @@ class Dma(wiring.Component):
             # Words of a run of n >= 1 bytes at a, minus 1: from the low address bits only (no wide add).
             return (a[:lg] + n - 1) >> lg if lg else n - 1
 
+        cmd_end = Signal(len(cmd.off) + 1)  # the end of the command's run [off, off + n), for both engines
+        m.d.comb += cmd_end.eq(cmd.off + cmd.n)
+
         # While the scatter engine is idle or finishing (it can take a command then), its registers follow the
         # command inputs, so a taken scatter finds them loaded and the take (which the controller's decisions
         # drive) sets only w_busy, not the clock enables of the run's registers.
@@ -228,7 +231,7 @@ class Dma(wiring.Component):
                 w_word.eq(aligned(cmd.addr)),
                 w_left.eq(words_after_first(cmd.addr, cmd.n) + 1),
                 w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
-                w_lo.eq(cmd.off), w_hi.eq(cmd.off + cmd.n),
+                w_lo.eq(cmd.off), w_hi.eq(cmd_end),
             ]
         with m.Elif(accept):
             m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1)]
@@ -246,7 +249,7 @@ class Dma(wiring.Component):
         with m.If(~r_act & (inflight == 0)):
             m.d.sync += [
                 r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
-                r_hi.eq(cmd.off + cmd.n),
+                r_hi.eq(cmd_end),
                 r_stride.eq(cmd.stride), r_word.eq(aligned(cmd.addr)),
                 r_wleft.eq(words_after_first(cmd.addr, cmd.n)),
                 r_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
