@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["design_cells", "module_cells", "cell_resources", "instance_counts", "nextpnr_utilization",
-           "nextpnr_fmax", "critical_path", "hierarchy_of", "register_of"]
+           "nextpnr_fmax", "critical_path", "hierarchy_of", "register_of", "short_name"]
 
 # Cell types -> resource kind (Yosys names after synth_ecp5 / synth_ice40). A carry
 # cell of ECP5 (CCU2C) holds two LUT4s, so it counts as two LUTs.
@@ -164,10 +164,10 @@ def critical_path(report: dict) -> dict | None:
         if not through or through[-1] != h:
             through.append(h)
     start, end = (cells[0], cells[-1]) if cells else ("?", "?")
-    summary = (f"{_short(register_of(start))} -> {_short(register_of(end))}, {total:.2f} ns "
+    summary = (f"{short_name(register_of(start))} -> {short_name(register_of(end))}, {total:.2f} ns "
                f"({total - routing:.2f} logic + {routing:.2f} routing; {levels} cell levels, {carry} carry hops)")
     # Cells Yosys created without a hierarchical name show as "(top)": not a place, leave them out.
-    via = [_short(h) for h in through[1:-1] if h != "(top)"]
+    via = [short_name(h) for h in through[1:-1] if h != "(top)"]
     if via:
         summary += " via " + " -> ".join(via)
     return {"from": start, "to": end, "clock": p.get("from", ""), "delay_ns": round(total, 3),
@@ -175,7 +175,7 @@ def critical_path(report: dict) -> dict | None:
             "carry_hops": carry, "through": through, "summary": summary}
 
 
-def _short(path: str) -> str:
+def short_name(path: str) -> str:
     """Drop the wrapper's instance name (``accel.``, ``dut.``) for the summary."""
     for pre in ("accel.", "dut."):
         if path.startswith(pre):

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..arch.config import load_config
-from . import reports
+from . import reports, sta
 from .wrappers import TOPS, top_module_name
 
 __all__ = ["synth", "SynthResult", "ToolError", "TARGETS", "DEFAULT_DEVICES", "PLACERS", "DEFAULT_PLACERS",
@@ -49,6 +49,8 @@ MAX_FREQ_MHZ = 2000.0
 MAX_TIMEOUT_S = 86400.0
 #: Extra nextpnr arguments (router2 copes with the system's congested last nets far faster than router1).
 _NEXTPNR_EXTRA = ("--router", "router2")
+#: The routed design's delays nextpnr writes into the run's folder (read by :mod:`.sta`).
+SDF_FILE = "routed.sdf"
 #: nextpnr placers :func:`synth` offers.
 PLACERS = ("static", "heap")
 #: The placer per target when none is given. ECP5: nextpnr's electrostatic placer ``static``; after the
@@ -105,6 +107,8 @@ class SynthResult:
     fmax_mhz: float | None = None
     timing_met: bool | None = None
     critical_path: dict | None = None
+    #: The worst register-to-register path ending in each unit (:func:`.sta.unit_paths`), worst first.
+    unit_paths: list = field(default_factory=list)
     per_module: dict = field(default_factory=dict)
     yosys_counts: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
@@ -150,6 +154,11 @@ class SynthResult:
             lines.append("  Fmax   - (synthesis only, not placed and routed)")
         if self.critical_path:
             lines.append(f"  critical path: {self.critical_path.get('summary', '')}")
+        if self.unit_paths:
+            lines.append("  worst path into each unit (ns, MHz, from -> to):")
+            for p in self.unit_paths:
+                lines.append(f"    {reports.short_name(p['unit']):<28} {p['delay_ns']:6.2f} {p['fmax_mhz']:7.1f}  "
+                             f"{reports.short_name(p['from'])} -> {reports.short_name(p['to'])}")
         for kind in ("pe", "lane"):
             g = self.per_module.get(kind)
             if g:
@@ -299,15 +308,16 @@ def parse_device(target: str, device: str | None) -> dict:
 
 
 def nextpnr_args(target: str, dev: dict, *, netlist: str, freq_mhz: float, seed: int, report: str,
-                 log: str, placer: str | None = None) -> list:
+                 log: str, placer: str | None = None, sdf: str | None = None) -> list:
     """Arguments of a nextpnr run of *netlist* on device *dev* (:func:`parse_device`): clock constraint,
-    placer (default :data:`DEFAULT_PLACERS` of *target*) and its seed, the JSON report with detailed timing, a
-    missed constraint not an error, pins unconstrained, router2, the log file."""
+    placer (default :data:`DEFAULT_PLACERS` of *target*) and its seed, the JSON report with detailed timing,
+    the routed design's delays as SDF (*sdf*, for :mod:`.sta`), a missed constraint not an error, pins
+    unconstrained, router2, the log file."""
     allow = "--lpf-allow-unconstrained" if target == "ecp5" else "--pcf-allow-unconstrained"
     placer = DEFAULT_PLACERS[target] if placer is None else placer
     return ["--json", netlist, *dev["args"], "--freq", f"{freq_mhz:g}", "--placer", placer, "--seed", str(seed),
-            "--report", report, "--detailed-timing-report", "--timing-allow-fail", allow, *_NEXTPNR_EXTRA,
-            "--log", log, "-q"]
+            "--report", report, "--detailed-timing-report", *(["--sdf", sdf] if sdf else []),
+            "--timing-allow-fail", allow, *_NEXTPNR_EXTRA, "--log", log, "-q"]
 
 
 def _synth_cmd(target: str, dev: dict, top: str) -> str:
@@ -405,6 +415,8 @@ def collect(config, *, target: str, device: str | None = None, top: str = "syste
         result.fmax_mhz = fmax
         result.timing_met = None if fmax is None else fmax >= freq_mhz
         result.critical_path = reports.critical_path(rep)
+        if (out / SDF_FILE).exists():
+            result.unit_paths = sta.unit_paths(sta.parse_sdf((out / SDF_FILE).read_text()))
         result.routed = True
     return result
 
@@ -481,6 +493,7 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
     products = ["stat.json", "netlist.json", *(f"stat_{k}.json" for k in units)]
     keyfile = out / "yosys.key"
     (out / "report.json").unlink(missing_ok=True)
+    (out / SDF_FILE).unlink(missing_ok=True)
     if keyfile.exists() and keyfile.read_text() == key and all((out / f).exists() for f in products):
         say(f"{yosys}: inputs unchanged, reusing its netlist")
         secs["yosys"] = 0.0
@@ -495,7 +508,7 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
     if pnr:
         say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz, placer {placer}, seed {seed})")
         args = nextpnr_args(target, dev, netlist="netlist.json", freq_mhz=freq_mhz, seed=seed,
-                            report="report.json", log="nextpnr.log", placer=placer)
+                            report="report.json", log="nextpnr.log", placer=placer, sdf=SDF_FILE)
         secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
     result = collect(config, target=target, device=device, top=top, out_dir=out, freq_mhz=freq_mhz, routed=pnr)
     result.seconds = {k: round(v, 1) for k, v in secs.items()}

@@ -32,10 +32,13 @@ def test_ice40_array_1x1(ice40_run):
     assert r.fmax_mhz and r.fmax_mhz > 5
     assert r.timing_met == (r.fmax_mhz >= 100)
     assert r.critical_path["delay_ns"] > 0 and " -> " in r.critical_path["summary"]
+    # The static timing from nextpnr's SDF finds nextpnr's own worst register-to-register path.
+    assert r.unit_paths and r.unit_paths[0]["delay_ns"] == pytest.approx(1000 / r.fmax_mhz, rel=2e-3)
+    assert r.unit_paths == sorted(r.unit_paths, key=lambda p: -p["delay_ns"])
     saved = json.loads((out / "result.json").read_text())
     assert SynthResult.from_dict(saved) == r
     text = r.to_text()
-    assert "LUTs" in text and "Fmax" in text and "per pe" in text
+    assert "LUTs" in text and "Fmax" in text and "per pe" in text and "worst path into each unit" in text
 
 
 def test_bad_package_quotes_nextpnr(ice40_run, tmp_path):
@@ -131,6 +134,15 @@ def test_nextpnr_args_placer():
     assert placer_and_seed("ecp5") == ("static", ["--seed", "7"])
     assert placer_and_seed("ice40") == ("heap", ["--seed", "7"])
     assert placer_and_seed("ecp5", placer="heap") == ("heap", ["--seed", "7"])
+
+
+def test_nextpnr_args_sdf():
+    """The routed delays are written only when asked for, to the file named."""
+    dev = parse_device("ecp5", None)
+    base = dict(netlist="n.json", freq_mhz=100, seed=1, report="r.json", log="l.txt")
+    assert "--sdf" not in nextpnr_args("ecp5", dev, **base)
+    args = nextpnr_args("ecp5", dev, sdf="d.sdf", **base)
+    assert args[args.index("--sdf") + 1] == "d.sdf"
 
 
 @pytest.mark.slow
