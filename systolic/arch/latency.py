@@ -26,15 +26,21 @@ __all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_I
            "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
-#: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES, so the route into and out of
+#: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES. The first is the PE's operand
+#: register (the activation's, and the active weight, which takes the shadow with the swap flag), so the
+#: multiplier reads flip-flops and no select; the second holds the product, so the route into and out of
 #: the multiplier and the add are in different cycles. Every PE of a column lags alike, so the array's
 #: latency grows by this much, once.
-PRODUCT_STAGES = 1
+PRODUCT_STAGES = 2
 #: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
 #: read port: the line addressed in cycle t is on the port in cycle t + 1.
 SCRATCHPAD_READ = 1
-#: The accumulator buffer's STORE read port: the line addressed in cycle t is on the port in cycle t + 1.
-ACC_READ = 1
+#: The accumulator buffer's STORE / DIV read port: the line addressed in cycle t (as the memory holds it then)
+#: is on the port in cycle t + ACC_READ: the memory's synchronous read, then a register after it
+#: (``hw.accumulator.AccumulatorBuffer``), so the block RAM's slow clock-to-output drives only wires into a
+#: register, not the requantizer's add or the divider's. (The STORE pipeline reads its first line in its
+#: start cycle, so a STORE takes no longer for it.)
+ACC_READ = 2
 #: The accumulator buffer writes an update, and flags its overflow, this many cycles after it is presented:
 #: the update is registered (with a copy of its shift per lane), the old line is read, registered, combined
 #: with the update, and the result written from a register (``hw.accumulator.AccumulatorBuffer``; no cycle

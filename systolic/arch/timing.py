@@ -512,7 +512,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 elems = a["elems"]
                 writes = nwords(a["dram"], a["stride"], elems, lines)
                 # max(1, w * (1 + d)) per line: w * (1 + d) when elems > 0 (w >= 1), else 1.
-                c0 = s0 + store_pipeline
+                c0 = x + STORE_START + store_pipeline    # line 0 is read in the start cycle
                 end = c0 + (writes * q if elems > 0 else lines)
                 st_u = writes * d
                 store_s += st_u

@@ -117,8 +117,11 @@ class AccumulatorBuffer(wiring.Component):
     update per cycle, to any lines: an update reads the old line from the
     updates still in flight (forwarding) where the memory has not got them
     yet, so back-to-back updates of one line accumulate. ``rd`` is an
-    independent read port (:data:`~systolic.arch.latency.ACC_READ` = 1
-    cycle).
+    independent read port (:data:`~systolic.arch.latency.ACC_READ` = 2
+    cycles: the memory's synchronous read, then a register): its line is the
+    one in the memory in the cycle it was addressed. It reads in every cycle
+    (``rd.en`` only counts reads): a line is on ``rd.data`` in the one cycle
+    ACC_READ after its address.
 
     Members
     -------
@@ -147,6 +150,20 @@ class AccumulatorBuffer(wiring.Component):
             "overflow": Out(1), "ev_read": Out(1), "ev_write": Out(1), "ev_vec_write": Out(1),
         })
 
+    def _read_port(self, m, mem):
+        """``rd``: the memory's read port, its line ACC_READ cycles after its address (a register after the
+        block RAM for each cycle beyond the memory's own)."""
+        st_rd = mem.read_port()
+        rd_data = st_rd.data.as_value()
+        for k in range(ACC_READ - 1):
+            q = Signal.like(rd_data, name=f"rd_q{k}")
+            m.d.sync += q.eq(rd_data)
+            rd_data = q
+        # The port reads in every cycle: its readers take a line exactly ACC_READ after addressing it, so
+        # nothing needs it to hold, and the block RAM's output needs no enable (Yosys would add flip-flops with
+        # ``rd.en`` as their enable beside each block RAM).
+        m.d.comb += [st_rd.addr.eq(self.rd.addr), st_rd.en.eq(1), self.rd.data.as_value().eq(rd_data)]
+
     def elaborate(self, platform):
         m = Module()
         C, A = self.cols, self.acc_bits
@@ -155,8 +172,7 @@ class AccumulatorBuffer(wiring.Component):
         m.submodules.mem = mem = Memory(shape=lay, depth=memory_depth(self.lines), init=[])
         wr = mem.write_port()
         upd_rd = mem.read_port(transparent_for=())
-        st_rd = mem.read_port()
-        m.d.comb += [st_rd.addr.eq(self.rd.addr), st_rd.en.eq(self.rd.en), self.rd.data.eq(st_rd.data)]
+        self._read_port(m, mem)
 
         # Five stages, one update per cycle (ACC_UPDATE = 4 cycles from presenting an update to its write):
         #   in: the update (or the VEC line) is registered, with per-lane copies of its shift;

@@ -48,7 +48,8 @@ class SystolicArray(wiring.Component):
     Weight-stationary (``dataflow="ws"``): PE ``(k, n)`` holds ``W[k, n]``.
     Stream ``w`` takes ``rows`` transfers of weight rows ``W[0, :]`` ..
     ``W[rows-1, :]`` into the shadow registers; an ``i`` transfer with
-    ``swap=1`` (held back until the shadow is full) switches to them, and the
+    ``swap=1`` (held back until the shadow is full; a row is written into the
+    shadow registers the cycle after its transfer) switches to them, and the
     shadow may be refilled ``weight_refill`` = ``rows + cols`` cycles after the
     swap transfer (:attr:`systolic.arch.latency.Latencies.weight_refill`),
     while the array computes. Each ``i`` transfer ``(a[0:rows], psum[0:cols])`` yields
@@ -131,12 +132,22 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.w.ready.eq(~full & ~guard.any())
         wtake = Signal()
         m.d.comb += wtake.eq(self.w.valid & self.w.ready)
+        # A weight row reaches the shadow registers from registers, a cycle after its transfer: one write enable
+        # per PE row and the row's weights, so the transfer's handshake does not drive the clock enables of every
+        # shadow register. The swap that uses the row comes later still: it is taken at the earliest the cycle
+        # after the last row's transfer (`full`) and reaches PE row k k cycles later, so for rows >= 2 every
+        # shadow is written before a swap copies it. (rows == 1: the swap could copy the shadow in the very
+        # cycle it is written, so there the row goes in with its transfer.)
+        ld = [wtake & wsel[k] for k in range(R)]
+        wd = [self.w.payload.w[n] for n in range(C)]
+        if R > 1:
+            ld_r = [Signal(name=f"load{k}") for k in range(R)]
+            wd_r = [Signal.like(pes[0][n].load_data, name=f"load_data{n}") for n in range(C)]
+            m.d.sync += [a.eq(b) for a, b in zip(ld_r + wd_r, ld + wd)]
+            ld, wd = ld_r, wd_r
         for k in range(R):
             for n in range(C):
-                m.d.comb += [
-                    pes[k][n].load.eq(wtake & wsel[k]),
-                    pes[k][n].load_data.eq(self.w.payload.w[n]),
-                ]
+                m.d.comb += [pes[k][n].load.eq(ld[k]), pes[k][n].load_data.eq(wd[n])]
         with m.If(wtake):
             m.d.sync += wsel.eq(wsel.rotate_left(1))
             with m.If(wsel[R - 1]):

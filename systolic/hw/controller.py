@@ -10,16 +10,17 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_UPDATE, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
+from ..arch.latency import ACC_READ, ACC_UPDATE, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
 from .accumulator import AccVecSignature
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
-from .checker import INSTR_BITS, InstrChecker, field
+from .checker import INSTR_BITS, OPCODE_BITS, InstrChecker, field
 from .divider import LineDivider, div_result_bits
 from .dma import ADDR_BITS, DmaCommandSignature
 from .params import require_system_config
+from .pe import delay
 from .scratchpad import LineLoadSignature, LineReadSignature, memory_depth
 from .store import StoreControlSignature
 
@@ -171,11 +172,14 @@ class Controller(wiring.Component):
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
             pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: FETCH moves pc to it
             fa=Signal(ADDR_BITS), fa1=Signal(ADDR_BITS),    # pc's and pc1's fetch addresses, registered
+            fa_now=Signal(ADDR_BITS),                       # FETCH's address: fa1 after a step, else fa
             past=Signal(), past1=Signal(),                  # pc >= prog_len, pc1 >= prog_len, registered
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
             bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
-            chk=chk, div=div, k=Signal(range(max(self.config.acc_bits + 1, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
+            div_issue=Signal(),                             # a DIV line was read in the cycle before (a pulse)
+            chk=chk, div=div,
+            k=Signal(range(max(self.config.acc_bits + ACC_READ, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes),
                      chk.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
@@ -183,20 +187,38 @@ class Controller(wiring.Component):
         # inputs hold meanwhile), so no cycle runs from its tests into the error status.
         s.chk_error, s.chk_arg = Signal(ERROR_CODE_BITS), Signal(64)
         m.d.sync += [s.chk_error.eq(chk.error), s.chk_arg.eq(chk.arg)]
+        self._instruction_copies(m, s)
         L = Opcode.LOAD
-        s.f = {n: field(s.ins, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
-                                                "dram", "stride")}
-        s.is_w = s.f["target"] == 1
+        s.f = {n: field(s.ins_x, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
+                                                  "dram", "stride")}
         self._queue_slot(m, s)
         self._interlock(m, s)
         self._datapath(m, s)
         fsm = self._fsm(m, s)
+        self._dma_command(m, s, fsm)
         self._unit_events(m, s, fsm)
         # The state's signals by their field names in the netlist (timing reports name registers by them).
         for name, sig in vars(s).items():
             if isinstance(sig, Signal) and sig.name.startswith("$"):
                 sig.name = name
         return m
+
+    def _instruction_copies(self, m, s):
+        """Copies of the instruction register, one per group of readers, so that no bit of it drives the whole
+        chip: ``ins`` (the checker), ``ins_il`` (the interlock's tests; both loaded with the instruction, so
+        they hold it from DECODE on), ``ins_x`` (the states that execute it, the DMA's command, the MATMUL
+        queue slot, the VEC / DIV datapath) and ``ins_st`` (the STORE pipeline's command), which hold it from
+        CHECK on: every reader of these acts after CHECK. Each copy is built differently (reset or not,
+        loaded in FETCH_WAIT, in DECODE or every cycle), so synthesis keeps them apart instead of merging
+        equal flip-flops into one."""
+        s.ins_il = Signal(INSTR_BITS, name="ins_il", reset_less=True)
+        s.ins_x = Signal(INSTR_BITS, name="ins_x", reset_less=True)
+        s.ins_st = Signal(INSTR_BITS, name="ins_st", reset_less=True)
+        with m.If(s.chk.load):
+            m.d.sync += s.ins_il.eq(s.chk.ins_next)
+        m.d.sync += s.ins_x.eq(s.ins)
+        with m.If(s.chk.decode):
+            m.d.sync += s.ins_st.eq(s.ins)
 
     def _queue_slot(self, m, s):
         """The one-entry MATMUL queue: filled when a MATMUL executes, emptied when the array unit takes it."""
@@ -209,9 +231,9 @@ class Controller(wiring.Component):
         # enqueued with, and the enqueue (which the interlock decides) drives one flip-flop, not the whole
         # slot's clock enables.
         with m.If(~s.q_valid):
-            a, w, acc, mm = (field(s.ins, M, n) for n in ("a", "w", "acc", "m"))
-            m.d.sync += [q.a.eq(a), q.w.eq(w), q.acc.eq(acc), q.m.eq(mm), q.accum.eq(field(s.ins, M, "accumulate")),
-                         q.shift.eq(field(s.ins, M, "shift")), q.idx.eq(s.pc),
+            a, w, acc, mm = (field(s.ins_x, M, n) for n in ("a", "w", "acc", "m"))
+            m.d.sync += [q.a.eq(a), q.w.eq(w), q.acc.eq(acc), q.m.eq(mm), q.accum.eq(field(s.ins_x, M, "accumulate")),
+                         q.shift.eq(field(s.ins_x, M, "shift")), q.idx.eq(s.pc),
                          q.a_end.eq(a + mm), q.w_end.eq(w + self.config.rows), q.acc_end.eq(acc + mm)]
         with m.If(s.enqueue):
             m.d.sync += s.q_valid.eq(1)
@@ -224,12 +246,14 @@ class Controller(wiring.Component):
     def _interlock(self, m, s):
         """``blocked``: the decoded instruction must wait for the array unit (see the class docstring)."""
         R = self.config.rows
-        f = s.f
+        L = Opcode.LOAD
+        f = {n: field(s.ins_il, L, n) for n in ("target", "lines", "spad")}
+        is_w = f["target"] == 1
         # Range ends: the array unit's formed when the MATMUL was queued, so an overlap test has one adder
         # (the decoded instruction's end, from the instruction register) and two compares. (Registering that
         # end in DECODE too made Yosys 0.70 stop with an internal assertion in abc_ops reintegrate.)
         S = Opcode.STORE
-        st_acc, st_lines = field(s.ins, S, "acc"), field(s.ins, S, "lines")
+        st_acc, st_lines = field(s.ins_il, S, "acc"), field(s.ins_il, S, "lines")
         ld_end = Signal(max(len(f["spad"]), len(f["lines"])) + 1)
         st_end = Signal(max(len(st_acc), len(st_lines)) + 1)
         m.d.comb += [ld_end.eq(f["spad"] + f["lines"]), st_end.eq(st_acc + st_lines)]
@@ -239,7 +263,7 @@ class Controller(wiring.Component):
             return (n != 0) & (k != 0) & (x < y_end) & (y < x_end)
 
         readers = [(s.q_valid, s.q_valid, s.q)] + [(r.valid, r.w_valid, r) for r in self.readers]
-        conflict = Cat(*(Mux(s.is_w, w_valid & overlaps(f["spad"], f["lines"], ld_end, d.w, R, d.w_end),
+        conflict = Cat(*(Mux(is_w, w_valid & overlaps(f["spad"], f["lines"], ld_end, d.w, R, d.w_end),
                              valid & overlaps(f["spad"], f["lines"], ld_end, d.a, d.m, d.a_end))
                          for valid, w_valid, d in readers)).any()
         writers = [(s.q_valid, s.q)] + [(w.valid, w) for w in self.writers]
@@ -273,20 +297,28 @@ class Controller(wiring.Component):
         s.bad_value = self.load_a.bad | self.load_w.bad
         with m.If(s.write_line):
             m.d.comb += self.events.dram_bytes_read.eq(f["elems"])
+        # A LOADQ's bytes count in the cycle after its check (with params_load, in FETCH: no LOAD or VEC line
+        # then), so the check's outcome reaches the counters through a register.
+        with m.If(s.params_load):
+            m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
         # VEC lines (the DMA's line bytes, read as the instruction's signed / unsigned values) and DIV results.
         V, D = Opcode.VEC, Opcode.DIV
         assert FIELDS[V]["acc"] == FIELDS[D]["acc"] and FIELDS[V]["elems"] == FIELDS[D]["elems"]
         vec, div = self.vec, s.div
         s.vec_line, s.div_write = Signal(), Signal()
         line = self.dma.line
-        m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins, V, "acc") + s.i),
-                     vec.op.eq(Mux(s.div_write, VecOp.SET, field(s.ins, V, "op"))),
-                     vec.shift.eq(Mux(s.div_write, 0, field(s.ins, V, "shift"))),
-                     vec.elems.eq(field(s.ins, V, "elems")),
-                     div.divisor.eq(field(s.ins, D, "divisor")), div.line.eq(self.acc_rd.data),
-                     self.acc_rd.addr.eq(field(s.ins, D, "acc") + s.i + s.div_write)]
+        # DIV reads line acc (state DIV, i = 0) and line acc + i + 1 in DIV_WRITE; that address is formed in the
+        # DIV_STEP cycles before (i changes only as DIV_WRITE ends), so no add lies before the memory's address.
+        s.div_next = Signal.like(self.acc_rd.addr, name="div_next")
+        m.d.sync += s.div_next.eq(field(s.ins_x, D, "acc") + s.i + 1)
+        m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins_x, V, "acc") + s.i),
+                     vec.op.eq(Mux(s.div_write, VecOp.SET, field(s.ins_x, V, "op"))),
+                     vec.shift.eq(Mux(s.div_write, 0, field(s.ins_x, V, "shift"))),
+                     vec.elems.eq(field(s.ins_x, V, "elems")),
+                     div.divisor.eq(field(s.ins_x, D, "divisor")), div.line.eq(self.acc_rd.data),
+                     self.acc_rd.addr.eq(Mux(s.div_write, s.div_next, field(s.ins_x, D, "acc")))]
         for c in range(self.config.cols):
-            byte = Mux(field(s.ins, V, "unsigned"), line[c].as_unsigned(), line[c].as_signed())
+            byte = Mux(field(s.ins_x, V, "unsigned"), line[c].as_unsigned(), line[c].as_signed())
             m.d.comb += vec.vals[c].eq(Mux(s.div_write, div.y[c], byte))
         with m.If(s.vec_line):
             m.d.comb += [self.events.dram_bytes_read.eq(f["elems"]), self.events.vec_ops.eq(f["elems"])]
@@ -295,11 +327,11 @@ class Controller(wiring.Component):
         S = Opcode.STORE
         st = self.store
         for name in st.cmd.shape().members:
-            m.d.comb += getattr(st.cmd, name).eq(field(s.ins, S, name))
+            m.d.comb += getattr(st.cmd, name).eq(field(s.ins_st, S, name))
         m.d.comb += [st.params.eq(self.dma_buf.as_value()[:len(st.params.as_value())]),
                      st.params_load.eq(s.params_load)]
-        m.d.comb += [st.clamp.eq(field(s.ins, Opcode.LOADQ, "clamp")),
-                     st.out_max.eq(field(s.ins, Opcode.LOADQ, "out_max"))]
+        m.d.comb += [st.clamp.eq(field(s.ins_st, Opcode.LOADQ, "clamp")),
+                     st.out_max.eq(field(s.ins_st, Opcode.LOADQ, "out_max"))]
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
         # the first lane outside it (lowest index wins: assigned last).
         C = self.config.cols
@@ -344,9 +376,9 @@ class Controller(wiring.Component):
             with m.If(self.overflow):
                 fail_now(ERR_OVERFLOW, 0, s.pc)
 
-        def gather(addr, n, off=0, lines=1, stride=0):
-            m.d.comb += [dma.start.eq(1), dma.write.eq(0), dma.addr.eq(addr), dma.n.eq(n), dma.off.eq(off),
-                         dma.lines.eq(lines), dma.stride.eq(stride)]
+        def gather():
+            # The command's fields: _dma_command.
+            m.d.comb += [dma.start.eq(1), dma.write.eq(0)]
 
         def next_instr():
             # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
@@ -379,7 +411,9 @@ class Controller(wiring.Component):
 
         # FETCH's address and its end-of-program test, formed a cycle ahead for pc and pc + 1, so FETCH only
         # chooses (by step) what goes to the DMA and whether it fails.
-        m.d.sync += [s.params_load.eq(0),                   # a one-cycle pulse (LOADQ_CHECK sets it)
+        # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
+        m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
+        m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0),  # one-cycle pulses (LOADQ_CHECK, DIV, DIV_WRITE set them)
                      s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -393,13 +427,13 @@ class Controller(wiring.Component):
                     fail_now(*self._pending_error(m, s))
                 check_overflow()
             with m.State("FETCH"):
-                past, fa = Signal(), Signal(ADDR_BITS)
-                m.d.comb += [past.eq(Mux(s.step, s.past1, s.past)), fa.eq(Mux(s.step, s.fa1, s.fa))]
-                m.d.sync += [s.pc.eq(Mux(s.step, s.pc1, s.pc)), s.fa.eq(fa), s.past.eq(past), s.step.eq(0)]
+                past = Signal()
+                m.d.comb += past.eq(Mux(s.step, s.past1, s.past))
+                m.d.sync += [s.pc.eq(Mux(s.step, s.pc1, s.pc)), s.fa.eq(s.fa_now), s.past.eq(past), s.step.eq(0)]
                 with m.If(past):
                     fail("no_halt")
                 with m.Else():
-                    gather(fa, INSTR_BYTES)
+                    gather()
                     m.next = "FETCH_WAIT"
                 check_overflow()
             with m.State("FETCH_WAIT"):
@@ -439,7 +473,7 @@ class Controller(wiring.Component):
                     m.d.sync += s.i.eq(1)
                     m.next = "LOAD_ZERO"
                 with m.Else():
-                    gather(f["dram"], f["elems"], f["offset"], f["lines"], f["stride"])
+                    gather()
                     m.next = "LOAD_WAIT"
                 check_overflow()
             with m.State("LOAD_ZERO"):
@@ -464,7 +498,7 @@ class Controller(wiring.Component):
                 with m.If((f["lines"] == 0) | (f["elems"] == 0)):
                     next_instr()
                 with m.Else():
-                    gather(f["dram"], f["elems"], 0, f["lines"], f["stride"])
+                    gather()
                     m.next = "VEC_WAIT"
             with m.State("VEC_WAIT"):
                 # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
@@ -487,13 +521,15 @@ class Controller(wiring.Component):
                     next_instr()
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # line 0
-                    m.d.sync += s.k.eq(0)
+                    m.d.sync += [s.k.eq(0), s.div_issue.eq(1)]
                     m.next = "DIV_STEP"
             with m.State("DIV_STEP"):
-                # The line arrives (ACC_READ) and is loaded; then one quotient bit per cycle, acc_bits of them.
-                m.d.comb += [s.div.load.eq(s.k == 0), s.div.step.eq(s.k != 0)]
+                # The line arrives (ACC_READ) and is loaded (k == ACC_READ - 1); then one quotient bit per cycle,
+                # acc_bits of them, and DIV_WRITE reads the result. The divider steps in every other cycle too
+                # (its results are read only in DIV_WRITE, and the next line is loaded), so a registered load is
+                # its only control: no cycle runs from the state into its clock enables.
                 m.d.sync += s.k.eq(s.k + 1)
-                with m.If(s.k == self.config.acc_bits):
+                with m.If(s.k == self.config.acc_bits + ACC_READ - 1):
                     m.next = "DIV_WRITE"
                 vec_overflow()
             with m.State("DIV_WRITE"):
@@ -504,10 +540,10 @@ class Controller(wiring.Component):
                     m.next = "VEC_DRAIN"
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1
-                    m.d.sync += s.k.eq(0)
+                    m.d.sync += [s.k.eq(0), s.div_issue.eq(1)]
                     m.next = "DIV_STEP"
             with m.State("LOADQ"):
-                gather(field(s.ins, Opcode.LOADQ, "dram"), self.config.loadq_bytes)
+                gather()
                 m.next = "LOADQ_WAIT"
                 check_overflow()
             with m.State("LOADQ_WAIT"):
@@ -522,8 +558,7 @@ class Controller(wiring.Component):
                 with m.If(s.bad_shift):
                     fail("shift")
                 with m.Else():
-                    m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
-                    m.d.sync += s.params_load.eq(1)
+                    m.d.sync += s.params_load.eq(1)     # its bytes count with it (_datapath)
                     next_instr()
                 check_overflow()
             with m.State("STORE_START"):
@@ -534,8 +569,7 @@ class Controller(wiring.Component):
             with m.State("STORE"):
                 m.d.comb += self.store.ready.eq(dma.ready)
                 with m.If(self.store.out_valid):
-                    m.d.comb += [dma.start.eq(1), dma.write.eq(1), dma.addr.eq(self.store.out_addr),
-                                 dma.n.eq(f["elems"]), dma.off.eq(0)]
+                    m.d.comb += [dma.start.eq(1), dma.write.eq(1)]
                 # MATMULs of other accumulator lines run beside a STORE: an overflow of one is kept and
                 # reported once the STORE is done (its lines are written; the error names the MATMUL).
                 keep_overflow()
@@ -568,6 +602,30 @@ class Controller(wiring.Component):
             with m.Case(_PENDING.index("shift")):
                 m.d.comb += [code.eq(ERR_SHIFT), arg.eq(s.bad_lane_r)]
         return code, arg, index
+
+    def _dma_command(self, m, s, fsm):
+        """The DMA command's fields (the states give ``start`` and ``write``): FETCH's, or those of the
+        instruction in the instruction register (a LOAD's, VEC's or LOADQ's gather, a STORE's scatter of the
+        store pipeline's line address). The instruction's are formed by its opcode into registers (they hold
+        from the cycle after DECODE on; the DMA takes them in the instruction's own states, after CHECK), so
+        only FETCH's and STORE's selects lie between registers and the DMA's."""
+        L, Q = Opcode.LOAD, Opcode.LOADQ
+        assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.STORE)
+                   for n in ("dram", "elems", "lines", "stride")) and FIELDS[Q]["dram"] == FIELDS[L]["dram"]
+        dma, f = self.dma, s.f
+        op = s.ins_x[:OPCODE_BITS]
+        g_n, g_off = Signal.like(dma.n, name="g_n"), Signal.like(dma.off, name="g_off")
+        g_lines, g_stride = Signal.like(dma.lines, name="g_lines"), Signal.like(dma.stride, name="g_stride")
+        m.d.sync += [g_n.eq(Mux(op == Q, self.config.loadq_bytes, f["elems"])),
+                     g_off.eq(Mux(op == L, f["offset"], 0)),
+                     g_lines.eq(Mux(op == Q, 1, f["lines"])), g_stride.eq(Mux(op == Q, 0, f["stride"]))]
+        fetch = fsm.ongoing("FETCH")
+        m.d.comb += [
+            s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
+            dma.addr.eq(Mux(fetch, s.fa_now, Mux(fsm.ongoing("STORE"), self.store.out_addr, f["dram"]))),
+            dma.n.eq(Mux(fetch, INSTR_BYTES, g_n)), dma.off.eq(Mux(fetch, 0, g_off)),
+            dma.lines.eq(Mux(fetch, 1, g_lines)), dma.stride.eq(Mux(fetch, 0, g_stride)),
+        ]
 
     def _unit_events(self, m, s, fsm):
         """``busy``, and the per-unit busy / stall events: the state groups of :data:`UNIT_STATES`."""

@@ -2,10 +2,10 @@
 
 The product ``a * w`` is formed by :func:`pe_product`, per ``config.pe``: with a multiplier, or for the
 shift PE with a shifter that decodes the stored weight word (sign, nonzero flag, exponent:
-:mod:`systolic.golden.pe_weights`) into ``+-(a << e)`` or 0. Both PE kinds register the product
-(:data:`~systolic.arch.latency.PRODUCT_STAGES` registers) and add it to the partial sum in the next cycle, so
-the route into and out of the multiplier and the add are in different cycles; both have the same latency
-and the same registers.
+:mod:`systolic.golden.pe_weights`) into ``+-(a << e)`` or 0. Both PE kinds form the product from their own
+operand registers and register it (:data:`~systolic.arch.latency.PRODUCT_STAGES` registers in all), and add
+it to the partial sum in the next cycle, so the multiplier reads flip-flops and the route into and out of it
+and the add are in different cycles; both have the same latency and the same registers.
 """
 
 from __future__ import annotations
@@ -66,12 +66,20 @@ def pe_product(a: Value, w: Value, cfg: AcceleratorConfig) -> tuple[Value, Value
     return PRODUCTS[cfg.pe](a, w, cfg)
 
 
+#: Of the :data:`PRODUCT_STAGES` registers, the first is the PE's own operand register (the ones that pass the
+#: operands on to the neighbours, and the active weight): the multiplier reads flip-flops of its own PE, with
+#: no select before it. The others follow the product.
+OPERAND_REGISTER = 1
+assert PRODUCT_STAGES > OPERAND_REGISTER
+
+
 def _mac(m: Module, en: Value, acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
-    """``acc + a * w``, the product (:func:`pe_product`) through :data:`PRODUCT_STAGES` ``en``-gated
-    registers: ``acc + p + c``, written so that the adder takes ``c`` as its carry-in."""
+    """``acc + a * w`` for the operand registers *a*, *w* (:data:`OPERAND_REGISTER`), the product
+    (:func:`pe_product`) through the other ``PRODUCT_STAGES - OPERAND_REGISTER`` ``en``-gated registers:
+    ``acc + p + c``, written so that the adder takes ``c`` as its carry-in."""
     p, c = pe_product(a, w, cfg)
-    p = delay(m, en, Value.cast(p), PRODUCT_STAGES, "prod")
-    c = delay(m, en, Value.cast(c), PRODUCT_STAGES, "carry")
+    p = delay(m, en, Value.cast(p), PRODUCT_STAGES - OPERAND_REGISTER, "prod")
+    c = delay(m, en, Value.cast(c), PRODUCT_STAGES - OPERAND_REGISTER, "carry")
     return acc + p + c
 
 
@@ -87,7 +95,8 @@ class WSProcessingElement(wiring.Component):
     *shadow* register is written through ``load``/``load_data`` at any time
     (also while computing); the ``swap_in`` flag travelling with an activation
     makes that activation, and all later ones, use the shadow value (it is
-    copied into the active register in the same cycle). ``swap_out`` passes
+    copied into the active register with the activation into its operand
+    register; the product is formed from the two). ``swap_out`` passes
     the flag on to the right neighbour together with the activation.
 
     Latency (``en`` cycles): 1 from ``a_in`` to ``a_out``, ``1 + PRODUCT_STAGES``
@@ -128,18 +137,18 @@ class WSProcessingElement(wiring.Component):
         _, w_shape, _ = operand_shapes(self.config)
         active = Signal(w_shape)
         shadow = Signal(w_shape)
-        # The swap takes effect in the very cycle its flag arrives, so the MAC of
-        # the flagged activation already uses the new weight.
-        w_eff = Signal(w_shape)
-        m.d.comb += w_eff.eq(Mux(self.swap_in, shadow, active))
-        psum = _mac(m, self.en, self.psum_in, self.a_in, w_eff, self.config)
+        # The operand registers: the activation's (a_out) and the active weight, which takes the shadow with the
+        # flagged activation, so the product of that activation, formed a cycle later from the two, already uses
+        # the new weight, and the multiplier's inputs are flip-flops, no select.
+        psum = _mac(m, self.en, self.psum_in, self.a_out, active, self.config)
         with m.If(self.en):
             m.d.sync += [
-                active.eq(w_eff),
                 self.a_out.eq(self.a_in),
                 self.swap_out.eq(self.swap_in),
                 self.psum_out.eq(psum),
             ]
+            with m.If(self.swap_in):
+                m.d.sync += active.eq(shadow)
         with m.If(self.load):
             m.d.sync += shadow.eq(self.load_data)
         return m
@@ -149,10 +158,10 @@ class OSProcessingElement(wiring.Component):
     """Output-stationary PE with a local accumulator and a drain register.
 
     Activations (with the ``last`` flag) flow right, weights flow down, both
-    with 1 cycle latency. The product ``a_in * w_in`` (:func:`pe_product`; the
-    shift PE passes the weight word down and decodes it) is registered
-    (:data:`~systolic.arch.latency.PRODUCT_STAGES`), and so is ``last`` beside
-    it; each ``en`` cycle the PE computes ``total = acc + product``. When the
+    with 1 cycle latency. The product of the registered operands ``a_out *
+    w_out`` (:func:`pe_product`; the shift PE passes the weight word down and
+    decodes it) is registered (:data:`~systolic.arch.latency.PRODUCT_STAGES`
+    registers from ``a_in``, ``w_in`` in all), and so is ``last`` beside it; each ``en`` cycle the PE computes ``total = acc + product``. When the
     registered ``last`` comes, ``total`` is captured in the drain register
     ``d`` and the accumulator is zeroed (its flip-flops' synchronous reset),
     so the next tile starts from 0 in the very next cycle; a tile is the steps
@@ -197,8 +206,9 @@ class OSProcessingElement(wiring.Component):
         _, _, acc_shape = operand_shapes(self.config)
         acc = Signal(acc_shape)
         total = Signal(acc_shape)
-        m.d.comb += total.eq(_mac(m, self.en, acc, self.a_in, self.w_in, self.config))
-        last = delay(m, self.en, self.last_in, PRODUCT_STAGES, "last")     # beside its product
+        m.d.comb += total.eq(_mac(m, self.en, acc, self.a_out, self.w_out, self.config))
+        # beside its product: last_out is the operand register
+        last = delay(m, self.en, self.last_out, PRODUCT_STAGES - OPERAND_REGISTER, "last")
         # Reset over enable (the reset is en & last), which the flip-flops' own synchronous reset implements;
         # an enable over the reset would cost a multiplexer per bit.
         with m.If(self.en & last):

@@ -88,10 +88,10 @@ class StorePipeline(wiring.Component):
     :attr:`~systolic.arch.latency.Latencies.store_pipeline` cycles after its
     accumulator read (the read port, then the lanes' stages): in the first
     cycle from then with ``ctl.ready`` after the line before it went out.
-    The first line is read the cycle after ``start``. Throughput: one line per
+    The first line is read in the cycle of ``start``. Throughput: one line per
     cycle (the FIFO's depth covers the loop from a hand-out to the read it
     allows). A STORE of ``lines`` lines (each scattered in ``s_i`` cycles, at
-    least 1, ``ready`` from the start) takes ``store_pipeline + sum s_i``
+    least 1, ``ready`` from the start) takes ``store_pipeline - 1 + sum s_i``
     cycles after its ``start``, then ``done``.
 
     Members
@@ -146,7 +146,8 @@ class StorePipeline(wiring.Component):
         saddr = Signal(OUT_ADDR_BITS)
         busy = Signal()                     # a STORE has lines not yet handed out
         issue = Signal()
-        m.d.comb += [issue.eq((left != 0) & room),
+        first = Signal()                    # start reads line 0 itself (raddr holds cmd.acc then, see below)
+        m.d.comb += [first.eq(ctl.start & (cmd.lines != 0)), issue.eq(first | ((left != 0) & room)),
                      self.acc.en.eq(issue), self.acc.addr.eq(raddr), self.ev_acc_read.eq(issue)]
         with m.If(issue):
             m.d.sync += [left.eq(left - 1), raddr.eq(raddr + 1)]
@@ -204,9 +205,13 @@ class StorePipeline(wiring.Component):
         # controller's interlock drives) does not reach their clock enables.
         with m.If(~busy):
             m.d.sync += [raddr.eq(cmd.acc), saddr.eq(cmd.dram)]
+        with m.If(first):
+            m.d.sync += raddr.eq(raddr + 1)
         # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
         # gone out).
         with m.If(ctl.start):
-            m.d.sync += [left.eq(cmd.lines), si.eq(0), busy.eq(cmd.lines != 0)]
-        m.d.comb += [ctl.out_addr.eq(saddr), ctl.done.eq(si == cmd.lines)]
+            m.d.sync += [left.eq(cmd.lines - first), si.eq(0), busy.eq(cmd.lines != 0)]
+        # done: every line handed out (si == cmd.lines), read from a register, not formed by a compare with the
+        # command's lines: busy is set by the start (when there are lines) and cleared with the last line.
+        m.d.comb += [ctl.out_addr.eq(saddr), ctl.done.eq(~busy)]
         return m

@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.latency import PRODUCT_STAGES
-from systolic.hw.pe import OSProcessingElement, ProcessingElement, WSProcessingElement
+from systolic.hw.pe import OPERAND_REGISTER, OSProcessingElement, ProcessingElement, WSProcessingElement
 
 
 def _run(dut, bench):
@@ -25,14 +25,15 @@ def test_factory_and_type_check():
         WSProcessingElement(config=3)
 
 
-def test_product_stage_is_one_register():
-    """These tests are written for one product register (the PE's timing below); a change of the named
-    latency must come with new tests."""
-    assert PRODUCT_STAGES == 1
+def test_product_stages_are_operand_and_product_registers():
+    """These tests are written for two registers: the PE's operand register, then the product's (the PE's
+    timing below); a change of the named latency must come with new tests."""
+    assert PRODUCT_STAGES == 2 and OPERAND_REGISTER == 1
 
 
 def test_ws_pe_mac_double_buffer_and_stall():
-    """The product of an activation is registered: the partial sum it joins enters one cycle later."""
+    """An activation's product is formed from the operand registers and registered: the partial sum it joins
+    enters two cycles after the activation."""
     cfg = AcceleratorConfig(dataflow="ws", in_bits=8, w_bits=8, acc_bits=20)
     dut = WSProcessingElement(config=cfg)
 
@@ -45,35 +46,36 @@ def test_ws_pe_mac_double_buffer_and_stall():
         await ctx.tick()
         ctx.set(dut.load, 0)
         assert ctx.get(dut.a_out) == 3
-        # The flagged activation already uses the shadow weight; 3's partial sum comes in now.
+        # The flagged activation uses the shadow weight (3's product, formed now, still the old one).
         ctx.set(dut.swap_in, 1)
         ctx.set(dut.a_in, -128)
-        ctx.set(dut.psum_in, 100)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == 100 + 3 * 0
         assert ctx.get(dut.swap_out) == 1
-        # Reload the shadow while computing; the active weight is unchanged.
+        # 3's partial sum comes in; the shadow is reloaded while computing, the active weight unchanged.
         ctx.set(dut.swap_in, 0)
+        ctx.set(dut.psum_in, 100)
         ctx.set(dut.load, 1)
         ctx.set(dut.load_data, 127)
         ctx.set(dut.a_in, 5)
         await ctx.tick()
         ctx.set(dut.load, 0)
-        assert ctx.get(dut.psum_out) == 100 + (-128) * (-7)
+        assert ctx.get(dut.psum_out) == 100 + 3 * 0
         assert ctx.get(dut.swap_out) == 0
-        # en low: nothing moves, the registered product (5 * -7) included.
+        # en low: nothing moves, the registered product (-128 * -7) and the operand register (5) included.
         ctx.set(dut.en, 0)
         ctx.set(dut.a_in, 9)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == 100 + (-128) * (-7)
+        assert ctx.get(dut.psum_out) == 100 + 3 * 0
         assert ctx.get(dut.a_out) == 5
         ctx.set(dut.en, 1)
         ctx.set(dut.swap_in, 1)
         await ctx.tick()
-        assert ctx.get(dut.psum_out) == 100 + 5 * (-7)
+        assert ctx.get(dut.psum_out) == 100 + (-128) * (-7)
         ctx.set(dut.swap_in, 0)
-        ctx.set(dut.psum_in, 0)
         ctx.set(dut.a_in, 1)
+        await ctx.tick()
+        assert ctx.get(dut.psum_out) == 100 + 5 * (-7)
+        ctx.set(dut.psum_in, 0)
         await ctx.tick()
         assert ctx.get(dut.psum_out) == 9 * 127
         # The partial sum wraps at acc_bits (two's complement).
@@ -98,6 +100,7 @@ def test_ws_pe_unsigned_operands():
         ctx.set(dut.a_in, 15)
         await ctx.tick()
         ctx.set(dut.swap_in, 0)
+        await ctx.tick()
         ctx.set(dut.psum_in, -3)
         await ctx.tick()
         assert ctx.get(dut.psum_out) == -3 + 15 * -8
@@ -119,21 +122,23 @@ def test_os_pe_accumulate_capture_and_drain():
             await ctx.tick()
             assert ctx.get(dut.a_out) == a and ctx.get(dut.w_out) == w
         assert ctx.get(dut.last_out) == 1
-        assert ctx.get(dut.d_out) == 0          # the last product is still in its register
-        # Captured beside the next tile's first step (last zeroed the accumulator); d holds until shifted.
+        assert ctx.get(dut.d_out) == 0          # the last pair is still in the operand registers
+        # Captured beside the next tile's second step (last zeroed the accumulator); d holds until shifted.
         expect = sum(a * w for a, w in pairs)
         ctx.set(dut.last_in, 0)
         ctx.set(dut.a_in, 2)
         ctx.set(dut.w_in, 2)
         ctx.set(dut.d_in, 77)
         await ctx.tick()
-        assert ctx.get(dut.d_out) == expect
+        assert ctx.get(dut.d_out) == 0          # ... and now its product in the product register
         ctx.set(dut.last_in, 1)
         await ctx.tick()
         assert ctx.get(dut.d_out) == expect
-        ctx.set(dut.shift, 1)
         ctx.set(dut.last_in, 0)
         ctx.set(dut.a_in, 0)
+        await ctx.tick()
+        assert ctx.get(dut.d_out) == expect
+        ctx.set(dut.shift, 1)
         await ctx.tick()
         assert ctx.get(dut.d_out) == 2 * 2 + 2 * 2   # capture wins over shift
         ctx.set(dut.en, 0)
@@ -156,11 +161,12 @@ def test_os_pe_stalled_last_neither_zeroes_nor_captures():
         ctx.set(dut.en, 1)
         ctx.set(dut.a_in, 3)
         ctx.set(dut.w_in, 3)
-        await ctx.tick()                      # product 9
+        await ctx.tick()                      # operands 3, 3
         ctx.set(dut.a_in, 1)
         ctx.set(dut.w_in, 1)
         ctx.set(dut.last_in, 1)
-        await ctx.tick()                      # acc = 9, product 1, last registered
+        await ctx.tick()                      # product 9; operands 1, 1 with last
+        await ctx.tick()                      # acc = 9, product 1, last registered; last again
         ctx.set(dut.en, 0)
         await ctx.tick()                      # stalled with the registered last: nothing changes
         seen.append(ctx.get(dut.d_out))

@@ -6,6 +6,7 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from systolic.arch.config import AcceleratorConfig
+from systolic.arch.latency import PRODUCT_STAGES
 from systolic.golden.pe_weights import decode_shift_words, encode_shift_weights, shift_weight_values
 from systolic.hw.pe import OSProcessingElement, ProcessingElement, WSProcessingElement
 from systolic.sim.core.amaranth_sim import run_gemm_amaranth
@@ -38,7 +39,7 @@ def _activations(cfg):
 
 def _product_ws(cfg, cases):
     """``psum_out - psum_in`` of a WS PE for each ``(a, word)``: load the word, swap it in with ``a``, give
-    the partial sum the next cycle (the product is registered)."""
+    the partial sum ``PRODUCT_STAGES`` cycles later (the operands and the product are registered)."""
     dut, got = WSProcessingElement(config=cfg), []
 
     async def bench(ctx):
@@ -53,6 +54,8 @@ def _product_ws(cfg, cases):
             ctx.set(dut.a_in, a)
             await ctx.tick()
             ctx.set(dut.swap_in, 0)
+            for _ in range(PRODUCT_STAGES - 1):
+                await ctx.tick()
             ctx.set(dut.psum_in, 5)
             await ctx.tick()
             got.append(ctx.get(dut.psum_out) - 5)
@@ -62,22 +65,23 @@ def _product_ws(cfg, cases):
 
 
 def _product_os(cfg, cases):
-    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``last``): captured one cycle
-    after the pair arrives (the product is registered), while the next pair arrives."""
+    """The drain register of an OS PE after a one-step tile ``(a, word)`` (``last``), one tile per cycle:
+    captured ``PRODUCT_STAGES`` cycles after the pair arrives (the operands and the product are registered),
+    while later pairs arrive."""
     dut, got = OSProcessingElement(config=cfg), []
 
     async def bench(ctx):
         ctx.set(dut.en, 1)
         ctx.set(dut.last_in, 1)
-        for i, (a, word) in enumerate(cases):
-            ctx.set(dut.a_in, a)
-            ctx.set(dut.w_in, word)
+        for t in range(len(cases) + PRODUCT_STAGES):
+            if t < len(cases):
+                ctx.set(dut.a_in, cases[t][0])
+                ctx.set(dut.w_in, cases[t][1])
             await ctx.tick()
-            if i:
+            if t < len(cases):
+                assert ctx.get(dut.w_out) == cases[t][1]     # the word moves down unchanged
+            if t >= PRODUCT_STAGES:
                 got.append(ctx.get(dut.d_out))
-            assert ctx.get(dut.w_out) == word        # the word moves down unchanged
-        await ctx.tick()
-        got.append(ctx.get(dut.d_out))
 
     _run(dut, bench)
     return got

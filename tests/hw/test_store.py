@@ -11,12 +11,14 @@ cycles after its read.
 """
 
 import random
+from collections import deque
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from systolic.arch.config import AcceleratorConfig
+from systolic.arch.latency import ACC_READ
 from systolic.golden import QType, requantize
 from systolic.hw.store import StorePipeline
 
@@ -45,16 +47,23 @@ def _run(cfg, acc, bias, shift, cmds, seed=0, ready_p=1.0):
         for cmd in cmds:
             for k, v in cmd.items():
                 ctx.set(getattr(ctl.cmd, k), v)
-            ctx.set(ctl.start, 1)
             ctx.set(ctl.ready, 0)
             assert not ctx.get(dut.acc.en)
+            await ctx.tick()                # the command holds from the cycle before its start (the controller's)
+            ctx.set(ctl.start, 1)
+            # The accumulator's read port: the line read ACC_READ cycles ago. The start cycle (0) reads line 0.
+            asked, reads, lines = deque([None] * ACC_READ, maxlen=ACC_READ), [], []
+            req = ctx.get(dut.acc.addr) if ctx.get(dut.acc.en) else None
+            assert (req is not None) == (cmd["lines"] != 0)
+            if req is not None:
+                reads.append((0, req))
+            asked.append(req)
             await ctx.tick()
             ctx.set(ctl.start, 0)
-            req, reads, lines = None, [], []
             for cycle in range(1, 2000):
-                if req is not None:
+                if asked[0] is not None:
                     for c in range(cfg.cols):
-                        ctx.set(dut.acc.data[c], int(acc[req, c]))
+                        ctx.set(dut.acc.data[c], int(acc[asked[0], c]))
                 ready = rng.random() < ready_p
                 ctx.set(ctl.ready, int(ready))
                 if ctx.get(ctl.done):
@@ -66,6 +75,7 @@ def _run(cfg, acc, bias, shift, cmds, seed=0, ready_p=1.0):
                     (cycle, reads, lines)
                 if req is not None:
                     reads.append((cycle, req))
+                asked.append(req)
                 # A line out whenever ready and a line has been through the pipeline.
                 due = sum(r + pipe <= cycle for r, _ in reads) > len(lines)
                 sent = ctx.get(ctl.out_valid)
@@ -108,9 +118,9 @@ def test_lines_equal_golden_requantize(rounding, ready_p):
         assert [r for _, r in reads] == [cmd["acc"] + i for i in range(n)]
         assert len(lines) == n
         want_t = QType(cmd["bits"], not cmd["unsigned"], 0)
-        if ready_p == 1.0:           # the scatter always ready: a line per cycle, from the cycle after start
-            assert [t for t, _ in reads] == [1 + i for i in range(n)]
-            assert [t for t, _, _ in lines] == [1 + i + lat.store_pipeline for i in range(n)]
+        if ready_p == 1.0:           # the scatter always ready: a line per cycle, from the start cycle on
+            assert [t for t, _ in reads] == list(range(n))
+            assert [t for t, _, _ in lines] == [i + lat.store_pipeline for i in range(n)]
         for i, (t, addr, got) in enumerate(lines):
             assert t >= reads[i][0] + lat.store_pipeline
             assert addr == cmd["dram"] + i * cmd["stride"]

@@ -11,7 +11,7 @@ from systolic.arch.isa import encode_program
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import AcceleratorConfig
 from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
-from systolic.arch.latency import ACC_UPDATE
+from systolic.arch.latency import ACC_READ, ACC_UPDATE
 from systolic.hw.accumulator import AccumulatorBuffer
 from systolic.hw.system import Accelerator
 from systolic.arch.timing import program_cycles, program_timeline
@@ -45,6 +45,8 @@ def test_accumulator_buffer_overwrite_accumulate_shift_and_overflow():
             ctx.set(dut.rd.addr, addr)
             await ctx.tick()
             ctx.set(dut.rd.en, 0)
+            for _ in range(ACC_READ - 1):
+                await ctx.tick()
             return [ctx.get(dut.rd.data[c]) for c in range(2)]
 
         seen.append(await update(1, [5, -7], 0, 0))        # overwrite
