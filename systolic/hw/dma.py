@@ -177,6 +177,9 @@ class Dma(wiring.Component):
 
         # ------------------------------------------------------------ scatter
         w_busy = Signal()
+        w_idle = Signal(init=1)                 # ~w_busy, for `ready` only (inverted, so kept apart)
+        w_last = Signal(reset_less=True)        # w_left == 1
+        infl0 = Signal(init=1)                  # inflight == 0
         w_word = Signal(32)
         w_left = Signal(range(nmax // bb + 3))
         w_cur = Signal(signed(cw))
@@ -193,7 +196,9 @@ class Dma(wiring.Component):
             bus.req_addr.eq(Mux(w_busy, w_word, r_word)),
             accept.eq(bus.req_valid & bus.req_ready),
             w_fin.eq(w_busy & accept & (w_left == 1)),
-            cmd.ready.eq(~r_act & (inflight == 0) & (~w_busy | w_fin)),
+            # The same as ~r_act & (inflight == 0) & (~w_busy | w_fin), from registers kept for it: `ready`
+            # reaches the STORE's hand-out and the controller, so it is formed in one or two LUTs.
+            cmd.ready.eq(~r_act & infl0 & (w_idle | (bus.req_ready & w_last))),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
             cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
             self.words_read.eq(bus.resp_valid),
@@ -230,15 +235,16 @@ class Dma(wiring.Component):
             m.d.sync += [
                 w_word.eq(aligned(cmd.addr)),
                 w_left.eq(words_after_first(cmd.addr, cmd.n) + 1),
+                w_last.eq(words_after_first(cmd.addr, cmd.n) == 0),
                 w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
                 w_lo.eq(cmd.off), w_hi.eq(cmd_end),
             ]
         with m.Elif(accept):
-            m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1)]
+            m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1), w_last.eq(w_left == 2)]
         with m.If(take & cmd.write):
-            m.d.sync += w_busy.eq(cmd.n != 0)
+            m.d.sync += [w_busy.eq(cmd.n != 0), w_idle.eq(cmd.n == 0)]
         with m.Elif(w_fin):
-            m.d.sync += w_busy.eq(0)
+            m.d.sync += [w_busy.eq(0), w_idle.eq(1)]
 
         # Gather request side: words of line after line, metadata into `meta`.
         next_laddr = Signal(34)
@@ -270,7 +276,9 @@ class Dma(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb), r_wleft.eq(r_wleft - 1)]
-        m.d.sync += inflight.eq(inflight + r_accept - bus.resp_valid)
+        nxt_inflight = Signal.like(inflight)
+        m.d.comb += nxt_inflight.eq(inflight + r_accept - bus.resp_valid)
+        m.d.sync += [inflight.eq(nxt_inflight), infl0.eq(nxt_inflight == 0)]
 
         self._gather_response(m, meta, r_accept, r_cur, end_line, r_off, r_hi, cw)
         return m
