@@ -685,7 +685,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             end = s0
             if a["lines"]:
                 ws_ = [words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"])]
-                c_i = s0 + cfg.latencies.store_pipeline
+                c_i = x + STORE_START + cfg.latencies.store_pipeline     # line 0 is read in the start cycle
                 stall = []                            # a word requested in cycle r is accepted in r + d
                 for w in ws_:
                     for g in range(w):
