@@ -22,6 +22,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .reports import register_of
+
 __all__ = ["SdfDesign", "parse_sdf", "analyze", "unit_paths", "unit_of", "SdfError"]
 
 
@@ -158,7 +160,6 @@ def analyze(d: SdfDesign) -> dict:
 
 
 _INDEX = re.compile(r"\d+")
-_SUFFIX = re.compile(r"(_TRELLIS_|_SB_|_DP16KD|_MULT18X18D|_LUT4|_CCU2C|_PFUMX|_L6MUX|\$).*$")
 
 
 def unit_of(instance: str) -> str:
@@ -175,11 +176,9 @@ def unit_of(instance: str) -> str:
 
 
 def signal_of(instance: str) -> str:
-    """``accel.controller.checker.ins_TRELLIS_FF_Q_12`` -> ``accel.controller.checker.ins``."""
-    name = _unescape(instance).lstrip("\\")
-    head, _, local = name.rpartition(".")
-    local = _SUFFIX.sub("", local) or local
-    return f"{head}.{local}" if head else local
+    """``accel.controller.checker.ins_TRELLIS_FF_Q_12`` -> ``accel.controller.checker.ins``
+    (:func:`.reports.register_of` of the unescaped name)."""
+    return register_of(_unescape(instance).lstrip("\\"))
 
 
 def _path(pin: str, res: dict) -> list:

@@ -149,6 +149,11 @@ class StorePipeline(wiring.Component):
         first = Signal()                    # start reads line 0 itself (raddr holds cmd.acc then, see below)
         m.d.comb += [first.eq(ctl.start & (cmd.lines != 0)), issue.eq(first | ((left != 0) & room)),
                      self.acc.en.eq(issue), self.acc.addr.eq(raddr), self.ev_acc_read.eq(issue)]
+        # The wide address registers follow the command while no STORE runs, so ``start`` (which the
+        # controller's interlock drives) does not reach their clock enables; a read (the start's own, of line 0,
+        # included: raddr holds cmd.acc then) moves raddr on.
+        with m.If(~busy):
+            m.d.sync += [raddr.eq(cmd.acc), saddr.eq(cmd.dram)]
         with m.If(issue):
             m.d.sync += [left.eq(left - 1), raddr.eq(raddr + 1)]
         m.d.sync += sv.eq(Cat(issue, sv[:-1]))
@@ -201,12 +206,6 @@ class StorePipeline(wiring.Component):
         nxt = Signal.like(inflight)
         m.d.comb += nxt.eq(inflight + issue - take)
         m.d.sync += [inflight.eq(nxt), room.eq(nxt < Q)]
-        # The wide address registers follow the command while no STORE runs, so ``start`` (which the
-        # controller's interlock drives) does not reach their clock enables.
-        with m.If(~busy):
-            m.d.sync += [raddr.eq(cmd.acc), saddr.eq(cmd.dram)]
-        with m.If(first):
-            m.d.sync += raddr.eq(raddr + 1)
         # A start finds the queue and the lanes empty: the STORE before it is done (every line it read has
         # gone out).
         with m.If(ctl.start):
