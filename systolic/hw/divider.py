@@ -73,11 +73,14 @@ class LineDivider(wiring.Component):
             half = Signal(signed(D + 2), name=f"half{c}")
             nz, hb = Signal(name=f"nz{c}"), Signal(name=f"hb{c}")
             m.d.comb += [new.eq(Mux(ge, diff[:D], t[:D])), half.eq((new << 1) - d)]
+            # q, nz and hb are not cleared by a load: the acc_bits steps after it replace every bit of them
+            # (a clear would be a synchronous reset on each of their flip-flops, one net to hundreds of them).
             with m.If(self.load):
-                m.d.sync += [rem.eq(u[A:]), low.eq(u[:A]), q.eq(0), nz.eq(0), hb.eq(0)]
+                m.d.sync += [rem.eq(u[A:]), low.eq(u[:A])]
             with m.Elif(self.step):
-                m.d.sync += [rem.eq(new), low.eq(low << 1), q.eq(Cat(ge, q[:-1])), nz.eq(new != 0),
-                             hb.eq(~half[-1])]
+                m.d.sync += [rem.eq(new), low.eq(low << 1)]
+            with m.If(self.step):
+                m.d.sync += [q.eq(Cat(ge, q[:-1])), nz.eq(new != 0), hb.eq(~half[-1])]
             # floor(a / d) = q - 2**(A - 1): q with its top bit flipped, read as signed.
             m.d.comb += self.y[c].eq(Cat(nz, hb, q[:A - 1], ~q[A - 1]).as_signed())
         return m
