@@ -23,8 +23,10 @@ class PerfCounters(wiring.Component):
     before that; its bits above that width in the ``counters`` port read 0.
 
     Latency: an event shows in its counter 1 + :data:`~systolic.arch.latency.EVENT_REGISTER` (2) cycles
-    later (the events are registered before the adds); ``clear`` zeroes every counter one cycle later, and
-    the events of its cycle and of the cycles before it that are not counted yet are dropped.
+    later (the events are registered before the adds); ``clear`` zeroes every counter two cycles later, and
+    the events of its cycle and of the cycles before it that are not counted yet are dropped: from then on
+    the counters are as if they had been zeroed one cycle after the clear. ``clear`` is registered first, so
+    the hundreds of flip-flops it resets are driven by a register, not by the logic that starts a run.
     Throughput: any event, every cycle.
 
     Parameters
@@ -68,18 +70,22 @@ class PerfCounters(wiring.Component):
         regs = self.regs
         assert len(regs[0]) == CYCLE_COUNTER_BITS
         saturated = regs[0] == (1 << CYCLE_COUNTER_BITS) - 1
-        # EVENT_REGISTER stages of registered events; clear empties them with the counters.
+        # EVENT_REGISTER stages of registered events. The registered clear (a cycle after the clear) empties
+        # every stage but the first, which then holds the events of the cycle after the clear, the first counted,
+        # and zeroes the counters (their add would take the clear cycle's events, in the last stage).
+        clear = Signal(name="clear_r")
+        m.d.sync += clear.eq(self.clear)
         events = self.events
         for k in range(EVENT_REGISTER):
             staged = Signal.like(events, name=f"events_r{k}")
-            with m.If(self.clear):
-                m.d.sync += staged.eq(0)
-            with m.Else():
-                m.d.sync += staged.eq(events)
+            m.d.sync += staged.eq(events)
+            if k > 0:
+                with m.If(clear):
+                    m.d.sync += staged.eq(0)
             events = staged
         for i, reg in enumerate(regs):
             m.d.comb += self.counters[i].eq(reg)
-            with m.If(self.clear):
+            with m.If(clear):
                 m.d.sync += reg.eq(0)
             with m.Elif(~saturated):
                 m.d.sync += reg.eq(reg + events[i])

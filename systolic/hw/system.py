@@ -122,10 +122,14 @@ class Accelerator(wiring.Component):
         m.d.comb += [accbuf.rd.en.eq(store.acc.en | ctrl.acc_rd.en),
                      accbuf.rd.addr.eq(Mux(ctrl.acc_rd.en, ctrl.acc_rd.addr, store.acc.addr)),
                      store.acc.data.eq(accbuf.rd.data), ctrl.acc_rd.data.eq(accbuf.rd.data)]
+        # The array unit clears a cycle after the start (a register drives its resets, not the logic that takes
+        # the start): a run's first MATMUL reaches it only after its fetch, DECODE and CHECK.
+        clear_r = Signal()
+        m.d.sync += clear_r.eq(ctrl.clear)
         m.d.comb += [
             dma.src.eq(store.bytes), ctrl.dma_buf.eq(dma.buf),
             ctrl.readers.eq(unit.readers), ctrl.writers.eq(unit.writers), ctrl.unit_busy.eq(unit.busy),
-            unit.clear.eq(ctrl.clear),
+            unit.clear.eq(clear_r),
             ctrl.overflow.eq(accbuf.overflow), ctrl.overflow_idx.eq(unit.idx),
             ctrl.start.eq(self.start), ctrl.prog_addr.eq(self.prog_addr), ctrl.prog_len.eq(self.prog_len),
             ctrl.dram_bytes.eq(self.dram_bytes),

@@ -103,13 +103,14 @@ def test_counters_add_events_and_clear():
                 ctx.set(dut.events[i], int(v))
             ctx.set(dut.clear, int(clear))
             await ctx.tick()
-            # After cycle t's edge the counters hold the events of the cycles after the last clear, up to
-            # t - EVENT_REGISTER (an event of cycle u shows in cycle u + 1 + EVENT_REGISTER).
+            # After cycle t's edge the counters hold the events of the cycles after the last clear before
+            # cycle t, up to t - EVENT_REGISTER (an event of cycle u shows in cycle u + 1 + EVENT_REGISTER; a
+            # clear zeroes them one cycle later than it would without its register).
             history.append(None if clear else ev)
             cleared += clear
             model[:] = 0
             for u in range(t - EVENT_REGISTER, -1, -1):
-                if any(h is None for h in history[u:]):
+                if any(h is None for h in history[u:t]):
                     break
                 model[:] += history[u]
             assert [ctx.get(dut.counters[i]) for i in range(3)] == model.tolist()
@@ -141,6 +142,9 @@ def test_counters_sized_to_need_and_saturate():
             seen.append([ctx.get(dut.counters[i]) for i in range(4)])
         ctx.set(dut.clear, 1)
         await ctx.tick()
+        ctx.set(dut.clear, 0)
+        seen.append([ctx.get(dut.counters[i]) for i in range(4)])      # the clear is registered first
+        await ctx.tick()
         seen.append([ctx.get(dut.counters[i]) for i in range(4)])
 
     sim = Simulator(dut)
@@ -149,7 +153,7 @@ def test_counters_sized_to_need_and_saturate():
     sim.run()
     # Two more cycles reach the limit, then nothing moves (no wrap-around); clear still zeroes.
     full = [top, top, 255 * top, 3 * top]
-    assert seen == [[top - 1, top - 1, 255 * (top - 1), 3 * (top - 1)], full, full, full, [0, 0, 0, 0]]
+    assert seen == [[top - 1, top - 1, 255 * (top - 1), 3 * (top - 1)], full, full, full, full, [0, 0, 0, 0]]
 
 
 def test_counter_parameter_errors():
