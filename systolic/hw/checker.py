@@ -14,7 +14,7 @@ from ..arch.sysmap import (ERR_ACC, ERR_BITS, ERR_DIVISOR, ERR_DRAM, ERR_ELEMS, 
 
 from .params import require_system_config
 
-__all__ = ["field", "InstrChecker", "INSTR_BITS", "OPCODE_BITS"]
+__all__ = ["field", "InstrChecker", "ARG_REGISTER", "INSTR_BITS", "OPCODE_BITS"]
 
 INSTR_BITS = 8 * INSTR_BYTES
 #: The opcode is the instruction's low bits (docs/isa.md).
@@ -27,20 +27,25 @@ def field(ins, op: Opcode, name: str):
     return ins[lsb:lsb + width]
 
 
+#: ``arg`` lags ``error`` by this many cycles: its candidates are registered before the choice, so no cycle runs
+#: from the range compares and the operand sums into the argument.
+ARG_REGISTER = 1
+
+
 class InstrChecker(wiring.Component):
     """Decodes ``ins`` and finds the first error it would cause, in the order of docs/isa.md (the executor's).
 
-    ``load`` says ``ins_next`` is the instruction ``ins`` holds from the next
-    cycle on (``lines - 1`` is registered then). ``op`` is the opcode,
+    ``op`` is the opcode,
     ``bad_opcode`` says it is none of the ISA's. In the
     cycle after ``decode`` (the tests are formed and registered in the decode
-    cycle, with the DRAM span of a 2-D transfer, ``(lines - 1) * stride``, a
-    registered multiply) ``error`` is 0 or the code of
+    cycle, with ``lines * stride`` of a 2-D transfer, a registered multiply) ``error`` is 0 or the code of
     :data:`systolic.arch.sysmap.ERRORS` the instruction raises against the
     machine (scratchpad, accumulator and DRAM ranges, line widths, output
-    bits, lanes), ``arg`` the offending value and ``fail`` is ``error != 0``
-    (from registers and one compare); the controller checks ``fail`` in its
-    CHECK state. They hold while ``ins`` and ``dram_bytes`` do. Value ranges
+    bits, lanes) and ``fail`` is ``error != 0`` (from registers and one
+    compare); the controller checks ``fail`` in its CHECK state. ``arg``, the
+    offending value, follows :data:`ARG_REGISTER` cycles later (the controller
+    reads it only once the run has stopped). They hold while ``ins`` and
+    ``dram_bytes`` do. Value ranges
     of LOADed bytes and accumulator overflow are found while executing, not
     here.
 
@@ -52,8 +57,6 @@ class InstrChecker(wiring.Component):
     Members
     -------
     ins : In(128)
-    load : In(1)
-    ins_next : In(128)
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
@@ -67,7 +70,7 @@ class InstrChecker(wiring.Component):
     def __init__(self, *, config: AcceleratorConfig):
         self.config = require_system_config(config, self)
         super().__init__({
-            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32), "load": In(1), "ins_next": In(INSTR_BITS),
+            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
             "fail": Out(1),
         })
@@ -85,32 +88,34 @@ class InstrChecker(wiring.Component):
         assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
         # Two cycles. In the decode cycle every test but the DRAM range of a 2-D transfer is formed from the
-        # instruction and the first failing one's code registered, with the transfer's span (lines - 1) *
-        # stride (a registered multiply) and the room the window leaves after dram + elems. In the cycle after,
-        # the DRAM test is one compare of registers (span > room), the last test of the instructions that have
-        # it; `fail` is an OR of two registers and that compare; the argument is chosen by the registered code
-        # (the instruction register holds still), so no cycle runs from a compare into the argument.
-        span = Signal(50)       # (lines - 1) * stride
-        room = Signal(signed(35))   # dram_bytes - (dram + elems): the transfer fits iff span <= room
-        first = Signal(33)          # dram + elems - 1: the last byte of the first line
+        # instruction and the first failing one's code registered, with lines * stride (a registered multiply
+        # of two instruction fields) and the room the window leaves after dram + elems. The transfer fits iff
+        # room >= 0 and its span (lines - 1) * stride <= room, that is lines * stride <= room + stride (so the
+        # multiply needs no lines - 1 first). In the cycle after, the DRAM test is one compare of registers, the
+        # last test of the instructions that have it; `fail` is an OR of two registers and that compare; the
+        # argument is chosen by the registered code (the instruction register holds still), so no cycle runs
+        # from a compare into the argument.
+        prod = Signal(len(lines) + len(stride), name="prod")    # lines * stride
+        room = Signal(signed(35))       # dram_bytes - (dram + elems)
+        room_s = Signal(signed(36))     # room + stride
+        first_s = Signal(signed(35))    # dram + elems - 1 - stride: the DRAM range's last byte is first_s + prod
         code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
-        # lines - 1 (0 for no lines) is registered as the instruction is loaded, so the multiply starts from
-        # registers.
-        lines_m1 = Signal(len(lines), name="lines_m1")
-        nxt = field(self.ins_next, L, "lines")
-        with m.If(self.load):
-            m.d.sync += lines_m1.eq(Mux(nxt == 0, 0, nxt - 1))
         with m.If(self.decode):
-            m.d.sync += [span.eq(lines_m1 * stride),
-                         room.eq(self.dram_bytes - dram - elems), first.eq(dram + elems - 1),
+            m.d.sync += [prod.eq(lines * stride), room.eq(self.dram_bytes - dram - elems),
+                         room_s.eq(self.dram_bytes - dram - elems + stride), first_s.eq(dram + elems - 1 - stride),
                          code_r.eq(code), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
         dram_bad = Signal()
-        m.d.comb += dram_bad.eq(dram_on & (room[-1] | (span > room.as_unsigned()[:34])))
-        arg = self._argument(m, code_r)
+        # room_s is not negative when room is not: compared unsigned, as wide as prod.
+        m.d.comb += dram_bad.eq(dram_on & (room[-1] | (prod > room_s.as_unsigned()[:len(prod)])))
+        # The argument, ARG_REGISTER cycles after the error: each candidate (the code's operand sum, the
+        # DRAM range's last byte first_s + prod) is registered before the choice.
+        assert ARG_REGISTER == 1, "one register below"
+        arg, last = Signal(64, name="arg_r"), Signal(64, name="last_r")
+        m.d.sync += [arg.eq(self._argument(m, code_r)), last.eq(first_s + prod)]
         m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
                      self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
-                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, first + span, 0)))]
+                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, last, 0)))]
         self._tests(m, code, uses_dram)
         return m
 

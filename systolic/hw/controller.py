@@ -16,7 +16,7 @@ from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OV
 from ..golden.primitives import MAX_SHIFT
 from .accumulator import AccVecSignature
 from .array_unit import MATMUL_LAYOUT, READER_LAYOUT, WRITER_LAYOUT
-from .checker import INSTR_BITS, OPCODE_BITS, InstrChecker, field
+from .checker import ARG_REGISTER, INSTR_BITS, OPCODE_BITS, InstrChecker, field
 from .divider import LineDivider, div_result_bits
 from .dma import ADDR_BITS, DmaCommandSignature
 from .params import require_system_config
@@ -42,6 +42,10 @@ assert tuple(UNIT_STATES) == CONTROLLER_UNITS and set(UNIT_STATES) | {"matmul"} 
 #: (``pend``); ERR_WAIT forms its code, argument and index from registers that hold still meanwhile
 #: (see ``Controller._pending_error``).
 _PENDING = ("no_halt", "bad_opcode", "check", "value", "shift")
+#: Where the error status of a stopped run comes from (see ``Controller._commit_error``): the accumulator's
+#: overflow (of the MATMUL it names), a VEC / DIV line's overflow (at pc), the overflow kept while a STORE ran,
+#: the error ERR_WAIT reports.
+_SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
 
 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
@@ -175,16 +179,25 @@ class Controller(wiring.Component):
             fa_now=Signal(ADDR_BITS),                       # FETCH's address: fa1 after a step, else fa
             past=Signal(), past1=Signal(),                  # pc >= prog_len, pc1 >= prog_len, registered
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
+            fire=Signal(), src=Signal(range(len(_SOURCES))),  # an error stops the run: its source (_commit_error)
+            ovf_now=Signal(PC_BITS),                        # overflow_idx, registered (_commit_error)
             bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             div_issue=Signal(),                             # a DIV line was read in the cycle before (a pulse)
             chk=chk, div=div,
             k=Signal(range(max(self.config.acc_bits + ACC_READ, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
+        # The instruction registers take the DMA's line (ins_next) in every FETCH_WAIT cycle (`fetching`, a
+        # register): the last, the one the line arrives in, leaves the instruction there. So their clock
+        # enable is a flip-flop, not the FSM's decision; nothing reads them in FETCH_WAIT.
+        s.fetching, s.ins_next = Signal(name="fetching"), Signal(INSTR_BITS, name="ins_next")
         m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes),
-                     chk.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
+                     s.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
         # The checker's error, registered for ERR_WAIT (always at least a cycle after CHECK; the checker's
-        # inputs hold meanwhile), so no cycle runs from its tests into the error status.
+        # inputs hold meanwhile), so no cycle runs from its tests into the error status. The argument lags the
+        # code by ARG_REGISTER cycles: it is read in the cycle after ERR_WAIT's last (_commit_error), at the
+        # earliest two cycles after CHECK.
+        assert ARG_REGISTER <= 1, "chk_arg is read two cycles after CHECK"
         s.chk_error, s.chk_arg = Signal(ERROR_CODE_BITS), Signal(64)
         m.d.sync += [s.chk_error.eq(chk.error), s.chk_arg.eq(chk.arg)]
         self._instruction_copies(m, s)
@@ -214,8 +227,8 @@ class Controller(wiring.Component):
         s.ins_il = Signal(INSTR_BITS, name="ins_il", reset_less=True)
         s.ins_x = Signal(INSTR_BITS, name="ins_x", reset_less=True)
         s.ins_st = Signal(INSTR_BITS, name="ins_st", reset_less=True)
-        with m.If(s.chk.load):
-            m.d.sync += s.ins_il.eq(s.chk.ins_next)
+        with m.If(s.fetching):
+            m.d.sync += [s.ins.eq(s.ins_next), s.ins_il.eq(s.ins_next)]
         m.d.sync += s.ins_x.eq(s.ins)
         with m.If(s.chk.decode):
             m.d.sync += s.ins_st.eq(s.ins)
@@ -350,8 +363,10 @@ class Controller(wiring.Component):
         of the statements in a state decides which transition wins (the overflow check is last)."""
         f, dma, chk = s.f, self.dma, s.chk
 
-        def fail_now(code, arg, index):
-            m.d.sync += [s.error.eq(code), s.err_arg.eq(arg), s.err_index.eq(index)]
+        def fail_now(source):
+            # The run stops now; the error status is written a cycle later (_commit_error) from registers
+            # that hold still in IDLE, so only this flag and the source's index are decided here.
+            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0)]
             m.next = "IDLE"
 
         def fail(cause):
@@ -364,7 +379,7 @@ class Controller(wiring.Component):
         def check_overflow():
             # Last in its state, so it wins over the state's own transition.
             with m.If(self.overflow):
-                fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
+                fail_now("overflow")
 
         def keep_overflow():
             # Beside a STORE: the first overflow of a MATMUL of other lines is kept, reported once the STORE is done.
@@ -374,7 +389,7 @@ class Controller(wiring.Component):
         def vec_overflow():
             # Last in its state: a VEC line's update left the accumulator range (it runs alone, so it is its own).
             with m.If(self.overflow):
-                fail_now(ERR_OVERFLOW, 0, s.pc)
+                fail_now("vec_overflow")
 
         def gather():
             # The command's fields: _dma_command.
@@ -413,6 +428,7 @@ class Controller(wiring.Component):
         # chooses (by step) what goes to the DMA and whether it fails.
         # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
         m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
+        self._commit_error(m, s)      # before the FSM: a start in IDLE clears the status after it
         m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0),  # one-cycle pulses (LOADQ_CHECK, DIV, DIV_WRITE set them)
                      s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
         with m.FSM() as fsm:
@@ -424,7 +440,7 @@ class Controller(wiring.Component):
                     m.next = "FETCH"
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
-                    fail_now(*self._pending_error(m, s))
+                    fail_now("pending")
                 check_overflow()
             with m.State("FETCH"):
                 past = Signal()
@@ -434,12 +450,12 @@ class Controller(wiring.Component):
                     fail("no_halt")
                 with m.Else():
                     gather()
+                    m.d.sync += s.fetching.eq(1)
                     m.next = "FETCH_WAIT"
                 check_overflow()
             with m.State("FETCH_WAIT"):
                 with m.If(dma.line_valid):
-                    m.d.sync += s.ins.eq(chk.ins_next)
-                    m.d.comb += chk.load.eq(1)
+                    m.d.sync += s.fetching.eq(0)
                     m.d.comb += self.events.fetch_bytes.eq(INSTR_BYTES)
                     m.next = "DECODE"
                 check_overflow()
@@ -576,12 +592,28 @@ class Controller(wiring.Component):
                 # The next FETCH starts its gather at once: leave only when the DMA can take it.
                 with m.If(self.store.done & dma.ready):
                     with m.If(s.ovf_seen):
-                        fail_now(ERR_OVERFLOW, 0, s.ovf_idx)
+                        fail_now("kept_overflow")
                     with m.Elif(self.overflow):
-                        fail_now(ERR_OVERFLOW, 0, self.overflow_idx)
+                        fail_now("overflow")
                     with m.Else():
                         next_instr()
         return fsm
+
+    def _commit_error(self, m, s):
+        """The error status, written the cycle after the run stopped (``fire``, a pulse) from the source
+        ``src`` names. Every source is a register that holds still in IDLE (``ovf_now`` is the overflowing
+        MATMUL's index, registered when the overflow was seen), so no cycle runs from the states' decisions
+        into the 100 bits of status. ``busy`` covers that cycle (:meth:`_unit_events`)."""
+        m.d.sync += [s.fire.eq(0), s.ovf_now.eq(self.overflow_idx)]
+        pending = self._pending_error(m, s)
+        values = {"overflow": (ERR_OVERFLOW, 0, s.ovf_now), "vec_overflow": (ERR_OVERFLOW, 0, s.pc),
+                  "kept_overflow": (ERR_OVERFLOW, 0, s.ovf_idx), "pending": pending}
+        assert set(values) == set(_SOURCES)
+        with m.If(s.fire):
+            with m.Switch(s.src):
+                for source, (code, arg, index) in values.items():
+                    with m.Case(_SOURCES.index(source)):
+                        m.d.sync += [s.error.eq(code), s.err_arg.eq(arg), s.err_index.eq(index)]
 
     def _pending_error(self, m, s):
         """ERR_WAIT's (code, arg, index) of the error ``pend`` names: from registers that hold still while
@@ -631,7 +663,8 @@ class Controller(wiring.Component):
         """``busy``, and the per-unit busy / stall events: the state groups of :data:`UNIT_STATES`."""
         ev = self.events
         running = Signal()
-        m.d.comb += [running.eq(~fsm.ongoing("IDLE")), self.busy.eq(running), ev.cycles.eq(running)]
+        # busy also covers the cycle the error status is written in (_commit_error); the cycle counter does not.
+        m.d.comb += [running.eq(~fsm.ongoing("IDLE")), self.busy.eq(running | s.fire), ev.cycles.eq(running)]
         for u, states in UNIT_STATES.items():
             inside = Signal(name=f"in_{u}")
             m.d.comb += inside.eq(Cat(*(fsm.ongoing(st) for st in states)).any())

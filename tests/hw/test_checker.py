@@ -15,7 +15,7 @@ from systolic.arch.isa import FIELDS, Instr, Opcode, encode
 from systolic.arch.machine import MachineSpec
 from systolic.arch.sysmap import ERR_BAD_OPCODE, error_reason
 from systolic.compiler.executor import Executor, ProgramError
-from systolic.hw.checker import InstrChecker
+from systolic.hw.checker import ARG_REGISTER, InstrChecker
 
 CFG = AcceleratorConfig(rows=2, cols=3, spad_a_bytes=20, spad_w_bytes=18, acc_entries=6, bus_bytes=4)
 DRAM = 200
@@ -82,17 +82,16 @@ def _checker_results(words):
     async def bench(ctx):
         ctx.set(dut.dram_bytes, DRAM)
         for w in words:
-            ctx.set(dut.ins_next, w)          # loaded (FETCH_WAIT), then decoded
-            ctx.set(dut.load, 1)
-            await ctx.tick()
-            ctx.set(dut.load, 0)
-            ctx.set(dut.ins, w)
+            ctx.set(dut.ins, w)               # loaded (FETCH_WAIT), then decoded
             ctx.set(dut.decode, 1)
             await ctx.tick()
             ctx.set(dut.decode, 0)
             # `fail` (what the controller's CHECK reads) is error != 0, formed apart from it
             assert ctx.get(dut.fail) == int(ctx.get(dut.error) != 0)
-            out.append((ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error), ctx.get(dut.arg)))
+            got = (ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error))
+            await ctx.tick().repeat(ARG_REGISTER)      # the argument follows, the rest holds
+            assert (ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error)) == got
+            out.append((*got, ctx.get(dut.arg)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
