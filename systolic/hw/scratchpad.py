@@ -70,9 +70,12 @@ class LineLoadSignature(wiring.Signature):
     In a cycle with ``en`` high, line ``addr`` takes ``bytes[p]`` at positions
     ``offset <= p < offset + elems`` (converted as ``unsigned`` or signed
     bytes) and, with ``zero``, 0 at the other positions; other positions keep
-    their values. ``bad`` (combinational) says that a converted byte lies
-    outside the scratchpad's ``bits``-bit range: the LOAD's error (the line is
-    written anyway; the run stops).
+    their values. ``offset``, ``elems``, ``zero`` and ``unsigned`` (the LOAD's
+    fields) are registered: a write uses the values of the cycle before it
+    (the controller holds them from the LOAD's CHECK on). ``bad``
+    (combinational) says that a converted byte lies outside the scratchpad's
+    ``bits``-bit range: the LOAD's error (the line is written anyway; the run
+    stops).
 
     Members
     -------
@@ -151,17 +154,21 @@ class Scratchpad(wiring.Component):
         wr, rd = mem.write_port(granularity=1), mem.read_port()
         m.d.comb += [rd.addr.eq(self.read.addr), rd.en.eq(self.read.en), self.read.data.eq(rd.data),
                      self.ev_read.eq(self.read.en), self.ev_write.eq(ld.en), wr.addr.eq(ld.addr)]
-        lo = Mux(ld.unsigned, 0, -(1 << (bits - 1)))
-        hi = Mux(ld.unsigned, (1 << bits) - 1, (1 << (bits - 1)) - 1)
+        # The fields, registered: which positions the line's run covers, zero, unsigned (a cycle ahead, so only
+        # the byte conversion lies between the DMA's line and the block RAM).
+        unsigned, zero = Signal(name="unsigned_r"), Signal(name="zero_r")
+        m.d.sync += [unsigned.eq(ld.unsigned), zero.eq(ld.zero)]
+        lo = Mux(unsigned, 0, -(1 << (bits - 1)))
+        hi = Mux(unsigned, (1 << bits) - 1, (1 << (bits - 1)) - 1)
         bad = []
         for p in range(self.width):
             v = Signal(signed(10), name=f"v{p}")
             inside = Signal(name=f"inside{p}")
+            m.d.sync += inside.eq((p >= ld.offset) & (p < ld.offset + ld.elems))
             m.d.comb += [
-                v.eq(Mux(ld.unsigned, ld.bytes[p].as_unsigned(), ld.bytes[p].as_signed())),
-                inside.eq((p >= ld.offset) & (p < ld.offset + ld.elems)),
+                v.eq(Mux(unsigned, ld.bytes[p].as_unsigned(), ld.bytes[p].as_signed())),
                 wr.data[p].eq(Mux(inside, v, 0)),
-                wr.en[p].eq(ld.en & (inside | ld.zero)),
+                wr.en[p].eq(ld.en & (inside | zero)),
             ]
             bad.append(inside & ((v < lo) | (v > hi)))
         m.d.comb += ld.bad.eq(ld.en & Cat(*bad).any())

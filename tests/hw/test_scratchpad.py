@@ -29,6 +29,7 @@ def test_loads_and_reads_equal_the_model(bits):
 
     async def bench(ctx):
         ld, rd = dut.load, dut.read
+        fields = None           # the fields presented in the cycle before: the ones a write uses
         for _ in range(600):
             # A random LOAD line write (or an idle cycle).
             write = gaps.random() < 0.6
@@ -36,15 +37,19 @@ def test_loads_and_reads_equal_the_model(bits):
             byts = [int(b) for b in rng.integers(0, 256, width)]
             if rng.random() < 0.5:
                 byts = [b & ((1 << bits) - 1) for b in byts]       # mostly in range
-            offset = int(rng.integers(0, width + 1))
-            elems = int(rng.integers(0, width - offset + 1))
-            zero, unsigned = bool(rng.integers(0, 2)), bool(rng.integers(0, 2))
+            new = {"offset": int(rng.integers(0, width + 1)), "zero": bool(rng.integers(0, 2)),
+                   "unsigned": bool(rng.integers(0, 2))}
+            new["elems"] = int(rng.integers(0, width - new["offset"] + 1))
+            write = write and fields is not None
+            offset, elems, zero, unsigned = (fields or new)["offset"], (fields or new)["elems"], \
+                (fields or new)["zero"], (fields or new)["unsigned"]
             ctx.set(ld.en, int(write))
             ctx.set(ld.addr, line)
             for p, b in enumerate(byts):
                 ctx.set(ld.bytes[p], b)
-            for k, v in (("offset", offset), ("elems", elems), ("zero", zero), ("unsigned", unsigned)):
+            for k, v in new.items():        # the next write's (registered)
                 ctx.set(getattr(ld, k), int(v))
+            fields = new
             # A random read, answered next cycle.
             read = gaps.random() < 0.5
             raddr = int(rng.integers(0, lines))
