@@ -24,7 +24,7 @@ The controller builds instruction fetch, LOAD, LOADQ and STORE out of these.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -314,14 +314,26 @@ class Dma(wiring.Component):
         lo, hi = r_off, r_hi                # the current gather's run (registered when it is taken)
         # Each position is decoded for both candidate entries (the FIFO's head and the request accepted now),
         # and the FIFO's readiness only chooses between the two at the end.
+        # Position p = p_hi * bb + p_lo takes byte lane p - cur iff 0 <= p - cur < bb, that is (with cur =
+        # c_hi * bb + c_lo, 0 <= c_lo < bb) iff p_hi == c_hi and p_lo >= c_lo, or p_hi == c_hi + 1 and
+        # p_lo < c_lo; the lane is (p_lo - c_lo) mod bb. So a candidate is decoded once into c_hi's few
+        # equalities and c_lo's compares and lanes, shared by the positions (no subtraction per position).
+        his = range(-1, (self.buf_bytes - 1) // bb + 1)
+        decoded = []
+        for k, cur in enumerate((meta.r_data[:cw].as_signed(), r_cur)):
+            c_hi, c_lo = cur >> lg, cur.as_unsigned()[:lg] if lg else Const(0, 1)
+            eq = {h: Signal(name=f"hi{k}_{h + 1}") for h in his}
+            ge = [Signal(name=f"ge{k}_{j}") for j in range(bb)]             # p_lo >= c_lo
+            lane = [Signal(lsel, name=f"lane{k}_{j}") for j in range(bb)]   # (p_lo - c_lo) mod bb
+            m.d.comb += [eq[h].eq(c_hi == h) for h in his]
+            m.d.comb += [ge[j].eq(c_lo <= j) for j in range(bb)]
+            m.d.comb += [lane[j].eq((j - c_lo)[:lsel]) for j in range(bb)]
+            decoded.append((eq, ge, lane))
         with m.If(refill):
             m.d.sync += [h_valid.eq(meta.r_rdy | r_accept), h_end.eq(Mux(meta.r_rdy, meta.r_data[cw], end_line))]
             for p in range(self.buf_bytes):
-                dec = []
-                for k, cur in enumerate((meta.r_data[:cw].as_signed(), r_cur)):
-                    rel = Signal(signed(cw), name=f"rel{p}_{k}")
-                    m.d.comb += rel.eq(p - cur)
-                    dec.append(((rel >= 0) & (rel < bb), rel.as_unsigned()[:lsel]))
+                p_hi, p_lo = divmod(p, bb)
+                dec = [((eq[p_hi] & ge[p_lo]) | (eq[p_hi - 1] & ~ge[p_lo]), lane[p_lo]) for eq, ge, lane in decoded]
                 inside = (p >= lo) & (p < hi)
                 m.d.sync += [h_hit[p].eq(Mux(meta.r_rdy, dec[0][0], dec[1][0]) & inside),
                              h_sel[p].eq(Mux(meta.r_rdy, dec[0][1], dec[1][1]))]
