@@ -326,7 +326,7 @@ class Dma(wiring.Component):
             ge = [Signal(name=f"ge{k}_{j}") for j in range(bb)]             # p_lo >= c_lo
             lane = [Signal(lsel, name=f"lane{k}_{j}") for j in range(bb)]   # (p_lo - c_lo) mod bb
             m.d.comb += [eq[h].eq(c_hi == h) for h in his]
-            m.d.comb += [ge[j].eq(c_lo <= j) for j in range(bb)]
+            m.d.comb += [ge[j].eq(c_lo <= j if j < bb - 1 else 1) for j in range(bb)]     # (c_lo < bb)
             m.d.comb += [lane[j].eq((j - c_lo)[:lsel]) for j in range(bb)]
             decoded.append((eq, ge, lane))
         with m.If(refill):
