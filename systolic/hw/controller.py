@@ -136,7 +136,11 @@ class Controller(wiring.Component):
     vec : Out(AccVecSignature(...))
         VEC and DIV lines into the accumulator buffer.
     acc_rd : Out(LineReadSignature(...))
-        DIV's reads of accumulator lines (the STORE pipeline's read port, never used by both at once).
+        DIV's reads of accumulator lines (the STORE pipeline's read port, never used by both at once); its
+        address is a register.
+    div_mode : Out(1)
+        A DIV runs (a register, high in its states): the accumulator's read port takes ``acc_rd.addr``, not
+        the STORE pipeline's address.
     clear : Out(1)
         Start of a run (counters and the array unit clear).
     events : Out(controller_events(config))
@@ -162,7 +166,7 @@ class Controller(wiring.Component):
                                        bits=div_result_bits(config.acc_bits))),
             "acc_rd": Out(LineReadSignature(depth=memory_depth(config.acc_lines), shape=signed(config.acc_bits),
                                             width=config.cols)),
-            "clear": Out(1),
+            "div_mode": Out(1), "clear": Out(1),
             "events": Out(controller_events(config)),
         })
 
@@ -302,8 +306,13 @@ class Controller(wiring.Component):
         """What the states drive besides the FSM: LOAD line writes, the STORE pipeline's command, the status."""
         f = s.f
         s.write_line = Signal()      # a LOAD writes line spad + i this cycle (from dma.line; zeros past elems)
+        # The line a LOAD writes: a register, spad + i. It follows the instruction's spad outside the LOAD
+        # states (so it holds spad from CHECK on) and counts with i inside them (_fsm).
+        # (As wide as the wider scratchpad's address: the checker keeps spad + lines inside the target's lines.)
+        s.waddr = Signal(max(len(self.load_a.addr), len(self.load_w.addr)), name="waddr")
+        m.d.sync += s.waddr.eq(f["spad"])
         for port, target in ((self.load_a, 0), (self.load_w, 1)):
-            m.d.comb += [port.en.eq(s.write_line & (f["target"] == target)), port.addr.eq(f["spad"] + s.i),
+            m.d.comb += [port.en.eq(s.write_line & (f["target"] == target)), port.addr.eq(s.waddr),
                          port.bytes.eq(self.dma.line.as_value()[:len(port.bytes.as_value())]),
                          port.offset.eq(f["offset"]), port.elems.eq(f["elems"]),
                          port.zero.eq(f["zero"]), port.unsigned.eq(f["unsigned"])]
@@ -320,16 +329,21 @@ class Controller(wiring.Component):
         vec, div = self.vec, s.div
         s.vec_line, s.div_write = Signal(), Signal()
         line = self.dma.line
-        # DIV reads line acc (state DIV, i = 0) and line acc + i + 1 in DIV_WRITE; that address is formed in the
-        # DIV_STEP cycles before (i changes only as DIV_WRITE ends), so no add lies before the memory's address.
-        s.div_next = Signal.like(self.acc_rd.addr, name="div_next")
-        m.d.sync += s.div_next.eq(field(s.ins_x, D, "acc") + s.i + 1)
+        # DIV reads line acc (state DIV, i = 0) and line acc + i + 1 in DIV_WRITE: the address is a register,
+        # formed in the cycle before (acc + i + 1 in DIV_STEP, where i holds: it changes only as DIV_WRITE ends;
+        # acc in every other state), so nothing but the port's select (div_mode, a register) lies before the
+        # memory's address.
+        s.rd_addr = Signal.like(self.acc_rd.addr, name="rd_addr")
+        s.div_next = field(s.ins_x, D, "acc") + s.i + 1
+        s.div_mode = Signal(name="div_mode")
+        m.d.sync += s.rd_addr.eq(field(s.ins_x, D, "acc"))
+        m.d.comb += self.div_mode.eq(s.div_mode)
         m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins_x, V, "acc") + s.i),
                      vec.op.eq(Mux(s.div_write, VecOp.SET, field(s.ins_x, V, "op"))),
                      vec.shift.eq(Mux(s.div_write, 0, field(s.ins_x, V, "shift"))),
                      vec.elems.eq(field(s.ins_x, V, "elems")),
                      div.divisor.eq(field(s.ins_x, D, "divisor")), div.line.eq(self.acc_rd.data),
-                     self.acc_rd.addr.eq(Mux(s.div_write, s.div_next, field(s.ins_x, D, "acc")))]
+                     self.acc_rd.addr.eq(s.rd_addr)]
         for c in range(self.config.cols):
             byte = Mux(field(s.ins_x, V, "unsigned"), line[c].as_unsigned(), line[c].as_signed())
             m.d.comb += vec.vals[c].eq(Mux(s.div_write, div.y[c], byte))
@@ -366,7 +380,7 @@ class Controller(wiring.Component):
         def fail_now(source):
             # The run stops now; the error status is written a cycle later (_commit_error) from registers
             # that hold still in IDLE, so only this flag and the source's index are decided here.
-            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0)]
+            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0), s.div_mode.eq(0)]
             m.next = "IDLE"
 
         def fail(cause):
@@ -391,6 +405,10 @@ class Controller(wiring.Component):
             with m.If(self.overflow):
                 fail_now("vec_overflow")
 
+        def load_line():
+            # A LOAD state: the written line's address counts with i (_datapath).
+            m.d.sync += s.waddr.eq(Mux(s.write_line, s.waddr + 1, s.waddr))
+
         def gather():
             # The command's fields: _dma_command.
             m.d.comb += [dma.start.eq(1), dma.write.eq(0)]
@@ -414,6 +432,7 @@ class Controller(wiring.Component):
                 with m.Case(Opcode.VEC):
                     m.next = "VEC"
                 with m.Case(Opcode.DIV):
+                    m.d.sync += s.div_mode.eq(1)
                     m.next = "DIV"
                 with m.Case(Opcode.LOADQ):
                     m.next = "LOADQ"
@@ -481,6 +500,7 @@ class Controller(wiring.Component):
                     execute()
                 check_overflow()
             with m.State("LOAD"):
+                load_line()
                 with m.If(f["lines"] == 0):
                     next_instr()
                 with m.Elif(f["elems"] == 0):
@@ -493,6 +513,7 @@ class Controller(wiring.Component):
                     m.next = "LOAD_WAIT"
                 check_overflow()
             with m.State("LOAD_ZERO"):
+                load_line()
                 with m.If(s.i == f["lines"]):
                     next_instr()
                 with m.Else():
@@ -501,6 +522,7 @@ class Controller(wiring.Component):
                 check_overflow()
             with m.State("LOAD_WAIT"):
                 # Each line is written the cycle its last word arrives.
+                load_line()
                 with m.If(dma.line_valid):
                     m.d.comb += s.write_line.eq(1)
                     with m.If(s.bad_value):
@@ -534,6 +556,7 @@ class Controller(wiring.Component):
                 vec_overflow()
             with m.State("DIV"):
                 with m.If((f["lines"] == 0) | (f["elems"] == 0)):
+                    m.d.sync += s.div_mode.eq(0)
                     next_instr()
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # line 0
@@ -544,7 +567,7 @@ class Controller(wiring.Component):
                 # acc_bits of them, and DIV_WRITE reads the result. The divider steps in every other cycle too
                 # (its results are read only in DIV_WRITE, and the next line is loaded), so a registered load is
                 # its only control: no cycle runs from the state into its clock enables.
-                m.d.sync += s.k.eq(s.k + 1)
+                m.d.sync += [s.k.eq(s.k + 1), s.rd_addr.eq(s.div_next)]
                 with m.If(s.k == self.config.acc_bits + ACC_READ - 1):
                     m.next = "DIV_WRITE"
                 vec_overflow()
@@ -552,7 +575,7 @@ class Controller(wiring.Component):
                 m.d.comb += s.div_write.eq(1)
                 m.d.sync += s.i.eq(s.i + 1)
                 with m.If(s.i + 1 == f["lines"]):
-                    m.d.sync += s.k.eq(0)
+                    m.d.sync += [s.k.eq(0), s.div_mode.eq(0)]
                     m.next = "VEC_DRAIN"
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1

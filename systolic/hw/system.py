@@ -120,7 +120,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, ctrl.store, store.ctl)
         # The accumulator's read port: the STORE pipeline's, or DIV's (the controller runs one at a time).
         m.d.comb += [accbuf.rd.en.eq(store.acc.en | ctrl.acc_rd.en),
-                     accbuf.rd.addr.eq(Mux(ctrl.acc_rd.en, ctrl.acc_rd.addr, store.acc.addr)),
+                     accbuf.rd.addr.eq(Mux(ctrl.div_mode, ctrl.acc_rd.addr, store.acc.addr)),
                      store.acc.data.eq(accbuf.rd.data), ctrl.acc_rd.data.eq(accbuf.rd.data)]
         # The array unit clears a cycle after the start (a register drives its resets, not the logic that takes
         # the start): a run's first MATMUL reaches it only after its fetch, DECODE and CHECK.
