@@ -16,8 +16,11 @@ __all__ = ["WSArrayUnit"]
 #: result, ``m + array`` (``m + R + C``) cycles later. The next start comes at least ``m`` and the one after that at
 #: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: a two-entry queue (``wb0`` the
 #: head) that never fills at a push and never holds the feeder back (which the cycle model relies on).
-_WRITEBACK = data.StructLayout({name: MATMUL_LAYOUT.members[name]
-                                 for name in ("acc", "m", "accum", "shift", "idx", "acc_end")})
+#: A MATMUL in the write-back queue, with m - 1 (formed as it is queued: the last output is found by an equality
+#: of registers, not an add and a compare).
+_WRITEBACK = data.StructLayout({**{name: MATMUL_LAYOUT.members[name]
+                                   for name in ("acc", "m", "accum", "shift", "idx", "acc_end")},
+                                "m_m1": MATMUL_LAYOUT.members["m"]})
 
 
 class WSArrayUnit(ArrayUnit):
@@ -104,7 +107,7 @@ class WSArrayUnit(ArrayUnit):
         ]
         wb_in = Signal(_WRITEBACK)
         m.d.comb += [wb_in.acc.eq(wl.acc), wb_in.m.eq(wl.m), wb_in.accum.eq(wl.accum), wb_in.shift.eq(wl.shift),
-                     wb_in.idx.eq(wl.idx), wb_in.acc_end.eq(wl.acc_end)]
+                     wb_in.idx.eq(wl.idx), wb_in.acc_end.eq(wl.acc_end), wb_in.m_m1.eq(wl.m - 1)]
         with m.If(adv_f):
             with m.If(fd_more):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]
@@ -129,7 +132,7 @@ class WSArrayUnit(ArrayUnit):
         ]
         written_idx(m, array.o.valid, head.idx, self.idx)
         with m.If(array.o.valid):
-            with m.If(o_cnt + 1 == head.m):
+            with m.If(o_cnt == head.m_m1):
                 m.d.sync += o_cnt.eq(0)
                 m.d.comb += pop.eq(1)
             with m.Else():
