@@ -184,6 +184,7 @@ class Controller(wiring.Component):
             past=Signal(), past1=Signal(),                  # pc >= prog_len, pc1 >= prog_len, registered
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
             fire=Signal(), src=Signal(range(len(_SOURCES))),  # an error stops the run: its source (_commit_error)
+            in_fetch=Signal(), in_store=Signal(),           # the state is FETCH / STORE (_dma_command)
             ovf_now=Signal(PC_BITS),                        # overflow_idx, registered (_commit_error)
             bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
@@ -380,14 +381,15 @@ class Controller(wiring.Component):
         def fail_now(source):
             # The run stops now; the error status is written a cycle later (_commit_error) from registers
             # that hold still in IDLE, so only this flag and the source's index are decided here.
-            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0), s.div_mode.eq(0)]
+            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0), s.div_mode.eq(0),
+                         s.in_fetch.eq(0), s.in_store.eq(0)]
             m.next = "IDLE"
 
         def fail(cause):
             # Precise errors: the run stops only once the array unit is idle, so an accumulator
             # overflow of an earlier MATMUL is reported first (ERR_WAIT). Only the cause is registered
             # here (a few bits); ERR_WAIT forms the code, argument and index (_pending_error).
-            m.d.sync += s.pend.eq(_PENDING.index(cause))
+            m.d.sync += [s.pend.eq(_PENDING.index(cause)), s.in_fetch.eq(0), s.in_store.eq(0)]
             m.next = "ERR_WAIT"
 
         def check_overflow():
@@ -416,7 +418,7 @@ class Controller(wiring.Component):
         def next_instr():
             # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
             # DMA's) drives one flip-flop, not pc's clock enables.
-            m.d.sync += s.step.eq(1)
+            m.d.sync += [s.step.eq(1), s.in_fetch.eq(1)]
             m.next = "FETCH"
 
         def execute():
@@ -448,6 +450,9 @@ class Controller(wiring.Component):
         # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
         m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
         self._commit_error(m, s)      # before the FSM: a start in IDLE clears the status after it
+        # in_fetch / in_store: the state is FETCH / STORE (registers set with the transition into it, for the DMA
+        # command's selects, _dma_command).
+        m.d.sync += [s.in_fetch.eq(0), s.in_store.eq(0)]
         m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0),  # one-cycle pulses (LOADQ_CHECK, DIV, DIV_WRITE set them)
                      s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
         with m.FSM() as fsm:
@@ -455,7 +460,8 @@ class Controller(wiring.Component):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
                     m.d.sync += [s.pc.eq(0), s.step.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
-                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0)]
+                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0),
+                                 s.in_fetch.eq(1)]
                     m.next = "FETCH"
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
@@ -604,6 +610,7 @@ class Controller(wiring.Component):
                 # A state of its own, so the check and the interlock decide a state, not the pipeline's start.
                 m.d.comb += self.store.start.eq(1)
                 keep_overflow()
+                m.d.sync += s.in_store.eq(1)
                 m.next = "STORE"
             with m.State("STORE"):
                 m.d.comb += self.store.ready.eq(dma.ready)
@@ -613,7 +620,9 @@ class Controller(wiring.Component):
                 # reported once the STORE is done (its lines are written; the error names the MATMUL).
                 keep_overflow()
                 # The next FETCH starts its gather at once: leave only when the DMA can take it.
+                m.d.sync += s.in_store.eq(1)
                 with m.If(self.store.done & dma.ready):
+                    m.d.sync += s.in_store.eq(0)
                     with m.If(s.ovf_seen):
                         fail_now("kept_overflow")
                     with m.Elif(self.overflow):
@@ -663,7 +672,8 @@ class Controller(wiring.Component):
         instruction in the instruction register (a LOAD's, VEC's or LOADQ's gather, a STORE's scatter of the
         store pipeline's line address). The instruction's are formed by its opcode into registers (they hold
         from the cycle after DECODE on; the DMA takes them in the instruction's own states, after CHECK), so
-        only FETCH's and STORE's selects lie between registers and the DMA's."""
+        only FETCH's and STORE's selects (by registered copies of those two states) lie between registers and
+        the DMA's."""
         L, Q = Opcode.LOAD, Opcode.LOADQ
         assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.STORE)
                    for n in ("dram", "elems", "lines", "stride")) and FIELDS[Q]["dram"] == FIELDS[L]["dram"]
@@ -674,10 +684,10 @@ class Controller(wiring.Component):
         m.d.sync += [g_n.eq(Mux(op == Q, self.config.loadq_bytes, f["elems"])),
                      g_off.eq(Mux(op == L, f["offset"], 0)),
                      g_lines.eq(Mux(op == Q, 1, f["lines"])), g_stride.eq(Mux(op == Q, 0, f["stride"]))]
-        fetch = fsm.ongoing("FETCH")
+        fetch = s.in_fetch
         m.d.comb += [
             s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
-            dma.addr.eq(Mux(fetch, s.fa_now, Mux(fsm.ongoing("STORE"), self.store.out_addr, f["dram"]))),
+            dma.addr.eq(Mux(fetch, s.fa_now, Mux(s.in_store, self.store.out_addr, f["dram"]))),
             dma.n.eq(Mux(fetch, INSTR_BYTES, g_n)), dma.off.eq(Mux(fetch, 0, g_off)),
             dma.lines.eq(Mux(fetch, 1, g_lines)), dma.stride.eq(Mux(fetch, 0, g_stride)),
         ]
