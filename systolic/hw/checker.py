@@ -102,8 +102,10 @@ class InstrChecker(wiring.Component):
         code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
         with m.If(self.decode):
-            m.d.sync += [prod.eq(lines * stride), room.eq(self.dram_bytes - dram - elems),
-                         room_s.eq(self.dram_bytes - dram - elems + stride), first_s.eq(dram + elems - 1 - stride),
+            # (Each as two sums in parallel, then one subtraction: two adders deep, not three.)
+            used = dram + elems
+            m.d.sync += [prod.eq(lines * stride), room.eq(self.dram_bytes - used),
+                         room_s.eq((self.dram_bytes + stride) - used), first_s.eq(used - (stride + 1)),
                          code_r.eq(code), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
         dram_bad = Signal()
         # room_s is not negative when room is not: compared unsigned, as wide as prod.
