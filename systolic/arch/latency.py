@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 __all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
            "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "STORE_START", "LOADQ_CHECK", "EVENT_REGISTER",
+           "ERROR_COMMIT",
            "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
@@ -81,6 +82,11 @@ LOADQ_CHECK = 1
 #: argument) lag the controller by as much (``hw.system.Accelerator``), so when the status shows that a run
 #: ended, the counters hold every event of it.
 EVENT_REGISTER = 1
+#: A run that stops on an error writes its error status (code, index, argument) this many cycles after it
+#: stops, from registers that hold still then (``hw.controller.Controller``: the error's source is registered,
+#: not the 100 bits of status), and ``busy`` covers those cycles; the ``cycles`` counter does not. Runs without
+#: an error are not affected.
+ERROR_COMMIT = 1
 
 
 def div_line(acc_bits: int) -> int:

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_READ, ACC_UPDATE, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
+from ..arch.latency import ACC_READ, ACC_UPDATE, ERROR_COMMIT, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -636,6 +636,7 @@ class Controller(wiring.Component):
         ``src`` names. Every source is a register that holds still in IDLE (``ovf_now`` is the overflowing
         MATMUL's index, registered when the overflow was seen), so no cycle runs from the states' decisions
         into the 100 bits of status. ``busy`` covers that cycle (:meth:`_unit_events`)."""
+        assert ERROR_COMMIT == 1, "one register (fire) below"
         m.d.sync += [s.fire.eq(0), s.ovf_now.eq(self.overflow_idx)]
         pending = self._pending_error(m, s)
         values = {"overflow": (ERR_OVERFLOW, 0, s.ovf_now), "vec_overflow": (ERR_OVERFLOW, 0, s.pc),
