@@ -46,6 +46,12 @@ _PENDING = ("no_halt", "bad_opcode", "check", "value", "shift")
 #: overflow (of the MATMUL it names), a VEC / DIV line's overflow (at pc), the overflow kept while a STORE ran,
 #: the error ERR_WAIT reports.
 _SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
+#: Registered copies of state groups, for readers whose clock enables or selects must not come from the FSM
+#: state's decode: each is set by every transition (``Controller._fsm``'s ``goto``) to whether the next state
+#: is one of its states. fetching: the instruction registers load; div_mode: DIV owns the accumulator's read
+#: port; in_fetch / in_store: the DMA command's selects.
+_STATE_FLAGS = {"fetching": ("FETCH_WAIT",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
+                "in_fetch": ("FETCH",), "in_store": ("STORE",)}
 
 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
@@ -378,19 +384,25 @@ class Controller(wiring.Component):
         of the statements in a state decides which transition wins (the overflow check is last)."""
         f, dma, chk = s.f, self.dma, s.chk
 
+        def goto(state):
+            # Every transition: besides the FSM's state, the registered state flags of _STATE_FLAGS take
+            # whether the next state is theirs (they hold while the state does).
+            for name, states in _STATE_FLAGS.items():
+                m.d.sync += getattr(s, name).eq(state in states)
+            m.next = state
+
         def fail_now(source):
             # The run stops now; the error status is written a cycle later (_commit_error) from registers
             # that hold still in IDLE, so only this flag and the source's index are decided here.
-            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source)), s.fetching.eq(0), s.div_mode.eq(0),
-                         s.in_fetch.eq(0), s.in_store.eq(0)]
-            m.next = "IDLE"
+            m.d.sync += [s.fire.eq(1), s.src.eq(_SOURCES.index(source))]
+            goto("IDLE")
 
         def fail(cause):
             # Precise errors: the run stops only once the array unit is idle, so an accumulator
             # overflow of an earlier MATMUL is reported first (ERR_WAIT). Only the cause is registered
             # here (a few bits); ERR_WAIT forms the code, argument and index (_pending_error).
-            m.d.sync += [s.pend.eq(_PENDING.index(cause)), s.in_fetch.eq(0), s.in_store.eq(0)]
-            m.next = "ERR_WAIT"
+            m.d.sync += s.pend.eq(_PENDING.index(cause))
+            goto("ERR_WAIT")
 
         def check_overflow():
             # Last in its state, so it wins over the state's own transition.
@@ -418,41 +430,37 @@ class Controller(wiring.Component):
         def next_instr():
             # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
             # DMA's) drives one flip-flop, not pc's clock enables.
-            m.d.sync += [s.step.eq(1), s.in_fetch.eq(1)]
-            m.next = "FETCH"
+            m.d.sync += s.step.eq(1)
+            goto("FETCH")
 
         def execute():
             """Start the decoded, checked, unblocked instruction."""
             with m.Switch(chk.op):
                 with m.Case(Opcode.HALT):
                     m.d.sync += self.done.eq(1)
-                    m.next = "IDLE"
+                    goto("IDLE")
                 with m.Case(Opcode.FENCE):
                     next_instr()
                 with m.Case(Opcode.LOAD):
-                    m.next = "LOAD"
+                    goto("LOAD")
                 with m.Case(Opcode.VEC):
-                    m.next = "VEC"
+                    goto("VEC")
                 with m.Case(Opcode.DIV):
-                    m.d.sync += s.div_mode.eq(1)
-                    m.next = "DIV"
+                    goto("DIV")
                 with m.Case(Opcode.LOADQ):
-                    m.next = "LOADQ"
+                    goto("LOADQ")
                 with m.Case(Opcode.MATMUL):
                     m.d.comb += s.enqueue.eq(1)
                     next_instr()
                 with m.Case(Opcode.STORE):
                     m.d.sync += s.ovf_seen.eq(0)
-                    m.next = "STORE_START"
+                    goto("STORE_START")
 
         # FETCH's address and its end-of-program test, formed a cycle ahead for pc and pc + 1, so FETCH only
         # chooses (by step) what goes to the DMA and whether it fails.
         # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
         m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
         self._commit_error(m, s)      # before the FSM: a start in IDLE clears the status after it
-        # in_fetch / in_store: the state is FETCH / STORE (registers set with the transition into it, for the DMA
-        # command's selects, _dma_command).
-        m.d.sync += [s.in_fetch.eq(0), s.in_store.eq(0)]
         m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0),  # one-cycle pulses (LOADQ_CHECK, DIV, DIV_WRITE set them)
                      s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
         with m.FSM() as fsm:
@@ -460,9 +468,8 @@ class Controller(wiring.Component):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
                     m.d.sync += [s.pc.eq(0), s.step.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
-                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0),
-                                 s.in_fetch.eq(1)]
-                    m.next = "FETCH"
+                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0)]
+                    goto("FETCH")
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
                     fail_now("pending")
@@ -475,14 +482,12 @@ class Controller(wiring.Component):
                     fail("no_halt")
                 with m.Else():
                     gather()
-                    m.d.sync += s.fetching.eq(1)
-                    m.next = "FETCH_WAIT"
+                    goto("FETCH_WAIT")
                 check_overflow()
             with m.State("FETCH_WAIT"):
                 with m.If(dma.line_valid):
-                    m.d.sync += s.fetching.eq(0)
                     m.d.comb += self.events.fetch_bytes.eq(INSTR_BYTES)
-                    m.next = "DECODE"
+                    goto("DECODE")
                 check_overflow()
             with m.State("DECODE"):
                 m.d.comb += [self.events.instructions.eq(1), chk.decode.eq(1)]
@@ -490,13 +495,13 @@ class Controller(wiring.Component):
                 with m.If(chk.bad_opcode):
                     fail("bad_opcode")
                 with m.Else():
-                    m.next = "CHECK"
+                    goto("CHECK")
                 check_overflow()
             with m.State("CHECK"):
                 with m.If(chk.fail):
                     fail("check")
                 with m.Elif(s.blocked):
-                    m.next = "HOLD"
+                    goto("HOLD")
                 with m.Else():
                     execute()
                 check_overflow()
@@ -513,10 +518,10 @@ class Controller(wiring.Component):
                     # Zero-fill lines: one per cycle.
                     m.d.comb += s.write_line.eq(1)
                     m.d.sync += s.i.eq(1)
-                    m.next = "LOAD_ZERO"
+                    goto("LOAD_ZERO")
                 with m.Else():
                     gather()
-                    m.next = "LOAD_WAIT"
+                    goto("LOAD_WAIT")
                 check_overflow()
             with m.State("LOAD_ZERO"):
                 load_line()
@@ -543,7 +548,7 @@ class Controller(wiring.Component):
                     next_instr()
                 with m.Else():
                     gather()
-                    m.next = "VEC_WAIT"
+                    goto("VEC_WAIT")
             with m.State("VEC_WAIT"):
                 # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
                 with m.If(dma.line_valid):
@@ -551,7 +556,7 @@ class Controller(wiring.Component):
                     m.d.sync += s.i.eq(s.i + 1)
                     with m.If(s.i + 1 == f["lines"]):
                         m.d.sync += s.k.eq(0)
-                        m.next = "VEC_DRAIN"
+                        goto("VEC_DRAIN")
                 vec_overflow()
             with m.State("VEC_DRAIN"):
                 # VEC_INPUT + ACC_UPDATE cycles: then the last line is written; the array unit is idle, so an
@@ -562,12 +567,11 @@ class Controller(wiring.Component):
                 vec_overflow()
             with m.State("DIV"):
                 with m.If((f["lines"] == 0) | (f["elems"] == 0)):
-                    m.d.sync += s.div_mode.eq(0)
                     next_instr()
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # line 0
                     m.d.sync += [s.k.eq(0), s.div_issue.eq(1)]
-                    m.next = "DIV_STEP"
+                    goto("DIV_STEP")
             with m.State("DIV_STEP"):
                 # The line arrives (ACC_READ) and is loaded (k == ACC_READ - 1); then one quotient bit per cycle,
                 # acc_bits of them, and DIV_WRITE reads the result. The divider steps in every other cycle too
@@ -575,25 +579,25 @@ class Controller(wiring.Component):
                 # its only control: no cycle runs from the state into its clock enables.
                 m.d.sync += [s.k.eq(s.k + 1), s.rd_addr.eq(s.div_next)]
                 with m.If(s.k == self.config.acc_bits + ACC_READ - 1):
-                    m.next = "DIV_WRITE"
+                    goto("DIV_WRITE")
                 vec_overflow()
             with m.State("DIV_WRITE"):
                 m.d.comb += s.div_write.eq(1)
                 m.d.sync += s.i.eq(s.i + 1)
                 with m.If(s.i + 1 == f["lines"]):
-                    m.d.sync += [s.k.eq(0), s.div_mode.eq(0)]
-                    m.next = "VEC_DRAIN"
+                    m.d.sync += s.k.eq(0)
+                    goto("VEC_DRAIN")
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1
                     m.d.sync += [s.k.eq(0), s.div_issue.eq(1)]
-                    m.next = "DIV_STEP"
+                    goto("DIV_STEP")
             with m.State("LOADQ"):
                 gather()
-                m.next = "LOADQ_WAIT"
+                goto("LOADQ_WAIT")
                 check_overflow()
             with m.State("LOADQ_WAIT"):
                 with m.If(dma.line_valid):
-                    m.next = "LOADQ_CHECK"
+                    goto("LOADQ_CHECK")
                 check_overflow()
             assert LOADQ_CHECK == 1 and STORE_START == 1, "one state each below"
             with m.State("LOADQ_CHECK"):
@@ -610,8 +614,7 @@ class Controller(wiring.Component):
                 # A state of its own, so the check and the interlock decide a state, not the pipeline's start.
                 m.d.comb += self.store.start.eq(1)
                 keep_overflow()
-                m.d.sync += s.in_store.eq(1)
-                m.next = "STORE"
+                goto("STORE")
             with m.State("STORE"):
                 m.d.comb += self.store.ready.eq(dma.ready)
                 with m.If(self.store.out_valid):
@@ -620,9 +623,7 @@ class Controller(wiring.Component):
                 # reported once the STORE is done (its lines are written; the error names the MATMUL).
                 keep_overflow()
                 # The next FETCH starts its gather at once: leave only when the DMA can take it.
-                m.d.sync += s.in_store.eq(1)
                 with m.If(self.store.done & dma.ready):
-                    m.d.sync += s.in_store.eq(0)
                     with m.If(s.ovf_seen):
                         fail_now("kept_overflow")
                     with m.Elif(self.overflow):
