@@ -218,10 +218,16 @@ def markdown(rows, seeds, notes=()) -> str:
         w = pnr.get("worst")
         packed = w["luts"] if w else "-"
         fmax = _f(w["fmax_mhz"]) if w else ("did not route: " + "; ".join(pnr["failed"]) if pnr else "-")
+        mark = " ¹" if r.get("yosys_workaround") else ""
         out.append(
-            f"| {arr} | {df} | {rnd} | {r['yosys_luts']} | {r['ffs']} | {r['dsps']} | {r['brams']} | {packed} "
+            f"| {arr} | {df} | {rnd} | {r['yosys_luts']}{mark} | {r['ffs']}{mark} | {r['dsps']} | {r['brams']} | {packed} "
             f"| {fmax} | {_f(r['lut_per_pe'], 0)} | {_f(r['ff_per_pe'], 0)} | {_f(r['dsp_per_pe'], 0)} "
             f"| {_f(r['lut_per_lane'], 0)} | {w['critical_path'] if w else '-'} |")
+    if any(r.get("yosys_workaround") for r in rows if r["status"] == "ok"):
+        out += ["", "¹ Synthesized with `synth_ecp5 -nolutram`: Yosys 0.70's ABC9 step stops with an internal "
+                "assertion (`ABC_OPS_REINTEGRATE`, rtlil.cc:3091) on this netlist, so `systolic synth` synthesized "
+                "it again with the small memories (the DMA's and the STORE's FIFOs) in flip-flops instead of LUT "
+                "RAM: its counts are a few hundred LUTs and FFs above what LUT RAM would give."]
     out += ["", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)", "",
             "## Rounding cost (half_even vs half_up)", "",
             "| array | dataflow | LUTs half_even | LUTs half_up | total +% | LUT/lane half_even "

@@ -118,6 +118,8 @@ class SynthResult:
     routed: bool = False
     placer: str | None = None
     seed: int | None = None
+    #: The Yosys flag of a retry the netlist needed (:data:`LUTRAM_WORKAROUND`), else None.
+    yosys_workaround: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,6 +154,9 @@ class SynthResult:
             lines.append(f"  Fmax   {self.fmax_mhz:.1f} MHz (constraint {self.freq_mhz:g} MHz: {met}{how})")
         elif not self.routed:
             lines.append("  Fmax   - (synthesis only, not placed and routed)")
+        if self.yosys_workaround:
+            lines.append(f"  Yosys  synthesized with {self.yosys_workaround}: without it Yosys 0.70's ABC9 step "
+                         f"stops with an internal assertion on this netlist")
         if self.critical_path:
             lines.append(f"  critical path: {self.critical_path.get('summary', '')}")
         if self.unit_paths:
@@ -320,17 +325,36 @@ def nextpnr_args(target: str, dev: dict, *, netlist: str, freq_mhz: float, seed:
             "--timing-allow-fail", allow, *_NEXTPNR_EXTRA, "--log", log, "-q"]
 
 
-def _synth_cmd(target: str, dev: dict, top: str) -> str:
+def _synth_cmd(target: str, dev: dict, top: str, flags: str = "") -> str:
+    extra = f"{flags} " if flags else ""
     if target == "ecp5":
-        return f"synth_ecp5 -top {top}"
-    return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}-top {top}"
+        return f"synth_ecp5 {extra}-top {top}"
+    return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}{extra}-top {top}"
 
 
-def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict) -> str:
+#: The Yosys flag of the retry after :func:`abc9_lutram_assertion`: the design's small memories (the DMA's and
+#: the STORE's FIFOs) in flip-flops instead of LUT RAM.
+LUTRAM_WORKAROUND = "-nolutram"
+
+
+def abc9_lutram_assertion(log: Path) -> bool:
+    """Whether Yosys stopped on the internal assertion of its ABC9 step that Yosys 0.70 hits on some netlists
+    with LUT RAM (``ABC_OPS_REINTEGRATE``: ``Assert `GetSize(conn.first) == GetSize(conn.second)'``, found on
+    the 4x4 WS half_even system; the same design synthesizes with ``-nolutram``)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    passes = [ln for ln in text.splitlines() if " Executing " in ln]
+    return (bool(passes) and "ABC_OPS_REINTEGRATE" in passes[-1]
+            and "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)'" in text[-2000:])
+
+
+def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict, flags: str = "") -> str:
     # Flattened synthesis for place and route (Yosys 0.70's ABC9 flow asserts on
     # this design with -noflatten); the repeated units are then synthesized
-    # alone, in the same process, for the per-PE / per-lane costs.
-    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, top),
+    # alone, in the same process, for the per-PE / per-lane costs. *flags* go to the top's synthesis only.
+    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, top, flags),
              "tee -q -o stat.json stat -json", "write_json netlist.json"]
     for kind, vname in units.items():
         lines += ["design -reset", f"read_verilog {vname}", _synth_cmd(target, dev, f"unit_{kind}"),
@@ -421,6 +445,32 @@ def collect(config, *, target: str, device: str | None = None, top: str = "syste
     return result
 
 
+def _run_yosys(yosys, target, dev, vpath, units, out: Path, timeout_s, say) -> tuple:
+    """Yosys on ``synth.ys`` in *out*; when it stops on :func:`abc9_lutram_assertion`, once more with
+    :data:`LUTRAM_WORKAROUND` (its script beside, ``synth_nolutram.ys``). Returns (seconds, the retry's
+    flag or "")."""
+    say(f"{yosys} (synth_{target})")
+    try:
+        return _run_tool(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=out, log=out / "yosys.stdout.log",
+                         timeout_s=timeout_s), ""
+    except ToolError as exc:
+        if not abc9_lutram_assertion(out / "yosys.log"):
+            raise
+        first = exc
+    say(f"{yosys}: Yosys 0.70's ABC9 assertion on this netlist; again with {LUTRAM_WORKAROUND} "
+        f"(small memories in flip-flops)")
+    (out / "yosys.log").replace(out / "yosys.abc9-assertion.log")
+    retry = "synth_nolutram.ys"
+    (out / retry).write_text(_yosys_script(target, dev, vpath.name, vpath.stem, units, LUTRAM_WORKAROUND))
+    try:
+        secs = _run_tool(yosys, ["-q", "-l", "yosys.log", retry], cwd=out, log=out / "yosys.stdout.log",
+                         timeout_s=timeout_s)
+    except ToolError as exc:
+        raise ToolError(f"{exc} (the first run, without {LUTRAM_WORKAROUND}, stopped on Yosys's ABC9 assertion: "
+                        f"{first.log})", tool=exc.tool, log=exc.log, tail=exc.tail) from None
+    return secs, LUTRAM_WORKAROUND
+
+
 def synth(config, *, target: str = "ecp5", device: str | None = None, top: str = "system",
           out_dir=None, freq_mhz: float = 100.0, seed: int = 1, placer: str | None = None,
           timeout_s: float = 1800.0, pnr: bool = True, progress=None) -> SynthResult:
@@ -488,29 +538,31 @@ def synth(config, *, target: str = "ecp5", device: str | None = None, top: str =
     yosys, nextpnr = _TOOLS[target]
     # Yosys is skipped when its script and inputs are unchanged since its last
     # successful run in this folder (nextpnr always runs: seed / frequency may differ).
+    # The key file's second line is the flag of a retry that run needed ("" for none).
     key = hashlib.sha256("\0".join([script, vpath.read_text(), *((out / v).read_text() for v in units.values())])
                          .encode()).hexdigest()
     products = ["stat.json", "netlist.json", *(f"stat_{k}.json" for k in units)]
     keyfile = out / "yosys.key"
     (out / "report.json").unlink(missing_ok=True)
     (out / SDF_FILE).unlink(missing_ok=True)
-    if keyfile.exists() and keyfile.read_text() == key and all((out / f).exists() for f in products):
+    saved = keyfile.read_text().split("\n") if keyfile.exists() else []
+    if saved[:1] == [key] and all((out / f).exists() for f in products):
         say(f"{yosys}: inputs unchanged, reusing its netlist")
         secs["yosys"] = 0.0
+        workaround = saved[1] if len(saved) > 1 else ""
     else:
         keyfile.unlink(missing_ok=True)
         for stale in products:
             (out / stale).unlink(missing_ok=True)
-        say(f"{yosys} (synth_{target})")
-        secs["yosys"] = _run_tool(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=out,
-                                  log=out / "yosys.stdout.log", timeout_s=timeout_s)
-        keyfile.write_text(key)
+        secs["yosys"], workaround = _run_yosys(yosys, target, dev, vpath, units, out, timeout_s, say)
+        keyfile.write_text(f"{key}\n{workaround}")
     if pnr:
         say(f"{nextpnr} ({dev['device']}, {freq_mhz:g} MHz, placer {placer}, seed {seed})")
         args = nextpnr_args(target, dev, netlist="netlist.json", freq_mhz=freq_mhz, seed=seed,
                             report="report.json", log="nextpnr.log", placer=placer, sdf=SDF_FILE)
         secs["nextpnr"] = _run_tool(nextpnr, args, cwd=out, log=out / "nextpnr.stdout.log", timeout_s=timeout_s)
     result = collect(config, target=target, device=device, top=top, out_dir=out, freq_mhz=freq_mhz, routed=pnr)
+    result.yosys_workaround = workaround or None
     result.seconds = {k: round(v, 1) for k, v in secs.items()}
     if pnr:
         result.placer, result.seed = placer, seed

