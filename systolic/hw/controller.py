@@ -215,6 +215,11 @@ class Controller(wiring.Component):
         L = Opcode.LOAD
         s.f = {n: field(s.ins_x, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
                                                   "dram", "stride")}
+        # A LOAD's zero tests, registered: formed from `ins` in the cycle before `ins_x` takes it, so they always
+        # equal the tests of ins_x's fields, and the LOAD state's choice (which drives the scratchpads' write
+        # enables) starts from flip-flops. z_end: LOAD_ZERO's i == lines, formed as i is set.
+        s.no_lines, s.no_elems, s.z_end = Signal(name="no_lines"), Signal(name="no_elems"), Signal(name="z_end")
+        m.d.sync += [s.no_lines.eq(field(s.ins, L, "lines") == 0), s.no_elems.eq(field(s.ins, L, "elems") == 0)]
         self._queue_slot(m, s)
         self._interlock(m, s)
         self._datapath(m, s)
@@ -512,12 +517,12 @@ class Controller(wiring.Component):
                 check_overflow()
             with m.State("LOAD"):
                 load_line()
-                with m.If(f["lines"] == 0):
+                with m.If(s.no_lines):
                     next_instr()
-                with m.Elif(f["elems"] == 0):
+                with m.Elif(s.no_elems):
                     # Zero-fill lines: one per cycle.
                     m.d.comb += s.write_line.eq(1)
-                    m.d.sync += s.i.eq(1)
+                    m.d.sync += [s.i.eq(1), s.z_end.eq(f["lines"] == 1)]
                     goto("LOAD_ZERO")
                 with m.Else():
                     gather()
@@ -525,11 +530,11 @@ class Controller(wiring.Component):
                 check_overflow()
             with m.State("LOAD_ZERO"):
                 load_line()
-                with m.If(s.i == f["lines"]):
+                with m.If(s.z_end):
                     next_instr()
                 with m.Else():
                     m.d.comb += s.write_line.eq(1)
-                    m.d.sync += s.i.eq(s.i + 1)
+                    m.d.sync += [s.i.eq(s.i + 1), s.z_end.eq(s.i + 1 == f["lines"])]
                 check_overflow()
             with m.State("LOAD_WAIT"):
                 # Each line is written the cycle its last word arrives.
