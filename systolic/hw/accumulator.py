@@ -242,6 +242,17 @@ class AccumulatorBuffer(wiring.Component):
             m.d.sync += s2[key].eq(s1[key])
         for key in ("val", "huge", "neg", "keep"):
             m.d.sync += [s2[key][c].eq(s1[key][c]) for c in range(C)]
+        # Stage 2's one adder per lane forms old + v for ADD and old - v for MAX: the addend (v, or ~v with a
+        # carry in) is registered here, with whether v fits the accumulator's A bits (its bits A-1 .. NW-1 all
+        # equal: the overflow of a result that is v).
+        s2_addend = [Signal(signed(NW), name=f"s2_addend{c}") for c in range(C)]
+        s2_vfits = [Signal(name=f"s2_vfits{c}") for c in range(C)]
+        s2_sub = Signal(name="s2_sub")
+        m.d.sync += s2_sub.eq(s1["op"] == VecOp.MAX)
+        for c in range(C):
+            v, vtop = s1["val"][c], s1["val"][c][A - 1:]
+            m.d.sync += [s2_addend[c].eq(Mux(s1["op"] == VecOp.MAX, ~v, v)),
+                         s2_vfits[c].eq(vtop.all() | ~vtop.any())]
         # The writes an update's memory read (in stage 0) missed, when it is in stage 2: the line in stage 3
         # (written now) and the lines written one and two cycles ago (w1; w2, written in the very cycle of the
         # read, which the read port does not see).
@@ -275,24 +286,31 @@ class AccumulatorBuffer(wiring.Component):
                 m.d.comb += old[c].eq(old_q[c])
 
         # Stage 2: the operation; a kept lane (VEC, c >= elems) keeps its old value and never overflows.
+        # sum = old + v (ADD) or old - v (MAX, where old >= v iff sum >= 0: on a tie old and v are equal, so
+        # MAX takes old), in NW + 1 bits, which hold both. Each operation's overflow is formed beside it, so
+        # the adder's result goes through one choice to the registers.
         m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]
         for c in range(C):
-            o, v, huge = old[c], s2["val"][c], s2["huge"][c]
-            new = Signal(signed(NW + 1), name=f"new{c}")
-            big = Signal(name=f"big{c}")        # the true value is beyond every accumulator value
+            o, v, huge, keep = old[c], s2["val"][c], s2["huge"][c], s2["keep"][c]
+            total = Signal(signed(NW + 1), name=f"sum{c}")
+            m.d.comb += total.eq(o + s2_addend[c] + s2_sub)
+            # ADD: the sum fits A bits iff its bits A-1 .. A+2 all equal its sign (a 4-bit test).
+            top = total[A - 1:]
+            add_ovf = huge | ~(top.all() | ~top.any())
+            # MAX: a huge negative v never wins, a huge positive one is the (overflowing) result, kept as old;
+            # otherwise v wins when old < v, and then overflows iff it does not fit (old always fits).
+            take_v = ~huge & total[-1]
+            max_ovf = (huge & ~s2["neg"][c]) | (take_v & ~s2_vfits[c])
+            new, ovf = Signal(signed(NW + 1), name=f"new{c}"), Signal(name=f"ovf{c}")
             with m.Switch(s2["op"]):
                 with m.Case(VecOp.ADD):
-                    m.d.comb += [new.eq(o + v), big.eq(huge)]
+                    m.d.comb += [new.eq(total), ovf.eq(add_ovf)]
                 with m.Case(VecOp.MAX):
-                    # A huge negative value never wins; a huge positive one is the (overflowing) result.
-                    m.d.comb += [new.eq(Mux(huge | (o > v), o, v)), big.eq(huge & ~s2["neg"][c])]
+                    m.d.comb += [new.eq(Mux(take_v, v, o)), ovf.eq(max_ovf)]
                 with m.Default():
-                    m.d.comb += [new.eq(v), big.eq(huge)]
-            # The lane's overflow, registered with its result: new fits A bits iff its bits A-1 .. A+2 all
-            # equal its sign (a 4-bit test, not two compares), so stage 3 only ORs the lanes' flags.
-            top = new[A - 1:]
-            m.d.sync += [s3_new[c].eq(Mux(s2["keep"][c], o, new)),
-                         s3_ovf[c].eq(~s2["keep"][c] & (big | ~(top.all() | ~top.any())))]
+                    m.d.comb += [new.eq(v), ovf.eq(huge | ~s2_vfits[c])]
+            # The lane's overflow, registered with its result, so stage 3 only ORs the lanes' flags.
+            m.d.sync += [s3_new[c].eq(Mux(keep, o, new)), s3_ovf[c].eq(~keep & ovf)]
 
         # Stage 3: the write, and the overflow.
         for c in range(C):
