@@ -376,13 +376,19 @@ class Controller(wiring.Component):
                      st.out_max.eq(field(s.ins_st, Opcode.LOADQ, "out_max"))]
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
         # the first lane outside it (lowest index wins: assigned last).
+        # Each lane's test is registered from the DMA's line, whose bytes dma_buf holds from the next cycle on
+        # (the DMA's buffer takes its line in every cycle the line differs from it), so in LOADQ_CHECK these are
+        # the tests of dma_buf's bytes and the state's choice starts from flip-flops.
         C = self.config.cols
         s.bad_shift, s.bad_lane = Signal(), Signal(8)        # cols <= 64 lanes
-        for c in reversed(range(C)):
+        bad = [Signal(name=f"bad_shift{c}") for c in range(C)]
+        for c in range(C):
             # The byte as two's complement: in range when it is at most MAX_SHIFT or at least
             # 256 - MAX_SHIFT (compared unsigned: a signed compare here trips Yosys's synth_ecp5).
-            b = self.dma_buf[BIAS_BYTES * C + c]
-            with m.If((b > MAX_SHIFT) & (b < 256 - MAX_SHIFT)):
+            b = self.dma.line[BIAS_BYTES * C + c]
+            m.d.sync += bad[c].eq((b > MAX_SHIFT) & (b < 256 - MAX_SHIFT))
+        for c in reversed(range(C)):
+            with m.If(bad[c]):
                 m.d.comb += [s.bad_shift.eq(1), s.bad_lane.eq(c)]
         s.error, s.err_arg, s.err_index = Signal(ERROR_CODE_BITS), Signal(ERROR_ARG_BITS), Signal(PC_BITS)
         m.d.comb += [self.error.eq(s.error), self.err_arg.eq(s.err_arg), self.err_index.eq(s.err_index)]
