@@ -97,11 +97,12 @@ class WSArrayUnit(ArrayUnit):
         wb = [Signal(_WRITEBACK, name=f"wb{n}") for n in range(2)]
         wb_v = [Signal(name=f"wb{n}_valid") for n in range(2)]
         push, pop = Signal(), Signal()
-        fd_more, start_next, adv_f = Signal(), Signal(), Signal()
+        # fd_more: the feeder's MATMUL has rows left (fd_valid & issued < fd.m), a register set with issued, so the
+        # feeder's choice (which loads the write-back queue) starts from flip-flops, not from a compare.
+        fd_more, start_next, adv_f = Signal(name="fd_more"), Signal(), Signal()
         m.d.comb += [
             array.i.valid.eq(i_valid), array.i.payload.a.eq(self.a.data), array.i.payload.swap.eq(swap_r),
             adv_f.eq(~i_valid | array.i.ready),
-            fd_more.eq(fd_valid & (issued < fd.m)),
             start_next.eq(~fd_more & wl_valid & wl_done & ~wb_v[1]),
             self.stall.eq(i_valid & ~array.i.ready),
         ]
@@ -111,13 +112,13 @@ class WSArrayUnit(ArrayUnit):
         with m.If(adv_f):
             with m.If(fd_more):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]
-                m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(0)]
+                m.d.sync += [issued.eq(issued + 1), i_valid.eq(1), swap_r.eq(0), fd_more.eq(issued + 1 < fd.m)]
             with m.Elif(start_next):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(wl.a), push.eq(1)]
                 m.d.sync += [issued.eq(1), i_valid.eq(1), swap_r.eq(1), fd.eq(wl), fd_valid.eq(1),
-                             wl_valid.eq(0)]
+                             wl_valid.eq(0), fd_more.eq(wl.m > 1)]
             with m.Else():
-                m.d.sync += [i_valid.eq(0), fd_valid.eq(0)]
+                m.d.sync += [i_valid.eq(0), fd_valid.eq(0), fd_more.eq(0)]
 
         # Write-back: output vectors of the head MATMUL into the accumulator.
         head = wb[0]
@@ -150,7 +151,7 @@ class WSArrayUnit(ArrayUnit):
             m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
         done = last_writer(m, pop, head, _WRITEBACK)
         with m.If(self.clear):
-            m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
+            m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), fd_more.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
                          *(v.eq(0) for v, _ in done)]
         m.d.comb += self.busy.eq(wl_valid | fd_valid | wb_v[0] | upd.busy)
         self._reader(m, 0, wl_valid, wl, wl_valid & ~wl_push & ~wl_done)   # W: while reading the tile
