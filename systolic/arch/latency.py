@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
+__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "SCRATCHPAD_WRITE", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
            "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "STORE_START", "LOADQ_CHECK", "EVENT_REGISTER",
            "ERROR_COMMIT",
            "Latencies", "div_line"]
@@ -36,6 +36,13 @@ PRODUCT_STAGES = 2
 #: A scratchpad (and the accumulator buffer's STORE port) is an ``amaranth.lib.memory`` with a synchronous
 #: read port: the line addressed in cycle t is on the port in cycle t + 1.
 SCRATCHPAD_READ = 1
+#: A LOAD line is in a scratchpad's memory this many cycles after its write cycle (``load.en``): its bytes,
+#: converted and masked, are registered with their enables and address beside the scratchpad
+#: (``hw.scratchpad.Scratchpad``), so no cycle runs from the DMA's response across the chip into the block
+#: RAM. No cycle can see the difference: the interlock keeps a LOAD from starting until 1 + INTERLOCK_REGISTER
+#: cycles after the last read of its lines, and the MATMUL after a LOAD is fetched, decoded and queued (at
+#: least DECODE_CYCLES + QUEUE_SLOT + 1 cycles) before it reads a line.
+SCRATCHPAD_WRITE = 1
 #: The accumulator buffer's STORE / DIV read port: the line addressed in cycle t (as the memory holds it then)
 #: is on the port in cycle t + ACC_READ: the memory's synchronous read, then a register after it
 #: (``hw.accumulator.AccumulatorBuffer``), so the block RAM's slow clock-to-output drives only wires into a

@@ -22,7 +22,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..arch.isa import FIELDS, Opcode
-from ..arch.latency import SCRATCHPAD_READ
+from ..arch.latency import DECODE_CYCLES, QUEUE_SLOT, SCRATCHPAD_READ, SCRATCHPAD_WRITE
 from .params import require_positive
 
 __all__ = ["LineReadSignature", "LineLoadSignature", "Scratchpad", "memory_depth"]
@@ -105,11 +105,12 @@ class LineLoadSignature(wiring.Signature):
 class Scratchpad(wiring.Component):
     """``lines`` lines of ``width`` signed ``bits + 1`` elements: LOAD writes, one read port.
 
-    Latency: a LOAD line is written at the end of its ``load.en`` cycle; a
-    read returns the line :data:`~systolic.arch.latency.SCRATCHPAD_READ`
-    (1) cycle after its address (a write and a read of one line in the same
-    cycle read the old line). Throughput: one line write and one line read
-    per cycle.
+    Latency: a LOAD line is in the memory
+    :data:`~systolic.arch.latency.SCRATCHPAD_WRITE` (1) cycle after its
+    ``load.en`` cycle (written at the end of the next cycle); a read returns
+    the line :data:`~systolic.arch.latency.SCRATCHPAD_READ` (1) cycle after
+    its address (a write and a read of one line in the same cycle read the
+    old line). Throughput: one line write and one line read per cycle.
 
     Parameters
     ----------
@@ -153,7 +154,15 @@ class Scratchpad(wiring.Component):
                                         attrs={"no_rw_check": 1})
         wr, rd = mem.write_port(granularity=1), mem.read_port()
         m.d.comb += [rd.addr.eq(self.read.addr), rd.en.eq(self.read.en), self.read.data.eq(rd.data),
-                     self.ev_read.eq(self.read.en), self.ev_write.eq(ld.en), wr.addr.eq(ld.addr)]
+                     self.ev_read.eq(self.read.en), self.ev_write.eq(ld.en)]
+        # The write, registered (SCRATCHPAD_WRITE): the converted line, its element enables and its address
+        # go to the block RAM from flip-flops a cycle after load.en. Nothing reads a LOADed line that soon
+        # (the interlock, and a MATMUL's fetch, decode and queue after the LOAD: latency.SCRATCHPAD_WRITE).
+        assert SCRATCHPAD_WRITE == 1 and SCRATCHPAD_WRITE < DECODE_CYCLES + QUEUE_SLOT + 1
+        w_data, w_en = Signal.like(wr.data, name="w_data"), Signal.like(wr.en, name="w_en")
+        w_addr = Signal.like(wr.addr, name="w_addr")
+        m.d.sync += w_addr.eq(ld.addr)
+        m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_data), wr.en.eq(w_en)]
         # The fields, registered: which positions the line's run covers, zero, unsigned (a cycle ahead, so only
         # the byte conversion lies between the DMA's line and the block RAM).
         unsigned, zero = Signal(name="unsigned_r"), Signal(name="zero_r")
@@ -165,11 +174,8 @@ class Scratchpad(wiring.Component):
             v = Signal(signed(10), name=f"v{p}")
             inside = Signal(name=f"inside{p}")
             m.d.sync += inside.eq((p >= ld.offset) & (p < ld.offset + ld.elems))
-            m.d.comb += [
-                v.eq(Mux(unsigned, ld.bytes[p].as_unsigned(), ld.bytes[p].as_signed())),
-                wr.data[p].eq(Mux(inside, v, 0)),
-                wr.en[p].eq(ld.en & (inside | zero)),
-            ]
+            m.d.comb += v.eq(Mux(unsigned, ld.bytes[p].as_unsigned(), ld.bytes[p].as_signed()))
+            m.d.sync += [w_data[p].eq(Mux(inside, v, 0)), w_en[p].eq(ld.en & (inside | zero))]
             bad.append(inside & ((v < lo) | (v > hi)))
         m.d.comb += ld.bad.eq(ld.en & Cat(*bad).any())
         return m

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from systolic.arch.latency import EVENT_REGISTER
+from systolic.arch.latency import EVENT_REGISTER, SCRATCHPAD_WRITE
 from systolic.arch.sysmap import COUNTER_BITS, CYCLE_COUNTER_BITS, counter_width
 from systolic.golden import QType
 from systolic.hw.counters import PerfCounters
@@ -30,7 +30,8 @@ def test_loads_and_reads_equal_the_model(bits):
     async def bench(ctx):
         ld, rd = dut.load, dut.read
         fields = None           # the fields presented in the cycle before: the ones a write uses
-        for _ in range(600):
+        pending = []            # (cycle, line, zero, {position: value}): a write lands SCRATCHPAD_WRITE cycles on
+        for cycle in range(600):
             # A random LOAD line write (or an idle cycle).
             write = gaps.random() < 0.6
             line = int(rng.integers(0, lines))
@@ -67,14 +68,18 @@ def test_loads_and_reads_equal_the_model(bits):
                 assert [ctx.get(rd.data[p]) for p in range(width)] == before.tolist()  # the old line
                 checks["reads"] += 1
             if write:
-                if zero:
-                    model[line] = 0
-                    checks["zero"] += 1
                 # out-of-range values are still written (the run stops), bits + 1 wide
-                for p in range(offset, offset + elems):
-                    v = vals[p]
-                    model[line, p] = ((v + (1 << bits)) % (1 << (bits + 1))) - (1 << bits)
+                pending.append((cycle, line, zero, {p: ((vals[p] + (1 << bits)) % (1 << (bits + 1))) - (1 << bits)
+                                                    for p in range(offset, offset + elems)}))
+                checks["zero"] += zero
                 checks["writes"] += 1
+            # The writes whose line is in the memory from the next cycle on.
+            while pending and pending[0][0] + SCRATCHPAD_WRITE <= cycle:
+                _, wline, wzero, vals_at = pending.pop(0)
+                if wzero:
+                    model[wline] = 0
+                for p, v in vals_at.items():
+                    model[wline, p] = v
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
