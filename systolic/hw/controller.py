@@ -215,9 +215,11 @@ class Controller(wiring.Component):
         L = Opcode.LOAD
         s.f = {n: field(s.ins_x, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",
                                                   "dram", "stride")}
-        # A LOAD's zero tests, registered: formed from `ins` in the cycle before `ins_x` takes it, so they always
-        # equal the tests of ins_x's fields, and the LOAD state's choice (which drives the scratchpads' write
-        # enables) starts from flip-flops. z_end: LOAD_ZERO's i == lines, formed as i is set.
+        # The zero tests of lines and elems (LOAD, VEC and DIV have them in the same bits), registered: formed
+        # from `ins` in the cycle before `ins_x` takes it, so they always equal the tests of ins_x's fields, and
+        # the LOAD, VEC and DIV states' choices (the scratchpads' write enables, the DMA's command) start from
+        # flip-flops. z_end: LOAD_ZERO's i == lines, formed as i is set.
+        assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.DIV) for n in ("lines", "elems"))
         s.no_lines, s.no_elems, s.z_end = Signal(name="no_lines"), Signal(name="no_elems"), Signal(name="z_end")
         m.d.sync += [s.no_lines.eq(field(s.ins, L, "lines") == 0), s.no_elems.eq(field(s.ins, L, "elems") == 0)]
         self._queue_slot(m, s)
@@ -558,7 +560,7 @@ class Controller(wiring.Component):
                             next_instr()
                 check_overflow()
             with m.State("VEC"):
-                with m.If((f["lines"] == 0) | (f["elems"] == 0)):
+                with m.If(s.no_lines | s.no_elems):
                     next_instr()
                 with m.Else():
                     gather()
@@ -580,7 +582,7 @@ class Controller(wiring.Component):
                     next_instr()
                 vec_overflow()
             with m.State("DIV"):
-                with m.If((f["lines"] == 0) | (f["elems"] == 0)):
+                with m.If(s.no_lines | s.no_elems):
                     next_instr()
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # line 0
