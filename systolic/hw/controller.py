@@ -355,15 +355,17 @@ class Controller(wiring.Component):
         s.div_mode = Signal(name="div_mode")
         m.d.sync += s.rd_addr.eq(field(s.ins_x, D, "acc"))
         m.d.comb += self.div_mode.eq(s.div_mode)
+        # The line's fields are chosen by div_mode (a register, high in the DIV states, low in VEC_WAIT), not by
+        # the state's decode: they matter only with vec.valid, and then div_mode says which of the two it is.
         m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins_x, V, "acc") + s.i),
-                     vec.op.eq(Mux(s.div_write, VecOp.SET, field(s.ins_x, V, "op"))),
-                     vec.shift.eq(Mux(s.div_write, 0, field(s.ins_x, V, "shift"))),
+                     vec.op.eq(Mux(s.div_mode, VecOp.SET, field(s.ins_x, V, "op"))),
+                     vec.shift.eq(Mux(s.div_mode, 0, field(s.ins_x, V, "shift"))),
                      vec.elems.eq(field(s.ins_x, V, "elems")),
                      div.divisor.eq(field(s.ins_x, D, "divisor")), div.line.eq(self.acc_rd.data),
                      self.acc_rd.addr.eq(s.rd_addr)]
         for c in range(self.config.cols):
             byte = Mux(field(s.ins_x, V, "unsigned"), line[c].as_unsigned(), line[c].as_signed())
-            m.d.comb += vec.vals[c].eq(Mux(s.div_write, div.y[c], byte))
+            m.d.comb += vec.vals[c].eq(Mux(s.div_mode, div.y[c], byte))
         with m.If(s.vec_line):
             m.d.comb += [self.events.dram_bytes_read.eq(f["elems"]), self.events.vec_ops.eq(f["elems"])]
         with m.If(s.div_write):
