@@ -57,6 +57,10 @@ class InstrChecker(wiring.Component):
     Members
     -------
     ins : In(128)
+    ins_next, load : In(INSTR_BITS), In(1)
+        The word ``ins`` takes next, and whether it takes it (the controller's instruction register loads
+        ``ins_next`` in every cycle ``load`` is high): the range tests' operand sums are registered from it
+        then, so in the decode cycle each such test is one compare of a register with a constant.
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
@@ -70,7 +74,7 @@ class InstrChecker(wiring.Component):
     def __init__(self, *, config: AcceleratorConfig):
         self.config = require_system_config(config, self)
         super().__init__({
-            "ins": In(INSTR_BITS), "decode": In(1), "dram_bytes": In(32),
+            "ins": In(INSTR_BITS), "ins_next": In(INSTR_BITS), "load": In(1), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
             "fail": Out(1),
         })
@@ -88,7 +92,8 @@ class InstrChecker(wiring.Component):
         assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
         # Two cycles. In the decode cycle every test but the DRAM range of a 2-D transfer is formed from the
-        # instruction and the first failing one's code registered, with lines * stride (a registered multiply
+        # instruction (a range test from its operand sum, registered as the instruction loaded: _sums) and the
+        # first failing one's code registered, with lines * stride (a registered multiply
         # of two instruction fields) and the room the window leaves after dram + elems. The transfer fits iff
         # room >= 0 and its span (lines - 1) * stride <= room, that is lines * stride <= room + stride (so the
         # multiply needs no lines - 1 first). In the cycle after, the DRAM test is one compare of registers, the
@@ -121,14 +126,32 @@ class InstrChecker(wiring.Component):
         self._tests(m, code, uses_dram)
         return m
 
+    def _sums(self, m):
+        """The range tests' operand sums, registered from ``ins_next`` while ``load`` is high, so they always
+        hold the sums of the word in ``ins``: ``{name: register}``."""
+        nxt = self.ins_next
+        L, S, M, Q = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL, Opcode.LOADQ
+        # LOAD's spad + lines and STORE / DIV / VEC's acc + lines are one sum (their fields share the bits).
+        assert all(FIELDS[op]["acc"] == FIELDS[L]["spad"] for op in (S, Opcode.DIV, Opcode.VEC))
+        forms = {"range": field(nxt, L, "spad") + field(nxt, L, "lines"),
+                 "line": field(nxt, L, "offset") + field(nxt, L, "elems"),
+                 "a": field(nxt, M, "a") + field(nxt, M, "m"),
+                 "w": field(nxt, M, "w") + self.config.rows,
+                 "acc": field(nxt, M, "acc") + field(nxt, M, "m"),
+                 "loadq": field(nxt, Q, "dram") + self.config.loadq_bytes}
+        sums = {name: Signal(v.shape(), name=f"sum_{name}") for name, v in forms.items()}
+        with m.If(self.load):
+            m.d.sync += [sums[name].eq(v) for name, v in forms.items()]
+        return sums
+
     def _tests(self, m, code, uses_dram):
         """Drive *code* with the first failing test's error code (0: none) in docs/isa.md's order, and
         *uses_dram* when the DRAM range, the last test, is to be made the cycle after."""
         cfg, ins = self.config, self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         lines, elems = field(ins, L, "lines"), field(ins, L, "elems")
-        loadq_end = Signal(34)
-        m.d.comb += loadq_end.eq(field(ins, Opcode.LOADQ, "dram") + cfg.loadq_bytes)
+        sums = self._sums(m)
+        loadq_end = sums["loadq"]
         is_w = Signal()
         m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
 
@@ -140,10 +163,9 @@ class InstrChecker(wiring.Component):
 
         with m.Switch(self.op):
             with m.Case(L):
-                spad, offset = field(ins, L, "spad"), field(ins, L, "offset")
-                with m.If(spad + lines > Mux(is_w, cfg.w_lines, cfg.a_lines)):
+                with m.If(sums["range"] > Mux(is_w, cfg.w_lines, cfg.a_lines)):
                     fail(Mux(is_w, ERR_SPAD_W, ERR_SPAD_A))
-                with m.Elif(offset + elems > Mux(is_w, cfg.cols, cfg.rows)):
+                with m.Elif(sums["line"] > Mux(is_w, cfg.cols, cfg.rows)):
                     fail(ERR_LINE)
                 with m.Else():
                     then_dram()
@@ -151,16 +173,15 @@ class InstrChecker(wiring.Component):
                 with m.If(loadq_end > self.dram_bytes):
                     fail(ERR_DRAM)
             with m.Case(M):
-                mm, a, w, acc = (field(ins, M, n) for n in ("m", "a", "w", "acc"))
-                with m.If(a + mm > cfg.a_lines):
+                with m.If(sums["a"] > cfg.a_lines):
                     fail(ERR_SPAD_A)
-                with m.Elif(w + cfg.rows > cfg.w_lines):
+                with m.Elif(sums["w"] > cfg.w_lines):
                     fail(ERR_SPAD_W)
-                with m.Elif(acc + mm > cfg.acc_lines):
+                with m.Elif(sums["acc"] > cfg.acc_lines):
                     fail(ERR_ACC)
             with m.Case(S):
-                acc, bits = field(ins, S, "acc"), field(ins, S, "bits")
-                with m.If(acc + lines > cfg.acc_lines):
+                bits = field(ins, S, "bits")
+                with m.If(sums["range"] > cfg.acc_lines):
                     fail(ERR_ACC)
                 with m.Elif((bits < 1) | (bits > cfg.out_bits)):
                     fail(ERR_BITS)
@@ -169,18 +190,18 @@ class InstrChecker(wiring.Component):
                 with m.Else():
                     then_dram()
             with m.Case(Opcode.DIV):
-                acc, divisor = field(ins, Opcode.DIV, "acc"), field(ins, Opcode.DIV, "divisor")
+                divisor = field(ins, Opcode.DIV, "divisor")
                 with m.If(~divisor[0]):
                     fail(ERR_DIVISOR)
-                with m.Elif(acc + lines > cfg.acc_lines):
+                with m.Elif(sums["range"] > cfg.acc_lines):
                     fail(ERR_ACC)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)
             with m.Case(Opcode.VEC):
-                acc, op = field(ins, S, "acc"), field(ins, Opcode.VEC, "op")
+                op = field(ins, Opcode.VEC, "op")
                 with m.If(op > max(VecOp)):
                     fail(ERR_VEC_OP)
-                with m.Elif(acc + lines > cfg.acc_lines):
+                with m.Elif(sums["range"] > cfg.acc_lines):
                     fail(ERR_ACC)
                 with m.Elif(elems > cfg.cols):
                     fail(ERR_ELEMS)

@@ -202,7 +202,8 @@ class Controller(wiring.Component):
         # register): the last, the one the line arrives in, leaves the instruction there. So their clock
         # enable is a flip-flop, not the FSM's decision; nothing reads them in FETCH_WAIT.
         s.fetching, s.ins_next = Signal(name="fetching"), Signal(INSTR_BITS, name="ins_next")
-        m.d.comb += [chk.ins.eq(s.ins), chk.dram_bytes.eq(self.dram_bytes),
+        m.d.comb += [chk.ins.eq(s.ins), chk.ins_next.eq(s.ins_next), chk.load.eq(s.fetching),
+                     chk.dram_bytes.eq(self.dram_bytes),
                      s.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
         # The checker's error, registered for ERR_WAIT (always at least a cycle after CHECK; the checker's
         # inputs hold meanwhile), so no cycle runs from its tests into the error status. The argument lags the

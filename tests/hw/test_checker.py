@@ -78,11 +78,17 @@ def _random_instr(rng):
 def _checker_results(words):
     dut = InstrChecker(config=CFG)
     out = []
+    rng = np.random.default_rng(5)
 
     async def bench(ctx):
         ctx.set(dut.dram_bytes, DRAM)
         for w in words:
-            ctx.set(dut.ins, w)               # loaded (FETCH_WAIT), then decoded
+            ctx.set(dut.ins_next, w)          # presented while the instruction register loads (FETCH_WAIT)
+            ctx.set(dut.load, 1)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
+            ctx.set(dut.ins_next, int(rng.integers(0, 2**63)))      # anything, not loaded
+            ctx.set(dut.ins, w)               # then held in the instruction register and decoded
             ctx.set(dut.decode, 1)
             await ctx.tick()
             ctx.set(dut.decode, 0)
