@@ -50,9 +50,9 @@ class LineDivider(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         A, D = self.acc_bits, DIVISOR_BITS
-        d = Signal(D)
+        d, d3 = Signal(D), Signal(D + 2, name="d3")       # the divisor, and 3 * d (for the rounding bit below)
         with m.If(self.load):
-            m.d.sync += d.eq(self.divisor)
+            m.d.sync += [d.eq(self.divisor), d3.eq(self.divisor + (self.divisor << 1))]
         for c in range(self.cols):
             rem = Signal(D, name=f"rem{c}")          # the partial remainder, always below d
             low = Signal(A, name=f"low{c}")          # the dividend's bits still to bring down, top first
@@ -69,10 +69,12 @@ class LineDivider(wiring.Component):
             # The rounding bits of the new remainder r are registered with it: [r != 0] and [2r >= d] (the sign
             # of 2r - d). (Formed from the registered remainder instead, they trip Yosys 0.70's ABC9 in the
             # system top: docs/fpga.md.)
+            # 2r - d is 2(t - d) - d = 2t - 3d when the step subtracts, else 2t - d: both formed from registers
+            # beside t - d, so the step's choice selects a sign, not a second subtraction after it.
             new = Signal(D, name=f"new{c}")
-            half = Signal(signed(D + 2), name=f"half{c}")
+            half_sub, half_keep = Signal(signed(D + 3), name=f"half_sub{c}"), Signal(signed(D + 3), name=f"half_keep{c}")
             nz, hb = Signal(name=f"nz{c}"), Signal(name=f"hb{c}")
-            m.d.comb += [new.eq(Mux(ge, diff[:D], t[:D])), half.eq((new << 1) - d)]
+            m.d.comb += [new.eq(Mux(ge, diff[:D], t[:D])), half_sub.eq((t << 1) - d3), half_keep.eq((t << 1) - d)]
             # q, nz and hb are not cleared by a load: the acc_bits steps after it replace every bit of them
             # (a clear would be a synchronous reset on each of their flip-flops, one net to hundreds of them).
             with m.If(self.load):
@@ -80,7 +82,8 @@ class LineDivider(wiring.Component):
             with m.Elif(self.step):
                 m.d.sync += [rem.eq(new), low.eq(low << 1)]
             with m.If(self.step):
-                m.d.sync += [q.eq(Cat(ge, q[:-1])), nz.eq(new != 0), hb.eq(~half[-1])]
+                m.d.sync += [q.eq(Cat(ge, q[:-1])), nz.eq(new != 0),
+                             hb.eq(~Mux(ge, half_sub[-1], half_keep[-1]))]
             # floor(a / d) = q - 2**(A - 1): q with its top bit flipped, read as signed.
             m.d.comb += self.y[c].eq(Cat(nz, hb, q[:A - 1], ~q[A - 1]).as_signed())
         return m
