@@ -224,10 +224,10 @@ def markdown(rows, seeds, notes=()) -> str:
             f"| {fmax} | {_f(r['lut_per_pe'], 0)} | {_f(r['ff_per_pe'], 0)} | {_f(r['dsp_per_pe'], 0)} "
             f"| {_f(r['lut_per_lane'], 0)} | {w['critical_path'] if w else '-'} |")
     if any(r.get("yosys_workaround") for r in rows if r["status"] == "ok"):
-        out += ["", "¹ Synthesized with `synth_ecp5 -nolutram`: Yosys 0.70's ABC9 step stops with an internal "
+        out += ["", "¹ LUTs mapped by Yosys's `abc`, not `abc9`: Yosys 0.70's ABC9 step stops with an internal "
                 "assertion (`ABC_OPS_REINTEGRATE`, rtlil.cc:3091) on this netlist, so `systolic synth` synthesized "
-                "it again with the small memories (the DMA's and the STORE's FIFOs) in flip-flops instead of LUT "
-                "RAM: its counts are a few hundred LUTs and FFs above what LUT RAM would give."]
+                "it again with `synth_ecp5`'s LUT mapping done by `abc -lut 4:7` (docs/fpga.md): a mapping that "
+                "does not see the carry chains' and memories' delays, and a few percent more LUTs."]
     out += ["", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)", "",
             "## Rounding cost (half_even vs half_up)", "",
             "| array | dataflow | LUTs half_even | LUTs half_up | total +% | LUT/lane half_even "

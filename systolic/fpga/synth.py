@@ -118,7 +118,8 @@ class SynthResult:
     routed: bool = False
     placer: str | None = None
     seed: int | None = None
-    #: The Yosys flag of a retry the netlist needed (:data:`LUTRAM_WORKAROUND`), else None.
+    #: ``"abc"`` (:data:`ABC_WORKAROUND`) when the top's LUTs were mapped by Yosys's abc after its abc9 stopped
+    #: on an internal assertion, else None.
     yosys_workaround: str | None = None
 
     def to_dict(self) -> dict:
@@ -155,8 +156,8 @@ class SynthResult:
         elif not self.routed:
             lines.append("  Fmax   - (synthesis only, not placed and routed)")
         if self.yosys_workaround:
-            lines.append(f"  Yosys  synthesized with {self.yosys_workaround}: without it Yosys 0.70's ABC9 step "
-                         f"stops with an internal assertion on this netlist")
+            lines.append("  Yosys  LUTs mapped by abc, not abc9: Yosys 0.70's ABC9 step stops with an internal "
+                         "assertion on this netlist")
         if self.critical_path:
             lines.append(f"  critical path: {self.critical_path.get('summary', '')}")
         if self.unit_paths:
@@ -325,22 +326,29 @@ def nextpnr_args(target: str, dev: dict, *, netlist: str, freq_mhz: float, seed:
             "--timing-allow-fail", allow, *_NEXTPNR_EXTRA, "--log", log, "-q"]
 
 
-def _synth_cmd(target: str, dev: dict, top: str, flags: str = "") -> str:
-    extra = f"{flags} " if flags else ""
+def _synth_cmd(target: str, dev: dict, top: str) -> str:
     if target == "ecp5":
-        return f"synth_ecp5 {extra}-top {top}"
-    return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}{extra}-top {top}"
+        return f"synth_ecp5 -top {top}"
+    return f"synth_ice40 {'-dsp ' if dev['dsp'] else ''}-top {top}"
 
 
-#: The Yosys flag of the retry after :func:`abc9_lutram_assertion`: the design's small memories (the DMA's and
-#: the STORE's FIFOs) in flip-flops instead of LUT RAM.
-LUTRAM_WORKAROUND = "-nolutram"
+#: :attr:`SynthResult.yosys_workaround` of a top synthesized again after :func:`abc9_assertion`: its LUTs mapped
+#: by Yosys's classic ``abc`` pass instead of ``abc9``.
+ABC_WORKAROUND = "abc"
 
 
-def abc9_lutram_assertion(log: Path) -> bool:
+def _synth_cmd_abc(top: str) -> str:
+    """``synth_ecp5`` with the LUT mapping (its ``map_luts`` step, ``abc9 -W 300``) done by ``abc -lut 4:7``
+    (4-input LUTs and the wide-function multiplexers, as synth_ecp5 mapped them before ABC9)."""
+    return "\n".join([f"synth_ecp5 -top {top} -run begin:map_luts", "check -latchonly -assert",
+                      "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
+                      f"synth_ecp5 -top {top} -run map_cells:"])
+
+
+def abc9_assertion(log: Path) -> bool:
     """Whether Yosys stopped on the internal assertion of its ABC9 step that Yosys 0.70 hits on some netlists
-    with LUT RAM (``ABC_OPS_REINTEGRATE``: ``Assert `GetSize(conn.first) == GetSize(conn.second)'``, found on
-    the 4x4 WS half_even system; the same design synthesizes with ``-nolutram``)."""
+    (``ABC_OPS_REINTEGRATE``: ``Assert `GetSize(conn.first) == GetSize(conn.second)'``; found on the 4x4 WS
+    half_even system top, among others)."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
@@ -350,11 +358,11 @@ def abc9_lutram_assertion(log: Path) -> bool:
             and "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)'" in text[-2000:])
 
 
-def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict, flags: str = "") -> str:
+def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict, abc: bool = False) -> str:
     # Flattened synthesis for place and route (Yosys 0.70's ABC9 flow asserts on
     # this design with -noflatten); the repeated units are then synthesized
-    # alone, in the same process, for the per-PE / per-lane costs. *flags* go to the top's synthesis only.
-    lines = [f"read_verilog {verilog}", _synth_cmd(target, dev, top, flags),
+    # alone, in the same process, for the per-PE / per-lane costs. *abc*: the top's LUTs mapped by abc.
+    lines = [f"read_verilog {verilog}", _synth_cmd_abc(top) if abc else _synth_cmd(target, dev, top),
              "tee -q -o stat.json stat -json", "write_json netlist.json"]
     for kind, vname in units.items():
         lines += ["design -reset", f"read_verilog {vname}", _synth_cmd(target, dev, f"unit_{kind}"),
@@ -446,29 +454,28 @@ def collect(config, *, target: str, device: str | None = None, top: str = "syste
 
 
 def _run_yosys(yosys, target, dev, vpath, units, out: Path, timeout_s, say) -> tuple:
-    """Yosys on ``synth.ys`` in *out*; when it stops on :func:`abc9_lutram_assertion`, once more with
-    :data:`LUTRAM_WORKAROUND` (its script beside, ``synth_nolutram.ys``). Returns (seconds, the retry's
-    flag or "")."""
+    """Yosys on ``synth.ys`` in *out*; on ECP5, when it stops on :func:`abc9_assertion`, once more with the top's
+    LUTs mapped by ``abc`` (:data:`ABC_WORKAROUND`; its script beside, ``synth_abc.ys``; the first run's log
+    kept as ``yosys.abc9-assertion.log``). Returns (seconds, the workaround or "")."""
     say(f"{yosys} (synth_{target})")
     try:
         return _run_tool(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=out, log=out / "yosys.stdout.log",
                          timeout_s=timeout_s), ""
-    except ToolError as exc:
-        if not abc9_lutram_assertion(out / "yosys.log"):
+    except ToolError:
+        if target != "ecp5" or not abc9_assertion(out / "yosys.log"):
             raise
-        first = exc
-    say(f"{yosys}: Yosys 0.70's ABC9 assertion on this netlist; again with {LUTRAM_WORKAROUND} "
-        f"(small memories in flip-flops)")
-    (out / "yosys.log").replace(out / "yosys.abc9-assertion.log")
-    retry = "synth_nolutram.ys"
-    (out / retry).write_text(_yosys_script(target, dev, vpath.name, vpath.stem, units, LUTRAM_WORKAROUND))
+    say(f"{yosys}: Yosys 0.70's ABC9 step stopped on its internal assertion; again with the LUTs mapped by abc")
+    first = out / "yosys.abc9-assertion.log"
+    (out / "yosys.log").replace(first)
+    retry = "synth_abc.ys"
+    (out / retry).write_text(_yosys_script(target, dev, vpath.name, vpath.stem, units, abc=True))
     try:
         secs = _run_tool(yosys, ["-q", "-l", "yosys.log", retry], cwd=out, log=out / "yosys.stdout.log",
                          timeout_s=timeout_s)
     except ToolError as exc:
-        raise ToolError(f"{exc} (the first run, without {LUTRAM_WORKAROUND}, stopped on Yosys's ABC9 assertion: "
-                        f"{first.log})", tool=exc.tool, log=exc.log, tail=exc.tail) from None
-    return secs, LUTRAM_WORKAROUND
+        raise ToolError(f"{exc} (the first run, with abc9, stopped on Yosys's ABC9 assertion: {first})",
+                        tool=exc.tool, log=exc.log, tail=exc.tail) from None
+    return secs, ABC_WORKAROUND
 
 
 def synth(config, *, target: str = "ecp5", device: str | None = None, top: str = "system",

@@ -246,10 +246,10 @@ ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in \
 """
 
 
-def test_abc9_assertion_is_retried_without_lutram(tmp_path, monkeypatch):
-    """Yosys stopping on its ABC9 reintegration assertion: synth runs it again with -nolutram (the real tool),
-    says so in the result, keeps the first log, and a rerun in the folder reuses the netlist and still says it.
-    Any other Yosys error is not retried."""
+def test_abc9_assertion_is_retried_with_abc(tmp_path, monkeypatch):
+    """Yosys stopping on its ABC9 reintegration assertion: synth runs it again with the top's LUTs mapped by abc
+    (the real tool), says so in the result, keeps the first log, and a rerun in the folder reuses the netlist and
+    still says it. Any other Yosys error is not retried."""
     import systolic.fpga.synth as flow
 
     real, calls = flow._run_tool, []
@@ -263,19 +263,21 @@ def test_abc9_assertion_is_retried_without_lutram(tmp_path, monkeypatch):
 
     monkeypatch.setattr(flow, "_run_tool", first_asserts)
     r = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
-    assert calls == ["synth.ys", "synth_nolutram.ys"]
-    assert r.yosys_workaround == "-nolutram" and "-nolutram" in r.to_text()
-    assert "synth_ecp5 -nolutram -top" in (tmp_path / "synth_nolutram.ys").read_text()
-    assert "synth_ecp5 -nolutram" not in (tmp_path / "synth.ys").read_text()
+    assert calls == ["synth.ys", "synth_abc.ys"]
+    assert r.yosys_workaround == "abc" and "mapped by abc, not abc9" in r.to_text()
+    retry = (tmp_path / "synth_abc.ys").read_text()
+    assert "-run begin:map_luts" in retry and "abc -lut 4:7" in retry and "-run map_cells:" in retry
+    assert "abc -lut" not in (tmp_path / "synth.ys").read_text()
     assert (tmp_path / "yosys.abc9-assertion.log").read_text() == _ABC9_ASSERTION_LOG
+    assert "Executing ABC pass" in (tmp_path / "yosys.log").read_text()        # the retry's own log
     assert r.luts > 0 and r.dsps == 1
     again = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
-    assert calls == ["synth.ys", "synth_nolutram.ys"] and again.yosys_workaround == "-nolutram"
+    assert calls == ["synth.ys", "synth_abc.ys"] and again.yosys_workaround == "abc"
 
-    assert flow.abc9_lutram_assertion(tmp_path / "yosys.abc9-assertion.log")
+    assert flow.abc9_assertion(tmp_path / "yosys.abc9-assertion.log")
     other = tmp_path / "other.log"
     other.write_text(_ABC9_ASSERTION_LOG.replace("2.46.17.7. Executing ABC_OPS_REINTEGRATE", "2.47. Executing OPT"))
-    assert not flow.abc9_lutram_assertion(other)
+    assert not flow.abc9_assertion(other)
     other.write_text(_ABC9_ASSERTION_LOG.replace("GetSize(conn.first)", "cell != nullptr"))
-    assert not flow.abc9_lutram_assertion(other)
-    assert not flow.abc9_lutram_assertion(tmp_path / "missing.log")
+    assert not flow.abc9_assertion(other)
+    assert not flow.abc9_assertion(tmp_path / "missing.log")
