@@ -242,17 +242,6 @@ class AccumulatorBuffer(wiring.Component):
             m.d.sync += s2[key].eq(s1[key])
         for key in ("val", "huge", "neg", "keep"):
             m.d.sync += [s2[key][c].eq(s1[key][c]) for c in range(C)]
-        # Stage 2's one adder per lane forms old + v for ADD and old - v for MAX: the addend (v, or ~v with a
-        # carry in) is registered here, with whether v fits the accumulator's A bits (its bits A-1 .. NW-1 all
-        # equal: the overflow of a result that is v).
-        s2_addend = [Signal(signed(NW), name=f"s2_addend{c}") for c in range(C)]
-        s2_vfits = [Signal(name=f"s2_vfits{c}") for c in range(C)]
-        s2_sub = Signal(name="s2_sub")
-        m.d.sync += s2_sub.eq(s1["op"] == VecOp.MAX)
-        for c in range(C):
-            v, vtop = s1["val"][c], s1["val"][c][A - 1:]
-            m.d.sync += [s2_addend[c].eq(Mux(s1["op"] == VecOp.MAX, ~v, v)),
-                         s2_vfits[c].eq(vtop.all() | ~vtop.any())]
         # The writes an update's memory read (in stage 0) missed, when it is in stage 2: the line in stage 3
         # (written now) and the lines written one and two cycles ago (w1; w2, written in the very cycle of the
         # read, which the read port does not see).
@@ -285,11 +274,43 @@ class AccumulatorBuffer(wiring.Component):
             with m.Else():
                 m.d.comb += old[c].eq(old_q[c])
 
+        m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]
+        self._operate(m, s1, s2, old, s3_new, s3_ovf)
+
+        # Stage 3: the write, and the overflow.
+        for c in range(C):
+            m.d.comb += s3_line[c].eq(s3_new[c][:A].as_signed())
+        m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line),
+                     w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_line.eq(w1_line)]
+        m.d.comb += [
+            wr.addr.eq(s3_addr), wr.en.eq(s3_valid), wr.data.eq(s3_line),
+            self.ev_write.eq(s3_valid), self.ev_vec_write.eq(s3_vec),
+            upd.busy.eq((s0_valid & ~s0_vec) | (s1["valid"] & ~s1["vec"]) | (s2["valid"] & ~s2["vec"])
+                        | (s3_valid & ~s3_vec)),
+            self.overflow.eq(s3_valid & Cat(*s3_ovf).any()),
+        ]
+        return m
+
+    def _operate(self, m, s1, s2, old, s3_new, s3_ovf):
+        """Stage 2's operation per lane (registered into *s3_new* / *s3_ovf*), and its addend registered from
+        stage 1. *old* is each lane's old value, forwarded."""
+        C, A = self.cols, self.acc_bits
+        NW = len(s2["val"][0])           # the stage values' width
+        # Stage 2's one adder per lane forms old + v for ADD and old - v for MAX: the addend (v, or ~v with a
+        # carry in) is registered here, with whether v fits the accumulator's A bits (its bits A-1 .. NW-1 all
+        # equal: the overflow of a result that is v).
+        s2_addend = [Signal(signed(NW), name=f"s2_addend{c}") for c in range(C)]
+        s2_vfits = [Signal(name=f"s2_vfits{c}") for c in range(C)]
+        s2_sub = Signal(name="s2_sub")
+        m.d.sync += s2_sub.eq(s1["op"] == VecOp.MAX)
+        for c in range(C):
+            v, vtop = s1["val"][c], s1["val"][c][A - 1:]
+            m.d.sync += [s2_addend[c].eq(Mux(s1["op"] == VecOp.MAX, ~v, v)),
+                         s2_vfits[c].eq(vtop.all() | ~vtop.any())]
         # Stage 2: the operation; a kept lane (VEC, c >= elems) keeps its old value and never overflows.
         # sum = old + v (ADD) or old - v (MAX, where old >= v iff sum >= 0: on a tie old and v are equal, so
         # MAX takes old), in NW + 1 bits, which hold both. Each operation's overflow is formed beside it, so
         # the adder's result goes through one choice to the registers.
-        m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]
         for c in range(C):
             o, v, huge, keep = old[c], s2["val"][c], s2["huge"][c], s2["keep"][c]
             total = Signal(signed(NW + 1), name=f"sum{c}")
@@ -311,20 +332,6 @@ class AccumulatorBuffer(wiring.Component):
                     m.d.comb += [new.eq(v), ovf.eq(huge | ~s2_vfits[c])]
             # The lane's overflow, registered with its result, so stage 3 only ORs the lanes' flags.
             m.d.sync += [s3_new[c].eq(Mux(keep, o, new)), s3_ovf[c].eq(~keep & ovf)]
-
-        # Stage 3: the write, and the overflow.
-        for c in range(C):
-            m.d.comb += s3_line[c].eq(s3_new[c][:A].as_signed())
-        m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line),
-                     w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_line.eq(w1_line)]
-        m.d.comb += [
-            wr.addr.eq(s3_addr), wr.en.eq(s3_valid), wr.data.eq(s3_line),
-            self.ev_write.eq(s3_valid), self.ev_vec_write.eq(s3_vec),
-            upd.busy.eq((s0_valid & ~s0_vec) | (s1["valid"] & ~s1["vec"]) | (s2["valid"] & ~s2["vec"])
-                        | (s3_valid & ~s3_vec)),
-            self.overflow.eq(s3_valid & Cat(*s3_ovf).any()),
-        ]
-        return m
 
 
 def _shift_fits(m, p, shift, nw, prefix):

