@@ -286,3 +286,19 @@ def test_fpga_table_notes_kept_by_render(tmp_path):
     head = md.split("| array |", 1)[0]
     assert "**Note:** first note" in head and "**Note:** second note" in head
     assert json.loads((tmp_path / "fpga.json").read_text())["notes"] == ["first note", "second note"]
+
+
+def test_fpga_table_marks_abc_mapped_rows():
+    """A row synthesized again with abc after Yosys's ABC9 assertion is marked, with the note under the table;
+    without such a row there is neither."""
+    ft = _fpga_table()
+    row = {"rows": 2, "cols": 2, "dataflow": "ws", "rounding": "half_even", "status": "ok", "yosys_luts": 100,
+           "ffs": 50, "dsps": 4, "brams": 2, "lut_per_pe": 10, "ff_per_pe": 5, "dsp_per_pe": 1, "lut_per_lane": 300,
+           "yosys_workaround": None}
+    plain = ft.markdown([row], [])
+    assert "¹" not in plain and "not `abc9`" not in plain
+    marked = ft.markdown([row, {**row, "rows": 4, "cols": 4, "yosys_workaround": "abc"}], [])
+    lines = marked.splitlines()
+    assert [ln.startswith("| 4x4 | WS | half_even | 100 ¹ | 50 ¹ |") for ln in lines if ln.startswith("| 4x4")] == [True]
+    assert [ln.startswith("| 2x2 | WS | half_even | 100 | 50 |") for ln in lines if ln.startswith("| 2x2")] == [True]
+    assert sum(ln.startswith("¹ LUTs mapped by Yosys's `abc`, not `abc9`") for ln in lines) == 1
