@@ -106,10 +106,16 @@ class InstrChecker(wiring.Component):
         first_s = Signal(signed(35))    # dram + elems - 1 - stride: the DRAM range's last byte is first_s + prod
         code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
+        # The multiply's operands: copies of lines and stride loaded with the instruction register (reset-less,
+        # unlike it, so synthesis keeps them apart and places them by the multipliers).
+        mul_l = Signal(len(lines), name="mul_lines", reset_less=True)
+        mul_s = Signal(len(stride), name="mul_stride", reset_less=True)
+        with m.If(self.load):
+            m.d.sync += [mul_l.eq(field(self.ins_next, L, "lines")), mul_s.eq(field(self.ins_next, L, "stride"))]
         with m.If(self.decode):
             # (Each as two sums in parallel, then one subtraction: two adders deep, not three.)
             used = dram + elems
-            m.d.sync += [prod.eq(lines * stride), room.eq(self.dram_bytes - used),
+            m.d.sync += [prod.eq(mul_l * mul_s), room.eq(self.dram_bytes - used),
                          room_s.eq((self.dram_bytes + stride) - used), first_s.eq(used - (stride + 1)),
                          code_r.eq(code), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
         dram_bad = Signal()

@@ -188,6 +188,7 @@ class Dma(wiring.Component):
 
         r_req = Signal()
         accept = Signal()
+        w_accept = Signal()     # a scatter word accepted: while the scatter is busy, its request is the one offered
         w_fin = Signal()
         m.d.comb += [
             r_req.eq(r_act & (inflight < MAX_READS)),
@@ -195,14 +196,17 @@ class Dma(wiring.Component):
             bus.req_write.eq(w_busy),
             bus.req_addr.eq(Mux(w_busy, w_word, r_word)),
             accept.eq(bus.req_valid & bus.req_ready),
-            w_fin.eq(w_busy & accept & (w_left == 1)),
+            # (w_busy & accept, formed without the gather's request, which cannot matter then: the scatter's
+            # registers advance on w_busy and the port's ready alone.)
+            w_accept.eq(w_busy & bus.req_ready),
+            w_fin.eq(w_accept & (w_left == 1)),
             # The same as ~r_act & (inflight == 0) & (~w_busy | w_fin), from registers kept for it: `ready`
             # reaches the STORE's hand-out and the controller, so it is formed in one or two LUTs.
             cmd.ready.eq(~r_act & infl0 & (w_idle | (bus.req_ready & w_last))),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
             cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
             self.words_read.eq(bus.resp_valid),
-            self.words_written.eq(w_busy & accept),
+            self.words_written.eq(w_accept),
         ]
 
         # Scatter data: byte lane j carries source position j + cur when it lies in the run.
@@ -239,7 +243,7 @@ class Dma(wiring.Component):
                 w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
                 w_lo.eq(cmd.off), w_hi.eq(cmd_end),
             ]
-        with m.Elif(accept):
+        with m.Elif(w_accept):
             m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1), w_last.eq(w_left == 2)]
         with m.If(take & cmd.write):
             m.d.sync += [w_busy.eq(cmd.n != 0), w_idle.eq(cmd.n == 0)]
