@@ -302,3 +302,11 @@ def test_fpga_table_marks_abc_mapped_rows():
     assert [ln.startswith("| 4x4 | WS | half_even | 100 ¹ | 50 ¹ |") for ln in lines if ln.startswith("| 4x4")] == [True]
     assert [ln.startswith("| 2x2 | WS | half_even | 100 | 50 |") for ln in lines if ln.startswith("| 2x2")] == [True]
     assert sum(ln.startswith("¹ LUTs mapped by Yosys's `abc`, not `abc9`") for ln in lines) == 1
+    # The rounding comparison does not set an abc-mapped design against an abc9-mapped one.
+    he = {**row, "rows": 8, "cols": 8, "yosys_luts": 200}
+    hu = {**he, "rounding": "half_up", "yosys_luts": 190, "lut_per_lane": 294, "yosys_workaround": "abc"}
+    cost = [ln for ln in ft.markdown([he, hu], []).splitlines() if ln.startswith("| 8x8 | WS | 200")]
+    assert cost == ["| 8x8 | WS | 200 | 190 ¹ | - (¹) | 300 | 294 | +2.0 |"]
+    cost = [ln for ln in ft.markdown([he, {**hu, "yosys_workaround": None}], []).splitlines()
+            if ln.startswith("| 8x8 | WS | 200")]
+    assert cost == ["| 8x8 | WS | 200 | 190 | +5.3 | 300 | 294 | +2.0 |"]
