@@ -232,7 +232,8 @@ def markdown(rows, seeds, notes=()) -> str:
         out += ["", "¹ LUTs mapped by Yosys's `abc`, not `abc9`: Yosys 0.70's ABC9 step stops with an internal "
                 "assertion (`ABC_OPS_REINTEGRATE`, rtlil.cc:3091) on this netlist, so `systolic synth` synthesized "
                 "it again with `synth_ecp5`'s LUT mapping done by `abc -lut 4:7` (docs/fpga.md): a mapping that "
-                "does not see the carry chains' and memories' delays, and a few percent more LUTs."]
+                "does not see the carry chains' and memories' delays and gives more LUTs than `abc9`'s, so these rows "
+                "are not compared with the others'."]
     out += ["", "![LUTs, DSPs, block RAMs and Fmax against the array size](fpga.png)", "",
             "## Rounding cost (half_even vs half_up)", "",
             "| array | dataflow | LUTs half_even | LUTs half_up | total +% | LUT/lane half_even "
