@@ -30,6 +30,8 @@ def field(ins, op: Opcode, name: str):
 #: ``arg`` lags ``error`` by this many cycles: its candidates are registered before the choice, so no cycle runs
 #: from the range compares and the operand sums into the argument.
 ARG_REGISTER = 1
+#: Width of ``range_end``: a LOAD's spad (a STORE's acc: the same bits) plus its line count.
+RANGE_END_BITS = max(FIELDS[Opcode.LOAD]["spad"][1], FIELDS[Opcode.LOAD]["lines"][1]) + 1
 
 
 class InstrChecker(wiring.Component):
@@ -64,6 +66,10 @@ class InstrChecker(wiring.Component):
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
+    range_end : Out(RANGE_END_BITS)
+        ``spad + lines`` of a LOAD, ``acc + lines`` of a STORE / DIV / VEC (the same bits), registered from
+        ``ins_next`` with the other sums: the end of the instruction's line range, for the controller's
+        interlock.
     op : Out(4)
     bad_opcode : Out(1)
     error : Out(ERROR_CODE_BITS)
@@ -76,7 +82,7 @@ class InstrChecker(wiring.Component):
         super().__init__({
             "ins": In(INSTR_BITS), "ins_next": In(INSTR_BITS), "load": In(1), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
-            "fail": Out(1),
+            "fail": Out(1), "range_end": Out(RANGE_END_BITS),
         })
 
     def elaborate(self, platform):
@@ -125,11 +131,13 @@ class InstrChecker(wiring.Component):
         # DRAM range's last byte first_s + prod) is registered before the choice.
         assert ARG_REGISTER == 1, "one register below"
         arg, last = Signal(64, name="arg_r"), Signal(64, name="last_r")
-        m.d.sync += [arg.eq(self._argument(m, code_r)), last.eq(first_s + prod)]
+        sums = self._sums(m)
+        m.d.comb += self.range_end.eq(sums["range"])
+        m.d.sync += [arg.eq(self._argument(m, code_r, sums)), last.eq(first_s + prod)]
         m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
                      self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
                      self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, last, 0)))]
-        self._tests(m, code, uses_dram)
+        self._tests(m, code, uses_dram, sums)
         return m
 
     def _sums(self, m):
@@ -150,13 +158,12 @@ class InstrChecker(wiring.Component):
             m.d.sync += [sums[name].eq(v) for name, v in forms.items()]
         return sums
 
-    def _tests(self, m, code, uses_dram):
+    def _tests(self, m, code, uses_dram, sums):
         """Drive *code* with the first failing test's error code (0: none) in docs/isa.md's order, and
         *uses_dram* when the DRAM range, the last test, is to be made the cycle after."""
         cfg, ins = self.config, self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         lines, elems = field(ins, L, "lines"), field(ins, L, "elems")
-        sums = self._sums(m)
         loadq_end = sums["loadq"]
         is_w = Signal()
         m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
@@ -214,34 +221,29 @@ class InstrChecker(wiring.Component):
                 with m.Else():
                     then_dram()
 
-    def _argument(self, m, code):
+    def _argument(self, m, code, sums):
         """The offending value of error *code* of the instruction (docs/isa.md): the last line or byte past
-        the range, the divisor, the VEC op; 0 for the errors without one (and for the DRAM range of a 2-D
+        the range (its registered end, *sums*, minus 1: a range error means that end is above a limit, so at
+        least 1), the divisor, the VEC op; 0 for the errors without one (and for the DRAM range of a 2-D
         transfer, whose argument the caller forms)."""
-        cfg, ins = self.config, self.ins
+        ins = self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         arg = Signal(64, name="arg")
-        lines = field(ins, L, "lines")
         with m.Switch(self.op):
             with m.Case(L):
                 with m.If((code == ERR_SPAD_A) | (code == ERR_SPAD_W)):
-                    m.d.comb += arg.eq(field(ins, L, "spad") + lines - 1)
+                    m.d.comb += arg.eq(sums["range"] - 1)
             with m.Case(Opcode.LOADQ):
-                m.d.comb += arg.eq(field(ins, Opcode.LOADQ, "dram") + (cfg.loadq_bytes - 1))
+                m.d.comb += arg.eq(sums["loadq"] - 1)
             with m.Case(M):
-                mm = field(ins, M, "m")
                 with m.Switch(code):
-                    with m.Case(ERR_SPAD_A):
-                        m.d.comb += arg.eq(field(ins, M, "a") + mm - 1)
-                    with m.Case(ERR_SPAD_W):
-                        m.d.comb += arg.eq(field(ins, M, "w") + (cfg.rows - 1))
-                    with m.Case(ERR_ACC):
-                        m.d.comb += arg.eq(field(ins, M, "acc") + mm - 1)
+                    for err, name in ((ERR_SPAD_A, "a"), (ERR_SPAD_W, "w"), (ERR_ACC, "acc")):
+                        with m.Case(err):
+                            m.d.comb += arg.eq(sums[name] - 1)
             with m.Case(S, Opcode.DIV, Opcode.VEC):
-                assert FIELDS[Opcode.DIV]["acc"] == FIELDS[S]["acc"]
                 with m.Switch(code):
                     with m.Case(ERR_ACC):
-                        m.d.comb += arg.eq(field(ins, S, "acc") + lines - 1)
+                        m.d.comb += arg.eq(sums["range"] - 1)
                     with m.Case(ERR_DIVISOR):
                         m.d.comb += arg.eq(field(ins, Opcode.DIV, "divisor"))
                     with m.Case(ERR_VEC_OP):

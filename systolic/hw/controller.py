@@ -282,16 +282,12 @@ class Controller(wiring.Component):
         f = {n: field(s.ins_il, L, n) for n in ("target", "lines", "spad")}
         is_w = f["target"] == 1
         # Range ends: the array unit's formed when the MATMUL was queued, the decoded instruction's (LOAD's
-        # spad + lines, STORE's acc + lines) as the instruction registers load (from the DMA's line, in the
-        # FETCH_WAIT cycles), so an overlap test is two compares of registers, no adder.
+        # spad + lines, STORE's acc + lines: the same bits) the checker's, registered as the instruction
+        # registers load, so an overlap test is two compares of registers, no adder.
         S = Opcode.STORE
         st_acc, st_lines = field(s.ins_il, S, "acc"), field(s.ins_il, S, "lines")
-        ld_end = Signal(max(len(f["spad"]), len(f["lines"])) + 1, name="ld_end")
-        st_end = Signal(max(len(st_acc), len(st_lines)) + 1, name="st_end")
-        with m.If(s.fetching):
-            nxt = s.ins_next
-            m.d.sync += [ld_end.eq(field(nxt, L, "spad") + field(nxt, L, "lines")),
-                         st_end.eq(field(nxt, S, "acc") + field(nxt, S, "lines"))]
+        assert FIELDS[S]["acc"] == FIELDS[L]["spad"] and FIELDS[S]["lines"] == FIELDS[L]["lines"]
+        ld_end = st_end = s.chk.range_end
 
         def overlaps(x, n, x_end, y, k, y_end):
             """[x, x_end) (n = its length) and [y, y_end) (length k) share a line."""
