@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data
 
 from ..arch.latency import ACC_UPDATE
@@ -16,11 +16,12 @@ __all__ = ["WSArrayUnit"]
 #: result, ``m + array`` (``m + R + C``) cycles later. The next start comes at least ``m`` and the one after that at
 #: least ``2R + C + 1`` cycles later still, so at most two are ever in flight: a two-entry queue (``wb0`` the
 #: head) that never fills at a push and never holds the feeder back (which the cycle model relies on).
-#: A MATMUL in the write-back queue, with m - 1 (formed as it is queued: the last output is found by an equality
-#: of registers, not an add and a compare).
+#: A MATMUL in the write-back queue, with ``m == 1`` and ``m - 2`` (formed as it is queued): the head's
+#: last-output test is a flag register, set as an entry becomes the head (``m == 1``) or as output ``m - 2`` of
+#: it arrives (an equality of registers), so a pop starts from a flip-flop.
 _WRITEBACK = data.StructLayout({**{name: MATMUL_LAYOUT.members[name]
                                    for name in ("acc", "m", "accum", "shift", "idx", "acc_end")},
-                                "m_m1": MATMUL_LAYOUT.members["m"]})
+                                "m_is1": 1, "m_m2": MATMUL_LAYOUT.members["m"]})
 
 
 class WSArrayUnit(ArrayUnit):
@@ -108,7 +109,8 @@ class WSArrayUnit(ArrayUnit):
         ]
         wb_in = Signal(_WRITEBACK)
         m.d.comb += [wb_in.acc.eq(wl.acc), wb_in.m.eq(wl.m), wb_in.accum.eq(wl.accum), wb_in.shift.eq(wl.shift),
-                     wb_in.idx.eq(wl.idx), wb_in.acc_end.eq(wl.acc_end), wb_in.m_m1.eq(wl.m - 1)]
+                     wb_in.idx.eq(wl.idx), wb_in.acc_end.eq(wl.acc_end), wb_in.m_is1.eq(wl.m == 1),
+                     wb_in.m_m2.eq(wl.m - 2)]
         with m.If(adv_f):
             with m.If(fd_more):
                 m.d.comb += [self.a.en.eq(1), self.a.addr.eq(fd.a + issued)]
@@ -123,6 +125,7 @@ class WSArrayUnit(ArrayUnit):
         # Write-back: output vectors of the head MATMUL into the accumulator.
         head = wb[0]
         o_cnt = Signal(17)
+        o_last = Signal(name="o_last")      # the head's next output is its last (o_cnt == head.m - 1)
         upd = self.upd
         m.d.comb += [
             upd.valid.eq(array.o.valid),
@@ -133,11 +136,13 @@ class WSArrayUnit(ArrayUnit):
         ]
         written_idx(m, array.o.valid, head.idx, self.idx)
         with m.If(array.o.valid):
-            with m.If(o_cnt == head.m_m1):
-                m.d.sync += o_cnt.eq(0)
+            with m.If(o_last):
+                m.d.sync += [o_cnt.eq(0), o_last.eq(Mux(wb_v[1], wb[1].m_is1, wb_in.m_is1))]
                 m.d.comb += pop.eq(1)
             with m.Else():
-                m.d.sync += o_cnt.eq(o_cnt + 1)
+                m.d.sync += [o_cnt.eq(o_cnt + 1), o_last.eq(o_cnt == head.m_m2)]
+        with m.Elif(push & ~wb_v[0]):
+            m.d.sync += o_last.eq(wb_in.m_is1)
         # The two-entry queue: a pop moves wb1 to the head; a push fills the first free entry after it.
         with m.If(pop):
             m.d.sync += [wb[0].eq(wb[1]), wb_v[0].eq(wb_v[1]), wb_v[1].eq(0)]
