@@ -370,6 +370,22 @@ def _yosys_script(target: str, dev: dict, verilog: str, top: str, units: dict, a
     return "\n".join(lines + [""])
 
 
+#: An escaped Verilog identifier holding a bracket: Amaranth names the elements of an array port ``\\name[i]``.
+_BRACKETED = re.compile(r"\\\S*\[\S*")
+
+
+def yosys_names(text: str) -> str:
+    """*text* (Amaranth's Verilog) with the brackets of escaped identifiers turned to angle brackets:
+    ``\\counters[24]`` -> ``\\counters<24>``.
+
+    Amaranth names an array's elements ``\\name[i]``, often beside a wire ``\\name`` in the same module. Yosys
+    0.70's ABC9 step names bit ``i`` of ``\\name`` the same way; where both reach the LUT mapping, it stops on
+    an internal assertion (``ABC_OPS_REINTEGRATE``, :func:`abc9_assertion`), so whether a netlist synthesizes
+    depended on which such pairs survived optimization. Amaranth never writes ``<`` or ``>`` in a name, so
+    the renamed identifiers stay distinct."""
+    return _BRACKETED.sub(lambda mo: mo.group(0).replace("[", "<").replace("]", ">"), text)
+
+
 def write_unit_verilog(config, top: str, out_dir) -> dict:
     """Verilog of one PE and one requantizer lane as used inside *top*: ``{kind: file name}``."""
     from amaranth.back import verilog
@@ -387,7 +403,7 @@ def write_unit_verilog(config, top: str, out_dir) -> dict:
     out = {}
     for kind, comp in units.items():
         name = f"unit_{kind}.v"
-        text = verilog.convert(comp, name=f"unit_{kind}", emit_src=False)
+        text = yosys_names(verilog.convert(comp, name=f"unit_{kind}", emit_src=False))
         path = Path(out_dir) / name
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
@@ -406,7 +422,7 @@ def write_top_verilog(config, top: str, out_dir) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = top_module_name(config, top)
     path = out_dir / f"{name}.v"
-    text = verilog.convert(make_top(config, top), name=name, emit_src=False)
+    text = yosys_names(verilog.convert(make_top(config, top), name=name, emit_src=False))
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
