@@ -64,11 +64,6 @@ REQUANT_STAGES = 3
 MAX_READS = 8
 #: The DMA presents a command's first request the cycle after it takes the command (``hw.dma.Dma``).
 DMA_ISSUE = 1
-#: The DMA presents a gathered line (``line_valid``, ``line``) this many cycles after the memory answers the
-#: line's last word (``hw.dma.Dma``): the line is its registered buffer, so no cycle runs from the response's
-#: byte selects into the units that take the line (the instruction register and its checks, the scratchpads'
-#: writes, a VEC line, a LOADQ block's tests). The DMA's ``busy`` and ``stall`` do not cover that cycle.
-DMA_LINE = 1
 #: The controller checks an instruction this many cycles after its last byte arrives: one cycle to
 #: decode (and form its DRAM span), one to check it (``hw.controller.Controller``: DECODE, CHECK).
 DECODE_CYCLES = 2

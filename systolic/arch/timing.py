@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
-from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, DMA_LINE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS, QUEUE_SLOT,
+from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS, QUEUE_SLOT,
                       STORE_START, VEC_INPUT, div_line)
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
@@ -400,7 +400,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 idle_mem += st_f                    # the array unit is idle throughout
             elif b_lo[k] > f + 1 or b_hi[k] < e:
                 idle_mem += _gather(f, wf, d, lat, busy)[-1]
-        c = e + DMA_LINE + DECODE_CYCLES            # CHECK (the word is presented DMA_LINE after its answer)
+        c = e + DECODE_CYCLES                       # CHECK
         ctrl_b += c - f + 1
         ctrl_s += st_f
         reads, writes = wf, 0
@@ -478,7 +478,6 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                             idle_l = _gather(s0, nw, d, lat, busy)[-1]
                 else:
                     end, st_u, idle_l = _gather(s0, nw, d, lat, busy)
-                end += DMA_LINE                     # the last line is presented after its last answer
                 idle_mem += idle_l
                 reads += nw
                 if op == _VEC:          # the last line's accumulator update is written (and checked) after it
@@ -497,11 +496,10 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 end += a["lines"] * div_line(cfg.acc_bits) + VEC_INPUT + ACC_UPDATE
             vec_b += end - x
         elif op == _LOADQ:
-            # LOADQ starts its gather in x + 1 and checks the block LOADQ_CHECK after it is presented (DMA_LINE
-            # after the last answer).
+            # LOADQ starts its gather in x + 1 and checks the block LOADQ_CHECK after the last answer.
             nw = words(a["dram"], loadq_bytes, bb)
             end, st_u, idle_q = _gather(x + 1, nw, d, lat, busy)
-            end += DMA_LINE + LOADQ_CHECK
+            end += LOADQ_CHECK
             loadq_s += st_u
             loadq_b += end - x
             idle_mem += idle_q
@@ -579,18 +577,18 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
     rd, wr = 1 + d + latency, 1 + d
     # FETCH, its words (one more for an unaligned start) each a round trip, decode and check, then the
     # first cycle of the executing state; an executing state's first request.
-    fetch = 1 + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd + DMA_LINE + DECODE_CYCLES + 1
+    fetch = 1 + DMA_ISSUE + (-(-INSTR_BYTES // bb) + 1) * rd + DECODE_CYCLES + 1
     start = 1 + DMA_ISSUE
     total = 0
     for ins in program:
         a, op = ins.args, ins.op
         total += fetch
         if op == Opcode.LOAD or op == Opcode.VEC:
-            total += start + INTERLOCK_REGISTER + DMA_LINE + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
+            total += start + INTERLOCK_REGISTER + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
             if op == Opcode.VEC:
                 total += VEC_INPUT + ACC_UPDATE         # the last line's accumulator write
         elif op == Opcode.LOADQ:
-            total += start + 1 + DMA_LINE + LOADQ_CHECK + (-(-cfg.loadq_bytes // bb) + 1) * rd   # LOADQ's state
+            total += start + 1 + LOADQ_CHECK + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's own state
         elif op == Opcode.STORE:
             total += (start + STORE_START + INTERLOCK_REGISTER + lat.store_pipeline
                       + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * wr))

@@ -71,14 +71,14 @@ class Controller(wiring.Component):
     FETCH_WAIT (until they arrive), DECODE, CHECK (the
     :class:`~systolic.hw.checker.InstrChecker`'s error, then the interlock),
     HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
-    lines one per cycle, or a DMA gather, each line written the cycle the DMA
-    presents it), VEC (a DMA gather like LOAD's, each line into the accumulator
-    buffer's update pipeline the cycle it is presented; VEC_WAIT, then VEC_DRAIN
+    lines one per cycle, or a DMA gather, each line written the cycle it
+    arrives), VEC (a DMA gather like LOAD's, each line into the accumulator
+    buffer's update pipeline the cycle it arrives; VEC_WAIT, then VEC_DRAIN
     (VEC_INPUT + ACC_UPDATE cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
     the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
     quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
     LOADQ (its gather), LOADQ_WAIT, LOADQ_CHECK (the block's shifts checked
-    from registers formed from ``dma_buf`` as it is presented; it goes into the STORE
+    from ``dma_buf`` the cycle after it arrives; it goes into the STORE
     pipeline's registers the cycle after that), STORE_START (the
     :class:`~systolic.hw.store.StorePipeline` starts), STORE (it runs, its
     lines go to the DMA's scatter), MATMUL (into the queue slot, at once),
@@ -97,9 +97,8 @@ class Controller(wiring.Component):
     HOLD act on the test of the cycle before.
 
     Latency: an instruction is checked
-    :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after the DMA
-    presents it (:data:`~systolic.arch.latency.DMA_LINE` after its last byte
-    arrives; DECODE, CHECK) and starts executing in CHECK (or the cycle
+    :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
+    byte arrives (DECODE, CHECK) and starts executing in CHECK (or the cycle
     its interlock lets go); a MATMUL reaches the array unit
     :data:`~systolic.arch.latency.QUEUE_SLOT` (1) cycle after that. The exact
     timeline of every state is :func:`systolic.arch.timing.program_timeline`.
@@ -124,9 +123,9 @@ class Controller(wiring.Component):
     dma : Out(DmaCommandSignature(...))
         Fetches, LOAD and LOADQ gathers, STORE scatters.
     dma_buf : In(ArrayLayout(8, dma_buffer_bytes))
-        The DMA's registered buffer (``Dma.buf``, which is also ``dma.line``): it holds a gathered line from its
-        ``dma.line_valid`` on. A LOADQ's parameter block is checked from registers formed from it as it is
-        presented and written into the STORE pipeline from it the cycle after the check.
+        The DMA's registered buffer (``Dma.buf``): a gathered line one cycle after ``dma.line_valid``. A LOADQ's
+        parameter block is checked from it one cycle after the block arrived and written into the STORE pipeline
+        from it the cycle after, so no cycle runs from a memory response into the check or the lanes' registers.
     load_a, load_w : Out(LineLoadSignature(...))
         LOAD line writes into scratchpads A and W.
     matmul : Out(stream.Signature(MATMUL_LAYOUT))
@@ -378,9 +377,9 @@ class Controller(wiring.Component):
                      st.out_max.eq(field(s.ins_st, Opcode.LOADQ, "out_max"))]
         # A LOADQ block's shift bytes must lie in the golden requantizer's [-MAX_SHIFT, MAX_SHIFT]:
         # the first lane outside it (lowest index wins: assigned last).
-        # Each lane's test is registered from the DMA's line (its buffer, dma_buf, which holds the block until the
-        # next gather's answers), so in LOADQ_CHECK these are the tests of dma_buf's bytes and the state's choice
-        # starts from flip-flops.
+        # Each lane's test is registered from the DMA's line, whose bytes dma_buf holds from the next cycle on
+        # (the DMA's buffer takes its line in every cycle the line differs from it), so in LOADQ_CHECK these are
+        # the tests of dma_buf's bytes and the state's choice starts from flip-flops.
         C = self.config.cols
         s.bad_shift, s.bad_lane = Signal(), Signal(8)        # cols <= 64 lanes
         bad = [Signal(name=f"bad_shift{c}") for c in range(C)]

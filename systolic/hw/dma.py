@@ -12,9 +12,8 @@ memory answers them in request order. A write has no response.
   ``addr + i * stride`` into buffer positions ``[off, off + n)`` (any
   alignment, ``n`` up to the buffer size). Requests for all words of all
   lines are issued back to back (one per accepted cycle, while fewer than
-  :data:`MAX_READS` reads are unanswered); :data:`~systolic.arch.latency.DMA_LINE`
-  (1) cycle after the last word of a line is answered, ``line_valid`` is high
-  and ``line`` (the registered buffer) carries that line's bytes.
+  :data:`MAX_READS` reads are unanswered); the cycle the last word of a line
+  is answered, ``line_valid`` is high and ``line`` carries that line's bytes.
 * **scatter** (write): ``n`` bytes from source positions ``[off, off + n)``
   to ``addr`` with byte strobes. A new scatter may be started in the cycle
   the previous one's last word is accepted (``ready``), so runs go back to
@@ -30,7 +29,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from ..arch.latency import DMA_ISSUE, DMA_LINE, MAX_READS
+from ..arch.latency import DMA_ISSUE, MAX_READS
 from .params import refuse, require_positive
 
 __all__ = ["MemPortSignature", "DmaCommandSignature", "Dma", "MAX_READS"]
@@ -105,10 +104,9 @@ class Dma(wiring.Component):
     ``a_j = a_0 + (j mod Q)(1 + d) + (j div Q) * max(Q(1 + d), L + 1 + d)``
     (``Q`` = :data:`~systolic.arch.latency.MAX_READS`, ``a_0`` = start +
     DMA_ISSUE + d) and answered in
-    ``a_j + L``; a line is presented :data:`~systolic.arch.latency.DMA_LINE`
-    (1) cycle after its last word is answered. A scatter word takes ``1 + d``
-    cycles. ``stall`` is high on the cycles a command is in progress (``busy``)
-    but neither a request is accepted nor a response arrives.
+    ``a_j + L``. A scatter word takes ``1 + d`` cycles. ``stall`` is high on
+    the cycles a command is in progress but neither a request is accepted nor
+    a response arrives.
 
     Members
     -------
@@ -118,12 +116,10 @@ class Dma(wiring.Component):
         number of runs, >= 1), ``stride`` (gather: bytes between the starts of
         consecutive runs). ``ready``: a command may start this cycle (gather:
         both engines idle; scatter: gather idle and the scatter engine idle or
-        finishing). ``line_valid``: a gathered line is presented this cycle,
-        DMA_LINE after its last word arrived; ``line`` holds its bytes (it is
-        ``buf``). ``stall``: see above.
+        finishing). ``line_valid``: a gathered line completes this cycle;
+        ``line`` holds its bytes. ``stall``: see above.
     busy : Out(1)
-        Requests left to issue or reads unanswered (not the cycle a line waits in
-        ``buf`` to be presented).
+        Requests left to issue or reads unanswered.
     words_read, words_written : Out(1)
         One-cycle pulses per answered read / accepted write.
     buf : Out(data.ArrayLayout(8, buf_bytes))
@@ -317,6 +313,7 @@ class Dma(wiring.Component):
             meta.w_en.eq(r_accept & ~bypass),
             meta.w_data.eq(Cat(r_cur, end_line)),
             meta.r_en.eq(refill),
+            self.cmd.line_valid.eq(self.bus.resp_valid & h_end),
         ]
         lo, hi = r_off, r_hi                # the current gather's run (registered when it is taken)
         # Each position is decoded for both candidate entries (the FIFO's head and the request accepted now),
@@ -344,12 +341,12 @@ class Dma(wiring.Component):
                 inside = (p >= lo) & (p < hi)
                 m.d.sync += [h_hit[p].eq(Mux(meta.r_rdy, dec[0][0], dec[1][0]) & inside),
                              h_sel[p].eq(Mux(meta.r_rdy, dec[0][1], dec[1][1]))]
-        # The line is the buffer, presented the cycle after its last word arrives (DMA_LINE): the byte selects
-        # end in the buffer's registers, not in the units that take the line.
-        assert DMA_LINE == 1
-        m.d.sync += self.cmd.line_valid.eq(self.bus.resp_valid & h_end)
-        m.d.comb += self.cmd.line.eq(self.buf)
         lanes = Array(self.bus.resp_data[8 * j:8 * j + 8] for j in range(bb))
         for p in range(self.buf_bytes):
-            with m.If(self.bus.resp_valid & h_hit[p]):
-                m.d.sync += self.buf[p].eq(lanes[h_sel[p]])
+            hit = Signal(name=f"hit{p}")
+            m.d.comb += [
+                hit.eq(self.bus.resp_valid & h_hit[p]),
+                self.cmd.line[p].eq(Mux(hit, lanes[h_sel[p]], self.buf[p])),
+            ]
+            with m.If(hit):
+                m.d.sync += self.buf[p].eq(self.cmd.line[p])
