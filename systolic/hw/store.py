@@ -169,17 +169,16 @@ class StorePipeline(wiring.Component):
                          lane.shift.eq(sh), lane.relu.eq(cmd.relu)]
         # The STORE's own range, applied after the lanes' wider one, and the LOADQ's clamp: out_max >= 0 >= the
         # low end, so min(max(y, lo), hi, out_max) is the golden sat(min(y, out_max)).
-        # The range is registered: it depends only on the STORE's fields and the LOADQ's clamp, which hold
-        # still from before the start until the STORE is done, and a line leaves the lanes store_pipeline
-        # (> 1) cycles after its read.
+        # The range is registered, the high end in two steps (the type's, then the clamp's compare): it
+        # depends only on the STORE's fields and the LOADQ's clamp, which hold still from before the start
+        # (the controller's CHECK, at least STORE_START cycles before it) until the STORE is done, and a line
+        # leaves the lanes store_pipeline (> 1) cycles after its read.
         assert D > 1
-        sat_lo, type_hi, sat_hi = Signal(signed(10)), Signal(signed(10)), Signal(signed(10))
+        sat_lo, type_hi, sat_hi = (Signal(signed(10), name=n) for n in ("sat_lo", "type_hi", "sat_hi"))
         bits_m1 = Signal(6)
-        m.d.comb += [
-            bits_m1.eq(cmd.bits - 1),
-            type_hi.eq(Mux(cmd.unsigned, (Const(1, 10) << cmd.bits) - 1, (Const(1, 10) << bits_m1) - 1)),
-        ]
+        m.d.comb += bits_m1.eq(cmd.bits - 1)
         m.d.sync += [
+            type_hi.eq(Mux(cmd.unsigned, (Const(1, 10) << cmd.bits) - 1, (Const(1, 10) << bits_m1) - 1)),
             sat_lo.eq(Mux(cmd.unsigned, 0, -(Const(1, 10) << bits_m1))),
             sat_hi.eq(Mux(clamp & (out_max < type_hi), out_max, type_hi)),
         ]
