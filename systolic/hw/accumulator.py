@@ -181,7 +181,7 @@ class AccumulatorBuffer(wiring.Component):
         #   2: old (forwarded from the updates written since its read, newest first) op v -> new, registered
         #      with its overflow test;
         #   3: new is written, and its overflow flagged.
-        # Stage 0 forms v in A + 2 bits, with `huge` when v does not fit them: then every result leaves the
+        # Stage 0 forms v in A + 2 bits, with `huge` (stages 0 and 1) when v does not fit them: then every result leaves the
         # A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum mod 2**A,
         # is the same as with v in full. The result is formed in A + 3 bits.
         assert ACC_UPDATE == 4, "the stages below are ACC_UPDATE's"
@@ -228,11 +228,17 @@ class AccumulatorBuffer(wiring.Component):
                          s0_shift[c].eq(Mux(keep, 0, Mux(vec.valid, vec.shift, upd.shift)))]
         m.d.comb += [upd_rd.addr.eq(s0_addr), upd_rd.en.eq(s0_rd)]
         m.d.sync += [s1["valid"].eq(s0_valid), s1["addr"].eq(s0_addr), s1["vec"].eq(s0_vec), s1["op"].eq(s0_op)]
+        # Whether v fits is formed over two stages: stage 0 registers, for every shift, whether p << shift fits
+        # (the sign runs of p), with a copy of the shift; stage 1 picks the one of its shift (the old line's
+        # read leaves the stage nothing else to do), so `huge` reaches stage 2 as before.
+        s1_fits = [Signal(1 << SHIFT_BITS, name=f"s1_fits{c}") for c in range(C)]
+        s1_shift = [Signal(SHIFT_BITS, name=f"s1_shift{c}") for c in range(C)]
         for c in range(C):
             p, shift = s0_p[c], s0_shift[c]
             m.d.sync += [s1["val"][c].eq((p << shift)[:NW].as_signed()),
-                         s1["huge"][c].eq(~_shift_fits(m, p, shift, NW, f"{c}_")),
+                         s1_fits[c].eq(_shift_fits(m, p, SHIFT_BITS, NW, f"{c}_")), s1_shift[c].eq(shift),
                          s1["neg"][c].eq(p[-1]), s1["keep"][c].eq(s0_keep[c])]
+            m.d.comb += s1["huge"][c].eq(~Array(s1_fits[c])[s1_shift[c]])
 
         # Stage 1 -> 2: the old line into a register, the stage's fields along; which in-flight write the old
         # line must come from instead (decided here, from registered addresses, so stage 2 only selects).
@@ -334,8 +340,9 @@ class AccumulatorBuffer(wiring.Component):
             m.d.sync += [s3_new[c].eq(Mux(keep, o, new)), s3_ovf[c].eq(~keep & ovf)]
 
 
-def _shift_fits(m, p, shift, nw, prefix):
-    """Whether ``p << shift`` fits ``nw`` signed bits: bits ``nw - 1 - shift`` .. top of *p* all equal its sign."""
+def _shift_fits(m, p, shift_bits, nw, prefix):
+    """Bit ``s`` (``0 <= s < 2**shift_bits``): whether ``p << s`` fits ``nw`` signed bits, that is, bits
+    ``nw - 1 - s`` .. top of *p* all equal its sign."""
     P = len(p)
     # same[j]: bits j .. P-1 of p all equal its sign; p << s fits nw bits iff same[nw-1-s]
     # (always when nw - s > P; only p == 0 when s >= nw).
@@ -344,6 +351,5 @@ def _shift_fits(m, p, shift, nw, prefix):
         sj = Signal(name=f"same{prefix}{j}")
         m.d.comb += sj.eq(same[j + 1] & (p[j] == p[P - 1]))
         same[j] = sj
-    fits = [Const(1, 1) if nw - 1 - sh >= P else same[nw - 1 - sh] if nw - 1 - sh >= 0 else p == 0
-            for sh in range(1 << len(shift))]
-    return Array(fits)[shift]
+    return Cat(*(Const(1, 1) if nw - 1 - sh >= P else same[nw - 1 - sh] if nw - 1 - sh >= 0 else p == 0
+                 for sh in range(1 << shift_bits)))
