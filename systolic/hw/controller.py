@@ -219,10 +219,14 @@ class Controller(wiring.Component):
         # The zero tests of lines and elems (LOAD, VEC and DIV have them in the same bits), registered: formed
         # from `ins` in the cycle before `ins_x` takes it, so they always equal the tests of ins_x's fields, and
         # the LOAD, VEC and DIV states' choices (the scratchpads' write enables, the DMA's command) start from
-        # flip-flops. z_end: LOAD_ZERO's i == lines, formed as i is set.
+        # flip-flops. z_end: LOAD_ZERO's i == lines, formed as i is set; i_last: LOAD_WAIT's, VEC_WAIT's and
+        # DIV_WRITE's i + 1 == lines, set to one_line (lines == 1, registered as the zero tests) in the state
+        # before and formed as i counts, so the choice to end the instruction starts from a flip-flop.
         assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.DIV) for n in ("lines", "elems"))
         s.no_lines, s.no_elems, s.z_end = Signal(name="no_lines"), Signal(name="no_elems"), Signal(name="z_end")
-        m.d.sync += [s.no_lines.eq(field(s.ins, L, "lines") == 0), s.no_elems.eq(field(s.ins, L, "elems") == 0)]
+        s.one_line, s.i_last = Signal(name="one_line"), Signal(name="i_last")
+        m.d.sync += [s.no_lines.eq(field(s.ins, L, "lines") == 0), s.no_elems.eq(field(s.ins, L, "elems") == 0),
+                     s.one_line.eq(field(s.ins, L, "lines") == 1)]
         self._queue_slot(m, s)
         self._interlock(m, s)
         self._datapath(m, s)
@@ -536,6 +540,7 @@ class Controller(wiring.Component):
                     goto("LOAD_ZERO")
                 with m.Else():
                     gather()
+                    m.d.sync += s.i_last.eq(s.one_line)
                     goto("LOAD_WAIT")
                 check_overflow()
             with m.State("LOAD_ZERO"):
@@ -554,8 +559,8 @@ class Controller(wiring.Component):
                     with m.If(s.bad_value):
                         fail("value")
                     with m.Else():
-                        m.d.sync += s.i.eq(s.i + 1)
-                        with m.If(s.i + 1 == f["lines"]):
+                        m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                        with m.If(s.i_last):
                             next_instr()
                 check_overflow()
             with m.State("VEC"):
@@ -563,13 +568,14 @@ class Controller(wiring.Component):
                     next_instr()
                 with m.Else():
                     gather()
+                    m.d.sync += s.i_last.eq(s.one_line)
                     goto("VEC_WAIT")
             with m.State("VEC_WAIT"):
                 # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
                 with m.If(dma.line_valid):
                     m.d.comb += s.vec_line.eq(1)
-                    m.d.sync += s.i.eq(s.i + 1)
-                    with m.If(s.i + 1 == f["lines"]):
+                    m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                    with m.If(s.i_last):
                         m.d.sync += s.k.eq(0)
                         goto("VEC_DRAIN")
                 vec_overflow()
@@ -585,7 +591,7 @@ class Controller(wiring.Component):
                     next_instr()
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # line 0
-                    m.d.sync += [s.k.eq(0), s.div_issue.eq(1)]
+                    m.d.sync += [s.k.eq(0), s.div_issue.eq(1), s.i_last.eq(s.one_line)]
                     goto("DIV_STEP")
             with m.State("DIV_STEP"):
                 # The line arrives (ACC_READ) and is loaded (k == ACC_READ - 1); then one quotient bit per cycle,
@@ -598,8 +604,8 @@ class Controller(wiring.Component):
                 vec_overflow()
             with m.State("DIV_WRITE"):
                 m.d.comb += s.div_write.eq(1)
-                m.d.sync += s.i.eq(s.i + 1)
-                with m.If(s.i + 1 == f["lines"]):
+                m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                with m.If(s.i_last):
                     m.d.sync += s.k.eq(0)
                     goto("VEC_DRAIN")
                 with m.Else():
