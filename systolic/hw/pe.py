@@ -69,8 +69,20 @@ def pe_product(a: Value, w: Value, cfg: AcceleratorConfig) -> tuple[Value, Value
 #: Of the :data:`PRODUCT_STAGES` registers, the first is the PE's own operand register (the ones that pass the
 #: operands on to the neighbours, and the active weight): the multiplier reads flip-flops of its own PE, with
 #: no select before it. The others follow the product.
+#: In the WS PE the activation, which also goes on to the right neighbour, has a second, reset-less copy
+#: (:func:`operand_copy`) that only the multiplier reads, so the placer can put it by the multiplier (the
+#: neighbour's copy pulls the other away). A WS result only sums products of activations taken after the reset.
 OPERAND_REGISTER = 1
 assert PRODUCT_STAGES > OPERAND_REGISTER
+
+
+def operand_copy(m: Module, en: Value, value: Value, name: str) -> Value:
+    """A reset-less register of *value* (``en``-gated) for the multiplier alone: the same value as the operand
+    register loaded beside it, a distinct flip-flop (Yosys merges identical registers; this one has no reset)."""
+    reg = Signal.like(value, name=name, reset_less=True)
+    with m.If(en):
+        m.d.sync += reg.eq(value)
+    return reg
 
 
 def _mac(m: Module, en: Value, acc: Value, a: Value, w: Value, cfg: AcceleratorConfig) -> Value:
@@ -140,7 +152,8 @@ class WSProcessingElement(wiring.Component):
         # The operand registers: the activation's (a_out) and the active weight, which takes the shadow with the
         # flagged activation, so the product of that activation, formed a cycle later from the two, already uses
         # the new weight, and the multiplier's inputs are flip-flops, no select.
-        psum = _mac(m, self.en, self.psum_in, self.a_out, active, self.config)
+        a_mul = operand_copy(m, self.en, self.a_in, "a_mul")
+        psum = _mac(m, self.en, self.psum_in, a_mul, active, self.config)
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),
@@ -206,6 +219,8 @@ class OSProcessingElement(wiring.Component):
         _, _, acc_shape = operand_shapes(self.config)
         acc = Signal(acc_shape)
         total = Signal(acc_shape)
+        # (No reset-less copies here: the accumulator adds every product since the reset, so the multiplier must
+        # read operand registers that the reset clears.)
         m.d.comb += total.eq(_mac(m, self.en, acc, self.a_out, self.w_out, self.config))
         # beside its product: last_out is the operand register
         last = delay(m, self.en, self.last_out, PRODUCT_STAGES - OPERAND_REGISTER, "last")
