@@ -49,7 +49,7 @@ _SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
 #: Registered copies of state groups, for readers whose clock enables or selects must not come from the FSM
 #: state's decode: each is set by every transition (``Controller._fsm``'s ``goto``) to whether the next state
 #: is one of its states. fetching: the instruction registers load; div_mode: DIV owns the accumulator's read
-#: port; in_fetch / in_store: the DMA command's selects.
+#: port; in_fetch / in_store: the DMA command's selects (in_store also the STORE pipeline's hand-out).
 _STATE_FLAGS = {"fetching": ("FETCH_WAIT",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
                 "in_fetch": ("FETCH",), "in_store": ("STORE",)}
 
@@ -637,7 +637,6 @@ class Controller(wiring.Component):
                 keep_overflow()
                 goto("STORE")
             with m.State("STORE"):
-                m.d.comb += self.store.ready.eq(dma.ready)
                 with m.If(self.store.out_valid):
                     m.d.comb += [dma.start.eq(1), dma.write.eq(1)]
                 # MATMULs of other accumulator lines run beside a STORE: an overflow of one is kept and
@@ -708,6 +707,9 @@ class Controller(wiring.Component):
                      g_off.eq(Mux(op == L, f["offset"], 0)),
                      g_lines.eq(Mux(op == Q, 1, f["lines"])), g_stride.eq(Mux(op == Q, 0, f["stride"]))]
         fetch = s.in_fetch
+        # The STORE pipeline hands out a line while the state is STORE and the DMA can take it: from the registered
+        # state flag, not the state's decode (the hand-out enables the pipeline's queue and output registers).
+        m.d.comb += self.store.ready.eq(s.in_store & dma.ready)
         m.d.comb += [
             s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
             dma.addr.eq(Mux(fetch, s.fa_now, Mux(s.in_store, self.store.out_addr, f["dram"]))),
