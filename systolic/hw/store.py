@@ -126,14 +126,18 @@ class StorePipeline(wiring.Component):
         lat = cfg.latencies
 
         # Requantizer parameters (LOADQ): an int32 bias per lane, then an int8 shift per lane.
+        # The shift is kept clamped to the lanes' shift range (registered as it loads, so the lanes' shift
+        # input is a register).
         bias = [Signal(signed(8 * BIAS_BYTES), name=f"bias{c}") for c in range(C)]
-        shift = [Signal(signed(8), name=f"shift{c}") for c in range(C)]
+        shift = [Signal(signed(LANE_SHIFT_BITS), name=f"shift{c}") for c in range(C)]
         clamp, out_max = Signal(), Signal(OUT_MAX_BITS)
+        lo_sh, hi_sh = -(1 << (LANE_SHIFT_BITS - 1)), (1 << (LANE_SHIFT_BITS - 1)) - 1
         with m.If(ctl.params_load):
             m.d.sync += [clamp.eq(ctl.clamp), out_max.eq(ctl.out_max)]
             for c in range(C):
+                byte = ctl.params[BIAS_BYTES * C + c].as_signed()
                 m.d.sync += [bias[c].eq(Cat(*(ctl.params[BIAS_BYTES * c + b] for b in range(BIAS_BYTES)))),
-                             shift[c].eq(ctl.params[BIAS_BYTES * C + c])]
+                             shift[c].eq(Mux(byte > hi_sh, hi_sh, Mux(byte < lo_sh, lo_sh, byte)))]
 
         D = lat.store_pipeline
         Q = D + 1                           # lines read and not yet handed out, at most (see the docstring)
@@ -158,15 +162,12 @@ class StorePipeline(wiring.Component):
             m.d.sync += [left.eq(left - 1), raddr.eq(raddr + 1)]
         m.d.sync += sv.eq(Cat(issue, sv[:-1]))
 
-        lo_sh, hi_sh = -(1 << (LANE_SHIFT_BITS - 1)), (1 << (LANE_SHIFT_BITS - 1)) - 1
         lanes = []
         for c in range(C):
             m.submodules[f"lane{c}"] = lane = RequantLane(config=cfg.lane_config)
             lanes.append(lane)
-            sh = Signal(signed(LANE_SHIFT_BITS), name=f"lane_shift{c}")
-            m.d.comb += sh.eq(Mux(shift[c] > hi_sh, hi_sh, Mux(shift[c] < lo_sh, lo_sh, shift[c])))
             m.d.comb += [lane.en.eq(1), lane.acc.eq(self.acc.data[c]), lane.bias.eq(bias[c]),
-                         lane.shift.eq(sh), lane.relu.eq(cmd.relu)]
+                         lane.shift.eq(shift[c]), lane.relu.eq(cmd.relu)]
         # The STORE's own range, applied after the lanes' wider one, and the LOADQ's clamp: out_max >= 0 >= the
         # low end, so min(max(y, lo), hi, out_max) is the golden sat(min(y, out_max)).
         # The range is registered, the high end in two steps (the type's, then the clamp's compare): it
