@@ -181,8 +181,8 @@ class AccumulatorBuffer(wiring.Component):
         #   2: old (forwarded from the updates written since its read, newest first) op v -> new, registered
         #      with its overflow test;
         #   3: new is written, and its overflow flagged.
-        # Stage 0 forms v in A + 2 bits, with `huge` (stages 0 and 1) when v does not fit them: then every result leaves the
-        # A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum mod 2**A,
+        # Stage 0 forms v in A + 2 bits, with `huge` (over stages 0 and 1) when v does not fit them: then every
+        # result leaves the A-bit range (|old| <= 2**(A-1)), so the overflow is certain and the stored value, the sum mod 2**A,
         # is the same as with v in full. The result is formed in A + 3 bits.
         assert ACC_UPDATE == 4, "the stages below are ACC_UPDATE's"
         NW, P = A + 2, max(self.psum_bits, div_result_bits(A))

@@ -446,6 +446,10 @@ class Controller(wiring.Component):
             # The command's fields: _dma_command.
             m.d.comb += [dma.start.eq(1), dma.write.eq(0)]
 
+        def count_line():
+            # LOAD_WAIT, VEC_WAIT, DIV_WRITE: one more line done; i_last (i + 1 == lines) formed as i counts.
+            m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+
         def next_instr():
             # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
             # DMA's) drives one flip-flop, not pc's clock enables.
@@ -559,7 +563,7 @@ class Controller(wiring.Component):
                     with m.If(s.bad_value):
                         fail("value")
                     with m.Else():
-                        m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                        count_line()
                         with m.If(s.i_last):
                             next_instr()
                 check_overflow()
@@ -574,7 +578,7 @@ class Controller(wiring.Component):
                 # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
                 with m.If(dma.line_valid):
                     m.d.comb += s.vec_line.eq(1)
-                    m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                    count_line()
                     with m.If(s.i_last):
                         m.d.sync += s.k.eq(0)
                         goto("VEC_DRAIN")
@@ -604,7 +608,7 @@ class Controller(wiring.Component):
                 vec_overflow()
             with m.State("DIV_WRITE"):
                 m.d.comb += s.div_write.eq(1)
-                m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
+                count_line()
                 with m.If(s.i_last):
                     m.d.sync += s.k.eq(0)
                     goto("VEC_DRAIN")
