@@ -695,11 +695,11 @@ class Controller(wiring.Component):
 
     def _dma_command(self, m, s, fsm):
         """The DMA command's fields (the states give ``start`` and ``write``): FETCH's, or those of the
-        instruction in the instruction register (a LOAD's, VEC's or LOADQ's gather, a STORE's scatter of the
-        store pipeline's line address). The instruction's are formed by its opcode into registers (they hold
-        from the cycle after DECODE on; the DMA takes them in the instruction's own states, after CHECK), so
-        only FETCH's and STORE's selects (by registered copies of those two states) lie between registers and
-        the DMA's."""
+        instruction in the instruction register (a LOAD's, VEC's or LOADQ's gather; a STORE's scatter, on the
+        scatter's own fields, of the store pipeline's line address). The instruction's are formed by its opcode
+        into registers (they hold from the cycle after DECODE on; the DMA takes them in the instruction's own
+        states, after CHECK), so only FETCH's select (by a registered copy of that state) lies between
+        registers and the DMA's."""
         L, Q = Opcode.LOAD, Opcode.LOADQ
         assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.STORE)
                    for n in ("dram", "elems", "lines", "stride")) and FIELDS[Q]["dram"] == FIELDS[L]["dram"]
@@ -716,8 +716,9 @@ class Controller(wiring.Component):
         m.d.comb += self.store.ready.eq(s.in_store & dma.ready)
         m.d.comb += [
             s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
-            dma.addr.eq(Mux(fetch, s.fa_now, Mux(s.in_store, self.store.out_addr, f["dram"]))),
+            dma.addr.eq(Mux(fetch, s.fa_now, f["dram"])),
             dma.n.eq(Mux(fetch, INSTR_BYTES, g_n)), dma.off.eq(Mux(fetch, 0, g_off)),
+            dma.w_addr.eq(self.store.out_addr), dma.w_n.eq(g_n), dma.w_off.eq(g_off),
             dma.lines.eq(Mux(fetch, 1, g_lines)), dma.stride.eq(Mux(fetch, 0, g_stride)),
         ]
 

@@ -53,16 +53,20 @@ ADDR_BITS = 32
 class DmaCommandSignature(wiring.Signature):
     """The DMA's command port, from the commanding unit's side (the controller).
 
-    A command (``write``, ``addr``, ``n``, ``off``, ``lines``, ``stride``) is
-    taken in a cycle with ``start`` and ``ready`` high. A gather's lines come
-    back on ``line_valid`` / ``line``; ``stall`` says the command in progress
-    waits on the memory this cycle. See :class:`Dma`.
+    A command is taken in a cycle with ``start`` and ``ready`` high: a gather
+    (``write`` low: ``addr``, ``n``, ``off``, ``lines``, ``stride``) or a
+    scatter (``write`` high: ``w_addr``, ``w_n``, ``w_off``; a scatter has
+    its own fields so that the scatter engine's registers, which follow them
+    while it is idle, are not behind the commanding unit's choice between
+    the two). A gather's lines come back on ``line_valid`` / ``line``;
+    ``stall`` says the command in progress waits on the memory this cycle.
+    See :class:`Dma`.
 
     Members
     -------
     start, write : Out(1)
-    addr, stride : Out(32)
-    n, off : Out(range(max(buf_bytes, src_bytes) + 1))
+    addr, stride, w_addr : Out(32)
+    n, off, w_n, w_off : Out(range(max(buf_bytes, src_bytes) + 1))
     lines : Out(17)
     ready, line_valid, stall : In(1)
     line : In(ArrayLayout(8, buf_bytes))
@@ -75,6 +79,7 @@ class DmaCommandSignature(wiring.Signature):
             "start": Out(1), "write": Out(1), "addr": Out(ADDR_BITS),
             "n": Out(range(nmax + 1)), "off": Out(range(nmax + 1)),
             "lines": Out(LINES_BITS), "stride": Out(ADDR_BITS),
+            "w_addr": Out(ADDR_BITS), "w_n": Out(range(nmax + 1)), "w_off": Out(range(nmax + 1)),
             "ready": In(1), "line_valid": In(1), "stall": In(1),
             "line": In(data.ArrayLayout(8, buf_bytes)),
         })
@@ -97,11 +102,12 @@ class Dma(wiring.Component):
     """Pipelined 2-D gather and back-to-back scatter of byte runs over the memory port.
 
     A command is taken when ``cmd.start`` is high (``cmd.write`` selects
-    scatter) while ``cmd.ready`` is high (:class:`DmaCommandSignature`). A
+    scatter, whose run is ``cmd.w_addr``, ``cmd.w_n``, ``cmd.w_off``) while
+    ``cmd.ready`` is high (:class:`DmaCommandSignature`). A
     run of ``n`` bytes at ``a`` covers the words
     ``a // bus_bytes`` .. ``(a + n - 1) // bus_bytes``; each word is one
     request. A gather needs ``n >= 1`` and ``lines >= 1``; a scatter with
-    ``n == 0`` issues nothing.
+    ``w_n == 0`` issues nothing.
 
     Timing with a memory that accepts a request ``d`` cycles after it is
     first valid and answers a read ``L`` cycles after accepting it: the
@@ -119,7 +125,8 @@ class Dma(wiring.Component):
     -------
     bus : Out(MemPortSignature(bus_bytes))
     cmd : In(DmaCommandSignature(buf_bytes, src_bytes))
-        ``start``, ``write``, ``addr``, ``n``, ``off``; ``lines`` (gather:
+        ``start``, ``write``, ``addr``, ``n``, ``off`` (a gather's run; a scatter's is ``w_addr``, ``w_n``,
+        ``w_off``); ``lines`` (gather:
         number of runs, >= 1), ``stride`` (gather: bytes between the starts of
         consecutive runs). ``ready``: a command may start this cycle (gather:
         both engines idle; scatter: gather idle and the scatter engine idle or
@@ -236,24 +243,24 @@ class Dma(wiring.Component):
             # Words of a run of n >= 1 bytes at a, minus 1: from the low address bits only (no wide add).
             return (a[:lg] + n - 1) >> lg if lg else n - 1
 
-        cmd_end = Signal(len(cmd.off) + 1)  # the end of the command's run [off, off + n), for both engines
+        cmd_end = Signal(len(cmd.off) + 1)  # the end of the gather's run [off, off + n)
         m.d.comb += cmd_end.eq(cmd.off + cmd.n)
 
         # While the scatter engine is idle or finishing (it can take a command then), its registers follow the
-        # command inputs, so a taken scatter finds them loaded and the take (which the controller's decisions
-        # drive) sets only w_busy, not the clock enables of the run's registers.
+        # scatter's command inputs, so a taken scatter finds them loaded and the take (which the controller's
+        # decisions drive) sets only w_busy, not the clock enables of the run's registers.
         with m.If(~w_busy | w_fin):
             m.d.sync += [
-                w_word.eq(aligned(cmd.addr)),
-                w_left.eq(words_after_first(cmd.addr, cmd.n) + 1),
-                w_last.eq(words_after_first(cmd.addr, cmd.n) == 0),
-                w_cur.eq(cmd.off - cmd.addr[:lg] if lg else cmd.off),
-                w_lo.eq(cmd.off), w_hi.eq(cmd_end),
+                w_word.eq(aligned(cmd.w_addr)),
+                w_left.eq(words_after_first(cmd.w_addr, cmd.w_n) + 1),
+                w_last.eq(words_after_first(cmd.w_addr, cmd.w_n) == 0),
+                w_cur.eq(cmd.w_off - cmd.w_addr[:lg] if lg else cmd.w_off),
+                w_lo.eq(cmd.w_off), w_hi.eq(cmd.w_off + cmd.w_n),
             ]
         with m.Elif(w_accept):
             m.d.sync += [w_cur.eq(w_cur + bb), w_word.eq(w_word + bb), w_left.eq(w_left - 1), w_last.eq(w_left == 2)]
         with m.If(take & cmd.write):
-            m.d.sync += [w_busy.eq(cmd.n != 0), w_idle.eq(cmd.n == 0)]
+            m.d.sync += [w_busy.eq(cmd.w_n != 0), w_idle.eq(cmd.w_n == 0)]
         with m.Elif(w_fin):
             m.d.sync += [w_busy.eq(0), w_idle.eq(1)]
 

@@ -201,11 +201,12 @@ def _run(prog, mem, seed):
                                 cmd["relu"]))
                 store = [cmd, 0, 0]
             if ctx.get(dut.dma.start) and dma_ready:
-                addr, n = ctx.get(dut.dma.addr), ctx.get(dut.dma.n)
                 if ctx.get(dut.dma.write):
+                    addr, n = ctx.get(dut.dma.w_addr), ctx.get(dut.dma.w_n)
                     effects.append(("scatter", addr, n))
                     dma_busy_until = cycle + rng.randint(0, 3)
                 else:
+                    addr, n = ctx.get(dut.dma.addr), ctx.get(dut.dma.n)
                     off, nl, stride = ctx.get(dut.dma.off), ctx.get(dut.dma.lines), ctx.get(dut.dma.stride)
                     t = cycle
                     for ln in range(nl):

@@ -32,9 +32,14 @@ def _run(dut, image, cmds, memory):
                     ctx.set(dut.src[p], v)
                 ctx.set(dut.cmd.start, 1)
                 ctx.set(dut.cmd.write, write)
-                ctx.set(dut.cmd.addr, addr)
-                ctx.set(dut.cmd.n, n)
-                ctx.set(dut.cmd.off, off)
+                # A scatter's run is on its own fields; the other engine's get unrelated values (must not matter).
+                run, other = (dut.cmd.w_addr, dut.cmd.w_n, dut.cmd.w_off), (dut.cmd.addr, dut.cmd.n, dut.cmd.off)
+                if not write:
+                    run, other = other, run
+                for sig, v in zip(run, (addr, n, off)):
+                    ctx.set(sig, v)
+                for sig, v in zip(other, (addr ^ 0x55, (n + 1) % (dut.buf_bytes + 1), (off + 3) % (dut.buf_bytes + 1))):
+                    ctx.set(sig, v)
                 ctx.set(dut.cmd.lines, lines)
                 ctx.set(dut.cmd.stride, stride)
                 cur = (cycle, [])
