@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,7 +62,9 @@ class InstrChecker(wiring.Component):
     ins_next, load : In(INSTR_BITS), In(1)
         The word ``ins`` takes next, and whether it takes it (the controller's instruction register loads
         ``ins_next`` in every cycle ``load`` is high): the range tests' operand sums are registered from it
-        then, so in the decode cycle each such test is one compare of a register with a constant.
+        then, so in the decode cycle each such test is one compare of a register with a constant (a field
+        plus a constant is compared as the field, against the constant's complement or, for LOADQ's DRAM end,
+        ``dram_bytes - loadq_bytes``, registered: ``dram_bytes`` holds through a run).
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
@@ -141,18 +143,17 @@ class InstrChecker(wiring.Component):
         return m
 
     def _sums(self, m):
-        """The range tests' operand sums, registered from ``ins_next`` while ``load`` is high, so they always
-        hold the sums of the word in ``ins``: ``{name: register}``."""
+        """The range tests' operand sums of two fields, registered from ``ins_next`` while ``load`` is high, so
+        they always hold the sums of the word in ``ins``: ``{name: register}``. (A field plus a constant is
+        compared as the field: _tests.)"""
         nxt = self.ins_next
-        L, S, M, Q = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL, Opcode.LOADQ
+        L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         # LOAD's spad + lines and STORE / DIV / VEC's acc + lines are one sum (their fields share the bits).
         assert all(FIELDS[op]["acc"] == FIELDS[L]["spad"] for op in (S, Opcode.DIV, Opcode.VEC))
         forms = {"range": field(nxt, L, "spad") + field(nxt, L, "lines"),
                  "line": field(nxt, L, "offset") + field(nxt, L, "elems"),
                  "a": field(nxt, M, "a") + field(nxt, M, "m"),
-                 "w": field(nxt, M, "w") + self.config.rows,
-                 "acc": field(nxt, M, "acc") + field(nxt, M, "m"),
-                 "loadq": field(nxt, Q, "dram") + self.config.loadq_bytes}
+                 "acc": field(nxt, M, "acc") + field(nxt, M, "m")}
         sums = {name: Signal(v.shape(), name=f"sum_{name}") for name, v in forms.items()}
         with m.If(self.load):
             m.d.sync += [sums[name].eq(v) for name, v in forms.items()]
@@ -164,7 +165,14 @@ class InstrChecker(wiring.Component):
         cfg, ins = self.config, self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         lines, elems = field(ins, L, "lines"), field(ins, L, "elems")
-        loadq_end = sums["loadq"]
+        # The tests of a field plus a constant compare the field itself (no sum): MATMUL's w + rows > w_lines,
+        # LOADQ's dram + loadq_bytes > dram_bytes against dram_bytes - loadq_bytes, registered (dram_bytes, a
+        # CSR, holds through a run; the first DECODE is cycles after the start).
+        Q = Opcode.LOADQ
+        w_room = cfg.w_lines - cfg.rows
+        w_over = field(ins, M, "w") > w_room if w_room >= 0 else Const(1, 1)
+        loadq_lim = Signal(signed(34), name="loadq_lim")
+        m.d.sync += loadq_lim.eq(self.dram_bytes - cfg.loadq_bytes)
         is_w = Signal()
         m.d.comb += is_w.eq(field(ins, L, "target") == Target.W)
 
@@ -183,12 +191,12 @@ class InstrChecker(wiring.Component):
                 with m.Else():
                     then_dram()
             with m.Case(Opcode.LOADQ):
-                with m.If(loadq_end > self.dram_bytes):
+                with m.If(field(ins, Q, "dram") > loadq_lim):
                     fail(ERR_DRAM)
             with m.Case(M):
                 with m.If(sums["a"] > cfg.a_lines):
                     fail(ERR_SPAD_A)
-                with m.Elif(sums["w"] > cfg.w_lines):
+                with m.Elif(w_over):
                     fail(ERR_SPAD_W)
                 with m.Elif(sums["acc"] > cfg.acc_lines):
                     fail(ERR_ACC)
@@ -234,12 +242,14 @@ class InstrChecker(wiring.Component):
                 with m.If((code == ERR_SPAD_A) | (code == ERR_SPAD_W)):
                     m.d.comb += arg.eq(sums["range"] - 1)
             with m.Case(Opcode.LOADQ):
-                m.d.comb += arg.eq(sums["loadq"] - 1)
+                m.d.comb += arg.eq(field(ins, Opcode.LOADQ, "dram") + (self.config.loadq_bytes - 1))
             with m.Case(M):
                 with m.Switch(code):
-                    for err, name in ((ERR_SPAD_A, "a"), (ERR_SPAD_W, "w"), (ERR_ACC, "acc")):
+                    for err, name in ((ERR_SPAD_A, "a"), (ERR_ACC, "acc")):
                         with m.Case(err):
                             m.d.comb += arg.eq(sums[name] - 1)
+                    with m.Case(ERR_SPAD_W):
+                        m.d.comb += arg.eq(field(ins, M, "w") + (self.config.rows - 1))
             with m.Case(S, Opcode.DIV, Opcode.VEC):
                 with m.Switch(code):
                     with m.Case(ERR_ACC):
