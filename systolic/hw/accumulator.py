@@ -240,45 +240,39 @@ class AccumulatorBuffer(wiring.Component):
                          s1["neg"][c].eq(p[-1]), s1["keep"][c].eq(s0_keep[c])]
             m.d.comb += s1["huge"][c].eq(~Array(s1_fits[c])[s1_shift[c]])
 
-        # Stage 1 -> 2: the old line into a register, the stage's fields along; which in-flight write the old
-        # line must come from instead (decided here, from registered addresses, so stage 2 only selects).
-        old_q = Signal(lay)
-        m.d.sync += old_q.eq(upd_rd.data)
+        # Stage 1 -> 2: the old line into a register, the stage's fields along.
         for key in ("valid", "vec", "addr", "op"):
             m.d.sync += s2[key].eq(s1[key])
         for key in ("val", "huge", "neg", "keep"):
             m.d.sync += [s2[key][c].eq(s1[key][c]) for c in range(C)]
         # The writes an update's memory read (in stage 0) missed, when it is in stage 2: the line in stage 3
         # (written now) and the lines written one and two cycles ago (w1; w2, written in the very cycle of the
-        # read, which the read port does not see).
+        # read, which the read port does not see). The pipeline never stalls, so the last two are the lines in
+        # stage 3 and w1 when the update is in stage 1: there they are chosen instead of the memory's line as
+        # it is registered (old_q), by selects formed in stage 0 (the lines then in stages 2 and 3), and stage 2
+        # chooses only between old_q and stage 3's line (fwd3, registered in stage 1).
         s3_valid, s3_vec, s3_addr = Signal(), Signal(), Signal(addr_shape)
         s3_new = [Signal(signed(NW + 1), name=f"s3_new{c}") for c in range(C)]
         s3_ovf = [Signal(name=f"s3_ovf{c}") for c in range(C)]
         s3_line = Signal(lay)
         w1_valid, w1_addr, w1_line = Signal(), Signal(addr_shape), Signal(lay)
-        w2_valid, w2_addr, w2_line = Signal(), Signal(addr_shape), Signal(lay)
-        # One copy of the forward selects per lane: one register driving all cols * acc_bits multiplexer bits
-        # was the buffer's critical path. Each lane's copy is also low where the lane does not read its old
-        # value (a SET that is not kept), which keeps the copies distinct (Yosys merges identical registers).
-        uses_old = [Signal(name=f"uses_old{c}") for c in range(C)]
+        # One copy of each select per lane: one register driving all cols * acc_bits multiplexer bits was the
+        # buffer's critical path. Each lane's copy is also low where the lane does not read its old value (a
+        # SET that is not kept), which keeps the copies distinct (Yosys merges identical registers).
         fwd3 = [Signal(name=f"fwd3_{c}") for c in range(C)]
-        fwd1 = [Signal(name=f"fwd1_{c}") for c in range(C)]
-        fwd2 = [Signal(name=f"fwd2_{c}") for c in range(C)]
+        pre1 = [Signal(name=f"pre1_{c}") for c in range(C)]    # stage 1: take stage 3's line (w1 in stage 2)
+        pre2 = [Signal(name=f"pre2_{c}") for c in range(C)]    # stage 1: take w1's line (w2 in stage 2)
+        old_q = Signal(lay)
         for c in range(C):
-            m.d.comb += uses_old[c].eq((s1["op"] != VecOp.SET) | s1["keep"][c])
-            m.d.sync += [fwd3[c].eq(uses_old[c] & s2["valid"] & (s2["addr"] == s1["addr"])),
-                         fwd1[c].eq(uses_old[c] & s3_valid & (s3_addr == s1["addr"])),
-                         fwd2[c].eq(uses_old[c] & w1_valid & (w1_addr == s1["addr"]))]
+            uses_old0 = (s0_op != VecOp.SET) | s0_keep[c]
+            uses_old1 = (s1["op"] != VecOp.SET) | s1["keep"][c]
+            m.d.sync += [pre1[c].eq(uses_old0 & s2["valid"] & (s2["addr"] == s0_addr)),
+                         pre2[c].eq(uses_old0 & s3_valid & (s3_addr == s0_addr)),
+                         fwd3[c].eq(uses_old1 & s2["valid"] & (s2["addr"] == s1["addr"])),
+                         old_q[c].eq(Mux(pre1[c], s3_line[c], Mux(pre2[c], w1_line[c], upd_rd.data[c])))]
         old = Signal(lay)
         for c in range(C):
-            with m.If(fwd3[c]):
-                m.d.comb += old[c].eq(s3_line[c])
-            with m.Elif(fwd1[c]):
-                m.d.comb += old[c].eq(w1_line[c])
-            with m.Elif(fwd2[c]):
-                m.d.comb += old[c].eq(w2_line[c])
-            with m.Else():
-                m.d.comb += old[c].eq(old_q[c])
+            m.d.comb += old[c].eq(Mux(fwd3[c], s3_line[c], old_q[c]))
 
         m.d.sync += [s3_valid.eq(s2["valid"]), s3_vec.eq(s2["vec"]), s3_addr.eq(s2["addr"])]
         self._operate(m, s1, s2, old, s3_new, s3_ovf)
@@ -286,8 +280,7 @@ class AccumulatorBuffer(wiring.Component):
         # Stage 3: the write, and the overflow.
         for c in range(C):
             m.d.comb += s3_line[c].eq(s3_new[c][:A].as_signed())
-        m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line),
-                     w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_line.eq(w1_line)]
+        m.d.sync += [w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_line.eq(s3_line)]
         m.d.comb += [
             wr.addr.eq(s3_addr), wr.en.eq(s3_valid), wr.data.eq(s3_line),
             self.ev_write.eq(s3_valid), self.ev_vec_write.eq(s3_vec),
