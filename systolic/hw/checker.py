@@ -77,6 +77,9 @@ class InstrChecker(wiring.Component):
     error : Out(ERROR_CODE_BITS)
     arg : Out(64)
     fail : Out(1)
+    fail_error, fail_arg : Out(ERROR_CODE_BITS), Out(64)
+        ``error`` and ``arg`` in the cycles ``fail`` is high (and something else when it is low), formed
+        without the DRAM range's compare, for a reader that only reads them after a failed check.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -85,6 +88,7 @@ class InstrChecker(wiring.Component):
             "ins": In(INSTR_BITS), "ins_next": In(INSTR_BITS), "load": In(1), "decode": In(1), "dram_bytes": In(32),
             "op": Out(OPCODE_BITS), "bad_opcode": Out(1), "error": Out(ERROR_CODE_BITS), "arg": Out(64),
             "fail": Out(1), "range_end": Out(RANGE_END_BITS),
+            "fail_error": Out(ERROR_CODE_BITS), "fail_arg": Out(64),
         })
 
     def elaborate(self, platform):
@@ -114,12 +118,13 @@ class InstrChecker(wiring.Component):
         first_s = Signal(signed(35))    # dram + elems - 1 - stride: the DRAM range's last byte is first_s + prod
         code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
-        # The multiply's operands: copies of lines and stride loaded with the instruction register (reset-less,
-        # unlike it, so synthesis keeps them apart and places them by the multipliers).
+        # The multiply's operands: copies of lines and stride taken from ins_next in every cycle (the decode
+        # cycle reads them, and the cycle before it is the last one ``load`` is high in), so they are flip-flops
+        # of their own, which synthesis keeps apart from the instruction registers' copies (each loaded with
+        # ``load``) and places by the multipliers.
         mul_l = Signal(len(lines), name="mul_lines", reset_less=True)
         mul_s = Signal(len(stride), name="mul_stride", reset_less=True)
-        with m.If(self.load):
-            m.d.sync += [mul_l.eq(field(self.ins_next, L, "lines")), mul_s.eq(field(self.ins_next, L, "stride"))]
+        m.d.sync += [mul_l.eq(field(self.ins_next, L, "lines")), mul_s.eq(field(self.ins_next, L, "stride"))]
         with m.If(self.decode):
             # (Each as two sums in parallel, then one subtraction: two adders deep, not three.)
             used = dram + elems
@@ -138,7 +143,10 @@ class InstrChecker(wiring.Component):
         m.d.sync += [arg.eq(self._argument(m, code_r, sums)), last.eq(first_s + prod)]
         m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
                      self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
-                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, last, 0)))]
+                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, last, 0))),
+                     # Given fail: the code registers' error, else the DRAM range's (no compare in the choice).
+                     self.fail_error.eq(Mux(code_r != 0, code_r, ERR_DRAM)),
+                     self.fail_arg.eq(Mux(code_r != 0, arg, last))]
         self._tests(m, code, uses_dram, sums)
         return m
 

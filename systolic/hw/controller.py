@@ -211,7 +211,8 @@ class Controller(wiring.Component):
         # earliest two cycles after CHECK.
         assert ARG_REGISTER <= 1, "chk_arg is read two cycles after CHECK"
         s.chk_error, s.chk_arg = Signal(ERROR_CODE_BITS), Signal(64)
-        m.d.sync += [s.chk_error.eq(chk.error), s.chk_arg.eq(chk.arg)]
+        # (Only read after a failed CHECK: the checker's fail_error / fail_arg, formed without its DRAM compare.)
+        m.d.sync += [s.chk_error.eq(chk.fail_error), s.chk_arg.eq(chk.fail_arg)]
         self._instruction_copies(m, s)
         L = Opcode.LOAD
         s.f = {n: field(s.ins_x, L, n) for n in ("target", "zero", "unsigned", "lines", "spad", "elems", "offset",

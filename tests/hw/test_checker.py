@@ -97,6 +97,8 @@ def _checker_results(words):
             got = (ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error))
             await ctx.tick().repeat(ARG_REGISTER)      # the argument follows, the rest holds
             assert (ctx.get(dut.bad_opcode), ctx.get(dut.op), ctx.get(dut.error)) == got
+            if ctx.get(dut.fail):       # what the controller registers after a failed CHECK
+                assert (ctx.get(dut.fail_error), ctx.get(dut.fail_arg)) == (ctx.get(dut.error), ctx.get(dut.arg))
             out.append((*got, ctx.get(dut.arg)))
 
     sim = Simulator(dut)
