@@ -49,9 +49,10 @@ _SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
 #: Registered copies of state groups, for readers whose clock enables or selects must not come from the FSM
 #: state's decode: each is set by every transition (``Controller._fsm``'s ``goto``) to whether the next state
 #: is one of its states. fetching: the instruction registers load; div_mode: DIV owns the accumulator's read
-#: port; in_fetch / in_store: the DMA command's selects (in_store also the STORE pipeline's hand-out).
+#: port; in_fetch / in_store: the DMA command's selects (in_store also the STORE pipeline's hand-out);
+#: store_start: the STORE pipeline's start.
 _STATE_FLAGS = {"fetching": ("FETCH_WAIT",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
-                "in_fetch": ("FETCH",), "in_store": ("STORE",)}
+                "in_fetch": ("FETCH",), "in_store": ("STORE",), "store_start": ("STORE_START",)}
 
 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
@@ -191,6 +192,7 @@ class Controller(wiring.Component):
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
             fire=Signal(), src=Signal(range(len(_SOURCES))),  # an error stops the run: its source (_commit_error)
             in_fetch=Signal(), in_store=Signal(),           # the state is FETCH / STORE (_dma_command)
+            store_start=Signal(),                           # the state is STORE_START
             ovf_now=Signal(PC_BITS),                        # overflow_idx, registered (_commit_error)
             bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
@@ -637,8 +639,8 @@ class Controller(wiring.Component):
                     next_instr()
                 check_overflow()
             with m.State("STORE_START"):
-                # A state of its own, so the check and the interlock decide a state, not the pipeline's start.
-                m.d.comb += self.store.start.eq(1)
+                # A state of its own, so the check and the interlock decide a state, not the pipeline's start,
+                # which is the state's registered flag (_STATE_FLAGS), not its decode.
                 keep_overflow()
                 goto("STORE")
             with m.State("STORE"):
@@ -714,7 +716,7 @@ class Controller(wiring.Component):
         fetch = s.in_fetch
         # The STORE pipeline hands out a line while the state is STORE and the DMA can take it: from the registered
         # state flag, not the state's decode (the hand-out enables the pipeline's queue and output registers).
-        m.d.comb += self.store.ready.eq(s.in_store & dma.ready)
+        m.d.comb += [self.store.ready.eq(s.in_store & dma.ready), self.store.start.eq(s.store_start)]
         m.d.comb += [
             s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
             dma.addr.eq(Mux(fetch, s.fa_now, f["dram"])),
