@@ -716,7 +716,9 @@ class Controller(wiring.Component):
         fetch = s.in_fetch
         # The STORE pipeline hands out a line while the state is STORE and the DMA can take it: from the registered
         # state flag, not the state's decode (the hand-out enables the pipeline's queue and output registers).
-        m.d.comb += [self.store.ready.eq(s.in_store & dma.ready), self.store.start.eq(s.store_start)]
+        # (In STORE no gather is in progress: FETCH's ended before DECODE, a LOAD's, VEC's or LOADQ's before
+        # its instruction did; so the scatter engine's own readiness is the DMA's.)
+        m.d.comb += [self.store.ready.eq(s.in_store & dma.w_ready), self.store.start.eq(s.store_start)]
         m.d.comb += [
             s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
             dma.addr.eq(Mux(fetch, s.fa_now, f["dram"])),

@@ -58,7 +58,10 @@ class DmaCommandSignature(wiring.Signature):
     scatter (``write`` high: ``w_addr``, ``w_n``, ``w_off``; a scatter has
     its own fields so that the scatter engine's registers, which follow them
     while it is idle, are not behind the commanding unit's choice between
-    the two). A gather's lines come back on ``line_valid`` / ``line``;
+    the two). A scatter may also be taken with ``w_ready`` instead of
+    ``ready`` (the scatter engine idle or finishing; the commanding unit
+    starts a scatter only while no gather is in progress, which ``w_ready``
+    does not test). A gather's lines come back on ``line_valid`` / ``line``;
     ``stall`` says the command in progress waits on the memory this cycle.
     See :class:`Dma`.
 
@@ -68,7 +71,7 @@ class DmaCommandSignature(wiring.Signature):
     addr, stride, w_addr : Out(32)
     n, off, w_n, w_off : Out(range(max(buf_bytes, src_bytes) + 1))
     lines : Out(17)
-    ready, line_valid, stall : In(1)
+    ready, w_ready, line_valid, stall : In(1)
     line : In(ArrayLayout(8, buf_bytes))
     """
 
@@ -80,7 +83,7 @@ class DmaCommandSignature(wiring.Signature):
             "n": Out(range(nmax + 1)), "off": Out(range(nmax + 1)),
             "lines": Out(LINES_BITS), "stride": Out(ADDR_BITS),
             "w_addr": Out(ADDR_BITS), "w_n": Out(range(nmax + 1)), "w_off": Out(range(nmax + 1)),
-            "ready": In(1), "line_valid": In(1), "stall": In(1),
+            "ready": In(1), "w_ready": In(1), "line_valid": In(1), "stall": In(1),
             "line": In(data.ArrayLayout(8, buf_bytes)),
         })
 
@@ -215,7 +218,8 @@ class Dma(wiring.Component):
             w_accept.eq(w_busy & bus.req_ready),
             w_fin.eq(w_accept & (w_left == 1)),
             # The same as ~r_act & (inflight == 0) & (~w_busy | w_fin), from registers kept for it: `ready`
-            # reaches the STORE's hand-out and the controller, so it is formed in one or two LUTs.
+            # reaches the controller and `w_ready` (~w_busy | w_fin) the STORE's hand-out, so each is one LUT.
+            cmd.w_ready.eq(w_idle | (bus.req_ready & w_last)),
             cmd.ready.eq(~r_act & infl0 & (w_idle | (bus.req_ready & w_last))),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
             cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
@@ -237,7 +241,7 @@ class Dma(wiring.Component):
             ]
 
         take = Signal()
-        m.d.comb += take.eq(cmd.start & cmd.ready)
+        m.d.comb += take.eq(cmd.start & Mux(cmd.write, cmd.w_ready, cmd.ready))
 
         def words_after_first(a, n):
             # Words of a run of n >= 1 bytes at a, minus 1: from the low address bits only (no wide add).

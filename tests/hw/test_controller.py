@@ -129,6 +129,8 @@ def _run(prog, mem, seed):
             ctx.set(dut.dma.line_valid, int(line_valid))
             dma_ready = not lines_due and cycle > dma_busy_until
             ctx.set(dut.dma.ready, int(dma_ready))
+            w_ready = cycle > dma_busy_until           # the scatter engine's own readiness
+            ctx.set(dut.dma.w_ready, int(w_ready))
             ctx.set(dut.dma.stall, 0)
             for k, r in enumerate(dut.readers):
                 d = inflight[k] if k < len(inflight) else None
@@ -200,8 +202,9 @@ def _run(prog, mem, seed):
                 effects.append(("store", cmd["lines"], cmd["acc"], cmd["elems"], cmd["bits"], cmd["unsigned"],
                                 cmd["relu"]))
                 store = [cmd, 0, 0]
-            if ctx.get(dut.dma.start) and dma_ready:
+            if ctx.get(dut.dma.start) and (w_ready if ctx.get(dut.dma.write) else dma_ready):
                 if ctx.get(dut.dma.write):
+                    assert not lines_due, ("a scatter started while a gather is in progress", cycle)
                     addr, n = ctx.get(dut.dma.w_addr), ctx.get(dut.dma.w_n)
                     effects.append(("scatter", addr, n))
                     dma_busy_until = cycle + rng.randint(0, 3)
