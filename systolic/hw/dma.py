@@ -94,13 +94,6 @@ class DmaCommandSignature(wiring.Signature):
         return f"DmaCommandSignature(buf_bytes={self.buf_bytes}, src_bytes={self.src_bytes})"
 
 
-def _or_all(values):
-    """The OR of *values*, as a balanced tree."""
-    while len(values) > 1:
-        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
-    return values[0]
-
-
 class Dma(wiring.Component):
     """Pipelined 2-D gather and back-to-back scatter of byte runs over the memory port.
 
@@ -313,17 +306,20 @@ class Dma(wiring.Component):
         lg = (bb - 1).bit_length()
         # Gather response side: byte lane j of a word goes to buffer position j + cur (its request's `cur`).
         # The reads in flight wait in `meta` as (cur, last word of a line); the next response's entry is held
-        # decoded in registers (the head): per buffer position, whether the word carries it (`h_hit`), and for
-        # the whole word its rotation (`h_rot`, one-hot: cur mod bus_bytes). A response is rotated once, so
-        # that rotated byte j is the one for the positions p with p mod bus_bytes == j, and each position then
-        # only chooses between its rotated byte and its buffered one: no arithmetic between the memory's data
-        # and `line`, and one shared rotation (two LUT levels from a one-hot select) instead of a byte-lane
-        # multiplexer per position. The head is refilled, the cycle it is used or while empty, from `meta`
+        # decoded in registers (the head): per buffer position, whether the word carries it (`h_hit`), and the
+        # word's rotation (cur mod bus_bytes). A response is rotated once, so that rotated byte j is the one for
+        # the positions p with p mod bus_bytes == j, and each position then only chooses between its rotated
+        # byte and its buffered one: no arithmetic between the memory's data and `line`, and bus_bytes
+        # multiplexers of bus_bytes bytes instead of one per buffer position. Each rotated byte has its own
+        # copy of the rotation (`h_rot<j>`, 0 when no position of its byte is carried: distinct flip-flops,
+        # which synthesis keeps apart, each driving one byte's multiplexer where one register drove them all).
+        # The head is refilled, the cycle it is used or while empty, from `meta`
         # or, when `meta` is empty, straight from the request accepted in that cycle (so a read can be
         # answered the cycle after it is accepted, as with a plain FIFO).
         h_end = Signal()
         h_hit = Signal(self.buf_bytes)
-        h_rot = Signal(bb, name="h_rot")
+        lsel = max(1, lg)
+        h_rot = [Signal(lsel, name=f"h_rot{j}") for j in range(bb)]
         h_valid = Signal()
         refill = Signal()
         bypass = Signal()
@@ -341,33 +337,42 @@ class Dma(wiring.Component):
         # Position p = p_hi * bb + p_lo takes byte lane p - cur iff 0 <= p - cur < bb, that is (with cur =
         # c_hi * bb + c_lo, 0 <= c_lo < bb) iff p_hi == c_hi and p_lo >= c_lo, or p_hi == c_hi + 1 and
         # p_lo < c_lo; the lane is (p_lo - c_lo) mod bb. So a candidate is decoded once into c_hi's few
-        # equalities and c_lo's compares and one-hot, shared by the positions (no subtraction per position).
+        # equalities and c_lo's compares, shared by the positions (no subtraction per position).
         his = range(-1, (self.buf_bytes - 1) // bb + 1)
         decoded = []
         for k, cur in enumerate((meta.r_data[:cw].as_signed(), r_cur)):
             c_hi, c_lo = cur >> lg, cur.as_unsigned()[:lg] if lg else Const(0, 1)
             eq = {h: Signal(name=f"hi{k}_{h + 1}") for h in his}
             ge = [Signal(name=f"ge{k}_{j}") for j in range(bb)]             # p_lo >= c_lo
-            rot = Signal(bb, name=f"rot{k}")                                # one-hot c_lo
             m.d.comb += [eq[h].eq(c_hi == h) for h in his]
             m.d.comb += [ge[j].eq(c_lo <= j if j < bb - 1 else 1) for j in range(bb)]     # (c_lo < bb)
-            m.d.comb += [rot[j].eq(c_lo == j) for j in range(bb)]
-            decoded.append((eq, ge, rot))
+            decoded.append((eq, ge, c_lo))
         with m.If(refill):
-            m.d.sync += [h_valid.eq(meta.r_rdy | r_accept), h_end.eq(Mux(meta.r_rdy, meta.r_data[cw], end_line)),
-                         h_rot.eq(Mux(meta.r_rdy, decoded[0][2], decoded[1][2]))]
+            m.d.sync += [h_valid.eq(meta.r_rdy | r_accept), h_end.eq(Mux(meta.r_rdy, meta.r_data[cw], end_line))]
+            hit_next = []
             for p in range(self.buf_bytes):
                 p_hi, p_lo = divmod(p, bb)
                 dec = [(eq[p_hi] & ge[p_lo]) | (eq[p_hi - 1] & ~ge[p_lo]) for eq, ge, _ in decoded]
                 inside = (p >= lo) & (p < hi)
-                m.d.sync += h_hit[p].eq(Mux(meta.r_rdy, dec[0], dec[1]) & inside)
-        # The rotated word: byte j is lane (j - c_lo) mod bb, an AND-OR over the one-hot rotation.
+                hn = Signal(name=f"hit_next{p}")
+                m.d.comb += hn.eq(Mux(meta.r_rdy, dec[0], dec[1]) & inside)
+                m.d.sync += h_hit[p].eq(hn)
+                hit_next.append(hn)
+            clo_next = Mux(meta.r_rdy, decoded[0][2], decoded[1][2])
+            for j in range(bb):
+                used = Cat(*hit_next[j::bb]).any()
+                m.d.sync += h_rot[j].eq(Mux(used, clo_next, 0))
+        # The rotated word: byte j is lane (j - c_lo) mod bb, a multiplexer tree on byte j's copy of c_lo.
         lanes = [self.bus.resp_data[8 * j:8 * j + 8] for j in range(bb)]
         rotated = []
         for j in range(bb):
             byte = Signal(8, name=f"rotated{j}")
-            terms = [h_rot[c].replicate(8) & lanes[(j - c) % bb] for c in range(bb)]
-            m.d.comb += byte.eq(terms[0] if bb == 1 else _or_all(terms))
+            items = [lanes[(j - c) % bb] for c in range(bb)]
+            level = 0
+            while len(items) > 1:
+                items = [Mux(h_rot[j][level], items[i + 1], items[i]) for i in range(0, len(items), 2)]
+                level += 1
+            m.d.comb += byte.eq(items[0])
             rotated.append(byte)
         for p in range(self.buf_bytes):
             hit = Signal(name=f"hit{p}")
