@@ -263,9 +263,11 @@ class AccumulatorBuffer(wiring.Component):
         pre1 = [Signal(name=f"pre1_{c}") for c in range(C)]    # stage 1: take stage 3's line (w1 in stage 2)
         pre2 = [Signal(name=f"pre2_{c}") for c in range(C)]    # stage 1: take w1's line (w2 in stage 2)
         old_q = Signal(lay)
+        def uses_old(op, keep):
+            return (op != VecOp.SET) | keep
+
         for c in range(C):
-            uses_old0 = (s0_op != VecOp.SET) | s0_keep[c]
-            uses_old1 = (s1["op"] != VecOp.SET) | s1["keep"][c]
+            uses_old0, uses_old1 = uses_old(s0_op, s0_keep[c]), uses_old(s1["op"], s1["keep"][c])
             m.d.sync += [pre1[c].eq(uses_old0 & s2["valid"] & (s2["addr"] == s0_addr)),
                          pre2[c].eq(uses_old0 & s3_valid & (s3_addr == s0_addr)),
                          fwd3[c].eq(uses_old1 & s2["valid"] & (s2["addr"] == s1["addr"])),

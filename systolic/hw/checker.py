@@ -63,7 +63,7 @@ class InstrChecker(wiring.Component):
         The word ``ins`` takes next, and whether it takes it (the controller's instruction register loads
         ``ins_next`` in every cycle ``load`` is high): the range tests' operand sums are registered from it
         then, so in the decode cycle each such test is one compare of a register with a constant (a field
-        plus a constant is compared as the field, against the constant's complement or, for LOADQ's DRAM end,
+        plus a constant is compared as the field, against the limit minus the constant or, for LOADQ's DRAM end,
         ``dram_bytes - loadq_bytes``, registered: ``dram_bytes`` holds through a run).
     decode : In(1)
     dram_bytes : In(32)
@@ -142,11 +142,11 @@ class InstrChecker(wiring.Component):
         m.d.comb += self.range_end.eq(sums["range"])
         m.d.sync += [arg.eq(self._argument(m, code_r, sums)), last.eq(first_s + prod)]
         m.d.comb += [self.fail.eq((code_r != 0) | dram_bad),
-                     self.error.eq(Mux(code_r != 0, code_r, Mux(dram_bad, ERR_DRAM, 0))),
-                     self.arg.eq(Mux(code_r != 0, arg, Mux(dram_bad, last, 0))),
                      # Given fail: the code registers' error, else the DRAM range's (no compare in the choice).
                      self.fail_error.eq(Mux(code_r != 0, code_r, ERR_DRAM)),
-                     self.fail_arg.eq(Mux(code_r != 0, arg, last))]
+                     self.fail_arg.eq(Mux(code_r != 0, arg, last)),
+                     self.error.eq(Mux(self.fail, self.fail_error, 0)),
+                     self.arg.eq(Mux(self.fail, self.fail_arg, 0))]
         self._tests(m, code, uses_dram, sums)
         return m
 

@@ -213,7 +213,7 @@ class Dma(wiring.Component):
             # The same as ~r_act & (inflight == 0) & (~w_busy | w_fin), from registers kept for it: `ready`
             # reaches the controller and `w_ready` (~w_busy | w_fin) the STORE's hand-out, so each is one LUT.
             cmd.w_ready.eq(w_idle | (bus.req_ready & w_last)),
-            cmd.ready.eq(~r_act & infl0 & (w_idle | (bus.req_ready & w_last))),
+            cmd.ready.eq(~r_act & infl0 & cmd.w_ready),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
             cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
             self.words_read.eq(bus.resp_valid),
