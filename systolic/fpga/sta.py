@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .reports import register_of
 
-__all__ = ["SdfDesign", "parse_sdf", "analyze", "unit_paths", "unit_of", "SdfError"]
+__all__ = ["SdfDesign", "parse_sdf", "analyze", "unit_paths", "path_groups", "unit_of", "SdfError"]
 
 
 class SdfError(ValueError):
@@ -189,6 +189,33 @@ def _path(pin: str, res: dict) -> list:
     return steps[::-1]
 
 
+def _register_endpoints(d: SdfDesign, res: dict):
+    """``(delay, steps)`` of the worst path into every timed input whose path starts at a register or RAM
+    output (paths from the top's input pins start at no register and are left out); the delay includes the
+    input's setup."""
+    arrival = res["arrival"]
+    for pin, (_, setup) in d.setup.items():
+        if pin not in arrival:
+            continue
+        steps = _path(pin, res)
+        if steps[0] in res["starts"]:
+            yield arrival[pin] + setup, steps
+
+
+def _routing(steps: list, res: dict) -> float:
+    arrival = res["arrival"]
+    return sum(arrival[b] - arrival[a] for a, b in zip(steps, steps[1:]) if res["prev"][b][1] == "wire")
+
+
+def _cells(steps: list) -> list:
+    cells = []
+    for pin in steps:
+        inst = pin.rpartition("/")[0]
+        if not cells or cells[-1] != inst:
+            cells.append(inst)
+    return cells
+
+
 def unit_paths(d: SdfDesign, res: dict | None = None, *, top: int | None = None) -> list:
     """The worst register-to-register path ending in each unit, worst first (*top*: only that many).
 
@@ -197,28 +224,15 @@ def unit_paths(d: SdfDesign, res: dict | None = None, *, top: int | None = None)
     register (signal names), the split into cell and routing delay, the cells it passes.
     """
     res = analyze(d) if res is None else res
-    arrival = res["arrival"]
     worst = {}
-    for pin, (_, setup) in d.setup.items():
-        if pin not in arrival:
-            continue
-        steps = _path(pin, res)
-        if steps[0] not in res["starts"]:
-            continue                    # from an input pin of the top: no register
-        t = arrival[pin] + setup
-        inst = pin.rpartition("/")[0]
-        u = unit_of(inst)
+    for t, steps in _register_endpoints(d, res):
+        u = unit_of(steps[-1].rpartition("/")[0])
         if u not in worst or t > worst[u][0]:
-            worst[u] = (t, steps, setup)
+            worst[u] = (t, steps)
     out = []
-    for u, (t, steps, setup) in sorted(worst.items(), key=lambda kv: -kv[1][0]):
-        routing = sum(arrival[b] - arrival[a] for a, b in zip(steps, steps[1:])
-                      if res["prev"][b][1] == "wire")
-        cells = []
-        for pin in steps:
-            inst = pin.rpartition("/")[0]
-            if not cells or cells[-1] != inst:
-                cells.append(inst)
+    for u, (t, steps) in sorted(worst.items(), key=lambda kv: -kv[1][0]):
+        routing = _routing(steps, res)
+        cells = _cells(steps)
         start, end = signal_of(cells[0]), signal_of(cells[-1])
         out.append({
             "unit": u, "delay_ns": round(t, 3), "fmax_mhz": round(1000.0 / t, 2) if t > 0 else None,
@@ -228,3 +242,37 @@ def unit_paths(d: SdfDesign, res: dict | None = None, *, top: int | None = None)
                        f"{len(cells)} cells)",
         })
     return out[:top] if top else out
+
+
+def path_groups(d: SdfDesign, res: dict | None = None, *, slower_than_ns: float, top: int | None = None) -> dict:
+    """Every register-to-register path slower than *slower_than_ns* (a clock period), grouped by the register
+    it starts from and the one it ends in, worst group first (*top*: only that many groups listed).
+
+    A design that misses its clock by a little has hundreds of such endpoints, and a fix of one path only
+    counts once every group is under the period: the groups say how many independent paths are left and
+    where. Returns ``{"period_ns", "endpoints", "count", "groups"}``: the threshold, the number of slow
+    endpoints and of groups, and per listed group ``{"from", "to", "endpoints", "delay_ns", "fmax_mhz",
+    "logic_ns", "routing_ns", "cells"}`` (the group's worst path).
+    """
+    if not slower_than_ns > 0:
+        raise ValueError(f"path_groups: slower_than_ns must be a positive time in ns, got {slower_than_ns!r}")
+    res = analyze(d) if res is None else res
+    groups = {}
+    endpoints = 0
+    for t, steps in _register_endpoints(d, res):
+        if t <= slower_than_ns:
+            continue
+        endpoints += 1
+        key = (signal_of(steps[0].rpartition("/")[0]), signal_of(steps[-1].rpartition("/")[0]))
+        g = groups.setdefault(key, [0, 0.0, None])
+        g[0] += 1
+        if t > g[1]:
+            g[1], g[2] = t, steps
+    out = []
+    for (start, end), (n, t, steps) in sorted(groups.items(), key=lambda kv: (-kv[1][1], kv[0])):
+        routing = _routing(steps, res)
+        out.append({"from": start, "to": end, "endpoints": n, "delay_ns": round(t, 3),
+                    "fmax_mhz": round(1000.0 / t, 2), "logic_ns": round(t - routing, 3),
+                    "routing_ns": round(routing, 3), "cells": len(_cells(steps))})
+    return {"period_ns": slower_than_ns, "endpoints": endpoints, "count": len(out),
+            "groups": out[:top] if top else out}

@@ -51,6 +51,8 @@ MAX_TIMEOUT_S = 86400.0
 _NEXTPNR_EXTRA = ("--router", "router2")
 #: The routed design's delays nextpnr writes into the run's folder (read by :mod:`.sta`).
 SDF_FILE = "routed.sdf"
+#: How many groups of slow paths (:func:`.sta.path_groups`) a result lists.
+SLOW_PATH_GROUPS = 15
 #: nextpnr placers :func:`synth` offers.
 PLACERS = ("static", "heap")
 #: The placer per target when none is given. ECP5: nextpnr's electrostatic placer ``static``; after the
@@ -109,6 +111,9 @@ class SynthResult:
     critical_path: dict | None = None
     #: The worst register-to-register path ending in each unit (:func:`.sta.unit_paths`), worst first.
     unit_paths: list = field(default_factory=list)
+    #: The register-to-register paths slower than the clock constraint, grouped by start and end register
+    #: (:func:`.sta.path_groups`; the worst :data:`SLOW_PATH_GROUPS` groups listed), or None (not routed).
+    slow_paths: dict | None = None
     per_module: dict = field(default_factory=dict)
     yosys_counts: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
@@ -165,6 +170,14 @@ class SynthResult:
             for p in self.unit_paths:
                 lines.append(f"    {reports.short_name(p['unit']):<28} {p['delay_ns']:6.2f} {p['fmax_mhz']:7.1f}  "
                              f"{reports.short_name(p['from'])} -> {reports.short_name(p['to'])}")
+        sp = self.slow_paths
+        if sp and sp["endpoints"]:
+            lines.append(f"  slower than {sp['period_ns']:.2f} ns: {sp['endpoints']} endpoints in {sp['count']} "
+                         f"groups by start -> end register (worst {len(sp['groups'])}: ns, endpoints, "
+                         f"routing ns):")
+            for g in sp["groups"]:
+                lines.append(f"    {g['delay_ns']:6.2f} {g['endpoints']:5d} {g['routing_ns']:6.2f}  "
+                             f"{reports.short_name(g['from'])} -> {reports.short_name(g['to'])}")
         for kind in ("pe", "lane"):
             g = self.per_module.get(kind)
             if g:
@@ -464,7 +477,10 @@ def collect(config, *, target: str, device: str | None = None, top: str = "syste
         result.timing_met = None if fmax is None else fmax >= freq_mhz
         result.critical_path = reports.critical_path(rep)
         if (out / SDF_FILE).exists():
-            result.unit_paths = sta.unit_paths(sta.parse_sdf((out / SDF_FILE).read_text()))
+            sdf = sta.parse_sdf((out / SDF_FILE).read_text())
+            res = sta.analyze(sdf)
+            result.unit_paths = sta.unit_paths(sdf, res)
+            result.slow_paths = sta.path_groups(sdf, res, slower_than_ns=1000.0 / freq_mhz, top=SLOW_PATH_GROUPS)
         result.routed = True
     return result
 

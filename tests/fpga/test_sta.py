@@ -58,7 +58,7 @@ def _top(wires):
 """
 
 
-def _design():
+def _design(extra_cells=(), extra_wires=()):
     """Two units: ``accel.ctl`` (r0 -> lut -> lut -> r1 over a slow wire; r1's enable from a pin of the top,
     the slowest path of all but not register to register) and ``accel.array.pe_0_1`` / ``pe_1_0`` (two
     registers each fed by one LUT); the clock reaches every register through a buffer."""
@@ -81,7 +81,7 @@ def _design():
         (r"accel.array.pe_1_0.x_LUT4_Z/F", r"accel.array.pe_1_0.prod_d0_TRELLIS_FF_Q_2/DI", 100),
         (r"accel.ctl.r0_TRELLIS_FF_Q/Q", r"\\\$38_TRELLIS_FF_Q/CE", 700),
     ]
-    return HEAD + _top(wires) + "".join(cells) + ")\n"
+    return HEAD + _top(wires + list(extra_wires)) + "".join(cells + list(extra_cells)) + ")\n"
 
 
 def test_worst_path_per_unit_sums_cells_wires_and_setup():
@@ -102,6 +102,38 @@ def test_worst_path_per_unit_sums_cells_wires_and_setup():
     assert top["delay_ns"] == pytest.approx(0.5 + 0.7 + 0.15) and top["to"] == "$38_TRELLIS_FF_Q"
     assert [p["unit"] for p in sta.unit_paths(d)] == ["accel.ctl", "accel.array.pe_*_*", "(top)"]
     assert len(sta.unit_paths(d, top=1)) == 1
+
+
+def test_slow_paths_grouped_by_start_and_end_register():
+    # _design plus two bits of one register r2 (each fed from r0 through its own LUT: 0.5 + 2.0 + 0.236 + 1.0
+    # and 0.5 + 1.0 + 0.236 + 1.0): one group of two endpoints, its worst path kept.
+    extra_cells = [_ff("accel.ctl.r2_TRELLIS_FF_Q"), _ff("accel.ctl.r2_TRELLIS_FF_Q_1"),
+                   _lut("accel.ctl.r2_DI_LUT4_Z"), _lut("accel.ctl.r2_DI_LUT4_Z_1")]
+    extra_wires = [(r"accel.ctl.r0_TRELLIS_FF_Q/Q", "accel.ctl.r2_DI_LUT4_Z/A", 2000),
+                   ("accel.ctl.r2_DI_LUT4_Z/F", "accel.ctl.r2_TRELLIS_FF_Q/DI", 1000),
+                   (r"accel.ctl.r0_TRELLIS_FF_Q/Q", "accel.ctl.r2_DI_LUT4_Z_1/A", 1000),
+                   ("accel.ctl.r2_DI_LUT4_Z_1/F", "accel.ctl.r2_TRELLIS_FF_Q_1/DI", 1000)]
+    text = _design(extra_cells, extra_wires)
+    d = sta.parse_sdf(text)
+    slow = sta.path_groups(d, slower_than_ns=1.0)
+    # r0 -> r1 (7.972), r0 -> r2 (3.736 and 2.736), r0 -> pe_0_1 (4.236), r0 -> $38's enable (1.35); not the
+    # enable from the top's pin (20 ns, no register) nor pe_0_1 -> pe_1_0 (0.936, under the period).
+    assert slow["period_ns"] == 1.0 and slow["endpoints"] == 5 and slow["count"] == 4
+    assert [(g["from"], g["to"], g["endpoints"]) for g in slow["groups"]] == [
+        ("accel.ctl.r0", "accel.ctl.r1", 1), ("accel.ctl.r0", "accel.array.pe_0_1.prod_d0", 1),
+        ("accel.ctl.r0", "accel.ctl.r2", 2), ("accel.ctl.r0", "$38_TRELLIS_FF_Q", 1)]
+    r2 = slow["groups"][2]
+    assert r2["delay_ns"] == pytest.approx(0.5 + 2.0 + 0.236 + 1.0) and r2["routing_ns"] == pytest.approx(3.0)
+    assert r2["logic_ns"] == pytest.approx(0.736) and r2["cells"] == 3
+    assert r2["fmax_mhz"] == pytest.approx(1000 / 3.736, abs=0.01)
+    # The worst group is the worst path of all (unit_paths' first).
+    assert slow["groups"][0]["delay_ns"] == sta.unit_paths(d)[0]["delay_ns"]
+    assert sta.path_groups(d, slower_than_ns=5.0)["endpoints"] == 1
+    assert sta.path_groups(d, slower_than_ns=8.0) == {"period_ns": 8.0, "endpoints": 0, "count": 0, "groups": []}
+    listed = sta.path_groups(d, slower_than_ns=1.0, top=2)
+    assert listed["count"] == 4 and len(listed["groups"]) == 2
+    with pytest.raises(ValueError, match="slower_than_ns must be a positive time"):
+        sta.path_groups(d, slower_than_ns=0)
 
 
 def test_unit_names_fold_indices_and_memories():

@@ -35,6 +35,15 @@ def test_ice40_array_1x1(ice40_run):
     # The static timing from nextpnr's SDF finds nextpnr's own worst register-to-register path.
     assert r.unit_paths and r.unit_paths[0]["delay_ns"] == pytest.approx(1000 / r.fmax_mhz, rel=2e-3)
     assert r.unit_paths == sorted(r.unit_paths, key=lambda p: -p["delay_ns"])
+    # The paths slower than the 100 MHz constraint, grouped: none when it is met, else the worst is nextpnr's.
+    slow = r.slow_paths
+    assert slow["period_ns"] == pytest.approx(10.0)
+    if r.timing_met:
+        assert slow["endpoints"] == 0 and slow["groups"] == []
+    else:
+        assert slow["endpoints"] >= slow["count"] >= len(slow["groups"]) >= 1
+        assert slow["groups"][0]["delay_ns"] == r.unit_paths[0]["delay_ns"]
+        assert "groups by start -> end register" in r.to_text()
     saved = json.loads((out / "result.json").read_text())
     assert SynthResult.from_dict(saved) == r
     text = r.to_text()
