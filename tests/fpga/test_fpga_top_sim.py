@@ -208,8 +208,8 @@ def _overflow_case():
     """MATMUL 3 (m = 40, shift 17) writes (2 * 127 * 127) << 17 = 4228120576 > 2**31 - 1 into its last
     32-bit accumulator line (the 39 lines before it are 0): code 11, no offending value (err_arg 0). The
     array unit finds the overflow only when line 39 comes out, after the controller has gone on with the
-    independent LOADs 4 and 5: ``err_index`` must still name the MATMUL (docs/results/fpga.md: the
-    overflowing MATMUL's index is latched), not the controller's current instruction."""
+    independent LOADs 4 and 5: ``err_index`` must still name the MATMUL (docs/isa.md: ``err_index`` is the
+    failing instruction), not the controller's current instruction."""
     assert (2 * 127 * 127) << 17 > 2**31 - 1
     dram = np.zeros(64, dtype=np.uint8)
     dram[0:2] = 127          # A line 39 = [127, 127]
