@@ -60,7 +60,7 @@ class InstrTiming:
 
     index: int
     op: str
-    fetch: int                      #: cycle of its FETCH state
+    fetch: int                      #: cycle its fetch starts (FETCH; the last cycle of the instruction before)
     start: int                      #: cycle it started executing (after any interlock wait)
     end: int                        #: last controller cycle of the instruction
     busy: dict                      #: controller cycles per unit (ctrl, wait, and its own unit)
@@ -370,7 +370,8 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
     unit_end = -1           # last busy cycle of the array unit so far
     readers = []            # (a, m, w, last cycle it may read W, ... A: the later); ends before f are stale
     writers = []            # (acc, m, its last accumulator write): the STORE interlock; ends before f are stale
-    f = 0
+    f = 0                   # the cycle the instruction's fetch starts: FETCH, then the last of the one before
+    first = 0               # its first controller cycle: FETCH, then the one after that last cycle
     total = None
     # The counters, summed per instruction.
     ctrl_b = ctrl_s = wait_b = load_b = load_s = loadq_b = loadq_s = store_b = store_s = vec_b = vec_s = 0
@@ -401,7 +402,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
             elif b_lo[k] > f + 1 or b_hi[k] < e:
                 idle_mem += _gather(f, wf, d, lat, busy)[-1]
         c = e + DECODE_CYCLES                       # CHECK
-        ctrl_b += c - f + 1
+        ctrl_b += c - first + 1
         ctrl_s += st_f
         reads, writes = wf, 0
         # Interlocks. LOAD's and STORE's tests are registered: they go 1 + INTERLOCK_REGISTER after the last
@@ -527,7 +528,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
         n_reads += reads
         n_writes += writes
         if record:
-            b = {"ctrl": c - f + 1}
+            b = {"ctrl": c - first + 1}
             s = {"ctrl": st_f}
             if wait:
                 b["wait"] = wait
@@ -540,13 +541,13 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
             out.append(InstrTiming(j, name, f, x, end, b, s, reads, writes, arr))
         if total is not None:
             break
-        f = end + 1
+        f, first = end, end + 1
         while readers and readers[0][-1] < f:       # (a stale reader further on is skipped by its end)
             del readers[0]
         while writers and writers[0][-1] < f:
             del writers[0]
     if total is None:
-        total = f
+        total = first
     cnt = {"cycles": total, "bus_reads": n_reads, "bus_writes": n_writes, "idle_mem_stall": idle_mem,
            "ctrl_busy": ctrl_b, "ctrl_stall": ctrl_s, "load_busy": load_b, "load_stall": load_s,
            "loadq_busy": loadq_b, "loadq_stall": loadq_s, "store_busy": store_b, "store_stall": store_s,

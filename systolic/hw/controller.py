@@ -49,10 +49,10 @@ _SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
 #: Registered copies of state groups, for readers whose clock enables or selects must not come from the FSM
 #: state's decode: each is set by every transition (``Controller._fsm``'s ``goto``) to whether the next state
 #: is one of its states. fetching: the instruction registers load; div_mode: DIV owns the accumulator's read
-#: port; in_fetch / in_store: the DMA command's selects (in_store also the STORE pipeline's hand-out);
-#: store_start: the STORE pipeline's start.
+#: port; in_store: the STORE pipeline's hand-out; store_start: the STORE pipeline's start. (A sixth,
+#: ``data_gather``, the DMA command's select, is set by ``goto``'s own argument: see ``Controller._dma_command``.)
 _STATE_FLAGS = {"fetching": ("FETCH_WAIT",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
-                "in_fetch": ("FETCH",), "in_store": ("STORE",), "store_start": ("STORE_START",)}
+                "in_store": ("STORE",), "store_start": ("STORE_START",)}
 
 
 def controller_events(config: AcceleratorConfig) -> data.StructLayout:
@@ -68,8 +68,9 @@ def controller_events(config: AcceleratorConfig) -> data.StructLayout:
 class Controller(wiring.Component):
     """Fetch, decode, check, interlock and execute, one instruction at a time; MATMULs go to the array unit.
 
-    States: IDLE until ``start``; per instruction FETCH (request its 16 bytes),
-    FETCH_WAIT (until they arrive), DECODE, CHECK (the
+    States: IDLE until ``start``; FETCH (request the first instruction's 16
+    bytes; every later instruction's are requested in the last cycle of the
+    one before), then per instruction FETCH_WAIT (until they arrive), DECODE, CHECK (the
     :class:`~systolic.hw.checker.InstrChecker`'s error, then the interlock),
     HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
     lines one per cycle, or a DMA gather, each line written the cycle it
@@ -185,13 +186,12 @@ class Controller(wiring.Component):
             ins=Signal(INSTR_BITS), pc=Signal(PC_BITS), i=Signal(17),       # i: line counter of a LOAD / VEC / DIV
             q_valid=Signal(), enqueue=Signal(), unit_busy=Signal(), blocked=Signal(),
             ovf_seen=Signal(), ovf_idx=Signal(PC_BITS),     # an overflow while a STORE runs, reported after it
-            pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: FETCH moves pc to it
-            fa=Signal(ADDR_BITS), fa1=Signal(ADDR_BITS),    # pc's and pc1's fetch addresses, registered
-            fa_now=Signal(ADDR_BITS),                       # FETCH's address: fa1 after a step, else fa
-            past=Signal(), past1=Signal(),                  # pc >= prog_len, pc1 >= prog_len, registered
+            pc1=Signal(PC_BITS), step=Signal(),             # pc + 1, registered; step: pc moves to it (a pulse)
+            fa=Signal(ADDR_BITS), fa1=Signal(ADDR_BITS),    # pc's fetch address; the next fetch's, registered
+            past=Signal(), past1=Signal(),                  # prog_len == 0 (FETCH); pc + 1 >= prog_len, registered
             pend=Signal(range(len(_PENDING))),              # the error ERR_WAIT reports (see _pending_error)
             fire=Signal(), src=Signal(range(len(_SOURCES))),  # an error stops the run: its source (_commit_error)
-            in_fetch=Signal(), in_store=Signal(),           # the state is FETCH / STORE (_dma_command)
+            data_gather=Signal(), in_store=Signal(),        # the state gathers its data / is STORE (_dma_command)
             store_start=Signal(),                           # the state is STORE_START
             ovf_now=Signal(PC_BITS),                        # overflow_idx, registered (_commit_error)
             bad_lane_r=Signal(8),                           # LOADQ_CHECK: the first bad shift lane, registered
@@ -340,7 +340,7 @@ class Controller(wiring.Component):
         s.bad_value = self.load_a.bad | self.load_w.bad
         with m.If(s.write_line):
             m.d.comb += self.events.dram_bytes_read.eq(f["elems"])
-        # A LOADQ's bytes count in the cycle after its check (with params_load, in FETCH: no LOAD or VEC line
+        # A LOADQ's bytes count in the cycle after its check (with params_load, in FETCH_WAIT: no LOAD or VEC line
         # then), so the check's outcome reaches the counters through a register.
         with m.If(s.params_load):
             m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
@@ -406,11 +406,13 @@ class Controller(wiring.Component):
         of the statements in a state decides which transition wins (the overflow check is last)."""
         f, dma, chk = s.f, self.dma, s.chk
 
-        def goto(state):
+        def goto(state, data_gather=0):
             # Every transition: besides the FSM's state, the registered state flags of _STATE_FLAGS take
-            # whether the next state is theirs (they hold while the state does).
+            # whether the next state is theirs (they hold while the state does), and data_gather whether the
+            # next state starts a gather of the instruction's data (LOAD, VEC, LOADQ: _dma_command).
             for name, states in _STATE_FLAGS.items():
                 m.d.sync += getattr(s, name).eq(state in states)
+            m.d.sync += s.data_gather.eq(data_gather)
             m.next = state
 
         def fail_now(source):
@@ -454,10 +456,15 @@ class Controller(wiring.Component):
             m.d.sync += [s.i.eq(s.i + 1), s.i_last.eq(s.i + 2 == f["lines"])]
 
         def next_instr():
-            # pc moves to pc1 (= pc + 1, registered) in FETCH: the decision to go on (the interlock's, the
-            # DMA's) drives one flip-flop, not pc's clock enables.
+            # The instruction's last cycle fetches the next one (its gather starts here, at fa1) or, past the
+            # program's end, fails. pc moves to pc1 (= pc + 1, registered) in the cycle after (step, a pulse):
+            # the decision to go on (the interlock's, the DMA's) drives one flip-flop, not pc's clock enables.
             m.d.sync += s.step.eq(1)
-            goto("FETCH")
+            with m.If(s.past1):
+                fail("no_halt")
+            with m.Else():
+                gather()
+                goto("FETCH_WAIT")
 
         def execute():
             """Start the decoded, checked, unblocked instruction."""
@@ -468,13 +475,13 @@ class Controller(wiring.Component):
                 with m.Case(Opcode.FENCE):
                     next_instr()
                 with m.Case(Opcode.LOAD):
-                    goto("LOAD")
+                    goto("LOAD", data_gather=~s.no_lines & ~s.no_elems)
                 with m.Case(Opcode.VEC):
-                    goto("VEC")
+                    goto("VEC", data_gather=~s.no_lines & ~s.no_elems)
                 with m.Case(Opcode.DIV):
                     goto("DIV")
                 with m.Case(Opcode.LOADQ):
-                    goto("LOADQ")
+                    goto("LOADQ", data_gather=1)
                 with m.Case(Opcode.MATMUL):
                     m.d.comb += s.enqueue.eq(1)
                     next_instr()
@@ -482,29 +489,31 @@ class Controller(wiring.Component):
                     m.d.sync += s.ovf_seen.eq(0)
                     goto("STORE_START")
 
-        # FETCH's address and its end-of-program test, formed a cycle ahead for pc and pc + 1, so FETCH only
-        # chooses (by step) what goes to the DMA and whether it fails.
         # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
         m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
         self._commit_error(m, s)      # before the FSM: a start in IDLE clears the status after it
-        m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0),  # one-cycle pulses (LOADQ_CHECK, DIV, DIV_WRITE set them)
-                     s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len)]
+        # The next instruction's index, fetch address and end-of-program test, formed a cycle ahead, so the
+        # cycle that fetches it only starts the DMA (at fa1) or fails (past1); pc and fa move to them the cycle
+        # after (step).
+        m.d.sync += [s.params_load.eq(0), s.div_issue.eq(0), s.step.eq(0),  # one-cycle pulses (the states set them)
+                     s.pc1.eq(s.pc + 1), s.fa1.eq(s.fa + INSTR_BYTES), s.past1.eq(s.pc + 1 >= self.prog_len),
+                     s.pc.eq(Mux(s.step, s.pc1, s.pc)), s.fa.eq(Mux(s.step, s.fa1, s.fa))]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += self.clear.eq(1)
-                    m.d.sync += [s.pc.eq(0), s.step.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
-                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.past.eq(self.prog_len == 0)]
+                    m.d.sync += [s.pc.eq(0), s.error.eq(0), s.err_arg.eq(0), s.err_index.eq(0),
+                                 self.done.eq(0), s.fa.eq(self.prog_addr), s.fa1.eq(self.prog_addr),
+                                 s.past.eq(self.prog_len == 0)]
                     goto("FETCH")
             with m.State("ERR_WAIT"):
                 with m.If(~s.unit_busy):
                     fail_now("pending")
                 check_overflow()
             with m.State("FETCH"):
-                past = Signal()
-                m.d.comb += past.eq(Mux(s.step, s.past1, s.past))
-                m.d.sync += [s.pc.eq(Mux(s.step, s.pc1, s.pc)), s.fa.eq(s.fa_now), s.past.eq(past), s.step.eq(0)]
-                with m.If(past):
+                # The first instruction's fetch (every later one is fetched in the last cycle of the one before:
+                # next_instr), at fa1 = fa = prog_addr.
+                with m.If(s.past):
                     fail("no_halt")
                 with m.Else():
                     gather()
@@ -649,7 +658,7 @@ class Controller(wiring.Component):
                 # MATMULs of other accumulator lines run beside a STORE: an overflow of one is kept and
                 # reported once the STORE is done (its lines are written; the error names the MATMUL).
                 keep_overflow()
-                # The next FETCH starts its gather at once: leave only when the DMA can take it.
+                # The last cycle starts the next fetch's gather: leave only when the DMA can take it.
                 with m.If(self.store.done & dma.ready):
                     with m.If(s.ovf_seen):
                         fail_now("kept_overflow")
@@ -697,12 +706,15 @@ class Controller(wiring.Component):
         return code, arg, index
 
     def _dma_command(self, m, s, fsm):
-        """The DMA command's fields (the states give ``start`` and ``write``): FETCH's, or those of the
-        instruction in the instruction register (a LOAD's, VEC's or LOADQ's gather; a STORE's scatter, on the
-        scatter's own fields, of the store pipeline's line address). The instruction's are formed by its opcode
-        into registers (they hold from the cycle after DECODE on; the DMA takes them in the instruction's own
-        states, after CHECK), so only FETCH's select (by a registered copy of that state) lies between
-        registers and the DMA's."""
+        """The DMA command's fields (the states give ``start`` and ``write``): a fetch's (of the next
+        instruction, at ``fa1``: FETCH's and the last cycle of every instruction), or those of the instruction
+        in the instruction register (a LOAD's, VEC's or LOADQ's gather; a STORE's scatter, on the scatter's own
+        fields, of the store pipeline's line address). The instruction's are formed by its opcode into
+        registers (they hold from the cycle after DECODE on; the DMA takes them in the instruction's own
+        states, after CHECK), and the choice between the two is ``data_gather``, a register set by the
+        transition into a state that gathers the instruction's data (``_fsm``'s ``goto``), so only that select
+        lies between registers and the DMA's. (The DMA's gather registers follow these fields while it is
+        idle: they show a fetch in every other state.)"""
         L, Q = Opcode.LOAD, Opcode.LOADQ
         assert all(FIELDS[op][n] == FIELDS[L][n] for op in (Opcode.VEC, Opcode.STORE)
                    for n in ("dram", "elems", "lines", "stride")) and FIELDS[Q]["dram"] == FIELDS[L]["dram"]
@@ -713,15 +725,14 @@ class Controller(wiring.Component):
         m.d.sync += [g_n.eq(Mux(op == Q, self.config.loadq_bytes, f["elems"])),
                      g_off.eq(Mux(op == L, f["offset"], 0)),
                      g_lines.eq(Mux(op == Q, 1, f["lines"])), g_stride.eq(Mux(op == Q, 0, f["stride"]))]
-        fetch = s.in_fetch
+        fetch = ~s.data_gather
         # The STORE pipeline hands out a line while the state is STORE and the DMA can take it: from the registered
         # state flag, not the state's decode (the hand-out enables the pipeline's queue and output registers).
-        # (In STORE no gather is in progress: FETCH's ended before DECODE, a LOAD's, VEC's or LOADQ's before
-        # its instruction did; so the scatter engine's own readiness is the DMA's.)
+        # (In STORE no gather is in progress: its fetch's ended before DECODE, a LOAD's, VEC's or LOADQ's
+        # before its instruction did; so the scatter engine's own readiness is the DMA's.)
         m.d.comb += [self.store.ready.eq(s.in_store & dma.w_ready), self.store.start.eq(s.store_start)]
         m.d.comb += [
-            s.fa_now.eq(Mux(s.step, s.fa1, s.fa)),
-            dma.addr.eq(Mux(fetch, s.fa_now, f["dram"])),
+            dma.addr.eq(Mux(fetch, s.fa1, f["dram"])),
             dma.n.eq(Mux(fetch, INSTR_BYTES, g_n)), dma.off.eq(Mux(fetch, 0, g_off)),
             dma.w_addr.eq(self.store.out_addr), dma.w_n.eq(g_n), dma.w_off.eq(g_off),
             dma.lines.eq(Mux(fetch, 1, g_lines)), dma.stride.eq(Mux(fetch, 0, g_stride)),

@@ -125,8 +125,10 @@ class Dma(wiring.Component):
         ``w_off``); ``lines`` (gather:
         number of runs, >= 1), ``stride`` (gather: bytes between the starts of
         consecutive runs). ``ready``: a command may start this cycle (gather:
-        both engines idle; scatter: gather idle and the scatter engine idle or
-        finishing). ``line_valid``: a gathered line completes this cycle;
+        the scatter engine idle or finishing and the gather engine with no
+        request left and no read unanswered after this cycle: a gather may
+        start in the cycle the one before gets its last answer; scatter: the
+        same, or the scatter engine alone for ``w_ready``). ``line_valid``: a gathered line completes this cycle;
         ``line`` holds its bytes. ``stall``: see above.
     busy : Out(1)
         Requests left to issue or reads unanswered.
@@ -190,6 +192,7 @@ class Dma(wiring.Component):
         w_idle = Signal(init=1)                 # ~w_busy, for `ready` only (inverted, so kept apart)
         w_last = Signal(reset_less=True)        # w_left == 1
         infl0 = Signal(init=1)                  # inflight == 0
+        infl1 = Signal(init=1)                  # inflight <= 1
         w_word = Signal(32)
         w_left = Signal(range(nmax // bb + 3))
         w_cur = Signal(signed(cw))
@@ -210,10 +213,12 @@ class Dma(wiring.Component):
             # registers advance on w_busy and the port's ready alone.)
             w_accept.eq(w_busy & bus.req_ready),
             w_fin.eq(w_accept & (w_left == 1)),
-            # The same as ~r_act & (inflight == 0) & (~w_busy | w_fin), from registers kept for it: `ready`
-            # reaches the controller and `w_ready` (~w_busy | w_fin) the STORE's hand-out, so each is one LUT.
+            # The same as ~r_act & (no read unanswered after this cycle) & (~w_busy | w_fin), from registers
+            # kept for it: `ready` reaches the controller and `w_ready` (~w_busy | w_fin) the STORE's hand-out.
+            # A gather may be taken in the cycle the last read of the one before is answered (for the
+            # controller: the fetch after a LOAD starts with the LOAD's last line).
             cmd.w_ready.eq(w_idle | (bus.req_ready & w_last)),
-            cmd.ready.eq(~r_act & infl0 & cmd.w_ready),
+            cmd.ready.eq(~r_act & (infl0 | (infl1 & bus.resp_valid)) & cmd.w_ready),
             self.busy.eq(r_act | (inflight != 0) | w_busy),
             cmd.stall.eq(self.busy & ~accept & ~bus.resp_valid),
             self.words_read.eq(bus.resp_valid),
@@ -264,10 +269,11 @@ class Dma(wiring.Component):
         # Gather request side: words of line after line, metadata into `meta`.
         next_laddr = Signal(34)
         m.d.comb += next_laddr.eq(r_laddr + r_stride)
-        # While the gather engine is idle (no request left, no read in flight: nothing reads these), its
-        # registers follow the command inputs, so a taken gather finds them loaded and the take (which the
-        # controller's decisions drive) sets only r_act, not the clock enables of some 200 flip-flops.
-        with m.If(~r_act & (inflight == 0)):
+        # While the gather engine can take a gather (no request left, at most one read in flight: that read's
+        # entry is decoded in the response side's head already, so nothing reads these), its registers follow
+        # the command inputs, so a taken gather finds them loaded and the take (which the controller's decisions
+        # drive) sets only r_act, not the clock enables of some 200 flip-flops.
+        with m.If(~r_act & infl1):
             m.d.sync += [
                 r_lines.eq(cmd.lines), r_laddr.eq(cmd.addr), r_n.eq(cmd.n), r_off.eq(cmd.off),
                 r_hi.eq(cmd_end),
@@ -293,7 +299,7 @@ class Dma(wiring.Component):
                 m.d.sync += [r_word.eq(r_word + bb), r_cur.eq(r_cur + bb), r_wleft.eq(r_wleft - 1)]
         nxt_inflight = Signal.like(inflight)
         m.d.comb += nxt_inflight.eq(inflight + r_accept - bus.resp_valid)
-        m.d.sync += [inflight.eq(nxt_inflight), infl0.eq(nxt_inflight == 0)]
+        m.d.sync += [inflight.eq(nxt_inflight), infl0.eq(nxt_inflight == 0), infl1.eq(nxt_inflight <= 1)]
 
         self._gather_response(m, meta, r_accept, r_cur, end_line, r_off, r_hi, cw)
         return m

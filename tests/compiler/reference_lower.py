@@ -592,7 +592,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
     unit_end = -1           # last busy cycle of the array unit so far
     readers = []            # (a, m, w, last cycle it may read A, last cycle it may read W)
     writers = []            # (acc, m, last accumulator write)
-    f = 0
+    f = first = 0           # the fetch's start (FETCH, then the instruction before's last cycle); ctrl's first
     total = None
     for j, ins in enumerate(program):
         a = ins.args
@@ -602,7 +602,7 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         e, st_f, idle_f = _gather(f, wf, d, lat, busy)
         idle_mem += idle_f
         c = e + DECODE_CYCLES                       # CHECK
-        b = {"ctrl": c - f + 1}
+        b = {"ctrl": c - first + 1}
         s = {"ctrl": st_f}
         reads, writes = wf, 0
         # Interlocks.
@@ -700,11 +700,11 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
         out.append(InstrTiming(j, op.name, f, x, end, b, s, reads, writes, arr))
         if total is not None:
             break
-        f = end + 1
+        f, first = end, end + 1
         readers = [r for r in readers if max(r[3], r[4]) >= f]
         writers = [(wa, wm, wend) for wa, wm, wend in writers if wend >= f]
     if total is None:
-        total = f
+        total = first
     cnt = {"cycles": total, "bus_reads": 0, "bus_writes": 0, "idle_mem_stall": idle_mem}
     for u in CONTROLLER_UNITS + ("matmul",):
         cnt[f"{u}_busy"] = cnt[f"{u}_stall"] = 0

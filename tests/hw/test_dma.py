@@ -104,7 +104,7 @@ def test_gathers_and_scatters_data_and_timing(bb, latency, bpc):
         for i, (_, line) in enumerate(got_lines):
             buf[off:off + n] = ref[addr + i * stride:addr + i * stride + n]
             assert line == buf
-        expect_start = int(acc[-1]) + latency + 1
+        expect_start = int(acc[-1]) + latency       # the next goes in the cycle of this one's last answer
     assert np.array_equal(image, ref)
 
 

@@ -63,7 +63,9 @@ def test_one_load_by_hand():
     # LOAD state in 9 starts a gather of 4 words (bytes 4..11 and 20..27): accepted 11, 13, 15, 17,
     # answered 13, 15, 17, 19; 10 cycles after the LOAD state, 5 of them waiting (10, 12, 14, 16, 18).
     assert load.busy["load"] == 11 and load.stall["load"] == 5
-    assert (halt.fetch, halt.start) == (20, 28) and p.cycles == 29
+    # HALT's fetch starts in 19, the LOAD's last cycle: accepted 21 and 23, answered 23 and 25; CHECK 27.
+    assert (halt.fetch, halt.start) == (19, 27) and p.cycles == 28
+    assert halt.busy["ctrl"] == 27 - 20 + 1 and halt.stall["ctrl"] == 3
     assert p.counters["bus_reads"] == 2 + 4 + 2 and p.counters["bus_writes"] == 0
     assert p.per_opcode()["LOAD"] == {"count": 1, "cycles": load.cycles, "stall": 8, "array": 0}
     r = predict_program(cfg, prog, 0, MemoryModel(latency=2, bytes_per_cycle=4, stall=0.5))
