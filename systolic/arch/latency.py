@@ -64,9 +64,10 @@ REQUANT_STAGES = 3
 MAX_READS = 8
 #: The DMA presents a command's first request the cycle after it takes the command (``hw.dma.Dma``).
 DMA_ISSUE = 1
-#: The controller checks an instruction this many cycles after its last byte arrives: one cycle to
-#: decode (and form its DRAM span), one to check it (``hw.controller.Controller``: DECODE, CHECK).
-DECODE_CYCLES = 2
+#: The controller checks an instruction this many cycles after its last byte arrives: one cycle to load it
+#: from the DMA's registered buffer (and multiply its DRAM span's halves), one to decode it (and sum and test
+#: the span), one to check it (``hw.controller.Controller``: FETCH_BUF, DECODE, CHECK).
+DECODE_CYCLES = 3
 #: The LOAD and STORE interlocks' overlap tests (an instruction's line range against every MATMUL queued or in
 #: the array unit) are registered (``hw.controller.Controller``): CHECK and HOLD read the test of the cycle
 #: before, so such an instruction goes at the earliest 1 + INTERLOCK_REGISTER cycles after the last cycle of

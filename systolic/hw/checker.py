@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import FIELDS, INSTR_BYTES, Opcode, Target
 from ..arch.isa import VecOp
+from ..arch.latency import DECODE_CYCLES
 from ..arch.sysmap import (ERR_ACC, ERR_BITS, ERR_DIVISOR, ERR_DRAM, ERR_ELEMS, ERR_LINE, ERR_SPAD_A, ERR_SPAD_W,
                            ERR_VEC_OP, ERROR_CODE_BITS)
 
@@ -40,7 +41,9 @@ class InstrChecker(wiring.Component):
     ``op`` is the opcode,
     ``bad_opcode`` says it is none of the ISA's. In the
     cycle after ``decode`` (the tests are formed and registered in the decode
-    cycle, with ``lines * stride`` of a 2-D transfer, a registered multiply) ``error`` is 0 or the code of
+    cycle; ``lines * stride`` of a 2-D transfer is multiplied in halves in the
+    cycle before, the last one ``load`` is high in, and summed and compared in
+    the decode cycle) ``error`` is 0 or the code of
     :data:`systolic.arch.sysmap.ERRORS` the instruction raises against the
     machine (scratchpad, accumulator and DRAM ranges, line widths, output
     bits, lanes) and ``fail`` is ``error != 0`` (from registers and one
@@ -61,10 +64,11 @@ class InstrChecker(wiring.Component):
     ins : In(128)
     ins_next, load : In(INSTR_BITS), In(1)
         The word ``ins`` takes next, and whether it takes it (the controller's instruction register loads
-        ``ins_next`` in every cycle ``load`` is high): the range tests' operand sums are registered from it
-        then, so in the decode cycle each such test is one compare of a register with a constant (a field
-        plus a constant is compared as the field, against the limit minus the constant or, for LOADQ's DRAM end,
-        ``dram_bytes - loadq_bytes``, registered: ``dram_bytes`` holds through a run).
+        ``ins_next`` in every cycle ``load`` is high, the cycle before ``decode`` the last): the range tests'
+        operand sums, the DRAM room and the span's partial products are registered from it then (it should
+        come from registers), so in the decode cycle each such test is one compare of a register with a
+        constant (a field plus a constant is compared as the field, against the limit minus the constant or,
+        for LOADQ's DRAM end, ``dram_bytes - loadq_bytes``, registered: ``dram_bytes`` holds through a run).
     decode : In(1)
     dram_bytes : In(32)
         Size of the data window.
@@ -97,43 +101,45 @@ class InstrChecker(wiring.Component):
         ins = self.ins
         L, S, M = Opcode.LOAD, Opcode.STORE, Opcode.MATMUL
         m.d.comb += [self.op.eq(ins[:OPCODE_BITS]), self.bad_opcode.eq(self.op > max(Opcode))]
+        assert DECODE_CYCLES == 3, "load, decode, check: below"
         # LOAD, STORE and VEC share the positions of lines / dram / stride / elems (and STORE and VEC of acc).
         assert all(FIELDS[op][n] == FIELDS[L][n] for op in (S, Opcode.VEC)
                    for n in ("lines", "elems", "dram", "stride"))
         assert FIELDS[S]["acc"] == FIELDS[Opcode.VEC]["acc"]
         assert all(FIELDS[Opcode.DIV][n] == FIELDS[L][n] for n in ("lines", "elems"))
         lines, elems, dram, stride = (field(ins, L, n) for n in ("lines", "elems", "dram", "stride"))
-        # Two cycles. In the decode cycle every test but the DRAM range of a 2-D transfer is formed from the
-        # instruction (a range test from its operand sum, registered as the instruction loaded: _sums) and the
-        # first failing one's code registered, with lines * stride (a registered multiply
-        # of two instruction fields) and the room the window leaves after dram + elems. The transfer fits iff
-        # room >= 0 and its span (lines - 1) * stride <= room, that is lines * stride <= room + stride (so the
-        # multiply needs no lines - 1 first). In the cycle after, the DRAM test is one compare of registers, the
-        # last test of the instructions that have it; `fail` is an OR of two registers and that compare; the
-        # argument is chosen by the registered code (the instruction register holds still), so no cycle runs
-        # from a compare into the argument.
+        # Three cycles. The transfer of a 2-D LOAD, VEC or STORE fits the DRAM window iff the room the window
+        # leaves after dram + elems is room >= 0 and its span (lines - 1) * stride <= room, that is
+        # lines * stride <= room + stride (so the multiply needs no lines - 1 first). In the load cycle (the
+        # last one ``load`` is high in) the room and the multiply's two partial products (lines times each
+        # half of stride, one DSP each) are registered from ins_next, with the operand sums (_sums). In the
+        # decode cycle every other test is formed from the instruction and its sums and the first failing one's
+        # code registered, and the product summed from its halves and compared with the room, registered. In
+        # the cycle after, `fail` is a function of three registers; the argument is chosen by the registered
+        # code (the instruction register holds still), so no cycle runs from a compare into the argument.
+        nl, ns = field(self.ins_next, L, "lines"), field(self.ins_next, L, "stride")
+        half = len(ns) // 2
+        p_lo = Signal(len(nl) + half, name="prod_lo")           # lines * stride[:half]
+        p_hi = Signal(len(nl) + len(ns) - half, name="prod_hi")  # lines * stride[half:]
         prod = Signal(len(lines) + len(stride), name="prod")    # lines * stride
         room = Signal(signed(35))       # dram_bytes - (dram + elems)
         room_s = Signal(signed(36))     # room + stride
         first_s = Signal(signed(35))    # dram + elems - 1 - stride: the DRAM range's last byte is first_s + prod
         code_r, code = Signal(ERROR_CODE_BITS, name="code_r"), Signal(ERROR_CODE_BITS, name="code")
         dram_on, uses_dram = Signal(name="dram_on"), Signal(name="uses_dram")
-        # The multiply's operands: copies of lines and stride taken from ins_next in every cycle (the decode
-        # cycle reads them, and the cycle before it is the last one ``load`` is high in), so they are flip-flops
-        # of their own, which synthesis keeps apart from the instruction registers' copies (each loaded with
-        # ``load``) and places by the multipliers.
-        mul_l = Signal(len(lines), name="mul_lines", reset_less=True)
-        mul_s = Signal(len(stride), name="mul_stride", reset_less=True)
-        m.d.sync += [mul_l.eq(field(self.ins_next, L, "lines")), mul_s.eq(field(self.ins_next, L, "stride"))]
-        with m.If(self.decode):
+        span_bad = Signal(name="span_bad")      # room < 0 or lines * stride > room + stride
+        with m.If(self.load):
             # (Each as two sums in parallel, then one subtraction: two adders deep, not three.)
-            used = dram + elems
-            m.d.sync += [prod.eq(mul_l * mul_s), room.eq(self.dram_bytes - used),
-                         room_s.eq((self.dram_bytes + stride) - used), first_s.eq(used - (stride + 1)),
+            used = field(self.ins_next, L, "dram") + field(self.ins_next, L, "elems")
+            m.d.sync += [p_lo.eq(nl * ns[:half]), p_hi.eq(nl * ns[half:]), room.eq(self.dram_bytes - used),
+                         room_s.eq((self.dram_bytes + ns) - used), first_s.eq(used - (ns + 1))]
+        total = p_lo + (p_hi << half)
+        with m.If(self.decode):
+            # room_s is not negative when room is not: compared unsigned, as wide as prod.
+            m.d.sync += [prod.eq(total), span_bad.eq(room[-1] | (total > room_s.as_unsigned()[:len(prod)])),
                          code_r.eq(code), dram_on.eq(uses_dram & (lines != 0) & (elems != 0))]
         dram_bad = Signal()
-        # room_s is not negative when room is not: compared unsigned, as wide as prod.
-        m.d.comb += dram_bad.eq(dram_on & (room[-1] | (prod > room_s.as_unsigned()[:len(prod)])))
+        m.d.comb += dram_bad.eq(dram_on & span_bad)
         # The argument, ARG_REGISTER cycles after the error: each candidate (the code's operand sum, the
         # DRAM range's last byte first_s + prod) is registered before the choice.
         assert ARG_REGISTER == 1, "one register below"

@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
-from ..arch.latency import ACC_READ, ACC_UPDATE, ERROR_COMMIT, INTERLOCK_REGISTER, LOADQ_CHECK, STORE_START, VEC_INPUT
+from ..arch.latency import (ACC_READ, ACC_UPDATE, DECODE_CYCLES, ERROR_COMMIT, INTERLOCK_REGISTER, LOADQ_CHECK,
+                            STORE_START, VEC_INPUT)
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -29,7 +30,7 @@ __all__ = ["Controller", "controller_events", "UNIT_STATES"]
 #: The controller's states per unit of :data:`systolic.arch.sysmap.CONTROLLER_UNITS`: every cycle of a run
 #: is in exactly one of them (the ``<unit>_busy`` counters).
 UNIT_STATES = {
-    "ctrl": ("FETCH", "FETCH_WAIT", "DECODE", "CHECK"),
+    "ctrl": ("FETCH", "FETCH_WAIT", "FETCH_BUF", "DECODE", "CHECK"),
     "load": ("LOAD", "LOAD_ZERO", "LOAD_WAIT"),
     "loadq": ("LOADQ", "LOADQ_WAIT", "LOADQ_CHECK"),
     "store": ("STORE_START", "STORE"),
@@ -51,7 +52,7 @@ _SOURCES = ("overflow", "vec_overflow", "kept_overflow", "pending")
 #: is one of its states. fetching: the instruction registers load; div_mode: DIV owns the accumulator's read
 #: port; in_store: the STORE pipeline's hand-out; store_start: the STORE pipeline's start. (A sixth,
 #: ``data_gather``, the DMA command's select, is set by ``goto``'s own argument: see ``Controller._dma_command``.)
-_STATE_FLAGS = {"fetching": ("FETCH_WAIT",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
+_STATE_FLAGS = {"fetching": ("FETCH_BUF",), "div_mode": ("DIV", "DIV_STEP", "DIV_WRITE"),
                 "in_store": ("STORE",), "store_start": ("STORE_START",)}
 
 
@@ -70,7 +71,8 @@ class Controller(wiring.Component):
 
     States: IDLE until ``start``; FETCH (request the first instruction's 16
     bytes; every later instruction's are requested in the last cycle of the
-    one before), then per instruction FETCH_WAIT (until they arrive), DECODE, CHECK (the
+    one before), then per instruction FETCH_WAIT (until they arrive), FETCH_BUF
+    (the instruction registers load it from the DMA's registered buffer), DECODE, CHECK (the
     :class:`~systolic.hw.checker.InstrChecker`'s error, then the interlock),
     HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
     lines one per cycle, or a DMA gather, each line written the cycle it
@@ -99,8 +101,8 @@ class Controller(wiring.Component):
     HOLD act on the test of the cycle before.
 
     Latency: an instruction is checked
-    :data:`~systolic.arch.latency.DECODE_CYCLES` (2) cycles after its last
-    byte arrives (DECODE, CHECK) and starts executing in CHECK (or the cycle
+    :data:`~systolic.arch.latency.DECODE_CYCLES` (3) cycles after its last
+    byte arrives (FETCH_BUF, DECODE, CHECK) and starts executing in CHECK (or the cycle
     its interlock lets go); a MATMUL reaches the array unit
     :data:`~systolic.arch.latency.QUEUE_SLOT` (1) cycle after that. The exact
     timeline of every state is :func:`systolic.arch.timing.program_timeline`.
@@ -125,7 +127,8 @@ class Controller(wiring.Component):
     dma : Out(DmaCommandSignature(...))
         Fetches, LOAD and LOADQ gathers, STORE scatters.
     dma_buf : In(ArrayLayout(8, dma_buffer_bytes))
-        The DMA's registered buffer (``Dma.buf``): a gathered line one cycle after ``dma.line_valid``. A LOADQ's
+        The DMA's registered buffer (``Dma.buf``): a gathered line one cycle after ``dma.line_valid``. The
+        instruction registers load a fetched instruction from it (FETCH_BUF). A LOADQ's
         parameter block is checked from it one cycle after the block arrived and written into the STORE pipeline
         from it the cycle after, so no cycle runs from a memory response into the check or the lanes' registers.
     load_a, load_w : Out(LineLoadSignature(...))
@@ -200,13 +203,15 @@ class Controller(wiring.Component):
             chk=chk, div=div,
             k=Signal(range(max(self.config.acc_bits + ACC_READ, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
         )
-        # The instruction registers take the DMA's line (ins_next) in every FETCH_WAIT cycle (`fetching`, a
-        # register): the last, the one the line arrives in, leaves the instruction there. So their clock
-        # enable is a flip-flop, not the FSM's decision; nothing reads them in FETCH_WAIT.
+        # The instruction registers take the fetched word from the DMA's registered buffer (ins_next) in
+        # FETCH_BUF, the cycle after it arrived (`fetching`, a register, so their clock enable is a flip-flop,
+        # not the FSM's decision), and so do the checker's operand sums and partial products: no cycle runs
+        # from the memory's answer into them.
+        assert DECODE_CYCLES == 3, "FETCH_BUF, DECODE, CHECK"
         s.fetching, s.ins_next = Signal(name="fetching"), Signal(INSTR_BITS, name="ins_next")
         m.d.comb += [chk.ins.eq(s.ins), chk.ins_next.eq(s.ins_next), chk.load.eq(s.fetching),
                      chk.dram_bytes.eq(self.dram_bytes),
-                     s.ins_next.eq(Cat(*(self.dma.line[b] for b in range(INSTR_BYTES))))]
+                     s.ins_next.eq(Cat(*(self.dma_buf[b] for b in range(INSTR_BYTES))))]
         # The checker's error, registered for ERR_WAIT (always at least a cycle after CHECK; the checker's
         # inputs hold meanwhile), so no cycle runs from its tests into the error status. The argument lags the
         # code by ARG_REGISTER cycles: it is read in the cycle after ERR_WAIT's last (_commit_error), at the
@@ -248,7 +253,7 @@ class Controller(wiring.Component):
         they hold it from DECODE on), ``ins_x`` (the states that execute it, the DMA's command, the MATMUL
         queue slot, the VEC / DIV datapath) and ``ins_st`` (the STORE pipeline's command), which hold it from
         CHECK on: every reader of these acts after CHECK. Each copy is built differently (reset or not,
-        loaded in FETCH_WAIT, in DECODE or every cycle), so synthesis keeps them apart instead of merging
+        loaded in FETCH_BUF, in DECODE or every cycle), so synthesis keeps them apart instead of merging
         equal flip-flops into one."""
         s.ins_il = Signal(INSTR_BITS, name="ins_il", reset_less=True)
         s.ins_x = Signal(INSTR_BITS, name="ins_x", reset_less=True)
@@ -522,7 +527,10 @@ class Controller(wiring.Component):
             with m.State("FETCH_WAIT"):
                 with m.If(dma.line_valid):
                     m.d.comb += self.events.fetch_bytes.eq(INSTR_BYTES)
-                    goto("DECODE")
+                    goto("FETCH_BUF")
+                check_overflow()
+            with m.State("FETCH_BUF"):
+                goto("DECODE")
                 check_overflow()
             with m.State("DECODE"):
                 m.d.comb += [self.events.instructions.eq(1), chk.decode.eq(1)]

@@ -83,7 +83,7 @@ def _checker_results(words):
     async def bench(ctx):
         ctx.set(dut.dram_bytes, DRAM)
         for w in words:
-            ctx.set(dut.ins_next, w)          # presented while the instruction register loads (FETCH_WAIT)
+            ctx.set(dut.ins_next, w)          # presented while the instruction register loads (FETCH_BUF)
             ctx.set(dut.load, 1)
             await ctx.tick()
             ctx.set(dut.load, 0)

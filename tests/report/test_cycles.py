@@ -5,7 +5,7 @@ import pytest
 from systolic.compiler import Instr, MachineSpec, Opcode, Target, compile_network
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import PRESETS, AcceleratorConfig
-from systolic.arch.latency import INTERLOCK_REGISTER
+from systolic.arch.latency import DECODE_CYCLES, INTERLOCK_REGISTER
 from systolic.arch.timing import MAX_READS, gather_accepts, program_cycles
 from systolic.report.cycles import CONTROLLER_UNITS, extra_accept_cycles, predict_network, predict_program
 from systolic.flows import run_images
@@ -58,14 +58,15 @@ def test_one_load_by_hand():
     p = predict_program(cfg, prog, 0, mem)
     load, halt = p.instructions
     # Fetch at 0 (2 words): accepted in 2 and 4 (each d = 1 cycle after it is valid), answered in 4 and 6;
-    # DECODE 7, CHECK 8: 9 ctrl cycles, 3 of them waiting (1, 3, 5).
-    assert load.busy["ctrl"] == 9 and load.stall["ctrl"] == 3
-    # LOAD state in 9 starts a gather of 4 words (bytes 4..11 and 20..27): accepted 11, 13, 15, 17,
-    # answered 13, 15, 17, 19; 10 cycles after the LOAD state, 5 of them waiting (10, 12, 14, 16, 18).
+    # FETCH_BUF 7, DECODE 8, CHECK 9: 10 ctrl cycles, 3 of them waiting (1, 3, 5).
+    assert DECODE_CYCLES == 3
+    assert load.busy["ctrl"] == 10 and load.stall["ctrl"] == 3
+    # LOAD state in 10 starts a gather of 4 words (bytes 4..11 and 20..27): accepted 12, 14, 16, 18,
+    # answered 14, 16, 18, 20; 10 cycles after the LOAD state, 5 of them waiting (11, 13, 15, 17, 19).
     assert load.busy["load"] == 11 and load.stall["load"] == 5
-    # HALT's fetch starts in 19, the LOAD's last cycle: accepted 21 and 23, answered 23 and 25; CHECK 27.
-    assert (halt.fetch, halt.start) == (19, 27) and p.cycles == 28
-    assert halt.busy["ctrl"] == 27 - 20 + 1 and halt.stall["ctrl"] == 3
+    # HALT's fetch starts in 20, the LOAD's last cycle: accepted 22 and 24, answered 24 and 26; CHECK 29.
+    assert (halt.fetch, halt.start) == (20, 29) and p.cycles == 30
+    assert halt.busy["ctrl"] == 29 - 21 + 1 and halt.stall["ctrl"] == 3
     assert p.counters["bus_reads"] == 2 + 4 + 2 and p.counters["bus_writes"] == 0
     assert p.per_opcode()["LOAD"] == {"count": 1, "cycles": load.cycles, "stall": 8, "array": 0}
     r = predict_program(cfg, prog, 0, MemoryModel(latency=2, bytes_per_cycle=4, stall=0.5))
