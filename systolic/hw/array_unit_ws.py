@@ -143,17 +143,20 @@ class WSArrayUnit(ArrayUnit):
                 m.d.sync += [o_cnt.eq(o_cnt + 1), o_last.eq(o_cnt == head.m_m2)]
         with m.Elif(push & ~wb_v[0]):
             m.d.sync += o_last.eq(wb_in.m_is1)
-        # The two-entry queue: a pop moves wb1 to the head; a push fills the first free entry after it.
+        # The two-entry queue: a pop moves wb1 to the head; a push fills the first free entry after it. An
+        # empty entry's fields follow the entry a push would put there (wb_in; after a pop, the head takes wb1
+        # when it is full), so a push, which the array's readiness decides, sets only the valid bits, and the
+        # fields' clock enables come from registers (an entry's valid bit, the pop: o.valid & o_last).
+        with m.If(~wb_v[0] | pop):
+            m.d.sync += wb[0].eq(Mux(wb_v[1], wb[1], wb_in))
+        with m.If(~wb_v[1] | pop):
+            m.d.sync += wb[1].eq(wb_in)
         with m.If(pop):
-            m.d.sync += [wb[0].eq(wb[1]), wb_v[0].eq(wb_v[1]), wb_v[1].eq(0)]
-            with m.If(push & wb_v[1]):
-                m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
-            with m.Elif(push):
-                m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
+            m.d.sync += [wb_v[0].eq(wb_v[1] | push), wb_v[1].eq(push & wb_v[1])]
         with m.Elif(push & wb_v[0]):
-            m.d.sync += [wb[1].eq(wb_in), wb_v[1].eq(1)]
+            m.d.sync += wb_v[1].eq(1)
         with m.Elif(push):
-            m.d.sync += [wb[0].eq(wb_in), wb_v[0].eq(1)]
+            m.d.sync += wb_v[0].eq(1)
         done = last_writer(m, pop, head, _WRITEBACK)
         with m.If(self.clear):
             m.d.sync += [wl_valid.eq(0), fd_valid.eq(0), fd_more.eq(0), i_valid.eq(0), o_cnt.eq(0), wb_v[0].eq(0), wb_v[1].eq(0),
