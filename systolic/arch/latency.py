@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "SCRATCHPAD_WRITE", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE",
-           "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT", "STORE_START", "LOADQ_CHECK", "EVENT_REGISTER",
-           "ERROR_COMMIT",
-           "Latencies", "div_line"]
+__all__ = ["PRODUCT_STAGES", "SCRATCHPAD_READ", "SCRATCHPAD_WRITE", "ACC_READ", "ACC_UPDATE", "VEC_INPUT", "VEC_LINE",
+           "REQUANT_STAGES", "MAX_READS", "DMA_ISSUE", "DECODE_CYCLES", "INTERLOCK_REGISTER", "QUEUE_SLOT",
+           "STORE_START", "LOADQ_CHECK", "EVENT_REGISTER", "ERROR_COMMIT", "Latencies", "div_line"]
 
 #: Registers between a PE's operands and its product's add (``hw.pe``): the product of an operand pair
 #: arriving in cycle t is added to the partial sum in cycle t + PRODUCT_STAGES. The first is the PE's operand
@@ -57,6 +56,9 @@ ACC_UPDATE = 4
 #: The accumulator buffer registers a VEC / DIV line before its update pipeline: the line is written, and its
 #: overflow flagged, VEC_INPUT + ACC_UPDATE cycles after it is presented (``hw.accumulator.AccVecSignature``).
 VEC_INPUT = 1
+#: A VEC line goes to the accumulator buffer from the DMA's registered buffer, the cycle after it arrives
+#: (``hw.controller.Controller``), so no cycle runs from a memory answer into the accumulator's input register.
+VEC_LINE = 1
 #: Pipeline stages of one requantizer lane: bias add; rounding shift or saturating left shift; ReLU and
 #: saturation (``hw.requantizer.RequantLane``).
 REQUANT_STAGES = 3

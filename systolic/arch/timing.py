@@ -26,7 +26,7 @@ import numpy as np
 
 from .isa import INSTR_BYTES, Opcode
 from .latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS, QUEUE_SLOT,
-                      STORE_START, VEC_INPUT, div_line)
+                      STORE_START, VEC_INPUT, VEC_LINE, div_line)
 
 __all__ = ["MAX_READS", "words", "gather_accepts", "InstrTiming", "Timeline", "ArrayUnitTiming", "WSTiming",
            "OSTiming", "ARRAY_UNIT_TIMING", "program_timeline", "program_cycles", "cycle_bound"]
@@ -482,7 +482,7 @@ def _run(cfg, program, prog_addr: int, d: int, latency: int, record: bool) -> tu
                 idle_mem += idle_l
                 reads += nw
                 if op == _VEC:          # the last line's accumulator update is written (and checked) after it
-                    end += VEC_INPUT + ACC_UPDATE
+                    end += VEC_LINE + VEC_INPUT + ACC_UPDATE
             if op == _LOAD:
                 load_s += st_u or 0
                 load_b += end - x
@@ -587,7 +587,7 @@ def cycle_bound(cfg, program, d: int = 0, latency: int = 1) -> int:
         if op == Opcode.LOAD or op == Opcode.VEC:
             total += start + INTERLOCK_REGISTER + a["lines"] * (1 + (-(-a["elems"] // bb) + 1) * rd)
             if op == Opcode.VEC:
-                total += VEC_INPUT + ACC_UPDATE         # the last line's accumulator write
+                total += VEC_LINE + VEC_INPUT + ACC_UPDATE      # the last line's accumulator write
         elif op == Opcode.LOADQ:
             total += start + 1 + LOADQ_CHECK + (-(-cfg.loadq_bytes // bb) + 1) * rd     # LOADQ's own state
         elif op == Opcode.STORE:

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch.config import AcceleratorConfig
 from ..arch.isa import BIAS_BYTES, FIELDS, INSTR_BYTES, Opcode, VecOp
 from ..arch.latency import (ACC_READ, ACC_UPDATE, DECODE_CYCLES, ERROR_COMMIT, INTERLOCK_REGISTER, LOADQ_CHECK,
-                            STORE_START, VEC_INPUT)
+                            STORE_START, VEC_INPUT, VEC_LINE)
 from ..arch.sysmap import (CONTROLLER_UNITS, ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_SHIFT, ERR_VALUE,
                            ERROR_ARG_BITS, ERROR_CODE_BITS, PC_BITS, UNITS)
 from ..golden.primitives import MAX_SHIFT
@@ -77,8 +77,9 @@ class Controller(wiring.Component):
     HOLD (while the interlock holds it), then its execution: LOAD (zero-fill
     lines one per cycle, or a DMA gather, each line written the cycle it
     arrives), VEC (a DMA gather like LOAD's, each line into the accumulator
-    buffer's update pipeline the cycle it arrives; VEC_WAIT, then VEC_DRAIN
-    (VEC_INPUT + ACC_UPDATE cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
+    buffer's update pipeline from the DMA's registered buffer the cycle after
+    it arrives; VEC_WAIT, then VEC_DRAIN (VEC_LINE + VEC_INPUT + ACC_UPDATE
+    cycles) while the last line is written), DIV (per line: its read, DIV_STEP while
     the :class:`~systolic.hw.divider.LineDivider` loads it and forms the
     quotient bits, DIV_WRITE into the update pipeline; then VEC_DRAIN),
     LOADQ (its gather), LOADQ_WAIT, LOADQ_CHECK (the block's shifts checked
@@ -201,7 +202,8 @@ class Controller(wiring.Component):
             params_load=Signal(),                           # write the LOADQ block from dma_buf (a pulse)
             div_issue=Signal(),                             # a DIV line was read in the cycle before (a pulse)
             chk=chk, div=div,
-            k=Signal(range(max(self.config.acc_bits + ACC_READ, VEC_INPUT + ACC_UPDATE))),  # DIV_STEP, VEC_DRAIN
+            # DIV_STEP's and VEC_DRAIN's count
+            k=Signal(range(max(self.config.acc_bits + ACC_READ, VEC_LINE + VEC_INPUT + ACC_UPDATE))),
         )
         # The instruction registers take the fetched word from the DMA's registered buffer (ins_next) in
         # FETCH_BUF, the cycle after it arrived (`fetching`, a register, so their clock enable is a flip-flop,
@@ -349,12 +351,18 @@ class Controller(wiring.Component):
         # then), so the check's outcome reaches the counters through a register.
         with m.If(s.params_load):
             m.d.comb += self.events.dram_bytes_read.eq(self.config.loadq_bytes)
-        # VEC lines (the DMA's line bytes, read as the instruction's signed / unsigned values) and DIV results.
+        # VEC lines (a line's bytes from the DMA's registered buffer, VEC_LINE after it arrived, read as the
+        # instruction's signed / unsigned values) and DIV results.
         V, D = Opcode.VEC, Opcode.DIV
         assert FIELDS[V]["acc"] == FIELDS[D]["acc"] and FIELDS[V]["elems"] == FIELDS[D]["elems"]
         vec, div = self.vec, s.div
-        s.vec_line, s.div_write = Signal(), Signal()
-        line = self.dma.line
+        s.vec_line, s.div_write = Signal(), Signal()        # a VEC line arrives / a DIV line is written
+        assert VEC_LINE == 1, "one register below"
+        vec_line_r, vec_addr = Signal(name="vec_line_r"), Signal.like(vec.addr, name="vec_addr")
+        line = self.dma_buf
+        # The line's address: acc + i registered, so the cycle after a VEC line arrived it is that line's (i
+        # counts as the line arrives), and in DIV_WRITE that of the line it writes (i holds in DIV_STEP).
+        m.d.sync += [vec_line_r.eq(s.vec_line), vec_addr.eq(field(s.ins_x, V, "acc") + s.i)]
         # DIV reads line acc (state DIV, i = 0) and line acc + i + 1 in DIV_WRITE: the address is a register,
         # formed in the cycle before (acc + i + 1 in DIV_STEP, where i holds: it changes only as DIV_WRITE ends;
         # acc in every other state), so nothing but the port's select (div_mode, a register) lies before the
@@ -366,7 +374,7 @@ class Controller(wiring.Component):
         m.d.comb += self.div_mode.eq(s.div_mode)
         # The line's fields are chosen by div_mode (a register, high in the DIV states, low in VEC_WAIT), not by
         # the state's decode: they matter only with vec.valid, and then div_mode says which of the two it is.
-        m.d.comb += [vec.valid.eq(s.vec_line | s.div_write), vec.addr.eq(field(s.ins_x, V, "acc") + s.i),
+        m.d.comb += [vec.valid.eq(vec_line_r | s.div_write), vec.addr.eq(vec_addr),
                      vec.op.eq(Mux(s.div_mode, VecOp.SET, field(s.ins_x, V, "op"))),
                      vec.shift.eq(Mux(s.div_mode, 0, field(s.ins_x, V, "shift"))),
                      vec.elems.eq(field(s.ins_x, V, "elems")),
@@ -595,7 +603,7 @@ class Controller(wiring.Component):
                     m.d.sync += s.i_last.eq(s.one_line)
                     goto("VEC_WAIT")
             with m.State("VEC_WAIT"):
-                # Each line goes into the accumulator's update pipeline the cycle its last word arrives.
+                # Each line goes into the accumulator's update pipeline VEC_LINE after its last word arrives.
                 with m.If(dma.line_valid):
                     m.d.comb += s.vec_line.eq(1)
                     count_line()
@@ -604,10 +612,11 @@ class Controller(wiring.Component):
                         goto("VEC_DRAIN")
                 vec_overflow()
             with m.State("VEC_DRAIN"):
-                # VEC_INPUT + ACC_UPDATE cycles: then the last line is written; the array unit is idle, so an
-                # overflow is this VEC's.
+                # VEC_LINE + VEC_INPUT + ACC_UPDATE cycles after a VEC's last line arrived (k from 0), VEC_INPUT
+                # + ACC_UPDATE after a DIV's last line was presented (k from VEC_LINE): then the last line is
+                # written; the array unit is idle, so an overflow is this VEC's or DIV's.
                 m.d.sync += s.k.eq(s.k + 1)
-                with m.If(s.k == VEC_INPUT + ACC_UPDATE - 1):
+                with m.If(s.k == VEC_LINE + VEC_INPUT + ACC_UPDATE - 1):
                     next_instr()
                 vec_overflow()
             with m.State("DIV"):
@@ -630,7 +639,7 @@ class Controller(wiring.Component):
                 m.d.comb += s.div_write.eq(1)
                 count_line()
                 with m.If(s.i_last):
-                    m.d.sync += s.k.eq(0)
+                    m.d.sync += s.k.eq(VEC_LINE)
                     goto("VEC_DRAIN")
                 with m.Else():
                     m.d.comb += self.acc_rd.en.eq(1)            # the next line: acc + i + 1

@@ -20,7 +20,7 @@ import numpy as np
 
 from systolic.arch.isa import INSTR_BYTES, Instr, Opcode, Target
 from systolic.arch.latency import (ACC_UPDATE, DECODE_CYCLES, DMA_ISSUE, INTERLOCK_REGISTER, LOADQ_CHECK, MAX_READS,
-                                   QUEUE_SLOT, STORE_START, VEC_INPUT, div_line)
+                                   QUEUE_SLOT, STORE_START, VEC_INPUT, VEC_LINE, div_line)
 from systolic.arch.machine import MachineSpec
 from systolic.arch.memory import MemoryModel, program_address
 from systolic.arch.sysmap import CONTROLLER_UNITS
@@ -656,13 +656,14 @@ def program_timeline(cfg, program, prog_addr: int, d: int = 0, latency: int = 1)
             b["load"] = end - x
         elif op == Opcode.VEC:
             # A gather like LOAD's, each line into the accumulator's update pipeline; the last one is written
-            # VEC_INPUT + ACC_UPDATE after its last word (the accumulator registers the line, then updates).
+            # VEC_LINE + VEC_INPUT + ACC_UPDATE after its last word (the controller presents it from the DMA's
+            # registered buffer, the accumulator registers it, then updates).
             s0 = x + 1
             end = s0
             if a["lines"] and a["elems"]:
                 nw = sum(words(a["dram"] + i * a["stride"], a["elems"], bb) for i in range(a["lines"]))
                 end, st_v, idle_v = _gather(s0, nw, d, lat, busy)
-                end += VEC_INPUT + ACC_UPDATE
+                end += VEC_LINE + VEC_INPUT + ACC_UPDATE
                 s["vec"] = st_v
                 idle_mem += idle_v
                 reads += nw
