@@ -448,8 +448,9 @@ class Controller(wiring.Component):
 
         def keep_overflow():
             # Beside a STORE: the first overflow of a MATMUL of other lines is kept, reported once the STORE is done.
+            # (ovf_idx follows overflow_idx until ovf_seen is set, in _fsm: only that flag is decided here.)
             with m.If(self.overflow & ~s.ovf_seen):
-                m.d.sync += [s.ovf_seen.eq(1), s.ovf_idx.eq(self.overflow_idx)]
+                m.d.sync += s.ovf_seen.eq(1)
 
         def vec_overflow():
             # Last in its state: a VEC line's update left the accumulator range (it runs alone, so it is its own).
@@ -505,6 +506,10 @@ class Controller(wiring.Component):
         # The divider loads a DIV line the cycle it arrives: ACC_READ after its read (div_issue is 1 after it).
         m.d.comb += [s.div.load.eq(delay(m, 1, s.div_issue, ACC_READ - 1, "div_load")), s.div.step.eq(1)]
         self._commit_error(m, s)      # before the FSM: a start in IDLE clears the status after it
+        # The kept overflow's index: overflow_idx while none is kept, so it holds the index of the cycle that set
+        # ovf_seen (keep_overflow) and its clock enable is that flag, not the STORE states' decision.
+        with m.If(~s.ovf_seen):
+            m.d.sync += s.ovf_idx.eq(self.overflow_idx)
         # The next instruction's index, fetch address and end-of-program test, formed a cycle ahead, so the
         # cycle that fetches it only starts the DMA (at fa1) or fails (past1); pc and fa move to them the cycle
         # after (step).

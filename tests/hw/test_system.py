@@ -10,7 +10,7 @@ from systolic.compiler import Executor, Instr, MachineSpec, Opcode, ProgramError
 from systolic.arch.isa import encode_program
 from systolic.golden.random import random_input, random_network
 from systolic.arch.config import AcceleratorConfig
-from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
+from systolic.arch.sysmap import ERR_BAD_OPCODE, ERR_NO_HALT, ERR_OVERFLOW, ERR_VALUE, EXECUTOR_COUNTERS, error_reason
 from systolic.arch.latency import ACC_READ, ACC_UPDATE
 from systolic.hw.accumulator import AccumulatorBuffer
 from systolic.hw.system import Accelerator
@@ -438,3 +438,30 @@ def test_streamed_matmuls_accumulate_into_the_line_just_written():
     Executor(spec, ref).run(prog)
     got = run_program_amaranth(cfg, dram, prog, MemoryModel(latency=1))
     assert got.done and np.array_equal(dram, ref)
+
+
+def test_overflow_while_a_store_runs_is_reported_after_it_with_its_matmul():
+    """A MATMUL's accumulator overflow that happens while a STORE of other lines runs beside it is kept and
+    reported once the STORE is done, naming the MATMUL (not the STORE, nor the instruction running then)."""
+    cfg = TINY["ws"].replace(acc_bits=16)          # 2 x 127 x 127 fits, twice that does not
+    spec = MachineSpec.from_config(cfg, dram_bytes=256)
+    dram = np.full(256, 127, dtype=np.uint8)
+    m = 4
+    prog = [Instr(Opcode.LOAD, dict(target=Target.A, lines=m, elems=cfg.rows, dram=0, stride=cfg.rows)),
+            Instr(Opcode.LOAD, dict(target=Target.W, lines=cfg.rows, elems=cfg.cols, dram=0, stride=cfg.cols)),
+            Instr(Opcode.MATMUL, dict(m=m, a=0, w=0, acc=0)),
+            Instr(Opcode.MATMUL, dict(m=m, a=0, w=0, acc=0, accumulate=1)),
+            # lines m.. of the accumulator: no MATMUL writes them, so it runs beside the second MATMUL
+            Instr(Opcode.STORE, dict(lines=spec.acc_lines - m, acc=m, elems=cfg.cols, bits=8, dram=130, stride=9)),
+            Instr(Opcode.HALT)]
+    with pytest.raises(ProgramError) as want:
+        Executor(spec, dram.copy()).run(prog)
+    assert want.value.index == 3 and want.value.reason.startswith("accumulator overflow")
+    mem = MemoryModel(latency=1, bytes_per_cycle=8)
+    # The second MATMUL writes its lines (and overflows) while the STORE runs: the timing does not depend on
+    # the values.
+    tl = program_timeline(cfg, prog, 0, mem.base_delay(cfg.bus_bytes), mem.latency).instructions
+    assert tl[4].start < tl[3].array[1] - m + 1 <= tl[4].end     # its first accumulator write
+    res = run_program_amaranth(cfg, dram.copy(), prog, mem)
+    assert not res.done
+    assert (res.error, res.err_index) == (ERR_OVERFLOW, 3)
